@@ -1,0 +1,94 @@
+"""Analyses as small validated dataclasses that render to one SPICE control card.
+
+Every transient carries an explicit TMAX (`max_step_s`): ngspice otherwise ties it to the print step,
+which made a 100 us retention run 1000x slower on these machines (see docs in the README).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gaincell.errors import ConfigError
+
+
+def _positive(name: str, value: float) -> None:
+    if not (value > 0):
+        raise ConfigError(name, f"must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Transient:
+    """`.tran` from `start_s` to `stop_s`: print step `step_s`, largest internal step `max_step_s`."""
+
+    step_s: float
+    stop_s: float
+    max_step_s: float | None = None
+    start_s: float = 0.0
+    uic: bool = False
+
+    def __post_init__(self):
+        _positive("step_s", self.step_s)
+        _positive("stop_s", self.stop_s)
+        if self.max_step_s is not None:
+            _positive("max_step_s", self.max_step_s)
+        if not (0 <= self.start_s < self.stop_s):
+            raise ConfigError("start_s", f"must be in [0, stop_s={self.stop_s}), got {self.start_s!r}")
+
+    @property
+    def tmax_s(self) -> float:
+        return self.step_s if self.max_step_s is None else self.max_step_s
+
+    def card(self) -> str:
+        uic = " uic" if self.uic else ""
+        return f".tran {self.step_s:.6g} {self.stop_s:.6g} {self.start_s:.6g} {self.tmax_s:.6g}{uic}"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """`.op`: the DC operating point."""
+
+    def card(self) -> str:
+        return ".op"
+
+
+@dataclass(frozen=True)
+class DCSweep:
+    """`.dc SOURCE start stop step`: sweep one independent source."""
+
+    source: str
+    start: float
+    stop: float
+    step: float
+
+    def __post_init__(self):
+        if not self.source or not self.source[0].lower() in "vi":
+            raise ConfigError("source", f"must name a V or I source, got {self.source!r}")
+        if self.step == 0:
+            raise ConfigError("step", "must be non-zero")
+
+    def card(self) -> str:
+        return f".dc {self.source} {self.start:.6g} {self.stop:.6g} {self.step:.6g}"
+
+
+@dataclass(frozen=True)
+class AC:
+    """`.ac` small-signal sweep; `variation` is one of dec, oct, lin."""
+
+    variation: str
+    points: int
+    start_hz: float
+    stop_hz: float
+
+    def __post_init__(self):
+        if self.variation not in ("dec", "oct", "lin"):
+            raise ConfigError("variation", f"must be dec, oct or lin, got {self.variation!r}")
+        if self.points < 1:
+            raise ConfigError("points", f"must be >= 1, got {self.points!r}")
+        _positive("start_hz", self.start_hz)
+        if not self.stop_hz > self.start_hz:
+            raise ConfigError("stop_hz", f"must be > start_hz={self.start_hz}, got {self.stop_hz!r}")
+
+    def card(self) -> str:
+        return f".ac {self.variation} {self.points} {self.start_hz:.6g} {self.stop_hz:.6g}"
+
+
+Analysis = Transient | OperatingPoint | DCSweep | AC

@@ -1,0 +1,221 @@
+"""The two ngspice engines, run in the calling process: PySpice shared mode and `ngspice -b` batch mode.
+
+Both take a prepared `Netlist` and return `EngineOutput`: every plot's vectors under normalised names
+(`time`, `v(node)`, `i(vsource)`), the simulator's text output and version. Failure is detected from
+ngspice's text (shared mode returns 0 even for parse errors) and raised as `SimulationError` carrying
+ngspice's own lines. The shared engine is one per process (libngspice keeps global state); run it in a
+worker process (see `workers.py`), never in threads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gaincell.errors import SimulationError, SimulationTimeout, SimulatorNotFoundError
+
+from .netlist import Netlist
+from .rawfile import read_raw
+
+LIBNGSPICE_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libngspice.so.0",
+    "/usr/lib/aarch64-linux-gnu/libngspice.so.0",
+    "/usr/lib/libngspice.so.0",
+    "/usr/local/lib/libngspice.so.0",
+    "/usr/local/lib/libngspice.so",
+)
+SCALE_NAMES = ("time", "frequency")
+_ERROR_LINE = re.compile(
+    r"error|aborted|fatal|timestep too small|simulation interrupted|can't find model|unknown subckt|"
+    r"circuit not parsed|there aren't any circuits",
+    re.IGNORECASE,
+)
+_REPORTED_WARNING = re.compile(r"error|can't find model", re.IGNORECASE)
+
+
+@dataclass
+class EngineOutput:
+    """What one simulator run produced: plots in run order, each a dict of normalised vectors."""
+
+    plots: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
+    log: str = ""
+    simulator: str = ""
+    elapsed_s: float = 0.0
+
+
+def normalise_vector_name(name: str) -> str:
+    """Map shared-mode (`sn`, `vbl#branch`) and raw-file (`v(sn)`, `i(vbl)`) names onto `v(sn)`, `i(vbl)`."""
+    low = name.strip().lower()
+    if low in SCALE_NAMES or low.endswith("-sweep") or low.startswith("@"):
+        return low
+    if low.startswith(("v(", "i(")) and low.endswith(")"):
+        inner = low[2:-1]
+        return f"i({inner[:-7]})" if inner.endswith("#branch") else f"{low[0]}({inner})"
+    if low.endswith("#branch"):
+        return f"i({low[:-7]})"
+    return f"v({low})"
+
+
+_PLOT_KINDS = {"transient analysis": "tran", "operating point": "op", "dc transfer characteristic": "dc",
+               "ac analysis": "ac", "noise analysis": "noise", "transfer function": "tf"}
+
+
+def plot_kind(name: str) -> str:
+    """Backend-independent plot name: shared `tran1` and batch `Transient Analysis` both give `tran`."""
+    low = name.strip().lower()
+    return _PLOT_KINDS.get(low, low.rstrip("0123456789") or low)
+
+
+def find_errors(log: str) -> list[str]:
+    """The lines of ngspice output that report a failure (warnings and notes excluded)."""
+    found = []
+    for line in log.splitlines():
+        text = line.strip()
+        if text.lower().startswith(("warning", "note:")) and not _REPORTED_WARNING.search(text):
+            continue
+        if _ERROR_LINE.search(text):
+            found.append(text)
+    return found
+
+
+def _check(log: str, netlist: Netlist, extra_failure: str | None = None) -> None:
+    errors = find_errors(log)
+    if errors or extra_failure:
+        message = "; ".join(dict.fromkeys(errors)) or extra_failure
+        raise SimulationError(message, netlist.hash, log)
+
+
+def _normalised(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {normalise_vector_name(k): np.real_if_close(np.asarray(v)) for k, v in vectors.items()}
+
+
+def libngspice_path() -> str:
+    """Where libngspice lives: $NGSPICE_LIBRARY_PATH, else the Debian/usual locations."""
+    configured = os.environ.get("NGSPICE_LIBRARY_PATH")
+    if configured:
+        if not Path(configured).exists():
+            raise SimulatorNotFoundError(
+                f"NGSPICE_LIBRARY_PATH={configured} does not exist: install the Debian package libngspice0 "
+                "(apt-get install libngspice0) or point the variable at libngspice.so.0")
+        return configured
+    for candidate in LIBNGSPICE_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    raise SimulatorNotFoundError(
+        "libngspice (ngspice's shared library) not found: install the Debian package libngspice0 "
+        "(apt-get install libngspice0) or set NGSPICE_LIBRARY_PATH to the library file")
+
+
+class SharedEngine:
+    """ngspice as a shared library through PySpice, with the workarounds this stack needs."""
+
+    _instance: "SharedEngine | None" = None
+
+    @classmethod
+    def get(cls) -> "SharedEngine":
+        """The process's single engine (libngspice state is global: one per process)."""
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self):
+        os.environ["NGSPICE_LIBRARY_PATH"] = libngspice_path()
+        logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+        from PySpice.Spice.NgSpice.Shared import NgSpiceShared
+
+        NgSpiceShared.LIBRARY_PATH = os.environ["NGSPICE_LIBRARY_PATH"]
+        self._ng = NgSpiceShared.new_instance()
+        self.simulator = f"ngspice-{self._ng.ngspice_version} (shared, PySpice)"
+        self._quiet("set num_threads=1")
+        self._quiet("set nomoremode")
+        self.runs = 0
+
+    def _quiet(self, command: str) -> str:
+        """Run an ngspice command and return its text; PySpice's exception on stderr lines is ignored
+        here because success and failure are judged from the text (see `find_errors`)."""
+        try:
+            self._ng.exec_command(command)
+        except Exception:  # NgSpiceCommandError for any stderr line, e.g. a gmin-stepping note
+            pass
+        return self._output()
+
+    def _output(self) -> str:
+        return "\n".join(self._ng._stdout + self._ng._stderr)
+
+    def simulate(self, netlist: Netlist) -> EngineOutput:
+        """Load and run one deck; raise `SimulationError` with ngspice's lines if it fails."""
+        start = time.perf_counter()
+        log_parts = []
+        try:
+            try:
+                self._ng.load_circuit(netlist.text)
+            except Exception:
+                pass
+            log_parts.append(self._output())
+            _check(log_parts[-1], netlist)
+            log_parts.append(self._quiet("run"))
+            _check("\n".join(log_parts), netlist)
+            names = [p for p in self._ng.plot_names if p != "const"]
+            if not names:
+                _check("\n".join(log_parts), netlist, "ngspice produced no results")
+            plots = []
+            for plot_name in reversed(names):
+                plot = self._ng.plot(None, plot_name)
+                plots.append((plot_kind(plot_name), _normalised({k: v._data for k, v in plot.items()})))
+        finally:
+            self._quiet("destroy all")
+            self._quiet("remcirc")
+            self.runs += 1
+        return EngineOutput(plots, "\n".join(log_parts), self.simulator, time.perf_counter() - start)
+
+
+class BatchEngine:
+    """`ngspice -b -r` in a scratch directory, one process per run; the cross-check and fallback."""
+
+    _version: str | None = None
+
+    def __init__(self, executable: str = "ngspice"):
+        found = shutil.which(executable)
+        if found is None:
+            raise SimulatorNotFoundError(
+                f"the ngspice program ({executable!r}) is not on PATH: install the Debian package ngspice "
+                "(apt-get install ngspice)")
+        self.executable = found
+
+    @property
+    def simulator(self) -> str:
+        if BatchEngine._version is None:
+            out = subprocess.run([self.executable, "-v"], capture_output=True, text=True, timeout=30).stdout
+            match = re.search(r"ngspice-(\S+)", out)
+            BatchEngine._version = f"ngspice-{match.group(1) if match else 'unknown'} (batch)"
+        return BatchEngine._version
+
+    def simulate(self, netlist: Netlist, timeout: float | None = None) -> EngineOutput:
+        """Run one deck as a separate ngspice process; raise `SimulationTimeout` past `timeout` seconds."""
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="gaincell-ngspice-") as scratch:
+            work = Path(scratch)
+            (work / ".spiceinit").write_text("set num_threads=1\n")
+            (work / "deck.cir").write_text(netlist.text)
+            try:
+                done = subprocess.run([self.executable, "-b", "-r", "out.raw", "deck.cir"], cwd=work,
+                                      capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                log = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+                raise SimulationTimeout(f"ngspice did not finish within {timeout} s", netlist.hash, log) from None
+            log = done.stdout + done.stderr
+            failure = None if done.returncode == 0 else f"ngspice exited with code {done.returncode}"
+            raw = work / "out.raw"
+            if failure is None and not raw.exists():
+                failure = "ngspice wrote no results"
+            _check(log, netlist, failure)
+            plots = [(plot_kind(p.name), _normalised(p.vectors)) for p in read_raw(raw)]
+        return EngineOutput(plots, log, self.simulator, time.perf_counter() - start)

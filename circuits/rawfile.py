@@ -1,0 +1,115 @@
+"""Read and write ngspice raw files (binary and ASCII), the format of `ngspice -b -r FILE`.
+
+PySpice 1.5 cannot read raw files from ngspice 39, so this small reader is the batch backend's output
+path; the writer lets waveform viewers open what gaincell stores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gaincell.errors import SimulationError
+
+
+@dataclass
+class RawPlot:
+    """One plot (one analysis) of a raw file: its vectors in file order."""
+
+    title: str
+    name: str
+    flags: str
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def _header(lines: list[str]) -> dict[str, str]:
+    info = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip().lower()] = value.strip()
+    return info
+
+
+def read_raw(path: str | Path) -> list[RawPlot]:
+    """Parse every plot of an ngspice raw file; complex data comes back as complex128."""
+    data = Path(path).read_bytes()
+    plots, pos = [], 0
+    while pos < len(data):
+        if not data[pos:].strip():
+            break
+        header_lines, variables = [], []
+        while True:
+            end = data.index(b"\n", pos)
+            line = data[pos:end].decode("latin-1").rstrip("\r")
+            pos = end + 1
+            key = line.split(":")[0].strip().lower()
+            if key == "variables":
+                info = _header(header_lines)
+                for _ in range(int(info["no. variables"])):
+                    end = data.index(b"\n", pos)
+                    parts = data[pos:end].decode("latin-1").split()
+                    pos = end + 1
+                    variables.append((parts[1], parts[2] if len(parts) > 2 else ""))
+                continue
+            if key in ("binary", "values"):
+                break
+            header_lines.append(line)
+        info = _header(header_lines)
+        n_vars, n_points = len(variables), int(info["no. points"])
+        is_complex = "complex" in info.get("flags", "").lower()
+        width = 2 if is_complex else 1
+        if key == "binary":
+            count = n_points * n_vars * width
+            values = np.frombuffer(data, dtype="<f8", count=count, offset=pos).reshape(n_points, n_vars * width)
+            pos += count * 8
+        else:
+            values, pos = _read_ascii_values(data, pos, n_points, n_vars, is_complex)
+        if is_complex:
+            values = values[:, 0::2] + 1j * values[:, 1::2]
+        plot = RawPlot(info.get("title", ""), info.get("plotname", ""), info.get("flags", ""))
+        for column, (name, kind) in enumerate(variables):
+            plot.vectors[name] = np.array(values[:, column])
+            plot.kinds[name] = kind
+        plots.append(plot)
+    return plots
+
+
+def _read_ascii_values(data: bytes, pos: int, n_points: int, n_vars: int, is_complex: bool):
+    width = 2 if is_complex else 1
+    values = np.empty((n_points, n_vars * width))
+    tokens = []
+    while len(tokens) < n_points * (n_vars + 1):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        tokens.extend(data[pos:end].decode("latin-1").split())
+        pos = end + 1
+        if end == len(data):
+            break
+    it = iter(tokens)
+    for point in range(n_points):
+        next(it)  # point index
+        for var in range(n_vars):
+            parts = next(it).split(",")
+            values[point, var * width:(var + 1) * width] = [float(p) for p in parts[:width]]
+    return values, pos
+
+
+def write_raw(path: str | Path, vectors: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
+              title: str = "gaincell", plot_name: str = "Transient Analysis") -> None:
+    """Write one real plot as a binary ngspice raw file; the first vector is the scale (e.g. time)."""
+    names = list(vectors)
+    if not names:
+        raise SimulationError("write_raw: no vectors to write")
+    n_points = len(vectors[names[0]])
+    kinds = kinds or {}
+    header = [f"Title: {title}", "Date: -", f"Plotname: {plot_name}", "Flags: real",
+              f"No. Variables: {len(names)}", f"No. Points: {n_points}", "Variables:"]
+    for index, name in enumerate(names):
+        kind = kinds.get(name) or ("time" if name == "time" else "current" if name.startswith("i(") else "voltage")
+        header.append(f"\t{index}\t{name}\t{kind}")
+    header.append("Binary:")
+    table = np.column_stack([np.asarray(vectors[n], dtype="<f8") for n in names])
+    Path(path).write_bytes(("\n".join(header) + "\n").encode() + table.tobytes())

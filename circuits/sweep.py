@@ -1,0 +1,389 @@
+"""Sweeps: a grid of parameter points simulated as packed netlists on a process pool or a Dask cluster.
+
+A `Testbench` describes one point as a parameterised subcircuit; a chunk of points becomes one netlist
+with one subcircuit instance per point (`X0`, `X1`, ... with the point's values as instance parameters),
+so ngspice solves hundreds of independent cells in one run. A chunk that fails is split in halves until
+the failing point is isolated; its ngspice message is recorded and the rest of the sweep goes on.
+
+    sweep = Sweep("read", MyBench(...), {"stored_v": [...], "pulse_s": [...]})
+    data = run_sweep(sweep, "char.h5")          # resumes if char.h5(.parts) already hold some points
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gaincell import __version__
+from gaincell.errors import ConfigError, GaincellError, SimulationError, WorkerCrashed
+from gaincell.store import SweepData, read_sweep, save_sweeps, OK
+
+from .analysis import Analysis
+from .engines import EngineOutput
+from .netlist import Netlist, prepare
+from .simulator import check_backend
+from .workers import Task, WorkerPool, simulate_in_worker
+
+
+class Testbench:
+    """One sweep point as a parameterised subcircuit; subclasses fill in the circuit-specific parts.
+
+    Subclasses are frozen dataclasses (picklable: they travel to worker processes) and define:
+    - `subcircuit()`: the `.subckt NAME ... params: ...` text; every sweep parameter is a subckt param;
+    - `analysis(points)`: the analysis for a chunk of points;
+    - `probes`: vectors inside one instance to keep (`v(sn)`, `i(v.vbl)` for a source `vbl`);
+    - optionally `preamble()` (model libraries, shared sources), `ports` (nodes the instances share,
+      e.g. a common drive), `options()`, and `extract()` to turn raw vectors into results.
+    """
+
+    name = "testbench"
+    subckt_name = "point"
+    ports: tuple[str, ...] = ()
+    probes: tuple[str, ...] = ()
+    max_pack = 200
+
+    def subcircuit(self) -> str:
+        raise NotImplementedError
+
+    def analysis(self, points: list[dict[str, float]]) -> Analysis:
+        raise NotImplementedError
+
+    def preamble(self) -> str:
+        return ""
+
+    def options(self) -> dict:
+        return {}
+
+    def instance_params(self, point: dict[str, float]) -> dict[str, float]:
+        """The subcircuit parameters of one instance (default: the sweep point itself)."""
+        return point
+
+    def describe(self) -> dict:
+        """Design parameters recorded with the sweep (JSON-able)."""
+        return dict(getattr(self, "__dict__", {}))
+
+    def extract(self, vectors: dict[str, np.ndarray], point: dict[str, float]) -> dict[str, np.ndarray]:
+        """Per-point results from this instance's probes (names without the instance prefix)."""
+        return dict(vectors)
+
+    def netlist(self, points: list[dict[str, float]]) -> Netlist:
+        """The packed deck for a chunk: one instance per point."""
+        lines = [f"* gaincell {self.name}: {len(points)} packed point(s)", self.preamble().strip(),
+                 self.subcircuit().strip()]
+        for i, point in enumerate(points):
+            params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
+            lines.append(f"X{i} {' '.join(self.ports)} {self.subckt_name} params: {params}".replace("  ", " "))
+        save = [_instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
+        if self.probes:
+            save.append("time")
+        return prepare("\n".join(line for line in lines if line), self.analysis(points), save=save,
+                       options=self.options())
+
+
+def _instance_vector(probe: str, i: int) -> str:
+    """`v(sn)` -> `v(x3.sn)`; `i(v.vbl)` -> `i(v.x3.vbl)` (ngspice's names inside instance X3)."""
+    kind, inner = probe[0], probe[2:-1]
+    if kind == "i" and "." in inner:
+        letter, rest = inner.split(".", 1)
+        return f"i({letter}.x{i}.{rest})"
+    return f"{kind}(x{i}.{inner})"
+
+
+def simulate_chunk(testbench: Testbench, points: list[dict], backend: str, timeout_s: float) -> dict:
+    """Worker side: simulate a chunk as one packed deck; returns per-point results or the failure."""
+    netlist = testbench.netlist(points)
+    try:
+        if backend == "shared":
+            output = simulate_in_worker(netlist, "shared")
+        else:
+            output = simulate_in_worker(netlist, "batch", timeout_s)
+    except SimulationError as exc:
+        return {"deck": netlist.text, "error": exc.message, "kind": exc.kind}
+    vectors = output.plots[-1][1]
+    results = []
+    for i, point in enumerate(points):
+        own = {probe: vectors[_instance_vector(probe, i)] for probe in testbench.probes}
+        if "time" in vectors:
+            own["time"] = vectors["time"]
+        results.append(testbench.extract(own, point))
+    return {"deck": netlist.text, "results": results, "simulator": output.simulator}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A named grid (cartesian product of `grid`'s values, in its key order) over one testbench."""
+
+    name: str
+    testbench: Testbench
+    grid: dict[str, Sequence[float]]
+    chunk_size: int | None = None
+    timeout_s: float = 300.0
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name:
+            raise ConfigError("name", f"must be a non-empty group name without '/', got {self.name!r}")
+        if not self.grid:
+            raise ConfigError("grid", "needs at least one parameter")
+        for key, values in self.grid.items():
+            if len(values) == 0:
+                raise ConfigError(f"grid[{key!r}]", "has no values")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ConfigError("chunk_size", f"must be >= 1, got {self.chunk_size}")
+        if not self.timeout_s > 0:
+            raise ConfigError("timeout_s", f"must be > 0 seconds, got {self.timeout_s}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.grid.values())
+
+    def point(self, index: tuple[int, ...]) -> dict[str, float]:
+        return {k: float(v[i]) for (k, v), i in zip(self.grid.items(), index)}
+
+    def spec_hash(self) -> str:
+        """Identity that a resumed run must match: testbench, its design and the grid."""
+        spec = {"testbench": type(self.testbench).__name__, "design": self.testbench.describe(),
+                "grid": {k: [float(x) for x in v] for k, v in self.grid.items()}}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parts: each finished chunk, saved atomically next to the HDF5 file until it is merged in.
+
+def _parts_dir(out: Path, sweep: Sweep) -> Path:
+    return out.with_name(out.name + ".parts") / sweep.name
+
+
+def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
+    arrays = {"index": np.array(indices, dtype=np.int64), "deck": np.array(outcome["deck"])}
+    if "results" in outcome:
+        for j, result in enumerate(outcome["results"]):
+            for name, value in result.items():
+                arrays[f"r{j}:{name}"] = np.asarray(value, dtype=float)
+        arrays["simulator"] = np.array(outcome.get("simulator", ""))
+    else:
+        arrays["error"] = np.array(outcome["error"])
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{serial}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, folder / f"{serial}.npz")
+
+
+def _apply_part(data: SweepData, path: Path) -> None:
+    with np.load(path, allow_pickle=False) as part:
+        indices = [tuple(int(i) for i in row) for row in part["index"]]
+        deck = data.add_deck(str(part["deck"]))
+        if "error" in part.files:
+            for index in indices:
+                data.record_failure(index, str(part["error"]), deck)
+            return
+        if str(part["simulator"]):
+            data.attrs["simulator"] = str(part["simulator"])
+        for j, index in enumerate(indices):
+            prefix = f"r{j}:"
+            data.record_ok(index, {k[len(prefix):]: part[k] for k in part.files if k.startswith(prefix)}, deck)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    """What a `run_sweep` call did: points simulated now, failures, wall time."""
+
+    data: SweepData
+    simulated: int = 0
+    failed_now: int = 0
+    wall_s: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+
+def _fresh_data(sweep: Sweep) -> SweepData:
+    tb = sweep.testbench
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return SweepData(sweep.name, {k: np.asarray(v, dtype=float) for k, v in sweep.grid.items()},
+                     attrs={"testbench": type(tb).__name__, "design": json.dumps(tb.describe(), default=str),
+                            "spec_sha256": sweep.spec_hash(), "created": now, "gaincell_version": __version__})
+
+
+def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
+    parts = _parts_dir(out, sweep)
+    if restart:
+        shutil.rmtree(parts, ignore_errors=True)
+    data = None
+    if out.exists() and not restart:
+        try:
+            data = read_sweep(out, sweep.name)
+        except ConfigError:
+            data = None
+        if data is not None and data.attrs.get("spec_sha256") != sweep.spec_hash():
+            raise ConfigError("out", f"{out} already holds a sweep {sweep.name!r} made with other settings; "
+                                     "choose another file, or restart it (restart=True / --restart)")
+    data = data or _fresh_data(sweep)
+    for part in sorted(parts.glob("*.npz")) if parts.exists() else []:
+        _apply_part(data, part)
+    return data
+
+
+def _chunks(indices: list[tuple], size: int) -> list[list[tuple]]:
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+def run_sweep(sweep: Sweep, out: str | Path, workers: int | None = None, backend: str = "shared",
+              scheduler: str | None = None, progress: bool = True, retry_failed: bool = True,
+              restart: bool = False, save_every_s: float = 2.0) -> SweepReport:
+    """Simulate every point of `sweep` not yet done in `out` and store the results there.
+
+    workers: local processes (default one per core). scheduler: None for the local pool, "local-dask"
+    for a Dask LocalCluster, or "tcp://host:port" for a running Dask scheduler (Dask runs ngspice in batch
+    mode: its worker threads must not share libngspice). retry_failed: simulate points that failed before
+    again. restart: discard what `out` holds for this sweep. Interrupting (Ctrl-C, kill) loses at most the
+    chunks in flight; calling again resumes.
+    """
+    backend = check_backend(backend)
+    out = Path(out)
+    started = time.perf_counter()
+    data = _load_state(sweep, out, restart)
+    todo_mask = data.status != OK if retry_failed else data.status == 0
+    todo = [tuple(int(i) for i in ix) for ix in np.argwhere(todo_mask)]
+    report = SweepReport(data)
+    size = sweep.chunk_size or sweep.testbench.max_pack
+    if not todo:
+        save_sweeps(out, [data])
+        return report
+    parts = _parts_dir(out, sweep)
+    serial = itertools.count(int(time.time() * 1000) * 1000)
+    queue: deque = deque(_chunks(todo, size))
+    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="pt", disable=not progress, smoothing=0.1)
+    last_save = time.monotonic()
+    try:
+        for indices, outcome in _execute(sweep, queue, workers, backend, scheduler):
+            failed_whole = "results" not in outcome
+            if failed_whole and len(indices) > 1:
+                half = len(indices) // 2  # isolate the failing point(s): bisect the chunk
+                queue.extend([indices[:half], indices[half:]])
+                continue
+            _save_part(parts, f"{next(serial):020d}", indices, outcome)
+            _record(data, indices, outcome)
+            report.simulated += len(indices)
+            if failed_whole:
+                report.failed_now += 1
+                report.messages.append(f"{sweep.point(indices[0])}: {outcome['error']}")
+            bar.update(len(indices))
+            bar.set_postfix(failed=int(np.sum(data.status == 2)))
+            if time.monotonic() - last_save > save_every_s:
+                _checkpoint(out, data, parts)
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+        _checkpoint(out, data, parts)
+        report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _record(data: SweepData, indices: list[tuple], outcome: dict) -> None:
+    deck = data.add_deck(outcome["deck"])
+    if "results" not in outcome:
+        for index in indices:
+            data.record_failure(index, outcome["error"], deck)
+        return
+    if outcome.get("simulator"):
+        data.attrs["simulator"] = outcome["simulator"]
+    for index, result in zip(indices, outcome["results"]):
+        data.record_ok(index, result, deck)
+
+
+def _checkpoint(out: Path, data: SweepData, parts: Path) -> None:
+    """Merge everything recorded so far into the HDF5 file (atomically), then drop the merged parts."""
+    merged = sorted(parts.glob("*.npz")) if parts.exists() else []
+    data.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if data.decks:
+        data.attrs["netlist"] = data.decks[0]
+        data.attrs["netlist_sha256"] = hashlib.sha256(data.decks[0].encode()).hexdigest()
+    save_sweeps(out, [data])
+    for part in merged:
+        part.unlink(missing_ok=True)
+    for folder in (parts, parts.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def _execute(sweep: Sweep, queue: deque, workers, backend, scheduler):
+    """Yield (indices, outcome) per chunk from the local pool or Dask; the caller may extend `queue`."""
+    def points(indices):
+        return [sweep.point(ix) for ix in indices]
+
+    if scheduler is None:
+        with WorkerPool(workers) as pool:
+            tasks = _TaskFeed(queue, lambda ix: Task(ix, simulate_chunk, (sweep.testbench, points(ix), backend,
+                                                                          sweep.timeout_s), sweep.timeout_s))
+            for indices, result in pool.run(tasks):
+                if isinstance(result, SimulationError):  # the worker died or hung: no deck came back
+                    result = {"deck": "", "error": result.message, "kind": result.kind}
+                yield indices, result
+        return
+    yield from _execute_dask(sweep, queue, workers, scheduler, points)
+
+
+class _TaskFeed(deque):
+    """A deque of tasks that turns chunks appended to `queue` into tasks as the pool asks for them."""
+
+    def __init__(self, queue: deque, make):
+        super().__init__()
+        self._queue, self._make = queue, make
+
+    def __bool__(self):
+        return bool(self._queue)
+
+    def __len__(self):
+        return len(self._queue)
+
+    def popleft(self):
+        return self._make(self._queue.popleft())
+
+
+def _execute_dask(sweep: Sweep, queue: deque, workers, scheduler: str, points):
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise GaincellError("the Dask backend needs dask.distributed: pip install 'gaincell[dask]'") from None
+    cluster = None
+    if scheduler == "local-dask":
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        def submit(indices):
+            future = client.submit(simulate_chunk, sweep.testbench, points(indices), "batch", sweep.timeout_s,
+                                   pure=False)
+            owners[future.key] = indices
+            return future
+
+        owners: dict[Any, list] = {}
+        running = as_completed([submit(queue.popleft()) for _ in range(len(queue))])
+        for future in running:
+            indices = owners.pop(future.key)
+            try:
+                outcome = future.result()
+            except Exception as exc:  # KilledWorker and friends: the worker died under this chunk
+                crash = WorkerCrashed(f"Dask worker failed: {type(exc).__name__}: {exc}")
+                outcome = {"deck": "", "error": crash.message, "kind": crash.kind}
+            yield indices, outcome
+            while queue:
+                running.add(submit(queue.popleft()))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

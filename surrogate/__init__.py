@@ -1,0 +1,1 @@
+"""Stage 4: the surrogate file (schema, load/validate) and the torch attention layer built from it."""
