@@ -2,7 +2,7 @@
 
 `concurrent.futures` breaks the whole pool when one worker dies; here a dead or overdue worker is
 killed, its task reported as `WorkerCrashed` / `SimulationTimeout`, and a fresh worker takes its place.
-Workers are fresh interpreters (`python -m gaincell.circuits.workers`, spawn semantics: libngspice must
+Workers are fresh interpreters (`python -m gaincell.circuits.worker_entry`, spawn semantics: libngspice must
 not be forked, and unlike multiprocessing's spawn the caller's main script is not re-imported, so scripts
 need no `if __name__ == "__main__"` guard), talk over a socket pair, hold one shared-mode engine each, and are recycled after `max_tasks_per_worker` tasks before ngspice's leaks matter.
 """
@@ -57,7 +57,7 @@ class _Worker:
     def __init__(self):
         mine, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.process = subprocess.Popen([sys.executable, "-m", "gaincell.circuits.workers", str(theirs.fileno())],
+        self.process = subprocess.Popen([sys.executable, "-m", "gaincell.circuits.worker_entry", str(theirs.fileno())],
                                         pass_fds=(theirs.fileno(),), env=env)
         theirs.close()
         self.conn = Connection(mine.detach())
@@ -170,5 +170,6 @@ def simulate_in_worker(netlist, backend: str = "shared", timeout_s: float | None
     return BatchEngine().simulate(netlist, timeout=timeout_s)
 
 
-if __name__ == "__main__":
-    _worker_main(Connection(int(sys.argv[1])))
+def main(argv: list[str]) -> None:
+    """Entry of a worker process (see worker_entry.py): serve tasks over the inherited socket."""
+    _worker_main(Connection(int(argv[1])))

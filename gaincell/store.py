@@ -34,14 +34,21 @@ _RESERVED = ("status", "error", "deck_index", "deck", "deck_sha256", "sample", "
 _STR = h5py.string_dtype()
 
 
+_SUFFIX_UNITS = {"_v": "V", "_a": "A", "_s": "s", "_c": "C", "_j": "J", "_f": "F", "_w": "W", "_hz": "Hz",
+                 "_ohm": "Ohm"}
+
+
 def unit_of(name: str) -> str:
-    """SI unit of a normalised vector name: v(...) V, i(...) A, time s."""
+    """SI unit from a name: v(...) V, i(...) A, time s, else the unit suffix (`charge_c` C, `i_mid_a` A)."""
     if name.startswith("v("):
         return "V"
     if name.startswith("i("):
         return "A"
     if name == "time":
         return "s"
+    for suffix, unit in _SUFFIX_UNITS.items():
+        if name.endswith(suffix):
+            return unit
     return ""
 
 
