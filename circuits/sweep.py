@@ -64,6 +64,15 @@ class Testbench:
     def options(self) -> dict:
         return {}
 
+    def pack_key(self, point: dict[str, float]):
+        """Only points with equal keys share a netlist; they may share drive circuitry (`shared_lines`)."""
+        return ()
+
+    def shared_lines(self, points: list[dict[str, float]]) -> str:
+        """Top-level elements of a chunk that all its instances connect to through `ports` (e.g. one
+        pulse driver per netlist, as one word-line driver serves a row of an array)."""
+        return ""
+
     def instance_params(self, point: dict[str, float]) -> dict[str, float]:
         """The subcircuit parameters of one instance (default: the sweep point itself)."""
         return point
@@ -79,7 +88,7 @@ class Testbench:
     def netlist(self, points: list[dict[str, float]]) -> Netlist:
         """The packed deck for a chunk: one instance per point."""
         lines = [f"* gaincell {self.name}: {len(points)} packed point(s)", self.preamble().strip(),
-                 self.subcircuit().strip()]
+                 self.subcircuit().strip(), self.shared_lines(points).strip()]
         for i, point in enumerate(points):
             params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
             lines.append(f"X{i} {' '.join(self.ports)} {self.subckt_name} params: {params}".replace("  ", " "))
@@ -166,9 +175,18 @@ def _parts_dir(out: Path, sweep: Sweep) -> Path:
 def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
     arrays = {"index": np.array(indices, dtype=np.int64), "deck": np.array(outcome["deck"])}
     if "results" in outcome:
-        for j, result in enumerate(outcome["results"]):
-            for name, value in result.items():
-                arrays[f"r{j}:{name}"] = np.asarray(value, dtype=float)
+        results = outcome["results"]
+        for name in results[0]:
+            values = [np.asarray(r[name], dtype=float) for r in results]
+            width = max(v.size for v in values)
+            stacked = np.full((len(values), width) if values[0].ndim else (len(values),), np.nan)
+            for j, value in enumerate(values):
+                if value.ndim:
+                    stacked[j, : value.size] = value
+                else:
+                    stacked[j] = value
+            arrays[f"signal:{name}"] = stacked
+            arrays[f"length:{name}"] = np.array([v.size for v in values])
         arrays["simulator"] = np.array(outcome.get("simulator", ""))
     else:
         arrays["error"] = np.array(outcome["error"])
@@ -188,9 +206,11 @@ def _apply_part(data: SweepData, path: Path) -> None:
             return
         if str(part["simulator"]):
             data.attrs["simulator"] = str(part["simulator"])
+        names = [k[len("signal:"):] for k in part.files if k.startswith("signal:")]
+        stacked = {name: (part[f"signal:{name}"], part[f"length:{name}"]) for name in names}
         for j, index in enumerate(indices):
-            prefix = f"r{j}:"
-            data.record_ok(index, {k[len(prefix):]: part[k] for k in part.files if k.startswith(prefix)}, deck)
+            data.record_ok(index, {name: table[j, : lengths[j]] if table.ndim == 2 else table[j]
+                                   for name, (table, lengths) in stacked.items()}, deck)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,8 +253,17 @@ def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
     return data
 
 
-def _chunks(indices: list[tuple], size: int) -> list[list[tuple]]:
-    return [indices[i:i + size] for i in range(0, len(indices), size)]
+def _chunks(sweep: Sweep, indices: list[tuple], size: int) -> list[list[tuple]]:
+    """Split into chunks of at most `size` points, never mixing pack keys (indices are sorted by key)."""
+    chunks: list[list[tuple]] = []
+    last_key = object()
+    for index in indices:
+        key = sweep.testbench.pack_key(sweep.point(index))
+        if key != last_key or len(chunks[-1]) >= size:
+            chunks.append([])
+            last_key = key
+        chunks[-1].append(index)
+    return chunks
 
 
 def run_sweep(sweep: Sweep, out: str | Path, workers: int | None = None, backend: str = "shared",
@@ -261,7 +290,8 @@ def run_sweep(sweep: Sweep, out: str | Path, workers: int | None = None, backend
         return report
     parts = _parts_dir(out, sweep)
     serial = itertools.count(int(time.time() * 1000) * 1000)
-    queue: deque = deque(_chunks(todo, size))
+    todo.sort(key=lambda ix: sweep.testbench.pack_key(sweep.point(ix)))  # stable: grid order within a key
+    queue: deque = deque(_chunks(sweep, todo, size))
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="pt", disable=not progress, smoothing=0.1)
     last_save = time.monotonic()
     try:

@@ -1,6 +1,7 @@
 """The `gaincell` command: one entry point, one verb per pipeline stage."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,18 @@ import click
 from . import __version__
 from .errors import GaincellError
 
-BUILT_CIRCUITS: dict[str, str] = {}  # name -> help; filled as circuit builders land (e.g. "cell")
+BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)"}
+_SI_PREFIX = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9}
+
+
+def parse_si(text: str, parameter: str) -> float:
+    """'10n' -> 1e-8, '0.7' -> 0.7, '2.5meg' -> 2.5e6 (SPICE-style suffixes, optional unit letters)."""
+    import re
+
+    match = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(meg|[fpnumkg])?[a-z]*\s*", text.lower())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a number like 0.7, 10n or 1.5e-9", param_hint=parameter)
+    return float(match.group(1)) * _SI_PREFIX.get(match.group(2) or "", 1.0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +36,25 @@ def _fail(exc: Exception) -> None:
     sys.exit(1)
 
 
+def _provenance(simulator: str, backend: str, **extra) -> dict:
+    return {"simulator": simulator, "backend": backend, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "gaincell_version": __version__, **extra}
+
+
+def save_result(result, out: str, backend: str, **extra) -> list:
+    """Store every plot of a `SimResult` as its own group of `out` (tran, op, ...)."""
+    from .store import run_as_sweep, save_sweeps
+
+    sweeps, seen = [], {}
+    for kind, vectors in result.plots:
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
+        sweeps.append(run_as_sweep(name, vectors, result.netlist.text, _provenance(result.simulator, backend,
+                                                                                    **extra)))
+    save_sweeps(out, sweeps)
+    return sweeps
+
+
 @main.command()
 @click.argument("target")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
@@ -32,31 +63,47 @@ def _fail(exc: Exception) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds before giving up.")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Also draw the transient waveforms to this PNG file.")
-def simulate(target, out, backend, timeout, png):
-    """Simulate TARGET: a SPICE netlist file with its own analysis lines, stored with every vector."""
+@click.option("--design", default="cmos-generic", show_default=True,
+              help="cell: a design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+@click.option("--stored", default="0.7", show_default=True, help="cell: value to write, volts (0..VDD).")
+@click.option("--pulse", default="10n", show_default=True, help="cell: read pulse width, seconds (e.g. 10n).")
+def simulate(target, out, backend, timeout, png, design, stored, pulse):
+    """Simulate TARGET and store every vector in --out (HDF5).
+
+    TARGET is a SPICE netlist file with its own analysis lines (.tran, .op, ...), or a built circuit:
+    `cell` (write --stored, then read with a --pulse wide input pulse, for a --design).
+    """
     from .circuits.simulator import run
-    from .store import run_as_sweep, save_sweeps
 
     path = Path(target)
-    if not path.is_file():
-        names = ", ".join(BUILT_CIRCUITS) or "none yet"
-        _fail(GaincellError(f"TARGET: {target!r} is neither a netlist file nor a built circuit ({names})"))
     try:
-        result = run(path.read_text(), timeout=timeout, backend=backend, base_dir=path.parent.resolve())
+        if path.is_file():
+            result = run(path.read_text(), timeout=timeout, backend=backend, base_dir=path.parent.resolve())
+            extra = {"source_file": str(path.resolve())}
+        elif target == "cell":
+            result, extra = _simulate_cell(design, parse_si(stored, "--stored"), parse_si(pulse, "--pulse"),
+                                           backend, timeout)
+        else:
+            names = ", ".join(BUILT_CIRCUITS)
+            raise GaincellError(f"TARGET: {target!r} is neither a netlist file nor a built circuit ({names})")
     except GaincellError as exc:
         _fail(exc)
-    sweeps, seen = [], {}
-    for kind, vectors in result.plots:
-        seen[kind] = seen.get(kind, 0) + 1
-        name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
-        sweeps.append(run_as_sweep(name, vectors, result.netlist.text, {
-            "source_file": str(path.resolve()), "simulator": result.simulator, "backend": backend,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gaincell_version": __version__}))
-    save_sweeps(out, sweeps)
+    sweeps = save_result(result, out, backend, **extra)
     click.echo(f"wrote {out}: " + ", ".join(f"{s.name} ({len(s.waveforms) + len(s.scalars)} vectors)"
                                               for s in sweeps))
     if png:
-        _plot_result(result, png, path.name)
+        _plot_result(result, png, result.netlist.title)
+
+
+def _simulate_cell(design_name: str, stored_v: float, pulse_s: float, backend: str, timeout: float):
+    from .circuits.cells import cell_transient
+    from .circuits.simulator import run
+    from .design import load_design
+
+    design = load_design(design_name)
+    circuit, analysis, save = cell_transient(design, stored_v, pulse_s)
+    result = run(circuit, analysis, save=save, timeout=timeout, backend=backend)
+    return result, {"design": json.dumps(design.to_dict()), "stored_v": stored_v, "pulse_s": pulse_s}
 
 
 def _plot_result(result, png: str, title: str) -> None:
@@ -68,6 +115,45 @@ def _plot_result(result, png: str, title: str) -> None:
     signals = {k: v for k, v in vectors.items() if k != "time"}
     plot_waveforms(png, vectors["time"], signals, title=title)
     click.echo(f"wrote {png}")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
+              help="Folder for the demo's files.")
+@click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
+@click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
+def demo(out_dir, design, workers):
+    """The main job on embedded defaults: simulate the default gain cell, store it, draw it."""
+    import numpy as np
+
+    from .circuits import Sweep, run_sweep
+    from .circuits.cells import CellRead
+    from .design import load_design
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        chosen = load_design(design)
+        click.echo(f"[1/2] one write + read transient of the {chosen.name} cell")
+        result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
+        save_result(result, str(folder / "cell.h5"), "shared", **extra)
+        _plot_result(result, str(folder / "cell.png"), result.netlist.title)
+        sn, t = result["v(xcell.sn)"], result["time"]
+        click.echo(f"      stored after write: {np.interp(14e-9, t, sn):.4f} V (target 0.7 V)")
+        click.echo(f"[2/2] read currents of the {chosen.dac_levels} DAC levels, packed in one netlist")
+        sweep = Sweep("read", CellRead(chosen), {"stored_v": chosen.dac_voltages, "pulse_s": [10e-9],
+                                                 "vin_v": [chosen.v_in_v]})
+        report = run_sweep(sweep, folder / "read.h5", workers=workers, restart=True)
+    except GaincellError as exc:
+        _fail(exc)
+    lines = ["stored (V)   i_cell mid-pulse (uA)   charge 10 ns (fC)"]
+    for k, v in enumerate(chosen.dac_voltages):
+        lines.append(f"{v:9.4f}   {report.data.scalars['i_mid_a'][k, 0, 0] * 1e6:21.3f}   "
+                     f"{report.data.scalars['charge_c'][k, 0, 0] * 1e15:17.3f}")
+    (folder / "summary.txt").write_text("\n".join(lines) + "\n")
+    click.echo("\n".join("      " + line for line in lines))
+    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/cell.h5, cell.png, read.h5, summary.txt")
 
 
 if __name__ == "__main__":

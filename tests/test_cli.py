@@ -1,0 +1,99 @@
+"""The `gaincell` command: verbs, netlist files, built circuits, clear errors."""
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from gaincell.store import read_sweep
+
+RC_DECK = """rc from a file
+.include {lib}
+V1 drive 0 PULSE(0 1 0 1p 1p 1 2)
+R1 drive out 1k
+C1 out 0 1n
+.op
+.tran 10n 2u
+.end
+"""
+
+
+def gaincell(*args):
+    return subprocess.run([sys.executable, "-m", "gaincell.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_the_verbs():
+    done = gaincell("--help")
+    assert done.returncode == 0
+    for verb in ("simulate", "demo"):
+        assert verb in done.stdout
+
+
+def test_simulate_a_netlist_file_stores_every_vector_of_every_analysis(tmp_path):
+    (tmp_path / "models.lib").write_text("* nothing but a comment\n")
+    deck = tmp_path / "rc.cir"
+    deck.write_text(RC_DECK.format(lib="models.lib"))  # relative include, resolved next to the deck
+    out, png = tmp_path / "rc.h5", tmp_path / "rc.png"
+    done = gaincell("simulate", str(deck), "--out", str(out), "--png", str(png))
+    assert done.returncode == 0, done.stderr
+    with h5py.File(out) as f:
+        assert {"op", "tran"} <= set(f)
+        assert str(tmp_path / "models.lib") in f["tran"].attrs["netlist"]
+    tran = read_sweep(out, "tran").point((0,))
+    assert set(tran) >= {"time", "v(out)", "v(drive)", "i(v1)"}
+    assert tran["v(out)"][-1] == pytest.approx(1 - np.exp(-2), abs=2e-3)
+    assert png.stat().st_size > 10_000
+
+
+def test_simulate_cell_writes_the_stored_value(tmp_path):
+    out = tmp_path / "cell.h5"
+    done = gaincell("simulate", "cell", "--stored", "0.5", "--pulse", "5n", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    tran = read_sweep(out, "tran")
+    wave = tran.point((0,))
+    hold = np.interp(14e-9, wave["time"], wave["v(xcell.sn)"])
+    assert hold == pytest.approx(0.5, abs=0.02)  # feedthrough as the write word line falls: a few mV
+    assert "cmos-generic" in tran.attrs["design"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "nosuchthing", "--out", "x.h5"], "neither a netlist file nor a built circuit"),
+    (["simulate", "cell", "--stored", "2", "--out", "x.h5"], "stored: must be within 0..VDD"),
+    (["simulate", "cell", "--pulse", "40n", "--out", "x.h5"], "pulse: must be in (0, T_max"),
+    (["simulate", "cell", "--design", "nope", "--out", "x.h5"], "design: 'nope' is neither a preset"),
+    (["simulate", "cell", "--pulse", "ten", "--out", "x.h5"], "not a number like"),
+])
+def test_bad_input_names_the_parameter(tmp_path, args, message):
+    done = subprocess.run([sys.executable, "-m", "gaincell.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow
+def test_demo_writes_its_files(tmp_path):
+    done = gaincell("demo", "--out", str(tmp_path / "demo"))
+    assert done.returncode == 0, done.stderr
+    for name in ("cell.h5", "cell.png", "read.h5", "summary.txt"):
+        assert (tmp_path / "demo" / name).is_file()
+    read = read_sweep(tmp_path / "demo" / "read.h5", "read")
+    assert read.counts()["ok"] == 8
+    currents = read.scalars["i_mid_a"][:, 0, 0]
+    assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
+
+
+@pytest.mark.slow
+def test_installed_non_editable_copy_finds_its_netlists(tmp_path):
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(root)],
+                    check=True, capture_output=True)
+    code = ("from gaincell.resources import netlist_path; import gaincell.circuits.cells as c; "
+            "print(netlist_path('cmos_generic.lib')); print(c.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    lib, module = done.stdout.split()
+    assert lib.startswith(str(target)) and module.startswith(str(target))
