@@ -87,49 +87,71 @@ def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: 
 
 
 def read_drive_lines(design: CellDesign, pulse_s: float, vin_v: float, delay_s: float) -> list[str]:
-    """Supply and an ideal complementary pair of read pulses: rwl 0 -> vin_v, rwlb VDD -> 0, 50 ps edges."""
+    """An ideal complementary pair of read pulses: rwl 0 -> vin_v, rwlb VDD -> 0, 50 ps edges."""
     timing = f"{delay_s:.12g} 50p 50p {pulse_s:.12g} 1"
-    return [f"vdd vdd 0 {design.vdd_v}", f"vrwl rwl 0 PULSE(0 {vin_v:.12g} {timing})",
-            f"vrwlb rwlb 0 PULSE({design.vdd_v} 0 {timing})"]
+    return [f"vrwl rwl 0 PULSE(0 {vin_v:.12g} {timing})", f"vrwlb rwlb 0 PULSE({design.vdd_v} 0 {timing})"]
+
+
+def drawn_energy(t: np.ndarray, v: np.ndarray | float, i_source: np.ndarray) -> float:
+    """Energy drawn from a source: the integral of its delivered power where positive (ngspice's source
+    current flows into the + terminal, so delivered power is -v*i). Energy flowing back into an ideal
+    source is not credited: a real driver burns that charge to ground."""
+    power = -np.asarray(v) * i_source
+    return float(np.trapezoid(np.maximum(power, 0.0), t))
 
 
 @dataclass(frozen=True)
-class CellRead(Testbench):
-    """Read surface: charge per read vs stored voltage x pulse width x input amplitude.
-
-    Sweep parameters: `stored_v` (set on the storage node by `.ic`), `pulse_s`, `vin_v`; the read pulse and
-    its complement are ideal sources (the row inverter is periphery, characterized elsewhere). Results per
-    point: waveforms `i_cell_a` and `v(sn)`; scalars `charge_c` (integral of i_cell), `i_mid_a` (cell
-    current at mid-pulse), `sn_disturb_v` (largest storage-node excursion during the read).
-    """
+class CellTestbench(Testbench):
+    """Shared parts of the cell testbenches: model libraries and cell subcircuits, design provenance."""
 
     design: CellDesign
-    max_step_s: float = 1e-9
-
-    name = "cell-read"
-    subckt_name = "readpoint"
-    probes = ("i(v.vrbl)", "v(xc.sn)")
-    max_pack = 40  # BSIM4 evaluation dominates; past ~50 instances a netlist gets slower per point
-    delay_s = 1e-9
-
-    ports = ("rwl", "rwlb", "vdd")
 
     def preamble(self) -> str:
         return "\n".join(library_lines(self.design) + [cell_subcircuits(self.design)])
 
+    def describe(self) -> dict:
+        fields = {k: v for k, v in self.__dict__.items() if k != "design"}
+        return {"design": self.design.to_dict(), **fields}
+
+    def cell_line(self) -> str:
+        return f"xc wwl wbl rwl rwlb rbl vdd {self.design.cell_subckt} params: {cell_instance_params(self.design)}"
+
+
+@dataclass(frozen=True)
+class CellRead(CellTestbench):
+    """Read surface: charge per read vs stored voltage x pulse width x input amplitude, and read energy.
+
+    Sweep parameters: `stored_v` (set on the storage node by `.ic`), `pulse_s`, `vin_v`; the read pulse and
+    its complement are ideal sources shared by the netlist's cells (the row inverter is periphery).
+    Results per point: waveforms `i_cell_a`, `v(sn)`; scalars `charge_c` (integral of i_cell), `i_mid_a`
+    (current at mid-pulse), `sn_disturb_v` (largest storage-node excursion), energies drawn per cell and
+    read (see `drawn_energy`): `e_vdd_j` (supply), `e_bitline_j` (the bit-line hold source, i.e. the
+    integrator), `e_drive_j` (this cell's share of the pulse drivers), `e_read_j` (their sum).
+    """
+
+    max_step_s: float = 1e-9
+
+    name = "cell-read"
+    subckt_name = "readpoint"
+    ports = ("rwl", "rwlb")
+    probes = ("i(v.vrbl)", "i(v.vdd)", "v(xc.sn)")
+    shared_probes = ("i(vrwl)", "i(vrwlb)", "v(rwl)", "v(rwlb)")
+    max_pack = 40  # BSIM4 evaluation dominates; past ~50 instances a netlist gets slower per point
+    delay_s = 1e-9
+
     def shared_lines(self, points) -> str:
-        """One ideal complementary read-pulse driver per netlist (its points share pulse width and amplitude);
-        ideal sources, so sharing them changes nothing for the cells."""
+        """One ideal read-pulse driver pair per netlist: its points share pulse width and amplitude."""
         return "\n".join(read_drive_lines(self.design, points[0]["pulse_s"], points[0]["vin_v"], self.delay_s))
 
     def subcircuit(self) -> str:
         d = self.design
         return "\n".join([
-            f".subckt readpoint rwl rwlb vdd params: stored_v={d.zero_v} pulse_s={d.t_max_s} vin_v={d.v_in_v}",
+            f".subckt readpoint rwl rwlb params: stored_v={d.zero_v} pulse_s={d.t_max_s} vin_v={d.v_in_v}",
+            f"vdd vdd 0 {d.vdd_v}",
             "vwwl wwl 0 0",
             f"vwbl wbl 0 {d.zero_v}",
             f"vrbl rbl 0 {d.zero_v}",
-            f"xc wwl wbl rwl rwlb rbl vdd {d.cell_subckt} params: {cell_instance_params(d)}",
+            self.cell_line(),
             ".ic v(xc.sn)={stored_v}",
             ".ends readpoint",
         ])
@@ -145,15 +167,134 @@ class CellRead(Testbench):
     def options(self) -> dict:
         return {"method": "gear"}  # trapezoidal integration rings on the ideal sources
 
-    def describe(self) -> dict:
-        return {"design": self.design.to_dict(), "delay_s": self.delay_s, "max_step_s": self.max_step_s}
-
     def extract(self, vectors, point):
-        t = vectors["time"]
+        d, t = self.design, vectors["time"]
         i_cell = -vectors["i(v.vrbl)"]
         sn = vectors["v(xc.sn)"]
         mid = self.delay_s + point["pulse_s"] / 2
+        n = int(vectors["n_instances"])
+        e_vdd = drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"])
+        e_bitline = drawn_energy(t, d.zero_v, vectors["i(v.vrbl)"])
+        e_drive = (drawn_energy(t, vectors["v(rwl)"], vectors["i(vrwl)"])
+                   + drawn_energy(t, vectors["v(rwlb)"], vectors["i(vrwlb)"])) / n
         return {"time": t, "i_cell_a": i_cell, "v(sn)": sn,
                 "charge_c": np.asarray(np.trapezoid(i_cell, t)),
                 "i_mid_a": np.asarray(np.interp(mid, t, i_cell)),
-                "sn_disturb_v": np.asarray(np.max(np.abs(sn - point["stored_v"])))}
+                "sn_disturb_v": np.asarray(np.max(np.abs(sn - point["stored_v"]))),
+                "e_vdd_j": np.asarray(e_vdd), "e_bitline_j": np.asarray(e_bitline), "e_drive_j": np.asarray(e_drive),
+                "e_read_j": np.asarray(e_vdd + e_bitline + e_drive)}
+
+
+@dataclass(frozen=True)
+class CellWrite(CellTestbench):
+    """Write: DAC level -> stored voltage after the write word line falls (feedthrough included).
+
+    Sweep parameter: `level_v` (the value on the write bit line). The storage node starts at the opposite
+    value (VDD - level, the worst case) by `.ic`; the word line is high for `design.write_time_s`, then
+    falls; 1 ns later the bit line parks at VDD/2. Results: `stored_v` (storage node `settle_s` after the
+    word line fell), `error_v` (stored - level), `e_write_j` (energy drawn from the word-line and bit-line
+    drivers for this cell), waveforms `v(sn)`, `v(wwl)`.
+    """
+
+    settle_s: float = 5e-9
+
+    name = "cell-write"
+    subckt_name = "writepoint"
+    probes = ("v(xc.sn)", "v(wwl)", "v(wbl)", "i(v.vwwl)", "i(v.vwbl)")
+    max_pack = 40
+
+    def _times(self) -> tuple[float, float]:
+        fall = 1e-9 + self.design.write_time_s
+        return fall, fall + self.settle_s
+
+    def subcircuit(self) -> str:
+        d = self.design
+        fall, _ = self._times()
+        park = fall + 1e-9
+        return "\n".join([
+            f".subckt writepoint params: level_v={d.zero_v}",
+            f"vdd vdd 0 {d.vdd_v}",
+            f"vwwl wwl 0 PULSE(0 {d.write_wl_v} 1n 50p 50p {d.write_time_s:.12g} 1)",
+            f"vwbl wbl 0 PWL(0 {{level_v}} {park:.12g} {{level_v}} {park + 50e-12:.12g} {d.zero_v})",
+            "vrwl rwl 0 0",
+            f"vrwlb rwlb 0 {d.vdd_v}",
+            f"vrbl rbl 0 {d.zero_v}",
+            self.cell_line(),
+            f".ic v(xc.sn)={{{d.vdd_v} - level_v}}",
+            ".ends writepoint",
+        ])
+
+    def analysis(self, points) -> Transient:
+        _, end = self._times()
+        return Transient(step_s=50e-12, stop_s=end, max_step_s=100e-12)
+
+    def options(self) -> dict:
+        return {"method": "gear"}
+
+    def extract(self, vectors, point):
+        t, sn = vectors["time"], vectors["v(xc.sn)"]
+        _, end = self._times()
+        stored = float(np.interp(end, t, sn))
+        energy = (drawn_energy(t, vectors["v(wwl)"], vectors["i(v.vwwl)"])
+                  + drawn_energy(t, vectors["v(wbl)"], vectors["i(v.vwbl)"]))
+        return {"time": t, "v(sn)": sn, "v(wwl)": vectors["v(wwl)"], "stored_v": np.asarray(stored),
+                "error_v": np.asarray(stored - point["level_v"]), "e_write_j": np.asarray(energy)}
+
+
+@dataclass(frozen=True)
+class CellRetention(CellTestbench):
+    """Retention: storage-node voltage from 0 to `stop_s` while holding (word line at 0 V, write bit line at
+    `design.hold_wbl_v`, read lines idle), simulated with `design.retention_gmin_s`.
+
+    Sweep parameter: `stored_v` (initial value by `.ic`). Results: waveform `v(sn)`; scalars `v_end_v`,
+    `t_loss10_s` (time to lose 10 % of the initial excess over the hold level) and `tau_1e_s` (to 1/e of it),
+    each linearly extrapolated from the mean decay rate when the run ends first (`extrapolated` = 1).
+    """
+
+    stop_s: float = 100e-3
+    max_step_s: float = 100e-6
+
+    name = "cell-retention"
+    subckt_name = "holdpoint"
+    probes = ("v(xc.sn)",)
+    max_pack = 40
+
+    def subcircuit(self) -> str:
+        d = self.design
+        return "\n".join([
+            f".subckt holdpoint params: stored_v={d.zero_v}",
+            f"vdd vdd 0 {d.vdd_v}",
+            "vwwl wwl 0 0",
+            f"vwbl wbl 0 {d.hold_wbl_v}",
+            "vrwl rwl 0 0",
+            f"vrwlb rwlb 0 {d.vdd_v}",
+            f"vrbl rbl 0 {d.zero_v}",
+            self.cell_line(),
+            ".ic v(xc.sn)={stored_v}",
+            ".ends holdpoint",
+        ])
+
+    def analysis(self, points) -> Transient:
+        return Transient(step_s=1e-6, stop_s=self.stop_s, max_step_s=self.max_step_s)
+
+    def options(self) -> dict:
+        return {"gmin": f"{self.design.retention_gmin_s:g}"}
+
+    def extract(self, vectors, point):
+        t, sn = vectors["time"], vectors["v(xc.sn)"]
+        excess = sn - self.design.hold_wbl_v
+        start = excess[0]
+        out = {"time": t, "v(sn)": sn, "v_end_v": np.asarray(sn[-1])}
+        extrapolated = 0.0
+        for name, fraction in (("t_loss10_s", 0.9), ("tau_1e_s", np.exp(-1))):
+            below = np.nonzero(excess <= fraction * start)[0] if start > 0 else np.array([0])
+            if below.size:
+                k = below[0]
+                out[name] = np.asarray(np.interp(fraction * start, excess[k - 1:k + 1][::-1], t[k - 1:k + 1][::-1])
+                                       if k > 0 else t[0])
+            else:
+                rate = (start - excess[-1]) / t[-1]
+                out[name] = np.asarray((1 - fraction) * start / rate if rate > 0 else np.inf)
+                extrapolated = 1.0
+        out["extrapolated"] = np.asarray(extrapolated)
+        return out

@@ -50,6 +50,7 @@ class Testbench:
     subckt_name = "point"
     ports: tuple[str, ...] = ()
     probes: tuple[str, ...] = ()
+    shared_probes: tuple[str, ...] = ()  # top-level vectors (e.g. a shared driver's current) every point sees
     max_pack = 200
 
     def subcircuit(self) -> str:
@@ -82,7 +83,8 @@ class Testbench:
         return dict(getattr(self, "__dict__", {}))
 
     def extract(self, vectors: dict[str, np.ndarray], point: dict[str, float]) -> dict[str, np.ndarray]:
-        """Per-point results from this instance's probes (names without the instance prefix)."""
+        """Per-point results from this instance's probes (names without the instance prefix), the
+        `shared_probes` and `n_instances` (points in this netlist, to share a common driver's energy)."""
         return dict(vectors)
 
     def netlist(self, points: list[dict[str, float]]) -> Netlist:
@@ -93,6 +95,7 @@ class Testbench:
             params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
             lines.append(f"X{i} {' '.join(self.ports)} {self.subckt_name} params: {params}".replace("  ", " "))
         save = [_instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
+        save += list(self.shared_probes)
         if self.probes:
             save.append("time")
         return prepare("\n".join(line for line in lines if line), self.analysis(points), save=save,
@@ -122,6 +125,8 @@ def simulate_chunk(testbench: Testbench, points: list[dict], backend: str, timeo
     results = []
     for i, point in enumerate(points):
         own = {probe: vectors[_instance_vector(probe, i)] for probe in testbench.probes}
+        own.update({probe: vectors[probe] for probe in testbench.shared_probes})
+        own["n_instances"] = np.asarray(len(points))
         if "time" in vectors:
             own["time"] = vectors["time"]
         results.append(testbench.extract(own, point))

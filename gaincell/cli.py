@@ -118,16 +118,48 @@ def _plot_result(result, png: str, title: str) -> None:
 
 
 @main.command()
+@click.option("--design", default="cmos-generic", show_default=True,
+              help="A design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="Characterization HDF5 file (resumed if it already holds part of the sweeps).")
+@click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler: 'local-dask' for a LocalCluster or tcp://host:port (default: local processes).")
+@click.option("--restart", is_flag=True, help="Discard what --out holds for these sweeps and start over.")
+def characterize(design, out, workers, scheduler, restart):
+    """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
+    from .circuits.characterize import characterization_sweeps, format_summary, summarize
+    from .circuits.sweep import run_sweep
+    from .design import load_design
+
+    started = time.perf_counter()
+    try:
+        chosen = load_design(design)
+        for sweep in characterization_sweeps(chosen):
+            report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
+            counts = report.data.counts()
+            click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "
+                       f"({report.simulated} simulated now, {report.wall_s:.1f} s)")
+            for message in report.messages[:5]:
+                click.echo(f"  failed: {message}")
+        figures = summarize(out)
+    except GaincellError as exc:
+        _fail(exc)
+    click.echo(format_summary(figures))
+    click.echo(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+
+
+@main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Folder for the demo's files.")
 @click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
 @click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
 def demo(out_dir, design, workers):
-    """The main job on embedded defaults: simulate the default gain cell, store it, draw it."""
+    """The main job on embedded defaults: simulate the default gain cell, characterize it, report."""
     import numpy as np
 
-    from .circuits import Sweep, run_sweep
-    from .circuits.cells import CellRead
+    from .circuits.characterize import characterize as run_characterization
+    from .circuits.characterize import format_summary, summarize
     from .design import load_design
 
     folder = Path(out_dir)
@@ -135,26 +167,20 @@ def demo(out_dir, design, workers):
     started = time.perf_counter()
     try:
         chosen = load_design(design)
-        click.echo(f"[1/2] one write + read transient of the {chosen.name} cell")
+        click.echo(f"[1/2] one write + read transient of the {chosen.name} cell -> cell.h5, cell.png")
         result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
         save_result(result, str(folder / "cell.h5"), "shared", **extra)
         _plot_result(result, str(folder / "cell.png"), result.netlist.title)
         sn, t = result["v(xcell.sn)"], result["time"]
         click.echo(f"      stored after write: {np.interp(14e-9, t, sn):.4f} V (target 0.7 V)")
-        click.echo(f"[2/2] read currents of the {chosen.dac_levels} DAC levels, packed in one netlist")
-        sweep = Sweep("read", CellRead(chosen), {"stored_v": chosen.dac_voltages, "pulse_s": [10e-9],
-                                                 "vin_v": [chosen.v_in_v]})
-        report = run_sweep(sweep, folder / "read.h5", workers=workers, restart=True)
+        click.echo("[2/2] characterization: write, retention, read/multiply sweeps -> char.h5")
+        run_characterization(chosen, folder / "char.h5", workers=workers, restart=True)
+        summary = format_summary(summarize(folder / "char.h5"))
     except GaincellError as exc:
         _fail(exc)
-    lines = ["stored (V)   i_cell mid-pulse (uA)   charge 10 ns (fC)"]
-    for k, v in enumerate(chosen.dac_voltages):
-        lines.append(f"{v:9.4f}   {report.data.scalars['i_mid_a'][k, 0, 0] * 1e6:21.3f}   "
-                     f"{report.data.scalars['charge_c'][k, 0, 0] * 1e15:17.3f}")
-    (folder / "summary.txt").write_text("\n".join(lines) + "\n")
-    click.echo("\n".join("      " + line for line in lines))
-    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/cell.h5, cell.png, read.h5, summary.txt")
-
+    (folder / "summary.txt").write_text(f"design: {chosen.name}\n{summary}\n")
+    click.echo(summary)
+    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/cell.h5, cell.png, char.h5, summary.txt")
 
 if __name__ == "__main__":
     main()

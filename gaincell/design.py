@@ -53,6 +53,10 @@ class CellDesign:
     write_wl_v: float = field(default=1.8, metadata={"doc": "write word-line high level, boosted (V)"})
     write_time_s: float = field(default=5e-9, metadata={"doc": "write word-line pulse width (s)"})
     t_max_s: float = field(default=15e-9, metadata={"doc": "longest read pulse, T_max (s)"})
+    hold_wbl_v: float = field(default=0.0, metadata={
+        "doc": "write bit line while holding (V); 0 V is the worst case (write transistor at V_GS = 0)"})
+    retention_gmin_s: float = field(default=1e-20, metadata={
+        "doc": "simulator gmin for retention runs (S); the default 1e-12 S would fake leakage"})
     dac_levels: int = field(default=8, metadata={"doc": "stored-value levels of the write DAC"})
     corner: str = field(default="", metadata={"doc": "section of a .lib file to load ('' = plain include)"})
     model_names: tuple[tuple[str, str], ...] = field(default=(), metadata={
@@ -77,6 +81,8 @@ class CellDesign:
         _in_range("write_wl_v", self.write_wl_v, 0.1, 5.0, "V")
         _in_range("write_time_s", self.write_time_s, 1e-12, 1e-3, "s")
         _in_range("t_max_s", self.t_max_s, 1e-12, 1e-3, "s")
+        _in_range("hold_wbl_v", self.hold_wbl_v, 0.0, self.vdd_v, "V")
+        _in_range("retention_gmin_s", self.retention_gmin_s, 1e-30, 1e-12, "S")
         if not (isinstance(self.dac_levels, int) and 2 <= self.dac_levels <= 1024):
             raise ConfigError("dac_levels", f"must be an integer in [2, 1024], got {self.dac_levels!r}")
         for pair in self.model_names:

@@ -26,7 +26,7 @@ def gaincell(*args):
 def test_help_lists_the_verbs():
     done = gaincell("--help")
     assert done.returncode == 0
-    for verb in ("simulate", "demo"):
+    for verb in ("simulate", "characterize", "demo"):
         assert verb in done.stdout
 
 
@@ -76,11 +76,11 @@ def test_bad_input_names_the_parameter(tmp_path, args, message):
 def test_demo_writes_its_files(tmp_path):
     done = gaincell("demo", "--out", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
-    for name in ("cell.h5", "cell.png", "read.h5", "summary.txt"):
+    for name in ("cell.h5", "cell.png", "char.h5", "summary.txt"):
         assert (tmp_path / "demo" / name).is_file()
-    read = read_sweep(tmp_path / "demo" / "read.h5", "read")
-    assert read.counts()["ok"] == 8
-    currents = read.scalars["i_mid_a"][:, 0, 0]
+    read = read_sweep(tmp_path / "demo" / "char.h5", "read")
+    assert read.counts()["ok"] == 16 * 8 * 6
+    currents = read.scalars["i_mid_a"][:, -1, -1]
     assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
 
 

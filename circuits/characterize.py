@@ -1,0 +1,122 @@
+"""Characterization of one cell design: write, retention and read/multiply sweeps (energies included)
+into one characterization HDF5 file, and the figures that summarise it.
+
+    gaincell characterize --design cmos-generic --out char.h5
+
+Sweeps (group names in the file): `write` (DAC level -> stored value, write energy), `retention` (stored
+value vs time to `retention_stop_s`), `read` (charge, current and read energy vs stored voltage x pulse
+width x input amplitude: 16 x 8 x 6 points).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gaincell.design import CellDesign
+from gaincell.store import OK, read_sweep
+
+from .cells import CellRead, CellRetention, CellWrite
+from .sweep import Sweep, SweepReport, run_sweep
+
+# What a write may leave off its DAC level (feedthrough as the word line falls): the documented error.
+WRITE_ERROR_BOUND_V = 0.020
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Sizes of the characterization sweeps."""
+
+    stored_levels: int = 16
+    pulse_levels: int = 8
+    vin_levels: int = 6
+    retention_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # fractions of VDD
+    retention_stop_s: float = 100e-3
+
+
+def characterization_sweeps(design: CellDesign, grid: Grid = Grid()) -> list[Sweep]:
+    """The write, retention and read sweeps of a design."""
+    d = design
+    return [
+        Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}),
+        Sweep("retention", CellRetention(d, stop_s=grid.retention_stop_s),
+              {"stored_v": [f * d.vdd_v for f in grid.retention_levels]}),
+        Sweep("read", CellRead(d), {
+            "stored_v": np.linspace(0.0, d.vdd_v, grid.stored_levels),
+            "pulse_s": np.linspace(d.t_max_s / grid.pulse_levels, d.t_max_s, grid.pulse_levels),
+            "vin_v": np.linspace(d.zero_v, d.v_in_v, grid.vin_levels)}),
+    ]
+
+
+def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,
+                 progress: bool = True, restart: bool = False, backend: str = "shared") -> list[SweepReport]:
+    """Run every characterization sweep of `design` into `out` (resuming what is already there)."""
+    return [run_sweep(sweep, out, workers=workers, progress=progress, restart=restart, backend=backend)
+            for sweep in characterization_sweeps(design, grid)]
+
+
+def _r_squared(x: np.ndarray, y: np.ndarray) -> float:
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    return float(1 - np.sum(residual**2) / np.sum((y - y.mean()) ** 2))
+
+
+def zero_crossing(stored_v: np.ndarray, current: np.ndarray) -> float:
+    """Stored voltage where the read current changes sign (linear interpolation; NaN if it never does)."""
+    sign_change = np.nonzero(np.diff(np.sign(current)) != 0)[0]
+    if not sign_change.size:
+        return float("nan")
+    k = sign_change[0]
+    return float(np.interp(0.0, current[k:k + 2], stored_v[k:k + 2]) if current[k] < current[k + 1]
+                 else np.interp(0.0, current[k:k + 2][::-1], stored_v[k:k + 2][::-1]))
+
+
+def summarize(path: str | Path) -> dict[str, float]:
+    """The figures that characterize a cell, computed from a characterization file (SI units)."""
+    figures: dict[str, float] = {}
+    read = read_sweep(path, "read")
+    stored, pulses, vins = (read.coords[k] for k in ("stored_v", "pulse_s", "vin_v"))
+    s = read.scalars
+    full = (slice(None), len(pulses) - 1, len(vins) - 1)  # longest pulse, highest input
+    current = s["i_mid_a"][full]
+    figures["read_current_min_a"] = float(np.min(current))
+    figures["read_current_max_a"] = float(np.max(current))
+    figures["zero_crossing_v"] = zero_crossing(stored, current)
+    strong = np.abs(current) > 0.05 * np.max(np.abs(current))
+    r2 = [_r_squared(pulses, s["charge_c"][k, :, -1]) for k in np.nonzero(strong)[0]]
+    figures["charge_vs_pulse_1_minus_r2_max"] = float(1 - np.min(r2))
+    figures["read_disturb_max_v"] = float(np.nanmax(s["sn_disturb_v"]))
+    figures["e_read_mean_j"] = float(np.mean(s["e_read_j"][full]))
+    figures["e_read_max_j"] = float(np.max(s["e_read_j"][full]))
+    figures["e_read_per_s_mean_w"] = figures["e_read_mean_j"] / float(pulses[-1])
+
+    write = read_sweep(path, "write")
+    ok = write.status == OK
+    figures["write_error_max_abs_v"] = float(np.max(np.abs(write.scalars["error_v"][ok])))
+    figures["e_write_mean_j"] = float(np.mean(write.scalars["e_write_j"][ok]))
+
+    retention = read_sweep(path, "retention")
+    tau = retention.scalars["tau_1e_s"]
+    levels = retention.coords["stored_v"]
+    figures["retention_tau_1e_at_max_level_s"] = float(tau[-1])
+    figures["retention_tau_1e_min_s"] = float(np.min(tau))
+    figures["retention_t_loss10_min_s"] = float(np.min(retention.scalars["t_loss10_s"]))
+    figures["retention_extrapolated"] = float(np.max(retention.scalars["extrapolated"]))
+    figures["retention_max_level_v"] = float(levels[-1])
+    figures["failed_points"] = float(sum(int(np.sum(read_sweep(path, n).status == 2))
+                                         for n in ("read", "write", "retention")))
+    return figures
+
+
+def format_summary(figures: dict[str, float]) -> str:
+    """The summary as a small table with engineering units."""
+    from matplotlib.ticker import EngFormatter
+
+    unit_of = {"_a": "A", "_v": "V", "_j": "J", "_s": "s", "_w": "W"}
+    lines = []
+    for name, value in figures.items():
+        unit = next((u for suffix, u in unit_of.items() if name.endswith(suffix)), "")
+        text = EngFormatter(unit=unit, places=4)(value) if unit and np.isfinite(value) else f"{value:.6g}"
+        lines.append(f"{name:34s} {text}")
+    return "\n".join(lines)
