@@ -150,37 +150,113 @@ def characterize(design, out, workers, scheduler, restart):
 
 
 @main.command()
+@click.argument("characterization", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Surrogate HDF5 file to write.")
+@click.option("--model", type=click.Choice(["poly", "ekv"]), default="poly", show_default=True,
+              help="Multiply model: the paper's polynomial family or the EKV complementary-branch model.")
+@click.option("--order", type=int, default=5, show_default=True, help="Polynomial order (poly model).")
+@click.option("--decay-model", type=click.Choice(["leakage", "stretched", "exponential"]), default="leakage",
+              show_default=True, help="Retention model.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the fit report (fit.png, fit.txt); default: beside --out.")
+def fit(characterization, out, model, order, decay_model, report_dir):
+    """Fit a characterization file into a surrogate HDF5 file, with a report (PNG + text)."""
+    from .fitting.fit import fit_characterization
+    from .fitting.report import plot_report, text_report
+
+    try:
+        surrogate, outcomes = fit_characterization(characterization, model, order, decay_model)
+        surrogate.save(out)
+    except GaincellError as exc:
+        _fail(exc)
+    folder = Path(report_dir) if report_dir else Path(out).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(out).stem
+    text = text_report(surrogate)
+    (folder / f"{stem}-fit.txt").write_text(text)
+    plot_report(folder / f"{stem}-fit.png", outcomes)
+    click.echo(text)
+    click.echo(f"wrote {out}, {folder / (stem + '-fit.png')}, {folder / (stem + '-fit.txt')}")
+
+
+@main.command()
+@click.argument("surrogate_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--design", default="cmos-generic", show_default=True, help="The design the surrogate describes.")
+@click.option("--points", default="7x5x3", show_default=True,
+              help="Random stored x pulse x input values (a random grid the fit never saw).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to keep the fresh SPICE results (default: beside the surrogate).")
+def validate(surrogate_path, design, points, seed, out):
+    """Check a surrogate against fresh SPICE runs at random points; report its error."""
+    from .design import load_design
+    from .fitting.validate import validate_cell
+    from .surrogate.file import Surrogate
+
+    try:
+        counts = tuple(int(p) for p in points.lower().split("x"))
+        if len(counts) != 3 or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        _fail(GaincellError(f"--points: give three positive counts like 7x5x3, got {points!r}"))
+    try:
+        surrogate = Surrogate.load(surrogate_path)
+        target = out or str(Path(surrogate_path).with_suffix(".validation.h5"))
+        report = validate_cell(surrogate, load_design(design), target, counts, seed)
+    except GaincellError as exc:
+        _fail(exc)
+    click.echo(f"multiply ({surrogate['multiply'].model_id}): {report}")
+    click.echo(f"fresh SPICE results in {target}")
+
+
+@main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Folder for the demo's files.")
 @click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
 @click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
 def demo(out_dir, design, workers):
-    """The main job on embedded defaults: simulate the default gain cell, characterize it, report."""
+    """The main job on embedded defaults: simulate the default cell, characterize, fit, validate."""
     import numpy as np
 
     from .circuits.characterize import characterize as run_characterization
     from .circuits.characterize import format_summary, summarize
     from .design import load_design
+    from .fitting.fit import fit_characterization
+    from .fitting.report import plot_report, text_report
+    from .fitting.validate import validate_cell
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         chosen = load_design(design)
-        click.echo(f"[1/2] one write + read transient of the {chosen.name} cell -> cell.h5, cell.png")
+        click.echo(f"[1/4] one write + read transient of the {chosen.name} cell -> cell.h5, cell.png")
         result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
         save_result(result, str(folder / "cell.h5"), "shared", **extra)
         _plot_result(result, str(folder / "cell.png"), result.netlist.title)
         sn, t = result["v(xcell.sn)"], result["time"]
         click.echo(f"      stored after write: {np.interp(14e-9, t, sn):.4f} V (target 0.7 V)")
-        click.echo("[2/2] characterization: write, retention, read/multiply sweeps -> char.h5")
+        click.echo("[2/4] characterization: write, retention, read/multiply sweeps -> char.h5")
         run_characterization(chosen, folder / "char.h5", workers=workers, restart=True)
         summary = format_summary(summarize(folder / "char.h5"))
+        click.echo("[3/4] fit the compact model -> surrogate.h5, surrogate-fit.png, surrogate-fit.txt")
+        surrogate, outcomes = fit_characterization(folder / "char.h5")
+        surrogate.save(folder / "surrogate.h5")
+        (folder / "surrogate-fit.txt").write_text(text_report(surrogate))
+        plot_report(folder / "surrogate-fit.png", outcomes)
+        click.echo("[4/4] validate the surrogate against fresh SPICE at random points -> validation.h5")
+        validation = validate_cell(surrogate, chosen, folder / "validation.h5", workers=workers)
     except GaincellError as exc:
         _fail(exc)
+    multiply, decay = surrogate["multiply"], surrogate["decay"]
+    summary += (f"\nmultiply fit ({multiply.model_id}): RMS {100 * multiply.residuals['rms_rel_full_scale']:.3f} % "
+                f"of full scale on the characterization grid\nheld-out validation: {validation}\n"
+                f"decay fit ({decay.model_id}): 1/e time {decay.residuals['tau_1e_s']:.4g} s "
+                f"(raw curve {decay.residuals['raw_tau_1e_s']:.4g} s)")
     (folder / "summary.txt").write_text(f"design: {chosen.name}\n{summary}\n")
     click.echo(summary)
-    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/cell.h5, cell.png, char.h5, summary.txt")
+    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/ cell.h5 cell.png char.h5 surrogate.h5 "
+               "surrogate-fit.png surrogate-fit.txt validation.h5 summary.txt")
 
 if __name__ == "__main__":
     main()

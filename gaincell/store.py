@@ -226,6 +226,7 @@ def save_sweeps(path: str | Path, updated: list[SweepData], file_attrs: dict | N
             for name, obj in f.items():
                 if isinstance(obj, h5py.Group) and "status" in obj and name not in {d.name for d in updated}:
                     keep[name] = _read_sweep(obj)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:

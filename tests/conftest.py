@@ -9,7 +9,7 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # lets worker processes import test helpers
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_dir():
     """../shared beside the project (reference data); tests that need it skip when it is absent."""
     if not SHARED.is_dir():

@@ -26,7 +26,7 @@ def gaincell(*args):
 def test_help_lists_the_verbs():
     done = gaincell("--help")
     assert done.returncode == 0
-    for verb in ("simulate", "characterize", "demo"):
+    for verb in ("simulate", "characterize", "fit", "validate", "demo"):
         assert verb in done.stdout
 
 
@@ -76,7 +76,8 @@ def test_bad_input_names_the_parameter(tmp_path, args, message):
 def test_demo_writes_its_files(tmp_path):
     done = gaincell("demo", "--out", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr
-    for name in ("cell.h5", "cell.png", "char.h5", "summary.txt"):
+    for name in ("cell.h5", "cell.png", "char.h5", "surrogate.h5", "surrogate-fit.png", "validation.h5",
+                 "summary.txt"):
         assert (tmp_path / "demo" / name).is_file()
     read = read_sweep(tmp_path / "demo" / "char.h5", "read")
     assert read.counts()["ok"] == 16 * 8 * 6

@@ -1,0 +1,219 @@
+"""Fit drivers: a characterization file in, a `Surrogate` out (plus the lmfit results for reports).
+
+    surrogate, results = fit_characterization("char.h5")
+    surrogate.save("surrogate.h5")
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmfit
+import numpy as np
+
+from gaincell.errors import ConfigError, GaincellError
+from gaincell.store import OK, SweepData, read_sweep
+from gaincell.surrogate.file import FIGURES_MODEL, Component, Surrogate, sha256_of
+
+from .models import lmfit_model, poly_terms, tau_1e
+
+MULTIPLY_MODELS = {"poly": "multiply/poly", "ekv": "multiply/ekv-complementary"}
+
+
+@dataclass
+class FitOutcome:
+    """A component and what produced it: the lmfit result and the data it was fitted to."""
+
+    component: Component
+    result: lmfit.model.ModelResult | None
+    inputs: dict[str, np.ndarray]
+    data: np.ndarray
+
+
+def _residual_stats(data: np.ndarray, fitted: np.ndarray, inputs: dict[str, np.ndarray]) -> dict:
+    residual = fitted - data
+    full_scale = float(np.max(np.abs(data)))
+    worst = int(np.argmax(np.abs(residual)))
+    rms = float(np.sqrt(np.mean(residual**2)))
+    return {"rms": rms, "rms_rel_full_scale": rms / full_scale if full_scale else float("nan"),
+            "max_abs": float(np.abs(residual[worst])), "max_rel_full_scale": float(np.abs(residual[worst]) / full_scale),
+            "full_scale": full_scale, "n_points": int(data.size),
+            "worst_point": {k: float(v[worst]) for k, v in inputs.items()}}
+
+
+def residual_correlation_factor(residual: np.ndarray) -> float:
+    """How much to widen least-squares uncertainties when residuals are correlated (a smooth model error
+    rather than noise): sqrt(expected sign runs of white residuals / observed runs), at least 1."""
+    signs = np.sign(residual[residual != 0])
+    if signs.size < 3:
+        return 1.0
+    runs = 1 + int(np.sum(signs[1:] != signs[:-1]))
+    return float(np.sqrt(max(1.0, (signs.size / 2 + 1) / runs)))
+
+
+def _component_from_result(model_id: str, config: dict, result, inputs, data, source: str) -> Component:
+    names = list(result.params)
+    widen = residual_correlation_factor(result.best_fit - data)
+    covariance = np.full((len(names), len(names)), np.nan)
+    if result.covar is not None:  # lmfit's covariance covers the varied parameters only
+        where = [names.index(n) for n in result.var_names]
+        covariance[np.ix_(where, where)] = result.covar * widen**2
+    stderr = [np.nan if result.params[n].stderr is None else result.params[n].stderr * widen for n in names]
+    config = {**config, "uncertainty_widening": widen}
+    validity = {k: [float(np.min(v)), float(np.max(v))] for k, v in inputs.items()}
+    return Component(model_id, names, [result.params[n].value for n in names], stderr, covariance, config,
+                     validity, _residual_stats(data, result.best_fit, inputs), source)
+
+
+def fit_model(model_id: str, config: dict, inputs: dict[str, np.ndarray], data: np.ndarray,
+              initial: dict[str, float], source: str, bounds: dict | None = None,
+              fixed: tuple[str, ...] = ()) -> FitOutcome:
+    """Least-squares fit of one model id to data; the component carries stderr, covariance, residuals.
+    `fixed` parameters keep their initial value."""
+    model = lmfit_model(model_id, config)
+    params = model.make_params(**initial)
+    for name, (low, high) in (bounds or {}).items():
+        params[name].set(min=low, max=high)
+    for name in fixed:
+        params[name].set(vary=False)
+    result = model.fit(data, params, **inputs)
+    if not result.success:
+        raise GaincellError(f"the {model_id} fit did not converge: {result.message}")
+    return FitOutcome(_component_from_result(model_id, config, result, inputs, data, source), result, inputs, data)
+
+
+def _ok_points(sweep: SweepData, signal: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    grids = np.meshgrid(*sweep.coords.values(), indexing="ij")
+    ok = sweep.status == OK
+    inputs = {name: grid[ok] for name, grid in zip(sweep.coords, grids)}
+    return inputs, sweep.scalars[signal][ok]
+
+
+def fit_multiply(read: SweepData, design: dict, model: str = "poly", order: int = 5,
+                 vin_order: int | None = 3) -> FitOutcome:
+    """Fit the read surface (charge per read vs stored voltage, pulse width, input amplitude)."""
+    if model not in MULTIPLY_MODELS:
+        raise ConfigError("model", f"must be one of {', '.join(MULTIPLY_MODELS)}, got {model!r}")
+    inputs, charge = _ok_points(read, "charge_c")
+    if charge.size < 10:
+        raise GaincellError(f"only {charge.size} successful read points: too few to fit")
+    model_id = MULTIPLY_MODELS[model]
+    vdd = float(design.get("vdd_v", 0.9))
+    if model_id == "multiply/poly":
+        if not 1 <= order <= 5:
+            raise ConfigError("order", f"must be 1..5, got {order}")
+        config = {"order": order, "vin_order": order if vin_order is None else vin_order, "y0_v": vdd / 2,
+                  "vin0_v": float(design.get("v_in_v", vdd))}
+        initial = {f"c{i}{j}": 0.0 for i, j in poly_terms(config["order"], config["vin_order"])}
+        initial["c10"] = 2e-5
+        bounds = None
+    else:
+        config = {"vdd_v": vdd}
+        initial = {"kn": 2e-6, "kp": 2e-6, "vtn": 0.35, "vtp": 0.4, "s": 0.05, "a_vin": 1.0}
+        bounds = {"s": (1e-3, 0.5), "kn": (0, 1e-3), "kp": (0, 1e-3)}
+    return fit_model(model_id, config, inputs, charge, initial, "fit of sweep 'read' (charge_c)", bounds)
+
+
+DECAY_MODELS = {"leakage": "decay/subthreshold-leakage", "stretched": "decay/stretched-exponential",
+                "exponential": "decay/exponential"}
+
+
+def fit_decay(retention: SweepData, design: dict, model: str = "leakage") -> FitOutcome:
+    """Fit the decay on the curve of the reference level (the stored value closest to VDD/2 above the hold
+    level: the "zero" of the encoding). The component's residuals also carry `tau_1e_s` (1/e time at the
+    reference level, uncertainty propagated from the covariance) and the raw curve's own 1/e time."""
+    if model not in DECAY_MODELS:
+        raise ConfigError("decay_model", f"must be one of {', '.join(DECAY_MODELS)}, got {model!r}")
+    hold = float(design.get("hold_wbl_v", 0.0))
+    ok = np.nonzero(retention.status == OK)[0]
+    if not ok.size:
+        raise GaincellError("no successful retention curve to fit")
+    levels = retention.coords["stored_v"]
+    ref = int(ok[np.argmin(np.abs(levels[ok] - (hold + float(design.get("vdd_v", 0.9)) / 2)))])
+    wave = retention.point((ref,))
+    grid = np.linspace(0, wave["time"][-1], 400)  # even in time, so the early dense steps don't dominate
+    inputs = {"t_s": grid, "stored_v": np.full(grid.size, levels[ref])}
+    data = np.interp(grid, wave["time"], wave["v(sn)"])
+    raw_tau = float(retention.scalars["tau_1e_s"][ref])
+    config = {"hold_v": hold, "ref_v": float(levels[ref])}
+    model_id = DECAY_MODELS[model]
+    excess = float(levels[ref] - hold)
+    initial, bounds, fixed = {
+        "decay/subthreshold-leakage": ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05},
+                                       {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0)}, ()),
+        "decay/stretched-exponential": ({"tau_s": raw_tau, "beta": 1.0, "gamma": 0.0},
+                                        {"tau_s": (raw_tau / 1e3, raw_tau * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
+        "decay/exponential": ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),
+    }[model_id]
+    outcome = fit_model(model_id, config, inputs, data, initial,
+                        f"fit of sweep 'retention': v(sn) of the reference level {levels[ref]:.4g} V", bounds, fixed)
+    part = outcome.component
+    tau, tau_err = _propagate(lambda p: tau_1e(model_id, config, p), part)
+    part.residuals.update({"tau_1e_s": tau, "tau_1e_stderr_s": tau_err, "raw_tau_1e_s": raw_tau})
+    return outcome
+
+
+def _propagate(function, part: Component) -> tuple[float, float]:
+    """Value and standard error of function(params) by linear propagation of the covariance."""
+    params = part.params
+    value = function(params)
+    names = [n for k, n in enumerate(part.param_names) if np.isfinite(part.covariance[k, k])]
+    gradient = []
+    for name in names:
+        step = 1e-6 * (abs(params[name]) or 1e-12)
+        gradient.append((function({**params, name: params[name] + step}) - value) / step)
+    where = [part.param_names.index(n) for n in names]
+    covariance = part.covariance[np.ix_(where, where)]
+    g = np.asarray(gradient)
+    return value, float(np.sqrt(g @ covariance @ g)) if names else float("nan")
+
+
+def figures(values: dict[str, float], stderr: dict[str, float] | None = None, source: str = "",
+            validity: dict | None = None) -> Component:
+    """A component of plain figures (energies, times) with optional uncertainties."""
+    names = list(values)
+    return Component(FIGURES_MODEL, names, [values[n] for n in names],
+                     [(stderr or {}).get(n, np.nan) for n in names], None, {}, validity or {}, {}, source)
+
+
+def c2p_paper_default(t_max_s: float) -> Component:
+    """The paper's charge-to-pulse transfer until a C2P circuit is characterized: S_sat = 80 uA x T_max,
+    no offset; stage-2 output full scale 40 uA x T_max (its readout clamps A / 40 to [-1, 1])."""
+    return Component("c2p/clipped-linear", ["q_sat_c", "offset_c", "t_max_s"], [80e-6 * t_max_s, 0.0, t_max_s],
+                     config={"output_full_scale_c": 40e-6 * t_max_s},
+                     source="paper default (Leroux et al. 2025 code: S_sat = 80, output clamp A/40); no C2P fit yet")
+
+
+def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
+    """Energy per action from the characterization: read per cell (full pulse, mean over stored values, and
+    per second of pulse) and write per cell; the spread over levels is given as the uncertainty."""
+    full = read.scalars["e_read_j"][:, -1, -1]
+    pulse = float(read.coords["pulse_s"][-1])
+    writes = write.scalars["e_write_j"][write.status == OK]
+    return figures({"e_read_cell_j": float(np.mean(full)), "e_read_cell_per_s_w": float(np.mean(full) / pulse),
+                    "e_write_cell_j": float(np.mean(writes))},
+                   {"e_read_cell_j": float(np.std(full)), "e_read_cell_per_s_w": float(np.std(full) / pulse),
+                    "e_write_cell_j": float(np.std(writes))},
+                   "characterization: mean (stderr = spread over stored levels) of e_read_j at the longest "
+                   "pulse and highest input, and of e_write_j")
+
+
+def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
+                         decay_model: str = "leakage") -> tuple[Surrogate, dict[str, FitOutcome]]:
+    """Fit every component from a characterization file into a surrogate."""
+    path = Path(path)
+    read, write, retention = (read_sweep(path, name) for name in ("read", "write", "retention"))
+    design = json.loads(read.attrs.get("design", "{}")).get("design", {})
+    outcomes = {"multiply": fit_multiply(read, design, model, order), "decay": fit_decay(retention, design, decay_model)}
+    t_max = float(design.get("t_max_s", read.coords["pulse_s"][-1]))
+    components = {
+        "multiply": outcomes["multiply"].component,
+        "decay": outcomes["decay"].component,
+        "c2p": c2p_paper_default(t_max),
+        "energy": energy_from_sweeps(read, write),
+        "timing": figures({"t_max_s": t_max, "write_time_s": float(design.get("write_time_s", np.nan))},
+                          source="design"),
+    }
+    surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path))
+    return surrogate, outcomes

@@ -1,0 +1,81 @@
+"""Fit reports: a PNG (measured vs fitted read surface, residuals, decay) and a text summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+
+from gaincell.surrogate.file import Surrogate  # noqa: E402
+
+from .fit import FitOutcome  # noqa: E402
+
+
+def text_report(surrogate: Surrogate) -> str:
+    """Parameters with standard errors, residual statistics and worst point of every component."""
+    lines = [f"surrogate of {surrogate.source_path or 'reference data'} (sha256 {surrogate.source_sha256[:16]})"]
+    for name, part in surrogate.components.items():
+        lines.append(f"\n[{name}] {part.model_id}   source: {part.source}")
+        for pname, value, err in zip(part.param_names, part.values, part.stderr):
+            rel = f" ({abs(err / value) * 100:.3g} %)" if np.isfinite(err) and value else ""
+            lines.append(f"  {pname:22s} {value: .6e} +- {err:.2e}{rel}" if np.isfinite(err)
+                         else f"  {pname:22s} {value: .6e}")
+        res = part.residuals
+        if "rms_rel_full_scale" in res:
+            lines.append(f"  RMS error {res['rms']:.3e} = {100 * res['rms_rel_full_scale']:.3f} % of full scale "
+                         f"({res['full_scale']:.3e}); worst {100 * res['max_rel_full_scale']:.3f} % at "
+                         f"{res['worst_point']}; {res['n_points']} points")
+        elif "rms" in res:
+            lines.append(f"  RMS error {res['rms']:.3e}; {res.get('n_points', '?')} points")
+        if "tau_1e_s" in res:
+            lines.append(f"  1/e time at the reference level {res['tau_1e_s']:.5e} +- {res['tau_1e_stderr_s']:.2e} s "
+                         f"(raw curve: {res['raw_tau_1e_s']:.5e} s)")
+        if part.validity:
+            lines.append(f"  valid for {part.validity}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
+    """Measured vs fitted read current (charge / pulse) vs stored voltage per input amplitude, the charge
+    residuals, and the decay fit."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    multiply = outcomes["multiply"]
+    x = multiply.inputs
+    current, fitted = multiply.data / x["pulse_s"], multiply.result.best_fit / x["pulse_s"]
+    longest = x["pulse_s"] == x["pulse_s"].max()
+    for vin in np.unique(x["vin_v"]):
+        pick = longest & (x["vin_v"] == vin)
+        order = np.argsort(x["stored_v"][pick])
+        line, = axes[0].plot(x["stored_v"][pick][order], fitted[pick][order], lw=1)
+        axes[0].plot(x["stored_v"][pick][order], current[pick][order], "o", ms=3, color=line.get_color(),
+                     label=f"V_in {vin:.2f} V")
+    axes[0].set(title=f"read current ({multiply.component.model_id}): SPICE dots, fit lines", xlabel="stored")
+    axes[0].xaxis.set_major_formatter(EngFormatter(unit="V"))
+    axes[0].yaxis.set_major_formatter(EngFormatter(unit="A"))
+    axes[0].legend(fontsize=7)
+    full_scale = np.max(np.abs(multiply.data))
+    residual = 100 * (multiply.result.best_fit - multiply.data) / full_scale
+    scatter = axes[1].scatter(x["stored_v"], residual, c=x["vin_v"], s=6, cmap="viridis")
+    fig.colorbar(scatter, ax=axes[1], label="V_in (V)")
+    axes[1].set(title="charge residual (% of full scale)", xlabel="stored")
+    axes[1].xaxis.set_major_formatter(EngFormatter(unit="V"))
+    decay = outcomes.get("decay")
+    if decay is not None:
+        t = decay.inputs["t_s"]
+        axes[2].plot(t, decay.data, "o", ms=2, label="SPICE")
+        axes[2].plot(t, decay.result.best_fit, lw=1.2, label=decay.component.model_id)
+        axes[2].set(title="retention at the reference level", xlabel="time")
+        axes[2].xaxis.set_major_formatter(EngFormatter(unit="s"))
+        axes[2].yaxis.set_major_formatter(EngFormatter(unit="V"))
+        axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,66 @@
+"""Validation of a surrogate against fresh SPICE at random points the fit never saw."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gaincell.circuits import Sweep, run_sweep
+from gaincell.circuits.cells import CellRead
+from gaincell.design import CellDesign
+from gaincell.errors import ConfigError
+from gaincell.store import OK
+from gaincell.surrogate.file import Surrogate
+
+
+@dataclass
+class ValidationReport:
+    """Errors of the surrogate's multiply component on fresh SPICE points (relative to the fit's full scale)."""
+
+    n_points: int
+    rms_rel_full_scale: float
+    max_rel_full_scale: float
+    worst_point: dict
+    full_scale_c: float
+
+    def __str__(self) -> str:
+        return (f"{self.n_points} fresh SPICE points: RMS error {100 * self.rms_rel_full_scale:.3f} % of full scale "
+                f"({self.full_scale_c:.4g} C), worst {100 * self.max_rel_full_scale:.3f} % at {self.worst_point}")
+
+
+def random_read_grid(surrogate: Surrogate, counts=(7, 5, 3), seed: int = 0) -> dict[str, np.ndarray]:
+    """Random stored voltages, pulse widths and input amplitudes inside the multiply component's validity
+    ranges (a random cartesian grid: off the characterization grid with probability one)."""
+    rng = np.random.default_rng(seed)
+    grid = {}
+    for name, count in zip(("stored_v", "pulse_s", "vin_v"), counts):
+        low, high = surrogate["multiply"].validity.get(name, [np.nan, np.nan])
+        if not np.isfinite(low):
+            raise ConfigError("surrogate", f"the multiply component has no validity range for {name}")
+        low = max(low, 1e-10) if name == "pulse_s" else low
+        grid[name] = np.array([low]) if high == low else np.sort(rng.uniform(low, high, count))
+    return grid
+
+
+def validate_cell(surrogate: Surrogate, design: CellDesign, out: str | Path, counts=(7, 5, 3), seed: int = 0,
+                  workers: int | None = None, progress: bool = True) -> ValidationReport:
+    """Simulate the design's read at random points and compare the surrogate's predicted charge."""
+    described = surrogate.design.get("name")
+    if described != design.name:
+        raise ConfigError("design", f"the surrogate describes {described!r}, not {design.name!r}: validate it "
+                                    "against the design it was fitted to")
+    grid = random_read_grid(surrogate, counts, seed)
+    data = run_sweep(Sweep("validate_read", CellRead(design), grid), out, workers=workers, progress=progress,
+                     restart=True).data
+    mesh = np.meshgrid(*grid.values(), indexing="ij")
+    ok = data.status == OK
+    inputs = {name: m[ok] for name, m in zip(grid, mesh)}
+    measured = data.scalars["charge_c"][ok]
+    predicted = surrogate.evaluate("multiply", **inputs)
+    full_scale = float(surrogate["multiply"].residuals.get("full_scale", np.max(np.abs(measured))))
+    error = predicted - measured
+    worst = int(np.argmax(np.abs(error)))
+    return ValidationReport(int(measured.size), float(np.sqrt(np.mean(error**2)) / full_scale),
+                            float(np.abs(error[worst]) / full_scale), {k: float(v[worst]) for k, v in inputs.items()},
+                            full_scale)
