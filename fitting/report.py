@@ -68,7 +68,8 @@ def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
         t = decay.inputs["t_s"]
         axes[2].plot(t, decay.data, "o", ms=2, label="SPICE")
         axes[2].plot(t, decay.result.best_fit, lw=1.2, label=decay.component.model_id)
-        axes[2].set(title="retention at the reference level", xlabel="time")
+        tau = decay.component.residuals.get("tau_1e_s", t.max())
+        axes[2].set(title="retention at the reference level", xlabel="time", xlim=(0, min(t.max(), 4 * tau)))
         axes[2].xaxis.set_major_formatter(EngFormatter(unit="s"))
         axes[2].yaxis.set_major_formatter(EngFormatter(unit="V"))
         axes[2].legend(fontsize=7)
