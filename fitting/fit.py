@@ -132,16 +132,21 @@ def fit_decay(retention: SweepData, design: dict, model: str = "leakage") -> Fit
     levels = retention.coords["stored_v"]
     ref = int(ok[np.argmin(np.abs(levels[ok] - (hold + float(design.get("vdd_v", 0.9)) / 2)))])
     wave = retention.point((ref,))
-    grid = np.linspace(0, wave["time"][-1], 400)  # even in time, so the early dense steps don't dominate
+    raw_tau = float(retention.scalars["tau_1e_s"][ref])
+    # evenly in time where the node decays (to 4 tau), sparser in the tail: the SPICE steps are dense early
+    end = float(wave["time"][-1])
+    grid = np.linspace(0, min(end, 4 * raw_tau), 400)
+    if end > 4 * raw_tau:
+        grid = np.concatenate([grid, np.linspace(4 * raw_tau, end, 51)[1:]])
     inputs = {"t_s": grid, "stored_v": np.full(grid.size, levels[ref])}
     data = np.interp(grid, wave["time"], wave["v(sn)"])
-    raw_tau = float(retention.scalars["tau_1e_s"][ref])
     config = {"hold_v": hold, "ref_v": float(levels[ref])}
     model_id = DECAY_MODELS[model]
     excess = float(levels[ref] - hold)
     initial, bounds, fixed = {
-        "decay/subthreshold-leakage": ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05},
-                                       {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0)}, ()),
+        "decay/subthreshold-leakage": ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05, "dibl_per_v": 0.0},
+                                       {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0), "dibl_per_v": (-0.9 / excess, 50.0)},
+                                       ()),
         "decay/stretched-exponential": ({"tau_s": raw_tau, "beta": 1.0, "gamma": 0.0},
                                         {"tau_s": (raw_tau / 1e3, raw_tau * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
         "decay/exponential": ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),

@@ -108,18 +108,24 @@ def _decay(config, params, t_s, stored_v):
     return hold + (np.asarray(stored_v) - hold) * decay_excess(t_s, tau, params.get("beta", 1.0))
 
 
-def leakage_excess(t_s, excess_v, rate_v_per_s, vt_v):
-    """Stored excess after t_s under a subthreshold leakage current that is constant while the node is far
-    above the hold level and fades as exp(-x / vt) near it: dx/dt = -rate (1 - exp(-x / vt)), whose solution
-    is x(t) = vt ln(1 + (exp(x0 / vt) - 1) exp(-rate t / vt))."""
-    x0 = np.maximum(np.asarray(excess_v, dtype=float), 1e-12)
-    log_term = np.log(-np.expm1(-x0 / vt_v)) + x0 / vt_v - rate_v_per_s * np.asarray(t_s) / vt_v
-    return vt_v * np.logaddexp(0.0, log_term)
+def leakage_excess(t_s, excess_v, rate_v_per_s, vt_v, dibl_per_v=0.0, grid_points: int = 4000):
+    """Stored excess after t_s when the node discharges through a subthreshold leakage current
+    dx/dt = -rate (1 + dibl x) (1 - exp(-x / vt)): nearly constant far above the hold level (with a
+    drain-induced slope `dibl`) and fading as the drain-source voltage x approaches a thermal voltage `vt`.
+    Solved by one integral: T(x) = time to fall from the largest start to x; x(t; x0) = T^-1(T(x0) + t)."""
+    x0 = np.maximum(np.asarray(excess_v, dtype=float), 1e-9)
+    x = np.geomspace(np.max(x0), 1e-9, grid_points)  # from the top down to ~0, dense near 0
+    speed = rate_v_per_s * (1.0 + dibl_per_v * x) * -np.expm1(-x / vt_v)
+    inverse = 1.0 / np.maximum(speed, 1e-300)
+    clock = np.concatenate([[0.0], np.cumsum(0.5 * (inverse[1:] + inverse[:-1]) * -np.diff(x))])
+    start = np.interp(-x0, -x, clock)  # T(x0); x decreases along the grid, so interpolate on -x
+    return np.interp(start + np.asarray(t_s), clock, x)
 
 
 def _leakage(config, params, t_s, stored_v):
     hold = config["hold_v"]
-    return hold + leakage_excess(t_s, np.asarray(stored_v) - hold, params["rate_v_per_s"], params["vt_v"])
+    return hold + leakage_excess(t_s, np.asarray(stored_v) - hold, params["rate_v_per_s"], params["vt_v"],
+                                 params["dibl_per_v"])
 
 
 def decay_factor(model_id: str, config: dict, params: dict, age_s):
@@ -132,8 +138,10 @@ def decay_factor(model_id: str, config: dict, params: dict, age_s):
 def tau_1e(model_id: str, config: dict, params: dict) -> float:
     """Time for the reference level's excess to fall to 1/e (s)."""
     if model_id == "decay/subthreshold-leakage":
-        x0, a, vt = config["ref_v"] - config["hold_v"], params["rate_v_per_s"], params["vt_v"]
-        return float(vt / a * np.log(np.expm1(x0 / vt) / np.expm1(x0 / np.e / vt)))
+        x0 = config["ref_v"] - config["hold_v"]
+        x = np.linspace(x0, x0 / np.e, 2001)
+        speed = params["rate_v_per_s"] * (1.0 + params["dibl_per_v"] * x) * -np.expm1(-x / params["vt_v"])
+        return float(np.trapezoid(1.0 / speed, -x))
     return float(params["tau_s"])
 
 
@@ -149,8 +157,8 @@ MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in (
     ModelSpec("decay/exponential", ("t_s", "stored_v"), "v_sn", lambda c: ["tau_s"], _decay),
     ModelSpec("decay/stretched-exponential", ("t_s", "stored_v"), "v_sn", lambda c: ["tau_s", "beta", "gamma"],
               _decay),
-    ModelSpec("decay/subthreshold-leakage", ("t_s", "stored_v"), "v_sn", lambda c: ["rate_v_per_s", "vt_v"],
-              _leakage),
+    ModelSpec("decay/subthreshold-leakage", ("t_s", "stored_v"), "v_sn",
+              lambda c: ["rate_v_per_s", "vt_v", "dibl_per_v"], _leakage),
     ModelSpec("c2p/clipped-linear", ("q_c",), "pulse_s", lambda c: ["q_sat_c", "offset_c", "t_max_s"], _c2p),
 )}
 
