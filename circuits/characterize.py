@@ -104,8 +104,7 @@ def summarize(path: str | Path) -> dict[str, float]:
     figures["retention_t_loss10_min_s"] = float(np.min(retention.scalars["t_loss10_s"]))
     figures["retention_extrapolated"] = float(np.max(retention.scalars["extrapolated"]))
     figures["retention_max_level_v"] = float(levels[-1])
-    figures["failed_points"] = float(sum(int(np.sum(read_sweep(path, n).status == 2))
-                                         for n in ("read", "write", "retention")))
+    figures["failed_points"] = float(sum(int(np.sum(sweep.status == 2)) for sweep in (read, write, retention)))
     return figures
 
 

@@ -29,7 +29,6 @@ from gaincell.errors import ConfigError, GaincellError, SimulationError, WorkerC
 from gaincell.store import SweepData, read_sweep, save_sweeps, OK
 
 from .analysis import Analysis
-from .engines import EngineOutput
 from .netlist import Netlist, prepare
 from .simulator import check_backend
 from .workers import Task, WorkerPool, simulate_in_worker

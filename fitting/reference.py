@@ -56,4 +56,4 @@ def fit_reference(iv_path: str | Path) -> Surrogate:
     }
     design = {"name": "paper-reference", "vdd_v": 0.9, "v_in_v": 0.9, "t_max_s": T_MAX_S,
               "source": "Leroux et al., Nat. Comput. Sci. 5, 813 (2025), doi 10.1038/s43588-025-00854-1"}
-    return Surrogate(components, design, f"gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path))
+    return Surrogate(components, design, "gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path))
