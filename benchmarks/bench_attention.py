@@ -1,0 +1,127 @@
+"""Gain-cell attention forward+backward: the tiled fast path vs the naive full-matrix way vs softmax SDPA.
+
+tiled : gaincell_attention (key tiles, recomputing custom autograd function).
+naive : naive_gaincell_attention (materialises (B, H, T, T) score/pulse matrices, plain autograd), the way
+        the paper's reference code computes it.
+sdpa  : torch's scaled_dot_product_attention (causal softmax): the speed of light, not the same function.
+All three run the paper-reference surrogate's hardware model (quantized q/k/v and readout, decay, window
+1024, tiles of 64) on the same random inputs, each in a fresh process so that its peak memory (the rise
+of the process's peak resident set over its state before the call) is its own. Outputs and gradients of
+tiled and naive are compared. Time is the median of `--repeats` forward+backward passes after one warm-up.
+
+    .venv/bin/python benchmarks/bench_attention.py                       # B=8, H=12, T=1024, D=64
+    .venv/bin/python benchmarks/bench_attention.py --batch 1 --tokens 4096
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def run_one(method: str, args, save: Path) -> dict:
+    """In this process: build inputs, time forward+backward, record peak memory, save outputs."""
+    from gaincell.resources import data_path
+    from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.surrogate.functional import gaincell_attention
+    from gaincell.surrogate.naive import naive_gaincell_attention
+
+    torch.manual_seed(0)
+    shape = (args.batch, args.heads, args.tokens, args.head_dim)
+    inputs = [torch.rand(shape), torch.rand(shape) * 0.9, torch.rand(shape) * 0.9]
+    grad = torch.randn(shape) * 1e-2
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
+    options = dict(decay=args.decay_per_step, tile=64, window=args.window, quantize=True)
+
+    def step():
+        q, k, v = (x.clone().requires_grad_() for x in inputs)
+        if method == "tiled":
+            out = gaincell_attention(q, k, v, cell, **options)
+        elif method == "naive":
+            out = naive_gaincell_attention(q, k, v, cell, **options)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out.backward(grad)
+        return out.detach(), q.grad, k.grad, v.grad
+
+    before = current_rss_bytes()
+    results = step()  # warm-up, and the peak-memory pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    if method != "sdpa":
+        torch.save(results, save)
+    return {"method": method, "seconds": statistics.median(times), "all_seconds": times, "peak_bytes": peak}
+
+
+def compare(tiled: Path, naive: Path) -> dict:
+    a, b = torch.load(tiled), torch.load(naive)
+    report = {}
+    for name, x, y in zip(("output", "grad_q", "grad_k", "grad_v"), a, b):
+        diff = (x - y).abs()
+        report[name] = {"max_abs_diff": float(diff.max()), "max_abs": float(y.abs().max()),
+                        "n_over_1e-4": int((diff > 1e-4).sum())}
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--window", type=int, default=1024)
+    parser.add_argument("--decay-per-step", type=float, default=1.6e-4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="tiled,naive,sdpa")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args, Path(args.save))))
+        return
+    print(f"B={args.batch} H={args.heads} T={args.tokens} D={args.head_dim} window={args.window} "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods.split(","):
+            command = [sys.executable, __file__, "--child", method, "--save", f"{tmp}/{method}.pt"] + [
+                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                if k not in ("child", "save", "methods")]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                print(f"{method}: failed\n{done.stderr[-2000:]}")
+                continue
+            results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+            r = results[method]
+            print(f"{method:6s} forward+backward {r['seconds']:.3f} s (runs {', '.join(f'{t:.2f}' for t in r['all_seconds'])}),"
+                  f" peak memory {r['peak_bytes'] / 2**30:.2f} GiB")
+        if "tiled" in results and "naive" in results:
+            for name, item in compare(Path(tmp, "tiled.pt"), Path(tmp, "naive.pt")).items():
+                print(f"tiled vs naive {name}: max |diff| {item['max_abs_diff']:.2e} (max |value| "
+                      f"{item['max_abs']:.2e}), elements off by > 1e-4: {item['n_over_1e-4']}")
+    for other in ("naive", "sdpa"):
+        if "tiled" in results and other in results:
+            t, o = results["tiled"], results[other]
+            print(f"{other} / tiled: time {o['seconds'] / t['seconds']:.2f}x, "
+                  f"peak memory {o['peak_bytes'] / max(t['peak_bytes'], 1):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""`GainCellAttention`: the torch module around `gaincell_attention` (scalers, modes, decoding cache).
+
+The module takes the per-head q, k, v an LLM's projections produce, maps them into the hardware domain
+with per-head affine scalers (q -> pulse-width fraction, k and v -> stored volts), runs the functional
+core, and maps the readout back with a per-head output scaler. Every scaler keeps an exponential moving
+average of the per-head mean and std of its output (the paper's target statistics) while
+`track_statistics` is on.
+
+Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the paper's intermediate
+model), "ideal" (plain softmax attention on the unscaled q, k, v, windowed and causal: what the module
+replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backward` (the paper's option:
+forward with the fitted curve, backward with the line's gradient).
+
+Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
+parallel pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write
+step (the token clock converts steps to seconds for the retention model).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gaincell.errors import ConfigError
+
+from .cellmodel import CellModel
+from .functional import (DEFAULT_CHUNK_ELEMENTS, Quantization, check_inputs, decay_table_for, decode_step,
+                         expand_kv, hardware_inputs, tiled_attention, transfers)
+
+MODES = ("nonlinear", "linear", "ideal")
+
+
+class AffineScaler(nn.Module):
+    """y = a * x + b per head, with an EMA of y's per-head mean and std (the target statistics)."""
+
+    def __init__(self, heads: int, a: float = 1.0, b: float = 0.0, momentum: float = 0.1):
+        super().__init__()
+        self.a = nn.Parameter(torch.full((heads,), float(a)))
+        self.b = nn.Parameter(torch.full((heads,), float(b)))
+        self.momentum = momentum
+        self.register_buffer("target_mean", torch.full((heads,), math.nan))
+        self.register_buffer("target_std", torch.full((heads,), math.nan))
+        self.track_statistics = False  # update the EMA targets on every forward
+        self.record_batch = False  # keep the last batch's per-head mean and std (for calibration)
+        self.last_mean: torch.Tensor | None = None
+        self.last_std: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, heads, T, D)
+        y = x * self.a.view(1, -1, 1, 1).to(x.dtype) + self.b.view(1, -1, 1, 1).to(x.dtype)
+        if self.track_statistics or self.record_batch:
+            with torch.no_grad():
+                flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
+                mean, std = flat.mean(1), flat.std(1)
+                self.last_mean, self.last_std = mean, std
+                if self.track_statistics:
+                    for buffer, value in ((self.target_mean, mean), (self.target_std, std)):
+                        fresh = torch.isnan(buffer)
+                        buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
+        return y
+
+    def reset(self, a: float = 1.0, b: float = 0.0) -> None:
+        with torch.no_grad():
+            self.a.fill_(a)
+            self.b.fill_(b)
+
+
+class RingCache:
+    """Decoding state of one layer: `slots` stored k, v voltages (B, H_kv, slots, D) and write steps."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.write_step = torch.full((slots,), -1, dtype=torch.long)
+        self.next_step = 0
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store tokens (B, H_kv, n, D) at the next steps; slot = step mod slots (the oldest is overwritten)."""
+        if self.k is None:
+            b, h, _, d = k.shape
+            self.k = k.new_zeros(b, h, self.slots, d)
+            self.v = v.new_zeros(b, h, self.slots, d)
+            self.write_step = self.write_step.to(k.device)
+        n = k.shape[2]
+        keep = min(n, self.slots)
+        steps = torch.arange(self.next_step + n - keep, self.next_step + n, device=k.device)
+        slots = steps % self.slots
+        self.k[:, :, slots] = k[:, :, n - keep:]
+        self.v[:, :, slots] = v[:, :, n - keep:]
+        self.write_step[slots] = steps
+        self.next_step += n
+
+    def ages(self, now: int) -> torch.Tensor:
+        """Age in tokens of every slot at step `now` (negative where empty)."""
+        return torch.where(self.write_step >= 0, now - self.write_step, torch.full_like(self.write_step, -1))
+
+
+class GainCellAttention(nn.Module):
+    """Gain-cell attention for `heads` query heads of size `head_dim` (q (B, H, T, D); k, v (B, H_kv, T, D))."""
+
+    def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None, tile: int = 64,
+                 window: int | None = 1024, mode: str = "nonlinear", quantize: bool = True, decay: bool = True,
+                 linear_backward: bool = False, quantization: Quantization = Quantization(),
+                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+        super().__init__()
+        kv_heads = heads if kv_heads is None else kv_heads
+        for name, value in (("heads", heads), ("head_dim", head_dim), ("kv_heads", kv_heads)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer; got {value!r}")
+        if heads % kv_heads:
+            raise ConfigError("kv_heads", f"must divide heads={heads}; got {kv_heads}")
+        if not isinstance(tile, int) or tile < 1:
+            raise ConfigError("tile", f"must be a positive integer; got {tile!r}")
+        if window is not None and (not isinstance(window, int) or window < tile or window % tile):
+            raise ConfigError("window", f"must be a positive multiple of the tile size {tile} (or None); got {window!r}")
+        self.cell, self.heads, self.head_dim, self.kv_heads = cell, heads, head_dim, kv_heads
+        self.tile, self.window, self.quantization, self.chunk_elements = tile, window, quantization, chunk_elements
+        self.mode = mode
+        self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
+        middle = 0.5 * sum(cell.stored_range_v)
+        self.q_scaler = AffineScaler(heads, 1.0, 0.5)
+        self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
+        self.v_scaler = AffineScaler(kv_heads, 1.0, middle)
+        self.out_scaler = AffineScaler(heads, 1.0, 0.0)
+        self._tables: dict = {}
+
+    @classmethod
+    def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None,
+                       allow_extrapolation: bool = False, **options) -> "GainCellAttention":
+        """Build from a surrogate file (or Surrogate); options as in the constructor."""
+        cell = CellModel.from_surrogate(path, token_period_s=token_period_s, allow_extrapolation=allow_extrapolation)
+        return cls(cell, heads, head_dim, **options)
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {value!r}")
+        self._mode = value
+
+    def scalers(self) -> dict[str, AffineScaler]:
+        return {"q": self.q_scaler, "k": self.k_scaler, "v": self.v_scaler, "out": self.out_scaler}
+
+    def extra_repr(self) -> str:
+        return (f"cell={self.cell.name}, heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
+                f"tile={self.tile}, window={self.window}, mode={self.mode}, quantize={self.quantize}, "
+                f"decay={self.decay}")
+
+    def decay_table(self, length: int, like: torch.Tensor) -> torch.Tensor:
+        """Decay factors by age (tokens), from the cell's retention and token clock; ones when decay is off."""
+        key = (length, like.dtype, like.device, self.decay, self.cell.token_period_s)
+        if key not in self._tables:
+            self._tables = {key: decay_table_for("surrogate" if self.decay else None, length, self.cell, like.dtype,
+                                                 like.device)}
+        return self._tables[key]
+
+    def _quantization(self) -> Quantization | None:
+        return self.quantization if self.quantize else None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: RingCache | None = None):
+        """q (B, heads, T, D); k, v (B, kv_heads, T, D) -> (B, heads, T, D)."""
+        check_inputs(q, k, v, self.tile, self.window)
+        if q.shape[1] != self.heads or k.shape[1] != self.kv_heads or q.shape[3] != self.head_dim:
+            raise ConfigError("q", f"expected q (B, {self.heads}, T, {self.head_dim}) and k, v (B, {self.kv_heads}, "
+                                   f"T, {self.head_dim}); got {tuple(q.shape)} and {tuple(k.shape)}")
+        if self.mode == "ideal":
+            return self._ideal(q, k, v, cache)
+        linear = self.mode == "linear"
+        qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self.v_scaler(v)
+        if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
+            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward)
+            padded = -(-q.shape[2] // self.tile) * self.tile
+            ring = min(self.window or padded, padded)
+            y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
+                                window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements)
+            if cache is not None:
+                cache.write(*self._stored(ks, vs))
+        else:
+            y = self._decode(qs, ks, vs, cache, linear)
+        return self.out_scaler(y)
+
+    def _out_steps(self) -> int:
+        quantization = self._quantization()
+        return quantization.out_steps if quantization else 0
+
+    def _stored(self, ks, vs):
+        """The voltages the DACs write (clamped, quantized) - what the ring buffer holds."""
+        stored = transfers(self.cell, self._quantization(), False, False)[1]
+        return stored.clamped(ks), stored.clamped(vs)
+
+    @torch.no_grad()
+    def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
+        if cache.slots % self.tile:
+            raise ConfigError("cache", f"has {cache.slots} slots, not a multiple of the tile {self.tile}")
+        outputs = []
+        for i in range(qs.shape[2]):
+            cache.write(*self._stored(ks[:, :, i:i + 1], vs[:, :, i:i + 1]))
+            qh, fk, fv = hardware_inputs(qs[:, :, i:i + 1], cache.k, cache.v, self.cell, self._quantization(), linear,
+                                         False)
+            table = self.decay_table(cache.slots, qs)
+            outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
+                                       cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
+                                       out_steps=self._out_steps()))
+        return torch.cat(outputs, dim=2)
+
+    def new_cache(self, max_tokens: int | None = None) -> RingCache:
+        """An empty decoding cache: `window` slots (or `max_tokens` rounded up to the tile when window is None)."""
+        if self.window is None:
+            if max_tokens is None:
+                raise ConfigError("max_tokens", "is needed for a cache when the layer has no window")
+            return RingCache(-(-max_tokens // self.tile) * self.tile)
+        return RingCache(self.window)
+
+    def _ideal(self, q, k, v, cache: RingCache | None):
+        """Plain causal softmax attention (windowed when the sequence is longer than the window)."""
+        k, v = expand_kv(k, self.heads), expand_kv(v, self.heads)
+        if cache is not None:
+            raise ConfigError("cache", "decoding with a ring cache is for the hardware modes, not 'ideal'")
+        t = q.shape[2]
+        if self.window is None or t <= self.window:
+            return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        position = torch.arange(t, device=q.device)
+        age = position[:, None] - position[None, :]
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(age >= 0) & (age < self.window))

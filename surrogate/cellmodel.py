@@ -1,0 +1,143 @@
+"""The surrogate compiled into the few numbers the torch attention needs (`CellModel`).
+
+Units inside the attention are normalised so that no physical constant appears in the inner loop:
+- q is the read pulse width as a fraction of T_max (0..1), k and v are stored voltages (V);
+- `multiply_k(k)` is the charge one cell delivers for a full T_max pulse divided by the C2P saturation
+  charge q_sat, so stage 1 gives S / q_sat directly and the C2P is `clamp(S - offset, 0, 1)`;
+- `multiply_v(v)` is the same charge divided by the readout full-scale charge, so stage 2 gives the
+  readout's [-1, 1] scale directly.
+The multiply is the fitted curve at the design's read input amplitude, collapsed into a polynomial in
+y = stored_v - y0 (exact for `multiply/poly`; other models are re-expanded in a degree-7 least-squares
+polynomial whose residual is recorded in `notes`). `linear` is the least-squares line of that curve over the
+stored range (the paper's intermediate model, slope about 19.3 uA/V for its cell).
+
+Validity policy: the layer clamps q to [0, 1] and k, v to the stored range, so at run time the multiply is
+never evaluated outside that box. At construction the box is compared with the surrogate's `validity`
+(stored_v, pulse_s, vin_v): a box reaching outside it raises `SurrogateError` naming the input and both
+ranges, unless `allow_extrapolation=True`, which turns the error into a `UserWarning`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gaincell.errors import ConfigError
+from gaincell.fitting.models import decay_factor, evaluate, tau_1e
+
+from .file import Surrogate, SurrogateError
+
+PAPER_LATENCY_PER_TOKEN_S = 65e-9
+
+
+@dataclass(frozen=True)
+class CellModel:
+    """Torch-ready constants of one surrogate (see the module docstring for the units)."""
+
+    name: str
+    y0_v: float
+    cubic: tuple[float, ...]  # multiply_k coefficients of y^0, y^1, ... (charge / q_sat per full pulse)
+    line: tuple[float, float]  # the least-squares line (intercept, slope) in the same units
+    v_over_k: float  # q_sat / output full scale: multiply_v = v_over_k * multiply_k
+    offset: float  # C2P offset / q_sat
+    stored_range_v: tuple[float, float]
+    t_max_s: float
+    token_period_s: float
+    decay_model: tuple[str, dict, dict] | None = None  # (model id, config, params) of the retention
+    notes: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None,
+                       stored_range_v: tuple[float, float] | None = None, allow_extrapolation: bool = False,
+                       multiply: str = "multiply") -> "CellModel":
+        """Compile a surrogate (object or path). `token_period_s` is the time between two tokens written
+        to the same array (default: the surrogate's `timing/latency_per_token_s`, else the paper's 65 ns)."""
+        if not isinstance(surrogate, Surrogate):
+            surrogate = Surrogate.load(surrogate)
+        design = surrogate.design
+        vdd = float(design.get("vdd_v", 0.9))
+        vin = float(design.get("v_in_v", vdd))
+        t_max = float(surrogate["timing"].params.get("t_max_s", design.get("t_max_s", 15e-9)))
+        lo, hi = stored_range_v if stored_range_v is not None else (0.0, vdd)
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ConfigError("stored_range_v", f"must be two finite voltages, low < high; got {stored_range_v}")
+        if multiply not in surrogate.components:
+            raise ConfigError("multiply", f"the surrogate has no component {multiply!r}; it has "
+                                          f"{', '.join(surrogate.components)}")
+        part = surrogate[multiply]
+        _check_validity(part.validity, {"stored_v": (lo, hi), "pulse_s": (0.0, t_max), "vin_v": (vin, vin)},
+                        multiply, allow_extrapolation)
+        coefficients, y0, notes = _as_polynomial(part, vin, lo, hi)
+        c2p = surrogate["c2p"].params
+        q_sat = c2p["q_sat_c"]
+        full_scale = float(surrogate["c2p"].config.get("output_full_scale_c", q_sat / 2))
+        per_q_sat = np.asarray(coefficients) * t_max / q_sat
+        y = np.linspace(lo - y0, hi - y0, 1001)
+        slope, intercept = np.polyfit(y, np.polyval(per_q_sat[::-1], y), 1)
+        if token_period_s is None:
+            token_period_s = float(surrogate["timing"].params.get("latency_per_token_s", PAPER_LATENCY_PER_TOKEN_S))
+        if not (token_period_s > 0 and math.isfinite(token_period_s)):
+            raise ConfigError("token_period_s", f"must be a positive time in seconds; got {token_period_s}")
+        decay = surrogate["decay"]
+        notes |= {"multiply_component": multiply, "read_vin_v": vin,
+                  "decay_tau_1e_s": tau_1e(decay.model_id, decay.config, decay.params)}
+        return cls(str(design.get("name", "surrogate")), y0, tuple(float(c) for c in per_q_sat),
+                   (float(intercept), float(slope)), q_sat / full_scale, c2p["offset_c"] / q_sat, (lo, hi),
+                   t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes)
+
+    def decay_table(self, length: int, token_period_s: float | None = None) -> np.ndarray:
+        """Remaining fraction of a stored product after 0, 1, ..., length - 1 token periods."""
+        period = self.token_period_s if token_period_s is None else token_period_s
+        if self.decay_model is None:
+            return np.ones(length)
+        model_id, config, params = self.decay_model
+        return np.asarray(decay_factor(model_id, config, params, np.arange(length) * period), dtype=float)
+
+    def polynomial(self, linear: bool = False) -> tuple[float, ...]:
+        """Coefficients (of y^0, y^1, ...) of multiply_k, or of its least-squares line."""
+        return self.line if linear else self.cubic
+
+
+def _check_validity(validity: dict, used: dict[str, tuple[float, float]], component: str, allow: bool) -> None:
+    for name, (lo, hi) in used.items():
+        if name not in validity:
+            continue
+        vlo, vhi = validity[name]
+        tol = 1e-9 * max(abs(vlo), abs(vhi), 1e-12)
+        if lo < vlo - tol or hi > vhi + tol:
+            message = (f"the attention layer would evaluate {component} at {name} in [{lo:g}, {hi:g}], outside the "
+                       f"surrogate's validity [{vlo:g}, {vhi:g}]")
+            if not allow:
+                raise SurrogateError(message + "; narrow the range (stored_range_v) or pass allow_extrapolation=True")
+            warnings.warn(message + " (extrapolating, allow_extrapolation=True)", UserWarning, stacklevel=3)
+
+
+def _as_polynomial(part, vin: float, lo: float, hi: float) -> tuple[list[float], float, dict]:
+    """Current per unit pulse (A) as polynomial coefficients in y = stored_v - y0 at the read input vin."""
+    if part.model_id == "multiply/poly":
+        u = vin - part.config.get("vin0_v", 0.0)
+        order = int(part.config["order"])
+        coefficients = [0.0] * (order + 1)
+        for name, value in part.params.items():
+            coefficients[int(name[1])] += value * u ** int(name[2])
+        return coefficients, float(part.config["y0_v"]), {}
+    y0 = 0.5 * (lo + hi)
+    stored = np.linspace(lo, hi, 2001)
+    current = evaluate(part.model_id, part.config, part.params, stored_v=stored, pulse_s=np.ones_like(stored),
+                       vin_v=np.full_like(stored, vin))
+    fit = np.polynomial.polynomial.Polynomial.fit(stored - y0, current, 7, domain=[lo - y0, hi - y0],
+                                                  window=[lo - y0, hi - y0])
+    residual = float(np.sqrt(np.mean((fit(stored - y0) - current) ** 2)) / np.max(np.abs(current)))
+    return list(fit.coef), y0, {"polynomial_refit": f"{part.model_id} re-expanded as a degree-7 polynomial",
+                                "polynomial_refit_rms_rel": residual}
+
+
+def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
+    """Horner evaluation of sum c_i y^i (differentiable)."""
+    result = torch.full_like(y, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        result = result * y + c
+    return result

@@ -1,0 +1,376 @@
+"""`gaincell_attention`: the functional core of gain-cell attention, on hardware-domain tensors.
+
+What one head computes for a query at step t over the keys s of its window (t - window < s <= t):
+    x[t, s]   = (q_t . f(k_s)) * d(t - s)                  stage 1: Q pulses x K array, decayed
+    phi[t, s] = clamp(x[t, s] - offset, 0, 1)                charge-to-pulse (HardSigmoid), no softmax
+    a_j[t]    = sum_{s in tile j} phi[t, s] d(t - s) g(v_s)  stage 2: phi pulses x V array, per sub-tile j
+    out[t]    = sum_j quantize(clamp(a_j[t], -1, 1))         per-tile signed readout, summed digitally
+with f, g the fitted multiply in C2P / readout units (see `cellmodel`), d the retention decay by age in
+tokens (a table built from the surrogate's decay model and the token clock, or exp(-rate * age)).
+Sub-tiles are the physical columns of a ring buffer of `window` slots: token s lives in slot s mod window,
+so tile j holds the tokens with (s // tile) mod (window // tile) == j; once the window wraps, the newest and
+the oldest tokens of a window share a tile (and its clamp), exactly as in the decoding ring buffer.
+
+The fast path never materialises a (B, H, T, T) tensor: queries are processed in chunks against only the
+key tiles their window reaches (the per-tile readout is exact because tiles are the array size), the decay
+and causal mask form one (keys x queries) matrix per chunk shared by every batch and head, and a custom
+autograd function keeps only q, f(k), g(v) for the backward pass, recomputing each chunk there (as flash
+attention does). Memory is O(B H T D) plus one chunk.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gaincell.errors import ConfigError
+
+from .cellmodel import CellModel, polyval
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the keys are laid out in arrays: tile size, window (ring size), padded length, chunking."""
+
+    tile: int
+    window: int  # ring size in tokens (a multiple of tile); >= padded length means no wrap
+    padded: int  # sequence length padded to a multiple of tile
+    chunk: int  # queries per chunk (a multiple of tile)
+    offset: float
+    out_steps: int  # readout magnitude steps (levels of the counter - 1); 0 = no quantization
+    rows: int = 1 << 30  # batch x head rows per chunk
+
+    @property
+    def n_slots_tiles(self) -> int:
+        return self.window // self.tile
+
+    def key_tiles(self, start: int, stop: int) -> tuple[int, int]:
+        """Aligned key tiles any query in [start, stop) can reach."""
+        first = max(0, (start - self.window + 1) // self.tile)
+        return first, -(-stop // self.tile)
+
+    def physical_tiles(self, first: int, stop: int) -> list[int]:
+        """Physical tile (ring slot tile) of each aligned key tile first..stop-1."""
+        return [j % self.n_slots_tiles for j in range(first, stop)]
+
+
+def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """Round to `levels` equally spaced values in [low, high]; the gradient passes straight through."""
+    step = (high - low) / (levels - 1)
+    rounded = torch.round((x - low) / step) * step + low
+    return x + (rounded - x).detach()
+
+
+def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int, first: int,
+                 last: int) -> torch.Tensor:
+    """Decay x causal/window mask for queries [start, stop) and aligned key tiles [first, last): (queries, keys)."""
+    device = table.device
+    queries = torch.arange(start, stop, device=device)
+    keys = torch.arange(first * geometry.tile, last * geometry.tile, device=device)
+    age = queries[:, None] - keys[None, :]
+    valid = (age >= 0) & (age < min(geometry.window, table.numel()))
+    return torch.where(valid, table[age.clamp(0, table.numel() - 1)], table.new_zeros(()))
+
+
+def _tile_readouts(pulses, fv, tiles: list[int], tile: int) -> dict[int, torch.Tensor]:
+    """Stage 2 per physical tile: sum of (pulses of the keys stored in it) @ g(v). pulses (BH, C, K)."""
+    readouts: dict[int, torch.Tensor] = {}
+    for i, physical in enumerate(tiles):
+        part = torch.bmm(pulses[:, :, i * tile:(i + 1) * tile], fv[:, i * tile:(i + 1) * tile])  # (BH, C, D)
+        readouts[physical] = readouts[physical] + part if physical in readouts else part
+    return readouts
+
+
+def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep: bool = False):
+    """One chunk. q (BH, C, D); fk, fv (BH, K, D) with K = len(tiles) * tile; decay (C, K).
+    Returns out (BH, C, D) and, with keep, the pre-clamp scores, the pulses and the per-tile readouts."""
+    x = torch.bmm(q, fk.transpose(1, 2))  # (BH, C, K) = q . f(k)
+    x.mul_(decay)
+    if geometry.offset:
+        x.sub_(geometry.offset)
+    pre = x.clone() if keep else None
+    pulses = x.clamp_(0.0, 1.0).mul_(decay)  # phi * d
+    readouts = _tile_readouts(pulses, fv, tiles, geometry.tile)
+    out = torch.zeros_like(q)
+    for a in readouts.values():
+        readout = a.clamp(-1.0, 1.0)
+        if geometry.out_steps:
+            readout = readout.mul_(geometry.out_steps).round_().div_(geometry.out_steps)
+        out += readout
+    return out, pre, pulses, readouts
+
+
+def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out):
+    """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (BH, K, D)."""
+    _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True)
+    tile = geometry.tile
+    grad_readout = {j: grad_out * (a.abs() <= 1.0) for j, a in readouts.items()}  # quantization: straight through
+    grad_x = torch.empty_like(pulses)
+    grad_fv = torch.empty_like(fv)
+    for i, physical in enumerate(tiles):
+        columns = slice(i * tile, (i + 1) * tile)
+        grad_x[:, :, columns] = torch.bmm(grad_readout[physical], fv[:, columns].transpose(1, 2))
+        grad_fv[:, columns] = torch.bmm(pulses[:, :, columns].transpose(1, 2), grad_readout[physical])
+    grad_x.mul_(decay * decay).mul_((pre >= 0.0) & (pre <= 1.0))  # through phi * d, the clamp and x * d
+    return torch.bmm(grad_x, fk), torch.bmm(grad_x.transpose(1, 2), q), grad_fv
+
+
+def _chunks(geometry: Geometry, total_rows: int):
+    """(rows, queries start, stop, first and last key tile) of every chunk of the parallel pass."""
+    for start in range(0, geometry.padded, geometry.chunk):
+        stop = min(start + geometry.chunk, geometry.padded)
+        for row in range(0, total_rows, geometry.rows):
+            yield slice(row, row + geometry.rows), start, stop, *geometry.key_tiles(start, stop)
+
+
+class _TiledAttention(torch.autograd.Function):
+    """Parallel (training) pass over a whole sequence; q, fk, fv: (BH, padded, D)."""
+
+    @staticmethod
+    def forward(ctx, q, fk, fv, table, geometry: Geometry):
+        out = q.new_empty(q.shape)
+        tile = geometry.tile
+        for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
+            decay = _chunk_decay(table, geometry, start, stop, first, last)
+            keys = slice(first * tile, last * tile)
+            out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
+                                                   geometry.physical_tiles(first, last), geometry)[0]
+        ctx.save_for_backward(q, fk, fv, table)
+        ctx.geometry = geometry
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, fk, fv, table = ctx.saved_tensors
+        geometry = ctx.geometry
+        tile = geometry.tile
+        grad_q = torch.zeros_like(q)
+        grad_k = torch.zeros_like(fk)
+        grad_v = torch.zeros_like(fv)
+        grad_out = grad_out.contiguous()
+        for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
+            decay = _chunk_decay(table, geometry, start, stop, first, last)
+            keys = slice(first * tile, last * tile)
+            dq, dk, dv = _stage_backward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
+                                         geometry.physical_tiles(first, last), geometry, grad_out[rows, start:stop])
+            grad_q[rows, start:stop] += dq
+            grad_k[rows, keys] += dk
+            grad_v[rows, keys] += dv
+        return grad_q, grad_k, grad_v, None, None
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Levels of the hardware's converters (the paper's: 16 pulse widths, 8 stored levels, 32 readout)."""
+
+    q_levels: int = 16
+    kv_levels: int = 8
+    out_levels: int = 32
+
+    def __post_init__(self):
+        for name in ("q_levels", "kv_levels", "out_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 2:
+                raise ConfigError(name, f"must be an integer >= 2; got {value!r}")
+        if self.out_levels % 2:
+            raise ConfigError("out_levels", f"is sign + counter levels and must be even; got {self.out_levels}")
+
+    @property
+    def out_steps(self) -> int:
+        """Sign-magnitude readout: magnitudes 0, 1, ..., out_levels/2 - 1 (over its full scale)."""
+        return self.out_levels // 2 - 1
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tile: int, window: int | None) -> None:
+    """Shapes (B, H, T, D) for q and (B, H_kv, T, D) for k, v with H a multiple of H_kv; window % tile == 0."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ConfigError(name, f"must be a 4-D tensor (batch, heads, tokens, head_dim); got "
+                                    f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if not x.is_floating_point():
+            raise ConfigError(name, f"must be floating point; got {x.dtype}")
+    if k.shape != v.shape:
+        raise ConfigError("v", f"must have the shape of k {tuple(k.shape)}; got {tuple(v.shape)}")
+    b, h, t, d = q.shape
+    if (k.shape[0], k.shape[2], k.shape[3]) != (b, t, d):
+        raise ConfigError("k", f"must be (batch={b}, kv_heads, tokens={t}, head_dim={d}); got {tuple(k.shape)}")
+    if k.shape[1] < 1 or h % k.shape[1]:
+        raise ConfigError("k", f"has {k.shape[1]} heads, which must divide the {h} query heads")
+    if not isinstance(tile, int) or tile < 1:
+        raise ConfigError("tile", f"must be a positive integer (the array's token columns); got {tile!r}")
+    if window is not None and (not isinstance(window, int) or window < tile or window % tile):
+        raise ConfigError("window", f"must be a positive multiple of the tile size {tile}; got {window!r}")
+
+
+def decay_table_for(decay, length: int, cell: CellModel | None, dtype, device) -> torch.Tensor:
+    """Decay factors by age 0..length-1 from `decay`: None (off), a rate per step (exp(-rate * age)),
+    "surrogate" (the cell's retention and token clock) or a 1-D table of factors (extended with zeros)."""
+    if decay is None:
+        return torch.ones(length, dtype=dtype, device=device)
+    if isinstance(decay, str):
+        if decay != "surrogate" or cell is None:
+            raise ConfigError("decay", f"must be None, a rate per step, a table or 'surrogate'; got {decay!r}")
+        return torch.as_tensor(cell.decay_table(length), dtype=dtype, device=device)
+    if isinstance(decay, (int, float)):
+        if not (decay >= 0 and math.isfinite(decay)):
+            raise ConfigError("decay", f"a rate per step must be finite and >= 0; got {decay}")
+        return torch.exp(-float(decay) * torch.arange(length, dtype=dtype, device=device))
+    table = torch.as_tensor(decay, dtype=dtype, device=device).flatten()
+    if table.numel() < length:
+        table = torch.cat([table, table.new_zeros(length - table.numel())])
+    return table[:length]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """An element-wise hardware transfer: clamp to [low, high], optionally quantize to `levels` (straight-
+    through), then scale * sum c_i (x - y0)^i. `slope` is the derivative polynomial used in the backward pass
+    (the exact one, or the least-squares line's slope for the paper's linear-gradient option)."""
+
+    low: float
+    high: float
+    levels: int  # 0: no quantization
+    coefficients: tuple[float, ...]
+    slope: tuple[float, ...]
+    y0: float = 0.0
+    scale: float = 1.0
+
+    def clamped(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(self.low, self.high)
+        if self.levels:
+            step = (self.high - self.low) / (self.levels - 1)
+            x = torch.round((x - self.low) / step) * step + self.low
+        return x
+
+
+class _Elementwise(torch.autograd.Function):
+    """A `Transfer` with only its input saved (the intermediates of clamp, rounding and Horner are recomputed)."""
+
+    @staticmethod
+    def forward(ctx, x, transfer: Transfer):
+        ctx.save_for_backward(x)
+        ctx.transfer = transfer
+        return polyval(transfer.coefficients, transfer.clamped(x) - transfer.y0).mul_(transfer.scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), transfer = ctx.saved_tensors, ctx.transfer
+        inside = (x >= transfer.low) & (x <= transfer.high)
+        slope = polyval(transfer.slope, transfer.clamped(x) - transfer.y0)
+        return grad * slope.mul_(transfer.scale).mul_(inside), None
+
+
+def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(i * c for i, c in enumerate(coefficients) if i) or (0.0,)
+
+
+def transfers(cell: CellModel, quantize: Quantization | None, linear: bool, linear_backward: bool):
+    """The element-wise transfers of q (pulse fraction), k (-> f(k)) and v (-> g(v)) for these options."""
+    low, high = cell.stored_range_v
+    curve = cell.polynomial(linear)
+    slope = _derivative(cell.line if linear_backward else curve)
+    q_levels, kv_levels = (quantize.q_levels, quantize.kv_levels) if quantize else (0, 0)
+    return (Transfer(0.0, 1.0, q_levels, (0.0, 1.0), (1.0,)),
+            Transfer(low, high, kv_levels, curve, slope, cell.y0_v),
+            Transfer(low, high, kv_levels, curve, slope, cell.y0_v, cell.v_over_k))
+
+
+def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, linear: bool,
+                    linear_backward: bool):
+    """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v)."""
+    return tuple(_Elementwise.apply(x, transfer)
+                 for x, transfer in zip((q, k, v), transfers(cell, quantize, linear, linear_backward)))
+
+
+def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
+                       window: int | None = None, quantize: bool | Quantization = False, linear: bool = False,
+                       linear_backward: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Gain-cell attention on hardware-domain tensors.
+
+    q: (B, H, T, D) read pulse widths as fractions of T_max; k, v: (B, H_kv, T, D) stored volts (clamped
+    to the cell's stored range; H_kv divides H, grouped-query heads share arrays). `cell`: a CellModel, a
+    Surrogate or a surrogate path. `decay`: None, a rate per step, "surrogate" or a table by age.
+    `window`: ring size (a multiple of `tile`; None = the whole sequence). `quantize`: True for the paper's
+    levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve.
+    Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
+    """
+    if not isinstance(cell, CellModel):
+        cell = CellModel.from_surrogate(cell)
+    check_inputs(q, k, v, tile, window)
+    quantization = Quantization() if quantize is True else (quantize or None)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward)
+    return tiled_attention(qh, fk, fv, cell, decay=decay, tile=tile, window=window,
+                           out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements)
+
+
+def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, H_kv, T, D) -> (B, heads, T, D), each kv head shared by heads / H_kv query heads."""
+    b, h_kv, t, d = x.shape
+    if h_kv == heads:
+        return x
+    return x[:, :, None].expand(b, h_kv, heads // h_kv, t, d).reshape(b, heads, t, d)
+
+
+def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
+                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v)."""
+    b, h, t, d = q.shape
+    padded = -(-t // tile) * tile
+    ring = padded if window is None or window >= padded else window
+    fk, fv = expand_kv(fk, h), expand_kv(fv, h)
+    span = min(padded, ring + tile)
+    tiles_per_chunk = max(1, chunk_elements // max(1, b * h * tile * span))  # query tiles per chunk
+    rows = max(1, min(b * h, chunk_elements // (tile * span)))  # when one query tile is already too much
+    geometry = Geometry(tile, ring, padded, min(padded, tiles_per_chunk * tile), cell.offset, out_steps, rows)
+    table = decay_table_for(decay, ring, cell, q.dtype, q.device)
+
+    def flat(x):  # (B, H, T, D) -> (B*H, padded, D)
+        x = x.reshape(b * h, t, d)
+        return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
+
+    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, geometry)
+    return out[:, :t].reshape(b, h, t, d)
+
+
+def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int) -> torch.Tensor:
+    """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring (B, H, slots, D) in slot order;
+    ages (slots,) in tokens, negative for empty slots. Same arithmetic as the parallel pass."""
+    b, h, _, d = q.shape
+    slots = fk_ring.shape[2]
+    valid = (ages >= 0) & (ages < table.numel())
+    decay = torch.where(valid, table[ages.clamp(0, table.numel() - 1)], table.new_zeros(()))[None]  # (1, slots)
+    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps)
+    out = _stage_forward(q.reshape(b * h, 1, d), fk_ring.reshape(b * h, slots, d), fv_ring.reshape(b * h, slots, d),
+                         decay, geometry.physical_tiles(0, slots // tile), geometry)[0]
+    return out.view(b, h, 1, d)
+
+
+def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
+                        quantize: bool | Quantization = False, linear: bool = False) -> dict[str, torch.Tensor]:
+    """For inspection of small cases: the stage-1 score S = (q . f(k)) d (in C2P saturation units), the
+    C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast path."""
+    if not isinstance(cell, CellModel):
+        cell = CellModel.from_surrogate(cell)
+    check_inputs(q, k, v, tile, window)
+    quantization = Quantization() if quantize is True else (quantize or None)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False)
+    b, h, t, d = q.shape
+    padded = -(-t // tile) * tile
+    ring = padded if window is None or window >= padded else window
+    geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0)
+    table = decay_table_for(decay, ring, cell, q.dtype, q.device)
+    pad = (0, 0, 0, padded - t)
+
+    def flat(x):  # (B, H(_kv), T, D) -> (B*H, padded, D)
+        return torch.nn.functional.pad(expand_kv(x, h).reshape(b * h, t, d), pad)
+
+    with torch.no_grad():
+        first, last = geometry.key_tiles(0, padded)
+        out, pre, _, _ = _stage_forward(flat(qh), flat(fk), flat(fv), _chunk_decay(table, geometry, 0, padded, first,
+                                                                                   last),
+                                        geometry.physical_tiles(first, last), geometry, keep=True)
+    pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
+    return {"S": pre + cell.offset, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t]}
