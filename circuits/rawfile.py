@@ -98,8 +98,9 @@ def _read_ascii_values(data: bytes, pos: int, n_points: int, n_vars: int, is_com
 
 
 def write_raw(path: str | Path, vectors: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
-              title: str = "gaincell", plot_name: str = "Transient Analysis") -> None:
-    """Write one real plot as a binary ngspice raw file; the first vector is the scale (e.g. time)."""
+              title: str = "gaincell", plot_name: str = "Transient Analysis", append: bool = False) -> None:
+    """Write one real plot as a binary ngspice raw file; the first vector is the scale (e.g. time). With
+    `append`, add it after the plots already in the file (ngspice's multi-plot raw format)."""
     names = list(vectors)
     if not names:
         raise SimulationError("write_raw: no vectors to write")
@@ -112,4 +113,5 @@ def write_raw(path: str | Path, vectors: dict[str, np.ndarray], kinds: dict[str,
         header.append(f"\t{index}\t{name}\t{kind}")
     header.append("Binary:")
     table = np.column_stack([np.asarray(vectors[n], dtype="<f8") for n in names])
-    Path(path).write_bytes(("\n".join(header) + "\n").encode() + table.tobytes())
+    with open(path, "ab" if append else "wb") as handle:
+        handle.write(("\n".join(header) + "\n").encode() + table.tobytes())

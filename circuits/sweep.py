@@ -200,7 +200,8 @@ def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
     os.replace(tmp, folder / f"{serial}.npz")
 
 
-def _apply_part(data: SweepData, path: Path) -> None:
+def apply_part(data: SweepData, path: Path) -> None:
+    """Record the points of one saved chunk file (FILE.parts/SWEEP/*.npz) into `data`."""
     with np.load(path, allow_pickle=False) as part:
         indices = [tuple(int(i) for i in row) for row in part["index"]]
         deck = data.add_deck(str(part["deck"]))
@@ -253,7 +254,7 @@ def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
                                      "choose another file, or restart it (restart=True / --restart)")
     data = data or _fresh_data(sweep)
     for part in sorted(parts.glob("*.npz")) if parts.exists() else []:
-        _apply_part(data, part)
+        apply_part(data, part)
     return data
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GaincellError
+from .errors import ConfigError, GaincellError
 
 BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)"}
 _SI_PREFIX = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9}
@@ -257,6 +257,65 @@ def demo(out_dir, design, workers):
     click.echo(summary)
     click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/ cell.h5 cell.png char.h5 surrogate.h5 "
                "surrogate-fit.png surrogate-fit.txt validation.h5 summary.txt")
+
+
+def _point_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise ConfigError("points", f"must be comma-separated point numbers like 0,5,12; got {text!r}") from None
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--max-listed", type=int, default=10, show_default=True, help="Failed/missing points listed per sweep.")
+def inspect(file, max_listed):
+    """List what a gaincell HDF5 file holds: sweeps, signals and units, provenance, failed and missing points."""
+    from .inspect import describe
+
+    try:
+        click.echo(describe(file, max_listed))
+    except GaincellError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--sweep", required=True, help="Sweep (group) name; `gaincell inspect FILE` lists them.")
+@click.option("--signal", "signals", multiple=True, required=True, help="Waveform, e.g. 'v(x0.sn)' (repeatable).")
+@click.option("--points", default=None, help="Flat point numbers, e.g. 0,5,12 (default: the first completed).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="Output file: .png for an image, .html for an interactive page (works offline).")
+def plot(file, sweep, signals, points, out):
+    """Draw waveforms of selected points of a sweep to PNG or interactive HTML."""
+    from .inspect import sweep_figure
+    from .plotting import save_figure
+
+    try:
+        click.echo(save_figure(sweep_figure(file, sweep, list(signals), _point_list(points)), out))
+    except GaincellError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--sweep", required=True, help="Sweep (group) name.")
+@click.option("--format", "fmt", type=click.Choice(["raw", "csv"]), required=True,
+              help="raw: ngspice binary raw file (one plot per point; waveform viewers open it); csv: a table.")
+@click.option("--points", default=None, help="Flat point numbers (default: every completed point).")
+@click.option("--signal", "signals", multiple=True, help="Signals to include (default: all).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True)
+def export(file, sweep, fmt, points, signals, out):
+    """Export a sweep's completed points as an ngspice raw file or CSV."""
+    from .inspect import export as run_export
+
+    try:
+        click.echo(run_export(file, sweep, fmt, out, _point_list(points), list(signals) or None))
+    except GaincellError as exc:
+        _fail(exc)
+
 
 if __name__ == "__main__":
     main()
