@@ -22,6 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# Headless Chromium: the tests open the interactive HTML pages in a real browser. Optional off-root.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bootstrap: installing Debian package: chromium (for the HTML page tests)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "bootstrap: note: chromium is not installed; the browser tests will be skipped" >&2
+    fi
+fi
+
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "bootstrap: gaincell needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2

@@ -129,6 +129,11 @@ def test_kill_9_loses_at_most_the_chunks_in_flight_and_rerun_resumes(tmp_path):
     done_in_file = data.counts()["ok"]
     assert 0 < done_in_file < 120
     parts = list((tmp_path / "big.h5.parts" / "big").glob("*.npz"))
+    from gaincell.inspect import describe  # what `gaincell inspect` shows of the interrupted sweep
+    shown = describe(out)
+    done = done_in_file + sum(len(np.load(p)["index"]) for p in parts)
+    assert f"points: 120 total, {done} completed, 0 failed, {120 - done} missing" in shown, shown
+    assert (f"{len(parts)} chunk file(s)" in shown) == bool(parts) and "missing (" in shown
     finished = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, check=True)
     simulated_again = int(finished.stdout.split("SIMULATED")[1])
     assert simulated_again <= 120 - done_in_file - 2 * len(parts) + 0  # parts were not redone either
