@@ -80,3 +80,30 @@ def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def fit_figure(outcomes: dict[str, FitOutcome]):
+    """The same comparison through gaincell's plotting layer (PNG or interactive HTML): read current per
+    input amplitude (SPICE dots, fit lines) and the retention fit."""
+    from gaincell.plotting import Figure, Panel, Trace
+
+    multiply = outcomes["multiply"]
+    x = multiply.inputs
+    current, fitted = multiply.data / x["pulse_s"], multiply.result.best_fit / x["pulse_s"]
+    longest = x["pulse_s"] == x["pulse_s"].max()
+    traces = []
+    for vin in np.unique(x["vin_v"]):
+        pick = longest & (x["vin_v"] == vin)
+        order = np.argsort(x["stored_v"][pick])
+        stored = x["stored_v"][pick][order]
+        traces += [Trace(f"SPICE, V_in {vin:.2f} V", stored, current[pick][order], "markers"),
+                   Trace(f"fit, V_in {vin:.2f} V", stored, fitted[pick][order])]
+    panels = [Panel(traces, "A", "read current", f"read current vs stored voltage ({multiply.component.model_id})",
+                    "V", "stored voltage")]
+    decay = outcomes.get("decay")
+    if decay is not None:
+        t = decay.inputs["t_s"]
+        panels.append(Panel([Trace("SPICE", t, decay.data, "markers"),
+                             Trace(decay.component.model_id, t, decay.result.best_fit)], "V", "storage node",
+                            "retention at the reference level", "s", "time"))
+    return Figure("surrogate fit", panels, share_x=False)

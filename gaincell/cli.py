@@ -210,53 +210,144 @@ def validate(surrogate_path, design, points, seed, out):
 
 
 @main.command()
+@click.argument("surrogate_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for attention-layer.png/.html.")
+@click.option("--layers", type=int, default=12, show_default=True,
+              help="Layers run one after another per token (sets the token clock: layers x latency per token).")
+def attention(surrogate_path, out_dir, layers):
+    """Build the attention layer from a surrogate; show what it compiled to and check decoding and gradients."""
+    from .surrogate.layer_check import layer_check
+
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for name, value in layer_check(surrogate_path, out_dir, layers)["rows"]:
+            click.echo(f"{name:52s} {value}")
+    except GaincellError as exc:
+        _fail(exc)
+
+
+@main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
-              help="Folder for the demo's files.")
+              help="Folder for the demo's files and report.html.")
 @click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
 @click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
 def demo(out_dir, design, workers):
-    """The main job on embedded defaults: simulate the default cell, characterize, fit, validate."""
+    """The main job on embedded defaults: simulate the default cell, characterize, fit, validate, build the
+    attention layer, and write report.html listing every stage."""
+    from .report import write_report
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    stages = []
+    try:
+        _demo_stages(folder, design, workers, stages)
+    except GaincellError as exc:
+        write_report(folder, f"gaincell demo: {design} (failed)", stages)
+        _fail(exc)
+    stages += [_not_built("latency and energy per token", "issue 7: arrays, C2P circuit, attention tile, energy model"),
+               _not_built("language-model adaptation (calibration at small scale)", "issue 6: GPT-2 / SmolLM2")]
+    report = write_report(folder, f"gaincell demo: {design}", stages)
+    click.echo(f"done in {time.perf_counter() - started:.1f} s: {report}")
+
+
+def _not_built(title: str, where: str):
+    from .report import Stage
+
+    return Stage(title, "not built yet", f"This stage is not part of gaincell yet ({where}).")
+
+
+def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
+    """Run the demo's stages, appending a report Stage for each as it completes."""
     import numpy as np
 
     from .circuits.characterize import characterize as run_characterization
     from .circuits.characterize import format_summary, summarize
     from .design import load_design
     from .fitting.fit import fit_characterization
-    from .fitting.report import plot_report, text_report
+    from .fitting.report import fit_figure, plot_report, text_report
     from .fitting.validate import validate_cell
+    from .inspect import sweep_figure
+    from .plotting import save_figure, waveform_figure
+    from .report import ReportFigure, Stage
+    from .surrogate.layer_check import layer_check
 
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    try:
-        chosen = load_design(design)
-        click.echo(f"[1/4] one write + read transient of the {chosen.name} cell -> cell.h5, cell.png")
-        result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
-        save_result(result, str(folder / "cell.h5"), "shared", **extra)
-        _plot_result(result, str(folder / "cell.png"), result.netlist.title)
-        sn, t = result["v(xcell.sn)"], result["time"]
-        click.echo(f"      stored after write: {np.interp(14e-9, t, sn):.4f} V (target 0.7 V)")
-        click.echo("[2/4] characterization: write, retention, read/multiply sweeps -> char.h5")
-        run_characterization(chosen, folder / "char.h5", workers=workers, restart=True)
-        summary = format_summary(summarize(folder / "char.h5"))
-        click.echo("[3/4] fit the compact model -> surrogate.h5, surrogate-fit.png, surrogate-fit.txt")
-        surrogate, outcomes = fit_characterization(folder / "char.h5")
-        surrogate.save(folder / "surrogate.h5")
-        (folder / "surrogate-fit.txt").write_text(text_report(surrogate))
-        plot_report(folder / "surrogate-fit.png", outcomes)
-        click.echo("[4/4] validate the surrogate against fresh SPICE at random points -> validation.h5")
-        validation = validate_cell(surrogate, chosen, folder / "validation.h5", workers=workers)
-    except GaincellError as exc:
-        _fail(exc)
+    chosen = load_design(design)
+
+    def stage(number: int, title: str):
+        click.echo(f"[{number}/5] {title}")
+        return time.perf_counter()
+
+    clock = stage(1, f"one write + read transient of the {chosen.name} cell -> cell.h5, cell.png, cell.html")
+    result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
+    save_result(result, str(folder / "cell.h5"), "shared", **extra)
+    signals = {k: v for k, v in result.vectors.items() if k != "time"}
+    for suffix in ("png", "html"):
+        save_figure(waveform_figure(result["time"], signals, result.netlist.title), folder / f"cell.{suffix}")
+    stored = float(np.interp(14e-9, result["time"], result["v(xcell.sn)"]))
+    click.echo(f"      stored after write: {stored:.4f} V (target 0.7 V)")
+    stages.append(Stage("cell transient: write 0.7 V, read with a 10 ns pulse", "done",
+                        f"Stored after the write: {stored:.4f} V (target 0.7 V).",
+                        f"gaincell simulate cell --design {design} --stored 0.7 --pulse 10n --out cell.h5 --png cell.png",
+                        ["cell.h5"], [ReportFigure("cell.png", "write and read waveforms", "cell.html")],
+                        seconds=time.perf_counter() - clock))
+
+    clock = stage(2, "characterization: write, retention, read/multiply sweeps -> char.h5")
+    run_characterization(chosen, folder / "char.h5", workers=workers, restart=True)
+    figures = summarize(folder / "char.h5")
+    summary = format_summary(figures)
+    charts = []
+    for sweep, signal, points, name in (("read", "i_cell_a", "0,383,767", "char-read"),
+                                        ("retention", "v(sn)", "0,1,2,3", "char-retention")):
+        figure = sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")])
+        for suffix in ("png", "html"):
+            save_figure(figure, folder / f"{name}.{suffix}")
+        charts.append(ReportFigure(f"{name}.png", f"{sweep} sweep: {signal} at points {points}", f"{name}.html"))
+    stages.append(Stage("characterization of the cell", "done", "Read (multiply), write and retention sweeps.",
+                        f"gaincell characterize --design {design} --out char.h5   (figures: gaincell plot char.h5 "
+                        "--sweep read --signal i_cell_a --points 0,383,767 --out char-read.html)",
+                        ["char.h5"], charts, [tuple(line.split(None, 1)) for line in summary.splitlines()],
+                        time.perf_counter() - clock))
+
+    clock = stage(3, "fit the compact model -> surrogate.h5, surrogate-fit.png/.txt, surrogate-fit-curves.html")
+    surrogate, outcomes = fit_characterization(folder / "char.h5")
+    surrogate.save(folder / "surrogate.h5")
+    (folder / "surrogate-fit.txt").write_text(text_report(surrogate))
+    plot_report(folder / "surrogate-fit.png", outcomes)
+    for suffix in ("png", "html"):
+        save_figure(fit_figure(outcomes), folder / f"surrogate-fit-curves.{suffix}")
     multiply, decay = surrogate["multiply"], surrogate["decay"]
-    summary += (f"\nmultiply fit ({multiply.model_id}): RMS {100 * multiply.residuals['rms_rel_full_scale']:.3f} % "
-                f"of full scale on the characterization grid\nheld-out validation: {validation}\n"
-                f"decay fit ({decay.model_id}): 1/e time {decay.residuals['tau_1e_s']:.4g} s "
-                f"(raw curve {decay.residuals['raw_tau_1e_s']:.4g} s)")
-    (folder / "summary.txt").write_text(f"design: {chosen.name}\n{summary}\n")
-    click.echo(summary)
-    click.echo(f"done in {time.perf_counter() - started:.1f} s: {folder}/ cell.h5 cell.png char.h5 surrogate.h5 "
-               "surrogate-fit.png surrogate-fit.txt validation.h5 summary.txt")
+    fit_rows = [("multiply model", multiply.model_id),
+                ("multiply RMS error on the grid", f"{100 * multiply.residuals['rms_rel_full_scale']:.3f} % of full scale"),
+                ("decay model", decay.model_id),
+                ("retention 1/e time (fit / raw curve)",
+                 f"{decay.residuals['tau_1e_s'] * 1e3:.4g} ms / {decay.residuals['raw_tau_1e_s'] * 1e3:.4g} ms")]
+    stages.append(Stage("fit the compact model into the surrogate file", "done", "", "gaincell fit char.h5 --out surrogate.h5",
+                        ["surrogate.h5", "surrogate-fit.txt"],
+                        [ReportFigure("surrogate-fit.png", "fit, residuals and retention"),
+                         ReportFigure("surrogate-fit-curves.png", "SPICE vs fit", "surrogate-fit-curves.html")],
+                        fit_rows, time.perf_counter() - clock))
+
+    clock = stage(4, "validate the surrogate against fresh SPICE at random points -> validation.h5")
+    validation = validate_cell(surrogate, chosen, folder / "validation.h5", workers=workers)
+    stages.append(Stage("validation against fresh SPICE points", "done", str(validation),
+                        f"gaincell validate surrogate.h5 --design {design} --out validation.h5", ["validation.h5"],
+                        table=[("held-out RMS error", f"{100 * validation.rms_rel_full_scale:.3f} % of full scale"),
+                               ("worst", f"{100 * validation.max_rel_full_scale:.3f} %")],
+                        seconds=time.perf_counter() - clock))
+
+    clock = stage(5, "attention layer built from surrogate.h5 -> attention-layer.png/.html")
+    check = layer_check(folder / "surrogate.h5", folder)
+    stages.append(Stage("gain-cell attention layer from this cell's surrogate", "done",
+                        "GainCellAttention (12 heads x 64, window 1024, 64-token tiles, quantized, decaying).",
+                        "gaincell attention surrogate.h5 --out .", [],
+                        [ReportFigure("attention-layer.png", "compiled multiply and decay", "attention-layer.html")],
+                        check["rows"], time.perf_counter() - clock))
+    text = (f"design: {chosen.name}\n{summary}\n" + "\n".join(f"{k}: {v}" for k, v in fit_rows)
+            + f"\nheld-out validation: {validation}\n" + "\n".join(f"{k}: {v}" for k, v in check["rows"]))
+    (folder / "summary.txt").write_text(text + "\n")
+    click.echo(text)
 
 
 def _point_list(text: str | None) -> list[int] | None:

@@ -1,4 +1,5 @@
 """The `gaincell` command: verbs, netlist files, built circuits, clear errors."""
+import re
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from browser_helpers import render_in_browser
 from gaincell.store import read_sweep
 
 RC_DECK = """rc from a file
@@ -26,7 +28,7 @@ def gaincell(*args):
 def test_help_lists_the_verbs():
     done = gaincell("--help")
     assert done.returncode == 0
-    for verb in ("simulate", "characterize", "fit", "validate", "demo"):
+    for verb in ("simulate", "characterize", "fit", "validate", "attention", "inspect", "plot", "export", "demo"):
         assert verb in done.stdout
 
 
@@ -83,6 +85,14 @@ def test_demo_writes_its_files(tmp_path):
     assert read.counts()["ok"] == 16 * 8 * 6
     currents = read.scalars["i_mid_a"][:, -1, -1]
     assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
+    report = (tmp_path / "demo" / "report.html").read_text()
+    stages = re.findall(r'<section data-stage="(\d)" data-status="([^"]+)">', report)
+    assert [s for _, s in stages] == ["done"] * 5 + ["not built yet"] * 2
+    for link in re.findall(r'href="([^"]+)"', report):  # every linked file and interactive page exists
+        assert (tmp_path / "demo" / link).is_file(), link
+    assert "gaincell attention surrogate.h5" in report and "decoding vs parallel pass" in report
+    state, _ = render_in_browser(tmp_path / "demo" / "attention-layer.html")
+    assert state["ready"] == "1" and state["traces"] == "3" and "violations" not in state
 
 
 @pytest.mark.slow

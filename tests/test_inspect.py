@@ -1,7 +1,6 @@
 """Inspect, plot, export: any HDF5 the project writes, read back by gaincell, xarray, ngspice's raw format,
 CSV, and a real headless browser for the interactive pages."""
 import csv
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from gaincell.circuits.rawfile import read_raw
 from gaincell.cli import main
 from gaincell.plotting import Figure, Panel, Trace, render_html
 from gaincell.store import read_sweep
+from browser_helpers import render_in_browser
 from sweep_helpers import FaultyRC
 
 R_VALUES = [1e3, 2e3, 3e3]
@@ -88,25 +88,6 @@ def test_every_sweep_opens_with_xarray(faulty_file):
     xr = pytest.importorskip("xarray")
     ds = xr.open_dataset(faulty_file, group="faulty", engine="h5netcdf")
     assert ds["v(out)"].dims == ("r", "c", "sample") and ds["status"].values.sum() == 5 + 2
-
-
-def browser():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed (scripts/bootstrap.sh installs it as root)")
-    pytest.skip("no headless Chromium on this machine (apt-get install chromium)")
-
-
-def render_in_browser(page, screenshot=None):
-    base = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=3000",
-            f"--user-data-dir={page.parent / '.chromium'}", "--window-size=1000,900"]
-    dom = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    if screenshot:
-        subprocess.run(base + [f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
-    body = re.search(r"<body([^>]*)>", dom)
-    return dict(re.findall(r'data-([a-z]+)="([^"]*)"', body.group(1))) if body else {}, dom
 
 
 def test_html_page_renders_its_traces_offline_in_chromium(faulty_file, tmp_path):
