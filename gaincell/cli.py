@@ -269,7 +269,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     from .fitting.report import fit_figure, plot_report, text_report
     from .fitting.validate import validate_cell
     from .inspect import sweep_figure
-    from .plotting import save_figure, waveform_figure
+    from .plotting import save_png_and_html, waveform_figure
     from .report import ReportFigure, Stage
     from .surrogate.layer_check import layer_check
 
@@ -283,8 +283,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
     save_result(result, str(folder / "cell.h5"), "shared", **extra)
     signals = {k: v for k, v in result.vectors.items() if k != "time"}
-    for suffix in ("png", "html"):
-        save_figure(waveform_figure(result["time"], signals, result.netlist.title), folder / f"cell.{suffix}")
+    save_png_and_html(waveform_figure(result["time"], signals, result.netlist.title), folder / "cell")
     stored = float(np.interp(14e-9, result["time"], result["v(xcell.sn)"]))
     click.echo(f"      stored after write: {stored:.4f} V (target 0.7 V)")
     stages.append(Stage("cell transient: write 0.7 V, read with a 10 ns pulse", "done",
@@ -300,9 +299,8 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     charts = []
     for sweep, signal, points, name in (("read", "i_cell_a", "0,383,767", "char-read"),
                                         ("retention", "v(sn)", "0,1,2,3", "char-retention")):
-        figure = sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")])
-        for suffix in ("png", "html"):
-            save_figure(figure, folder / f"{name}.{suffix}")
+        save_png_and_html(sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")]),
+                          folder / name)
         charts.append(ReportFigure(f"{name}.png", f"{sweep} sweep: {signal} at points {points}", f"{name}.html"))
     stages.append(Stage("characterization of the cell", "done", "Read (multiply), write and retention sweeps.",
                         f"gaincell characterize --design {design} --out char.h5   (figures: gaincell plot char.h5 "
@@ -315,8 +313,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     surrogate.save(folder / "surrogate.h5")
     (folder / "surrogate-fit.txt").write_text(text_report(surrogate))
     plot_report(folder / "surrogate-fit.png", outcomes)
-    for suffix in ("png", "html"):
-        save_figure(fit_figure(outcomes), folder / f"surrogate-fit-curves.{suffix}")
+    save_png_and_html(fit_figure(outcomes), folder / "surrogate-fit-curves")
     multiply, decay = surrogate["multiply"], surrogate["decay"]
     fit_rows = [("multiply model", multiply.model_id),
                 ("multiply RMS error on the grid", f"{100 * multiply.residuals['rms_rel_full_scale']:.3f} % of full scale"),

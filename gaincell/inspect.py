@@ -7,14 +7,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from matplotlib.ticker import EngFormatter
 
 from .errors import ConfigError
-from .store import FAILED, OK, PENDING, SweepData, list_sweeps, read_sweep
+from .store import FAILED, OK, PENDING, SweepData, list_sweeps, read_sweep, unit_of
 
 
 def _span(values: np.ndarray, unit: str) -> str:
-    from matplotlib.ticker import EngFormatter
-
     fmt = EngFormatter(unit=unit)
     values = np.asarray(values, dtype=float)
     return f"{len(values)}: {fmt(values.min())} .. {fmt(values.max())}" if len(values) > 1 else fmt(values[0])
@@ -22,10 +21,6 @@ def _span(values: np.ndarray, unit: str) -> str:
 
 def point_label(data: SweepData, index: tuple[int, ...]) -> str:
     """`stored_v=450 mV, pulse_s=15 ns` for a grid index."""
-    from matplotlib.ticker import EngFormatter
-
-    from .store import unit_of
-
     return ", ".join(f"{name}={EngFormatter(unit=unit_of(name))(float(values[i]))}"
                      for (name, values), i in zip(data.coords.items(), index))
 
@@ -76,7 +71,7 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
     a = data.attrs
     lines = [f"sweep {name!r}: testbench {a.get('testbench', '?')}, simulator {a.get('simulator', '?')}, "
              f"netlist sha256 {str(a.get('netlist_sha256', '?'))[:16]}, created {a.get('created', '?')}",
-             "  coordinates: " + "; ".join(f"{k} ({_span(v, data.units.get(k) or _unit(k))})"
+             "  coordinates: " + "; ".join(f"{k} ({_span(v, data.units.get(k) or unit_of(k))})"
                                            for k, v in data.coords.items())]
     if data.waveforms:
         lines.append(f"  waveforms (up to {next(iter(data.waveforms.values())).shape[-1]} samples): "
@@ -98,12 +93,6 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
         if len(where) > max_listed:
             lines.append(f"    ... and {len(where) - max_listed} more {title}")
     return lines
-
-
-def _unit(name: str) -> str:
-    from .store import unit_of
-
-    return unit_of(name)
 
 
 def _describe_surrogate(path: Path) -> str:

@@ -81,6 +81,12 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     return render_html(figure, path) if path.suffix.lower() in (".html", ".htm") else render_png(figure, path)
 
 
+def save_png_and_html(figure: Figure, stem: str | Path) -> tuple[Path, Path]:
+    """STEM.png and STEM.html of the same figure."""
+    stem = Path(stem)
+    return render_png(figure, stem.with_suffix(".png")), render_html(figure, stem.with_suffix(".html"))
+
+
 def render_png(figure: Figure, path: str | Path) -> Path:
     """Matplotlib rendering of a Figure."""
     n = max(1, len(figure.panels))

@@ -26,7 +26,7 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .functional import (DEFAULT_CHUNK_ELEMENTS, Quantization, check_inputs, decay_table_for, decode_step,
-                         expand_kv, hardware_inputs, tiled_attention, transfers)
+                         expand_kv, hardware_inputs, ring_size, tiled_attention, transfers)
 
 MODES = ("nonlinear", "linear", "ideal")
 
@@ -42,27 +42,16 @@ class AffineScaler(nn.Module):
         self.register_buffer("target_mean", torch.full((heads,), math.nan))
         self.register_buffer("target_std", torch.full((heads,), math.nan))
         self.track_statistics = False  # update the EMA targets on every forward
-        self.record_batch = False  # keep the last batch's per-head mean and std (for calibration)
-        self.last_mean: torch.Tensor | None = None
-        self.last_std: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, heads, T, D)
         y = x * self.a.view(1, -1, 1, 1).to(x.dtype) + self.b.view(1, -1, 1, 1).to(x.dtype)
-        if self.track_statistics or self.record_batch:
+        if self.track_statistics:
             with torch.no_grad():
                 flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
-                mean, std = flat.mean(1), flat.std(1)
-                self.last_mean, self.last_std = mean, std
-                if self.track_statistics:
-                    for buffer, value in ((self.target_mean, mean), (self.target_std, std)):
-                        fresh = torch.isnan(buffer)
-                        buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
+                for buffer, value in ((self.target_mean, flat.mean(1)), (self.target_std, flat.std(1))):
+                    fresh = torch.isnan(buffer)
+                    buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
         return y
-
-    def reset(self, a: float = 1.0, b: float = 0.0) -> None:
-        with torch.no_grad():
-            self.a.fill_(a)
-            self.b.fill_(b)
 
 
 class RingCache:
@@ -173,8 +162,7 @@ class GainCellAttention(nn.Module):
         qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self.v_scaler(v)
         if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
             qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward)
-            padded = -(-q.shape[2] // self.tile) * self.tile
-            ring = min(self.window or padded, padded)
+            ring = ring_size(q.shape[2], self.tile, self.window)[1]
             y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements)
             if cache is not None:

@@ -205,6 +205,21 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tile: int, w
         raise ConfigError("window", f"must be a positive multiple of the tile size {tile}; got {window!r}")
 
 
+def ring_size(tokens: int, tile: int, window: int | None) -> tuple[int, int]:
+    """(tokens padded to a whole tile, ring size): the ring is the window, or the padded length when the
+    window is None or longer (no wrap)."""
+    padded = -(-tokens // tile) * tile
+    return padded, padded if window is None or window >= padded else window
+
+
+def prepare(q, k, v, cell, tile: int, window: int | None, quantize) -> tuple[CellModel, "Quantization | None"]:
+    """Check the inputs; compile `cell` if it is a Surrogate or a path; resolve `quantize` (True = paper levels)."""
+    if not isinstance(cell, CellModel):
+        cell = CellModel.from_surrogate(cell)
+    check_inputs(q, k, v, tile, window)
+    return cell, Quantization() if quantize is True else (quantize or None)
+
+
 def decay_table_for(decay, length: int, cell: CellModel | None, dtype, device) -> torch.Tensor:
     """Decay factors by age 0..length-1 from `decay`: None (off), a rate per step (exp(-rate * age)),
     "surrogate" (the cell's retention and token clock) or a 1-D table of factors (extended with zeros)."""
@@ -297,10 +312,7 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve.
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
-    if not isinstance(cell, CellModel):
-        cell = CellModel.from_surrogate(cell)
-    check_inputs(q, k, v, tile, window)
-    quantization = Quantization() if quantize is True else (quantize or None)
+    cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward)
     return tiled_attention(qh, fk, fv, cell, decay=decay, tile=tile, window=window,
                            out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements)
@@ -318,8 +330,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v)."""
     b, h, t, d = q.shape
-    padded = -(-t // tile) * tile
-    ring = padded if window is None or window >= padded else window
+    padded, ring = ring_size(t, tile, window)
     fk, fv = expand_kv(fk, h), expand_kv(fv, h)
     span = min(padded, ring + tile)
     tiles_per_chunk = max(1, chunk_elements // max(1, b * h * tile * span))  # query tiles per chunk
@@ -352,14 +363,10 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
                         quantize: bool | Quantization = False, linear: bool = False) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = (q . f(k)) d (in C2P saturation units), the
     C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast path."""
-    if not isinstance(cell, CellModel):
-        cell = CellModel.from_surrogate(cell)
-    check_inputs(q, k, v, tile, window)
-    quantization = Quantization() if quantize is True else (quantize or None)
+    cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False)
     b, h, t, d = q.shape
-    padded = -(-t // tile) * tile
-    ring = padded if window is None or window >= padded else window
+    padded, ring = ring_size(t, tile, window)
     geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0)
     table = decay_table_for(decay, ring, cell, q.dtype, q.device)
     pad = (0, 0, 0, padded - t)

@@ -2,6 +2,7 @@
 check it end to end (decoding = parallel pass, gradients flow, time of a forward+backward)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -10,17 +11,20 @@ import torch
 
 from .attention import GainCellAttention
 from .cellmodel import CellModel
+from .file import Surrogate
 
 
 def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 12, seed: int = 0) -> dict:
     """Returns the figures as (name, text) rows and writes attention-layer.png/.html into `out_dir`."""
-    from gaincell.plotting import Figure, Panel, Trace, save_figure
+    from gaincell.plotting import Figure, Panel, Trace, save_png_and_html
 
     out_dir = Path(out_dir)
-    probe = CellModel.from_surrogate(surrogate_path)
-    period = layers * probe.token_period_s  # every array is written once per token, after all layers ran
-    layer = GainCellAttention.from_surrogate(surrogate_path, 12, 64, window=1024, token_period_s=period)
-    cell = layer.cell
+    surrogate = Surrogate.load(surrogate_path)
+    per_layer = CellModel.from_surrogate(surrogate)
+    # every array is written once per token, after all the layers before it ran
+    cell = dataclasses.replace(per_layer, token_period_s=layers * per_layer.token_period_s)
+    period = cell.token_period_s
+    layer = GainCellAttention(cell, 12, 64, window=1024)
     generator = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(1, 12, 300, 64, generator=generator) for _ in range(3))
     small = GainCellAttention(cell, 12, 64, window=128)
@@ -37,22 +41,21 @@ def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 1
     seconds = time.perf_counter() - start
     stored = np.linspace(*cell.stored_range_v, 200)
     y = stored - cell.y0_v
-    to_amps = _q_sat(surrogate_path) / cell.t_max_s  # multiply_k is charge per full pulse / q_sat
+    to_amps = surrogate["c2p"].params["q_sat_c"] / cell.t_max_s  # multiply_k is charge per full pulse / q_sat
     curve = np.polyval(cell.cubic[::-1], y) * to_amps
     line = np.polyval(cell.line[::-1], y) * to_amps
     ages = np.arange(0, 16384, 16)
-    decay = cell.decay_table(16384, period)[ages]
+    decay = cell.decay_table(16384)[ages]
     figure = Figure(f"attention layer compiled from {Path(surrogate_path).name}", [
         Panel([Trace("fitted multiply (read current)", stored, curve), Trace("least-squares line", stored, line)],
               "A", "read current", "the multiply the layer uses (at the design's read input)", "V", "stored voltage"),
         Panel([Trace(f"decay factor, token clock {period * 1e9:.0f} ns", ages.astype(float), decay)], "",
               "remaining fraction", "retention seen by a stored token", "", "age (tokens)")], share_x=False)
-    save_figure(figure, out_dir / "attention-layer.png")
-    save_figure(figure, out_dir / "attention-layer.html")
+    save_png_and_html(figure, out_dir / "attention-layer")
     below = np.nonzero(decay < np.exp(-1))[0]
     rows = [("compiled multiply", f"{len(cell.cubic) - 1}-th order polynomial in (stored - {cell.y0_v:g} V)"),
             ("linear model slope", f"{cell.line[1] * to_amps * 1e6:.2f} uA/V"),
-            ("token clock", f"{period * 1e9:.0f} ns ({layers} layers x {probe.token_period_s * 1e9:.0f} ns)"),
+            ("token clock", f"{period * 1e9:.0f} ns ({layers} layers x {per_layer.token_period_s * 1e9:.0f} ns)"),
             ("age at 1/e of the stored product",
              f"{ages[below[0]] if len(below) else '> 16384'} tokens (retention 1/e {cell.notes['decay_tau_1e_s'] * 1e3:.3g} ms)"),
             ("decoding vs parallel pass (300 tokens, window 128)", f"max |diff| {float((decoded - parallel).abs().max()):.2e}"),
@@ -60,8 +63,3 @@ def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 1
             ("gradients reach q, k, v", str(all(float(x.grad.abs().sum()) > 0 for x in big)))]
     return {"rows": rows, "decode_max_diff": float((decoded - parallel).abs().max()), "seconds": seconds}
 
-
-def _q_sat(surrogate_path) -> float:
-    from .file import Surrogate
-
-    return Surrogate.load(surrogate_path)["c2p"].params["q_sat_c"]

@@ -6,17 +6,14 @@ from __future__ import annotations
 import torch
 
 from .cellmodel import CellModel, polyval
-from .functional import Quantization, check_inputs, decay_table_for, expand_kv, quantize_ste
+from .functional import Quantization, decay_table_for, expand_kv, prepare, quantize_ste, ring_size
 
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                              quantize: bool | Quantization = False, linear: bool = False,
                              linear_backward: bool = False) -> torch.Tensor:
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention)."""
-    if not isinstance(cell, CellModel):
-        cell = CellModel.from_surrogate(cell)
-    check_inputs(q, k, v, tile, window)
-    quantization = Quantization() if quantize is True else (quantize or None)
+    cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
     qh, k, v = q.clamp(0.0, 1.0), k.clamp(low, high), v.clamp(low, high)
     if quantization is not None:
@@ -27,8 +24,7 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
     fv = multiply(v, cell, linear, linear_backward) * cell.v_over_k
     heads, steps = q.shape[1], q.shape[2]
     fk, fv = expand_kv(fk, heads), expand_kv(fv, heads)
-    padded = -(-steps // tile) * tile
-    ring = padded if window is None or window >= padded else window
+    _, ring = ring_size(steps, tile, window)
     positions = torch.arange(steps, device=q.device)
     age = positions[:, None] - positions[None, :]  # (T queries, T keys)
     table = decay_table_for(decay, ring, cell, q.dtype, q.device)
