@@ -227,6 +227,155 @@ def attention(surrogate_path, out_dir, layers):
         _fail(exc)
 
 
+def _surrogate_file(value: str) -> Path:
+    """--surrogate: 'paper' (the shipped fit of the paper's cell) or a surrogate file."""
+    from .resources import data_path
+
+    if value == "paper":
+        return data_path("paper_reference.h5")
+    if not Path(value).is_file():
+        raise ConfigError("--surrogate", f"must be 'paper' or a surrogate file (gaincell fit); {value!r} is neither")
+    return Path(value)
+
+
+@main.command()
+@click.option("--model", "model_spec", default="smollm2", show_default=True,
+              help="smollm2 (packaged SmolLM2-135M) or a Hugging Face model folder (e.g. a GPT-2).")
+@click.option("--surrogate", "surrogate", default="paper", show_default=True,
+              help="'paper' (shipped fit of the paper's cell) or a surrogate file from `gaincell fit`.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Adapted model folder (reloads with `gaincell eval --model OUT`); resumes if it exists.")
+@click.option("--train-text", type=click.Path(dir_okay=False), required=True,
+              help="Fine-tuning text (.txt, or .jsonl with 'text'); its first tokens are the calibration batch.")
+@click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
+              help="Comma-separated subset of linear,calibrate,nonlinear (run in that order).")
+@click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps per fine-tuning stage.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Sequences per micro-batch.")
+@click.option("--seq", type=int, default=256, show_default=True, help="Tokens per training sequence.")
+@click.option("--accumulate", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--distill", type=float, default=0.0, show_default=True,
+              help="Weight of knowledge distillation from the unmodified model in the loss (0..1).")
+@click.option("--calibration-tokens", type=int, default=512, show_default=True)
+@click.option("--calibration-iterations", type=int, default=100, show_default=True)
+@click.option("--max-train-tokens", type=int, default=None, help="Use only the first N tokens of the text.")
+@click.option("--checkpoint-every", type=int, default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, batch, seq, accumulate, lr, distill,
+          calibration_tokens, calibration_iterations, max_train_tokens, checkpoint_every, seed, device):
+    """Adapt a pre-trained LM to gain-cell attention: linear fine-tune -> calibration -> nonlinear fine-tune."""
+    from .adapt.recipe import AdaptOptions, adapt as run_adapt
+    from .adapt.train import TrainConfig
+
+    try:
+        train = {"steps": steps, "batch": batch, "seq": seq, "accumulate": accumulate, "lr": lr,
+                 "distill_weight": distill, "checkpoint_every": checkpoint_every, "seed": seed}
+        options = AdaptOptions(model_spec, _surrogate_file(surrogate), Path(out_dir), Path(train_text),
+                               tuple(s.strip() for s in stages.split(",") if s.strip()),
+                               TrainConfig(**train), TrainConfig(**train),
+                               calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
+                               device=device)
+        manifest = run_adapt(options, say=click.echo)
+    except GaincellError as exc:
+        _fail(exc)
+    except KeyboardInterrupt as exc:
+        click.echo(f"\n{exc or 'interrupted'}", err=True)
+        sys.exit(130)
+    click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
+
+
+@main.command(name="eval")
+@click.option("--model", "model_spec", required=True,
+              help="An adapted folder (gaincell adapt), smollm2, or a Hugging Face model folder.")
+@click.option("--data", "data_paths", multiple=True, required=True,
+              help="Text file (.txt: sliding-window perplexity) or LAMBADA .jsonl (last-word accuracy); repeatable.")
+@click.option("--surrogate", default=None,
+              help="Plain model only: swap its attention for gain-cell attention from this surrogate ('paper' or a "
+                   "file) with initial scalers (the naive swap).")
+@click.option("--mode", type=click.Choice(["nonlinear", "linear", "ideal"]), default=None,
+              help="Gain-cell mode (default: the adapted folder's, or nonlinear for a naive swap).")
+@click.option("--max-tokens", type=int, default=None, help="Perplexity on the first N tokens only.")
+@click.option("--context", type=int, default=1024, show_default=True, help="Perplexity window.")
+@click.option("--stride", type=int, default=512, show_default=True, help="Perplexity window step.")
+@click.option("--limit", type=int, default=None, help="LAMBADA: the first N items only.")
+@click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write results as JSON.")
+@click.option("--device", default="auto", show_default=True)
+def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, out_json, device):
+    """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
+    from .adapt.evaluate import evaluate_path
+    from .adapt.models import load_adapted, load_pretrained, resolve_model, set_mode, swap_attention, ADAPTED_MANIFEST
+    from .adapt.recipe import pick_device
+
+    try:
+        folder = resolve_model(model_spec)
+        if (folder / ADAPTED_MANIFEST).is_file():
+            if surrogate:
+                raise ConfigError("--surrogate", "is for plain models; an adapted folder carries its own")
+            model, tokenizer = load_adapted(folder, mode)
+            kind = "adapted"
+        else:
+            model, tokenizer, _ = load_pretrained(folder)
+            kind = "plain (softmax)"
+            if surrogate:
+                swap_attention(model, _surrogate_file(surrogate), mode=mode or "nonlinear")
+                kind = f"naive swap ({mode or 'nonlinear'}, initial scalers)"
+            elif mode:
+                raise ConfigError("--mode", "needs --surrogate for a plain model")
+        model.to(pick_device(device))
+        results = []
+        for path in data_paths:
+            result = {"model": str(model_spec), "kind": kind,
+                      **evaluate_path(model, tokenizer, path, max_tokens, context, stride, limit)}
+            results.append(result)
+            metric = (f"perplexity {result['perplexity']:.4g} over {result['tokens_scored']} tokens"
+                      if result["kind"] == "perplexity" else f"accuracy {result['accuracy']:.4f} over {result['items']} items")
+            click.echo(f"{path}: {metric}  [{kind}]")
+    except GaincellError as exc:
+        _fail(exc)
+    if out_json:
+        Path(out_json).write_text(json.dumps(results, indent=2) + "\n")
+        click.echo(f"wrote {out_json}")
+
+
+@main.command()
+@click.option("--surrogate", "surrogate_path", type=click.Path(dir_okay=False), default=None,
+              help="Surrogate file with SPICE figures (from `gaincell fit`); optional with --figures paper.")
+@click.option("--model", default="gpt2", show_default=True,
+              help="gpt2, smollm2, or a folder with a Hugging Face config.json.")
+@click.option("--figures", type=click.Choice(["surrogate", "paper"]), default="surrogate", show_default=True,
+              help="Headline figures: this project's (SPICE surrogate + cited) or the paper's (both are printed).")
+@click.option("--window", type=int, default=1024, show_default=True, help="Sliding window (ring) in tokens.")
+@click.option("--tile", type=int, default=64, show_default=True, help="Array size (tokens per sub-tile).")
+@click.option("--tokens", type=int, default=4, show_default=True, help="Tokens decoded while counting actions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic activations.")
+@click.option("--gpu-baseline", type=click.Path(dir_okay=False), default=None,
+              help="JSON from benchmarks/gpu_attention_baseline.py (default: the paper's GPU measurements).")
+@click.option("--cell-area-um2", type=float, default=1.0, show_default=True,
+              help="Cell area for the own area estimate (default: the paper's 'about 1 um^2').")
+@click.option("--digital-scale", type=float, default=1.0, show_default=True,
+              help="Factor on the cited 45 nm adder/counter energies (node scaling of your choice).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for energy-breakdown.png/.html.")
+def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_baseline, cell_area_um2, digital_scale,
+           out_dir):
+    """Latency, energy (per head, layer, model; by component) and area per token, with the ratio to GPU
+    attention; counts from a real decode of the attention layer, figures from the surrogate and citations."""
+    from .energy.model import estimate
+    from .energy.report import breakdown_figure, format_report
+    from .plotting import save_png_and_html
+
+    try:
+        report = estimate(model, surrogate_path, figures=figures, window=window, tile=tile, tokens=tokens, seed=seed,
+                          gpu_baseline=gpu_baseline, cell_area_um2=cell_area_um2, digital_scale=digital_scale)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        png, page = save_png_and_html(breakdown_figure(report), Path(out_dir) / "energy-breakdown")
+    except GaincellError as exc:
+        _fail(exc)
+    click.echo(format_report(report))
+    click.echo(f"wrote {png}, {page}")
+
+
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Folder for the demo's files and report.html.")
@@ -246,8 +395,7 @@ def demo(out_dir, design, workers):
     except GaincellError as exc:
         write_report(folder, f"gaincell demo: {design} (failed)", stages)
         _fail(exc)
-    stages += [_not_built("latency and energy per token", "issue 7: arrays, C2P circuit, attention tile, energy model"),
-               _not_built("language-model adaptation (calibration at small scale)", "issue 6: GPT-2 / SmolLM2")]
+    stages += [_not_built("language-model adaptation (calibration at small scale)", "issue 6: GPT-2 / SmolLM2")]
     report = write_report(folder, f"gaincell demo: {design}", stages)
     click.echo(f"done in {time.perf_counter() - started:.1f} s: {report}")
 
@@ -271,12 +419,14 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     from .inspect import sweep_figure
     from .plotting import save_png_and_html, waveform_figure
     from .report import ReportFigure, Stage
+    from .energy.model import estimate as estimate_energy
+    from .energy.report import breakdown_figure, energy_table
     from .surrogate.layer_check import layer_check
 
     chosen = load_design(design)
 
     def stage(number: int, title: str):
-        click.echo(f"[{number}/5] {title}")
+        click.echo(f"[{number}/6] {title}")
         return time.perf_counter()
 
     clock = stage(1, f"one write + read transient of the {chosen.name} cell -> cell.h5, cell.png, cell.html")
@@ -341,8 +491,22 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
                         "gaincell attention surrogate.h5 --out .", [],
                         [ReportFigure("attention-layer.png", "compiled multiply and decay", "attention-layer.html")],
                         check["rows"], time.perf_counter() - clock))
+
+    clock = stage(6, "latency and energy per token for GPT-2 from surrogate.h5 -> energy-breakdown.png/.html")
+    energy_report = estimate_energy("gpt2", folder / "surrogate.h5", tokens=2)
+    save_png_and_html(breakdown_figure(energy_report), folder / "energy-breakdown")
+    energy_rows = energy_table(energy_report)
+    stages.append(Stage("latency and energy per token (GPT-2 attention)", "done",
+                        "Action counts from a decode of the attention layer (GPT-2: 12 layers, 12 heads x 64, window "
+                        "1024) x this cell's SPICE figures, cited digital figures and labelled paper fallbacks; the "
+                        "paper's figures beside them; ratios to the paper's GPU measurements.",
+                        "gaincell energy --surrogate surrogate.h5 --model gpt2 --out .", [],
+                        [ReportFigure("energy-breakdown.png", "energy per token per head by component",
+                                      "energy-breakdown.html")],
+                        energy_rows, time.perf_counter() - clock))
     text = (f"design: {chosen.name}\n{summary}\n" + "\n".join(f"{k}: {v}" for k, v in fit_rows)
-            + f"\nheld-out validation: {validation}\n" + "\n".join(f"{k}: {v}" for k, v in check["rows"]))
+            + f"\nheld-out validation: {validation}\n" + "\n".join(f"{k}: {v}" for k, v in check["rows"])
+            + "\n" + "\n".join(f"{k}: {v}" for k, v in energy_rows))
     (folder / "summary.txt").write_text(text + "\n")
     click.echo(text)
 

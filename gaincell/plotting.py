@@ -93,9 +93,12 @@ def render_png(figure: Figure, path: str | Path) -> Path:
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.8 * n), sharex=figure.share_x and not figure.categories,
                              squeeze=False)
     for ax, panel in zip(axes[:, 0], figure.panels):
+        bars = [t for t in panel.traces if t.style == "bars"]  # side by side, as in the HTML page
         for trace in panel.traces:
             if trace.style == "bars":
-                ax.bar(np.asarray(trace.x, float), trace.y, label=trace.name)
+                width = 0.8 / len(bars)
+                offset = -0.4 + width * ([t is trace for t in bars].index(True) + 0.5)
+                ax.bar(np.asarray(trace.x, float) + offset, trace.y, width=width, label=trace.name)
             elif trace.style == "markers":
                 ax.plot(trace.x, trace.y, "o", ms=3, label=trace.name)
             else:

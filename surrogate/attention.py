@@ -42,16 +42,28 @@ class AffineScaler(nn.Module):
         self.register_buffer("target_mean", torch.full((heads,), math.nan))
         self.register_buffer("target_std", torch.full((heads,), math.nan))
         self.track_statistics = False  # update the EMA targets on every forward
+        self.record_batch = False  # keep this forward's per-head mean/std in `batch_mean`, `batch_std`
+        self.batch_mean: torch.Tensor | None = None
+        self.batch_std: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, heads, T, D)
         y = x * self.a.view(1, -1, 1, 1).to(x.dtype) + self.b.view(1, -1, 1, 1).to(x.dtype)
-        if self.track_statistics:
+        if self.track_statistics or self.record_batch:
             with torch.no_grad():
-                flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
-                for buffer, value in ((self.target_mean, flat.mean(1)), (self.target_std, flat.std(1))):
-                    fresh = torch.isnan(buffer)
-                    buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
+                mean, std = head_statistics(y)
+                if self.record_batch:
+                    self.batch_mean, self.batch_std = mean, std
+                if self.track_statistics:
+                    for buffer, value in ((self.target_mean, mean), (self.target_std, std)):
+                        fresh = torch.isnan(buffer)
+                        buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
         return y
+
+
+def head_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head mean and std (float32) of a (B, heads, T, D) tensor."""
+    flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
+    return flat.mean(1), flat.std(1)
 
 
 class RingCache:
@@ -112,6 +124,7 @@ class GainCellAttention(nn.Module):
         self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.v_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.out_scaler = AffineScaler(heads, 1.0, 0.0)
+        self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
         self._tables: dict = {}
 
     @classmethod
@@ -210,7 +223,8 @@ class GainCellAttention(nn.Module):
             raise ConfigError("cache", "decoding with a ring cache is for the hardware modes, not 'ideal'")
         t = q.shape[2]
         if self.window is None or t <= self.window:
-            return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale)
         position = torch.arange(t, device=q.device)
         age = position[:, None] - position[None, :]
-        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(age >= 0) & (age < self.window))
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(age >= 0) & (age < self.window),
+                                                      scale=self.softmax_scale)

@@ -87,10 +87,11 @@ def test_demo_writes_its_files(tmp_path):
     assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
     report = (tmp_path / "demo" / "report.html").read_text()
     stages = re.findall(r'<section data-stage="(\d)" data-status="([^"]+)">', report)
-    assert [s for _, s in stages] == ["done"] * 5 + ["not built yet"] * 2
+    assert [s for _, s in stages] == ["done"] * 6 + ["not built yet"] * 1
     for link in re.findall(r'href="([^"]+)"', report):  # every linked file and interactive page exists
         assert (tmp_path / "demo" / link).is_file(), link
     assert "gaincell attention surrogate.h5" in report and "decoding vs parallel pass" in report
+    assert "gaincell energy --surrogate surrogate.h5 --model gpt2" in report and "paper figures: energy per token" in report
     state, _ = render_in_browser(tmp_path / "demo" / "attention-layer.html")
     assert state["ready"] == "1" and state["traces"] == "3" and "violations" not in state
 

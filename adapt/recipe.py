@@ -1,0 +1,139 @@
+"""`gaincell adapt`: the paper's recipe as resumable stages writing one adapted folder.
+
+Stages, in this order (any subset): `linear` (fine-tune the linear intermediate model, recording every
+scaler's target statistics), `calibrate` (the nonlinear model's scalers set from those targets without
+gradients; with no linear stage the targets come from the softmax model, see adapt.calibrate), `nonlinear`
+(fine-tune the nonlinear model: forward with the fitted curve, backward with the line's gradient).
+After each stage the folder `out` is saved (`save_adapted`) and its manifest lists the stages done; a stage
+interrupted mid-way resumes from `out/checkpoints/<stage>.pt`, and running the same command again skips the
+stages already done.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from gaincell.errors import ConfigError
+from gaincell.surrogate.file import Surrogate, sha256_of
+
+from .calibrate import calibrate, softmax_targets
+from .models import (ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained, read_manifest, save_adapted,
+                     set_mode, swap_attention)
+from .text import token_stream
+from .train import TrainConfig, finetune
+
+STAGES = ("linear", "calibrate", "nonlinear")
+
+
+@dataclass
+class AdaptOptions:
+    model: str
+    surrogate: Path
+    out: Path
+    train_text: Path | None = None
+    stages: tuple[str, ...] = STAGES
+    linear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
+    nonlinear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
+    calibration_tokens: int = 512
+    calibration_iterations: int = 100
+    max_std_ratio: float | None = 2.0
+    max_train_tokens: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ConfigError("--stages", f"must be a comma-separated subset of {','.join(STAGES)}; got {self.stages}")
+        self.stages = tuple(s for s in STAGES if s in self.stages)
+        if self.train_text is None:
+            raise ConfigError("--train-text", "is needed (fine-tuning text and the calibration batch): a .txt or "
+                                              ".jsonl path, e.g. from scripts/get_training_text.py")
+        if self.calibration_tokens < 16:
+            raise ConfigError("--calibration-tokens", f"must be >= 16; got {self.calibration_tokens}")
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; or an explicit torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError("--device", f"must be auto, cpu, cuda or cuda:N; got {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def adapt(options: AdaptOptions, say=print) -> dict:
+    """Run the stages not done yet; returns the final manifest."""
+    out, device = Path(options.out), pick_device(options.device)
+    surrogate_sha = sha256_of(options.surrogate)
+    Surrogate.load(options.surrogate)  # refuse a bad surrogate before any model work
+    if (out / ADAPTED_MANIFEST).is_file():
+        manifest = read_manifest(out)
+        if manifest["base_model"] != str(options.model) or manifest["surrogate_sha256"] != surrogate_sha:
+            raise ConfigError("--out", f"{out} holds an adaptation of {manifest['base_model']} to another surrogate or "
+                                       "model; choose a new --out")
+        model, tokenizer = load_adapted(out)
+    else:
+        manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
+                    "stages": {}}
+        model, tokenizer, _ = load_pretrained(options.model)
+        swap_attention(model, options.surrogate)
+    model.to(device)
+    todo = [s for s in options.stages if s not in manifest["stages_done"]]
+    if not todo:
+        say(f"{out}: stages {', '.join(manifest['stages_done'])} already done")
+        return manifest
+    stream = token_stream(options.train_text, tokenizer, options.max_train_tokens, "--train-text")
+    calibration_batch = stream[: options.calibration_tokens].unsqueeze(0)
+    say(f"training text: {stream.numel()} tokens from {options.train_text}; stages to run: {', '.join(todo)}")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for stage in todo:
+        started = time.perf_counter()
+        say(f"stage {stage}")
+        if stage == "calibrate":
+            record = _calibrate(model, calibration_batch, options, say)
+        else:
+            record = _finetune(model, stream, options, stage, out / "checkpoints" / f"{stage}.pt", device)
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        record["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+        manifest["stages"][stage] = record
+        manifest["stages_done"].append(stage)
+        save_adapted(model, tokenizer, out, options.surrogate, manifest)
+        (out / "checkpoints" / f"{stage}.pt").unlink(missing_ok=True)
+        say(f"stage {stage} done: {record}")
+    return manifest
+
+
+def _calibrate(model, batch, options: AdaptOptions, say) -> dict:
+    set_mode(model, "nonlinear", linear_backward=False)
+    layers = gaincell_layers(model)
+    source = "linear stage EMA"
+    if any(torch.isnan(s.target_mean).any() for layer in layers for s in layer.scalers().values()):
+        softmax_targets(model, batch)
+        source = "softmax model (no linear stage)"
+    result = calibrate(model, batch, iterations=options.calibration_iterations, max_std_ratio=options.max_std_ratio)
+    say(f"calibration: {result.iterations} iterations, converged={result.converged}, last change "
+        f"{result.changes[-1]:.3g}, targets from the {source}")
+    return {"iterations": result.iterations, "converged": result.converged, "final_change": result.changes[-1],
+            "targets": source, "batch_tokens": int(batch.numel()), "max_std_ratio": options.max_std_ratio}
+
+
+def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path, device) -> dict:
+    config = options.linear if stage == "linear" else options.nonlinear
+    if stage == "linear":
+        set_mode(model, "linear", linear_backward=False)
+    else:
+        set_mode(model, "nonlinear", linear_backward=True)
+    teacher = None
+    if config.distill_weight > 0:
+        teacher = load_pretrained(options.model)[0].to(device).eval()
+        teacher.requires_grad_(False)
+    result = finetune(model, stream, config, checkpoint, teacher=teacher, track_statistics=stage == "linear")
+    return {**result, "config": asdict(config)}
+

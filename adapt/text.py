@@ -1,0 +1,64 @@
+"""Text for fine-tuning and evaluation, from paths only (nothing is fetched at run time).
+
+A `.txt` file is read as plain text (WikiText-2's tokenized release, a novel, ...); a `.jsonl` file as one
+JSON object per line with a "text" field (LAMBADA's format). Tokens are produced without special tokens
+(no BOS), as the evaluation windows are cut from one continuous stream.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from gaincell.errors import ConfigError
+
+
+def read_text(path: str | Path, parameter: str = "--data") -> str:
+    """The text of a .txt file, or the "text" fields of a .jsonl file joined by blank lines."""
+    return "\n\n".join(read_items(path, parameter)) if str(path).endswith(".jsonl") else _read(path, parameter)
+
+
+def _read(path: str | Path, parameter: str) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(parameter, f"{str(path)!r} is not a file (a .txt text file or a .jsonl with a 'text' field)")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def read_items(path: str | Path, parameter: str = "--data") -> list[str]:
+    """The "text" field of every line of a .jsonl file."""
+    items = []
+    for number, line in enumerate(_read(path, parameter).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line)["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(parameter, f"{path} line {number} is not a JSON object with a 'text' field ({exc})")
+    if not items:
+        raise ConfigError(parameter, f"{path} holds no items")
+    return items
+
+
+def token_stream(path: str | Path, tokenizer, max_tokens: int | None = None, parameter: str = "--data") -> torch.Tensor:
+    """The whole file as one 1-D tensor of token ids (the first `max_tokens` if given)."""
+    text = read_text(path, parameter)
+    if max_tokens is not None:
+        text = text[: max(16 * max_tokens, 4096)]  # enough characters for max_tokens, never the whole corpus
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if len(ids) < 2:
+        raise ConfigError(parameter, f"{path} gives fewer than 2 tokens")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def random_windows(stream: torch.Tensor, batch: int, length: int, seed: int) -> torch.Tensor:
+    """`batch` windows of `length` + 1 tokens at positions drawn from a generator seeded with `seed`
+    (so a resumed run draws the same batches)."""
+    if stream.numel() < length + 2:
+        raise ConfigError("--seq", f"{length} is longer than the training text ({stream.numel()} tokens)")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, stream.numel() - length - 1, (batch,), generator=generator)
+    return torch.stack([stream[s:s + length + 1] for s in starts.tolist()])

@@ -1,0 +1,192 @@
+"""Fine-tuning loop for the adaptation stages: resumable, DDP-ready, optional distillation.
+
+AdamW (betas 0.9/0.95, weight decay 0.1 as in the paper), linear warm-up then cosine decay to 10 % of the
+peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast on CUDA. Batches are random
+windows of the training token stream drawn from a generator seeded by (seed, step, rank), so a resumed run
+sees exactly the batches the uninterrupted run would have. A checkpoint (model, optimizer, schedule, step,
+tokens seen) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted
+(Ctrl-C or SIGTERM); `finetune` resumes from it when it exists.
+
+Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, each rank draws its own
+batches, and only rank 0 writes checkpoints. Loss: next-token cross-entropy, or, with `distill_weight` > 0,
+a mix with the KL divergence to a frozen teacher (the unmodified model), useful when text is scarce.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gaincell.errors import ConfigError
+
+from .text import random_windows
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch: int = 4
+    seq: int = 256
+    accumulate: int = 1
+    lr: float = 2e-4
+    warmup: int | None = None  # default: 10 % of steps (at most 100)
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    distill_weight: float = 0.0
+    temperature: float = 1.0
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "seq", "accumulate", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}", f"must be a positive integer; got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError("--lr", f"must be > 0; got {self.lr}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
+        if self.warmup is None:
+            self.warmup = min(100, max(1, self.steps // 10))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq * self.accumulate
+
+
+def schedule(config: TrainConfig):
+    """Learning-rate factor per step: linear warm-up, cosine to 0.1."""
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str | Path, *, teacher=None,
+             track_statistics: bool = False, progress: bool = True) -> dict:
+    """Train all parameters of `model` on windows of `stream` for `config.steps` optimizer steps, resuming
+    from `checkpoint` if it exists. Returns {'steps', 'tokens_seen', 'loss' (mean of the last 10 %), 'seconds'}."""
+    from .models import gaincell_layers
+
+    if config.distill_weight > 0 and teacher is None:
+        raise ConfigError("--distill", "needs the unmodified model as teacher")
+    checkpoint = Path(checkpoint)
+    rank, world = distributed()
+    device = next(model.parameters()).device
+    for layer in gaincell_layers(model):
+        for scaler in layer.scalers().values():
+            scaler.track_statistics = track_statistics
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config))
+    state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if any(saved["config"][k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")):
+            raise ConfigError("--resume", f"{checkpoint} was written with other training options "
+                                          f"({saved['config']}); use another --out or the same options")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = {k: saved[k] for k in state}
+        if rank == 0 and progress:
+            tqdm.write(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    def save() -> None:
+        if rank == 0:
+            _atomic_save({**state, "config": asdict(config), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
+
+    def on_term(signum, frame):
+        raise _Interrupted()
+
+    previous = signal.signal(signal.SIGTERM, on_term) if rank == 0 or world == 1 else None
+    model.train()
+    bar = tqdm(total=config.steps, initial=state["step"], desc="fine-tune", unit="step", disable=not progress or rank)
+    started = time.perf_counter() - state["seconds"]
+    try:
+        while state["step"] < config.steps:
+            loss = _one_step(trained, teacher, stream, config, state["step"], rank, world, device)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["tokens_seen"] += config.tokens_per_step * world
+            state["losses"].append(loss)
+            state["seconds"] = time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+                save()
+    except (KeyboardInterrupt, _Interrupted):
+        save()
+        bar.close()
+        raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint {checkpoint} (run again to resume)")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for layer in gaincell_layers(model):
+            for scaler in layer.scalers().values():
+                scaler.track_statistics = False
+        model.eval()
+    bar.close()
+    tail = state["losses"][-max(1, len(state["losses"]) // 10):]
+    return {"steps": state["step"], "tokens_seen": state["tokens_seen"], "loss": sum(tail) / len(tail),
+            "seconds": state["seconds"]}
+
+
+def _one_step(trained, teacher, stream, config: TrainConfig, step: int, rank: int, world: int, device) -> float:
+    """Forward/backward over `accumulate` micro-batches; returns the mean loss."""
+    total = 0.0
+    for micro in range(config.accumulate):
+        seed = ((config.seed * 1_000_003 + step) * config.accumulate + micro) * world + rank
+        torch.manual_seed(seed)  # dropout too: a resumed run repeats the uninterrupted one
+        window = random_windows(stream, config.batch, config.seq, seed).to(device)
+        inputs, labels = window[:, :-1], window[:, 1:]
+        last = micro == config.accumulate - 1
+        sync = trained.no_sync() if world > 1 and not last else contextlib.nullcontext()
+        with sync, torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            logits = trained(inputs, use_cache=False).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+            if config.distill_weight > 0:
+                with torch.no_grad():
+                    target = teacher(inputs, use_cache=False).logits.float()
+                t = config.temperature
+                kd = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1).flatten(0, 1),
+                                                torch.log_softmax(target / t, -1).flatten(0, 1),
+                                                log_target=True, reduction="batchmean") * t * t
+                loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+            (loss / config.accumulate).backward()
+        total += loss.item()
+    return total / config.accumulate
