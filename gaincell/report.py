@@ -25,7 +25,7 @@ class Stage:
     """One pipeline stage of the report."""
 
     title: str
-    status: str  # "done", "failed", "not built yet"
+    status: str  # "done", "failed", "skipped"
     summary: str = ""
     command: str = ""
     files: list[str] = field(default_factory=list)

@@ -262,3 +262,14 @@ def test_smollm2_ideal_mode_reproduces_the_packaged_model():
         swap_attention(model, PAPER, mode="ideal")
         assert (model(ids).logits - reference).abs().max() < 1e-4
     assert len(gaincell_layers(model)) == 30 and gaincell_layers(model)[0].kv_heads == 3
+
+
+@pytest.mark.slow
+def test_demo_language_model_stage_calibration_beats_the_naive_swap():
+    _smollm2_or_skip()
+    from gaincell.adapt.quick import calibration_check
+
+    result = calibration_check(PAPER, calibration_tokens=64, eval_tokens=256, context=256, iterations=12,
+                               say=lambda text: None)
+    assert result["softmax"] < 100 < result["naive_swap"]
+    assert result["calibrated"] < result["naive_swap"] / 10
