@@ -10,6 +10,7 @@ stages already done.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from .calibrate import calibrate, softmax_targets
 from .models import (ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained, read_manifest, save_adapted,
                      set_mode, swap_attention)
 from .text import token_stream
-from .train import TrainConfig, finetune
+from .train import TrainConfig, distributed, finetune
 
 STAGES = ("linear", "calibrate", "nonlinear")
 
@@ -71,6 +72,9 @@ def pick_device(name: str) -> torch.device:
 def adapt(options: AdaptOptions, say=print) -> dict:
     """Run the stages not done yet; returns the final manifest."""
     out, device = Path(options.out), pick_device(options.device)
+    rank, world = distributed()
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     surrogate_sha = sha256_of(options.surrogate)
     Surrogate.load(options.surrogate)  # refuse a bad surrogate before any model work
     if (out / ADAPTED_MANIFEST).is_file():
@@ -104,9 +108,12 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         record["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
         manifest["stages"][stage] = record
         manifest["stages_done"].append(stage)
-        save_adapted(model, tokenizer, out, options.surrogate, manifest)
-        (out / "checkpoints" / f"{stage}.pt").unlink(missing_ok=True)
-        say(f"stage {stage} done: {record}")
+        if rank == 0:  # under torchrun only rank 0 writes; the others wait for it
+            save_adapted(model, tokenizer, out, options.surrogate, manifest)
+            (out / "checkpoints" / f"{stage}.pt").unlink(missing_ok=True)
+            say(f"stage {stage} done: {record}")
+        if world > 1:
+            torch.distributed.barrier()
     return manifest
 
 

@@ -344,7 +344,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, batch, seq,
 def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, out_json, device):
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
     from .adapt.evaluate import evaluate_path
-    from .adapt.models import load_adapted, load_pretrained, resolve_model, set_mode, swap_attention, ADAPTED_MANIFEST
+    from .adapt.models import ADAPTED_MANIFEST, load_adapted, load_pretrained, resolve_model, swap_attention
     from .adapt.recipe import pick_device
 
     try:
