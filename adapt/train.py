@@ -5,7 +5,8 @@ peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast on CUDA
 windows of the training token stream drawn from a generator seeded by (seed, step, rank), so a resumed run
 sees exactly the batches the uninterrupted run would have. A checkpoint (model, optimizer, schedule, step,
 tokens seen) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted
-(Ctrl-C or SIGTERM); `finetune` resumes from it when it exists.
+(Ctrl-C or SIGTERM stop it after the step under way; a second signal at once); `finetune` resumes from it
+when it exists.
 
 Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, each rank draws its own
 batches, and only rank 0 writes checkpoints. Loss: next-token cross-entropy, or, with `distill_weight` > 0,
@@ -85,8 +86,44 @@ def _atomic_save(state: dict, path: Path) -> None:
     os.replace(partial, path)
 
 
-class _Interrupted(Exception):
-    pass
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM (a scheduler stopping the job) raises KeyboardInterrupt like Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    with _handlers(interrupt):
+        yield
+
+
+@contextlib.contextmanager
+def _handlers(handler, signals=(signal.SIGTERM,)):
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+class StopAfterStep:
+    """Ctrl-C or SIGTERM inside the block asks to stop after the current step (so a checkpoint is never
+    taken mid-update); a second signal interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt("second interrupt")
+        self.requested = True
+
+    def __call__(self):
+        return _handlers(self._handle, (signal.SIGINT, signal.SIGTERM))
 
 
 def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str | Path, *, teacher=None,
@@ -127,35 +164,33 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
             _atomic_save({**state, "config": asdict(config), "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 
-    def on_term(signum, frame):
-        raise _Interrupted()
-
-    previous = signal.signal(signal.SIGTERM, on_term) if rank == 0 or world == 1 else None
     model.train()
     bar = tqdm(total=config.steps, initial=state["step"], desc="fine-tune", unit="step", disable=not progress or rank)
     started = time.perf_counter() - state["seconds"]
+    stop = StopAfterStep()
     try:
-        while state["step"] < config.steps:
-            loss = _one_step(trained, teacher, stream, config, state["step"], rank, world, device)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["tokens_seen"] += config.tokens_per_step * world
-            state["losses"].append(loss)
-            state["seconds"] = time.perf_counter() - started
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
-                save()
-    except (KeyboardInterrupt, _Interrupted):
+        with stop():
+            while state["step"] < config.steps and not stop.requested:
+                loss = _one_step(trained, teacher, stream, config, state["step"], rank, world, device)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["tokens_seen"] += config.tokens_per_step * world
+                state["losses"].append(loss)
+                state["seconds"] = time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
+                    save()
+        if stop.requested and state["step"] < config.steps:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
         save()
         bar.close()
         raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint {checkpoint} (run again to resume)")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         for layer in gaincell_layers(model):
             for scaler in layer.scalers().values():
                 scaler.track_statistics = False

@@ -306,7 +306,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, batch, seq,
           calibration_tokens, calibration_iterations, max_train_tokens, checkpoint_every, seed, device):
     """Adapt a pre-trained LM to gain-cell attention: linear fine-tune -> calibration -> nonlinear fine-tune."""
     from .adapt.recipe import AdaptOptions, adapt as run_adapt
-    from .adapt.train import TrainConfig
+    from .adapt.train import TrainConfig, sigterm_as_interrupt
 
     try:
         train = {"steps": steps, "batch": batch, "seq": seq, "accumulate": accumulate, "lr": lr,
@@ -316,7 +316,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, batch, seq,
                                TrainConfig(**train), TrainConfig(**train),
                                calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
                                device=device)
-        manifest = run_adapt(options, say=click.echo)
+        with sigterm_as_interrupt():
+            manifest = run_adapt(options, say=click.echo)
     except GaincellError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:
