@@ -86,10 +86,14 @@ def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: 
     return circuit, Transient(step_s=20e-12, stop_s=stop, max_step_s=20e-12), save
 
 
-def read_drive_lines(design: CellDesign, pulse_s: float, vin_v: float, delay_s: float) -> list[str]:
-    """An ideal complementary pair of read pulses: rwl 0 -> vin_v, rwlb VDD -> 0, 50 ps edges."""
+def read_drive_lines(design: CellDesign, pulse_s: float, vin_v: float, delay_s: float, suffix: str = "") -> list[str]:
+    """An ideal complementary pair of read pulses: rwl 0 -> vin_v, rwlb VDD -> 0, 50 ps edges (sources
+    `vrwl{suffix}`, `vrwlb{suffix}` on nodes `rwl{suffix}`, `rwlb{suffix}`); a zero width holds both idle."""
+    rwl, rwlb = f"rwl{suffix}", f"rwlb{suffix}"
+    if pulse_s <= 0:
+        return [f"v{rwl} {rwl} 0 0", f"v{rwlb} {rwlb} 0 {design.vdd_v}"]
     timing = f"{delay_s:.12g} 50p 50p {pulse_s:.12g} 1"
-    return [f"vrwl rwl 0 PULSE(0 {vin_v:.12g} {timing})", f"vrwlb rwlb 0 PULSE({design.vdd_v} 0 {timing})"]
+    return [f"v{rwl} {rwl} 0 PULSE(0 {vin_v:.12g} {timing})", f"v{rwlb} {rwlb} 0 PULSE({design.vdd_v} 0 {timing})"]
 
 
 def drawn_energy(t: np.ndarray, v: np.ndarray | float, i_source: np.ndarray) -> float:

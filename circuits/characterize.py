@@ -17,6 +17,7 @@ import numpy as np
 from gaincell.design import CellDesign
 from gaincell.store import OK, read_sweep
 
+from .c2p import c2p_sweeps
 from .cells import CellRead, CellRetention, CellWrite
 from .sweep import Sweep, SweepReport, run_sweep
 
@@ -50,10 +51,13 @@ def characterization_sweeps(design: CellDesign, grid: Grid = Grid()) -> list[Swe
 
 
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,
-                 progress: bool = True, restart: bool = False, backend: str = "shared") -> list[SweepReport]:
-    """Run every characterization sweep of `design` into `out` (resuming what is already there)."""
+                 progress: bool = True, restart: bool = False, backend: str = "shared",
+                 c2p: bool = False) -> list[SweepReport]:
+    """Run every characterization sweep of `design` into `out` (resuming what is already there); `c2p`
+    adds the charge-to-pulse converters' transfer sweeps (`c2p`, `c2p_signed`)."""
+    sweeps = characterization_sweeps(design, grid) + (c2p_sweeps(design) if c2p else [])
     return [run_sweep(sweep, out, workers=workers, progress=progress, restart=restart, backend=backend)
-            for sweep in characterization_sweeps(design, grid)]
+            for sweep in sweeps]
 
 
 def _r_squared(x: np.ndarray, y: np.ndarray) -> float:

@@ -51,6 +51,7 @@ class Testbench:
     probes: tuple[str, ...] = ()
     shared_probes: tuple[str, ...] = ()  # top-level vectors (e.g. a shared driver's current) every point sees
     max_pack = 200
+    splittable = True  # a failed chunk may be bisected (False when its instances couple through shared wires)
 
     def subcircuit(self) -> str:
         raise NotImplementedError
@@ -73,6 +74,10 @@ class Testbench:
         pulse driver per netlist, as one word-line driver serves a row of an array)."""
         return ""
 
+    def instance_ports(self, point: dict[str, float]) -> tuple[str, ...]:
+        """The nodes one instance connects to (default: `ports`, the same for every instance)."""
+        return self.ports
+
     def instance_params(self, point: dict[str, float]) -> dict[str, float]:
         """The subcircuit parameters of one instance (default: the sweep point itself)."""
         return point
@@ -92,7 +97,8 @@ class Testbench:
                  self.subcircuit().strip(), self.shared_lines(points).strip()]
         for i, point in enumerate(points):
             params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
-            lines.append(f"X{i} {' '.join(self.ports)} {self.subckt_name} params: {params}".replace("  ", " "))
+            ports = " ".join(self.instance_ports(point))
+            lines.append(f"X{i} {ports} {self.subckt_name} params: {params}".replace("  ", " "))
         save = [_instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
         save += list(self.shared_probes)
         if self.probes:
@@ -302,7 +308,7 @@ def run_sweep(sweep: Sweep, out: str | Path, workers: int | None = None, backend
     try:
         for indices, outcome in _execute(sweep, queue, workers, backend, scheduler):
             failed_whole = "results" not in outcome
-            if failed_whole and len(indices) > 1:
+            if failed_whole and len(indices) > 1 and sweep.testbench.splittable:
                 half = len(indices) // 2  # isolate the failing point(s): bisect the chunk
                 queue.extend([indices[:half], indices[half:]])
                 continue

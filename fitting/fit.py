@@ -190,6 +190,53 @@ def c2p_paper_default(t_max_s: float) -> Component:
                      source="paper default (Leroux et al. 2025 code: S_sat = 80, output clamp A/40); no C2P fit yet")
 
 
+def _clipped_linear_guess(charge: np.ndarray, width: np.ndarray, t_max: float) -> dict[str, float]:
+    """Starting values from a line through the unclipped points (the clamp's flat parts give no gradient)."""
+    ramp = (width > 0.05 * t_max) & (width < 0.95 * t_max)
+    if np.count_nonzero(ramp) < 2:
+        raise GaincellError(f"only {np.count_nonzero(ramp)} conversions between 5 % and 95 % of T_max: the "
+                            "sweep does not resolve the converter's ramp")
+    slope, intercept = np.polyfit(charge[ramp], width[ramp], 1)
+    return {"q_sat_c": t_max / slope, "offset_c": -intercept / slope, "t_max_s": float(np.max(width))}
+
+
+def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[str, float], dict[str, float]]:
+    """Fit the characterized converters: `c2p/clipped-linear` on the stage-1 transfer (width vs charge), the
+    readout's full scale (the same model on the positive branch of the signed converter) into the config,
+    and their energy per conversion and conversion time (figures, stderr = spread over the swept charges)."""
+    c2p = json.loads(unsigned.attrs.get("design", "{}")).get("c2p", {})
+    design = json.loads(unsigned.attrs.get("design", "{}")).get("design", {})
+    t_max = float(design.get("t_max_s", 15e-9))
+    results = []
+    for sweep, branch in ((unsigned, 1.0), (signed, 1.0), (signed, -1.0)):
+        inputs, width = _ok_points(sweep, "width_s")
+        sign = sweep.scalars["sign"][sweep.status == OK] if "sign" in sweep.scalars else np.ones_like(width)
+        keep = (branch * inputs["charge_c"] >= 0) & ((sign == branch) | (width == 0)) if sweep is signed else \
+            np.ones(width.size, bool)
+        if np.count_nonzero(keep) < 5:
+            raise GaincellError(f"only {np.count_nonzero(keep)} usable points in sweep {sweep.name!r}: too few to fit")
+        charge, width = branch * inputs["charge_c"][keep], width[keep]
+        results.append(fit_model("c2p/clipped-linear", {}, {"q_c": charge}, width,
+                                 _clipped_linear_guess(charge, width, t_max),
+                                 f"fit of sweep {sweep.name!r} (width_s vs charge_c)"))
+    stage1, positive, negative = results
+    part = stage1.component
+    part.config.update({"output_full_scale_c": positive.component.param("q_sat_c"),
+                        "output_full_scale_negative_c": negative.component.param("q_sat_c"),
+                        "output_offset_c": positive.component.param("offset_c"),
+                        "output_full_scale_stderr_c": float(positive.component.stderr[0]),
+                        "readout_residuals": positive.component.residuals,
+                        "counter_levels": int(c2p.get("counter_levels", 16)), "converter": c2p})
+    ok = unsigned.status == OK
+    ok_signed = signed.status == OK
+    conversion = float(c2p.get("gap_s", 0.0)) + t_max
+    energy = {"e_c2p_conversion_j": float(np.mean(unsigned.scalars["e_conversion_j"][ok])),
+              "e_c2p_signed_conversion_j": float(np.max(signed.scalars["e_conversion_j"][ok_signed]))}
+    spread = {"e_c2p_conversion_j": float(np.std(unsigned.scalars["e_conversion_j"][ok])),
+              "e_c2p_signed_conversion_j": float(np.std(signed.scalars["e_conversion_j"][ok_signed]))}
+    return stage1, {**energy, **{f"{k}:stderr": v for k, v in spread.items()}}, {"t_c2p_conversion_s": conversion}
+
+
 def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
     """Energy per action from the characterization: read per cell (full pulse, mean over stored values, and
     per second of pulse) and write per cell; the spread over levels is given as the uncertainty."""
@@ -204,6 +251,14 @@ def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
                    "pulse and highest input, and of e_write_j")
 
 
+def has_sweeps(path: str | Path, *names: str) -> bool:
+    """Whether a characterization file holds every one of the named sweeps."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return all(name in f for name in names)
+
+
 def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
                          decay_model: str = "leakage") -> tuple[Surrogate, dict[str, FitOutcome]]:
     """Fit every component from a characterization file into a surrogate."""
@@ -212,13 +267,25 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
     design = json.loads(read.attrs.get("design", "{}")).get("design", {})
     outcomes = {"multiply": fit_multiply(read, design, model, order), "decay": fit_decay(retention, design, decay_model)}
     t_max = float(design.get("t_max_s", read.coords["pulse_s"][-1]))
+    energy = energy_from_sweeps(read, write)
+    timing = {"t_max_s": t_max, "write_time_s": float(design.get("write_time_s", np.nan))}
+    c2p = c2p_paper_default(t_max)
+    if has_sweeps(path, "c2p", "c2p_signed"):  # a characterized converter replaces the paper's values
+        outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(read_sweep(path, "c2p"), read_sweep(path, "c2p_signed"))
+        c2p = outcomes["c2p"].component
+        values = energy.params | {k: v for k, v in c2p_energy.items() if not k.endswith(":stderr")}
+        stderr = dict(zip(energy.param_names, energy.stderr)) | {k.removesuffix(":stderr"): v
+                                                                for k, v in c2p_energy.items() if k.endswith(":stderr")}
+        energy = figures(values, stderr, energy.source + "; C2P: mean (stage 1) and largest (signed readout) "
+                         "energy per conversion of sweeps 'c2p' / 'c2p_signed' (stderr = spread over charges)")
+        timing |= c2p_timing
     components = {
         "multiply": outcomes["multiply"].component,
         "decay": outcomes["decay"].component,
-        "c2p": c2p_paper_default(t_max),
-        "energy": energy_from_sweeps(read, write),
-        "timing": figures({"t_max_s": t_max, "write_time_s": float(design.get("write_time_s", np.nan))},
-                          source="design"),
+        "c2p": c2p,
+        "energy": energy,
+        "timing": figures(timing, source="design" + ("; t_c2p_conversion_s: C2P window gap + T_max"
+                                                     if "t_c2p_conversion_s" in timing else "")),
     }
     surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path))
     return surrogate, outcomes

@@ -79,7 +79,7 @@ def save_result(result, out: str, backend: str, **extra) -> list:
 @click.option("--wordline-c", default="0", show_default=True, help="array: word-line capacitance per cell (F).")
 @click.option("--driver-r", default="0", show_default=True, help="array: row-driver resistance (ohm).")
 @click.option("--write-path", is_flag=True, help="array: write the stored values through the write path (not .ic).")
-@click.option("--max-seconds", type=float, default=600.0, show_default=True,
+@click.option("--max-seconds", type=float, default=300.0, show_default=True,
               help="array: refuse an array whose estimated simulation time is longer.")
 @click.option("--workers", type=int, default=None, help="array/c2p/tile: simulator processes (default: one per core).")
 def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, cols, seed, bitline_r, bitline_c,

@@ -1,0 +1,179 @@
+"""Charge-to-pulse converters (netlists/c2p.sub): the design, the transfer-curve testbench and its sweeps.
+
+    gaincell characterize --design cmos-generic --c2p --out char.h5     # adds the sweeps `c2p`, `c2p_signed`
+
+`C2PTransfer` feeds a known charge into a converter (an ideal current for the integration time, as a column
+would) and measures the output pulse width (integral of the output / VDD, which also works for zero-width
+pulses), the energy drawn per conversion and, for the signed converter, the sign and the 5-bit counter value.
+A charge that never fires the converter (at or below its threshold) gives width 0 and `fired` = 0: it is
+reported (see `never_fired`), not hidden.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gaincell.design import CellDesign
+from gaincell.errors import ConfigError
+from gaincell.resources import netlist_path
+
+from .analysis import Transient
+from .cells import CellTestbench, drawn_energy
+from .sweep import Sweep
+
+C2P_FILE = "c2p.sub"
+EDGE_S = 50e-12
+
+
+@dataclass(frozen=True)
+class C2PDesign:
+    """The converters' sizes: integration capacitor, reference currents (they set the saturation charges)."""
+
+    cint_f: float = field(default=4e-12, metadata={"doc": "integration capacitor (F)"})
+    iref_a: float = field(default=80e-6, metadata={
+        "doc": "stage-1 reference current (A); saturation charge iref x T_max (the paper's S_sat = 80 uA x T_max)"})
+    iref_signed_a: float = field(default=40e-6, metadata={
+        "doc": "readout reference current (A); full scale iref x T_max (the paper's clamp A / 40)"})
+    gain: float = field(default=1e4, metadata={"doc": "integrator op-amp gain"})
+    counter_levels: int = field(default=16, metadata={"doc": "counter levels of the signed readout (magnitude)"})
+    gap_s: float = field(default=0.5e-9, metadata={"doc": "time from the end of the read to the window opening (s)"})
+
+    def __post_init__(self):
+        for name in ("cint_f", "iref_a", "iref_signed_a", "gain", "gap_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(name, f"must be a finite value > 0, got {value!r}")
+        if not (isinstance(self.counter_levels, int) and 2 <= self.counter_levels <= 1024):
+            raise ConfigError("counter_levels", f"must be an integer in [2, 1024], got {self.counter_levels!r}")
+
+    def params(self, signed: bool) -> str:
+        """The converter subcircuit's instance parameters."""
+        iref = self.iref_signed_a if signed else self.iref_a
+        return f"cint={self.cint_f:.6g} iref={iref:.6g} gain={self.gain:.6g}"
+
+
+def c2p_subcircuits() -> str:
+    return netlist_path(C2P_FILE).read_text()
+
+
+def converter_lines(name: str, column_node: str, out: str, design: C2PDesign, signed: bool) -> list[str]:
+    """One converter instance on `column_node`; signed converters drive `{out}p` / `{out}n`."""
+    if signed:
+        return [f"x{name} {column_node} {out}p {out}n vdd win trk rst c2p_signed params: {design.params(True)}"]
+    return [f"x{name} {column_node} {out} vdd win rst c2p params: {design.params(False)}"]
+
+
+def window_lines(design: CellDesign, opens_s: float, read_starts_s: float) -> list[str]:
+    """The integrators' reset (released when the read starts), the conversion window (T_max from `opens_s`)
+    and the signed converters' sign-tracking line."""
+    return [f"vrst rst 0 PULSE({design.vdd_v} 0 {read_starts_s - 0.1e-9:.12g} 50p 50p 1 2)",f"vwin win 0 PULSE(0 {design.vdd_v} {opens_s:.12g} 50p 50p {design.t_max_s:.12g} 1)",
+            f"vtrk trk 0 PULSE({design.vdd_v} 0 {opens_s - 0.1e-9:.12g} 50p 50p 1 2)"]
+
+
+def pulse_width(t: np.ndarray, v: np.ndarray, vdd: float) -> float:
+    """Width of an output pulse as the integral of the output over VDD (0 for a pulse that never rose)."""
+    return float(np.trapezoid(v, t) / vdd)
+
+
+def counter_value(width_s: float, t_max_s: float, levels: int) -> int:
+    """The counter: clock periods T_max / (levels - 1) the pulse covers, sampled mid-period (= rounding)."""
+    return int(min(levels - 1, max(0, round(width_s / (t_max_s / (levels - 1))))))
+
+
+@dataclass(frozen=True)
+class C2PTransfer(CellTestbench):
+    """Transfer curve of a converter: output pulse vs input charge (sweep parameter `charge_c`).
+
+    The charge is drawn from the converter's input by an ideal current over `design.t_max_s` (as a column
+    read would); the window opens `c2p.gap_s` later. Results: `width_s`, `fired` (1 if a pulse came out),
+    `e_conversion_j` (energy drawn from VDD per conversion: reference current and output buffers), the
+    signed converter's `sign` and `count` (counter value), waveforms `v(vo)` and the output(s).
+    """
+
+    c2p: C2PDesign = C2PDesign()
+    signed: bool = False
+
+    name = "c2p-transfer"
+    subckt_name = "c2ppoint"
+    max_pack = 40
+
+    @property
+    def probes(self):
+        outs = ("v(outp)", "v(outn)") if self.signed else ("v(out)",)
+        return ("v(xc.vo)", "i(v.vdd)") + outs
+
+    @property
+    def window_opens_s(self) -> float:
+        return 0.2e-9 + self.design.t_max_s + self.c2p.gap_s
+
+    def preamble(self) -> str:
+        return super().preamble() + "\n" + c2p_subcircuits()
+
+    def describe(self) -> dict:
+        return {"design": self.design.to_dict(), "c2p": dataclasses.asdict(self.c2p), "signed": self.signed}
+
+    def subcircuit(self) -> str:
+        d = self.design
+        start, width = 0.2e-9, d.t_max_s
+        outs = "outp outn" if self.signed else "out"
+        return "\n".join([
+            ".subckt c2ppoint win trk rst params: charge_c=0",
+            f"vdd vdd 0 {d.vdd_v}",
+            f"iin in 0 PULSE(0 {{charge_c / {width + EDGE_S:.12g}}} {start:.12g} 50p 50p {width:.12g} 1)",
+            *converter_lines("c", "in", "out", self.c2p, self.signed),
+            f"* outputs: {outs}",
+            ".ends c2ppoint"])
+
+    ports = ("win", "trk", "rst")
+
+    def shared_lines(self, points) -> str:
+        return "\n".join(window_lines(self.design, self.window_opens_s, 0.2e-9))
+
+    def analysis(self, points) -> Transient:
+        stop = self.window_opens_s + self.design.t_max_s + 1e-9
+        return Transient(step_s=100e-12, stop_s=stop, max_step_s=0.5e-9)
+
+    def options(self) -> dict:
+        return {"method": "gear"}
+
+    def extract(self, vectors, point):
+        d, t = self.design, vectors["time"]
+        out = {"time": t, "v(vo)": vectors["v(xc.vo)"],
+               "e_conversion_j": np.asarray(drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]))}
+        if self.signed:
+            positive, negative = (pulse_width(t, vectors[n], d.vdd_v) for n in ("v(outp)", "v(outn)"))
+            width, sign = (positive, 1.0) if positive >= negative else (negative, -1.0)
+            out |= {"v(outp)": vectors["v(outp)"], "v(outn)": vectors["v(outn)"], "sign": np.asarray(sign),
+                    "count": np.asarray(float(counter_value(width, d.t_max_s, self.c2p.counter_levels)))}
+        else:
+            width = pulse_width(t, vectors["v(out)"], d.vdd_v)
+            out["v(out)"] = vectors["v(out)"]
+        out["width_s"] = np.asarray(width)
+        out["fired"] = np.asarray(float(width > FIRED_MIN_FRACTION * d.t_max_s))
+        return out
+
+
+FIRED_MIN_FRACTION = 1e-3  # a pulse shorter than this fraction of T_max counts as "never fired"
+
+
+def c2p_sweeps(design: CellDesign, c2p: C2PDesign = C2PDesign(), points: int = 41) -> list[Sweep]:
+    """The unsigned transfer from -0.5 to 1.5 saturation charges and the signed one over +-1.5 full scales."""
+    q_sat = c2p.iref_a * design.t_max_s
+    full_scale = c2p.iref_signed_a * design.t_max_s
+    return [Sweep("c2p", C2PTransfer(design, c2p=c2p), {"charge_c": np.linspace(-0.5, 1.5, points) * q_sat}),
+            Sweep("c2p_signed", C2PTransfer(design, c2p=c2p, signed=True),
+                  {"charge_c": np.linspace(-1.5, 1.5, points) * full_scale})]
+
+
+def never_fired(charges_c: np.ndarray, fired: np.ndarray, where: str = "conversions") -> str:
+    """A sentence naming the conversions whose charge produced no pulse (empty if every one fired)."""
+    charges_c, fired = np.asarray(charges_c, dtype=float), np.asarray(fired)
+    silent = np.nonzero(fired < 0.5)[0]
+    if not silent.size:
+        return ""
+    return (f"{silent.size} of {fired.size} {where} never fired (charge at or below the threshold, "
+            f"{charges_c[silent].min():.4g} .. {charges_c[silent].max():.4g} C; at {[int(i) for i in silent[:10]]}"
+            f"{' ...' if silent.size > 10 else ''}): their output is 0")

@@ -1,0 +1,213 @@
+"""Attention tile testbench: Q pulses x K array -> one C2P per token -> the V array -> signed readout.
+
+One decode step of one head over a tile of `tokens` stored tokens (the query at the newest position sees
+every key of the tile). Stage 1 (`TileScores`, sweep `tile_scores`): the query drives the K array's rows
+(head dimension) as pulse widths q_d x T_max; each token's column (its D cells) is integrated by its own
+C2P (netlists/c2p.sub), which emits a pulse phi_j x T_max. Stage 2 (`TileReadout`, sweep `tile_readout`):
+those pulses drive the V array's rows (one per token) through row drivers (ideal pulse sources of the
+measured widths: the driver regenerates the C2P's pulse); each output dimension's column is read out by a
+signed C2P and a 5-bit counter. Columns of both stages are independent (each integrator holds its own bit
+line), so each stage is a sweep with one column per point, spread over the worker processes.
+
+    result = run_tile(design, query_frac, keys_v, values_v, "tile.h5")
+    result.phi, result.outputs          # (tokens,), (dim,) in C2P / readout units
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gaincell.design import CellDesign
+from gaincell.errors import ConfigError
+
+from .analysis import Transient
+from .arrays import READ_DELAY_S
+from .c2p import (FIRED_MIN_FRACTION, C2PDesign, c2p_subcircuits, converter_lines, counter_value, never_fired, pulse_width,
+                  window_lines)
+from .cells import CellTestbench, cell_instance_params, drawn_energy, read_drive_lines
+from .sweep import Sweep, SweepReport, run_sweep
+
+MAX_TILE = 64
+
+
+@dataclass(frozen=True)
+class TileColumn(CellTestbench):
+    """A column of cells whose bit line is a converter's input; its rows are driven by `pulse_s`."""
+
+    stored_v: tuple[tuple[float, ...], ...] = ()  # (rows, cols)
+    pulse_s: tuple[float, ...] = ()  # (rows,)
+    c2p: C2PDesign = C2PDesign()
+
+    signed = False
+    subckt_name = "tilecol"
+    max_pack = 1  # a netlist per column: BSIM4 evaluation gets slower per device in bigger netlists
+
+    @property
+    def rows(self) -> int:
+        return len(self.pulse_s)
+
+    @property
+    def ports(self) -> tuple[str, ...]:
+        return tuple(f"rwl{r}" for r in range(self.rows)) + tuple(f"rwlb{r}" for r in range(self.rows)) + ("win", "trk", "rst")
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        outs = ("v(outp)", "v(outn)") if self.signed else ("v(out)",)
+        return outs + ("i(v.vdd)", "v(xc.vo)")
+
+    @property
+    def window_opens_s(self) -> float:
+        return READ_DELAY_S + self.design.t_max_s + self.c2p.gap_s
+
+    def describe(self) -> dict:
+        return {"design": self.design.to_dict(), "stored_v": self.stored_v, "pulse_s": self.pulse_s,
+                "c2p": self.c2p.__dict__, "signed": self.signed}
+
+    def preamble(self) -> str:
+        return super().preamble() + "\n" + c2p_subcircuits()
+
+    def subcircuit(self) -> str:
+        d = self.design
+        params = " ".join(f"s{r}={d.zero_v}" for r in range(self.rows))
+        lines = [f".subckt tilecol {' '.join(self.ports)} params: {params}", f"vdd vdd 0 {d.vdd_v}",
+                 f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0"]
+        cell = cell_instance_params(d)
+        for r in range(self.rows):
+            lines += [f"x{r} wwl wbl rwl{r} rwlb{r} col vdd {d.cell_subckt} params: {cell}", f".ic v(x{r}.sn)={{s{r}}}"]
+        lines += converter_lines("c", "col", "out", self.c2p, self.signed)
+        lines.append(".ends tilecol")
+        return "\n".join(lines)
+
+    def instance_params(self, point):
+        c = int(point["column"])
+        return {f"s{r}": self.stored_v[r][c] for r in range(self.rows)}
+
+    def shared_lines(self, points) -> str:
+        d = self.design
+        lines = []
+        for r, width in enumerate(self.pulse_s):
+            lines += read_drive_lines(d, width, d.v_in_v, READ_DELAY_S, str(r))
+        return "\n".join(lines + window_lines(d, self.window_opens_s, READ_DELAY_S))
+
+    def analysis(self, points) -> Transient:
+        return Transient(step_s=100e-12, stop_s=self.window_opens_s + self.design.t_max_s + 1e-9, max_step_s=1e-9)
+
+    def options(self) -> dict:
+        return {"method": "gear", "bypass": 1}
+
+    def extract(self, vectors, point):
+        d, t = self.design, vectors["time"]
+        held = np.interp(self.window_opens_s - 0.1e-9, t, vectors["v(xc.vo)"])  # integrator before conversion
+        out = {"time": t, "e_j": np.asarray(drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"])),
+               "v(vo)": vectors["v(xc.vo)"], "charge_c": np.asarray(self.c2p.cint_f * (held - d.zero_v))}
+        if self.signed:
+            positive, negative = (pulse_width(t, vectors[n], d.vdd_v) for n in ("v(outp)", "v(outn)"))
+            width, sign = (positive, 1.0) if positive >= negative else (negative, -1.0)
+            out |= {"v(outp)": vectors["v(outp)"], "v(outn)": vectors["v(outn)"], "sign": np.asarray(sign),
+                    "count": np.asarray(float(counter_value(width, d.t_max_s, self.c2p.counter_levels)))}
+        else:
+            width = pulse_width(t, vectors["v(out)"], d.vdd_v)
+            out["v(out)"] = vectors["v(out)"]
+        out["width_s"] = np.asarray(width)
+        return out
+
+
+@dataclass(frozen=True)
+class TileScores(TileColumn):
+    """Stage 1: K array (rows = head dimension, one column per token) -> one C2P per token."""
+
+    name = "tile-scores"
+
+
+@dataclass(frozen=True)
+class TileReadout(TileColumn):
+    """Stage 2: V array (rows = tokens, one column per output dimension) -> signed C2P + counter."""
+
+    name = "tile-readout"
+    signed = True
+
+
+@dataclass
+class TileResult:
+    """What the SPICE tile computed, in the units of the torch layer: C2P pulses as fractions of the converter's
+    saturated width, the readout signed in [-1, 1]; plus the counter values and the two sweeps."""
+
+    widths_s: np.ndarray  # (tokens,) stage-1 pulse widths
+    readout_widths_s: np.ndarray  # (dim,)
+    signs: np.ndarray  # (dim,)
+    counts: np.ndarray  # (dim,)
+    counter_levels: int
+    scores: SweepReport
+    readout: SweepReport
+    message: str = ""  # converters that never fired
+
+    def phi(self, saturated_width_s: float) -> np.ndarray:
+        return self.widths_s / saturated_width_s
+
+    def outputs(self, saturated_width_s: float) -> np.ndarray:
+        return self.signs * self.readout_widths_s / saturated_width_s
+
+    @property
+    def counter_outputs(self) -> np.ndarray:
+        """The 5-bit readout: sign x count / (levels - 1)."""
+        return self.signs * self.counts / (self.counter_levels - 1)
+
+
+def _check_tile(design: CellDesign, query_frac, keys_v, values_v):
+    q = np.asarray(query_frac, dtype=float)
+    k = np.asarray(keys_v, dtype=float)
+    v = np.asarray(values_v, dtype=float)
+    if q.ndim != 1 or k.ndim != 2 or k.shape != v.shape or k.shape[1] != q.size:
+        raise ConfigError("keys_v", f"query (dim,), keys and values (tokens, dim) must agree; got {q.shape}, "
+                                    f"{k.shape}, {v.shape}")
+    if not 1 <= k.shape[0] <= MAX_TILE or not 1 <= q.size <= MAX_TILE:
+        raise ConfigError("tokens", f"a tile holds 1..{MAX_TILE} tokens of 1..{MAX_TILE} dimensions, got {k.shape}")
+    if not (np.all(np.isfinite(q)) and q.min() >= 0 and q.max() <= 1):
+        raise ConfigError("query_frac", "pulse widths must be fractions of T_max in [0, 1]")
+    for name, x in (("keys_v", k), ("values_v", v)):
+        if not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= design.vdd_v):
+            raise ConfigError(name, f"stored values must be within 0..VDD = {design.vdd_v} V")
+    return q, k, v
+
+
+def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesign = C2PDesign(),
+             workers: int | None = None, progress: bool = True, restart: bool = False, prefix: str = "tile") -> TileResult:
+    """Simulate one tile read (both stages) into `out` (groups `{prefix}_scores`, `{prefix}_readout`)."""
+    q, k, v = _check_tile(design, query_frac, keys_v, values_v)
+    tokens, dim = k.shape
+    as_rows = lambda x: tuple(tuple(float(e) for e in row) for row in x)  # noqa: E731
+    stage1 = TileScores(design, as_rows(k.T), tuple(float(x) * design.t_max_s for x in q), c2p)
+    scores = run_sweep(Sweep(f"{prefix}_scores", stage1, {"column": list(range(tokens))}, timeout_s=600.0), out,
+                       workers=workers, progress=progress, restart=restart)
+    widths = np.asarray(scores.data.scalars["width_s"], dtype=float)
+    if not np.all(scores.data.status == 1):
+        failed = [int(i) for i in np.nonzero(scores.data.status != 1)[0]]
+        raise ConfigError("tile", f"stage 1 failed for token column(s) {failed}: {'; '.join(scores.messages[:2])}")
+    drive = tuple(float(min(w, design.t_max_s)) for w in widths)  # the row drivers regenerate the pulses
+    stage2 = TileReadout(design, as_rows(v), drive, c2p)
+    readout = run_sweep(Sweep(f"{prefix}_readout", stage2, {"column": list(range(dim))}, timeout_s=600.0), out,
+                        workers=workers, progress=progress, restart=restart)
+    s = readout.data.scalars
+    fired = widths > FIRED_MIN_FRACTION * design.t_max_s
+    charges = np.asarray(scores.data.scalars["charge_c"], dtype=float)
+    return TileResult(widths, np.asarray(s["width_s"], dtype=float), np.asarray(s["sign"], dtype=float),
+                      np.asarray(s["count"], dtype=float), c2p.counter_levels, scores, readout,
+                      never_fired(charges, fired, "token converters (stage 1)"))
+
+
+def torch_reference(surrogate, query_frac, keys_v, values_v) -> dict[str, np.ndarray]:
+    """The torch gain-cell attention built from `surrogate` on the same inputs (no decay, no quantization):
+    the newest query's C2P outputs phi (tokens,) and readout (dim,)."""
+    import torch
+
+    from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.surrogate.functional import attention_internals
+
+    k = torch.tensor(np.asarray(keys_v, dtype=float))[None, None]  # (1, 1, T, D)
+    v = torch.tensor(np.asarray(values_v, dtype=float))[None, None]
+    q = torch.zeros_like(k)
+    q[0, 0, -1] = torch.tensor(np.asarray(query_frac, dtype=float))  # the newest position sees every key
+    cell = CellModel.from_surrogate(surrogate)
+    internals = attention_internals(q, k, v, cell, decay=None, tile=MAX_TILE)
+    return {"phi": internals["phi"][0, 0, -1].numpy(), "output": internals["output"][0, 0, -1].numpy()}

@@ -1,0 +1,85 @@
+"""Gain-cell arrays on real ngspice runs: the column charge is the sum of independent single-cell reads
+(a separate testbench), wires lose charge, the write path stores what `.ic` sets, too-large arrays are refused."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gaincell.circuits import Sweep, run_sweep
+from gaincell.circuits.arrays import ArrayRead, Wires, check_budget, random_array_inputs, read_array
+from gaincell.circuits.builtins import ir_drop
+from gaincell.circuits.cells import CellRead
+from gaincell.cli import main
+from gaincell.design import load_design
+from gaincell.errors import ConfigError
+
+DESIGN = load_design("cmos-generic")
+FULL_CELL_CHARGE_C = 10e-6 * DESIGN.t_max_s  # ~ the largest charge one cell delivers
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return random_array_inputs(DESIGN, 6, 3, seed=4, pulse_levels=4)
+
+
+@pytest.fixture(scope="module")
+def ideal(inputs, tmp_path_factory):
+    stored, pulses = inputs
+    out = tmp_path_factory.mktemp("arrays") / "array.h5"
+    return read_array(ArrayRead.from_arrays(DESIGN, stored, pulses), out, workers=2, progress=False)
+
+
+@pytest.mark.slow
+def test_column_charges_are_sums_of_single_cell_reads(inputs, ideal, tmp_path):
+    stored, pulses = inputs
+    assert ideal.report.data.counts()["ok"] == 6 and not ideal.failed_points["row"]
+    levels, widths = np.unique(stored), np.unique(pulses[pulses > 0])
+    cells = run_sweep(Sweep("cells", CellRead(DESIGN), {"stored_v": levels, "pulse_s": widths, "vin_v": [DESIGN.v_in_v]}),
+                      tmp_path / "cells.h5", workers=2, progress=False).data.scalars["charge_c"][:, :, 0]
+    expected = np.zeros(stored.shape[1])
+    for r, width in enumerate(pulses):
+        if width > 0:
+            expected += cells[np.searchsorted(levels, stored[r]), np.searchsorted(widths, width)]
+    assert np.abs(ideal.charges_c).max() > FULL_CELL_CHARGE_C / 3
+    # CellRead starts its pulse 1 ns in, the array 0.2 ns in: the same circuit, other time steps
+    np.testing.assert_allclose(ideal.charges_c, expected, atol=2e-3 * FULL_CELL_CHARGE_C)
+
+
+@pytest.mark.slow
+def test_wires_and_the_write_path(inputs, ideal, tmp_path):
+    stored, pulses = inputs
+    out = tmp_path / "wires.h5"
+    bitline = read_array(ArrayRead.from_arrays(DESIGN, stored, pulses, wires=Wires(bitline_r_ohm=2e3, bitline_c_f=1e-15)),
+                         out, "bitline", workers=2, progress=False)
+    coupled = ArrayRead.from_arrays(DESIGN, stored, pulses, wires=Wires(wordline_r_ohm=2e3, driver_r_ohm=5e3))
+    assert coupled.layout == "columns" and not coupled.splittable  # one netlist: the word lines couple columns
+    wordline = read_array(coupled, out, "wordline", workers=2, progress=False)
+    for result in (bitline, wordline):  # the IR drop moves the bit line off VDD/2 and slows the row pulses:
+        drop = ir_drop(result.charges_c, ideal.charges_c)  # a measurable error, not a different read
+        assert 1e-4 < drop["rms_rel"] < 0.2 and abs(drop["mean_magnitude_loss"]) < 0.2
+    written = read_array(ArrayRead.from_arrays(DESIGN, stored, pulses, write=True), out, "written", workers=2,
+                         progress=False)
+    # the write leaves each value within the documented 20 mV (feedthrough): at most ~20 uA/V x 20 mV per cell
+    bound = 6 * 20e-6 * 0.020 * DESIGN.t_max_s
+    assert np.abs(written.charges_c - ideal.charges_c).max() < bound
+
+
+def test_an_array_too_large_is_refused_up_front_with_an_estimate():
+    stored, pulses = random_array_inputs(DESIGN, 512, 512, seed=0)
+    with pytest.raises(ConfigError, match=r"rows x cols: a 512 x 512 array .* would take about \d+ s") as caught:
+        check_budget(ArrayRead.from_arrays(DESIGN, stored, pulses), workers=2, max_seconds=300)
+    assert "allowed: about" in str(caught.value)
+    with pytest.raises(ConfigError, match="pulse_s: widths must be within 0..T_max"):
+        ArrayRead.from_arrays(DESIGN, stored[:2, :2], [1e-9, 20e-9])
+    with pytest.raises(ConfigError, match="bitline_r_ohm: must be a finite value >= 0"):
+        Wires(bitline_r_ohm=-1.0)
+
+
+@pytest.mark.slow
+def test_simulate_array_command(tmp_path):
+    result = CliRunner().invoke(main, ["simulate", "array", "--rows", "4", "--cols", "2", "--bitline-r", "100",
+                                       "--out", str(tmp_path / "a.h5")])
+    assert result.exit_code == 0, result.output
+    assert "array 4 x 2 (columns layout)" in result.output and "against the ideal array" in result.output
+    refused = CliRunner().invoke(main, ["simulate", "array", "--rows", "512", "--cols", "512", "--out",
+                                        str(tmp_path / "b.h5")])
+    assert refused.exit_code == 1 and "rows x cols" in refused.output and not (tmp_path / "b.h5").exists()

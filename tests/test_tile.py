@@ -1,0 +1,59 @@
+"""The attention tile in SPICE (K array -> C2P per token -> V array -> signed readout) against the torch
+layer built from the same cell's surrogate (characterized and fitted here, C2P included)."""
+import numpy as np
+import pytest
+
+from gaincell.circuits.characterize import Grid, characterize
+from gaincell.circuits.tile import run_tile, torch_reference
+from gaincell.design import load_design
+from gaincell.errors import ConfigError
+from gaincell.fitting.fit import fit_characterization
+
+DESIGN = load_design("cmos-generic")
+OUTPUT_RANGE = 2.0  # the readout spans [-1, 1]
+
+
+@pytest.fixture(scope="module")
+def surrogate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tile")
+    char = folder / "char.h5"
+    characterize(DESIGN, char, Grid(pulse_levels=3, retention_stop_s=20e-3), workers=2, progress=False, c2p=True)
+    fitted, _ = fit_characterization(char)
+    return fitted
+
+
+@pytest.mark.slow
+def test_surrogate_carries_the_fitted_converter(surrogate):
+    c2p = surrogate["c2p"]
+    assert c2p.model_id == "c2p/clipped-linear" and "paper default" not in c2p.source
+    assert c2p.param("q_sat_c") == pytest.approx(80e-6 * DESIGN.t_max_s, rel=0.02)
+    assert {"e_read_cell_j", "e_c2p_conversion_j"} <= set(surrogate["energy"].param_names)
+    assert surrogate["timing"].param("t_c2p_conversion_s") > DESIGN.t_max_s
+
+
+@pytest.mark.slow
+def test_spice_tile_matches_the_torch_layer(surrogate, tmp_path):
+    rng = np.random.default_rng(7)
+    tokens, dim = 12, 12
+    levels = np.asarray(DESIGN.dac_voltages)
+    query = rng.integers(0, 16, dim) / 15
+    keys = levels[rng.integers(3, 8, (tokens, dim))]  # mostly above the zero crossing: most tokens fire
+    values = levels[rng.integers(0, 8, (tokens, dim))]
+    result = run_tile(DESIGN, query, keys, values, tmp_path / "tile.h5", workers=2, progress=False)
+    reference = torch_reference(surrogate, query, keys, values)
+    saturated = surrogate["c2p"].param("t_max_s")
+    phi, outputs = result.phi(saturated), result.outputs(saturated)
+    assert np.count_nonzero(phi) > tokens / 2 and np.abs(reference["output"]).max() > 0.2  # not a trivial case
+    phi_rms = np.sqrt(np.mean((phi - reference["phi"]) ** 2))
+    output_rms = np.sqrt(np.mean((outputs - reference["output"]) ** 2)) / OUTPUT_RANGE
+    print(f"tile {tokens} x {dim}: phi RMS {phi_rms:.4f}, output RMS {100 * output_rms:.2f} % of the range")
+    assert phi_rms <= 0.02 and output_rms <= 0.02
+    # the 5-bit counter is the same readout rounded to 1/15
+    assert np.abs(result.counter_outputs - outputs).max() <= 0.5 / 15 + 0.01
+
+
+def test_tile_inputs_are_checked():
+    with pytest.raises(ConfigError, match="tokens: a tile holds 1..64 tokens"):
+        run_tile(DESIGN, np.zeros(4), np.zeros((65, 4)), np.zeros((65, 4)), "unused.h5")
+    with pytest.raises(ConfigError, match=r"query_frac: pulse widths must be fractions of T_max in \[0, 1\]"):
+        run_tile(DESIGN, np.full(4, 2.0), np.zeros((4, 4)), np.zeros((4, 4)), "unused.h5")
