@@ -143,17 +143,22 @@ class C2PTransfer(CellTestbench):
         d, t = self.design, vectors["time"]
         out = {"time": t, "v(vo)": vectors["v(xc.vo)"],
                "e_conversion_j": np.asarray(drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]))}
-        if self.signed:
-            positive, negative = (pulse_width(t, vectors[n], d.vdd_v) for n in ("v(outp)", "v(outn)"))
-            width, sign = (positive, 1.0) if positive >= negative else (negative, -1.0)
-            out |= {"v(outp)": vectors["v(outp)"], "v(outn)": vectors["v(outn)"], "sign": np.asarray(sign),
-                    "count": np.asarray(float(counter_value(width, d.t_max_s, self.c2p.counter_levels)))}
-        else:
-            width = pulse_width(t, vectors["v(out)"], d.vdd_v)
-            out["v(out)"] = vectors["v(out)"]
-        out["width_s"] = np.asarray(width)
-        out["fired"] = np.asarray(float(width > FIRED_MIN_FRACTION * d.t_max_s))
+        out |= pulse_readout(vectors, d, self.c2p.counter_levels, self.signed)
+        out["fired"] = np.asarray(float(out["width_s"] > FIRED_MIN_FRACTION * d.t_max_s))
         return out
+
+
+def pulse_readout(vectors: dict, design, counter_levels: int, signed: bool) -> dict:
+    """A converter's output pulses from a transient: the width (s), and for the signed converter the sign
+    and the counter value, with the output waveforms."""
+    t = vectors["time"]
+    if not signed:
+        return {"v(out)": vectors["v(out)"], "width_s": np.asarray(pulse_width(t, vectors["v(out)"], design.vdd_v))}
+    positive, negative = (pulse_width(t, vectors[n], design.vdd_v) for n in ("v(outp)", "v(outn)"))
+    width, sign = (positive, 1.0) if positive >= negative else (negative, -1.0)
+    return {"v(outp)": vectors["v(outp)"], "v(outn)": vectors["v(outn)"], "sign": np.asarray(sign),
+            "count": np.asarray(float(counter_value(width, design.t_max_s, counter_levels))),
+            "width_s": np.asarray(width)}
 
 
 FIRED_MIN_FRACTION = 1e-3  # a pulse shorter than this fraction of T_max counts as "never fired"

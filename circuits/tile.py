@@ -23,7 +23,7 @@ from gaincell.errors import ConfigError
 
 from .analysis import Transient
 from .arrays import READ_DELAY_S
-from .c2p import (FIRED_MIN_FRACTION, C2PDesign, c2p_subcircuits, converter_lines, counter_value, never_fired, pulse_width,
+from .c2p import (FIRED_MIN_FRACTION, C2PDesign, c2p_subcircuits, converter_lines, never_fired, pulse_readout,
                   window_lines)
 from .cells import CellTestbench, cell_instance_params, drawn_energy, read_drive_lines
 from .sweep import Sweep, SweepReport, run_sweep
@@ -101,16 +101,7 @@ class TileColumn(CellTestbench):
         held = np.interp(self.window_opens_s - 0.1e-9, t, vectors["v(xc.vo)"])  # integrator before conversion
         out = {"time": t, "e_j": np.asarray(drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"])),
                "v(vo)": vectors["v(xc.vo)"], "charge_c": np.asarray(self.c2p.cint_f * (held - d.zero_v))}
-        if self.signed:
-            positive, negative = (pulse_width(t, vectors[n], d.vdd_v) for n in ("v(outp)", "v(outn)"))
-            width, sign = (positive, 1.0) if positive >= negative else (negative, -1.0)
-            out |= {"v(outp)": vectors["v(outp)"], "v(outn)": vectors["v(outn)"], "sign": np.asarray(sign),
-                    "count": np.asarray(float(counter_value(width, d.t_max_s, self.c2p.counter_levels)))}
-        else:
-            width = pulse_width(t, vectors["v(out)"], d.vdd_v)
-            out["v(out)"] = vectors["v(out)"]
-        out["width_s"] = np.asarray(width)
-        return out
+        return out | pulse_readout(vectors, d, self.c2p.counter_levels, self.signed)
 
 
 @dataclass(frozen=True)
