@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from gaincell.errors import ConfigError
+from gaincell.surrogate.attention import head_statistics
 
 from .models import gaincell_layers, set_mode
 
@@ -48,7 +49,7 @@ def softmax_targets(model, batch: torch.Tensor) -> None:
     captured, hooks = {}, []
     for index, layer in enumerate(layers):
         hooks.append(layer.register_forward_hook(
-            lambda module, args, output, index=index: captured.__setitem__(index, _head_stats(output))))
+            lambda module, args, output, index=index: captured.__setitem__(index, head_statistics(output))))
     try:
         set_mode(model, "ideal")
         model(batch.to(next(model.parameters()).device), use_cache=False)
@@ -66,12 +67,6 @@ def softmax_targets(model, batch: torch.Tensor) -> None:
         mean, std = captured[index]
         layer.out_scaler.target_mean.copy_(mean)
         layer.out_scaler.target_std.copy_(std)
-
-
-def _head_stats(y: torch.Tensor):
-    from gaincell.surrogate.attention import head_statistics
-
-    return head_statistics(y)
 
 
 def alpha_at(iteration: int, start: float = 1.0, end: float = 0.1, steps: int = 50) -> float:

@@ -122,12 +122,10 @@ def load_pretrained(spec: str | Path, dtype=torch.float32):
 
 def head_layout(config) -> tuple[int, int, int, int]:
     """(layers, query heads, kv heads, head dim) of a HF config (GPT-2 and Llama-family names)."""
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    width = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
-    head_dim = getattr(config, "head_dim", None) or width // heads
-    return int(layers), int(heads), int(kv_heads), int(head_dim)
+    from gaincell.energy.configs import model_config_from_dict
+
+    shape = model_config_from_dict(config.to_dict(), f"{type(config).__name__}")
+    return shape.layers, shape.heads, shape.kv_heads, shape.head_dim
 
 
 def attention_modules(model) -> list[torch.nn.Module]:

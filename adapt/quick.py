@@ -15,7 +15,7 @@ from gaincell.resources import data_path
 
 from .calibrate import calibrate, softmax_targets
 from .evaluate import perplexity
-from .models import load_pretrained, set_mode, swap_attention
+from .models import load_pretrained, swap_attention
 from .text import token_stream
 
 SAMPLE_TEXT = "pride_and_prejudice_ch1-3.txt"
@@ -37,7 +37,6 @@ def calibration_check(surrogate_path, model: str = "smollm2", calibration_tokens
         say(f"      naive swap perplexity {results['naive_swap']:.4g}")
         softmax_targets(net, batch)
         outcome = calibrate(net, batch, iterations=iterations, alpha_steps=max(1, iterations // 2), progress=False)
-        set_mode(net, "nonlinear")
         results["calibrated"] = perplexity(net, held_out, context, context, progress=False)["perplexity"]
         say(f"      calibrated ({outcome.iterations} iterations) perplexity {results['calibrated']:.4g}")
     results.update(iterations=outcome.iterations, converged=outcome.converged, changes=outcome.changes,

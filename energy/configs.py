@@ -71,12 +71,17 @@ def load_model_config(spec: str) -> ModelConfig:
     except (OSError, ValueError) as exc:
         raise ConfigError("--model", f"cannot read {file} as a Hugging Face config.json ({exc}); allowed: {ALLOWED}") \
             from None
-    layers = _field(config, file, "n_layer", "num_hidden_layers")
-    heads = _field(config, file, "n_head", "num_attention_heads")
-    width = _field(config, file, "n_embd", "hidden_size")
-    kv_heads = _field(config, file, "num_key_value_heads", default=heads)
+    return model_config_from_dict(config, file, path.name)
+
+
+def model_config_from_dict(config: dict, source, fallback_name: str = "model") -> ModelConfig:
+    """The attention shape from a Hugging Face config as a dict (GPT-2 or Llama-style keys)."""
+    layers = _field(config, source, "n_layer", "num_hidden_layers")
+    heads = _field(config, source, "n_head", "num_attention_heads")
+    width = _field(config, source, "n_embd", "hidden_size")
+    kv_heads = _field(config, source, "num_key_value_heads", default=heads)
     head_dim = config.get("head_dim") or (width // heads if isinstance(width, int) and isinstance(heads, int) and heads
                                           else None)
     context = config.get("n_positions", config.get("max_position_embeddings"))
-    name = config.get("_name_or_path") or config.get("model_type") or path.name
-    return ModelConfig(str(name), layers, heads, kv_heads, head_dim, width, context, f"{file}")
+    name = config.get("_name_or_path") or config.get("model_type") or fallback_name
+    return ModelConfig(str(name), layers, heads, kv_heads, head_dim, width, context, str(source))
