@@ -1,14 +1,17 @@
-"""Array read in SPICE: gaincell's packed read (`read_array`) against one naive netlist of the whole array.
+"""Array read in SPICE: gaincell's read (`read_array`) against one naive netlist of the whole array.
 
-naive : the whole array as one netlist (one point per column, all columns in one ngspice run, no bypass),
-        the way one would write it by hand; run through gaincell's simulator.
-packed: `read_array`: without wires every cell is independent, so rows of equal pulse width go into their
-        own small netlists (two pulse edges each: few time points; small netlists: BSIM4 evaluation stays in
-        cache), bypass on, spread over two worker processes; time includes starting the workers and writing
-        the HDF5 file.
-Stored values by `.ic` on the DAC levels, pulse widths on 16 levels of T_max (seeded). Both give the same
-column charges (difference printed relative to the largest charge). With --wires the 64 x 64 array is also
-read with distributed bit-line RC and its IR-drop error against the ideal read is printed.
+naive     : the whole array as one netlist (one point per column, all columns in one ngspice run, no bypass),
+            the way one would write it by hand; run through gaincell's simulator.
+all cells : `read_array(merge_identical=False)`: without wires every cell is independent, so cells of equal
+            pulse width go into their own small netlists (two pulse edges each: few time points; <= 64 cells:
+            BSIM4 evaluation stays in cache), bypass on, spread over two worker processes.
+distinct  : `read_array` as it runs by default: each distinct (pulse width, stored value) cell simulated once
+            and counted for every cell in that state (exact for independent cells; stored values on the 8 DAC
+            levels x 16 pulse widths: at most 128 distinct cells whatever the array size).
+Times include starting the workers and the crash-safe HDF5 writes. Stored values by `.ic` on the DAC levels,
+pulse widths on 16 levels of T_max (seeded). All give the same column charges (differences printed relative to
+the largest charge). With --wires the --size array is also read with distributed bit-line RC and its IR-drop
+error against the ideal read is printed.
 
     .venv/bin/python benchmarks/bench_array.py [--naive-size 24] [--size 64] [--wires]
 """
@@ -46,6 +49,10 @@ def packed(design, stored, pulses, out, name="array", **options):
     return time.perf_counter() - started, result
 
 
+def agreement(charges: np.ndarray, reference: np.ndarray) -> str:
+    return f"{np.abs(charges - reference).max() / np.abs(reference).max():.1e}"
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="gaincell-bench-array-") as scratch:
         measure(Path(scratch))
@@ -53,29 +60,30 @@ def main():
 
 def measure(work: Path):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--naive-size", type=int, default=24, help="rows = cols of the side-by-side comparison")
-    parser.add_argument("--size", type=int, default=64, help="rows = cols of the packed-only read")
+    parser.add_argument("--naive-size", type=int, default=24, help="rows = cols of the comparison with one netlist")
+    parser.add_argument("--size", type=int, default=64, help="rows = cols of the all-cells vs distinct comparison")
     parser.add_argument("--wires", action="store_true", help="also the --size array with bit-line RC")
     args = parser.parse_args()
     design = load_design("cmos-generic")
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)")
-    n = args.naive_size
-    stored, pulses = random_array_inputs(design, n, n, seed=0)
-    naive_s, naive_q = naive(design, stored, pulses)
-    packed_s, result = packed(design, stored, pulses, work / "small.h5")
-    difference = np.abs(result.charges_c - naive_q).max() / np.abs(naive_q).max()
-    print(f"{n} x {n}: naive one netlist {naive_s:.2f} s, packed {packed_s:.2f} s -> {naive_s / packed_s:.1f}x; "
-          f"charges agree to {difference:.1e} of the largest")
-    m = args.size
-    stored, pulses = random_array_inputs(design, m, m, seed=0)
-    packed_s, ideal = packed(design, stored, pulses, work / "big.h5")
-    print(f"{m} x {m} packed: {packed_s:.2f} s (estimate {ideal.estimate_s:.1f} s); column charges "
-          f"{ideal.charges_c.min():.3g} .. {ideal.charges_c.max():.3g} C")
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    for n, with_naive in ((args.naive_size, True), (args.size, False)):
+        stored, pulses = random_array_inputs(design, n, n, seed=0)
+        every_s, every = packed(design, stored, pulses, work / f"every{n}.h5", merge_identical=False)
+        distinct_s, distinct = packed(design, stored, pulses, work / f"distinct{n}.h5")
+        states = distinct.report.data.status.size
+        line = (f"{n} x {n}: all {n * n} cells {every_s:.2f} s (estimate {every.estimate_s:.1f} s); {states} distinct "
+                f"cells {distinct_s:.2f} s (estimate {distinct.estimate_s:.1f} s) -> {every_s / distinct_s:.1f}x; "
+                f"column charges agree to {agreement(distinct.charges_c, every.charges_c)}")
+        if with_naive:
+            naive_s, naive_q = naive(design, stored, pulses)
+            line += (f"; naive one netlist {naive_s:.2f} s -> all cells {naive_s / every_s:.1f}x, distinct "
+                     f"{naive_s / distinct_s:.1f}x faster (charges agree to {agreement(every.charges_c, naive_q)})")
+        print(line)
     if args.wires:
         wires = Wires(bitline_r_ohm=5.0, bitline_c_f=0.05e-15)
-        wired_s, wired = packed(design, stored, pulses, work / "big.h5", "wires", wires=wires)
-        drop = ir_drop(wired.charges_c, ideal.charges_c)
-        print(f"{m} x {m} with bit-line RC (5 ohm + 0.05 fF per cell): {wired_s:.1f} s; against the ideal read: RMS "
+        wired_s, wired = packed(design, stored, pulses, work / "wires.h5", "wires", wires=wires)
+        drop = ir_drop(wired.charges_c, distinct.charges_c)
+        print(f"{n} x {n} with bit-line RC (5 ohm + 0.05 fF per cell): {wired_s:.1f} s; against the ideal read: RMS "
               f"{100 * drop['rms_rel']:.3f} %, worst {100 * drop['max_rel']:.3f} % of the largest column charge, "
               f"mean |charge| change {-100 * drop['mean_magnitude_loss']:+.3f} %")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

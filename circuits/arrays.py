@@ -6,18 +6,20 @@ integrator; the charge it delivers is the column's dot product. Stored values ar
 nodes, or written row by row through the write path (`write=True`). Wires are optional: a series resistance
 and a capacitance to ground per cell along every bit line and word line, and a row-driver resistance.
 
-Speed: the cost is BSIM4 device evaluations (5 per cell, 2-3 us each per Newton iteration on this machine)
+Speed: the cost is BSIM4 device evaluations (5 per cell, ~1-3 us each per Newton iteration on this machine)
 times the time points, and the time points are set by the pulse edges (ngspice restarts small steps at every
 edge breakpoint: ~14 points per edge). Two layouts:
-- `rows` (no wires, stored values by `.ic`): every cell is independent (its bit line is held by an ideal
-  source), so a sweep point is one row (its `cols` cells, one held bit-line source per column) with its own
-  netlist and driver: two edges per netlist, and a netlist small enough for BSIM4 to stay in cache. Column
-  charges are the sums over rows of the per-column charges. Netlists are spread over the worker processes.
+- `cells` (no wires, stored values by `.ic`): every cell is independent (its bit line is held by an ideal
+  source and its row driver is ideal), so a cell's charge depends only on its stored value and its row's
+  pulse width. A sweep point is one *cell state* (pulse width, stored value); cells of equal pulse width share
+  a netlist and its driver (two edges per netlist) up to `CACHE_CELLS` cells (small netlists keep BSIM4 in
+  cache). With `merge_identical` (default) each distinct state is simulated once and its charge counted for
+  every cell in that state: exact for this layout, and what makes a read of quantized inputs cheap (stored
+  values on the DAC levels x pulse widths on the input levels: a 64 x 64 array of 8 levels x 16 widths holds
+  128 distinct cells). `merge_identical=False` simulates every cell (the baseline, and continuous inputs
+  behave like it). Column charges are the sums over rows of the cells' charges.
 - `columns` (bit-line wires, or the write path): a sweep point is one column; columns are packed a few per
   netlist. Word-line wires or a driver resistance couple the columns: the whole array is then one netlist.
-`bypass` (ngspice skips re-evaluating a device whose terminal voltages did not move) is on by default:
-measured effect on a column charge 5e-4 relative (benchmarks/RESULTS.md). `estimate_read` predicts time and memory from the number of cells and distinct pulse widths and
-`check_budget` refuses an array that would not fit before anything runs.
 """
 from __future__ import annotations
 
@@ -37,12 +39,14 @@ from .sweep import Sweep, SweepReport, run_sweep
 # Measured on this project's 2-core machine (benchmarks/RESULTS.md, "Array read"): the cost model's constants.
 DEVICE_EVAL_S = 2.5e-6  # one BSIM4 device evaluation per Newton iteration, in a netlist of <= CACHE_CELLS cells
 CACHE_CELLS = 64  # bigger netlists cost more per device (cache misses): x sqrt(cells / CACHE_CELLS), measured
-#                   2.1 us at 64 cells, 3.5-5 us at 256, ~6 us at 512 (a 512-cell row took ~3 s with 2 workers)
+#                   2.1 us at 64 cells, 3.5-5 us at 256, ~6 us at 512; 2 rows of 64 cells cost 2.4x one row
 ITERATIONS_PER_TIMEPOINT = 3.5
 TIMEPOINTS_PER_EDGE = 14  # ngspice cuts the step to 1/10 at each pulse-edge breakpoint, then doubles it back
+NETLIST_SETUP_S = 0.02  # parsing, subcircuit expansion and the operating point of one netlist
+WORKERS_START_S = 0.5  # starting the simulator processes
+POINT_RECORD_S = 3.5e-4  # the main process's share per sweep point (task pickles, parts, HDF5): 64 x 64 cells
 BYTES_PER_CELL = 65e3  # ngspice's memory per signed cell: a 16 x 16 deck peaked at 30 MB, an empty one 13.5 MB
 DEVICES_PER_CELL = 5
-ROWS_PER_NETLIST = 1  # measured: 2 rows of 64 cells in one netlist cost 2.4x one row (cache), 4 rows 6.8x
 READ_DELAY_S = 0.2e-9
 
 
@@ -85,11 +89,12 @@ def _ladder(prefix: str, start: str, nodes: list[str], r_ohm: float, c_f: float)
 
 @dataclass(frozen=True)
 class ArrayRead(CellTestbench):
-    """A read of a whole array; a sweep point is one column (`column` = its index).
+    """A read of a whole array; a sweep point is one cell state (layout `cells`, `cell` = the state's index in
+    `state_pulse_s` / `state_stored_v`) or one column (layout `columns`, `column` = its index).
 
-    Results per column: waveform `i_col_a` (current from the held bit line into the cells), scalars
-    `charge_c` (its integral over the read: the column's dot product), `e_cells_j` (energy drawn by the
-    column's cells from the supply and the bit-line hold source).
+    Results per point: waveform `i_cell_a` / `i_col_a` (current from the held bit line into the cell or the
+    column), scalars `charge_c` (its integral over the read: the column's dot product, or one cell's share of
+    it), `e_cells_j` (energy drawn from the supply and the bit-line hold source).
     """
 
     stored_v: tuple[tuple[float, ...], ...] = ()  # (rows, cols)
@@ -100,32 +105,29 @@ class ArrayRead(CellTestbench):
     max_step_s: float = 1e-9
     bypass: bool = True
     layout_choice: str = "auto"  # "auto", or "columns" to force one point per column (a baseline)
+    merge_identical: bool = True  # layout `cells`: simulate each distinct (pulse width, stored value) once
 
     name = "array-read"
     max_pack = 2
 
     @property
     def layout(self) -> str:
-        """`rows` (independent cells, grouped by pulse width) or `columns` (see the module docstring)."""
+        """`cells` (independent cells, grouped by pulse width) or `columns` (see the module docstring)."""
         independent = self.wires.ideal and not self.write and not self.row_inverters
-        return "rows" if independent and self.layout_choice == "auto" else "columns"
+        return "cells" if independent and self.layout_choice == "auto" else "columns"
 
     @property
     def subckt_name(self) -> str:
-        return "arow" if self.layout == "rows" else "column"
+        return "acell" if self.layout == "cells" else "column"
 
-    @property
-    def probes(self) -> tuple[str, ...]:
-        if self.layout == "rows":
-            return tuple(f"i(v.vbl{c})" for c in range(self.cols)) + ("i(v.vdd)",)
-        return ("i(v.vbl)", "i(v.vdd)")
+    probes = ("i(v.vbl)", "i(v.vdd)")
 
     @property
     def ports(self) -> tuple[str, ...]:
-        return ("rwl", "rwlb") if self.layout == "rows" else ()
+        return ("rwl", "rwlb") if self.layout == "cells" else ()
 
     def pack_key(self, point):
-        return self.pulse_s[int(point["row"])] if self.layout == "rows" else ()
+        return self.state_pulse_s[int(point["cell"])] if self.layout == "cells" else ()
 
     def __post_init__(self):
         d = self.design
@@ -143,6 +145,33 @@ class ArrayRead(CellTestbench):
             raise ConfigError("layout_choice", f"must be 'auto' or 'columns', got {self.layout_choice!r}")
         if not self.max_step_s > 0:
             raise ConfigError("max_step_s", f"must be > 0 s, got {self.max_step_s}")
+        if not isinstance(self.merge_identical, bool):
+            raise ConfigError("merge_identical", f"must be True or False, got {self.merge_identical!r}")
+        pairs = np.stack([np.broadcast_to(pulses[:, None], stored.shape).ravel(), stored.ravel()], axis=1)
+        if self.merge_identical:
+            pairs, state_of_cell = np.unique(pairs, axis=0, return_inverse=True)
+        else:
+            state_of_cell = np.arange(stored.size)
+        # derived, not fields: set once here (the dataclass is frozen)
+        object.__setattr__(self, "_states", (pairs[:, 0], pairs[:, 1], state_of_cell.reshape(stored.shape)))
+
+    @property
+    def state_pulse_s(self) -> np.ndarray:
+        """Layout `cells`: the pulse width of each simulated cell state."""
+        return self._states[0]
+
+    @property
+    def state_stored_v(self) -> np.ndarray:
+        """Layout `cells`: the stored value of each simulated cell state."""
+        return self._states[1]
+
+    @property
+    def state_of_cell(self) -> np.ndarray:
+        """Layout `cells`: (rows, cols) index of each cell's state."""
+        return self._states[2]
+
+    def describe(self) -> dict:
+        return {k: v for k, v in super().describe().items() if k != "_states"}
 
     @classmethod
     def from_arrays(cls, design: CellDesign, stored_v, pulse_s, **options) -> "ArrayRead":
@@ -172,8 +201,8 @@ class ArrayRead(CellTestbench):
         return self._write_slot(self.rows) + 1e-9 if self.write else READ_DELAY_S
 
     def subcircuit(self) -> str:
-        if self.layout == "rows":
-            return self._row_subcircuit()
+        if self.layout == "cells":
+            return self._cell_subcircuit()
         d, rows = self.design, self.rows
         ports = [f"rwl{r}" for r in range(rows)] + [f"rwlb{r}" for r in range(rows)]
         if self.write:
@@ -205,18 +234,13 @@ class ArrayRead(CellTestbench):
         lines.append(".ends column")
         return "\n".join(lines)
 
-    def _row_subcircuit(self) -> str:
-        """One row of independent cells, each on its own held bit line (`vbl{c}`)."""
+    def _cell_subcircuit(self) -> str:
+        """One independent cell (stored value `s` by `.ic`) on its own held bit line `vbl` and supply `vdd`."""
         d = self.design
-        params = " ".join(f"s{c}={d.zero_v}" for c in range(self.cols))
-        lines = [f".subckt arow rwl rwlb params: {params}", f"vdd vdd 0 {d.vdd_v}", f"vwbl wbl 0 {d.zero_v}",
-                 "vwwl wwl 0 0"]
-        cell = cell_instance_params(d)
-        for c in range(self.cols):
-            lines += [f"vbl{c} bl{c} 0 {d.zero_v}", f"x{c} wwl wbl rwl rwlb bl{c} vdd {d.cell_subckt} params: {cell}",
-                      f".ic v(x{c}.sn)={{s{c}}}"]
-        lines.append(".ends arow")
-        return "\n".join(lines)
+        return "\n".join([f".subckt acell rwl rwlb params: s={d.zero_v}", f"vdd vdd 0 {d.vdd_v}",
+                          f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0", f"vbl bl 0 {d.zero_v}",
+                          f"x1 wwl wbl rwl rwlb bl vdd {d.cell_subckt} params: {cell_instance_params(d)}",
+                          ".ic v(x1.sn)={s}", ".ends acell"])
 
     def _line_nodes(self, kind: str, row: int) -> list[str]:
         """The node of row `row`'s line `kind` (rwl/rwlb) at each column."""
@@ -225,7 +249,7 @@ class ArrayRead(CellTestbench):
         return [f"{kind}{row}_{c}" for c in range(self.cols)]
 
     def instance_ports(self, point):
-        if self.layout == "rows":
+        if self.layout == "cells":
             return self.ports
         c = int(point["column"])
         ports = [self._line_nodes("rwl", r)[c] for r in range(self.rows)]
@@ -235,9 +259,8 @@ class ArrayRead(CellTestbench):
         return tuple(ports)
 
     def instance_params(self, point):
-        if self.layout == "rows":
-            r = int(point["row"])
-            return {f"s{c}": self.stored_v[r][c] for c in range(self.cols)}
+        if self.layout == "cells":
+            return {"s": float(self.state_stored_v[int(point["cell"])])}
         c = int(point["column"])
         return {f"s{r}": self.stored_v[r][c] for r in range(self.rows)}
 
@@ -245,8 +268,9 @@ class ArrayRead(CellTestbench):
         """Row drivers (ideal complementary pulses, or a pulse and a row inverter), the word-line wires and
         the write word lines."""
         d, w = self.design, self.wires
-        if self.layout == "rows":  # the chunk's rows share one pulse width, hence one driver pair
-            return "\n".join(read_drive_lines(d, self.pulse_s[int(points[0]["row"])], d.v_in_v, self.read_start_s))
+        if self.layout == "cells":  # the chunk's cells share one pulse width, hence one driver pair
+            width = float(self.state_pulse_s[int(points[0]["cell"])])
+            return "\n".join(read_drive_lines(d, width, d.v_in_v, self.read_start_s))
         lines = [f"vddrow vddrow 0 {d.vdd_v}"] if self.row_inverters else []
         for r in range(self.rows):
             suffix = f"{r}_drv" if w.couples_columns else f"{r}"
@@ -270,7 +294,7 @@ class ArrayRead(CellTestbench):
         return "\n".join(lines)
 
     def analysis(self, points) -> Transient:
-        widths = [self.pulse_s[int(p["row"])] for p in points] if self.layout == "rows" else self.pulse_s
+        widths = [self.state_pulse_s[int(p["cell"])] for p in points] if self.layout == "cells" else self.pulse_s
         stop = self.read_start_s + max(widths) + 1e-9
         return Transient(step_s=100e-12, stop_s=stop, max_step_s=self.max_step_s)
 
@@ -280,34 +304,34 @@ class ArrayRead(CellTestbench):
 
     def extract(self, vectors, point):
         d, t = self.design, vectors["time"]
-        if self.layout == "rows":
-            currents = np.array([-vectors[f"i(v.vbl{c})"] for c in range(self.cols)])  # (cols, time)
-            bitlines = sum(drawn_energy(t, d.zero_v, -i) for i in currents)
-            return {"time": t, "i_row_a": currents.sum(axis=0), "charge_by_column_c": np.trapezoid(currents, t),
-                    "e_cells_j": np.asarray(drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]) + bitlines)}
-        i_col = -vectors["i(v.vbl)"]
+        current = -vectors["i(v.vbl)"]
         read = t >= self.read_start_s - 0.1e-9
         e_cells = drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]) + drawn_energy(t, d.zero_v, vectors["i(v.vbl)"])
-        return {"time": t, "i_col_a": i_col, "charge_c": np.asarray(np.trapezoid(i_col[read], t[read])),
-                "e_cells_j": np.asarray(e_cells)}
+        return {"time": t, "i_cell_a" if self.layout == "cells" else "i_col_a": current,
+                "charge_c": np.asarray(np.trapezoid(current[read], t[read])), "e_cells_j": np.asarray(e_cells)}
 
 
-def estimate_read(rows: int, cols: int, distinct_widths: int, workers: int = 1, layout: str = "rows",
-                  coupled: bool = False, write: bool = False) -> tuple[float, float]:
-    """Predicted wall time (s) and ngspice memory (bytes) of an array read (see the module docstring)."""
-    if layout == "rows":  # every netlist holds rows of one width: one rising and one falling edge
-        edges = 2
-        parallel = max(1, min(workers, math.ceil(rows / ROWS_PER_NETLIST)))
-        cells_in_flight = min(rows, ROWS_PER_NETLIST * parallel) * cols
+def estimate_read(bench: ArrayRead, workers: int = 1) -> tuple[float, float]:
+    """Predicted wall time (s) and ngspice memory (bytes) of `bench`'s read (see the module docstring)."""
+    if bench.layout == "cells":  # every netlist holds cells of one width: one rising and one falling edge
+        widths, per_width = np.unique(bench.state_pulse_s, return_counts=True)
+        netlists = int(np.sum(np.ceil(per_width / CACHE_CELLS)))
+        cells, edges, per_netlist = len(bench.state_pulse_s), 2, min(CACHE_CELLS, int(per_width.max()))
+        parallel = max(1, min(workers, netlists))
     else:
-        edges = 1 + distinct_widths + (2 * rows if write else 0)
-        parallel = 1 if coupled else max(1, min(workers, cols))
-        cells_in_flight = rows * cols if coupled else rows * min(cols, 2 * parallel)
+        coupled = bench.wires.couples_columns
+        distinct_widths = len({round(p, 15) for p in bench.pulse_s if p > 0})
+        cells, edges = bench.rows * bench.cols, 1 + distinct_widths + (2 * bench.rows if bench.write else 0)
+        parallel = 1 if coupled else max(1, min(workers, bench.cols))
+        netlists = 1 if coupled else math.ceil(bench.cols / bench.max_pack)
+        per_netlist = cells if coupled else bench.max_pack * bench.rows
     timepoints = 10 + TIMEPOINTS_PER_EDGE * edges
-    evaluations = rows * cols * DEVICES_PER_CELL * timepoints * ITERATIONS_PER_TIMEPOINT
-    per_netlist = ROWS_PER_NETLIST * cols if layout == "rows" else (rows * cols if coupled else 2 * rows)
+    evaluations = cells * DEVICES_PER_CELL * timepoints * ITERATIONS_PER_TIMEPOINT
     per_evaluation = DEVICE_EVAL_S * math.sqrt(max(1.0, per_netlist / CACHE_CELLS))
-    return evaluations * per_evaluation / parallel, BYTES_PER_CELL * cells_in_flight
+    points = cells if bench.layout == "cells" else bench.cols
+    simulating = (evaluations * per_evaluation + netlists * NETLIST_SETUP_S) / parallel
+    seconds = WORKERS_START_S + points * POINT_RECORD_S + simulating
+    return seconds, BYTES_PER_CELL * min(cells, per_netlist * parallel)
 
 
 def available_memory_bytes() -> float:
@@ -320,16 +344,18 @@ def available_memory_bytes() -> float:
 def check_budget(bench: ArrayRead, workers: int, max_seconds: float) -> tuple[float, float]:
     """Refuse, before anything runs, an array whose predicted time exceeds `max_seconds` or whose memory
     exceeds half the free memory; returns the estimate (seconds, bytes)."""
+    seconds, memory = estimate_read(bench, workers)
     widths = len({round(p, 15) for p in bench.pulse_s if p > 0})
-    seconds, memory = estimate_read(bench.rows, bench.cols, widths, workers, bench.layout,
-                                    bench.wires.couples_columns, bench.write)
+    simulated = len(bench.state_pulse_s) if bench.layout == "cells" else bench.rows * bench.cols
     allowed_memory = 0.5 * available_memory_bytes()
-    size = f"a {bench.rows} x {bench.cols} array ({bench.rows * bench.cols} cells, {widths} distinct pulse widths)"
+    size = (f"a {bench.rows} x {bench.cols} array ({bench.rows * bench.cols} cells, {simulated} to simulate, "
+            f"{widths} distinct pulse widths)")
     if seconds > max_seconds:
-        per_cell = seconds / (bench.rows * bench.cols)
+        per_cell = seconds / simulated
         raise ConfigError("rows x cols", f"{size} would take about {seconds:.0f} s on {workers} worker(s), over the "
                                          f"budget max_seconds = {max_seconds:g} s; allowed: about "
-                                         f"{int(max_seconds / per_cell)} cells at these settings (or raise max_seconds)")
+                                         f"{int(max_seconds / per_cell)} simulated cells at these settings "
+                                         "(or raise max_seconds)")
     if memory > allowed_memory:
         raise ConfigError("rows x cols", f"{size} needs about {memory / 2**30:.1f} GiB in ngspice; allowed: half the "
                                          f"free memory, {allowed_memory / 2**30:.1f} GiB")
@@ -337,10 +363,11 @@ def check_budget(bench: ArrayRead, workers: int, max_seconds: float) -> tuple[fl
 
 
 def array_sweep(bench: ArrayRead, name: str = "array", workers: int | None = None) -> Sweep:
-    """One sweep point per row (layout `rows`: up to `ROWS_PER_NETLIST` rows of equal width a netlist) or per
-    column (coupled arrays run as one netlist, independent columns `max_pack` a netlist)."""
-    if bench.layout == "rows":
-        return Sweep(name, bench, {"row": list(range(bench.rows))}, chunk_size=ROWS_PER_NETLIST, timeout_s=3600.0)
+    """One sweep point per cell state (layout `cells`: up to `CACHE_CELLS` states of equal pulse width a
+    netlist) or per column (coupled arrays run as one netlist, independent columns `max_pack` a netlist)."""
+    if bench.layout == "cells":
+        return Sweep(name, bench, {"cell": list(range(len(bench.state_pulse_s)))}, chunk_size=CACHE_CELLS,
+                     timeout_s=3600.0)
     chunk = bench.cols if bench.wires.couples_columns else min(bench.max_pack,
                                                                max(1, math.ceil(bench.cols / (workers or 2))))
     return Sweep(name, bench, {"column": list(range(bench.cols))}, chunk_size=chunk, timeout_s=3600.0)
@@ -348,16 +375,18 @@ def array_sweep(bench: ArrayRead, name: str = "array", workers: int | None = Non
 
 @dataclass
 class ArrayResult:
-    """Column charges of one array read, the sweep report behind them and the up-front estimate."""
+    """Column charges of one array read (and, layout `cells`, every cell's charge), the sweep report behind
+    them and the up-front estimate."""
 
     charges_c: np.ndarray
     report: SweepReport
     estimate_s: float
     estimate_bytes: float
+    cell_charges_c: np.ndarray | None = None  # (rows, cols), layout `cells` only
 
     @property
     def failed_points(self) -> dict[str, list[int]]:
-        """Rows (layout `rows`) or columns that failed, by the sweep's parameter name."""
+        """Cell states (layout `cells`) or columns that failed, by the sweep's parameter name."""
         data = self.report.data
         [name] = data.coords
         return {name: [int(i) for i in np.nonzero(data.status != 1)[0]]}
@@ -370,12 +399,11 @@ def read_array(bench: ArrayRead, out, name: str = "array", workers: int | None =
     seconds, memory = check_budget(bench, workers, max_seconds)
     report = run_sweep(array_sweep(bench, name, workers), out, workers=workers, progress=progress, restart=restart,
                        backend=backend)
-    if bench.layout == "rows":
-        by_row = np.asarray(report.data.waveforms["charge_by_column_c"], dtype=float)[:, :bench.cols]  # (rows, cols)
-        charges = by_row.sum(axis=0)  # NaN where a row failed
-    else:
-        charges = np.asarray(report.data.scalars["charge_c"], dtype=float)
-    return ArrayResult(charges, report, seconds, memory)
+    charges = np.asarray(report.data.scalars["charge_c"], dtype=float)
+    if bench.layout == "columns":
+        return ArrayResult(charges, report, seconds, memory)
+    cells = charges[bench.state_of_cell]  # (rows, cols); NaN where a state failed
+    return ArrayResult(cells.sum(axis=0), report, seconds, memory, cells)
 
 
 def random_array_inputs(design: CellDesign, rows: int, cols: int, seed: int = 0, pulse_levels: int = 16,

@@ -23,14 +23,16 @@ def ir_drop(with_wires: np.ndarray, ideal: np.ndarray) -> dict[str, float]:
 
 
 def simulate_array(design: CellDesign, rows: int, cols: int, seed: int, wires: dict[str, float], write: bool,
-                   out, workers: int | None = None, max_seconds: float = 300.0) -> list[str]:
+                   out, workers: int | None = None, max_seconds: float = 300.0, merge_identical: bool = True) -> list[str]:
     """Read a random array (group `array`); with wires or the write path, also the ideal one (`array_ideal`)."""
     stored, pulses = random_array_inputs(design, rows, cols, seed)
-    bench = ArrayRead.from_arrays(design, stored, pulses, write=write,
+    bench = ArrayRead.from_arrays(design, stored, pulses, write=write, merge_identical=merge_identical,
                                   wires=Wires(**{f"{k}_{'ohm' if k.endswith('_r') else 'f'}": v for k, v in wires.items()}))
     started = time.perf_counter()
     result = read_array(bench, out, "array", workers, max_seconds)
-    lines = [f"array {rows} x {cols} ({bench.layout} layout): {time.perf_counter() - started:.2f} s "
+    simulated = (f", {len(bench.state_pulse_s)} distinct cells simulated for {rows * cols}"
+                 if bench.layout == "cells" else "")
+    lines = [f"array {rows} x {cols} ({bench.layout} layout{simulated}): {time.perf_counter() - started:.2f} s "
              f"(estimated {result.estimate_s:.1f} s, {result.estimate_bytes / 2**20:.0f} MiB)",
              f"column charges: {np.nanmin(result.charges_c):.4g} .. {np.nanmax(result.charges_c):.4g} C"]
     groups = ["array"]

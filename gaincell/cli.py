@@ -79,11 +79,14 @@ def save_result(result, out: str, backend: str, **extra) -> list:
 @click.option("--wordline-c", default="0", show_default=True, help="array: word-line capacitance per cell (F).")
 @click.option("--driver-r", default="0", show_default=True, help="array: row-driver resistance (ohm).")
 @click.option("--write-path", is_flag=True, help="array: write the stored values through the write path (not .ic).")
+@click.option("--all-cells", is_flag=True,
+              help="array without wires: simulate every cell (default: each distinct stored value x pulse width once, "
+                   "exact because such cells are independent).")
 @click.option("--max-seconds", type=float, default=300.0, show_default=True,
               help="array: refuse an array whose estimated simulation time is longer.")
 @click.option("--workers", type=int, default=None, help="array/c2p/tile: simulator processes (default: one per core).")
 def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, cols, seed, bitline_r, bitline_c,
-             wordline_r, wordline_c, driver_r, write_path, max_seconds, workers):
+             wordline_r, wordline_c, driver_r, write_path, all_cells, max_seconds, workers):
     """Simulate TARGET and store every vector in --out (HDF5).
 
     TARGET is a SPICE netlist file with its own analysis lines (.tran, .op, ...), or a built circuit:
@@ -101,7 +104,8 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
                 wires = {name: parse_si(text, f"--{name.replace('_', '-')}") for name, text in (
                     ("bitline_r", bitline_r), ("bitline_c", bitline_c), ("wordline_r", wordline_r),
                     ("wordline_c", wordline_c), ("driver_r", driver_r))}
-                lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds)
+                lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds,
+                                       merge_identical=not all_cells)
             elif target == "c2p":
                 lines = simulate_c2p(chosen, out, workers)
             else:

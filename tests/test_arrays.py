@@ -1,5 +1,6 @@
 """Gain-cell arrays on real ngspice runs: the column charge is the sum of independent single-cell reads
-(a separate testbench), wires lose charge, the write path stores what `.ic` sets, too-large arrays are refused."""
+(a separate testbench), simulating each distinct cell once equals simulating every cell, wires lose charge,
+the write path stores what `.ic` sets, too-large arrays are refused."""
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -31,7 +32,7 @@ def ideal(inputs, tmp_path_factory):
 @pytest.mark.slow
 def test_column_charges_are_sums_of_single_cell_reads(inputs, ideal, tmp_path):
     stored, pulses = inputs
-    assert ideal.report.data.counts()["ok"] == 6 and not ideal.failed_points["row"]
+    assert ideal.report.data.counts()["ok"] == ideal.report.data.status.size and not ideal.failed_points["cell"]
     levels, widths = np.unique(stored), np.unique(pulses[pulses > 0])
     cells = run_sweep(Sweep("cells", CellRead(DESIGN), {"stored_v": levels, "pulse_s": widths, "vin_v": [DESIGN.v_in_v]}),
                       tmp_path / "cells.h5", workers=2, progress=False).data.scalars["charge_c"][:, :, 0]
@@ -42,6 +43,24 @@ def test_column_charges_are_sums_of_single_cell_reads(inputs, ideal, tmp_path):
     assert np.abs(ideal.charges_c).max() > FULL_CELL_CHARGE_C / 3
     # CellRead starts its pulse 1 ns in, the array 0.2 ns in: the same circuit, other time steps
     np.testing.assert_allclose(ideal.charges_c, expected, atol=2e-3 * FULL_CELL_CHARGE_C)
+
+
+@pytest.mark.slow
+def test_simulating_each_distinct_cell_once_equals_simulating_every_cell(inputs, ideal, tmp_path):
+    stored, pulses = inputs
+    merged = ArrayRead.from_arrays(DESIGN, stored, pulses)
+    pairs = {(pulses[r], stored[r, c]) for r in range(stored.shape[0]) for c in range(stored.shape[1])}
+    assert merged.layout == "cells" and len(merged.state_pulse_s) == len(pairs) < stored.size
+    every = read_array(ArrayRead.from_arrays(DESIGN, stored, pulses, merge_identical=False), tmp_path / "every.h5",
+                       workers=2, progress=False)
+    assert every.report.data.status.size == stored.size
+    np.testing.assert_allclose(ideal.charges_c, every.charges_c, rtol=0, atol=1e-5 * FULL_CELL_CHARGE_C)
+    np.testing.assert_allclose(ideal.cell_charges_c, every.cell_charges_c, rtol=0, atol=1e-5 * FULL_CELL_CHARGE_C)
+    # a cell's charge: ~0 on a row without pulse; its sign set by the stored value (zero crossing near 0.45 V)
+    cells, read = every.cell_charges_c, np.broadcast_to(pulses[:, None] > 0, stored.shape)
+    assert np.abs(cells[~read]).max() < 1e-3 * FULL_CELL_CHARGE_C
+    high, low = cells[read & (stored > 0.6)], cells[read & (stored < 0.3)]
+    assert high.size and low.size and np.all(high > 0) and np.all(low < 0)
 
 
 @pytest.mark.slow
@@ -65,9 +84,13 @@ def test_wires_and_the_write_path(inputs, ideal, tmp_path):
 
 def test_an_array_too_large_is_refused_up_front_with_an_estimate():
     stored, pulses = random_array_inputs(DESIGN, 512, 512, seed=0)
+    every = ArrayRead.from_arrays(DESIGN, stored, pulses, merge_identical=False)
     with pytest.raises(ConfigError, match=r"rows x cols: a 512 x 512 array .* would take about \d+ s") as caught:
-        check_budget(ArrayRead.from_arrays(DESIGN, stored, pulses), workers=2, max_seconds=300)
+        check_budget(every, workers=2, max_seconds=300)
     assert "allowed: about" in str(caught.value)
+    # on the DAC levels x 16 pulse levels the same array holds at most 8 x 16 distinct cells: affordable
+    seconds, memory = check_budget(ArrayRead.from_arrays(DESIGN, stored, pulses), workers=2, max_seconds=300)
+    assert seconds < 5 and memory < 2**30
     with pytest.raises(ConfigError, match="pulse_s: widths must be within 0..T_max"):
         ArrayRead.from_arrays(DESIGN, stored[:2, :2], [1e-9, 20e-9])
     with pytest.raises(ConfigError, match="bitline_r_ohm: must be a finite value >= 0"):
@@ -80,6 +103,6 @@ def test_simulate_array_command(tmp_path):
                                        "--out", str(tmp_path / "a.h5")])
     assert result.exit_code == 0, result.output
     assert "array 4 x 2 (columns layout)" in result.output and "against the ideal array" in result.output
-    refused = CliRunner().invoke(main, ["simulate", "array", "--rows", "512", "--cols", "512", "--out",
+    refused = CliRunner().invoke(main, ["simulate", "array", "--rows", "512", "--cols", "512", "--all-cells", "--out",
                                         str(tmp_path / "b.h5")])
     assert refused.exit_code == 1 and "rows x cols" in refused.output and not (tmp_path / "b.h5").exists()
