@@ -18,10 +18,9 @@ import numpy as np
 
 from gaincell.design import CellDesign
 from gaincell.errors import ConfigError
-from gaincell.resources import netlist_path
 
 from .analysis import Transient
-from .cells import CellTestbench, drawn_energy
+from .cells import CellTestbench, drawn_energy, shipped_subcircuits
 from .sweep import Sweep
 
 C2P_FILE = "c2p.sub"
@@ -55,8 +54,9 @@ class C2PDesign:
         return f"cint={self.cint_f:.6g} iref={iref:.6g} gain={self.gain:.6g}"
 
 
-def c2p_subcircuits() -> str:
-    return netlist_path(C2P_FILE).read_text()
+def c2p_subcircuits(design: CellDesign) -> str:
+    """The shipped converters, model names mapped onto the design's PDK names."""
+    return shipped_subcircuits(design, C2P_FILE)
 
 
 def converter_lines(name: str, column_node: str, out: str, design: C2PDesign, signed: bool) -> list[str]:
@@ -110,7 +110,7 @@ class C2PTransfer(CellTestbench):
         return 0.2e-9 + self.design.t_max_s + self.c2p.gap_s
 
     def preamble(self) -> str:
-        return super().preamble() + "\n" + c2p_subcircuits()
+        return super().preamble() + "\n" + c2p_subcircuits(self.design)
 
     def describe(self) -> dict:
         return {"design": self.design.to_dict(), "c2p": dataclasses.asdict(self.c2p), "signed": self.signed}

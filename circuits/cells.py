@@ -38,12 +38,17 @@ def library_lines(design: CellDesign) -> list[str]:
     return lines
 
 
-def cell_subcircuits(design: CellDesign) -> str:
-    """The shipped signed-cell subcircuits, with model names mapped onto the design's PDK names."""
-    text = _shipped_text(CELL_FILE)
+def shipped_subcircuits(design: CellDesign, name: str) -> str:
+    """A shipped .sub file (netlists/NAME) with its model names mapped onto the design's PDK names."""
+    text = _shipped_text(name)
     for shipped, own in design.model_names:
         text = re.sub(rf"(?<=\s){re.escape(shipped)}(?=\s)", own, text)
     return text
+
+
+def cell_subcircuits(design: CellDesign) -> str:
+    """The shipped signed-cell subcircuits, with model names mapped onto the design's PDK names."""
+    return shipped_subcircuits(design, CELL_FILE)
 
 
 def cell_instance_params(design: CellDesign) -> str:

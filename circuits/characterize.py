@@ -18,6 +18,7 @@ from gaincell.design import CellDesign
 from gaincell.store import OK, read_sweep
 
 from .c2p import c2p_sweeps
+from .dac import dac_sweep
 from .cells import CellRead, CellRetention, CellWrite
 from .sweep import Sweep, SweepReport, run_sweep
 
@@ -36,9 +37,12 @@ class Grid:
     retention_stop_s: float = 100e-3
 
 
-def characterization_sweeps(design: CellDesign, grid: Grid = Grid()) -> list[Sweep]:
-    """The write, retention and read sweeps of a design."""
+def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool = False,
+                            dac: bool = False) -> list[Sweep]:
+    """The write, retention and read sweeps of a design; with `c2p` the converters' transfer sweeps
+    (`c2p`, `c2p_signed`), with `dac` the write DAC's conversions (`dac`)."""
     d = design
+    periphery = (c2p_sweeps(d) if c2p else []) + ([dac_sweep(d)] if dac else [])
     return [
         Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}),
         Sweep("retention", CellRetention(d, stop_s=grid.retention_stop_s),
@@ -47,17 +51,16 @@ def characterization_sweeps(design: CellDesign, grid: Grid = Grid()) -> list[Swe
             "stored_v": np.linspace(0.0, d.vdd_v, grid.stored_levels),
             "pulse_s": np.linspace(d.t_max_s / grid.pulse_levels, d.t_max_s, grid.pulse_levels),
             "vin_v": np.linspace(d.zero_v, d.v_in_v, grid.vin_levels)}),
-    ]
+    ] + periphery
 
 
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,
                  progress: bool = True, restart: bool = False, backend: str = "shared",
-                 c2p: bool = False) -> list[SweepReport]:
-    """Run every characterization sweep of `design` into `out` (resuming what is already there); `c2p`
-    adds the charge-to-pulse converters' transfer sweeps (`c2p`, `c2p_signed`)."""
-    sweeps = characterization_sweeps(design, grid) + (c2p_sweeps(design) if c2p else [])
+                 c2p: bool = False, dac: bool = False) -> list[SweepReport]:
+    """Run every characterization sweep of `design` into `out` (resuming what is already there; `c2p`, `dac`
+    as in `characterization_sweeps`)."""
     return [run_sweep(sweep, out, workers=workers, progress=progress, restart=restart, backend=backend)
-            for sweep in sweeps]
+            for sweep in characterization_sweeps(design, grid, c2p, dac)]
 
 
 def _r_squared(x: np.ndarray, y: np.ndarray) -> float:

@@ -65,7 +65,7 @@ class TileColumn(CellTestbench):
                 "c2p": self.c2p.__dict__, "signed": self.signed}
 
     def preamble(self) -> str:
-        return super().preamble() + "\n" + c2p_subcircuits()
+        return super().preamble() + "\n" + c2p_subcircuits(self.design)
 
     def subcircuit(self) -> str:
         d = self.design

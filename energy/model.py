@@ -2,7 +2,8 @@
 
 Two sets of figures, computed from the same counts and always shown side by side:
 - "surrogate" (this project's): per-action energies and times the surrogate file holds from SPICE
-  (`energy`: e_write_cell_j, e_read_cell_per_s_w, optionally e_c2p_conversion_j and e_dac_write_j;
+  (`energy`: e_write_cell_j, e_read_cell_per_s_w, optionally e_c2p_conversion_j, e_c2p_signed_conversion_j
+  and e_dac_write_j;
   `timing`: write_time_s, t_max_s, optionally t_c2p_conversion_s), cited figures for the digital periphery
   (gaincell.energy.figures), and, for what the surrogate does not characterize yet, the paper's figure
   labelled "not characterized (paper figure used)";
@@ -146,7 +147,7 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, c
     c2p1 = _spice_or_paper(surrogate, "energy", "e_c2p_conversion_j", F.PAPER_E_QK_HEAD_J.value / conv1,
                            f"paper's QK stage 1120 pJ / {conv1} conversions per head (includes its array reads: "
                            "an upper bound)")
-    c2p2 = _spice_or_paper(surrogate, "energy", "e_c2p_conversion_j", F.PAPER_E_AV_HEAD_J.value / conv2,
+    c2p2 = _spice_or_paper(surrogate, "energy", "e_c2p_signed_conversion_j", F.PAPER_E_AV_HEAD_J.value / conv2,
                            f"paper's AV stage 700 pJ / {conv2} conversions per head (includes its array reads and "
                            "counters: an upper bound)")
     add = (F.HOROWITZ_ADD8_J.value * digital_scale,

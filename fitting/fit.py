@@ -182,6 +182,14 @@ def figures(values: dict[str, float], stderr: dict[str, float] | None = None, so
                      [(stderr or {}).get(n, np.nan) for n in names], None, {}, validity or {}, {}, source)
 
 
+def _more_figures(component: Component, values: dict[str, float], note: str) -> Component:
+    """A figures component with `values` added (keys ending in ':stderr' are their uncertainties)."""
+    plain = {k: v for k, v in values.items() if not k.endswith(":stderr")}
+    stderr = dict(zip(component.param_names, component.stderr)) | {
+        k.removesuffix(":stderr"): v for k, v in values.items() if k.endswith(":stderr")}
+    return figures(component.params | plain, stderr, component.source + note)
+
+
 def c2p_paper_default(t_max_s: float) -> Component:
     """The paper's charge-to-pulse transfer until a C2P circuit is characterized: S_sat = 80 uA x T_max,
     no offset; stage-2 output full scale 40 uA x T_max (its readout clamps A / 40 to [-1, 1])."""
@@ -237,6 +245,17 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
     return stage1, {**energy, **{f"{k}:stderr": v for k, v in spread.items()}}, {"t_c2p_conversion_s": conversion}
 
 
+def fit_dac(sweep: SweepData) -> tuple[dict[str, float], dict[str, float]]:
+    """The write DAC's figures from its conversion sweep: energy per conversion (mean over every pair of
+    levels: random data; `:stderr` = spread) and the worst settling time."""
+    ok = sweep.status == OK
+    if not np.any(ok):
+        raise GaincellError(f"sweep {sweep.name!r} has no completed conversions to take DAC figures from")
+    energy = sweep.scalars["e_conversion_j"][ok]
+    return ({"e_dac_write_j": float(np.mean(energy)), "e_dac_write_j:stderr": float(np.std(energy))},
+            {"t_dac_settle_s": float(np.max(sweep.scalars["settle_s"][ok]))})
+
+
 def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
     """Energy per action from the characterization: read per cell (full pulse, mean over stored values, and
     per second of pulse) and write per cell; the spread over levels is given as the uncertainty."""
@@ -273,19 +292,22 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
     if has_sweeps(path, "c2p", "c2p_signed"):  # a characterized converter replaces the paper's values
         outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(read_sweep(path, "c2p"), read_sweep(path, "c2p_signed"))
         c2p = outcomes["c2p"].component
-        values = energy.params | {k: v for k, v in c2p_energy.items() if not k.endswith(":stderr")}
-        stderr = dict(zip(energy.param_names, energy.stderr)) | {k.removesuffix(":stderr"): v
-                                                                for k, v in c2p_energy.items() if k.endswith(":stderr")}
-        energy = figures(values, stderr, energy.source + "; C2P: mean (stage 1) and largest (signed readout) "
-                         "energy per conversion of sweeps 'c2p' / 'c2p_signed' (stderr = spread over charges)")
+        energy = _more_figures(energy, c2p_energy, "; C2P: mean (stage 1) and largest (signed readout) energy per "
+                               "conversion of sweeps 'c2p' / 'c2p_signed' (stderr = spread over charges)")
         timing |= c2p_timing
+    if has_sweeps(path, "dac"):  # a characterized write DAC replaces the paper's DAC figure
+        dac_energy, dac_timing = fit_dac(read_sweep(path, "dac"))
+        energy = _more_figures(energy, dac_energy, "; DAC: mean energy per conversion over every pair of levels "
+                               "of sweep 'dac' (stderr = spread)")
+        timing |= dac_timing
     components = {
         "multiply": outcomes["multiply"].component,
         "decay": outcomes["decay"].component,
         "c2p": c2p,
         "energy": energy,
         "timing": figures(timing, source="design" + ("; t_c2p_conversion_s: C2P window gap + T_max"
-                                                     if "t_c2p_conversion_s" in timing else "")),
+                                                     if "t_c2p_conversion_s" in timing else "")
+                          + ("; t_dac_settle_s: worst settling of sweep 'dac'" if "t_dac_settle_s" in timing else "")),
     }
     surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path))
     return surrogate, outcomes

@@ -169,9 +169,10 @@ def _plot_result(result, png: str, title: str) -> None:
 @click.option("--restart", is_flag=True, help="Discard what --out holds for these sweeps and start over.")
 @click.option("--c2p", "with_c2p", is_flag=True,
               help="Also characterize the charge-to-pulse converters (sweeps c2p, c2p_signed; `fit` then uses them).")
-def characterize(design, out, workers, scheduler, restart, with_c2p):
+@click.option("--dac", "with_dac", is_flag=True,
+              help="Also characterize the write DAC's conversions (sweep dac; `fit` then uses its energy).")
+def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac):
     """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
-    from .circuits.c2p import c2p_sweeps
     from .circuits.characterize import characterization_sweeps, format_summary, summarize
     from .circuits.sweep import run_sweep
     from .design import load_design
@@ -179,7 +180,7 @@ def characterize(design, out, workers, scheduler, restart, with_c2p):
     started = time.perf_counter()
     try:
         chosen = load_design(design)
-        for sweep in characterization_sweeps(chosen) + (c2p_sweeps(chosen) if with_c2p else []):
+        for sweep in characterization_sweeps(chosen, c2p=with_c2p, dac=with_dac):
             report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
             counts = report.data.counts()
             click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "
@@ -538,8 +539,8 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
                         ["cell.h5"], [ReportFigure("cell.png", "write and read waveforms", "cell.html")],
                         seconds=time.perf_counter() - clock))
 
-    clock = stage(2, "characterization: write, retention, read/multiply sweeps -> char.h5")
-    run_characterization(chosen, folder / "char.h5", workers=workers, restart=True)
+    clock = stage(2, "characterization: write, retention, read/multiply, charge-to-pulse and DAC sweeps -> char.h5")
+    run_characterization(chosen, folder / "char.h5", workers=workers, restart=True, c2p=True, dac=True)
     figures = summarize(folder / "char.h5")
     summary = format_summary(figures)
     charts = []
@@ -548,8 +549,11 @@ def _demo_stages(folder: Path, design: str, workers, stages: list) -> None:
         save_png_and_html(sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")]),
                           folder / name)
         charts.append(ReportFigure(f"{name}.png", f"{sweep} sweep: {signal} at points {points}", f"{name}.html"))
-    stages.append(Stage("characterization of the cell", "done", "Read (multiply), write and retention sweeps.",
-                        f"gaincell characterize --design {design} --out char.h5   (figures: gaincell plot char.h5 "
+    stages.append(Stage("characterization of the cell and its converters", "done",
+                        "Read (multiply), write and retention sweeps of the cell; transfer curves and energy per "
+                        "conversion of the charge-to-pulse converters (unsigned and signed); the write DAC's "
+                        "conversions (energy, settling, written value).",
+                        f"gaincell characterize --design {design} --c2p --dac --out char.h5   (figures: gaincell plot char.h5 "
                         "--sweep read --signal i_cell_a --points 0,383,767 --out char-read.html)",
                         ["char.h5"], charts, [tuple(line.split(None, 1)) for line in summary.splitlines()],
                         time.perf_counter() - clock))

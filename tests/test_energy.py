@@ -107,12 +107,16 @@ def test_own_figures_use_spice_and_label_the_fallbacks(tmp_path):
     assert phases["stage 1: Q pulses"].total_s == pytest.approx(15e-9 * counts.read_phases)
     assert own.characterized_energy_layer_j() < own.energy_layer_j
 
-    characterized = Surrogate.load(spice_surrogate(tmp_path, e_c2p_conversion_j=50e-15))
+    characterized = Surrogate.load(spice_surrogate(tmp_path, e_c2p_conversion_j=50e-15,
+                                                   e_c2p_signed_conversion_j=20e-15, e_dac_write_j=17e-15))
     characterized.components["timing"] = figures({"t_max_s": 15e-9, "write_time_s": 5e-9,
                                                   "t_c2p_conversion_s": 3e-9})
     own = surrogate_estimate(characterized, model, counts)
     parts = {p.key: p for p in own.parts}
     assert parts["c2p1"].status == SPICE and parts["c2p1"].energy_j == pytest.approx(50e-15 * counts.c2p_stage1)
+    assert parts["c2p2"].status == SPICE and parts["c2p2"].energy_j == pytest.approx(20e-15 * counts.c2p_stage2)
+    assert parts["dac"].status == SPICE and parts["dac"].energy_j == pytest.approx(17e-15 * counts.cells_written)
+    assert own.characterized_energy_layer_j() == pytest.approx(own.energy_layer_j)  # nothing falls back
     assert own.latency_layer_s == pytest.approx(5e-9 + counts.read_phases * (2 * 15e-9 + 2 * 3e-9))
 
 

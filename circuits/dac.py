@@ -1,0 +1,162 @@
+"""The write DAC (netlists/dac.sub): its design, the conversion testbench and its sweep.
+
+    gaincell characterize --design cmos-generic --dac --out char.h5     # adds the sweep `dac`
+
+A write puts a DAC level on a write bit line: the decoded level closes one transmission gate between a tap of
+the resistor string and the line, the line settles, and the chosen cell's write word line is high for the
+design's `write_time_s`. `DacConversion` simulates one DAC switching from level `from_level` to `to_level`
+while a cell is written (the sweep: every pair of levels, i.e. uniformly random data), its line loaded by
+`load_cells` write transistors (one per stored token of the tile) and the wire. The string serves
+`dacs_per_string` DACs (one per row of the array) that convert at the same time: the simulated DAC gets its
+share, a string with that many times the resistance (exact when they all make the same transition).
+
+Results per conversion: `e_conversion_j` (energy drawn during the write pulse from the string's reference
+and the level-select drivers: the string's static current, charging the line and the gates; the string is
+assumed switched off between writes), `settle_s` (from the switch until the line stays within
+`SETTLE_TOLERANCE_V` of its level; the write time if it never does), `stored_v` / `error_v` (the written
+cell, after its word line fell, against the DAC level).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gaincell.design import CellDesign
+from gaincell.errors import ConfigError
+
+from .analysis import Transient
+from .cells import CellTestbench, drawn_energy, shipped_subcircuits
+from .sweep import Sweep
+
+DAC_FILE = "dac.sub"
+SWITCH_AT_S = 0.5e-9  # the level selects switch and the write word line rises
+EDGE_S = 50e-12
+SETTLE_TOLERANCE_V = 0.01  # half the documented write error (circuits.characterize.WRITE_ERROR_BOUND_V)
+
+
+@dataclass(frozen=True)
+class DacDesign:
+    """The write DAC: resistor string, selector gates, and the write bit line it drives."""
+
+    r_string_ohm: float = field(default=4e3, metadata={
+        "doc": "whole resistor string, ground to VDD (ohm), shared by `dacs_per_string` DACs"})
+    dacs_per_string: int = field(default=64, metadata={"doc": "DACs served by one string (one per array row)"})
+    wn_m: float = field(default=200e-9, metadata={"doc": "selector NMOS width (m), L = 30 nm"})
+    wp_m: float = field(default=300e-9, metadata={"doc": "selector PMOS width (m), L = 30 nm"})
+    load_cells: int = field(default=64, metadata={"doc": "write transistors on one write bit line (tokens)"})
+    wire_c_per_cell_f: float = field(default=0.05e-15, metadata={"doc": "write-bit-line wire capacitance per cell (F)"})
+
+    def __post_init__(self):
+        for name in ("r_string_ohm", "wn_m", "wp_m"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(name, f"must be a finite value > 0, got {value!r}")
+        if not (isinstance(self.wire_c_per_cell_f, (int, float)) and 0 <= self.wire_c_per_cell_f < 1e-12):
+            raise ConfigError("wire_c_per_cell_f", f"must be within 0 .. 1e-12 F, got {self.wire_c_per_cell_f!r}")
+        for name in ("dacs_per_string", "load_cells"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 1 <= value <= 4096):
+                raise ConfigError(name, f"must be an integer in [1, 4096], got {value!r}")
+
+
+def write_transistor_model(design: CellDesign) -> str:
+    """The model of the cell's write transistor (chosen by the cell subcircuit's name), PDK-renamed."""
+    shipped = "nmos_igzo" if design.cell_subckt.endswith("_igzo") else "nmos_gen_hvt"
+    return dict(design.model_names).get(shipped, shipped)
+
+
+@dataclass(frozen=True)
+class DacConversion(CellTestbench):
+    """One DAC conversion while a cell is written: sweep parameters `from_level`, `to_level` (level indices)."""
+
+    dac: DacDesign = DacDesign()
+
+    name = "dac-conversion"
+    subckt_name = "dacpoint"
+    max_pack = 16
+
+    @property
+    def levels(self) -> int:
+        return self.design.dac_levels
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        selects = tuple(f"i(v.v{kind}{k})" for k in range(self.levels) for kind in ("s", "sb"))
+        return ("v(wbl)", "v(xc.sn)", "i(v.vref)") + selects
+
+    @property
+    def write_ends_s(self) -> float:
+        return SWITCH_AT_S + self.design.write_time_s
+
+    def preamble(self) -> str:
+        return super().preamble() + "\n" + shipped_subcircuits(self.design, DAC_FILE)
+
+    def describe(self) -> dict:
+        return {"design": self.design.to_dict(), "dac": self.dac.__dict__}
+
+    def _select(self, level: int, point) -> tuple[float, float]:
+        """Select line of `level` before and after the switch (VDD when closed)."""
+        vdd = self.design.vdd_v
+        return (vdd if level == int(point["from_level"]) else 0.0), (vdd if level == int(point["to_level"]) else 0.0)
+
+    def instance_params(self, point):
+        params = {"level": self.design.dac_voltages[int(point["to_level"])]}
+        for k in range(self.levels):
+            params[f"a{k}"], params[f"b{k}"] = self._select(k, point)
+        return params
+
+    def subcircuit(self) -> str:
+        d, n, dac = self.design, self.levels, self.dac
+        rseg = dac.r_string_ohm / (n - 1) * dac.dacs_per_string  # this DAC's share of the shared string
+        taps = ["0"] + [f"t{k}" for k in range(1, n - 1)] + ["ref"]
+        on, off = SWITCH_AT_S, SWITCH_AT_S + EDGE_S
+        params = " ".join(f"a{k}=0 b{k}=0" for k in range(n)) + " level=0"
+        lines = [f".subckt dacpoint params: {params}", f"vdd vdd 0 {d.vdd_v}", f"vref ref 0 {d.vdd_v}"]
+        lines += [f"rs{k} {taps[k]} {taps[k + 1]} {rseg:.6g}" for k in range(n - 1)]
+        for k in range(n):
+            lines += [f"vs{k} s{k} 0 PWL(0 {{a{k}}} {on:.12g} {{a{k}}} {off:.12g} {{b{k}}})",
+                      f"vsb{k} sb{k} 0 PWL(0 {{{d.vdd_v} - a{k}}} {on:.12g} {{{d.vdd_v} - a{k}}} {off:.12g} "
+                      f"{{{d.vdd_v} - b{k}}})",
+                      f"xg{k} {taps[k]} wbl s{k} sb{k} vdd dac_tg params: wn={dac.wn_m:.6g} wp={dac.wp_m:.6g}"]
+        others = dac.load_cells - 1
+        lines += [f"vwwl wwl 0 PULSE(0 {d.write_wl_v} {on:.12g} {EDGE_S:.12g} {EDGE_S:.12g} {d.write_time_s:.12g} 1)",
+                  "vrwl rwl 0 0", f"vrwlb rwlb 0 {d.vdd_v}", f"vrbl rbl 0 {d.zero_v}", self.cell_line(),
+                  f".ic v(xc.sn)={{{d.vdd_v} - level}}",  # the worst case: the opposite of the new level
+                  f"cwire wbl 0 {dac.load_cells * dac.wire_c_per_cell_f:.6g}"]
+        if others:  # the other cells' write transistors on this line, held off, as one device of m = others
+            lines += [f"mload wbl 0 snl 0 {write_transistor_model(d)} w={d.write.w_m:.6g} l={d.write.l_m:.6g} "
+                      f"m={others}", f"cload snl 0 {others * d.cs_f:.6g}", f".ic v(snl)={d.zero_v}"]
+        lines.append(".ends dacpoint")
+        return "\n".join(lines)
+
+    def analysis(self, points) -> Transient:
+        return Transient(step_s=20e-12, stop_s=self.write_ends_s + 2e-9, max_step_s=0.1e-9)
+
+    def options(self) -> dict:
+        return {"method": "gear"}
+
+    def extract(self, vectors, point):
+        d, t = self.design, vectors["time"]
+        target = d.dac_voltages[int(point["to_level"])]
+        during = (t >= SWITCH_AT_S - 1e-12) & (t <= self.write_ends_s)
+        ramp = np.clip((t - SWITCH_AT_S) / EDGE_S, 0.0, 1.0)
+        energy = drawn_energy(t[during], d.vdd_v, vectors["i(v.vref)"][during])
+        for k in range(self.levels):
+            before, after = self._select(k, point)
+            select = before + (after - before) * ramp
+            energy += drawn_energy(t[during], select[during], vectors[f"i(v.vs{k})"][during])
+            energy += drawn_energy(t[during], (d.vdd_v - select)[during], vectors[f"i(v.vsb{k})"][during])
+        line = vectors["v(wbl)"]
+        away = during & (np.abs(line - target) > SETTLE_TOLERANCE_V) & (t >= SWITCH_AT_S)
+        settle = float(t[away].max() - SWITCH_AT_S) if away.any() else 0.0
+        stored = float(vectors["v(xc.sn)"][-1])
+        return {"time": t, "v(wbl)": line, "v(sn)": vectors["v(xc.sn)"], "e_conversion_j": np.asarray(energy),
+                "settle_s": np.asarray(settle), "stored_v": np.asarray(stored), "error_v": np.asarray(stored - target)}
+
+
+def dac_sweep(design: CellDesign, dac: DacDesign = DacDesign()) -> Sweep:
+    """Every transition between two DAC levels (the mean over them is the energy of random data)."""
+    levels = list(range(design.dac_levels))
+    return Sweep("dac", DacConversion(design, dac=dac), {"from_level": levels, "to_level": levels})
