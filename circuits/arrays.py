@@ -94,7 +94,8 @@ class ArrayRead(CellTestbench):
 
     Results per point: waveform `i_cell_a` / `i_col_a` (current from the held bit line into the cell or the
     column), scalars `charge_c` (its integral over the read: the column's dot product, or one cell's share of
-    it), `e_cells_j` (energy drawn from the supply and the bit-line hold source).
+    it), `e_cells_j` (energy drawn from the supply and the bit-line hold source); layout `cells` also records
+    each state's `pulse_s` and `stored_v`.
     """
 
     stored_v: tuple[tuple[float, ...], ...] = ()  # (rows, cols)
@@ -307,8 +308,12 @@ class ArrayRead(CellTestbench):
         current = -vectors["i(v.vbl)"]
         read = t >= self.read_start_s - 0.1e-9
         e_cells = drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]) + drawn_energy(t, d.zero_v, vectors["i(v.vbl)"])
-        return {"time": t, "i_cell_a" if self.layout == "cells" else "i_col_a": current,
-                "charge_c": np.asarray(np.trapezoid(current[read], t[read])), "e_cells_j": np.asarray(e_cells)}
+        out = {"time": t, "charge_c": np.asarray(np.trapezoid(current[read], t[read])), "e_cells_j": np.asarray(e_cells)}
+        if self.layout == "columns":
+            return out | {"i_col_a": current}
+        state = int(point["cell"])  # recorded so the file alone maps cells to states (see `state_of_cell`)
+        return out | {"i_cell_a": current, "pulse_s": np.asarray(float(self.state_pulse_s[state])),
+                      "stored_v": np.asarray(float(self.state_stored_v[state]))}
 
 
 def estimate_read(bench: ArrayRead, workers: int = 1) -> tuple[float, float]:
