@@ -20,6 +20,10 @@ edge breakpoint: ~14 points per edge). Two layouts:
   behave like it). Column charges are the sums over rows of the cells' charges.
 - `columns` (bit-line wires, or the write path): a sweep point is one column; columns are packed a few per
   netlist. Word-line wires or a driver resistance couple the columns: the whole array is then one netlist.
+`bypass` (ngspice skips re-evaluating a device whose terminal voltages did not move) is on by default:
+measured effect on a column charge 5e-4 relative (benchmarks/RESULTS.md). `estimate_read` predicts time and
+memory from the cells to simulate, the netlists and the pulse edges, and `check_budget` refuses an array that
+would not fit before anything runs.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ TIMEPOINTS_PER_EDGE = 14  # ngspice cuts the step to 1/10 at each pulse-edge bre
 NETLIST_SETUP_S = 0.02  # parsing, subcircuit expansion and the operating point of one netlist
 WORKERS_START_S = 0.5  # starting the simulator processes
 POINT_RECORD_S = 3.5e-4  # the main process's share per sweep point (task pickles, parts, HDF5): 64 x 64 cells
+INPUT_CELL_S = 3e-6  # per array cell, simulated or not (inputs, states, the sweep's identity): 512 x 512 merged
 BYTES_PER_CELL = 65e3  # ngspice's memory per signed cell: a 16 x 16 deck peaked at 30 MB, an empty one 13.5 MB
 DEVICES_PER_CELL = 5
 READ_DELAY_S = 0.2e-9
@@ -148,6 +153,10 @@ class ArrayRead(CellTestbench):
             raise ConfigError("max_step_s", f"must be > 0 s, got {self.max_step_s}")
         if not isinstance(self.merge_identical, bool):
             raise ConfigError("merge_identical", f"must be True or False, got {self.merge_identical!r}")
+        if not self.merge_identical and self.layout != "cells":
+            raise ConfigError("merge_identical", "False (simulate every cell) applies to arrays without wires, "
+                                                 "without the write path and without row inverters only: the others "
+                                                 "are simulated column by column anyway")
         pairs = np.stack([np.broadcast_to(pulses[:, None], stored.shape).ravel(), stored.ravel()], axis=1)
         if self.merge_identical:
             pairs, state_of_cell = np.unique(pairs, axis=0, return_inverse=True)
@@ -335,7 +344,7 @@ def estimate_read(bench: ArrayRead, workers: int = 1) -> tuple[float, float]:
     per_evaluation = DEVICE_EVAL_S * math.sqrt(max(1.0, per_netlist / CACHE_CELLS))
     points = cells if bench.layout == "cells" else bench.cols
     simulating = (evaluations * per_evaluation + netlists * NETLIST_SETUP_S) / parallel
-    seconds = WORKERS_START_S + points * POINT_RECORD_S + simulating
+    seconds = WORKERS_START_S + points * POINT_RECORD_S + bench.rows * bench.cols * INPUT_CELL_S + simulating
     return seconds, BYTES_PER_CELL * min(cells, per_netlist * parallel)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gaincell.design import CellDesign
-from gaincell.store import OK, read_sweep
+from gaincell.store import OK, list_sweeps, read_sweep
 
 from .c2p import c2p_sweeps
 from .dac import dac_sweep
@@ -111,7 +111,16 @@ def summarize(path: str | Path) -> dict[str, float]:
     figures["retention_t_loss10_min_s"] = float(np.min(retention.scalars["t_loss10_s"]))
     figures["retention_extrapolated"] = float(np.max(retention.scalars["extrapolated"]))
     figures["retention_max_level_v"] = float(levels[-1])
-    figures["failed_points"] = float(sum(int(np.sum(sweep.status == 2)) for sweep in (read, write, retention)))
+    sweeps, available = [read, write, retention], list_sweeps(path)
+    for name in ("c2p", "c2p_signed", "dac"):  # the periphery, where characterized
+        if name in available:
+            sweep = read_sweep(path, name)
+            sweeps.append(sweep)
+            figures[f"e_{name}_conversion_mean_j"] = float(np.nanmean(sweep.scalars["e_conversion_j"]))
+            if name == "dac":
+                figures["dac_settle_max_s"] = float(np.nanmax(sweep.scalars["settle_s"]))
+                figures["dac_write_error_max_abs_v"] = float(np.nanmax(np.abs(sweep.scalars["error_v"])))
+    figures["failed_points"] = float(sum(int(np.sum(sweep.status == 2)) for sweep in sweeps))
     return figures
 
 

@@ -10,9 +10,10 @@ while a cell is written (the sweep: every pair of levels, i.e. uniformly random 
 `dacs_per_string` DACs (one per row of the array) that convert at the same time: the simulated DAC gets its
 share, a string with that many times the resistance (exact when they all make the same transition).
 
-Results per conversion: `e_conversion_j` (energy drawn during the write pulse from the string's reference
-and the level-select drivers: the string's static current, charging the line and the gates; the string is
-assumed switched off between writes), `settle_s` (from the switch until the line stays within
+Results per conversion: `e_conversion_j` (energy drawn during the write pulse, its falling edge included,
+from the string's reference and the level-select drivers: the string's static current, charging the line
+(and the written cell: ~1 fJ also in the cell's own write energy) and the gates; the string is assumed
+switched off between writes), `settle_s` (from the switch until the line stays within
 `SETTLE_TOLERANCE_V` of its level; the write time if it never does), `stored_v` / `error_v` (the written
 cell, after its word line fell, against the DAC level).
 """
@@ -34,6 +35,8 @@ DAC_FILE = "dac.sub"
 SWITCH_AT_S = 0.5e-9  # the level selects switch and the write word line rises
 EDGE_S = 50e-12
 SETTLE_TOLERANCE_V = 0.01  # half the documented write error (circuits.characterize.WRITE_ERROR_BOUND_V)
+MAX_LEVELS = 64  # the testbench builds one gate and two select sources per level
+SWEPT_LEVELS = 16  # at most this many levels (evenly spread) as start and end of the swept conversions
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class DacDesign:
             raise ConfigError("wire_c_per_cell_f", f"must be within 0 .. 1e-12 F, got {self.wire_c_per_cell_f!r}")
         for name in ("dacs_per_string", "load_cells"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and 1 <= value <= 4096):
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
                 raise ConfigError(name, f"must be an integer in [1, 4096], got {value!r}")
 
 
@@ -96,12 +99,21 @@ class DacConversion(CellTestbench):
     def describe(self) -> dict:
         return {"design": self.design.to_dict(), "dac": self.dac.__dict__}
 
+    def __post_init__(self):
+        if self.levels > MAX_LEVELS:
+            raise ConfigError("dac_levels", f"the DAC testbench builds one gate per level: at most {MAX_LEVELS} "
+                                            f"levels, got {self.levels}")
+
     def _select(self, level: int, point) -> tuple[float, float]:
         """Select line of `level` before and after the switch (VDD when closed)."""
         vdd = self.design.vdd_v
         return (vdd if level == int(point["from_level"]) else 0.0), (vdd if level == int(point["to_level"]) else 0.0)
 
     def instance_params(self, point):
+        for name in ("from_level", "to_level"):
+            value = point[name]
+            if not (float(value).is_integer() and 0 <= value < self.levels):
+                raise ConfigError(name, f"must be a level index, an integer in [0, {self.levels - 1}], got {value!r}")
         params = {"level": self.design.dac_voltages[int(point["to_level"])]}
         for k in range(self.levels):
             params[f"a{k}"], params[f"b{k}"] = self._select(k, point)
@@ -140,7 +152,7 @@ class DacConversion(CellTestbench):
     def extract(self, vectors, point):
         d, t = self.design, vectors["time"]
         target = d.dac_voltages[int(point["to_level"])]
-        during = (t >= SWITCH_AT_S - 1e-12) & (t <= self.write_ends_s)
+        during = (t >= SWITCH_AT_S - 1e-12) & (t <= self.write_ends_s + 2 * EDGE_S)  # word line down at the end
         ramp = np.clip((t - SWITCH_AT_S) / EDGE_S, 0.0, 1.0)
         energy = drawn_energy(t[during], d.vdd_v, vectors["i(v.vref)"][during])
         for k in range(self.levels):
@@ -149,14 +161,19 @@ class DacConversion(CellTestbench):
             energy += drawn_energy(t[during], select[during], vectors[f"i(v.vs{k})"][during])
             energy += drawn_energy(t[during], (d.vdd_v - select)[during], vectors[f"i(v.vsb{k})"][during])
         line = vectors["v(wbl)"]
-        away = during & (np.abs(line - target) > SETTLE_TOLERANCE_V) & (t >= SWITCH_AT_S)
+        window = (t >= SWITCH_AT_S) & (t <= self.write_ends_s)
+        away = window & (np.abs(line - target) > SETTLE_TOLERANCE_V)
         settle = float(t[away].max() - SWITCH_AT_S) if away.any() else 0.0
+        if away[np.nonzero(window)[0][-1]]:  # still off its level when the write ends: never settled
+            settle = d.write_time_s
         stored = float(vectors["v(xc.sn)"][-1])
         return {"time": t, "v(wbl)": line, "v(sn)": vectors["v(xc.sn)"], "e_conversion_j": np.asarray(energy),
                 "settle_s": np.asarray(settle), "stored_v": np.asarray(stored), "error_v": np.asarray(stored - target)}
 
 
 def dac_sweep(design: CellDesign, dac: DacDesign = DacDesign()) -> Sweep:
-    """Every transition between two DAC levels (the mean over them is the energy of random data)."""
-    levels = list(range(design.dac_levels))
-    return Sweep("dac", DacConversion(design, dac=dac), {"from_level": levels, "to_level": levels})
+    """Every transition between two DAC levels (the mean over them is the energy of random data); with more
+    than `SWEPT_LEVELS` levels, the transitions between that many evenly spread ones."""
+    bench = DacConversion(design, dac=dac)
+    levels = sorted({int(k) for k in np.round(np.linspace(0, bench.levels - 1, min(bench.levels, SWEPT_LEVELS)))})
+    return Sweep("dac", bench, {"from_level": levels, "to_level": levels})

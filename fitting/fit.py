@@ -13,7 +13,7 @@ import lmfit
 import numpy as np
 
 from gaincell.errors import ConfigError, GaincellError
-from gaincell.store import OK, SweepData, read_sweep
+from gaincell.store import OK, SweepData, list_sweeps, read_sweep
 from gaincell.surrogate.file import FIGURES_MODEL, Component, Surrogate, sha256_of
 
 from .models import lmfit_model, poly_terms, tau_1e
@@ -239,7 +239,7 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
     ok_signed = signed.status == OK
     conversion = float(c2p.get("gap_s", 0.0)) + t_max
     energy = {"e_c2p_conversion_j": float(np.mean(unsigned.scalars["e_conversion_j"][ok])),
-              "e_c2p_signed_conversion_j": float(np.max(signed.scalars["e_conversion_j"][ok_signed]))}
+              "e_c2p_signed_conversion_j": float(np.mean(signed.scalars["e_conversion_j"][ok_signed]))}
     spread = {"e_c2p_conversion_j": float(np.std(unsigned.scalars["e_conversion_j"][ok])),
               "e_c2p_signed_conversion_j": float(np.std(signed.scalars["e_conversion_j"][ok_signed]))}
     return stage1, {**energy, **{f"{k}:stderr": v for k, v in spread.items()}}, {"t_c2p_conversion_s": conversion}
@@ -251,9 +251,13 @@ def fit_dac(sweep: SweepData) -> tuple[dict[str, float], dict[str, float]]:
     ok = sweep.status == OK
     if not np.any(ok):
         raise GaincellError(f"sweep {sweep.name!r} has no completed conversions to take DAC figures from")
-    energy = sweep.scalars["e_conversion_j"][ok]
+    energy, settle = sweep.scalars["e_conversion_j"][ok], float(np.max(sweep.scalars["settle_s"][ok]))
+    write_time = json.loads(sweep.attrs.get("design", "{}")).get("design", {}).get("write_time_s")
+    if write_time is not None and settle >= write_time:
+        raise GaincellError(f"the DAC of sweep {sweep.name!r} does not settle within the write pulse ({settle:.3g} s "
+                            f">= write_time_s {write_time:.3g} s): a lower r_string_ohm or a longer write is needed")
     return ({"e_dac_write_j": float(np.mean(energy)), "e_dac_write_j:stderr": float(np.std(energy))},
-            {"t_dac_settle_s": float(np.max(sweep.scalars["settle_s"][ok]))})
+            {"t_dac_settle_s": settle})
 
 
 def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
@@ -270,13 +274,6 @@ def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
                    "pulse and highest input, and of e_write_j")
 
 
-def has_sweeps(path: str | Path, *names: str) -> bool:
-    """Whether a characterization file holds every one of the named sweeps."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return all(name in f for name in names)
-
 
 def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
                          decay_model: str = "leakage") -> tuple[Surrogate, dict[str, FitOutcome]]:
@@ -289,13 +286,14 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
     energy = energy_from_sweeps(read, write)
     timing = {"t_max_s": t_max, "write_time_s": float(design.get("write_time_s", np.nan))}
     c2p = c2p_paper_default(t_max)
-    if has_sweeps(path, "c2p", "c2p_signed"):  # a characterized converter replaces the paper's values
+    available = set(list_sweeps(path))
+    if {"c2p", "c2p_signed"} <= available:  # a characterized converter replaces the paper's values
         outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(read_sweep(path, "c2p"), read_sweep(path, "c2p_signed"))
         c2p = outcomes["c2p"].component
-        energy = _more_figures(energy, c2p_energy, "; C2P: mean (stage 1) and largest (signed readout) energy per "
-                               "conversion of sweeps 'c2p' / 'c2p_signed' (stderr = spread over charges)")
+        energy = _more_figures(energy, c2p_energy, "; C2P: mean energy per conversion of sweeps 'c2p' / "
+                               "'c2p_signed' (stderr = spread over the swept charges)")
         timing |= c2p_timing
-    if has_sweeps(path, "dac"):  # a characterized write DAC replaces the paper's DAC figure
+    if "dac" in available:  # a characterized write DAC replaces the paper's DAC figure
         dac_energy, dac_timing = fit_dac(read_sweep(path, "dac"))
         energy = _more_figures(energy, dac_energy, "; DAC: mean energy per conversion over every pair of levels "
                                "of sweep 'dac' (stderr = spread)")

@@ -58,7 +58,7 @@ def test_simulating_each_distinct_cell_once_equals_simulating_every_cell(inputs,
     np.testing.assert_allclose(ideal.cell_charges_c, every.cell_charges_c, rtol=0, atol=1e-5 * FULL_CELL_CHARGE_C)
     # a cell's charge: ~0 on a row without pulse; its sign set by the stored value (zero crossing near 0.45 V)
     cells, read = every.cell_charges_c, np.broadcast_to(pulses[:, None] > 0, stored.shape)
-    assert np.abs(cells[~read]).max() < 1e-3 * FULL_CELL_CHARGE_C
+    assert (~read).any() and np.abs(cells[~read]).max() < 1e-3 * FULL_CELL_CHARGE_C
     high, low = cells[read & (stored > 0.6)], cells[read & (stored < 0.3)]
     assert high.size and low.size and np.all(high > 0) and np.all(low < 0)
 
@@ -80,6 +80,18 @@ def test_wires_and_the_write_path(inputs, ideal, tmp_path):
     # the write leaves each value within the documented 20 mV (feedthrough): at most ~20 uA/V x 20 mV per cell
     bound = 6 * 20e-6 * 0.020 * DESIGN.t_max_s
     assert np.abs(written.charges_c - ideal.charges_c).max() < bound
+
+
+def test_cell_states_map_back_onto_the_array():
+    stored, pulses = random_array_inputs(DESIGN, 12, 9, seed=1, pulse_levels=3)
+    merged = ArrayRead.from_arrays(DESIGN, stored, pulses)
+    assert merged.state_of_cell.shape == stored.shape and len(merged.state_pulse_s) <= 3 * 8
+    np.testing.assert_array_equal(merged.state_stored_v[merged.state_of_cell], stored)
+    np.testing.assert_array_equal(merged.state_pulse_s[merged.state_of_cell], np.broadcast_to(pulses[:, None], stored.shape))
+    every = ArrayRead.from_arrays(DESIGN, stored, pulses, merge_identical=False)
+    np.testing.assert_array_equal(every.state_of_cell.ravel(), np.arange(stored.size))
+    with pytest.raises(ConfigError, match="merge_identical: False .* applies to arrays without wires"):
+        ArrayRead.from_arrays(DESIGN, stored, pulses, merge_identical=False, wires=Wires(bitline_r_ohm=5.0))
 
 
 def test_an_array_too_large_is_refused_up_front_with_an_estimate():

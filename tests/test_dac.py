@@ -1,6 +1,8 @@
 """The write DAC (netlists/dac.sub, circuits/dac.py) on real ngspice runs: every level-to-level conversion
 settles within the write pulse and leaves the cell on its level, its energy is the string's static share plus
-charging the line, a too-weak string is caught, and the fit puts its figures into the surrogate."""
+charging the line, a too-weak string is caught (and refused by the fit), bad settings are refused."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ from gaincell.circuits.characterize import WRITE_ERROR_BOUND_V
 from gaincell.circuits.dac import DacConversion, DacDesign, dac_sweep
 from gaincell.circuits.sweep import Sweep, run_sweep
 from gaincell.design import load_design
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, GaincellError
 from gaincell.fitting.fit import fit_dac
 
 DESIGN = load_design("cmos-generic")
@@ -45,6 +47,8 @@ def test_a_string_too_weak_for_the_line_does_not_settle(tmp_path):
     assert data.status.item() == 1
     assert data.scalars["settle_s"].item() > 0.95 * DESIGN.write_time_s  # still moving when the word line fell
     assert abs(data.scalars["error_v"].item()) > WRITE_ERROR_BOUND_V
+    with pytest.raises(GaincellError, match="does not settle within the write pulse"):
+        fit_dac(data)
 
 
 def test_bad_dac_settings_are_refused():
@@ -52,3 +56,11 @@ def test_bad_dac_settings_are_refused():
         DacDesign(r_string_ohm=0.0)
     with pytest.raises(ConfigError, match=r"load_cells: must be an integer in \[1, 4096\]"):
         DacDesign(load_cells=0)
+    with pytest.raises(ConfigError, match=r"dacs_per_string: must be an integer"):
+        DacDesign(dacs_per_string=True)
+    with pytest.raises(ConfigError, match=r"to_level: must be a level index, an integer in \[0, 7\]"):
+        DacConversion(DESIGN).instance_params({"from_level": 0.0, "to_level": 8.0})
+    with pytest.raises(ConfigError, match="dac_levels: the DAC testbench builds one gate per level: at most 64"):
+        DacConversion(dataclasses.replace(DESIGN, dac_levels=128))
+    wide = dac_sweep(dataclasses.replace(DESIGN, dac_levels=32))  # transitions between 16 evenly spread levels
+    assert wide.grid["to_level"][0] == 0 and wide.grid["to_level"][-1] == 31 and len(wide.grid["to_level"]) == 16
