@@ -180,6 +180,16 @@ class ArrayRead(CellTestbench):
         """Layout `cells`: (rows, cols) index of each cell's state."""
         return self._states[2]
 
+    @property
+    def simulated_cells(self) -> int:
+        """Cells ngspice simulates: one per state (layout `cells`), every cell (layout `columns`)."""
+        return len(self.state_pulse_s) if self.layout == "cells" else self.rows * self.cols
+
+    @property
+    def distinct_widths(self) -> int:
+        """Distinct non-zero pulse widths of the rows."""
+        return len({round(p, 15) for p in self.pulse_s if p > 0})
+
     def describe(self) -> dict:
         return {k: v for k, v in super().describe().items() if k != "_states"}
 
@@ -317,7 +327,8 @@ class ArrayRead(CellTestbench):
         current = -vectors["i(v.vbl)"]
         read = t >= self.read_start_s - 0.1e-9
         e_cells = drawn_energy(t, d.vdd_v, vectors["i(v.vdd)"]) + drawn_energy(t, d.zero_v, vectors["i(v.vbl)"])
-        out = {"time": t, "charge_c": np.asarray(np.trapezoid(current[read], t[read])), "e_cells_j": np.asarray(e_cells)}
+        out = {"time": t, "charge_c": np.asarray(np.trapezoid(current[read], t[read])),
+               "e_cells_j": np.asarray(e_cells)}
         if self.layout == "columns":
             return out | {"i_col_a": current}
         state = int(point["cell"])  # recorded so the file alone maps cells to states (see `state_of_cell`)
@@ -328,18 +339,17 @@ class ArrayRead(CellTestbench):
 def estimate_read(bench: ArrayRead, workers: int = 1) -> tuple[float, float]:
     """Predicted wall time (s) and ngspice memory (bytes) of `bench`'s read (see the module docstring)."""
     if bench.layout == "cells":  # every netlist holds cells of one width: one rising and one falling edge
-        widths, per_width = np.unique(bench.state_pulse_s, return_counts=True)
+        _, per_width = np.unique(bench.state_pulse_s, return_counts=True)
         netlists = int(np.sum(np.ceil(per_width / CACHE_CELLS)))
-        cells, edges, per_netlist = len(bench.state_pulse_s), 2, min(CACHE_CELLS, int(per_width.max()))
+        edges, per_netlist = 2, min(CACHE_CELLS, int(per_width.max()))
         parallel = max(1, min(workers, netlists))
     else:
         coupled = bench.wires.couples_columns
-        distinct_widths = len({round(p, 15) for p in bench.pulse_s if p > 0})
-        cells, edges = bench.rows * bench.cols, 1 + distinct_widths + (2 * bench.rows if bench.write else 0)
+        edges = 1 + bench.distinct_widths + (2 * bench.rows if bench.write else 0)
         parallel = 1 if coupled else max(1, min(workers, bench.cols))
         netlists = 1 if coupled else math.ceil(bench.cols / bench.max_pack)
-        per_netlist = cells if coupled else bench.max_pack * bench.rows
-    timepoints = 10 + TIMEPOINTS_PER_EDGE * edges
+        per_netlist = bench.simulated_cells if coupled else bench.max_pack * bench.rows
+    cells, timepoints = bench.simulated_cells, 10 + TIMEPOINTS_PER_EDGE * edges
     evaluations = cells * DEVICES_PER_CELL * timepoints * ITERATIONS_PER_TIMEPOINT
     per_evaluation = DEVICE_EVAL_S * math.sqrt(max(1.0, per_netlist / CACHE_CELLS))
     points = cells if bench.layout == "cells" else bench.cols
@@ -359,11 +369,10 @@ def check_budget(bench: ArrayRead, workers: int, max_seconds: float) -> tuple[fl
     """Refuse, before anything runs, an array whose predicted time exceeds `max_seconds` or whose memory
     exceeds half the free memory; returns the estimate (seconds, bytes)."""
     seconds, memory = estimate_read(bench, workers)
-    widths = len({round(p, 15) for p in bench.pulse_s if p > 0})
-    simulated = len(bench.state_pulse_s) if bench.layout == "cells" else bench.rows * bench.cols
+    simulated = bench.simulated_cells
     allowed_memory = 0.5 * available_memory_bytes()
     size = (f"a {bench.rows} x {bench.cols} array ({bench.rows * bench.cols} cells, {simulated} to simulate, "
-            f"{widths} distinct pulse widths)")
+            f"{bench.distinct_widths} distinct pulse widths)")
     if seconds > max_seconds:
         per_cell = seconds / simulated
         raise ConfigError("rows x cols", f"{size} would take about {seconds:.0f} s on {workers} worker(s), over the "
@@ -380,7 +389,7 @@ def array_sweep(bench: ArrayRead, name: str = "array", workers: int | None = Non
     """One sweep point per cell state (layout `cells`: up to `CACHE_CELLS` states of equal pulse width a
     netlist) or per column (coupled arrays run as one netlist, independent columns `max_pack` a netlist)."""
     if bench.layout == "cells":
-        return Sweep(name, bench, {"cell": list(range(len(bench.state_pulse_s)))}, chunk_size=CACHE_CELLS,
+        return Sweep(name, bench, {"cell": list(range(bench.simulated_cells))}, chunk_size=CACHE_CELLS,
                      timeout_s=3600.0)
     chunk = bench.cols if bench.wires.couples_columns else min(bench.max_pack,
                                                                max(1, math.ceil(bench.cols / (workers or 2))))

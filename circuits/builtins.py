@@ -30,7 +30,7 @@ def simulate_array(design: CellDesign, rows: int, cols: int, seed: int, wires: d
                                   wires=Wires(**{f"{k}_{'ohm' if k.endswith('_r') else 'f'}": v for k, v in wires.items()}))
     started = time.perf_counter()
     result = read_array(bench, out, "array", workers, max_seconds)
-    simulated = (f", {len(bench.state_pulse_s)} cell states simulated for {rows * cols} cells"
+    simulated = (f", {bench.simulated_cells} cell states simulated for {rows * cols} cells"
                  if bench.layout == "cells" else "")
     lines = [f"array {rows} x {cols} ({bench.layout} layout{simulated}): {time.perf_counter() - started:.2f} s "
              f"(estimated {result.estimate_s:.1f} s, {result.estimate_bytes / 2**20:.0f} MiB)",

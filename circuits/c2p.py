@@ -54,11 +54,6 @@ class C2PDesign:
         return f"cint={self.cint_f:.6g} iref={iref:.6g} gain={self.gain:.6g}"
 
 
-def c2p_subcircuits(design: CellDesign) -> str:
-    """The shipped converters, model names mapped onto the design's PDK names."""
-    return shipped_subcircuits(design, C2P_FILE)
-
-
 def converter_lines(name: str, column_node: str, out: str, design: C2PDesign, signed: bool) -> list[str]:
     """One converter instance on `column_node`; signed converters drive `{out}p` / `{out}n`."""
     if signed:
@@ -110,7 +105,7 @@ class C2PTransfer(CellTestbench):
         return 0.2e-9 + self.design.t_max_s + self.c2p.gap_s
 
     def preamble(self) -> str:
-        return super().preamble() + "\n" + c2p_subcircuits(self.design)
+        return super().preamble() + "\n" + shipped_subcircuits(self.design, C2P_FILE)
 
     def describe(self) -> dict:
         return {"design": self.design.to_dict(), "c2p": dataclasses.asdict(self.c2p), "signed": self.signed}

@@ -111,15 +111,14 @@ def summarize(path: str | Path) -> dict[str, float]:
     figures["retention_t_loss10_min_s"] = float(np.min(retention.scalars["t_loss10_s"]))
     figures["retention_extrapolated"] = float(np.max(retention.scalars["extrapolated"]))
     figures["retention_max_level_v"] = float(levels[-1])
-    sweeps, available = [read, write, retention], list_sweeps(path)
-    for name in ("c2p", "c2p_signed", "dac"):  # the periphery, where characterized
-        if name in available:
-            sweep = read_sweep(path, name)
-            sweeps.append(sweep)
-            figures[f"e_{name}_conversion_mean_j"] = float(np.nanmean(sweep.scalars["e_conversion_j"]))
-            if name == "dac":
-                figures["dac_settle_max_s"] = float(np.nanmax(sweep.scalars["settle_s"]))
-                figures["dac_write_error_max_abs_v"] = float(np.nanmax(np.abs(sweep.scalars["error_v"])))
+    available = set(list_sweeps(path))
+    periphery = {name: read_sweep(path, name) for name in ("c2p", "c2p_signed", "dac") if name in available}
+    for name, sweep in periphery.items():
+        figures[f"e_{name}_conversion_mean_j"] = float(np.nanmean(sweep.scalars["e_conversion_j"]))
+    if "dac" in periphery:
+        figures["dac_settle_max_s"] = float(np.nanmax(periphery["dac"].scalars["settle_s"]))
+        figures["dac_write_error_max_abs_v"] = float(np.nanmax(np.abs(periphery["dac"].scalars["error_v"])))
+    sweeps = [read, write, retention, *periphery.values()]
     figures["failed_points"] = float(sum(int(np.sum(sweep.status == 2)) for sweep in sweeps))
     return figures
 

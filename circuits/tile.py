@@ -23,9 +23,9 @@ from gaincell.errors import ConfigError
 
 from .analysis import Transient
 from .arrays import READ_DELAY_S
-from .c2p import (FIRED_MIN_FRACTION, C2PDesign, c2p_subcircuits, converter_lines, never_fired, pulse_readout,
+from .c2p import (C2P_FILE, FIRED_MIN_FRACTION, C2PDesign, converter_lines, never_fired, pulse_readout,
                   window_lines)
-from .cells import CellTestbench, cell_instance_params, drawn_energy, read_drive_lines
+from .cells import CellTestbench, cell_instance_params, drawn_energy, read_drive_lines, shipped_subcircuits
 from .sweep import Sweep, SweepReport, run_sweep
 
 MAX_TILE = 64
@@ -65,7 +65,7 @@ class TileColumn(CellTestbench):
                 "c2p": self.c2p.__dict__, "signed": self.signed}
 
     def preamble(self) -> str:
-        return super().preamble() + "\n" + c2p_subcircuits(self.design)
+        return super().preamble() + "\n" + shipped_subcircuits(self.design, C2P_FILE)
 
     def subcircuit(self) -> str:
         d = self.design
