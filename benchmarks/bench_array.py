@@ -10,8 +10,9 @@ distinct  : `read_array` as it runs by default: each distinct (pulse width, stor
             levels x 16 pulse widths: at most 128 distinct cells whatever the array size).
 Times include starting the workers and the crash-safe HDF5 writes. Stored values by `.ic` on the DAC levels,
 pulse widths on 16 levels of T_max (seeded). All give the same column charges (differences printed relative to
-the largest charge). With --wires the --size array is also read with distributed bit-line RC and its IR-drop
-error against the ideal read is printed.
+the largest charge); the script exits with status 1 when they differ by more than the tolerances below. With
+--wires the --size array is also read with distributed bit-line RC and its IR-drop error against the ideal
+read is printed (a physical effect, not a disagreement).
 
     .venv/bin/python benchmarks/bench_array.py [--naive-size 24] [--size 64] [--wires]
 """
@@ -30,6 +31,17 @@ from gaincell.circuits.builtins import ir_drop
 from gaincell.circuits.simulator import run
 from gaincell.design import load_design
 
+from agreement import relative_difference, require_close
+
+# distinct vs all cells: the same cells in netlists of the same kind, only packed and counted differently
+# (measured 2.3e-8 .. 4.8e-7 of the largest column charge, 8 x 8 .. 24 x 24); 1e-5 leaves room for other
+# time grids.
+DISTINCT_TOLERANCE = 1e-5
+# all cells vs one naive netlist: the naive run has no `bypass` and one time grid for the whole array
+# (measured 5.7e-4 at 8 x 8, 3.1e-4 at 24 x 24; bypass alone moved a 64-cell column by 5.5e-4). 2e-3 is
+# above that and far below what a wrong circuit or a lost column gives.
+NAIVE_TOLERANCE = 2e-3
+
 
 def naive(design, stored, pulses) -> tuple[float, np.ndarray]:
     bench = ArrayRead.from_arrays(design, stored, pulses, bypass=False, layout_choice="columns")
@@ -47,10 +59,6 @@ def packed(design, stored, pulses, out, name="array", **options):
     result = read_array(ArrayRead.from_arrays(design, stored, pulses, **options), out, name, workers=2,
                         progress=False, restart=True)
     return time.perf_counter() - started, result
-
-
-def agreement(charges: np.ndarray, reference: np.ndarray) -> str:
-    return f"{np.abs(charges - reference).max() / np.abs(reference).max():.1e}"
 
 
 def main():
@@ -73,12 +81,18 @@ def measure(work: Path):
         states = distinct.report.data.status.size
         line = (f"{n} x {n}: all {n * n} cells {every_s:.2f} s (estimate {every.estimate_s:.1f} s); {states} distinct "
                 f"cells {distinct_s:.2f} s (estimate {distinct.estimate_s:.1f} s) -> {every_s / distinct_s:.1f}x; "
-                f"column charges agree to {agreement(distinct.charges_c, every.charges_c)}")
+                f"column charges agree to {relative_difference(distinct.charges_c, every.charges_c):.1e}")
         if with_naive:
             naive_s, naive_q = naive(design, stored, pulses)
             line += (f"; naive one netlist {naive_s:.2f} s -> all cells {naive_s / every_s:.1f}x, distinct "
-                     f"{naive_s / distinct_s:.1f}x faster (charges agree to {agreement(every.charges_c, naive_q)})")
+                     f"{naive_s / distinct_s:.1f}x faster (charges agree to "
+                     f"{relative_difference(every.charges_c, naive_q):.1e})")
         print(line)
+        require_close(f"{n} x {n} column charges, distinct vs all cells", distinct.charges_c, every.charges_c,
+                      DISTINCT_TOLERANCE)
+        if with_naive:
+            require_close(f"{n} x {n} column charges, all cells vs one naive netlist", every.charges_c, naive_q,
+                          NAIVE_TOLERANCE)
     if args.wires:
         wires = Wires(bitline_r_ohm=5.0, bitline_c_f=0.05e-15)
         wired_s, wired = packed(design, stored, pulses, work / "wires.h5", "wires", wires=wires)
