@@ -71,7 +71,8 @@ def read_raw(path: str | Path) -> list[RawPlot]:
             values = values[:, 0::2] + 1j * values[:, 1::2]
         plot = RawPlot(info.get("title", ""), info.get("plotname", ""), info.get("flags", ""))
         for column, (name, kind) in enumerate(variables):
-            plot.vectors[name] = np.array(values[:, column])
+            # the scale (first vector) is real: ngspice leaves its imaginary part undefined in a complex plot
+            plot.vectors[name] = np.array(values[:, column].real if is_complex and column == 0 else values[:, column])
             plot.kinds[name] = kind
         plots.append(plot)
     return plots
@@ -99,19 +100,23 @@ def _read_ascii_values(data: bytes, pos: int, n_points: int, n_vars: int, is_com
 
 def write_raw(path: str | Path, vectors: dict[str, np.ndarray], kinds: dict[str, str] | None = None,
               title: str = "gaincell", plot_name: str = "Transient Analysis", append: bool = False) -> None:
-    """Write one real plot as a binary ngspice raw file; the first vector is the scale (e.g. time). With
-    `append`, add it after the plots already in the file (ngspice's multi-plot raw format)."""
+    """Write one plot as a binary ngspice raw file; the first vector is the scale (e.g. time). A plot with a
+    complex vector is written complex, as ngspice writes an .ac plot (every value a real, imaginary pair; the
+    scale's imaginary part 0). With `append`, add it after the plots already in the file (ngspice's
+    multi-plot raw format)."""
     names = list(vectors)
     if not names:
         raise SimulationError("write_raw: no vectors to write")
     n_points = len(vectors[names[0]])
     kinds = kinds or {}
-    header = [f"Title: {title}", "Date: -", f"Plotname: {plot_name}", "Flags: real",
+    is_complex = any(np.iscomplexobj(vectors[n]) for n in names)
+    header = [f"Title: {title}", "Date: -", f"Plotname: {plot_name}", f"Flags: {'complex' if is_complex else 'real'}",
               f"No. Variables: {len(names)}", f"No. Points: {n_points}", "Variables:"]
     for index, name in enumerate(names):
         kind = kinds.get(name) or ("time" if name == "time" else "current" if name.startswith("i(") else "voltage")
         header.append(f"\t{index}\t{name}\t{kind}")
     header.append("Binary:")
-    table = np.column_stack([np.asarray(vectors[n], dtype="<f8") for n in names])
+    # (points, vectors) row-major; little-endian complex128 is the (real, imaginary) pair ngspice expects
+    table = np.column_stack([np.asarray(vectors[n], dtype="<c16" if is_complex else "<f8") for n in names])
     with open(path, "ab" if append else "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode() + table.tobytes())

@@ -1,21 +1,31 @@
 """What a gaincell HDF5 file holds (`gaincell inspect`), plots of selected sweep points (`gaincell plot`) and
-export to formats other tools read (`gaincell export`: ngspice raw, CSV)."""
+export to formats other tools read (`gaincell export`: ngspice raw, CSV).
+
+Complex results (`.ac`, `.noise`) are listed as complex, plotted as their magnitude and exported with their
+real and imaginary parts (CSV columns `re(v(out))`, `im(v(out))`; a complex ngspice raw file). A file that
+is not one gaincell writes is refused with `InputFileError` naming it and what it is.
+"""
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 from matplotlib.ticker import EngFormatter
 
-from .errors import ConfigError
-from .store import FAILED, OK, PENDING, SweepData, list_sweeps, read_sweep, unit_of
+from .errors import ConfigError, InputFileError
+from .outputs import SURROGATE, atomic_path
+from .store import FAILED, OK, PENDING, SweepData, list_sweeps, open_hdf5, read_sweep, unit_of
+
+RAW_PLOT_NAMES = {"time": "Transient Analysis", "frequency": "AC Analysis"}
 
 
 def _span(values: np.ndarray, unit: str) -> str:
     fmt = EngFormatter(unit=unit)
     values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "no values"
     return f"{len(values)}: {fmt(values.min())} .. {fmt(values.max())}" if len(values) > 1 else fmt(values[0])
 
 
@@ -35,25 +45,24 @@ def with_unmerged_parts(path: Path, data: SweepData) -> tuple[SweepData, int]:
 
     files = sorted(parts_folder(path, data.name).glob("*.npz"))
     for part in files:
-        apply_part(data, part)
+        try:
+            apply_part(data, part)
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputFileError(f"{part}: not a readable chunk file of sweep {data.name!r} ({exc}); move it "
+                                 "away to drop its points") from None
     return data, len(files)
 
 
 def describe(path: str | Path, max_listed: int = 10) -> str:
     """A readable summary of any HDF5 file gaincell writes (characterization, run, validation, surrogate)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("file", f"{path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError as exc:
-        raise ConfigError("file", f"{path} is not a readable HDF5 file: {exc}") from None
-    if "schema_version" in attrs:
+    with open_hdf5(path, "a gaincell file (characterization or surrogate)") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    if attrs.get("file_kind") == SURROGATE or "schema_version" in attrs:
         return _describe_surrogate(path)
-    lines = [f"{path}: {attrs.get('file_kind', 'HDF5 file')}"
+    sweeps = list_sweeps(path)  # refuses anything but a characterization file, saying what it is
+    lines = [f"{path}: {attrs['file_kind']}"
              + "".join(f", {k} {attrs[k]}" for k in ("gaincell_version", "updated") if k in attrs)]
-    sweeps = list_sweeps(path)
     unmerged = sorted(p.name for p in path.with_name(path.name + ".parts").glob("*") if p.is_dir())
     for name in list(dict.fromkeys(sweeps + unmerged)):
         lines += _describe_sweep(path, name, sweeps, max_listed)
@@ -73,11 +82,18 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
              f"netlist sha256 {str(a.get('netlist_sha256', '?'))[:16]}, created {a.get('created', '?')}",
              "  coordinates: " + "; ".join(f"{k} ({_span(v, data.units.get(k) or unit_of(k))})"
                                            for k, v in data.coords.items())]
+    if "note" in a:
+        lines.append(f"  note: {a['note']}")
+
+    def listed(name):
+        return f"{name} [{data.units.get(name, '')}{', complex' if data.is_complex(name) else ''}]"
+
     if data.waveforms:
-        lines.append(f"  waveforms (up to {next(iter(data.waveforms.values())).shape[-1]} samples): "
-                     + ", ".join(f"{k} [{data.units.get(k, '')}]" for k in data.waveforms))
+        axis = f", x axis {data.scale}" if data.scale else ""
+        lines.append(f"  waveforms (up to {next(iter(data.waveforms.values())).shape[-1]} samples{axis}): "
+                     + ", ".join(map(listed, data.waveforms)))
     if data.scalars:
-        lines.append("  scalars: " + ", ".join(f"{k} [{data.units.get(k, '')}]" for k in data.scalars))
+        lines.append("  scalars: " + ", ".join(map(listed, data.scalars)))
     counts = data.counts()
     lines.append(f"  points: {counts['total']} total, {counts['ok']} completed, {counts['failed']} failed, "
                  f"{counts['pending']} missing")
@@ -133,59 +149,97 @@ def select_points(data: SweepData, points: list[int] | None) -> list[tuple[int, 
 
 
 def sweep_figure(path: str | Path, sweep: str, signals: list[str], points: list[int] | None = None):
-    """A waveform Figure of `signals` at the chosen points of one sweep."""
-    from .plotting import waveform_figure
-
+    """A Figure of `signals` against the sweep's x axis (time, frequency, ...) at the chosen points; complex
+    signals are drawn as their magnitude |.| (the title says so)."""
     data = read_sweep(path, sweep)
-    unknown = [s for s in signals if s not in data.waveforms]
+    scale = data.scale
+    unknown = [s for s in signals if s not in data.waveforms or s == scale]
     if unknown or not signals:
         raise ConfigError("signal", f"{', '.join(unknown) or 'none given'}: sweep {sweep!r} has the waveforms "
-                                    f"{', '.join(k for k in data.waveforms if k != 'time') or '(none)'}")
-    times, values = {}, {}
+                                    f"{', '.join(k for k in data.waveforms if k != scale) or '(none)'}")
+    if scale is None:
+        raise ConfigError("sweep", f"{sweep!r} has no time, frequency or sweep axis to draw against; "
+                                   "`gaincell export --format csv` writes its values")
+    xs, values = {}, {}
     for index in select_points(data, points):
         point = data.point(index)
+        if len(point[scale]) == 0:
+            raise ConfigError("point", f"{point_label(data, index)} of sweep {sweep!r} has no samples (the "
+                                       "analysis returned no points)")
         for signal in signals:
-            name = f"{signal} @ {point_label(data, index)}" if len(data.status.flat) > 1 else signal
-            times[name], values[name] = point["time"], point[signal]
-    units = {name: data.units.get(name.split(" @ ")[0], "") for name in values}
-    return waveform_figure(times, values, f"{Path(path).name}: sweep {sweep}", units)
+            shown = f"|{signal}|" if data.is_complex(signal) else signal
+            name = f"{shown} @ {point_label(data, index)}" if len(data.status.flat) > 1 else shown
+            xs[name], values[name] = point[scale], np.abs(point[signal]) if data.is_complex(signal) else point[signal]
+    units = {name: data.units.get(name.split(" @ ")[0].strip("|"), "") for name in values}
+    title = f"{Path(path).name}: sweep {sweep}"
+    if any(data.is_complex(s) for s in signals):
+        title += " (complex signals: magnitude |.| only)"
+    from .plotting import waveform_figure  # matplotlib: imported once there is something to draw
+
+    return waveform_figure(xs, values, title, units, x_label=scale, x_unit=data.units.get(scale) or unit_of(scale))
+
+
+def _real_columns(data: SweepData, names: list[str]) -> list[str]:
+    """CSV column names: a complex signal gives `re(name)` and `im(name)`."""
+    return [column for n in names for column in ((f"re({n})", f"im({n})") if data.is_complex(n) else (n,))]
+
+
+def _real_values(data: SweepData, names: list[str], values: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The values of `_real_columns`, in the same order."""
+    return [part for n in names for part in ((np.real(values[n]), np.imag(values[n])) if data.is_complex(n)
+                                            else (values[n],))]
 
 
 def export(path: str | Path, sweep: str, fmt: str, out: str | Path, points: list[int] | None = None,
            signals: list[str] | None = None) -> Path:
-    """Write a sweep's completed points as an ngspice raw file (one plot per point) or CSV."""
+    """Write a sweep's completed points as an ngspice raw file (one plot per point; complex where the sweep
+    holds complex signals) or CSV (complex signals as real and imaginary columns)."""
     from gaincell.circuits.rawfile import write_raw
 
+    if fmt not in ("raw", "csv"):
+        raise ConfigError("format", f"must be raw or csv; got {fmt!r}")
     data = read_sweep(path, sweep)
     indices = ([tuple(int(i) for i in ix) for ix in np.argwhere(data.status == OK)] if not points
                else select_points(data, points))
-    names = signals or [k for k in data.waveforms if k != "time"]
+    scale = data.scale
+    available = [k for k in data.waveforms if k != scale] if data.waveforms else list(data.scalars)
+    names = list(signals) if signals else available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        what = "waveforms" if data.waveforms else "scalars"
+        raise ConfigError("signal", f"{', '.join(unknown)}: sweep {sweep!r} has the {what} "
+                                    f"{', '.join(available) or '(none)'}")
     out = Path(out)
     if fmt == "raw":
-        if "time" not in data.waveforms:
-            raise ConfigError("format", f"sweep {sweep!r} holds no waveforms; export it as csv")
-        out.write_bytes(b"")
-        for index in indices:
-            point = data.point(index)
-            write_raw(out, {"time": point["time"]} | {n: point[n] for n in names},
-                      title=f"gaincell {sweep} {point_label(data, index)}", append=True)
-        return out
-    if fmt != "csv":
-        raise ConfigError("format", f"must be raw or csv; got {fmt!r}")
-    with open(out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        if "time" in data.waveforms:
-            writer.writerow(["point", *data.coords, "time", *names])
+        if scale is None:
+            raise ConfigError("format", f"sweep {sweep!r} holds no waveforms with a time or frequency axis; export "
+                                        "it as csv")
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"")  # the plots are appended one per point
             for index in indices:
                 point = data.point(index)
-                head = [int(np.ravel_multi_index(index, data.shape))] + [data.coords[k][i] for k, i in zip(data.coords, index)]
-                for row in zip(point["time"], *(point[n] for n in names)):
-                    writer.writerow(head + [repr(float(x)) for x in row])
-        else:
-            names = signals or list(data.scalars)
-            writer.writerow(["point", *data.coords, *names])
+                write_raw(tmp, {scale: point[scale]} | {n: point[n] for n in names},
+                          kinds={scale: scale} if scale in RAW_PLOT_NAMES else None,
+                          title=f"gaincell {sweep} {point_label(data, index)}",
+                          plot_name=RAW_PLOT_NAMES.get(scale, "DC transfer characteristic"), append=True)
+        return out
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+
+        def head(index):  # the point's flat number and coordinates
+            coordinates = [values[i] for values, i in zip(data.coords.values(), index)]
+            return [int(np.ravel_multi_index(index, data.shape)), *coordinates]
+
+        if data.waveforms:
+            x_name = scale or "sample"
+            writer.writerow(["point", *data.coords, x_name, *_real_columns(data, names)])
             for index in indices:
-                writer.writerow([int(np.ravel_multi_index(index, data.shape))]
-                                + [data.coords[k][i] for k, i in zip(data.coords, index)]
-                                + [repr(float(data.scalars[n][index])) for n in names])
+                point = data.point(index)
+                x = point[scale] if scale else np.arange(int(data.n_samples[index]))
+                for row in zip(x, *_real_values(data, names, point)):
+                    writer.writerow(head(index) + [repr(float(v)) for v in row])
+        else:
+            writer.writerow(["point", *data.coords, *_real_columns(data, names)])
+            for index in indices:
+                writer.writerow(head(index) + [repr(float(v)) for v in _real_values(data, names, data.point(index))])
     return out

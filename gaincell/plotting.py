@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
+from .outputs import atomic_path  # noqa: E402
 from .store import unit_of  # noqa: E402
 
 MAX_POINTS_PER_TRACE = 4000
@@ -55,8 +56,9 @@ class Figure:
 
 
 def waveform_figure(time_s: np.ndarray | dict[str, np.ndarray], signals: dict[str, np.ndarray], title: str = "",
-                    units: dict[str, str] | None = None) -> Figure:
-    """One panel per unit (V, A, ...) of signals against time. `time_s` may be one array or one per signal."""
+                    units: dict[str, str] | None = None, x_label: str = "time", x_unit: str = "s") -> Figure:
+    """One panel per unit (V, A, ...) of signals against time (or another x axis: `x_label`, `x_unit`).
+    `time_s` may be one array or one per signal."""
     units = units or {}
     by_unit: dict[str, list[str]] = {}
     for name in signals:
@@ -65,7 +67,7 @@ def waveform_figure(time_s: np.ndarray | dict[str, np.ndarray], signals: dict[st
     for unit, names in by_unit.items():
         traces = [Trace(name, np.asarray(time_s[name] if isinstance(time_s, dict) else time_s), np.asarray(signals[name]))
                   for name in names]
-        panels.append(Panel(traces, unit, x_unit="s", x_label="time"))
+        panels.append(Panel(traces, unit, x_unit=x_unit, x_label=x_label))
     return Figure(title, panels)
 
 
@@ -121,9 +123,11 @@ def render_png(figure: Figure, path: str | Path) -> Path:
         fig.suptitle(figure.title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -158,13 +162,13 @@ def render_html(figure: Figure, path: str | Path) -> Path:
     page = _PAGE.replace("%TITLE%", html.escape(figure.title or "gaincell figure")).replace("%DATA%", data)
     page = page.replace("%SCRIPT%", _SCRIPT)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path
 
 
 _PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gaincell">
 <meta http-equiv="Content-Security-Policy"
       content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
 <title>%TITLE%</title>

@@ -15,6 +15,9 @@ Validity policy: the layer clamps q to [0, 1] and k, v to the stored range, so a
 never evaluated outside that box. At construction the box is compared with the surrogate's `validity`
 (stored_v, pulse_s, vin_v): a box reaching outside it raises `SurrogateError` naming the input and both
 ranges, unless `allow_extrapolation=True`, which turns the error into a `UserWarning`.
+
+`probe_layer` (run by `surrogate.file.check` on every load and save) compiles a surrogate, checks every
+constant and a tiny attention forward for non-finite values, and names the component at fault.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, GaincellError
 from gaincell.fitting.models import decay_factor, evaluate, tau_1e
 
 from .file import Surrogate, SurrogateError
@@ -145,3 +148,43 @@ def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
     for c in coefficients[-2::-1]:
         result = result * y + c
     return result
+
+
+PROBE_AGES_S = np.concatenate([[0.0], np.geomspace(1e-9, 1e6, 16)])
+
+
+def probe_layer(surrogate: Surrogate, where="surrogate") -> None:
+    """Compile `surrogate` as the attention layer would (extrapolation allowed: the probe only looks for
+    non-finite numbers) and run a tiny forward in both hardware modes; refuse, naming the component, any
+    non-finite constant, a decay factor outside [0, 1], or a non-finite output."""
+    from .attention import GainCellAttention
+
+    def refuse(message: str):
+        return SurrogateError(f"{where}: {message}")
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            cell = CellModel.from_surrogate(surrogate, allow_extrapolation=True)
+            decay = surrogate["decay"]
+            factors = np.concatenate([cell.decay_table(64), decay_factor(decay.model_id, decay.config, decay.params,
+                                                                         PROBE_AGES_S)])
+    except (GaincellError, ArithmeticError, ValueError, KeyError, np.linalg.LinAlgError) as exc:
+        raise refuse(f"the attention layer cannot be built from it: {exc}") from None
+    constants = {"multiply": (*cell.cubic, *cell.line), "c2p": (cell.v_over_k, cell.offset),
+                 "timing": (cell.t_max_s, cell.token_period_s)}
+    for component, values in constants.items():
+        if not np.all(np.isfinite(values)):
+            raise refuse(f"component {component!r} compiles to non-finite attention constants {values}")
+    if not (np.all(np.isfinite(factors)) and np.all((factors >= 0) & (factors <= 1 + 1e-9))):
+        raise refuse(f"component 'decay' ({decay.model_id}) gives decay factors {factors.min():g} .. {factors.max():g} "
+                     f"for ages 0 .. {PROBE_AGES_S[-1]:g} s; a stored product's remaining fraction must stay in [0, 1]")
+    layer = GainCellAttention(cell, 1, 4, tile=4, window=8)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 8, 4, generator=generator) for _ in range(3))  # (B, H, T, D)
+    with torch.no_grad():
+        for mode in ("nonlinear", "linear"):
+            layer.mode = mode
+            if not torch.isfinite(layer(q, k, v)).all():
+                raise refuse(f"the attention layer built from it ({mode} mode) gives non-finite outputs on a probe "
+                             "input although its constants are finite (components multiply, c2p, decay, timing)")

@@ -9,14 +9,18 @@ optional others such as `multiply_2d`), each with
   rms_rel_full_scale, max_abs, full_scale, n_points, worst_point);
 - datasets `param_names` (strings), `values`, `stderr` (NaN where unknown), `covariance` (n x n, NaN where
   unknown).
-No pickles. Writing is atomic (temporary file + rename). Loading validates everything and refuses a wrong
-version, a missing component, a non-finite value or an unreadable file with a `SurrogateError`.
+No pickles. Writing is atomic (temporary file + rename). Loading (and saving) validates everything and
+refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a wrong
+version, a missing component, a non-finite value, a parameter outside its physically plausible range
+(`PLAUSIBLE`: a zero saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply
+whose read current over its validity box exceeds `MAX_READ_CURRENT_A`, validity bounds that are not finite
+and ordered, and a surrogate whose attention layer gives non-finite outputs on a small probe input
+(`cellmodel.probe_layer`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +30,92 @@ import numpy as np
 
 from gaincell import __version__
 from gaincell.errors import GaincellError
+from gaincell.outputs import atomic_path
 
 SCHEMA_VERSION = 1
 REQUIRED = ("multiply", "decay", "c2p", "energy", "timing")
 FIGURES_MODEL = "figures/v1"
 _STR = h5py.string_dtype()
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class SurrogateError(GaincellError):
-    """A surrogate file is missing, unreadable, of another schema version, or inconsistent."""
+    """A surrogate file is missing, unreadable, of another schema version, inconsistent or implausible."""
+
+
+@dataclass(frozen=True)
+class Plausible:
+    """The physically plausible range [low, high] of one parameter, and what the parameter is."""
+
+    meaning: str
+    unit: str
+    low: float
+    high: float
+
+    def allows(self, value: float) -> bool:
+        return bool(self.low <= value <= self.high)
+
+    def describe(self) -> str:
+        return f"{self.meaning} must lie in [{self.low:g}, {self.high:g}]{' ' + self.unit if self.unit else ''}"
+
+
+# Wide on purpose: a range catches a zero, a sign error or a unit slip (1e30, 1e-30), never an unusual cell.
+# A gain cell stores fC..pC and reads uA; its converters integrate pC in ns; it retains for us..years. No
+# charge is below one electron's, no pulse or time constant below a femtosecond.
+ELECTRON_C = 1.602e-19
+_RETENTION = Plausible("the retention time constant", "s", 1e-15, 1e12)
+_CHARGE_C = 1e-6
+PLAUSIBLE: dict[str, dict[str, Plausible]] = {
+    "c2p/clipped-linear": {
+        "q_sat_c": Plausible("the C2P saturation charge (the column charge that gives the full T_max pulse; the "
+                             "attention divides by it)", "C", ELECTRON_C, _CHARGE_C),
+        "offset_c": Plausible("the charge where the C2P ramp starts", "C", -_CHARGE_C, _CHARGE_C),
+        "t_max_s": Plausible("the longest C2P output pulse", "s", 1e-15, 1e-3)},
+    "decay/exponential": {"tau_s": _RETENTION},
+    "decay/stretched-exponential": {
+        "tau_s": _RETENTION,
+        "beta": Plausible("the stretch exponent", "", 1e-3, 10.0),
+        "gamma": Plausible("the exponent of the time constant's dependence on the stored level", "", -10.0, 10.0)},
+    "decay/subthreshold-leakage": {
+        "rate_v_per_s": Plausible("the storage node's leakage discharge rate", "V/s", 1e-15, 1e12),
+        "vt_v": Plausible("the voltage over which the leakage fades near the hold level", "V", 1e-4, 10.0),
+        "dibl_per_v": Plausible("the drain-induced slope of the leakage", "1/V", -1e3, 1e3)},
+    "multiply/ekv-complementary": {
+        "kn": Plausible("the NMOS read branch's strength", "A", 0.0, 1.0),
+        "kp": Plausible("the PMOS read branch's strength", "A", 0.0, 1.0),
+        "vtn": Plausible("the NMOS threshold", "V", -10.0, 10.0),
+        "vtp": Plausible("the PMOS threshold", "V", -10.0, 10.0),
+        "s": Plausible("the subthreshold slope voltage", "V", 1e-4, 10.0),
+        "a_vin": Plausible("the read current's sensitivity to the input amplitude", "1/V", -1e3, 1e3)},
+}
+POLY_COEFFICIENT = Plausible("a read-current coefficient of the multiply polynomial", "A/V^n", -1e3, 1e3)
+# figures/v1 components hold named figures; their unit suffix says what they are
+FIGURES = {"_j": Plausible("an energy per action", "J", 0.0, 1.0), "_w": Plausible("a power", "W", 0.0, 1e3),
+           "_s": Plausible("a time", "s", 0.0, 1e6)}
+NAMED_FIGURES = {"t_max_s": Plausible("the read pulse's full width T_max", "s", 1e-15, 1e-3),
+                 "latency_per_token_s": Plausible("the time between two tokens", "s", 1e-15, 1.0)}
+CONFIG = {"output_full_scale_c": Plausible("the readout's full-scale charge (the attention divides by it)", "C",
+                                           ELECTRON_C, _CHARGE_C),
+          "output_full_scale_negative_c": Plausible("the readout's negative full-scale charge", "C", ELECTRON_C,
+                                                    _CHARGE_C)}
+DESIGN = {"vdd_v": Plausible("the supply voltage", "V", 1e-3, 100.0),
+          "v_in_v": Plausible("the read input amplitude", "V", 1e-3, 100.0),
+          "t_max_s": Plausible("the read pulse's full width T_max", "s", 1e-15, 1e-3)}
+MAX_READ_CURRENT_A = 1e-2  # no gain cell reads 10 mA: a multiply giving more is a unit or sign slip
+CONFIG_NEEDS = {"multiply/poly": ("order", "y0_v"), "multiply/ekv-complementary": ("vdd_v",),
+                "decay/exponential": ("hold_v", "ref_v"), "decay/stretched-exponential": ("hold_v", "ref_v"),
+                "decay/subthreshold-leakage": ("hold_v", "ref_v")}
+MAX_POLY_ORDER = 9
+
+
+def plausible_range(model_id: str, parameter: str) -> Plausible | None:
+    """The range a parameter of a model must lie in (None: any finite value)."""
+    if model_id == "multiply/poly":
+        return POLY_COEFFICIENT
+    if model_id == FIGURES_MODEL:
+        return NAMED_FIGURES.get(parameter) or next(
+            (rule for suffix, rule in FIGURES.items() if parameter.endswith(suffix)), None)
+    return PLAUSIBLE.get(model_id, {}).get(parameter)
 
 
 @dataclass
@@ -95,30 +176,23 @@ class Surrogate:
         return evaluate(part.model_id, part.config, part.params, **inputs)
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically (temporary file, then rename)."""
-        check(self)
+        """Check, then write atomically (temporary file, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs.update({"schema_version": SCHEMA_VERSION, "file_kind": "gaincell surrogate",
-                                "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "gaincell_version": __version__, "design": json.dumps(self.design, default=str),
-                                "source_path": self.source_path, "source_sha256": self.source_sha256})
-                for name, part in self.components.items():
-                    group = f.create_group(name)
-                    group.attrs.update({"model_id": part.model_id, "config": json.dumps(part.config),
-                                        "source": part.source, "validity": json.dumps(part.validity),
-                                        "residuals": json.dumps(part.residuals, default=float)})
-                    group.create_dataset("param_names", data=np.array(part.param_names, dtype=object).astype(_STR))
-                    group.create_dataset("values", data=part.values)
-                    group.create_dataset("stderr", data=part.stderr)
-                    group.create_dataset("covariance", data=part.covariance)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        check(self, f"surrogate to write to {path}")
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update({"schema_version": SCHEMA_VERSION, "file_kind": "gaincell surrogate",
+                            "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "gaincell_version": __version__, "design": json.dumps(self.design, default=str),
+                            "source_path": self.source_path, "source_sha256": self.source_sha256})
+            for name, part in self.components.items():
+                group = f.create_group(name)
+                group.attrs.update({"model_id": part.model_id, "config": json.dumps(part.config),
+                                    "source": part.source, "validity": json.dumps(part.validity),
+                                    "residuals": json.dumps(part.residuals, default=float)})
+                group.create_dataset("param_names", data=np.array(part.param_names, dtype=object).astype(_STR))
+                group.create_dataset("values", data=part.values)
+                group.create_dataset("stderr", data=part.stderr)
+                group.create_dataset("covariance", data=part.covariance)
         return path
 
     @classmethod
@@ -128,51 +202,172 @@ class Surrogate:
         if not path.is_file():
             raise SurrogateError(f"surrogate file {path} does not exist")
         try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+        except OSError as exc:
+            raise SurrogateError(f"surrogate file {path} cannot be read ({exc.strerror})") from None
+        if head != HDF5_SIGNATURE:
+            what = "it is empty (0 bytes)" if not head else "it is not an HDF5 file (a text file or another format?)"
+            raise SurrogateError(f"{path} is not a gaincell surrogate: {what}")
+        try:
             with h5py.File(path, "r") as f:
                 version = f.attrs.get("schema_version")
                 if version is None:
-                    raise SurrogateError(f"{path} is not a gaincell surrogate (no schema_version attribute)")
+                    kind = f.attrs.get("file_kind", "")
+                    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+                    what = f"it is a {kind} file" if kind else "no schema_version attribute"
+                    raise SurrogateError(f"{path} is not a gaincell surrogate ({what})")
                 if int(version) != SCHEMA_VERSION:
                     raise SurrogateError(f"{path} has schema version {version}; this gaincell reads version "
                                          f"{SCHEMA_VERSION}")
                 components = {name: _read_component(path, name, group) for name, group in f.items()}
-                surrogate = cls(components, json.loads(f.attrs.get("design", "{}")),
+                design = json.loads(f.attrs.get("design", "{}"))
+                if not isinstance(design, dict):
+                    raise SurrogateError(f"{path}: attribute 'design' must be a JSON object; it is "
+                                         f"{type(design).__name__}")
+                surrogate = cls(components, design,
                                 str(f.attrs.get("source_path", "")), str(f.attrs.get("source_sha256", "")),
                                 str(f.attrs.get("created", "")))
         except SurrogateError:
             raise
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
             raise SurrogateError(f"{path} is not a readable surrogate file (truncated or corrupted?): {exc}") from None
         check(surrogate, path)
         return surrogate
 
 
 def _read_component(path: Path, name: str, group) -> Component:
+    if not isinstance(group, h5py.Group):
+        raise SurrogateError(f"{path}: {name!r} is not a component group (every root object is a component)")
     try:
+        model_id = str(group.attrs["model_id"])
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in group["param_names"][()]]
-        return Component(str(group.attrs["model_id"]), names, group["values"][()], group["stderr"][()],
-                         group["covariance"][()], json.loads(group.attrs["config"]),
-                         json.loads(group.attrs["validity"]), json.loads(group.attrs["residuals"]),
-                         str(group.attrs.get("source", "")))
+        texts = {key: json.loads(group.attrs[key]) for key in ("config", "validity", "residuals")}
     except KeyError as exc:
         raise SurrogateError(f"{path}: component {name!r} lacks {exc}") from None
+    for key, value in texts.items():
+        if not isinstance(value, dict):
+            raise SurrogateError(f"{path}: component {name!r} attribute {key!r} must be a JSON object; it is "
+                                 f"{type(value).__name__}")
+    return Component(model_id, names, group["values"][()], group["stderr"][()],
+                     group["covariance"][()], texts["config"], texts["validity"], texts["residuals"],
+                     str(group.attrs.get("source", "")))
 
 
 def check(surrogate: Surrogate, where: str | Path = "surrogate") -> None:
-    """Every required component present, every parameter finite, names consistent with the model id."""
-    from gaincell.fitting.models import MODELS
-
+    """Every required component present and consistent with its model id, every parameter finite and
+    physically plausible, validity bounds finite and ordered, and the attention layer built from it finite
+    on a probe input."""
     missing = [name for name in REQUIRED if name not in surrogate.components]
     if missing:
         raise SurrogateError(f"{where}: missing component(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
+    _check_design(surrogate.design, where)
     for name, part in surrogate.components.items():
-        bad = [p for p, v in zip(part.param_names, part.values) if not np.isfinite(v)]
-        if bad:
-            raise SurrogateError(f"{where}: component {name!r} has non-finite parameter(s) {', '.join(bad)}")
-        if part.model_id != FIGURES_MODEL:
-            if part.model_id not in MODELS:
-                raise SurrogateError(f"{where}: component {name!r} has unknown model id {part.model_id!r}")
+        _check_component(name, part, surrogate.design, where)
+    from .cellmodel import probe_layer
+
+    probe_layer(surrogate, where)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_design(design: dict, where) -> None:
+    for key, rule in DESIGN.items():
+        if key in design and not (_is_number(design[key]) and rule.allows(float(design[key]))):
+            raise SurrogateError(f"{where}: design field {key} = {design[key]!r} is implausible: {rule.describe()}")
+
+
+def _check_component(name: str, part: Component, design: dict, where) -> None:
+    from gaincell.fitting.models import MODELS
+
+    bad = [p for p, v in zip(part.param_names, part.values) if not np.isfinite(v)]
+    if bad:
+        raise SurrogateError(f"{where}: component {name!r} has non-finite parameter(s) {', '.join(bad)}")
+    if part.model_id != FIGURES_MODEL:
+        if part.model_id not in MODELS:
+            raise SurrogateError(f"{where}: component {name!r} has unknown model id {part.model_id!r}")
+        _check_config_keys(name, part, where)
+        try:
             expected = MODELS[part.model_id].param_names(part.config)
-            if list(expected) != list(part.param_names):
-                raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) has parameters "
-                                     f"{part.param_names}, expected {expected}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) has a config without a valid "
+                                 f"{exc} entry") from None
+        if list(expected) != list(part.param_names):
+            raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) has parameters "
+                                 f"{part.param_names}, expected {expected}")
+    for parameter, value in part.params.items():
+        rule = plausible_range(part.model_id, parameter)
+        if rule is not None and not rule.allows(value):
+            raise SurrogateError(f"{where}: component {name!r} parameter {parameter} = {value:g} is implausible: "
+                                 f"{rule.describe()}")
+    negative = [p for p, e in zip(part.param_names, part.stderr) if e < 0]
+    if negative:
+        raise SurrogateError(f"{where}: component {name!r} has negative standard error(s) for {', '.join(negative)} "
+                             "(a standard error is >= 0, or NaN when unknown)")
+    _check_config(name, part, where)
+    _check_validity_bounds(name, part, where)
+    if part.model_id.startswith("multiply/"):
+        _check_read_current(name, part, design, where)
+
+
+def _check_config_keys(name: str, part: Component, where) -> None:
+    lacking = [k for k in CONFIG_NEEDS.get(part.model_id, ()) if k not in part.config]
+    if lacking:
+        raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) config lacks {', '.join(lacking)}")
+    for key in ("order", "vin_order"):
+        value = part.config.get(key, 0)
+        if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value <= MAX_POLY_ORDER):
+            raise SurrogateError(f"{where}: component {name!r} config {key} = {value!r} must be an integer 0 .. "
+                                 f"{MAX_POLY_ORDER}")
+
+
+def _check_config(name: str, part: Component, where) -> None:
+    config = part.config
+    numbers = [k for k in ("y0_v", "vin0_v", "hold_v", "ref_v", "vdd_v") if k in config]
+    bad = [k for k in numbers if not (_is_number(config[k]) and np.isfinite(config[k]))]
+    if bad:
+        raise SurrogateError(f"{where}: component {name!r} config {bad[0]} = {config[bad[0]]!r} must be a finite "
+                             "number of volts")
+    for key, rule in CONFIG.items():
+        if key in config and not (_is_number(config[key]) and rule.allows(float(config[key]))):
+            raise SurrogateError(f"{where}: component {name!r} config {key} = {config[key]!r} is implausible: "
+                                 f"{rule.describe()}")
+    if part.model_id.startswith("decay/"):
+        hold, ref = config.get("hold_v", np.nan), config.get("ref_v", np.nan)
+        if not ref > hold:
+            raise SurrogateError(f"{where}: component {name!r} config ref_v = {ref!r} must be above hold_v = "
+                                 f"{hold!r} (the decay is of the stored level's excess over the hold level)")
+        if part.model_id == "decay/subthreshold-leakage" and not 1 + part.param("dibl_per_v") * (ref - hold) > 0:
+            raise SurrogateError(f"{where}: component {name!r} parameter dibl_per_v = {part.param('dibl_per_v'):g} "
+                                 f"is implausible: 1 + dibl_per_v x (ref_v - hold_v) must stay > 0 (else the "
+                                 "leakage would charge the node)")
+
+
+def _check_validity_bounds(name: str, part: Component, where) -> None:
+    for variable, bounds in part.validity.items():
+        ok = (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
+              and all(np.isfinite(bounds)) and bounds[0] <= bounds[1])
+        if not ok:
+            raise SurrogateError(f"{where}: component {name!r} validity of {variable} is {bounds!r}; it must be two "
+                                 "finite numbers [low, high] with low <= high (low = high: fitted at one value)")
+
+
+def _check_read_current(name: str, part: Component, design: dict, where) -> None:
+    """The multiply's read current over its validity box: finite and below MAX_READ_CURRENT_A."""
+    from gaincell.fitting.models import evaluate
+
+    vdd = float(design.get("vdd_v", 0.9))
+    stored = np.linspace(*part.validity.get("stored_v", [0.0, vdd]), 41)
+    vin = np.linspace(*part.validity.get("vin_v", [float(design.get("v_in_v", vdd))] * 2), 9)
+    grid_stored, grid_vin = np.meshgrid(stored, vin)
+    with np.errstate(all="ignore"):
+        current = evaluate(part.model_id, part.config, part.params, stored_v=grid_stored,
+                           pulse_s=np.ones_like(grid_stored), vin_v=grid_vin)
+    worst = float(np.max(np.abs(current))) if np.all(np.isfinite(current)) else np.inf
+    if not worst <= MAX_READ_CURRENT_A:
+        raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) is implausible: its read current over the "
+                             f"validity box (stored_v in [{stored[0]:g}, {stored[-1]:g}] V, vin_v in [{vin[0]:g}, "
+                             f"{vin[-1]:g}] V) reaches {worst:g} A; a gain cell reads at most {MAX_READ_CURRENT_A:g} A "
+                             "(a coefficient in the wrong unit?)")

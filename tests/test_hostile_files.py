@@ -1,0 +1,318 @@
+"""Hostile input files: foreign, fake, empty, truncated or incomplete HDF5 given to the verbs that read sweeps
+and surrogates; implausible surrogates; complex (.ac) results stored, read, listed, plotted and exported whole."""
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gaincell.circuits.rawfile import read_raw
+from gaincell.circuits.simulator import run
+from gaincell.cli import main, save_result
+from gaincell.errors import InputFileError
+from gaincell.inspect import sweep_figure
+from gaincell.resources import data_path
+from gaincell.store import SweepData, list_sweeps, read_sweep, run_as_sweep, save_sweeps
+from gaincell.surrogate.cellmodel import probe_layer
+from gaincell.surrogate.file import Surrogate, SurrogateError
+
+R_OHM, C_F = 1e3, 1e-6
+RC_AC = f"""* RC low-pass, AC sweep
+V1 in 0 dc 0 ac 1
+R1 in out {R_OHM:g}
+C1 out 0 {C_F:g}
+.ac dec 10 1 1e6
+.end
+"""
+
+
+@pytest.fixture(scope="module")
+def ac_file(tmp_path_factory):
+    """A real `.ac` run stored the way `gaincell simulate` stores it."""
+    out = tmp_path_factory.mktemp("ac") / "ac.h5"
+    save_result(run(RC_AC, backend="batch"), str(out), "batch")
+    return out
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def refused(result, *phrases):
+    """Exit 1 with one `error:` paragraph naming what is wrong, never a traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "error:" in result.output and "Traceback" not in result.output, result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+
+
+# ----------------------------------------------------------------------------------------------------------
+# files that are not what inspect / plot / export read
+
+
+def _foreign(path, ac_file):
+    with h5py.File(path, "w") as f:
+        f["data"] = np.arange(3.0)
+        f.attrs["creator"] = "another program"
+
+
+def _surrogate(path, ac_file):
+    shutil.copy(data_path("paper_reference.h5"), path)
+
+
+def _text(path, ac_file):
+    path.write_text("time,v(out)\n0,1\n")
+
+
+def _empty(path, ac_file):
+    path.write_bytes(b"")
+
+
+def _truncated(path, ac_file):
+    data = ac_file.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _missing_dataset(path, ac_file):
+    shutil.copy(ac_file, path)
+    with h5py.File(path, "a") as f:
+        del f["ac/error"]
+
+
+def _bad_status(path, ac_file):
+    shutil.copy(ac_file, path)
+    with h5py.File(path, "a") as f:
+        f["ac/status"][0] = 7
+
+
+HOSTILE = {  # how to make it, what the error says
+    "foreign HDF5": (_foreign,
+                     "not a gaincell characterization file: it has no sweep groups (file_kind attribute missing)"),
+    "surrogate": (_surrogate, "not a gaincell characterization file: it is a gaincell surrogate"),
+    "text renamed .h5": (_text, "it is not an HDF5 file"),
+    "empty": (_empty, "the file is empty (0 bytes)"),
+    "truncated": (_truncated, "truncated or corrupted"),
+    "sweep missing a dataset": (_missing_dataset, "sweep 'ac' is incomplete: dataset(s) error missing"),
+    "sweep with a bad status": (_bad_status, "sweep 'ac' is malformed: 'status' holds values other than 0 pending"),
+}
+INCOMPLETE = ("sweep missing a dataset", "sweep with a bad status")  # the file itself is a gaincell sweep file
+VERBS = {
+    "inspect": [],
+    "plot": ["--sweep", "ac", "--signal", "v(out)", "--out", "{out}.png"],
+    "export": ["--sweep", "ac", "--format", "csv", "--out", "{out}.csv"],
+}
+
+
+@pytest.mark.parametrize("verb", VERBS)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_file_of_the_wrong_kind_is_a_clear_error_in_every_verb(ac_file, tmp_path, kind, verb):
+    make, expected = HOSTILE[kind]
+    path = tmp_path / "input.h5"
+    make(path, ac_file)
+    before = path.read_bytes()
+    args = [a.format(out=tmp_path / "output") for a in VERBS[verb]]
+    if kind == "surrogate" and verb == "inspect":  # inspect describes surrogates too
+        assert invoke(verb, path, *args).exit_code == 0
+        return
+    refused(invoke(verb, path, *args), str(path), expected)
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob("output*")) and not list(tmp_path.glob(".output*"))  # nothing written
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_the_store_readers_refuse_the_same_files(ac_file, tmp_path, kind):
+    make, expected = HOSTILE[kind]
+    path = tmp_path / "input.h5"
+    make(path, ac_file)
+    if kind in INCOMPLETE:
+        assert list_sweeps(path) == ["ac"]
+    else:
+        with pytest.raises(InputFileError, match="input.h5: not a gaincell characterization file"):
+            list_sweeps(path)
+    with pytest.raises(InputFileError, match=str(path)) as error:
+        read_sweep(path, "ac")
+    assert expected in str(error.value)
+
+
+def test_save_sweeps_keeps_a_foreign_file_unless_told_to_replace_it(ac_file, tmp_path):
+    sweep = read_sweep(ac_file, "ac")
+    foreign = tmp_path / "foreign.h5"
+    _foreign(foreign, ac_file)
+    before = foreign.read_bytes()
+    with pytest.raises(InputFileError, match="refusing to write sweeps into it"):
+        save_sweeps(foreign, [sweep])
+    assert foreign.read_bytes() == before
+    save_sweeps(foreign, [sweep], replace_other_kind=True)  # what --force asks for
+    assert list_sweeps(foreign) == ["ac"]
+    damaged = tmp_path / "damaged.h5"
+    _missing_dataset(damaged, ac_file)  # a damaged sweep file is never dropped silently, even when forced
+    with pytest.raises(InputFileError, match="incomplete"):
+        save_sweeps(damaged, [SweepData("other", {"x": np.arange(2.0)})], replace_other_kind=True)
+
+
+def test_an_unreadable_chunk_file_is_named(ac_file, tmp_path):
+    path = tmp_path / "ac.h5"
+    shutil.copy(ac_file, path)
+    chunk = tmp_path / "ac.h5.parts" / "ac" / "00000000000000000001.npz"
+    chunk.parent.mkdir(parents=True)
+    chunk.write_bytes(b"PK\x03\x04 not a zip archive")
+    refused(invoke("inspect", path), str(chunk), "not a readable chunk file of sweep 'ac'")
+
+
+def test_a_sweep_file_given_as_a_surrogate_is_refused(ac_file, tmp_path):
+    with pytest.raises(SurrogateError, match=r"not a gaincell surrogate \(it is a gaincell characterization file\)"):
+        Surrogate.load(ac_file)
+    refused(invoke("attention", ac_file, "--out", tmp_path / "layer"), str(ac_file), "not a gaincell surrogate")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# implausible surrogates: a copy of the shipped reference with one thing changed
+
+
+def _set_value(component, index, value):
+    def edit(f):
+        f[f"{component}/values"][index] = value
+    return edit
+
+
+def _set_validity(component, variable, bounds):
+    def edit(f):
+        validity = json.loads(f[component].attrs["validity"])
+        f[component].attrs["validity"] = json.dumps(validity | {variable: bounds})
+    return edit
+
+
+IMPLAUSIBLE = {
+    "zero saturation charge": (_set_value("c2p", 0, 0.0),
+                               r"component 'c2p' parameter q_sat_c = 0 is implausible: the C2P saturation charge"),
+    "negative saturation charge": (_set_value("c2p", 0, -1.2e-12), r"q_sat_c = -1.2e-12 is implausible"),
+    "NaN validity bound": (_set_validity("multiply", "stored_v", [float("nan"), 0.9]),
+                           r"component 'multiply' validity of stored_v is \[nan, 0.9\]; it must be two finite"),
+    "swapped validity bounds": (_set_validity("multiply", "stored_v", [0.9, 0.0]),
+                                r"validity of stored_v is \[0.9, 0.0\].*low <= high"),
+    "absurd coefficient": (_set_value("multiply", 3, 1e30),
+                           r"component 'multiply' parameter c30 = 1e\+30 is implausible: a read-current coefficient"),
+    "NaN coefficient": (_set_value("multiply", 1, np.nan), r"component 'multiply' has non-finite parameter\(s\) c10"),
+    "zero retention": (_set_value("decay", 0, 0.0), r"component 'decay' parameter tau_s = 0 is implausible"),
+    "negative energy": (_set_value("energy", 0, -1e-9), r"component 'energy' parameter \w+_j = -1e-09 is implausible"),
+    "read current of amperes": (_set_value("multiply", 0, 5.0),
+                                r"component 'multiply' \(multiply/poly\) is implausible: its read current"),
+}
+
+
+@pytest.mark.parametrize("case", IMPLAUSIBLE)
+def test_an_implausible_surrogate_is_refused_naming_component_and_parameter(tmp_path, case):
+    edit, expected = IMPLAUSIBLE[case]
+    path = tmp_path / "surrogate.h5"
+    shutil.copy(data_path("paper_reference.h5"), path)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    with pytest.raises(SurrogateError, match=expected) as error:
+        Surrogate.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_the_cli_reports_an_implausible_surrogate_in_one_paragraph(tmp_path):
+    path = tmp_path / "surrogate.h5"
+    shutil.copy(data_path("paper_reference.h5"), path)
+    with h5py.File(path, "a") as f:
+        f["c2p/values"][0] = 0.0
+    refused(invoke("inspect", path), str(path), "q_sat_c = 0 is implausible", "must lie in [1.602e-19, 1e-06] C")
+
+
+def test_an_implausible_surrogate_is_not_saved(tmp_path):
+    surrogate = Surrogate.load(data_path("paper_reference.h5"))
+    surrogate["c2p"].values[0] = 0.0
+    with pytest.raises(SurrogateError, match="q_sat_c = 0 is implausible"):
+        surrogate.save(tmp_path / "s.h5")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_layer_probe_names_what_gives_non_finite_numbers():
+    """The last line of defence, on surrogates built in memory past the parameter rules."""
+    surrogate = Surrogate.load(data_path("paper_reference.h5"))
+    probe_layer(surrogate, "reference")  # the shipped surrogate passes
+    surrogate["decay"].values[0] = np.nan
+    with pytest.raises(SurrogateError, match="component 'decay' .* gives decay factors nan"):
+        probe_layer(surrogate, "edited")
+    surrogate = Surrogate.load(data_path("paper_reference.h5"))
+    surrogate["multiply"].values[3] = np.inf
+    with pytest.raises(SurrogateError, match="component 'multiply' compiles to non-finite attention constants"):
+        probe_layer(surrogate, "edited")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# complex results
+
+
+def test_ac_results_are_stored_and_read_back_complex(ac_file):
+    data = read_sweep(ac_file, "ac")
+    point = data.point((0,))
+    frequency, v_out = point["frequency"], point["v(out)"]
+    assert frequency.dtype == np.float64 and len(frequency) == 61 and frequency[0] == pytest.approx(1.0)
+    assert v_out.dtype == np.complex128
+    analytic = 1.0 / (1.0 + 2j * np.pi * frequency * R_OHM * C_F)
+    assert np.max(np.abs(v_out - analytic)) <= 1e-6
+    assert np.min(v_out.imag) < -0.49  # the imaginary part is there: -1/2 at the corner frequency
+    xr = pytest.importorskip("xarray")
+    ds = xr.open_dataset(ac_file, group="ac", engine="h5netcdf")
+    assert ds["v(out)"].dtype == np.complex128 and ds["v(out)"].dims == ("run", "sample")
+    np.testing.assert_array_equal(ds["v(out)"].values[0], v_out)
+
+
+def test_complex_results_are_listed_plotted_and_exported_as_csv(ac_file, tmp_path):
+    result = invoke("inspect", ac_file)
+    assert result.exit_code == 0, result.output
+    assert "x axis frequency" in result.output and "v(out) [V, complex]" in result.output
+    point = read_sweep(ac_file, "ac").point((0,))
+
+    figure = sweep_figure(ac_file, "ac", ["v(out)"])
+    assert "magnitude" in figure.title
+    [trace] = figure.panels[0].traces
+    assert trace.name == "|v(out)|" and figure.panels[0].x_unit == "Hz"
+    np.testing.assert_array_equal(trace.y, np.abs(point["v(out)"]))
+    assert invoke("plot", ac_file, "--sweep", "ac", "--signal", "v(out)", "--out", tmp_path / "ac.png").exit_code == 0
+
+    assert invoke("export", ac_file, "--sweep", "ac", "--format", "csv", "--signal", "v(out)",
+                  "--out", tmp_path / "ac.csv").exit_code == 0
+    rows = [line.split(",") for line in (tmp_path / "ac.csv").read_text().splitlines()]
+    assert rows[0] == ["point", "run", "frequency", "re(v(out))", "im(v(out))"]
+    table = np.array([[float(x) for x in row[2:]] for row in rows[1:]])
+    np.testing.assert_array_equal(table[:, 1] + 1j * table[:, 2], point["v(out)"])
+
+
+def test_a_complex_sweep_exports_as_a_complex_raw_file(ac_file, tmp_path):
+    point = read_sweep(ac_file, "ac").point((0,))
+    result = invoke("export", ac_file, "--sweep", "ac", "--format", "raw", "--out", tmp_path / "ac.raw")
+    assert result.exit_code == 0, result.output
+    [plot] = read_raw(tmp_path / "ac.raw")
+    assert "complex" in plot.flags and plot.kinds["frequency"] == "frequency"
+    np.testing.assert_array_equal(plot.vectors["frequency"], point["frequency"])
+    for name in ("v(out)", "i(v1)"):
+        np.testing.assert_array_equal(plot.vectors[name], point[name])
+
+
+def test_a_sweep_widens_to_complex_without_losing_earlier_points():
+    data = SweepData("mixed", {"x": np.arange(2.0)})
+    data.record_ok((0,), {"frequency": np.array([1.0, 2.0]), "v(out)": np.array([0.5, 0.25])}, 0)
+    data.record_ok((1,), {"frequency": np.array([1.0, 2.0, 3.0]) + 0j, "v(out)": np.array([1j, 2, 3 - 1j])}, 0)
+    assert data.waveforms["v(out)"].dtype == np.complex128 and data.waveforms["frequency"].dtype == np.float64
+    np.testing.assert_array_equal(data.point((0,))["v(out)"], [0.5, 0.25])
+    np.testing.assert_array_equal(data.point((1,))["v(out)"], [1j, 2, 3 - 1j])
+
+
+def test_a_zero_point_analysis_is_stored_empty_with_a_note(tmp_path):
+    path = tmp_path / "empty.h5"
+    pz = run("* RC\nV1 in 0 dc 1 ac 1\nR1 in out 1k\nC1 out 0 1u\n.pz in 0 out 0 vol zer\n.end\n", backend="batch")
+    save_result(pz, str(path), "batch")  # ngspice returns the zeros' plot without vectors
+    empty = run_as_sweep("ac", {"frequency": np.array([]), "v(out)": np.array([], complex)}, "* deck", {})
+    save_sweeps(path, [empty])
+    data = read_sweep(path, "ac")
+    assert data.waveforms["v(out)"].shape == (1, 0) and data.waveforms["v(out)"].dtype == np.complex128
+    assert "without any points" in data.attrs["note"]
+    result = invoke("inspect", path)
+    assert result.exit_code == 0 and result.output.count("note: the simulator returned this analysis without") == 2
+    refused(invoke("plot", path, "--sweep", "ac", "--signal", "v(out)", "--out", tmp_path / "e.png"), "has no samples")
