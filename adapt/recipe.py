@@ -21,8 +21,8 @@ from gaincell.errors import ConfigError
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 from .calibrate import calibrate, softmax_targets
-from .models import (ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained, read_manifest, save_adapted,
-                     set_mode, swap_attention)
+from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
+                     read_manifest, save_adapted, set_mode, swap_attention)
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
 
@@ -77,6 +77,7 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     surrogate_sha = sha256_of(options.surrogate)
     Surrogate.load(options.surrogate)  # refuse a bad surrogate before any model work
+    finish_interrupted_save(out)
     if (out / ADAPTED_MANIFEST).is_file():
         manifest = read_manifest(out)
         if manifest["base_model"] != str(options.model) or manifest["surrogate_sha256"] != surrogate_sha:

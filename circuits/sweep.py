@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from gaincell import __version__
 from gaincell.errors import ConfigError, GaincellError, SimulationError, WorkerCrashed
+from gaincell.outputs import output_lock
 from gaincell.store import SweepData, read_sweep, save_sweeps, OK
 
 from .analysis import Analysis
@@ -187,9 +188,11 @@ def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
     if "results" in outcome:
         results = outcome["results"]
         for name in results[0]:
-            values = [np.asarray(r[name], dtype=float) for r in results]
+            values = [np.asarray(r[name]) for r in results]
+            kind = complex if any(np.iscomplexobj(v) for v in values) else float  # keep imaginary parts
+            values = [v.astype(kind) for v in values]
             width = max(v.size for v in values)
-            stacked = np.full((len(values), width) if values[0].ndim else (len(values),), np.nan)
+            stacked = np.full((len(values), width) if values[0].ndim else (len(values),), np.nan, dtype=kind)
             for j, value in enumerate(values):
                 if value.ndim:
                     stacked[j, : value.size] = value
@@ -290,6 +293,12 @@ def run_sweep(sweep: Sweep, out: str | Path, workers: int | None = None, backend
     """
     backend = check_backend(backend)
     out = Path(out)
+    with output_lock(out):
+        return _run_locked(sweep, out, workers, backend, scheduler, progress, retry_failed, restart, save_every_s)
+
+
+def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progress: bool, retry_failed: bool,
+                restart: bool, save_every_s: float) -> SweepReport:
     started = time.perf_counter()
     data = _load_state(sweep, out, restart)
     todo_mask = data.status != OK if retry_failed else data.status == 0

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
+from gaincell.outputs import atomic_path  # noqa: E402
 from gaincell.surrogate.file import Surrogate  # noqa: E402
 
 from .fit import FitOutcome  # noqa: E402
@@ -17,7 +18,7 @@ from .fit import FitOutcome  # noqa: E402
 
 def text_report(surrogate: Surrogate) -> str:
     """Parameters with standard errors, residual statistics and worst point of every component."""
-    lines = [f"surrogate of {surrogate.source_path or 'reference data'} (sha256 {surrogate.source_sha256[:16]})"]
+    lines = [f"gaincell fit report: surrogate of {surrogate.source_path or 'reference data'} (sha256 {surrogate.source_sha256[:16]})"]
     for name, part in surrogate.components.items():
         lines.append(f"\n[{name}] {part.model_id}   source: {part.source}")
         for pname, value, err in zip(part.param_names, part.values, part.stderr):
@@ -77,8 +78,11 @@ def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

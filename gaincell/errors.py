@@ -50,3 +50,11 @@ class WorkerCrashed(SimulationError):
     """The process running ngspice died (crash, out of memory, killed)."""
 
     kind = "crash"
+
+
+class OutputError(GaincellError):
+    """An output cannot be written where asked (it is an input, a file of another kind, not writable)."""
+
+
+class InputFileError(GaincellError):
+    """An input file is not what the command reads (wrong kind, unreadable, malformed); the message names it."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .outputs import atomic_write_text
 
 
 @dataclass
@@ -62,7 +63,7 @@ def write_report(folder: str | Path, title: str, stages: list[Stage]) -> Path:
                          f"<code>{html.escape(stage.command)}</code>)</figcaption></figure>")
         rows.append("\n".join(parts + ["</section>"]))
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gaincell">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>{html.escape(title)}</title>
 <style>body {{ font: 14px sans-serif; margin: 20px; max-width: 1100px; }} img {{ max-width: 100%; }}
@@ -74,8 +75,4 @@ Every figure names the file it shows and the command that remakes it.</p>
 {chr(10).join(rows)}
 </body></html>
 """
-    path = folder / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(folder / "report.html", page)

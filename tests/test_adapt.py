@@ -117,7 +117,8 @@ def test_adapted_folder_round_trip_and_damage_is_detected(tmp_path, llama_folder
     layer = gaincell_layers(loaded)[1]
     assert float(layer.q_scaler.a[0].detach()) == pytest.approx(0.3) and float(layer.out_scaler.target_mean[0]) == pytest.approx(0.7)
     with torch.no_grad():
-        assert torch.equal(loaded(ids).logits, expected)
+        # float32 sums may round apart by ~1e-6; a parameter or buffer lost in the round trip moves far more
+        torch.testing.assert_close(loaded(ids).logits, expected, rtol=1e-5, atol=1e-5)
     (out / "gaincell-attention.pt").write_bytes(b"half-written")
     with pytest.raises(Exception, match="interrupted save"):
         load_adapted(out)
@@ -273,3 +274,42 @@ def test_demo_language_model_stage_calibration_beats_the_naive_swap():
                                say=lambda text: None)
     assert result["softmax"] < 100 < result["naive_swap"]
     assert result["calibrated"] < result["naive_swap"] / 10
+
+
+@pytest.mark.slow
+def test_kill_9_of_adapt_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path, gpt2_folder):
+    import random
+
+    text = tmp_path / "train.txt"
+    text.write_text(TEXT)
+
+    def args(out):
+        return ["adapt", "--model", str(gpt2_folder), "--surrogate", "paper", "--out", str(out), "--train-text",
+                str(text), "--steps", "6", "--batch", "2", "--seq", "32", "--checkpoint-every", "1",
+                "--calibration-tokens", "64", "--calibration-iterations", "5"]
+
+    log = tmp_path / "log.txt"
+
+    def start(out):
+        with open(log, "a") as handle:  # a file, not a pipe: a killed run never blocks on a full pipe
+            return subprocess.Popen([sys.executable, "-m", "gaincell.cli", *args(out)], stdout=handle,
+                                    stderr=subprocess.STDOUT)
+
+    started = time.perf_counter()
+    assert start(tmp_path / "whole").wait(timeout=600) == 0, log.read_text()[-3000:]
+    duration = time.perf_counter() - started
+    out, rng = tmp_path / "killed", random.Random(14)
+    for _ in range(3):
+        run = start(out)
+        time.sleep(rng.uniform(0.2, 0.9) * duration)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        if (out / "adapted.json").exists() or (out / ".staging" / "adapted.json").exists():
+            load_adapted(out)  # a committed save is whole (finished on read if the move was cut short)
+    assert start(out).wait(timeout=600) == 0, log.read_text()[-3000:]
+    expected, _ = load_adapted(tmp_path / "whole")
+    resumed, _ = load_adapted(out)
+    for (name, want), (_, got) in zip(expected.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert json.loads((out / "adapted.json").read_text())["stages_done"] == ["linear", "calibrate", "nonlinear"]
+    assert not (out / ".staging").exists()
