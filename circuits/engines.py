@@ -5,9 +5,20 @@ Both take a prepared `Netlist` and return `EngineOutput`: every plot's vectors u
 ngspice's text (shared mode returns 0 even for parse errors) and raised as `SimulationError` carrying
 ngspice's own lines. The shared engine is one per process (libngspice keeps global state); run it in a
 worker process (see `workers.py`), never in threads.
+
+ngspice reads more than the deck. At start it runs a user `.spiceinit` (measured with ngspice 39 here):
+`ngspice -b` takes the first of $SPICE_USERINIT_DIR, the working folder and $HOME (`.spiceinit` or
+`spice.rc`); libngspice takes the working folder's, else the one in the account's home folder from the
+password database (not $HOME). And it looks for a relative `.include`/`.lib` path in its working folder
+before the including file's folder. So the shared engine works in a private folder that holds nothing but
+gaincell's own `.spiceinit` (`set num_threads=1`), and the batch engine works in an empty folder and gets
+that file through $SPICE_USERINIT_DIR: no user or project `.spiceinit` runs, and relative paths resolve to
+the files the trust policy (`trust.py`) checked.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import re
@@ -39,6 +50,9 @@ _ERROR_LINE = re.compile(
     re.IGNORECASE,
 )
 _REPORTED_WARNING = re.compile(r"error|can't find model", re.IGNORECASE)
+SPICEINIT = "* gaincell's own ngspice start-up file: one thread (processes run in parallel instead)\nset num_threads=1\n"
+FOLDER_VARIABLE = "GAINCELL_NGSPICE_FOLDER"  # a private folder made by the worker pool for its workers
+_folder: Path | None = None
 
 
 @dataclass
@@ -114,8 +128,46 @@ def libngspice_path() -> str:
         "(apt-get install libngspice0) or set NGSPICE_LIBRARY_PATH to the library file")
 
 
+def private_folder() -> Path:
+    """This process's working folder for libngspice: empty but for gaincell's `.spiceinit`. A worker uses
+    the one its pool made (`$GAINCELL_NGSPICE_FOLDER`); any other process makes its own, removed at exit."""
+    global _folder
+    if _folder is None:
+        given = os.environ.get(FOLDER_VARIABLE)
+        if given and Path(given, ".spiceinit").is_file():
+            _folder = Path(given)
+        else:
+            _folder = make_private_folder()
+            atexit.register(shutil.rmtree, _folder, True)
+    return _folder
+
+
+def make_private_folder() -> Path:
+    """A new private folder holding only gaincell's `.spiceinit` (the caller removes it)."""
+    folder = Path(tempfile.mkdtemp(prefix="gaincell-ngspice-"))
+    (folder / ".spiceinit").write_text(SPICEINIT)
+    return folder
+
+
+@contextlib.contextmanager
+def _inside(folder: Path):
+    """Work in `folder` for the duration (the process's single thread of ngspice work), then go back."""
+    try:
+        previous = os.getcwd()
+    except OSError:  # the working folder was removed: nothing to go back to
+        previous = None
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
+
+
 class SharedEngine:
-    """ngspice as a shared library through PySpice, with the workarounds this stack needs."""
+    """ngspice as a shared library through PySpice, with the workarounds this stack needs. libngspice
+    starts and runs inside `private_folder()` (see the module docstring)."""
 
     _instance: "SharedEngine | None" = None
 
@@ -132,7 +184,9 @@ class SharedEngine:
         from PySpice.Spice.NgSpice.Shared import NgSpiceShared
 
         NgSpiceShared.LIBRARY_PATH = os.environ["NGSPICE_LIBRARY_PATH"]
-        self._ng = NgSpiceShared.new_instance()
+        self.folder = private_folder()
+        with _inside(self.folder):  # ngSpice_Init reads .spiceinit from the working folder, else from home
+            self._ng = NgSpiceShared.new_instance()
         self.simulator = f"ngspice-{self._ng.ngspice_version} (shared, PySpice)"
         self._quiet("set num_threads=1")
         self._quiet("set nomoremode")
@@ -152,6 +206,10 @@ class SharedEngine:
 
     def simulate(self, netlist: Netlist) -> EngineOutput:
         """Load and run one deck; raise `SimulationError` with ngspice's lines if it fails."""
+        with _inside(self.folder):
+            return self._simulate(netlist)
+
+    def _simulate(self, netlist: Netlist) -> EngineOutput:
         start = time.perf_counter()
         log_parts = []
         try:
@@ -178,7 +236,9 @@ class SharedEngine:
 
 
 class BatchEngine:
-    """`ngspice -b -r` in a scratch directory, one process per run; the cross-check and fallback."""
+    """`ngspice -b -r` in a scratch folder, one process per run; the cross-check and fallback. ngspice works
+    in an empty folder there and reads gaincell's `.spiceinit` through $SPICE_USERINIT_DIR, which it
+    prefers to the working and home folders."""
 
     _version: str | None = None
 
@@ -193,7 +253,7 @@ class BatchEngine:
     @property
     def simulator(self) -> str:
         if BatchEngine._version is None:
-            out = subprocess.run([self.executable, "-v"], capture_output=True, text=True, timeout=30).stdout
+            out = subprocess.run([self.executable, "-n", "-v"], capture_output=True, text=True, timeout=30).stdout
             match = re.search(r"ngspice-(\S+)", out)
             BatchEngine._version = f"ngspice-{match.group(1) if match else 'unknown'} (batch)"
         return BatchEngine._version
@@ -203,17 +263,20 @@ class BatchEngine:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="gaincell-ngspice-") as scratch:
             work = Path(scratch)
-            (work / ".spiceinit").write_text("set num_threads=1\n")
+            (work / "init").mkdir()
+            (work / "init" / ".spiceinit").write_text(SPICEINIT)
+            (work / "cwd").mkdir()
             (work / "deck.cir").write_text(netlist.text)
+            raw = work / "out.raw"
+            env = dict(os.environ, SPICE_USERINIT_DIR=str(work / "init"))
             try:
-                done = subprocess.run([self.executable, "-b", "-r", "out.raw", "deck.cir"], cwd=work,
-                                      capture_output=True, text=True, timeout=timeout)
+                done = subprocess.run([self.executable, "-b", "-r", str(raw), str(work / "deck.cir")],
+                                      cwd=work / "cwd", env=env, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired as exc:
                 log = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
                 raise SimulationTimeout(f"ngspice did not finish within {timeout} s", netlist.hash, log) from None
             log = done.stdout + done.stderr
             failure = None if done.returncode == 0 else f"ngspice exited with code {done.returncode}"
-            raw = work / "out.raw"
             if failure is None and not raw.exists():
                 failure = "ngspice wrote no results"
             _check(log, netlist, failure)

@@ -92,7 +92,10 @@ def run_netlist(netlist: Netlist, backend: str = "shared", timeout: float = 60.0
 
 
 def run(circuit_or_netlist, analysis: Analysis | None = None, save=(), timeout: float = 60.0,
-        backend: str = "shared", options: dict | None = None, base_dir: str | Path | None = None) -> SimResult:
-    """Simulate a PySpice circuit or netlist text; see the module docstring."""
-    netlist = prepare(circuit_or_netlist, analysis, save=save, options=options, base_dir=base_dir)
+        backend: str = "shared", options: dict | None = None, base_dir: str | Path | None = None,
+        source_name: str = "netlist") -> SimResult:
+    """Simulate a PySpice circuit or netlist text; see the module docstring. The text is checked by the trust
+    policy first (`prepare`, `trust.py`); `source_name` is what its errors call it (e.g. the file name)."""
+    netlist = prepare(circuit_or_netlist, analysis, save=save, options=options, base_dir=base_dir,
+                      source_name=source_name)
     return SimResult(netlist, run_netlist(netlist, backend, timeout), backend)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gaincell import __version__
-from gaincell.errors import ConfigError, GaincellError, SimulationError, WorkerCrashed
+from gaincell.errors import ConfigError, GaincellError, NetlistError, SimulationError, WorkerCrashed, WorkerStartError
 from gaincell.outputs import output_lock
 from gaincell.store import SweepData, read_sweep, save_sweeps, OK
 
@@ -314,6 +314,7 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     queue: deque = deque(_chunks(sweep, todo, size))
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="pt", disable=not progress, smoothing=0.1)
     last_save = time.monotonic()
+    refused = False
     try:
         for indices, outcome in _execute(sweep, queue, workers, backend, scheduler):
             failed_whole = "results" not in outcome
@@ -332,9 +333,13 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
             if time.monotonic() - last_save > save_every_s:
                 _checkpoint(out, data, parts)
                 last_save = time.monotonic()
+    except (NetlistError, WorkerStartError):
+        refused = report.simulated == 0  # nothing ran: write no file at all (finished chunks stay in parts)
+        raise
     finally:
         bar.close()
-        _checkpoint(out, data, parts)
+        if not refused:
+            _checkpoint(out, data, parts)
         report.wall_s = time.perf_counter() - started
     return report
 
@@ -427,6 +432,8 @@ def _execute_dask(sweep: Sweep, queue: deque, workers, scheduler: str, points):
             indices = owners.pop(future.key)
             try:
                 outcome = future.result()
+            except NetlistError:  # refused before ngspice ran: the whole sweep is refused, not this point
+                raise
             except Exception as exc:  # KilledWorker and friends: the worker died under this chunk
                 crash = WorkerCrashed(f"Dask worker failed: {type(exc).__name__}: {exc}")
                 outcome = {"deck": "", "error": crash.message, "kind": crash.kind}

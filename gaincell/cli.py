@@ -220,7 +220,8 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
         if built:
             result, extra = _simulate_cell(design, stored, pulse, backend, timeout)
         else:
-            result = run(read_netlist_file(path), timeout=timeout, backend=backend, base_dir=path.parent.resolve())
+            result = run(read_netlist_file(path), timeout=timeout, backend=backend, base_dir=path.parent.resolve(),
+                         source_name=str(path))
             extra = {"source_file": str(path.resolve())}
         sweeps = save_result(result, out, backend, **extra)
     click.echo(f"wrote {out}: " + ", ".join(f"{s.name} ({len(s.waveforms) + len(s.scalars)} vectors)"

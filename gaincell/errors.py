@@ -58,3 +58,12 @@ class OutputError(GaincellError):
 
 class InputFileError(GaincellError):
     """An input file is not what the command reads (wrong kind, unreadable, malformed); the message names it."""
+
+
+class WorkerStartError(GaincellError):
+    """A simulator worker process could not start or could not take its task; the message is its own error
+    (`details` holds its traceback when there is one)."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
