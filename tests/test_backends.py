@@ -93,5 +93,5 @@ def test_shared_worker_survives_many_runs():
     """Destroy + remcirc after each run: 50 runs in the same worker stay correct."""
     values = [run(rc_circuit(), Transient(1e-8, 1e-6, 1e-8, uic=True), save=["v(out)"])["v(out)"][-1]
               for _ in range(50)]
-    assert np.ptp(values) == 0
+    assert np.ptp(values) <= 1e-9 * abs(values[0])  # state left from an earlier run moves it far more
     assert values[0] == pytest.approx(rc_exact(1e-6), rel=1e-3)

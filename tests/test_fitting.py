@@ -29,7 +29,10 @@ def test_paper_cubic_is_reproduced_to_1e_4(reference):
 
 def test_shipped_reference_surrogate_matches_a_fresh_fit(reference):
     shipped = Surrogate.load(data_path("paper_reference.h5"))
-    np.testing.assert_array_equal(shipped["multiply"].values, reference["multiply"].values)
+    # The shipped file must be this fit of this data: a change to the model, the data or the fit settings moves
+    # the coefficients by far more than 1e-6, while another CPU, BLAS or numpy/scipy moves them ~1e-12 (the
+    # fit stops within its own tolerance, 1.5e-8 relative), so 1e-6 separates the two.
+    np.testing.assert_allclose(shipped["multiply"].values, reference["multiply"].values, rtol=1e-6, atol=0)
     charge = shipped.evaluate("multiply", stored_v=np.array([0.45, 0.9]), pulse_s=15e-9, vin_v=0.9)
     assert charge[0] == pytest.approx(15e-9 * 0.52136e-6, rel=1e-4)
 
