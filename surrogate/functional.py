@@ -15,11 +15,14 @@ The fast path never materialises a (B, H, T, T) tensor: queries are processed in
 key tiles their window reaches (the per-tile readout is exact because tiles are the array size), the decay
 and causal mask form one (keys x queries) matrix per chunk shared by every batch and head, and a custom
 autograd function keeps only q, f(k), g(v) for the backward pass, recomputing each chunk there (as flash
-attention does). Memory is O(B H T D) plus one chunk.
+attention does). Memory is O(B H T D) plus one chunk. This torch path is the readable reference; on CUDA
+the same pass runs as one fused Triton kernel (`kernel.py`, chosen by `use_triton`), tested against it.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -302,20 +305,23 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
 
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
                        window: int | None = None, quantize: bool | Quantization = False, linear: bool = False,
-                       linear_backward: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+                       linear_backward: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                       kernel: str | None = None) -> torch.Tensor:
     """Gain-cell attention on hardware-domain tensors.
 
     q: (B, H, T, D) read pulse widths as fractions of T_max; k, v: (B, H_kv, T, D) stored volts (clamped
     to the cell's stored range; H_kv divides H, grouped-query heads share arrays). `cell`: a CellModel, a
     Surrogate or a surrogate path. `decay`: None, a rate per step, "surrogate" or a table by age.
     `window`: ring size (a multiple of `tile`; None = the whole sequence). `quantize`: True for the paper's
-    levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve.
+    levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve. `kernel`:
+    "auto" / "triton" / "torch" (see `use_triton`; default from GAINCELL_KERNEL, else "auto").
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward)
     return tiled_attention(qh, fk, fv, cell, decay=decay, tile=tile, window=window,
-                           out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements)
+                           out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
+                           kernel=kernel)
 
 
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -326,12 +332,47 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h_kv, heads // h_kv, t, d).reshape(b, heads, t, d)
 
 
+KERNEL_CHOICES = ("auto", "triton", "torch")
+
+
+def use_triton(q: torch.Tensor, tile: int, kernel: str | None = None) -> bool:
+    """Whether the parallel pass runs the fused Triton kernel (`kernel.py`) rather than the torch path below.
+
+    `kernel` (default: the GAINCELL_KERNEL environment variable, else "auto"): "auto" uses the kernel on CUDA
+    tensors when triton is installed and the case is supported; "triton" insists (an error says why it
+    cannot); "torch" never uses it. The torch path is the reference the kernel is tested against."""
+    choice = kernel if kernel is not None else os.environ.get("GAINCELL_KERNEL", "auto")
+    if choice not in KERNEL_CHOICES:
+        name = "kernel" if kernel is not None else "GAINCELL_KERNEL"
+        raise ConfigError(name, f"must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
+    if choice == "torch" or (choice == "auto" and not q.is_cuda):
+        return False
+    if importlib.util.find_spec("triton") is None:
+        if choice == "auto":
+            return False
+        raise ConfigError("kernel", "'triton' needs the triton package (pip install triton)")
+    from . import kernel as fused
+
+    reason = fused.supports(q, tile)
+    if reason is not None and choice == "triton":
+        raise ConfigError("kernel", f"the Triton kernel cannot run this case: {reason}")
+    return reason is None
+
+
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
-                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
-    """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v)."""
+                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None) -> torch.Tensor:
+    """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v); `kernel` picks the
+    implementation (see `use_triton`)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = expand_kv(fk, h), expand_kv(fv, h)
+    if use_triton(q, tile, kernel):
+        from .kernel import fused_tiled_attention
+
+        table = decay_table_for(decay, ring, cell, q.dtype, q.device)
+        out = fused_tiled_attention(q.reshape(b * h, t, d), fk.reshape(b * h, t, d), fv.reshape(b * h, t, d), table,
+                                    tile=tile, ring=ring, offset=cell.offset, out_steps=out_steps)
+        return out.view(b, h, t, d)
     span = min(padded, ring + tile)
     tiles_per_chunk = max(1, chunk_elements // max(1, b * h * tile * span))  # query tiles per chunk
     rows = max(1, min(b * h, chunk_elements // (tile * span)))  # when one query tile is already too much

@@ -1,0 +1,196 @@
+"""The fused Triton kernel (surrogate/kernel.py) equals the torch path, outputs and gradients.
+
+Without CUDA the kernels run on CPU tensors in Triton's interpreter: TRITON_INTERPRET=1 is set only while
+this module imports the kernel module (Triton reads it when the kernels are decorated), then restored, so
+other tests see the environment unchanged. With CUDA the same tests run the compiled kernels.
+"""
+import contextlib
+import dataclasses
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the fused kernel needs the triton package (pip install triton)")
+
+from gaincell.errors import ConfigError  # noqa: E402
+from gaincell.resources import data_path  # noqa: E402
+from gaincell.surrogate.cellmodel import CellModel  # noqa: E402
+from gaincell.surrogate.functional import Quantization, gaincell_attention, use_triton  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def interpreter():
+    """TRITON_INTERPRET=1 while inside (Triton reads it when kernels are decorated and while they run on the
+    CPU); the previous value afterwards. Nothing on a CUDA machine."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    if DEVICE == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+with interpreter():
+    kernel = importlib.import_module("gaincell.surrogate.kernel")
+    if DEVICE == "cpu" and not kernel.interpreted():  # imported earlier for the GPU: rebuild for the interpreter
+        kernel = importlib.reload(kernel)
+
+
+@pytest.fixture(autouse=True)
+def interpreted_kernels():
+    with interpreter():
+        yield
+
+
+@pytest.fixture(scope="module")
+def cell():
+    """The reference cell with a C2P offset and a 5x stronger multiply, so that with head_dim 16 the scores
+    and the readouts fall on both sides of both clamps (checked below)."""
+    reference = CellModel.from_surrogate(data_path("paper_reference.h5"))
+    return dataclasses.replace(reference, offset=0.05, cubic=tuple(5 * c for c in reference.cubic))
+
+
+def inputs(batch, heads, kv_heads, tokens, dim, seed):
+    """Pulse widths q in [0, 1] and stored voltages k, v over the cell's range, float32, requiring grad."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.rand(batch, heads, tokens, dim, generator=generator)
+    k = 0.2 + 0.6 * torch.rand(batch, kv_heads, tokens, dim, generator=generator)
+    v = 0.9 * torch.rand(batch, kv_heads, tokens, dim, generator=generator)
+    return [x.to(DEVICE).requires_grad_() for x in (q, k, v)]
+
+
+def both_paths(cell, shape, seed=0, **options):
+    """Output and gradients (q, k, v, through the fitted polynomial) of the torch path and of the kernel."""
+    q, k, v = inputs(*shape, seed)
+    weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+    results = []
+    for choice in ("torch", "triton"):
+        out = gaincell_attention(q, k, v, cell, kernel=choice, **options)
+        results.append((out.detach(), torch.autograd.grad(out, (q, k, v), weights)))
+    return results
+
+
+# float32 throughout: the two paths add the same products in a different order (tl.dot's blocking vs torch's
+# bmm; the kernel sums tiles in registers), which moves results by a few ulps of the largest partial sum.
+# 2e-5 relative to each tensor's largest entry is ~100 ulps: far below any real error (a wrong mask, a
+# missing tile, a misplaced clamp changes results at the 1e-2 .. 1 level), and it holds on the GPU too.
+RELATIVE = 2e-5
+
+CASES = {  # shape (B, H, H_kv, T, D), options
+    "ring wraps, T not a multiple of the tile, quantized": ((1, 2, 2, 56, 16), dict(tile=16, window=32, decay=0.02,
+                                                                                   quantize=True)),
+    "no window (whole sequence), grouped kv heads": ((1, 2, 1, 40, 16), dict(tile=16, window=None, decay=0.05)),
+    "window = one tile (every tile wraps onto itself)": ((2, 1, 1, 48, 16), dict(tile=16, window=16, decay=None)),
+}
+SLOW_CASES = {
+    "tile 32, three ring tiles, quantized": ((1, 2, 2, 160, 32), dict(tile=32, window=96, decay=0.01, quantize=True)),
+    "window longer than the sequence, decay by the surrogate": ((1, 1, 1, 56, 16), dict(tile=16, window=128,
+                                                                                        decay="surrogate")),
+}
+
+
+def check_parity(cell, shape, options):
+    (out, grads), (fused_out, fused_grads) = both_paths(cell, shape, **options)
+    scale = out.abs().max()
+    difference = (fused_out - out).abs()
+    quantization = options.get("quantize")
+    if quantization:
+        # A readout sum within a few ulps of a rounding boundary may round to the neighbouring level in one
+        # path: allow that for at most 0.5% of outputs, each off by exactly one step.
+        step = 1.0 / (Quantization() if quantization is True else quantization).out_steps
+        flipped = (difference - step).abs() <= RELATIVE * scale
+        assert flipped.float().mean() <= 0.005
+        difference = torch.where(flipped, torch.zeros_like(difference), difference)
+    assert difference.max() <= RELATIVE * scale
+    for name, exact, fused in zip("qkv", grads, fused_grads):
+        assert exact.abs().max() > 0, name
+        assert (fused - exact).abs().max() <= RELATIVE * exact.abs().max(), name
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_equals_the_torch_path(cell, case):
+    out = check_parity(cell, *CASES[case])
+    assert out.abs().max() > 0.1  # outputs are not trivially zero
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_kernel_equals_the_torch_path_more_settings(cell, case):
+    check_parity(cell, *SLOW_CASES[case])
+
+
+def test_the_inputs_reach_both_sides_of_every_clamp(cell):
+    """The cases above mean something only if scores and readouts fall inside and outside the clamps."""
+    from gaincell.surrogate.functional import attention_internals
+
+    q, k, v = (x.detach().cpu() for x in inputs(1, 2, 2, 56, 16, 0))
+    internals = attention_internals(q, k, v, cell, decay=0.02, tile=16, window=32)
+    phi = internals["phi"][internals["S"] != 0]
+    for inside in ((phi == 0), (phi == 1), (phi > 0) & (phi < 1)):
+        assert inside.float().mean() > 0.03
+    per_tile = gaincell_attention(q, k, v, cell, decay=0.02, tile=16, window=16, kernel="torch")  # one tile each
+    assert 0.2 < (per_tile.abs() == 1).float().mean() < 0.8
+
+
+def test_the_switch(cell, monkeypatch):
+    q = torch.zeros(1, 1, 16, 16, device=DEVICE)
+    assert not use_triton(q, 16, "torch")
+    assert use_triton(q, 16, "triton")
+    monkeypatch.setenv("GAINCELL_KERNEL", "torch")
+    assert not use_triton(q, 16)
+    monkeypatch.setenv("GAINCELL_KERNEL", "fast")
+    with pytest.raises(ConfigError, match="GAINCELL_KERNEL: must be one of auto, triton, torch; got 'fast'"):
+        use_triton(q, 16)
+    with pytest.raises(ConfigError, match="kernel: the Triton kernel cannot run this case: tile 24"):
+        use_triton(q, 24, "triton")
+    assert not use_triton(q, 24, "auto")  # auto falls back to the torch path
+    assert use_triton(q, 16, "auto") == (DEVICE == "cuda")  # auto: the kernel on CUDA only
+
+
+def test_the_interpreter_setting_is_restored(monkeypatch):
+    assert DEVICE == "cuda" or kernel.interpreted()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with interpreter():
+        assert os.environ["TRITON_INTERPRET"] == ("1" if DEVICE == "cpu" else "0")
+    assert os.environ["TRITON_INTERPRET"] == "0"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with interpreter():
+        pass
+    assert "TRITON_INTERPRET" not in os.environ
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA device")
+def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
+    q, k, v = inputs(2, 4, 4, 300, 64, 0)
+    options = dict(tile=64, window=128, decay=0.01)
+    reference = gaincell_attention(q, k, v, cell, kernel="torch", **options)
+    fused = gaincell_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), cell, kernel="auto", **options)
+    # bf16 keeps 8 bits of mantissa: inputs rounded by 2^-9 relative move outputs by ~1e-2 of their scale
+    assert fused.dtype == torch.bfloat16
+    assert (fused.float() - reference).abs().max() <= 0.05 * reference.abs().max()
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_run_writes_its_summary(tmp_path):
+    """benchmarks/gpu_check.py --smoke: every stage on the CPU at tiny sizes, results written as they come."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "kernel vs torch" in summary and "FAILED" not in summary
+    records = [line for line in (tmp_path / "results.jsonl").read_text().splitlines() if line]
+    assert len(records) >= 4
