@@ -209,6 +209,9 @@ def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
     os.replace(tmp, folder / f"{serial}.npz")
 
 
+PART_GLOB = "[0-9]*.npz"  # finished chunk files (a chunk is written as .SERIAL.tmp.npz, then renamed)
+
+
 def apply_part(data: SweepData, path: Path) -> None:
     """Record the points of one saved chunk file (FILE.parts/SWEEP/*.npz) into `data`."""
     with np.load(path, allow_pickle=False) as part:
@@ -262,7 +265,7 @@ def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
             raise ConfigError("out", f"{out} already holds a sweep {sweep.name!r} made with other settings; "
                                      "choose another file, or restart it (restart=True / --restart)")
     data = data or _fresh_data(sweep)
-    for part in sorted(parts.glob("*.npz")) if parts.exists() else []:
+    for part in sorted(parts.glob(PART_GLOB)) if parts.exists() else []:
         apply_part(data, part)
     return data
 
@@ -305,10 +308,10 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     todo = [tuple(int(i) for i in ix) for ix in np.argwhere(todo_mask)]
     report = SweepReport(data)
     size = sweep.chunk_size or sweep.testbench.max_pack
-    if not todo:
-        save_sweeps(out, [data])
-        return report
     parts = _parts_dir(out, sweep)
+    if not todo:  # every point is done; chunks saved before a kill are merged now
+        _checkpoint(out, data, parts)
+        return report
     serial = itertools.count(int(time.time() * 1000) * 1000)
     todo.sort(key=lambda ix: sweep.testbench.pack_key(sweep.point(ix)))  # stable: grid order within a key
     queue: deque = deque(_chunks(sweep, todo, size))
@@ -358,7 +361,8 @@ def _record(data: SweepData, indices: list[tuple], outcome: dict) -> None:
 
 def _checkpoint(out: Path, data: SweepData, parts: Path) -> None:
     """Merge everything recorded so far into the HDF5 file (atomically), then drop the merged parts."""
-    merged = sorted(parts.glob("*.npz")) if parts.exists() else []
+    merged = sorted(parts.glob(PART_GLOB)) if parts.exists() else []
+    merged += list(parts.glob(".*.tmp.npz")) if parts.exists() else []  # chunk writes cut short by a kill
     data.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if data.decks:
         data.attrs["netlist"] = data.decks[0]

@@ -103,7 +103,7 @@ class GainCellAttention(nn.Module):
     def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None, tile: int = 64,
                  window: int | None = 1024, mode: str = "nonlinear", quantize: bool = True, decay: bool = True,
                  linear_backward: bool = False, quantization: Quantization = Quantization(),
-                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("heads", heads), ("head_dim", head_dim), ("kv_heads", kv_heads)):
@@ -117,6 +117,7 @@ class GainCellAttention(nn.Module):
             raise ConfigError("window", f"must be a positive multiple of the tile size {tile} (or None); got {window!r}")
         self.cell, self.heads, self.head_dim, self.kv_heads = cell, heads, head_dim, kv_heads
         self.tile, self.window, self.quantization, self.chunk_elements = tile, window, quantization, chunk_elements
+        self.kernel = kernel  # implementation of the parallel pass (functional.use_triton); None: GAINCELL_KERNEL
         self.mode = mode
         self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
         middle = 0.5 * sum(cell.stored_range_v)
@@ -177,7 +178,8 @@ class GainCellAttention(nn.Module):
             qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward)
             ring = ring_size(q.shape[2], self.tile, self.window)[1]
             y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
-                                window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements)
+                                window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
+                                kernel=self.kernel)
             if cache is not None:
                 cache.write(*self._stored(ks, vs))
         else:

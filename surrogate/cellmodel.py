@@ -179,7 +179,7 @@ def probe_layer(surrogate: Surrogate, where="surrogate") -> None:
     if not (np.all(np.isfinite(factors)) and np.all((factors >= 0) & (factors <= 1 + 1e-9))):
         raise refuse(f"component 'decay' ({decay.model_id}) gives decay factors {factors.min():g} .. {factors.max():g} "
                      f"for ages 0 .. {PROBE_AGES_S[-1]:g} s; a stored product's remaining fraction must stay in [0, 1]")
-    layer = GainCellAttention(cell, 1, 4, tile=4, window=8)
+    layer = GainCellAttention(cell, 1, 4, tile=4, window=8, kernel="torch")  # a CPU check, whatever GAINCELL_KERNEL says
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, 8, 4, generator=generator) for _ in range(3))  # (B, H, T, D)
     with torch.no_grad():

@@ -230,7 +230,7 @@ def test_kill_9_of_characterize_at_random_moments_resumes_to_the_uninterrupted_r
     print(f"uninterrupted run {duration:.1f} s; kills: {dict(phases)}; runs that finished before their kill: "
           f"{finished_first}")
     run_to_end(runner, folder)
-    assert_results_like(folder, reference)
+    assert_finished_like(folder, reference)
 
 
 def kill_when_written(script: Path, folder: Path, pattern: str, attempts: int = 3) -> Path:
@@ -264,7 +264,7 @@ def test_kill_9_inside_the_hdf5_replacement_keeps_the_previous_file_whole(runner
     assert "temporary HDF5 of an interrupted write" in check_after_kill(folder, reference)
     assert np.all(read_sweep(folder / OUT, "write").status == OK)  # the previous file, whole
     run_to_end(runner, folder)
-    assert_results_like(folder, reference)  # the dead writer's temporary file is gone too
+    assert_finished_like(folder, reference)  # the dead writer's temporary file is gone too
 
 
 # A kill in the middle of a chunk file's write, made exact: the runner writes the first `retention` chunk file,
@@ -284,10 +284,6 @@ np.savez = savez_then_die
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a chunk file cut short by a kill "
-                   "(FILE.parts/SWEEP/.SERIAL.tmp.npz) matches the '*.npz' glob of circuits/sweep.py (_load_state, "
-                   "_checkpoint) and gaincell/inspect.py (with_unmerged_parts): every re-run fails (EOFError or "
-                   "BadZipFile, reported as an internal error) until the file is deleted by hand")
 def test_kill_9_inside_a_chunk_file_write_is_ignored_by_the_rerun(runner, uninterrupted, tmp_path):
     reference, _ = uninterrupted
     folder, dying = tmp_path / "killed", tmp_path / "dying.py"
@@ -302,10 +298,6 @@ def test_kill_9_inside_a_chunk_file_write_is_ignored_by_the_rerun(runner, uninte
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="with every point of a sweep in chunk files but not yet merged (a kill in "
-                   "the sweep's last checkpoint), the re-run finds nothing to do and takes the early "
-                   "`save_sweeps` path of circuits/sweep.py _run_locked: the chunk files stay for good, are "
-                   "applied again (another deck copy) on every run, and the sweep lacks its netlist attributes")
 def test_kill_9_after_the_last_chunk_of_a_sweep_was_saved_merges_it_on_the_rerun(runner, uninterrupted, tmp_path):
     reference, _ = uninterrupted
     folder = tmp_path / "killed"

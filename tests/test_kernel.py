@@ -175,13 +175,17 @@ def test_the_interpreter_setting_is_restored(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE != "cuda", reason="needs a CUDA device")
 def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
-    q, k, v = inputs(2, 4, 4, 300, 64, 0)
+    q, k, v = (x.bfloat16() for x in inputs(2, 4, 4, 300, 64, 0))
     options = dict(tile=64, window=128, decay=0.01)
-    reference = gaincell_attention(q, k, v, cell, kernel="torch", **options)
-    fused = gaincell_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), cell, kernel="auto", **options)
-    # bf16 keeps 8 bits of mantissa: inputs rounded by 2^-9 relative move outputs by ~1e-2 of their scale
+    # reference: the float32 torch path on the same (bf16-rounded) inputs; the kernel's bf16 products round
+    # scores by ~2^-9, which can move a tile's readout across a quantizer level (1/15): allow rare one-level
+    # moves per tile, but the typical output must agree far better than one level
+    reference = gaincell_attention(q.float(), k.float(), v.float(), cell, kernel="torch", **options)
+    fused = gaincell_attention(q, k, v, cell, kernel="auto", **options)
     assert fused.dtype == torch.bfloat16
-    assert (fused.float() - reference).abs().max() <= 0.05 * reference.abs().max()
+    difference = (fused.float() - reference).abs()
+    assert difference.mean() <= 0.01 * reference.abs().max()
+    assert (difference > 1 / 15 + 0.02).float().mean() <= 0.01
 
 
 @pytest.mark.slow
