@@ -1,9 +1,12 @@
 """Turn a PySpice circuit or netlist text into the complete deck that a simulator runs.
 
-The deck is normalised once, here, for every backend: absolute `.include`/`.lib` paths, an explicit TMAX on
-every `.tran`, the `.save` list, options, exactly one `.end`. Here too, before ngspice sees anything, the
-trust policy (`trust.py`: no ngspice scripting in the deck or any file it reads) is enforced, and obviously
-wrong element values are refused (ngspice silently accepts a negative capacitance, also through `.param`).
+The deck is normalised once, here, for every backend: absolute `.include`/`.lib` paths, the `.save` list,
+options, exactly one `.end`. A netlist's own analysis lines are passed on as written, so they mean what
+ngspice makes of them: a `.tran` without TMAX gets ngspice's default, min(print step, (stop - start) / 50).
+gaincell's own testbenches (`analysis.Transient`) always write an explicit TMAX (see `analysis.py`).
+Here too, before ngspice sees anything, the trust policy (`trust.py`: no ngspice scripting in the deck or
+any file it reads) is enforced, and obviously wrong element values are refused (ngspice silently accepts a
+negative capacitance, also through `.param`).
 """
 from __future__ import annotations
 
@@ -47,18 +50,11 @@ class Netlist:
         return self.text
 
 
-def _fix_tran(line: str) -> str:
-    """Give a `.tran` card an explicit TMAX (= its print step) when it has none."""
-    tokens = line.split()
-    words = [t for t in tokens[1:] if t.lower() != "uic"]
-    uic = len(words) != len(tokens) - 1
+def _check_tran(line: str, name: str, number: int) -> None:
+    """A `.tran` card needs at least a print step and a stop time; it is otherwise left as written."""
+    words = [t for t in line.split(";")[0].split()[1:] if t.lower() != "uic"]
     if len(words) < 2:
-        raise NetlistError(f"'.tran' needs at least a step and a stop time: {line!r}")
-    if len(words) == 2:
-        words.append("0")
-    if len(words) == 3:
-        words.append(words[0])
-    return " ".join([tokens[0], *words] + (["uic"] if uic else []))
+        raise NetlistError(f"{name} line {number}: '.tran' needs at least a step and a stop time: {line.strip()!r}")
 
 
 def _logical_lines(numbered: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -154,7 +150,7 @@ def prepare(source, analysis: Analysis | None = None, save=(), options: dict | N
         if reference is not None:
             line = reference
         elif card == ".tran":
-            line = _fix_tran(line.strip())
+            _check_tran(line, source_name, number)
         if card in ANALYSIS_CARDS:
             own_analyses += 1
         out.append(line)

@@ -22,6 +22,9 @@ class RawPlot:
     flags: str
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    # every column in file order: ngspice writes some names twice (without `keep#branch` every branch
+    # current of a CPL line is `i(p1)`), `vectors` keeps the last of each name
+    columns: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
 def _header(lines: list[str]) -> dict[str, str]:
@@ -33,48 +36,72 @@ def _header(lines: list[str]) -> dict[str, str]:
     return info
 
 
+def _next_line(data: bytes, pos: int) -> tuple[str, int]:
+    end = data.find(b"\n", pos)
+    end = len(data) if end < 0 else end
+    return data[pos:end].decode("latin-1").rstrip("\r"), end + 1
+
+
 def read_raw(path: str | Path) -> list[RawPlot]:
-    """Parse every plot of an ngspice raw file; complex data comes back as complex128."""
+    """Parse every plot of an ngspice raw file; complex data comes back as complex128 (the scale real).
+
+    A plot without points is a `RawPlot` without vectors: ngspice writes its header but no variable list
+    (it names the variables when the first point arrives). A damaged file raises `SimulationError`."""
     data = Path(path).read_bytes()
+    try:
+        return _parse_raw(data)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise SimulationError(f"{path}: not a readable ngspice raw file ({exc})") from None
+
+
+def _parse_raw(data: bytes) -> list[RawPlot]:
     plots, pos = [], 0
-    while pos < len(data):
-        if not data[pos:].strip():
-            break
-        header_lines, variables = [], []
-        while True:
-            end = data.index(b"\n", pos)
-            line = data[pos:end].decode("latin-1").rstrip("\r")
-            pos = end + 1
+    while data[pos:].strip():
+        header_lines, variables, key = [], [], ""
+        while pos < len(data):
+            line, pos = _next_line(data, pos)
             key = line.split(":")[0].strip().lower()
-            if key == "variables":
-                info = _header(header_lines)
-                for _ in range(int(info["no. variables"])):
-                    end = data.index(b"\n", pos)
-                    parts = data[pos:end].decode("latin-1").split()
-                    pos = end + 1
-                    variables.append((parts[1], parts[2] if len(parts) > 2 else ""))
-                continue
-            if key in ("binary", "values"):
+            if key in ("variables", "binary", "values"):
                 break
             header_lines.append(line)
         info = _header(header_lines)
-        n_vars, n_points = len(variables), int(info["no. points"])
+        n_points = int(info["no. points"])
+        if key == "variables":
+            for _ in range(int(info["no. variables"])):
+                line, after = _next_line(data, pos)
+                parts = line.split()
+                if len(parts) < 2 or not parts[0].isdigit():
+                    break  # a plot without points names no variables
+                variables.append((parts[1], parts[2] if len(parts) > 2 else ""))
+                pos = after
+            line, after = _next_line(data, pos)
+            key = line.split(":")[0].strip().lower()
+            if key in ("binary", "values"):
+                pos = after
+        plot = RawPlot(info.get("title", ""), info.get("plotname", ""), info.get("flags", ""))
+        plots.append(plot)
+        if n_points == 0 or not variables:
+            continue
+        n_vars = len(variables)
         is_complex = "complex" in info.get("flags", "").lower()
         width = 2 if is_complex else 1
         if key == "binary":
             count = n_points * n_vars * width
             values = np.frombuffer(data, dtype="<f8", count=count, offset=pos).reshape(n_points, n_vars * width)
             pos += count * 8
-        else:
+        elif key == "values":
             values, pos = _read_ascii_values(data, pos, n_points, n_vars, is_complex)
+        else:
+            raise ValueError(f"plot {plot.name!r} has {n_points} points but no Binary: or Values: section")
         if is_complex:
             values = values[:, 0::2] + 1j * values[:, 1::2]
-        plot = RawPlot(info.get("title", ""), info.get("plotname", ""), info.get("flags", ""))
         for column, (name, kind) in enumerate(variables):
-            # the scale (first vector) is real: ngspice leaves its imaginary part undefined in a complex plot
-            plot.vectors[name] = np.array(values[:, column].real if is_complex and column == 0 else values[:, column])
+            # a scale (time, frequency: the first vector) is real; ngspice leaves its imaginary part undefined
+            # in a complex plot. A pole-zero plot has no scale: its first vector is a (complex) pole.
+            is_scale = column == 0 and kind in ("time", "frequency")
+            plot.vectors[name] = np.array(values[:, column].real if is_complex and is_scale else values[:, column])
             plot.kinds[name] = kind
-        plots.append(plot)
+            plot.columns.append((name, plot.vectors[name]))
     return plots
 
 

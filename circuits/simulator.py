@@ -4,7 +4,8 @@
     result["v(out)"], result["time"]
 
 Backends: "shared" (PySpice + libngspice, in a spawned worker process so a hang can be stopped) and
-"batch" (`ngspice -b`, a raw file read back here). Both give the same vectors under the same names.
+"batch" (`ngspice -b`, a raw file read back here). Both give the same plots (`tran`, `op`, `ac`, ...) and
+vectors under the names of ngspice's own raw file (`v(out)`, `i(v1)`, `v(v-sweep)`; `engines.vector_name`).
 """
 from __future__ import annotations
 

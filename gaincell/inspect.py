@@ -1,7 +1,8 @@
 """What a gaincell HDF5 file holds (`gaincell inspect`), plots of selected sweep points (`gaincell plot`) and
 export to formats other tools read (`gaincell export`: ngspice raw, CSV).
 
-Complex results (`.ac`, `.noise`) are listed as complex, plotted as their magnitude and exported with their
+Complex results (`.ac`, AC `.sens`, `.pz`) are listed as complex, plotted as a Bode plot (magnitude in dB and
+phase in degrees, against a logarithmic frequency axis when the x axis is frequency) and exported with their
 real and imaginary parts (CSV columns `re(v(out))`, `im(v(out))`; a complex ngspice raw file). A file that
 is not one gaincell writes is refused with `InputFileError` naming it and what it is.
 """
@@ -41,9 +42,9 @@ def parts_folder(path: Path, sweep: str) -> Path:
 
 def with_unmerged_parts(path: Path, data: SweepData) -> tuple[SweepData, int]:
     """The sweep as a resumed run would see it: the file plus chunks saved in FILE.parts/ but not merged."""
-    from gaincell.circuits.sweep import apply_part
+    from gaincell.circuits.sweep import PART_GLOB, apply_part
 
-    files = sorted(parts_folder(path, data.name).glob("*.npz"))
+    files = sorted(parts_folder(path, data.name).glob(PART_GLOB))
     for part in files:
         try:
             apply_part(data, part)
@@ -148,9 +149,17 @@ def select_points(data: SweepData, points: list[int] | None) -> list[tuple[int, 
     return chosen
 
 
+def bode(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude in dB (20 log10 |z|; -inf for 0) and unwrapped phase in degrees of complex values."""
+    with np.errstate(divide="ignore"):
+        magnitude_db = 20 * np.log10(np.abs(values))
+    return magnitude_db, np.degrees(np.unwrap(np.angle(values)))
+
+
 def sweep_figure(path: str | Path, sweep: str, signals: list[str], points: list[int] | None = None):
-    """A Figure of `signals` against the sweep's x axis (time, frequency, ...) at the chosen points; complex
-    signals are drawn as their magnitude |.| (the title says so)."""
+    """A Figure of `signals` against the sweep's x axis (time, frequency, ...) at the chosen points. Complex
+    signals make a Bode plot: one panel of magnitudes in dB, one of phases in degrees; against frequency the
+    x axis is logarithmic."""
     data = read_sweep(path, sweep)
     scale = data.scale
     unknown = [s for s in signals if s not in data.waveforms or s == scale]
@@ -160,23 +169,35 @@ def sweep_figure(path: str | Path, sweep: str, signals: list[str], points: list[
     if scale is None:
         raise ConfigError("sweep", f"{sweep!r} has no time, frequency or sweep axis to draw against; "
                                    "`gaincell export --format csv` writes its values")
-    xs, values = {}, {}
+    from .plotting import DB, DEGREES
+
+    xs, values, units = {}, {}, {}
+    complex_signals = [s for s in signals if data.is_complex(s)]
     for index in select_points(data, points):
         point = data.point(index)
         if len(point[scale]) == 0:
             raise ConfigError("point", f"{point_label(data, index)} of sweep {sweep!r} has no samples (the "
                                        "analysis returned no points)")
+        at = f" @ {point_label(data, index)}" if len(data.status.flat) > 1 else ""
         for signal in signals:
-            shown = f"|{signal}|" if data.is_complex(signal) else signal
-            name = f"{shown} @ {point_label(data, index)}" if len(data.status.flat) > 1 else shown
-            xs[name], values[name] = point[scale], np.abs(point[signal]) if data.is_complex(signal) else point[signal]
-    units = {name: data.units.get(name.split(" @ ")[0].strip("|"), "") for name in values}
+            if signal in complex_signals:
+                magnitude_db, phase_deg = bode(point[signal])
+                drawn = {f"|{signal}| (dB){at}": (magnitude_db, DB), f"phase({signal}) (deg){at}": (phase_deg, DEGREES)}
+            else:
+                drawn = {f"{signal}{at}": (point[signal], data.units.get(signal, ""))}
+            for name, (y, unit) in drawn.items():
+                xs[name], values[name], units[name] = point[scale], y, unit
+    # real signals first, then every magnitude, then every phase (one panel per unit)
+    order = sorted(values, key=lambda name: (units[name] == DB) + 2 * (units[name] == DEGREES))
+    values = {name: values[name] for name in order}
     title = f"{Path(path).name}: sweep {sweep}"
-    if any(data.is_complex(s) for s in signals):
-        title += " (complex signals: magnitude |.| only)"
+    if complex_signals:
+        title += " (complex signals: Bode plot, magnitude in dB and phase in degrees)"
     from .plotting import waveform_figure  # matplotlib: imported once there is something to draw
 
-    return waveform_figure(xs, values, title, units, x_label=scale, x_unit=data.units.get(scale) or unit_of(scale))
+    figure = waveform_figure(xs, values, title, units, x_label=scale, x_unit=data.units.get(scale) or unit_of(scale))
+    figure.x_log = scale == "frequency" and all(np.all(np.asarray(x) > 0) for x in xs.values())
+    return figure
 
 
 def _real_columns(data: SweepData, names: list[str]) -> list[str]:

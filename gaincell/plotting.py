@@ -1,7 +1,8 @@
 """The plotting layer: a `Figure` of panels and traces, rendered to PNG (matplotlib) or to a self-contained
 interactive HTML page (inline SVG + JavaScript, no network: zoom with the wheel, pan by dragging, double
 click to reset, click a legend entry to hide or show its trace). Axes carry SI units in engineering
-notation. Waveforms, sweeps, fit reports and energy breakdowns all go through it.
+notation (decibels and degrees as plain numbers); the x axis may be logarithmic (Bode plots). Waveforms,
+sweeps, fit reports and energy breakdowns all go through it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from .outputs import atomic_path  # noqa: E402
 from .store import unit_of  # noqa: E402
 
 MAX_POINTS_PER_TRACE = 4000
+DB, DEGREES = "dB", "°"
+PLAIN_UNITS = (DB, DEGREES)  # drawn as plain numbers: no SI prefix (not "-500 mdB")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Figure:
     panels: list[Panel] = field(default_factory=list)
     share_x: bool = True
     categories: list[str] | None = None  # x tick labels for bar charts
+    x_log: bool = False  # logarithmic x axis (frequency in a Bode plot)
 
 
 def waveform_figure(time_s: np.ndarray | dict[str, np.ndarray], signals: dict[str, np.ndarray], title: str = "",
@@ -105,12 +109,17 @@ def render_png(figure: Figure, path: str | Path) -> Path:
                 ax.plot(trace.x, trace.y, "o", ms=3, label=trace.name)
             else:
                 ax.plot(trace.x, trace.y, lw=1.2, label=trace.name)
-        ax.yaxis.set_major_formatter(EngFormatter(unit=panel.y_unit))
+        if panel.y_unit in PLAIN_UNITS:
+            ax.yaxis.set_major_formatter(lambda value, _, unit=panel.y_unit: f"{value:g} {unit}")
+        else:
+            ax.yaxis.set_major_formatter(EngFormatter(unit=panel.y_unit))
         if panel.y_label:
             ax.set_ylabel(panel.y_label)
         if figure.categories:
             ax.set_xticks(range(len(figure.categories)), figure.categories, rotation=20, fontsize=8)
         else:
+            if figure.x_log:
+                ax.set_xscale("log")
             ax.xaxis.set_major_formatter(EngFormatter(unit=panel.x_unit))
         if panel.x_label:
             ax.set_xlabel(panel.x_label)
@@ -143,17 +152,23 @@ def _decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS_PER_TRACE):
 
 
 def figure_data(figure: Figure) -> dict:
-    """The JSON the HTML page draws from."""
+    """The JSON the HTML page draws from; with a logarithmic x axis the page gets log10(x) (and labels
+    the ticks with 10^value)."""
     panels = []
     for panel in figure.panels:
         traces = []
         for trace in panel.traces:
-            x, y = _decimate(trace.x, trace.y)
+            x = np.asarray(trace.x, float)
+            if figure.x_log:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    x = np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
+            x, y = _decimate(x, trace.y)
             traces.append({"name": trace.name, "x": [float(v) for v in x], "y": [float(v) for v in y],
                            "style": trace.style})
         panels.append({"traces": traces, "yUnit": panel.y_unit, "yLabel": panel.y_label, "title": panel.title,
                        "xUnit": panel.x_unit, "xLabel": panel.x_label})
-    return {"title": figure.title, "panels": panels, "shareX": figure.share_x, "categories": figure.categories}
+    return {"title": figure.title, "panels": panels, "shareX": figure.share_x, "categories": figure.categories,
+            "xLog": figure.x_log}
 
 
 def render_html(figure: Figure, path: str | Path) -> Path:
@@ -200,6 +215,7 @@ _SCRIPT = r"""
     document.body.dataset.violations = (parseInt(document.body.dataset.violations || '0') + 1).toString();
   });
   function eng(v, unit) {
+    if (unit === 'dB' || unit === '\u00b0') return parseFloat(v.toPrecision(4)) + ' ' + unit;
     if (v === 0 || !isFinite(v)) return '0' + (unit ? ' ' + unit : '');
     let e = Math.floor(Math.log10(Math.abs(v)) / 3) * 3;
     e = Math.max(-15, Math.min(9, e));
@@ -302,7 +318,8 @@ _SCRIPT = r"""
     } else {
       ticks(view.x[0], view.x[1], 8).forEach(function (v) {
         el('line', {x1: sx(v), x2: sx(v), y1: M.t, y2: H - M.b, stroke: '#eee'});
-        el('text', {x: sx(v), y: H - M.b + 14, 'text-anchor': 'middle', 'font-size': 10}, eng(v, panel.xUnit));
+        el('text', {x: sx(v), y: H - M.b + 14, 'text-anchor': 'middle', 'font-size': 10},
+           eng(fig.xLog ? Math.pow(10, v) : v, panel.xUnit));
       });
     }
     el('rect', {x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b, fill: 'none', stroke: '#999'});

@@ -405,7 +405,10 @@ def run_as_sweep(name: str, vectors: dict[str, np.ndarray], deck: str, attrs: di
     """A single simulation stored like a one-point sweep (dimension `run` of length 1)."""
     data = SweepData(name, {"run": np.array([0])}, attrs=dict(attrs))
     data.record_ok((0,), vectors, data.add_deck(deck))
-    if all(np.size(v) == 0 for v in vectors.values()):
+    if not vectors:
+        data.attrs["note"] = ("the simulator returned this analysis without any points (and so without vectors: "
+                              "ngspice names them when the first point arrives)")
+    elif all(np.size(v) == 0 for v in vectors.values()):
         data.attrs["note"] = "the simulator returned this analysis without any points (every vector is empty)"
     data.attrs["netlist"] = deck
     data.attrs["netlist_sha256"] = hashlib.sha256(deck.encode()).hexdigest()

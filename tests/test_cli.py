@@ -110,3 +110,66 @@ def test_installed_non_editable_copy_finds_its_netlists(tmp_path):
     assert done.returncode == 0, done.stderr
     lib, module = done.stdout.split()
     assert lib.startswith(str(target)) and module.startswith(str(target))
+
+
+EVERY_ANALYSIS = """every analysis
+V1 in 0 dc 1 ac 1
+R1 in out 1k
+C1 out 0 1n
+.op
+.dc V1 0 1 0.25
+.ac dec 2 1k 1meg
+.tran 1u 10u
+.noise v(out) V1 dec 2 1k 1meg
+.pz in 0 out 0 vol pz
+.sens v(out)
+.end
+"""
+
+
+@pytest.mark.parametrize("backend", ["shared", "batch"])
+def test_every_analysis_is_stored_under_one_name_with_its_length(tmp_path, backend):
+    """Group and vector names are the same in both backends; `n_samples` is each analysis' length."""
+    from click.testing import CliRunner
+
+    from gaincell.cli import main
+
+    deck, out = tmp_path / "every.cir", tmp_path / "every.h5"
+    deck.write_text(EVERY_ANALYSIS)
+    done = CliRunner().invoke(main, ["simulate", str(deck), "--out", str(out), "--backend", backend])
+    assert done.exit_code == 0, done.output
+    lengths = {"op": 1, "dc": 5, "ac": 7, "noise": 7, "noise2": 1, "pz": 1, "sens": 1}
+    with h5py.File(out) as f:
+        assert set(f) == set(lengths) | {"tran"}
+    for group, expected in lengths.items():
+        data = read_sweep(out, group)
+        assert int(data.n_samples[0]) == expected, group
+        assert all(np.isfinite(np.abs(values[0, :expected])).all() for values in data.waveforms.values()), group
+    assert {"v(v-sweep)", "v(out)", "i(v1)"} <= set(read_sweep(out, "dc").waveforms)
+    tran = read_sweep(out, "tran")
+    assert int(tran.n_samples[0]) == np.sum(np.isfinite(tran.waveforms["time"][0])) > 10
+    assert np.max(np.diff(tran.point((0,))["time"])) <= 10e-6 / 50 * (1 + 1e-9)  # ngspice's default TMAX
+    ac, pz = read_sweep(out, "ac"), read_sweep(out, "pz")
+    assert ac.is_complex("v(out)") and not ac.is_complex("frequency") and pz.is_complex("v(pole(1))")
+    assert pz.point((0,))["v(pole(1))"][0] == pytest.approx(-1 / (2 * np.pi * 1e3 * 1e-9) * 2 * np.pi, rel=1e-6)
+    assert {"frequency", "onoise_spectrum", "inoise_spectrum"} <= set(read_sweep(out, "noise").waveforms)
+    assert {"v(onoise_total)", "v(inoise_total)"} <= set(read_sweep(out, "noise2").waveforms)
+
+
+@pytest.mark.parametrize("backend", ["shared", "batch"])
+def test_a_plot_without_points_is_stored_empty_beside_the_others(tmp_path, backend):
+    """An .ac over zero frequencies (ngspice exits 0): an empty group with a note, the .op and .tran intact."""
+    from click.testing import CliRunner
+
+    from gaincell.cli import main
+
+    deck, out = tmp_path / "zero.cir", tmp_path / "zero.h5"
+    deck.write_text("zero-point ac\nv1 1 0 dc 1 ac 1\nr1 1 0 1k\n.op\n.ac dec 1 1kHz 1kHz\n.tran 1u 2u\n.end\n")
+    done = CliRunner().invoke(main, ["simulate", str(deck), "--out", str(out), "--backend", backend])
+    assert done.exit_code == 0, done.output
+    assert "ac (0 vectors), op (2 vectors), tran (3 vectors)" in done.output
+    empty = read_sweep(out, "ac")
+    assert not empty.waveforms and "without any points" in empty.attrs["note"]
+    assert read_sweep(out, "op").point((0,))["v(1)"] == pytest.approx([1.0])
+    described = CliRunner().invoke(main, ["inspect", str(out)])
+    assert described.exit_code == 0 and described.output.count("note:") == 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from browser_helpers import render_in_browser
 from gaincell.circuits.rawfile import read_raw
 from gaincell.circuits.simulator import run
 from gaincell.cli import main, save_result
@@ -269,12 +270,26 @@ def test_complex_results_are_listed_plotted_and_exported_as_csv(ac_file, tmp_pat
     assert "x axis frequency" in result.output and "v(out) [V, complex]" in result.output
     point = read_sweep(ac_file, "ac").point((0,))
 
-    figure = sweep_figure(ac_file, "ac", ["v(out)"])
-    assert "magnitude" in figure.title
-    [trace] = figure.panels[0].traces
-    assert trace.name == "|v(out)|" and figure.panels[0].x_unit == "Hz"
-    np.testing.assert_array_equal(trace.y, np.abs(point["v(out)"]))
-    assert invoke("plot", ac_file, "--sweep", "ac", "--signal", "v(out)", "--out", tmp_path / "ac.png").exit_code == 0
+    figure = sweep_figure(ac_file, "ac", ["v(out)"])  # a Bode plot: dB and degrees against log frequency
+    assert "Bode" in figure.title and figure.x_log
+    [magnitude], [phase] = (panel.traces for panel in figure.panels)
+    assert [panel.y_unit for panel in figure.panels] == ["dB", "°"] and figure.panels[0].x_unit == "Hz"
+    assert magnitude.name == "|v(out)| (dB)" and phase.name == "phase(v(out)) (deg)"
+    np.testing.assert_allclose(magnitude.y, 20 * np.log10(np.abs(point["v(out)"])), rtol=1e-12)
+    corner = np.argmin(np.abs(point["frequency"] - 1 / (2 * np.pi * R_OHM * C_F)))
+    assert magnitude.y[corner] == pytest.approx(-3.01, abs=0.05) and phase.y[corner] == pytest.approx(-45, abs=1)
+    np.testing.assert_allclose(phase.y, -np.degrees(np.arctan(2 * np.pi * point["frequency"] * R_OHM * C_F)),
+                               atol=1e-4)
+    for suffix in ("png", "html"):
+        out = tmp_path / f"ac.{suffix}"
+        assert invoke("plot", ac_file, "--sweep", "ac", "--signal", "v(out)", "--out", out).exit_code == 0
+    assert (tmp_path / "ac.png").read_bytes().startswith(b"\x89PNG")
+    page = (tmp_path / "ac.html").read_text()
+    assert '"xLog": true' in page and '"yUnit": "dB"' in page and '"name": "phase(v(out)) (deg)"' in page
+    state, dom = render_in_browser(tmp_path / "ac.html")
+    assert state["ready"] == "1" and state["traces"] == "2" and "violations" not in state
+    assert ">-40 °<" in dom and ">-20 dB<" in dom  # plain numbers, no SI prefix
+    assert ">10 Hz<" in dom and ">100 Hz<" in dom  # decades of a logarithmic axis
 
     assert invoke("export", ac_file, "--sweep", "ac", "--format", "csv", "--signal", "v(out)",
                   "--out", tmp_path / "ac.csv").exit_code == 0
