@@ -137,7 +137,7 @@ def prepare(source, analysis: Analysis | None = None, save=(), options: dict | N
         numbered.pop(0)
     if not numbered or not numbered[0][1].strip():
         raise NetlistError(f"{source_name}: the netlist is empty (its first line must be a title)")
-    policy.check_line(*numbered[0])
+    policy.check_title(*numbered[0])
     out = [numbered[0][1]]
     kept = [numbered[0]]
     own_analyses = 0

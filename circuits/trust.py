@@ -89,6 +89,9 @@ def parse_reference(line: str) -> Reference | None:
         position = match.end()
     if not words or not words[0]:
         raise ValueError(f"'{card}' needs a file name")
+    if any(mark in word for word in words for mark in (";", "$", "//")):
+        raise ValueError(f"'{card}' line with ';', '$' or '//' in its file or section name: ngspice reads those as "
+                         "the start of a comment, so it would read another file; rename the file")
     if card.startswith(".inc"):
         return Reference("include", card, words[0])
     if any(word != word.strip() or len(word.split()) != 1 for word in words):
@@ -100,14 +103,24 @@ def parse_reference(line: str) -> Reference | None:
 
 
 def resolve(path_text: str, base_dir: Path) -> Path:
-    """Where ngspice finds `path_text` named in a file in `base_dir`: `~` expanded, relative to `base_dir`."""
+    """Where ngspice finds `path_text` named in a file in `base_dir`: `~` expanded, relative to `base_dir`.
+
+    Kept as ngspice builds it, by joining names, without resolving links or `..`: a file reached through a
+    linked folder reads its own relative includes from that folder, as ngspice does, not from the link's
+    target."""
     path = Path(os.path.expanduser(path_text))
-    if not path.is_absolute():
-        path = base_dir / path
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop: reported when the file is opened
-        return Path(os.path.abspath(path))
+    return path if path.is_absolute() else base_dir / path
+
+
+def title_problem(line: str) -> str | None:
+    """The first line of a deck is its title; ngspice still acts on some first lines (a script marker, a card)."""
+    low = line.strip().lower()
+    if low.startswith("*ng_script"):
+        return "'*ng_script' makes ngspice run the whole file as a script; gaincell runs netlists only"
+    if low.startswith(".") and card_of(low) != ".title":
+        return (f"the first line is the title, but it is the card {card_of(low)!r}, which ngspice may act on; "
+                "put a plain title line first")
+    return None
 
 
 def _exists(path: Path) -> bool:
@@ -327,6 +340,17 @@ class DeckPolicy:
     def __init__(self, name: str, base_dir: Path):
         self.name, self.base_dir, self._walk = name, Path(base_dir), _Walk()
 
+    def files(self) -> list[Path]:
+        """Every file the deck's .include/.lib lines read (or name in unselected sections), as checked so far."""
+        return sorted({Path(name) for name, _ in self._walk.finished} | {Path(n) for n in self._walk.scanned_only})
+
+    def check_title(self, number: int, line: str) -> None:
+        """Refuse a title line that ngspice would act on (see `title_problem`), then apply the line rules."""
+        problem = title_problem(line)
+        if problem:
+            raise NetlistError(f"{self.name} line {number}: {problem}")
+        self.check_line(number, line)
+
     def check_line(self, number: int | None, line: str) -> None:
         """Refuse a line that breaks a rule (see the module docstring); `number` None for a generated line."""
         rule = line_problem(line)
@@ -361,3 +385,13 @@ class DeckPolicy:
                                "an .include line cannot carry; move or link the file to a plainer path")
         quote = "'" if '"' in text else '"'
         return f".include {quote}{text}{quote}"
+
+
+def files_read(text: str, name: str, base_dir: Path) -> list[Path]:
+    """The files a netlist's `.include`/`.lib` lines reach (the inputs a command must never overwrite)."""
+    policy = DeckPolicy(name, base_dir)
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n")[1:], start=2):
+        if card_of(line) == ".end":
+            break
+        policy.reference_line(number, line)
+    return policy.files()

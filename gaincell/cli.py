@@ -69,6 +69,12 @@ class Quantity(click.ParamType):
 SECONDS = Quantity("s", 1e-12, 1e6)
 
 
+def torch_out_of_memory() -> tuple[type, ...]:
+    """torch's out-of-memory errors, when torch is already loaded (it is never imported just for this)."""
+    torch = sys.modules.get("torch")
+    return (torch.OutOfMemoryError,) if torch is not None and hasattr(torch, "OutOfMemoryError") else ()
+
+
 class GaincellGroup(click.Group):
     """Runs a verb and turns the package's errors into one clear paragraph and exit status 1.
 
@@ -88,6 +94,14 @@ class GaincellGroup(click.Group):
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             fail(GaincellError(f"{where}{exc.strerror or exc}"))
+        except MemoryError as exc:  # e.g. a file declaring a huge dataset, or sizes too large for this machine
+            fail(GaincellError(f"not enough memory for what the inputs ask ({exc}); check the input files and the "
+                               "sizes given on the command line"))
+        except RecursionError:
+            fail(GaincellError("an input is nested too deeply to be read (e.g. a JSON attribute of an HDF5 file); "
+                               "check the input files"))
+        except torch_out_of_memory() as exc:
+            fail(GaincellError(f"not enough memory: {str(exc).splitlines()[0][:200]}; use smaller sizes"))
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: still one paragraph for the user
@@ -115,9 +129,14 @@ def _force_option(function):
 
 
 def _design_input(design: str) -> list[Path]:
-    """The design file among a command's inputs (a preset name is not a file)."""
+    """The design file and its model libraries among a command's inputs (a preset's files are shipped ones)."""
     path = Path(design)
-    return [path] if path.is_file() else []
+    if not path.is_file():
+        return []
+    from .design import CellDesign, load_design
+
+    chosen = load_design(design)
+    return [path] + [CellDesign.library_path(library) for library in chosen.model_libraries]
 
 
 def _provenance(simulator: str, backend: str, **extra) -> dict:
@@ -191,7 +210,13 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
     if not built and not path.is_file():
         names = ", ".join(BUILT_CIRCUITS)
         raise InputFileError(f"TARGET: {target!r} is neither a netlist file nor a built circuit ({names})")
-    inputs = _design_input(design) if built else [path]
+    if built:
+        inputs = _design_input(design)
+    else:
+        from .circuits.netlist import read_netlist_file
+        from .circuits.trust import files_read
+
+        inputs = [path, *files_read(read_netlist_file(path), str(path), path.parent.resolve())]
     guard_output(out, SWEEP_FILE, inputs, force)
     if png:
         guard_output(png, REPORT, inputs + [Path(out)], force, option="--png")
@@ -313,7 +338,11 @@ def fit(characterization, out, model, order, decay_model, report_dir, force):
     for report_file in (png, txt):
         guard_output(report_file, REPORT, [characterization, out], force, option="--report")
     with output_lock(out):
-        surrogate, outcomes = fit_characterization(characterization, model, order, decay_model)
+        try:
+            surrogate, outcomes = fit_characterization(characterization, model, order, decay_model)
+        except (ValueError, KeyError, TypeError) as exc:  # contents gaincell did not write (edited, damaged)
+            raise InputFileError(f"{characterization}: its sweeps cannot be fitted, the file holds values or "
+                                 f"attributes gaincell does not write ({type(exc).__name__}: {str(exc)[:200]})") from None
         text = text_report(surrogate)
         plot_report(png, outcomes)
         atomic_write_text(txt, text)
@@ -339,8 +368,9 @@ def validate(surrogate_path, design, points, seed, out, force):
 
     match = re.fullmatch(r"\s*(\d{1,3})\s*x\s*(\d{1,3})\s*x\s*(\d{1,3})\s*", points.lower())
     counts = tuple(int(p) for p in match.groups()) if match else ()
-    if not counts or min(counts) < 1:
-        raise ConfigError("--points", f"give three positive counts (at most 999 each) like 7x5x3, got {points!r}")
+    if not counts or min(counts) < 1 or math.prod(counts) > 100_000:
+        raise ConfigError("--points", f"give three positive counts like 7x5x3 (at most 100000 points in all), got "
+                                      f"{points!r}")
     target = out or str(Path(surrogate_path).with_suffix(".validation.h5"))
     guard_output(target, SWEEP_FILE, [surrogate_path, *_design_input(design)], force)
     surrogate = Surrogate.load(surrogate_path)

@@ -105,7 +105,7 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
     for status, title in ((FAILED, "failed"), (PENDING, "missing")):
         where = [tuple(int(i) for i in ix) for ix in np.argwhere(data.status == status)]
         for index in where[:max_listed]:
-            detail = f": {str(data.error[index]).strip().splitlines()[0][:160]}" if status == FAILED else ""
+            detail = f": {(str(data.error[index]).strip().splitlines() or ['(no message recorded)'])[0][:160]}" if status == FAILED else ""
             lines.append(f"    {title} {index} ({point_label(data, index)}){detail}")
         if len(where) > max_listed:
             lines.append(f"    ... and {len(where) - max_listed} more {title}")

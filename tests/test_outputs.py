@@ -219,3 +219,13 @@ def test_kill_9_of_fit_at_random_moments_never_leaves_a_half_written_file(char_f
                                rtol=1e-9)  # the same fit on the same data: only float round-off may differ
     assert _complete_png(work / "s-fit.png") and (work / "s-fit.txt").read_text() == expected_text
     assert sorted(p.name for p in work.iterdir() if not p.name.endswith(".lock")) == ["s-fit.png", "s-fit.txt", "s.h5"]
+
+
+def test_force_never_replaces_a_file_the_netlist_includes(tmp_path):
+    (tmp_path / "models.inc").write_text("* models\n")
+    deck = tmp_path / "deck.cir"
+    deck.write_text("deck\n.include models.inc\n" + DECK.split("\n", 1)[1])
+    refused(invoke("simulate", deck, "--out", tmp_path / "models.inc", "--force"), "is also an input")
+    refused(invoke("simulate", deck, "--out", tmp_path / "r.h5", "--png", tmp_path / "models.inc", "--force"),
+            "is also an input")
+    assert (tmp_path / "models.inc").read_text() == "* models\n"

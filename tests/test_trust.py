@@ -114,7 +114,8 @@ def test_nested_relative_includes_resolve_from_the_including_file(tmp_path):
     leaf = write(tmp_path / "lib" / "leaf.lib", "* leaf\n*# echo from the leaf\n")
     with pytest.raises(NetlistError) as info:
         prepare(deck(f".include {tmp_path / 'lib' / 'top.lib'}"))
-    assert str(info.value) == (f"{leaf} line 2 (included from {tmp_path / 'lib' / 'sub' / 'mid.lib'} line 2, "
+    # the path as ngspice builds it (joined to the including file's folder, `..` and links not resolved)
+    assert str(info.value) == (f"{tmp_path / 'lib' / 'sub' / '..' / 'leaf.lib'} line 2 (included from {tmp_path / 'lib' / 'sub' / 'mid.lib'} line 2, "
                                f"included from {tmp_path / 'lib' / 'top.lib'} line 2, included from netlist "
                                f"line 2): " + str(info.value).split(": ", 1)[1])
     leaf.write_text("* leaf\nr9 a 0 2k\n")
@@ -340,3 +341,34 @@ def test_ngspice_reads_the_relative_include_the_policy_checked(tmp_path, monkeyp
     for output in (BatchEngine().simulate(netlist, timeout=30), run_in_fresh_worker(netlist, "shared")):
         assert output.plots[-1][1]["i(v1)"][0] == pytest.approx(-1 / 4e3)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("first", [".include {evil}", ".lib {evil} tt", "*ng_script", "*NG_SCRIPT echo"])
+def test_a_first_line_that_ngspice_acts_on_is_refused(tmp_path, first):
+    """ngspice reads a card on the title line, and `*ng_script` turns the whole file into a script."""
+    evil = write(tmp_path / "evil.lib", "* e\n.lib tt\n" + hostile(tmp_path / "ran") + ".endl tt\n")
+    text = first.format(evil=evil) + "\n" + BODY
+    with pytest.raises(NetlistError, match="line 1: .*(title|script)"):
+        prepare(text)
+    assert prepare(".title a plain title\n" + BODY).title == "a plain title"
+
+
+def test_a_comment_mark_in_an_include_name_is_refused(tmp_path):
+    """ngspice cuts `evil.inc;z` at the ';' and reads evil.inc, so the name checked must be the name read."""
+    write(tmp_path / "evil.inc", hostile(tmp_path / "ran"))
+    write(tmp_path / "evil.inc;z", "* benign\n")
+    for name in ("evil.inc;z", "evil.inc$z", "x//evil.inc"):
+        with pytest.raises(NetlistError, match="comment"):
+            prepare(deck(f".include {name}"), base_dir=tmp_path)
+
+
+def test_includes_through_a_linked_folder_are_read_from_that_folder(tmp_path):
+    """A file reached through a linked folder reads its relative includes from the link's folder, as ngspice
+    does, not from the target's: the file that ngspice would read is the one checked."""
+    write(tmp_path / "elsewhere" / "x.inc", ".include y.inc\n")
+    write(tmp_path / "elsewhere" / "y.inc", "* benign\n")
+    (tmp_path / "via").mkdir()
+    (tmp_path / "via" / "x.inc").symlink_to(tmp_path / "elsewhere" / "x.inc")
+    write(tmp_path / "via" / "y.inc", hostile(tmp_path / "ran"))
+    with pytest.raises(NetlistError, match=r"via/y\.inc line 1"):
+        prepare(deck(".include via/x.inc"), base_dir=tmp_path)
