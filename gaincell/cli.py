@@ -104,7 +104,11 @@ class GaincellGroup(click.Group):
             fail(GaincellError(f"not enough memory: {str(exc).splitlines()[0][:200]}; use smaller sizes"))
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except Exception as exc:  # a bug: still one paragraph for the user
+        except Exception as exc:
+            if any("/h5py/" in frame.filename for frame in traceback.extract_tb(exc.__traceback__)):
+                fail(GaincellError(f"an HDF5 input could not be read ({type(exc).__name__}: {exc}); it is damaged "
+                                   "or was not written by gaincell"))
+            # a bug: still one paragraph for the user
             if os.environ.get("GAINCELL_DEBUG"):
                 traceback.print_exc()
             click.echo(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug in gaincell, please "

@@ -316,9 +316,10 @@ def _parse_sweep(group: h5py.Group, where: str) -> SweepData:
         dims.append(Path(scales[0].name).name)
     coords = {d: group[d][()] for d in dims}
     for axis, (dim, values) in enumerate(coords.items()):
-        if values.ndim != 1 or len(values) != status.shape[axis] or values.dtype.kind not in "biuf":
-            raise refuse(f"coordinate {dim!r} ({values.dtype}, shape {values.shape}) must be numbers, one per "
-                         f"entry of 'status' along axis {axis} ({status.shape[axis]})")
+        if values.ndim != 1 or len(values) != status.shape[axis] or values.dtype.kind not in "biuf" \
+                or not np.all(np.isfinite(values)):
+            raise refuse(f"coordinate {dim!r} ({values.dtype}, shape {values.shape}) must be finite numbers, one "
+                         f"per entry of 'status' along axis {axis} ({status.shape[axis]})")
     data = SweepData(group.name.rsplit("/", 1)[-1], coords)
     data.status = status[()]
     if not np.isin(data.status, (PENDING, OK, FAILED)).all():

@@ -331,3 +331,26 @@ def test_a_zero_point_analysis_is_stored_empty_with_a_note(tmp_path):
     result = invoke("inspect", path)
     assert result.exit_code == 0 and result.output.count("note: the simulator returned this analysis without") == 2
     refused(invoke("plot", path, "--sweep", "ac", "--signal", "v(out)", "--out", tmp_path / "e.png"), "has no samples")
+
+
+def test_a_sweep_file_with_nan_coordinates_or_a_link_loop_is_a_clear_error(tmp_path):
+    good = tmp_path / "good.h5"
+    data = SweepData("s", {"x_v": np.array([0.0, 1.0])})
+    for i in range(2):
+        data.record_ok((i,), {"y_v": np.float64(i)}, data.add_deck("deck"))
+    save_sweeps(good, [data])
+    nan = tmp_path / "nan.h5"
+    shutil.copy(good, nan)
+    with h5py.File(nan, "r+") as f:
+        f["s/x_v"][0] = np.nan
+    refused(invoke("inspect", str(nan)), "finite numbers")
+    loop = tmp_path / "loop.h5"
+    shutil.copy(good, loop)
+    with h5py.File(loop, "r+") as f:
+        f["a"] = h5py.SoftLink("/b")
+        f["b"] = h5py.SoftLink("/a")
+    for args in (["inspect", str(loop)], ["export", str(loop), "--sweep", "s", "--format", "csv", "--out",
+                                          str(tmp_path / "o.csv")]):
+        result = invoke(*args)
+        assert result.exit_code == 1 and "error:" in result.output and "internal error" not in result.output, \
+            result.output
