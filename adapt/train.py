@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -126,13 +127,24 @@ class StopAfterStep:
         return _handlers(self._handle, (signal.SIGINT, signal.SIGTERM))
 
 
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps: every parameter that trains and every gain-cell buffer (target statistics)."""
+    return {name: value for name, value in model.state_dict(keep_vars=True).items()
+            if (getattr(value, "requires_grad", False) or ".gaincell." in name)}
+
+
 def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str | Path, *, teacher=None,
-             track_statistics: bool = False, progress: bool = True) -> dict:
-    """Train all parameters of `model` on windows of `stream` for `config.steps` optimizer steps, resuming
-    from `checkpoint` if it exists. Returns {'steps', 'tokens_seen', 'loss' (mean of the last 10 %), 'seconds'}."""
+             track_statistics: bool = False, progress: bool = True, groups=None, objective=None,
+             desc: str = "fine-tune", dropout: bool = True) -> dict:
+    """Train `model` on windows of `stream` for `config.steps` optimizer steps, resuming from `checkpoint` if it
+    exists. `groups`: lists of parameters clipped separately (default: one group, every parameter);
+    `objective(trained, window, last)`: forward/backward of one micro-batch (token ids (B, seq + 1)), returning
+    the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
+    mode (deterministic forward passes, as the transfer stage needs). Returns {'steps', 'tokens_seen',
+    'loss' (mean of the last 10 %), 'seconds', 'cpu_seconds', 'losses' (per step)}."""
     from .models import gaincell_layers
 
-    if config.distill_weight > 0 and teacher is None:
+    if config.distill_weight > 0 and teacher is None and objective is None:
         raise ConfigError("--distill", "needs the unmodified model as teacher")
     checkpoint = Path(checkpoint)
     rank, world = distributed()
@@ -140,39 +152,45 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     for layer in gaincell_layers(model):
         for scaler in layer.scalers().values():
             scaler.track_statistics = track_statistics
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+    groups = [list(model.parameters())] if groups is None else [list(g) for g in groups]
+    optimizer = torch.optim.AdamW([{"params": g} for g in groups], lr=config.lr, betas=(0.9, 0.95),
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config))
-    state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0}
+    state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         if any(saved["config"][k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")):
             raise ConfigError("--resume", f"{checkpoint} was written with other training options "
                                           f"({saved['config']}); use another --out or the same options")
-        model.load_state_dict(saved["model"])
+        _load_trainable(model, saved["model"], checkpoint)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, 0.0) for k in state}
         if rank == 0 and progress:
             tqdm.write(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
     trained = model
-    if world > 1:
+    if world > 1 and objective is None:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if objective is None:
+        objective = partial(_language_model_loss, teacher=teacher, config=config)
 
     def save() -> None:
         if rank == 0:
-            _atomic_save({**state, "config": asdict(config), "model": model.state_dict(),
+            _atomic_save({**state, "config": asdict(config), "model": trainable_state(model),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 
-    model.train()
-    bar = tqdm(total=config.steps, initial=state["step"], desc="fine-tune", unit="step", disable=not progress or rank)
-    started = time.perf_counter() - state["seconds"]
+    model.train(dropout)
+    bar = tqdm(total=config.steps, initial=state["step"], desc=desc, unit="step", disable=not progress or rank)
+    started, cpu_started = time.perf_counter() - state["seconds"], time.process_time() - state["cpu_seconds"]
     stop = StopAfterStep()
     try:
         with stop():
             while state["step"] < config.steps and not stop.requested:
-                loss = _one_step(trained, teacher, stream, config, state["step"], rank, world, device)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                loss = _one_step(trained, objective, stream, config, state["step"], rank, world, device)
+                if world > 1 and trained is model:
+                    _average_gradients(groups, world)
+                for group in groups:
+                    torch.nn.utils.clip_grad_norm_(group, config.clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -180,8 +198,10 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
                 state["tokens_seen"] += config.tokens_per_step * world
                 state["losses"].append(loss)
                 state["seconds"] = time.perf_counter() - started
+                state["cpu_seconds"] = time.process_time() - cpu_started
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                tokens_per_s = config.tokens_per_step * world * state["step"] / max(state["seconds"], 1e-9)
+                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{scheduler.get_last_lr()[0]:.2e}", tok_s=f"{tokens_per_s:.0f}")
                 if state["step"] % config.checkpoint_every == 0 or state["step"] == config.steps:
                     save()
         if stop.requested and state["step"] < config.steps:
@@ -198,30 +218,53 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     bar.close()
     tail = state["losses"][-max(1, len(state["losses"]) // 10):]
     return {"steps": state["step"], "tokens_seen": state["tokens_seen"], "loss": sum(tail) / len(tail),
-            "seconds": state["seconds"]}
+            "seconds": state["seconds"], "cpu_seconds": state["cpu_seconds"], "losses": list(state["losses"])}
 
 
-def _one_step(trained, teacher, stream, config: TrainConfig, step: int, rank: int, world: int, device) -> float:
-    """Forward/backward over `accumulate` micro-batches; returns the mean loss."""
+def _load_trainable(model, saved: dict, checkpoint: Path) -> None:
+    missing, unexpected = model.load_state_dict(saved, strict=False)
+    wanted = set(trainable_state(model))
+    if unexpected or wanted - set(saved):
+        raise ConfigError("--resume", f"{checkpoint} does not match this model's trainable parameters (missing "
+                                      f"{sorted(wanted - set(saved))[:3]}, unexpected {unexpected[:3]}); use another "
+                                      "--out or the same options")
+
+
+def _average_gradients(groups, world: int) -> None:
+    """Mean of every gradient over the ranks (objectives that call submodules directly bypass DDP)."""
+    for group in groups:
+        for parameter in group:
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= world
+
+
+def _one_step(trained, objective, stream, config: TrainConfig, step: int, rank: int, world: int, device) -> float:
+    """`objective` over `accumulate` micro-batches (each backward-ed inside it); returns the mean loss."""
     total = 0.0
     for micro in range(config.accumulate):
         seed = ((config.seed * 1_000_003 + step) * config.accumulate + micro) * world + rank
         torch.manual_seed(seed)  # dropout too: a resumed run repeats the uninterrupted one
         window = random_windows(stream, config.batch, config.seq, seed).to(device)
-        inputs, labels = window[:, :-1], window[:, 1:]
         last = micro == config.accumulate - 1
-        sync = trained.no_sync() if world > 1 and not last else contextlib.nullcontext()
+        sync = trained.no_sync() if world > 1 and not last and hasattr(trained, "no_sync") else contextlib.nullcontext()
         with sync, torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-            logits = trained(inputs, use_cache=False).logits.float()
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
-            if config.distill_weight > 0:
-                with torch.no_grad():
-                    target = teacher(inputs, use_cache=False).logits.float()
-                t = config.temperature
-                kd = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1).flatten(0, 1),
-                                                torch.log_softmax(target / t, -1).flatten(0, 1),
-                                                log_target=True, reduction="batchmean") * t * t
-                loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
-            (loss / config.accumulate).backward()
-        total += loss.item()
+            total += objective(trained, window, scale=1.0 / config.accumulate)
     return total / config.accumulate
+
+
+def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher, config: TrainConfig) -> float:
+    """Next-token cross-entropy, mixed with the KL divergence to `teacher`'s logits when distilling."""
+    inputs, labels = window[:, :-1], window[:, 1:]
+    logits = trained(inputs, use_cache=False).logits.float()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    if config.distill_weight > 0:
+        with torch.no_grad():
+            target = teacher(inputs, use_cache=False).logits.float()
+        t = config.temperature
+        kd = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1).flatten(0, 1),
+                                        torch.log_softmax(target / t, -1).flatten(0, 1),
+                                        log_target=True, reduction="batchmean") * t * t
+        loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+    (loss * scale).backward()
+    return loss.item()
