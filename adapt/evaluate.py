@@ -18,7 +18,9 @@ def _device(model) -> torch.device:
 @torch.no_grad()
 def perplexity(model, tokens: torch.Tensor, context: int = 1024, stride: int = 512, progress: bool = True) -> dict:
     """Sliding-window perplexity of a 1-D token tensor: windows of `context` tokens moved by `stride`; every
-    token is scored once, with at least `context - stride` tokens of history (except in the first window)."""
+    token is scored at most once, with at least `context - stride` tokens of history (except in the first
+    window). With stride == context the windows are disjoint and the first token of each (which has no history
+    in it) is not scored: `tokens_scored` says how many were."""
     if not 0 < stride <= context:
         raise ConfigError("--stride", f"must be in 1..context ({context}); got {stride}")
     if tokens.numel() < 2:

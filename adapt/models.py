@@ -144,7 +144,13 @@ def gaincell_layers(model) -> list[GainCellAttention]:
 
 
 def gaincell_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers attention-interface function: per-head q (B, H, T, D), k, v (B, H_kv, T, D) -> (B, T, H, D)."""
+    """transformers attention-interface function: per-head q (B, H, T, D), k, v (B, H_kv, T, D) -> (B, T, H, D).
+
+    `attention_mask` is what `gaincell_mask` made of the model's mask: None, or key padding over a causal mask
+    (see `real_tokens`); padded rows run as if alone (`_run_unpadded`), provided the model is given position ids
+    that count real tokens only (`(mask.cumsum(-1) - 1).clamp(min=0)`) when padding on the left, as
+    transformers' `generate` does. While `adapt.generate.ring_caches` is active the layer reads and writes its
+    own ring cache (`layer.decode_cache`)."""
     layer = getattr(module, "gaincell", None)
     if layer is None:
         raise GaincellError(f"attention implementation {IMPLEMENTATION!r} selected but {type(module).__name__} "
@@ -153,14 +159,100 @@ def gaincell_attention_forward(module, query, key, value, attention_mask, scalin
         raise ConfigError("use_cache", "gain-cell attention runs whole sequences (use_cache=False); token-by-token "
                                        "decoding uses GainCellAttention's own ring cache")
     layer.softmax_scale = scaling
-    output = layer(query, key, value)
+    keep = real_tokens(attention_mask, query.shape[0], query.shape[2])
+    if keep is None:
+        output = layer(query, key, value, cache=layer.decode_cache)
+    elif layer.decode_cache is not None:
+        raise ConfigError("attention_mask", "padding is not supported while decoding through the ring cache "
+                                            "(one unpadded sequence at a time)")
+    else:
+        output = _run_unpadded(layer, query, key, value, keep)
     return output.transpose(1, 2).contiguous(), None
+
+
+def gaincell_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offset=0, mask_function=None,
+                  attention_mask: torch.Tensor | None = None, **kwargs):
+    """transformers attention-mask function for "gaincell": None for a plain causal pass, the 2-D (B, T) mask of
+    real tokens for padding over a causal mask, and for any other pattern (packed sequences, extra overlays)
+    sdpa's 4-D boolean mask, which `real_tokens` then refuses unless it is key padding over causal after all."""
+    from transformers.masking_utils import causal_mask_function, sdpa_mask
+
+    mask_function = mask_function or causal_mask_function
+    plain = mask_function is causal_mask_function and q_offset == 0 and kv_offset == 0 and q_length == kv_length
+    if plain and (attention_mask is None or attention_mask.shape[-1] == kv_length):
+        if attention_mask is None or bool(attention_mask.all()):
+            return None
+        return attention_mask.bool()
+    return sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                     kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask, **kwargs)
+
+
+def real_tokens(mask: torch.Tensor | None, batch: int, tokens: int) -> torch.Tensor | None:
+    """(B, T) bool of the real (not padding) tokens, or None when every token is real.
+
+    Accepted: None; a 2-D (B, T) padding mask; a 4-D (B, 1 or heads, T, T) mask, boolean or additive float
+    (0 = attend), that is key padding over a causal mask (every real query sees exactly the real keys up to
+    itself; padding queries' rows are ignored). Each row's real tokens must be one run (left, right or both
+    sides padded). Anything else is refused: its positions have no meaning for the arrays and ring slots."""
+    if mask is None:
+        return None
+    if mask.dim() == 2:
+        keep = mask.bool()
+    elif mask.dim() == 4 and mask.shape[0] in (1, batch) and mask.shape[-2:] == (tokens, tokens):
+        allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+        if mask.dtype != torch.bool and bool((mask[allowed] != 0).any()):
+            raise ConfigError("attention_mask", "an additive mask must hold 0 (attend) or a large negative value "
+                                                "(masked); gain-cell attention takes no attention bias")
+        if bool((allowed != allowed[:, :1]).any()):
+            raise _not_padding()
+        allowed = allowed[:, 0].expand(batch, tokens, tokens)
+        keep = allowed.any(dim=1)  # a key some query sees is a real token
+        causal = torch.ones(tokens, tokens, dtype=torch.bool, device=mask.device).tril()
+        if bool(((allowed != (causal & keep[:, None, :])) & keep[:, :, None]).any()):
+            raise _not_padding()
+    else:
+        raise _not_padding()
+    if keep.shape != (batch, tokens):
+        raise ConfigError("attention_mask", f"must cover the batch and tokens ({batch}, {tokens}); got "
+                                            f"{tuple(keep.shape)}")
+    starts = keep & ~torch.nn.functional.pad(keep, (1, 0))[:, :-1]  # first real token of each run
+    if bool((starts.sum(dim=1) > 1).any()):
+        raise _not_padding()
+    return None if bool(keep.all()) else keep
+
+
+def _not_padding() -> ConfigError:
+    return ConfigError("attention_mask", "gain-cell attention honours padding over a causal mask only (each row "
+                                         "one run of real tokens, padded left or right); this mask is another "
+                                         "pattern (holes, packed sequences, a window or bidirectional attention)")
+
+
+def _run_unpadded(layer: GainCellAttention, q, k, v, keep: torch.Tensor) -> torch.Tensor:
+    """The layer on a padded batch with each row's real tokens at positions 0, 1, ... (the tiles and ring slots
+    they meet when run alone) and its padding after them, where causality hides it from every real token;
+    outputs go back to their places, padding rows' outputs are zero. Differentiable (a gather)."""
+    tokens = keep.shape[1]
+    first = keep.int().argmax(dim=1)  # index of each row's first real token (0 for an all-padding row)
+    if bool(first.any()):
+        steps = torch.arange(tokens, device=keep.device)
+        to_shifted = (steps + first[:, None]) % tokens  # shifted position -> original position
+        back = (steps - first[:, None]) % tokens  # original position -> shifted position
+
+        def gather(x, index):
+            return x.gather(2, index[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+
+        output = gather(layer(gather(q, to_shifted), gather(k, to_shifted), gather(v, to_shifted)), back)
+    else:
+        output = layer(q, k, v)
+    return output.masked_fill(~keep[:, None, :, None], 0.0)
 
 
 def _register() -> None:
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(IMPLEMENTATION, gaincell_attention_forward)
+    AttentionMaskInterface.register(IMPLEMENTATION, gaincell_mask)
 
 
 def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64, window: int | None = 1024,

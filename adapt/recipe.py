@@ -1,9 +1,13 @@
 """`gaincell adapt`: the paper's recipe as resumable stages writing one adapted folder.
 
-Stages, in this order (any subset): `linear` (fine-tune the linear intermediate model, recording every
-scaler's target statistics), `calibrate` (the nonlinear model's scalers set from those targets without
-gradients; with no linear stage the targets come from the softmax model, see adapt.calibrate), `nonlinear`
-(fine-tune the nonlinear model: forward with the fitted curve, backward with the line's gradient).
+Stages, in this order (any subset). The paper's recipe: `linear` (fine-tune the linear intermediate model,
+recording every scaler's target statistics), `calibrate` (the nonlinear model's scalers set from those targets
+without gradients; with no linear stage the targets come from the softmax model, see adapt.calibrate),
+`nonlinear` (fine-tune the nonlinear model: forward with the fitted curve, backward with the line's gradient).
+The cheap recipe: `transfer` (every layer's gain-cell attention trained to reproduce its softmax attention on the
+teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end KL divergence to the softmax
+model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
+projections, merged into the weights when the stage ends.
 After each stage the folder `out` is saved (`save_adapted`) and its manifest lists the stages done; a stage
 interrupted mid-way resumes from `out/checkpoints/<stage>.pt`, and running the same command again skips the
 stages already done.
@@ -25,8 +29,9 @@ from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
+from .transfer import TransferObjective, add_adapters, layer_errors, layer_groups, match_statistics, merge_adapters
 
-STAGES = ("linear", "calibrate", "nonlinear")
+STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill")
 
 
 @dataclass
@@ -38,6 +43,9 @@ class AdaptOptions:
     stages: tuple[str, ...] = STAGES
     linear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
     nonlinear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
+    transfer: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=2e-3, scaler_lr=1e-2))
+    distill: TrainConfig = field(default_factory=lambda: TrainConfig(steps=50, lr=5e-4, distill_weight=1.0))
+    lora_rank: int = 16
     calibration_tokens: int = 512
     calibration_iterations: int = 100
     max_std_ratio: float | None = 2.0
@@ -52,6 +60,10 @@ class AdaptOptions:
         if self.train_text is None:
             raise ConfigError("--train-text", "is needed (fine-tuning text and the calibration batch): a .txt or "
                                               ".jsonl path, e.g. from scripts/get_training_text.py")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ConfigError("--lora-rank", f"must be an integer >= 0 (0: scalers only); got {self.lora_rank!r}")
+        if "distill" in self.stages and self.distill.distill_weight == 0:
+            raise ConfigError("--distill", "must be > 0 for the distill stage (the weight of the KL term)")
         if self.calibration_tokens < 16:
             raise ConfigError("--calibration-tokens", f"must be >= 16; got {self.calibration_tokens}")
 
@@ -99,20 +111,25 @@ def adapt(options: AdaptOptions, say=print) -> dict:
     say(f"training text: {stream.numel()} tokens from {options.train_text}; stages to run: {', '.join(todo)}")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stage in todo:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         say(f"stage {stage}")
+        checkpoint = out / "checkpoints" / f"{stage}.pt"
         if stage == "calibrate":
             record = _calibrate(model, calibration_batch, options, say)
+        elif stage in ("transfer", "distill"):
+            model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say)
         else:
-            record = _finetune(model, stream, options, stage, out / "checkpoints" / f"{stage}.pt", device)
+            record = _finetune(model, stream, options, stage, checkpoint, device)
         record["seconds"] = round(time.perf_counter() - started, 1)
+        record["stage_cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         record["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
         manifest["stages"][stage] = record
         manifest["stages_done"].append(stage)
         if rank == 0:  # under torchrun only rank 0 writes; the others wait for it
             save_adapted(model, tokenizer, out, options.surrogate, manifest)
             (out / "checkpoints" / f"{stage}.pt").unlink(missing_ok=True)
-            say(f"stage {stage} done: {record}")
+            say(f"stage {stage} done: " + ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("config", "losses",
+                                                                                                    "layer_errors")))
         if world > 1:
             torch.distributed.barrier()
     return manifest
@@ -145,3 +162,33 @@ def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path
     result = finetune(model, stream, config, checkpoint, teacher=teacher, track_statistics=stage == "linear")
     return {**result, "config": asdict(config)}
 
+
+
+def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say):
+    """The transfer or distill stage: scalers and LoRA adapters train, the rest is frozen; returns the model with
+    the adapters merged, and the stage's record (including the per-layer error before and after)."""
+    config = options.transfer if stage == "transfer" else options.distill
+    set_mode(model, "nonlinear", linear_backward=False)
+    if stage == "transfer" and not checkpoint.is_file():
+        match_statistics(model, batch)
+    before = layer_errors(model, batch)
+    say(f"per-layer relative error before {stage}: mean {sum(before) / len(before):.3f}")
+    model = add_adapters(model, options.lora_rank, seed=config.seed)
+    groups = layer_groups(model, config.lr, config.scaler_lr)
+    if stage == "transfer":
+        objective = TransferObjective(model)
+        try:
+            result = finetune(model, stream, config, checkpoint, groups=groups, objective=objective, dropout=False,
+                              desc="transfer")
+        finally:
+            objective.taps.remove()
+    else:
+        teacher = load_pretrained(options.model)[0].to(device).eval()
+        teacher.requires_grad_(False)
+        result = finetune(model, stream, config, checkpoint, teacher=teacher, groups=groups, dropout=False,
+                          desc="distill")
+    model = merge_adapters(model)
+    after = layer_errors(model, batch)
+    say(f"per-layer relative error after {stage}: mean {sum(after) / len(after):.3f}")
+    return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config),
+                   "layer_errors": {"before": before, "after": after}}

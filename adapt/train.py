@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     clip: float = 1.0
     distill_weight: float = 0.0
+    scaler_lr: float | None = None  # peak rate of the gain-cell scalers when adapters train beside them (None: lr)
     temperature: float = 1.0
     checkpoint_every: int = 50
     seed: int = 0
@@ -53,6 +54,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')}", f"must be a positive integer; got {value!r}")
         if not self.lr > 0:
             raise ConfigError("--lr", f"must be > 0; got {self.lr}")
+        if self.scaler_lr is not None and not self.scaler_lr > 0:
+            raise ConfigError("--scaler-lr", f"must be > 0; got {self.scaler_lr}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
         if self.warmup is None:
@@ -137,7 +140,8 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
              track_statistics: bool = False, progress: bool = True, groups=None, objective=None,
              desc: str = "fine-tune", dropout: bool = True) -> dict:
     """Train `model` on windows of `stream` for `config.steps` optimizer steps, resuming from `checkpoint` if it
-    exists. `groups`: lists of parameters clipped separately (default: one group, every parameter);
+    exists. `groups`: lists of parameters clipped separately, or dicts {"params": [...], "lr": peak rate}
+    (default: one group, every parameter, at `config.lr`);
     `objective(trained, window, last)`: forward/backward of one micro-batch (token ids (B, seq + 1)), returning
     the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
     mode (deterministic forward passes, as the transfer stage needs). Returns {'steps', 'tokens_seen',
@@ -152,9 +156,10 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     for layer in gaincell_layers(model):
         for scaler in layer.scalers().values():
             scaler.track_statistics = track_statistics
-    groups = [list(model.parameters())] if groups is None else [list(g) for g in groups]
-    optimizer = torch.optim.AdamW([{"params": g} for g in groups], lr=config.lr, betas=(0.9, 0.95),
-                                  weight_decay=config.weight_decay)
+    groups = [{"params": list(model.parameters())}] if groups is None else [
+        {**g, "params": list(g["params"])} if isinstance(g, dict) else {"params": list(g)} for g in groups]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    groups = [g["params"] for g in groups]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config))
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.is_file():

@@ -13,7 +13,9 @@ forward with the fitted curve, backward with the line's gradient).
 
 Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
 parallel pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write
-step (the token clock converts steps to seconds for the retention model).
+step (the token clock converts steps to seconds for the retention model). Inside a language model the
+cache is attached as `layer.decode_cache` (see `adapt.generate.ring_caches`), which the attention-interface
+function passes on.
 """
 from __future__ import annotations
 
@@ -126,6 +128,7 @@ class GainCellAttention(nn.Module):
         self.v_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.out_scaler = AffineScaler(heads, 1.0, 0.0)
         self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
+        self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
 
     @classmethod

@@ -1,0 +1,234 @@
+"""Layer-wise attention transfer: every layer's gain-cell attention learns its own softmax attention's output.
+
+One teacher pass per micro-batch (softmax attention, adapters off) records, with hooks, the inputs and the
+output of every attention module (the output after the output projection). Then each layer's attention runs
+again on its recorded inputs with gain-cell attention, and its loss - the mean squared error to the recorded
+output relative to that output's variance - is back-propagated at once. A loss reaches only its own layer's
+parameters (the inputs are the teacher's, not the student's), so all layers train together in one step and
+each ends exactly where training it alone on the teacher's inputs would have put it (clipping is per layer).
+
+Trainable: the scalers of every layer and, with `rank` > 0, low-rank adapters (LoRA, through peft) on the
+attention projections (q, k, v, o; GPT-2's fused c_attn and its attention c_proj); the rest stays frozen.
+`merge_adapters` folds the adapters into the projection weights, so an adapted folder is a normal model.
+Source ideas: LoLCATs and Hedgehog (Zhang et al. 2024), which transfer softmax attention to linear attention.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from gaincell.errors import ConfigError
+
+from gaincell.surrogate.attention import head_statistics
+
+from .calibrate import softmax_targets
+from .models import attention_modules, gaincell_layers
+
+
+def attention_projections(model) -> list[str]:
+    """Full names of the projections inside every attention module (the modules LoRA adapts)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    found = []
+    for module in attention_modules(model):
+        for child_name, child in module.named_children():
+            if child_name != "gaincell" and hasattr(child, "weight") and child.weight.dim() == 2:
+                found.append(f"{names[id(module)]}.{child_name}")
+    return found
+
+
+def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
+    """Wrap `model` with LoRA adapters of `rank` on its attention projections (peft; initialised from `seed`);
+    freezes everything but the adapters, then makes the gain-cell scalers trainable again. rank 0: no adapters,
+    only the scalers train."""
+    model.requires_grad_(False)
+    if rank > 0:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:
+            raise ConfigError("--lora-rank", "needs the peft package (pip install -e '.[lm]')") from exc
+        config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
+                            target_modules=attention_projections(model), bias="none")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = get_peft_model(model, config)
+    for layer in gaincell_layers(model):
+        for scaler in layer.scalers().values():
+            scaler.requires_grad_(True)
+    return model
+
+
+def merge_adapters(model):
+    """The plain model with any LoRA adapters folded into its weights; every parameter trainable again."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.requires_grad_(True)
+    return model
+
+
+def layer_groups(model, lr: float, scaler_lr: float | None = None) -> list[dict]:
+    """Optimizer groups: per layer, its trainable scalers (at `scaler_lr`, default `lr`) and its adapters (at
+    `lr`), each clipped on its own so that layers stay independent."""
+    groups = []
+    for module in attention_modules(model):
+        scalers = [p for p in module.gaincell.parameters() if p.requires_grad]
+        own = {id(p) for p in scalers}
+        adapters = [p for p in module.parameters() if p.requires_grad and id(p) not in own]
+        groups += [{"params": scalers, "lr": scaler_lr or lr}] + ([{"params": adapters, "lr": lr}] if adapters else [])
+    if not any(g["params"] for g in groups):
+        raise ConfigError("model", "has no trainable attention parameters (swap_attention, then add_adapters)")
+    return groups
+
+
+@contextlib.contextmanager
+def softmax_teacher(model):
+    """Within the block the model is the unmodified one: adapters off, every layer in 'ideal' (softmax) mode."""
+    layers = gaincell_layers(model)
+    modes = [layer.mode for layer in layers]
+    adapters_off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    try:
+        with adapters_off:
+            for layer in layers:
+                layer.mode = "ideal"
+            yield model
+    finally:
+        for layer, mode in zip(layers, modes):
+            layer.mode = mode
+
+
+class _LastAttentionDone(Exception):
+    """Raised by the last attention module's hook to end a teacher pass early."""
+
+
+class AttentionTaps:
+    """Hooks recording every attention module's call (arguments) and output while `recording` is on."""
+
+    def __init__(self, model):
+        self.modules = attention_modules(model)
+        self.calls: list = [None] * len(self.modules)
+        self.outputs: list = [None] * len(self.modules)
+        self.recording = False
+        self._handles = []
+        for index, module in enumerate(self.modules):
+            self._handles.append(module.register_forward_pre_hook(self._call_hook(index), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._output_hook(index)))
+
+    def _call_hook(self, index):
+        def hook(module, args, kwargs):
+            if self.recording:
+                self.calls[index] = (args, kwargs)
+        return hook
+
+    def _output_hook(self, index):
+        def hook(module, args, output):
+            if self.recording:
+                self.outputs[index] = (output[0] if isinstance(output, tuple) else output).detach()
+                if index == len(self.modules) - 1:
+                    raise _LastAttentionDone  # the rest of the model (last MLP, logits) is not needed
+        return hook
+
+    @torch.no_grad()
+    def record(self, model, inputs: torch.Tensor) -> None:
+        """Run the softmax teacher on `inputs` (B, T) up to its last attention module and keep every attention
+        module's inputs and output."""
+        self.recording = True
+        try:
+            with softmax_teacher(model):
+                model(inputs, use_cache=False)
+        except _LastAttentionDone:
+            pass
+        finally:
+            self.recording = False
+
+    def student(self, index: int) -> torch.Tensor:
+        """Layer `index`'s attention output, gain-cell attention on the teacher's recorded inputs."""
+        args, kwargs = self.calls[index]
+        output = self.modules[index](*args, **kwargs)
+        return output[0] if isinstance(output, tuple) else output
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared error relative to the teacher's variance (1.0: no better than predicting its mean)."""
+    student, teacher = student.float(), teacher.float()
+    return (student - teacher).pow(2).mean() / teacher.var().clamp_min(1e-12)
+
+
+class TransferObjective:
+    """The transfer loss of one micro-batch (for `train.finetune`): teacher pass, then the relative error of every
+    layer (or of the layers numbered in `layers`) back-propagated at once; returns their mean. `last_errors` holds
+    the per-layer errors of the latest call."""
+
+    def __init__(self, model, layers: list[int] | None = None):
+        self.taps = AttentionTaps(model)
+        self.model = model
+        self.layers = list(range(len(self.taps.modules))) if layers is None else list(layers)
+        self.last_errors: list[float] = []
+
+    def __call__(self, trained, window: torch.Tensor, scale: float) -> float:
+        self.taps.record(self.model, window[:, :-1])
+        errors = []
+        for index in self.layers:
+            error = relative_error(self.taps.student(index), self.taps.outputs[index])
+            (error * scale).backward()
+            errors.append(error.item())
+        self.last_errors = errors
+        return sum(errors) / len(errors)
+
+
+@torch.no_grad()
+def match_statistics(model, batch: torch.Tensor) -> None:
+    """The transfer's starting point, layer by layer on the teacher's inputs for `batch` (B, T): the q, k, v
+    scalers map the layer's q, k, v onto the hardware's input ranges (calibration's targets, see
+    `calibrate.softmax_targets`), then the out scaler maps the gain-cell readout onto the per-head mean and std of
+    the softmax attention's output. Unlike the paper's calibration no iteration is needed: every layer's inputs
+    are the teacher's, which no scaler changes."""
+    batch = batch.to(next(model.parameters()).device)
+    softmax_targets(model, batch)
+    layers, raw = gaincell_layers(model), {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda module, args, index=index: raw.__setitem__(index, [head_statistics(x) for x in args[:3]]))
+        for index, layer in enumerate(layers)]
+    taps = AttentionTaps(model)
+    try:
+        taps.record(model, batch)
+        for hook in hooks:
+            hook.remove()
+        for index, layer in enumerate(layers):
+            for scaler, (mean, std) in zip((layer.q_scaler, layer.k_scaler, layer.v_scaler), raw[index]):
+                _set_affine(scaler, mean, std)
+            scaler = layer.out_scaler
+            scaler.a.fill_(1.0)
+            scaler.b.fill_(0.0)
+            scaler.record_batch = True
+            try:
+                taps.student(index)
+            finally:
+                scaler.record_batch = False
+            _set_affine(scaler, scaler.batch_mean, scaler.batch_std)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        taps.remove()
+
+
+def _set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make `scaler` map inputs of per-head `mean`, `std` onto its target mean and std."""
+    a = scaler.target_std / std.to(scaler.a.device).clamp_min(1e-12)
+    scaler.a.copy_(a)
+    scaler.b.copy_(scaler.target_mean - a * mean.to(scaler.a.device))
+
+
+@torch.no_grad()
+def layer_errors(model, batch: torch.Tensor) -> list[float]:
+    """Per-layer relative error of the gain-cell attention against the softmax attention, on the teacher's inputs
+    for `batch` (B, T): where the remaining error of an adaptation sits."""
+    taps = AttentionTaps(model)
+    try:
+        taps.record(model, batch.to(next(model.parameters()).device))
+        return [float(relative_error(taps.student(i), taps.outputs[i])) for i in range(len(taps.modules))]
+    finally:
+        taps.remove()
