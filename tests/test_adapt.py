@@ -266,14 +266,17 @@ def test_smollm2_ideal_mode_reproduces_the_packaged_model():
 
 
 @pytest.mark.slow
-def test_demo_language_model_stage_calibration_beats_the_naive_swap():
+def test_demo_language_model_stage_transfer_beats_calibration_beats_the_naive_swap():
     _smollm2_or_skip()
-    from gaincell.adapt.quick import calibration_check
+    from gaincell.adapt.quick import adaptation_check
 
-    result = calibration_check(PAPER, calibration_tokens=64, eval_tokens=256, context=256, iterations=12,
-                               say=lambda text: None)
+    result = adaptation_check(PAPER, calibration_tokens=64, eval_tokens=256, context=256, iterations=12,
+                              transfer=TrainConfig(steps=4, batch=1, seq=128, lr=2e-3, scaler_lr=1e-2), new_tokens=4,
+                              say=lambda text: None)
     assert result["softmax"] < 100 < result["naive_swap"]
     assert result["calibrated"] < result["naive_swap"] / 10
+    assert result["transferred"] < result["calibrated"]
+    assert len(result["transfer_losses"]) == 4 and result["softmax_continuation"] and result["gaincell_continuation"]
 
 
 @pytest.mark.slow
