@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from gaincell.errors import ConfigError
 
-from .text import read_items, token_stream
+from .text import read_items, split_last_word, token_stream
 
 
 def _device(model) -> torch.device:
@@ -51,9 +51,7 @@ def lambada_accuracy(model, tokenizer, path, limit: int | None = None, progress:
     device, correct = _device(model), 0
     bar = tqdm(items, desc="lambada", unit="item", disable=not progress, leave=False)
     for number, text in enumerate(bar, 1):
-        context, _, word = text.rstrip().rpartition(" ")
-        if not context:
-            raise ConfigError("--data", f"{path} item {number} has no space before its last word")
+        context, word = split_last_word(text, path, number)
         prefix = tokenizer(context, add_special_tokens=False)["input_ids"]
         target = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([prefix + target[:-1]], device=device)

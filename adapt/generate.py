@@ -11,7 +11,9 @@ softmax, which has no ring buffer) the whole text is run again at every step ins
 
 Decoding: greedy (temperature 0), or sampled with a temperature and optional top-k from a seeded generator,
 through transformers' own logits warpers, so that both continuations are decoded alike. Both stop at the
-tokenizer's end-of-sequence token.
+tokenizer's end-of-sequence token. Sampled draws are equal for equal logits on CPU, where `generate`'s global
+generator and the gain-cell path's own CPU generator start from the same seed (tested); on CUDA `generate` draws
+from the CUDA generator, so the two sampled continuations use different random streams.
 """
 from __future__ import annotations
 
@@ -22,10 +24,13 @@ from pathlib import Path
 
 import torch
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, GaincellError
 
 from .models import (ADAPTED_MANIFEST, ModelLoadError, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, resolve_model, swap_attention)
+
+
+MIN_TEMPERATURE = 1e-3  # below it sampling is greedy in effect, and logits / temperature can overflow to inf
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,10 @@ class Decoding:
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ConfigError("--max-new-tokens", f"must be a positive integer; got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ConfigError("--temperature", f"must be 0 (greedy) or a positive number; got {self.temperature!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and (self.temperature == 0 or self.temperature >= MIN_TEMPERATURE)):
+            raise ConfigError("--temperature", f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (sampled); got "
+                                               f"{self.temperature!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
             raise ConfigError("--top-k", f"must be a positive integer; got {self.top_k!r}")
         if self.top_k is not None and not self.sampled:
@@ -104,6 +111,10 @@ def prompt_ids(tokenizer, prompt: str, config, decoding: Decoding) -> torch.Tens
     window is fine (the ring wraps)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError("--prompt", "is empty; give the text to continue")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:  # e.g. bytes that are not UTF-8 on the command line (kept as surrogates)
+        raise ConfigError("--prompt", f"is not valid UTF-8 text (character {exc.start}: {prompt[exc.start]!r})") from exc
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     length, context = ids.shape[1], context_length(config)
     if length == 0:
@@ -140,8 +151,11 @@ def _choose(decoding: Decoding, warpers, text: torch.Tensor, logits: torch.Tenso
     """The next token from (1, vocab) logits: argmax, or a draw from the warped distribution."""
     if not decoding.sampled:
         return int(logits.argmax(-1))
-    scores = warpers(text, logits)
-    return int(torch.multinomial(scores.softmax(-1).cpu(), 1, generator=generator))
+    probabilities = warpers(text, logits).softmax(-1).cpu()
+    if not bool(torch.isfinite(probabilities).all()):
+        raise GaincellError("the gain-cell model's next-token logits are not finite (NaN or inf): nothing to sample "
+                            "from; check the model with `gaincell eval`")
+    return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
 @torch.no_grad()

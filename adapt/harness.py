@@ -45,7 +45,7 @@ import torch
 from gaincell.errors import ConfigError
 
 from .evaluate import perplexity
-from .text import read_items, read_text
+from .text import read_items, read_text, split_last_word
 
 TEXT_TASK = "gaincell_text"
 LAMBADA_TASK = "gaincell_lambada"
@@ -80,23 +80,15 @@ def harness_model(model, tokenizer, max_length: int = 1024, batch_size: int = 1)
                     add_bos_token=False)
 
 
-def split_last_word(text: str, path, number: int) -> tuple[str, str]:
-    """(context, word) of a LAMBADA item: the text before its last space and the word after it."""
-    context, _, word = text.rstrip().rpartition(" ")
-    if not context or not word:
-        raise ConfigError("--data", f"{path} item {number} has no space before its last word")
-    return context, word
-
-
 def document_text(path, tokenizer, max_tokens: int | None = None) -> str:
-    """The text of a .txt file, cut after its first `max_tokens` tokens (encoded without special tokens)."""
+    """The text of a .txt file, cut after its first `max_tokens` tokens (the whole text encoded without special
+    tokens, as `adapt.text.token_stream` cuts its stream, so that a word is never split at a guessed boundary)."""
     text = read_text(path, "--data")
     if max_tokens is not None:
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError("--max-tokens", "needs a fast (Rust) tokenizer to cut the text at a token boundary")
-        head = text[: max(16 * max_tokens, 4096)]
-        offsets = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        text = head[: offsets[min(max_tokens, len(offsets)) - 1][1]] if offsets else ""
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        text = text[: offsets[min(max_tokens, len(offsets)) - 1][1]] if offsets else ""
     if not text.strip():
         raise ConfigError("--data", f"{path} holds no text")
     return text

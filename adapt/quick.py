@@ -9,6 +9,7 @@ steps (adapt.transfer). Finally one prompt is continued by the softmax model and
 """
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ from .evaluate import perplexity
 from .generate import Decoding, GenerationModels, generate_both
 from .models import load_pretrained, swap_attention
 from .text import token_stream
-from .train import TrainConfig, finetune
-from .transfer import TransferObjective, add_adapters, layer_groups, match_statistics, merge_adapters
+from .train import TrainConfig
+from .transfer import train_transfer
 
 SAMPLE_TEXT = "pride_and_prejudice_ch1-3.txt"
 PROMPT = "Mr. Bennet was so odd a mixture of quick parts, sarcastic humour, reserve, and caprice, that"
@@ -36,7 +37,8 @@ def adaptation_check(surrogate_path, model: str = "smollm2", calibration_tokens:
     sample text, the transfer's loss per step, and `prompt` continued by the softmax and transferred models."""
     transfer = transfer or TrainConfig(steps=24, batch=2, seq=256, lr=2e-3, scaler_lr=1e-2, checkpoint_every=10**6)
     started = time.perf_counter()
-    net, tokenizer, _ = load_pretrained(model)
+    softmax_model, tokenizer, _ = load_pretrained(model)
+    net = copy.deepcopy(softmax_model)
     stream = token_stream(data_path(SAMPLE_TEXT), tokenizer)
     batch = stream[:calibration_tokens].unsqueeze(0)
     held_out = stream[calibration_tokens:calibration_tokens + eval_tokens]
@@ -57,21 +59,15 @@ def adaptation_check(surrogate_path, model: str = "smollm2", calibration_tokens:
         score("calibrated", f"calibrated ({outcome.iterations} iterations)", net)
     results.update(iterations=outcome.iterations, converged=outcome.converged, changes=outcome.changes)
 
-    transferred = swap_attention(load_pretrained(model)[0], surrogate_path)
-    match_statistics(transferred, batch)
-    transferred = add_adapters(transferred, lora_rank, seed=transfer.seed)
-    objective = TransferObjective(transferred)
+    transferred = swap_attention(copy.deepcopy(softmax_model), surrogate_path)
     with tempfile.TemporaryDirectory() as scratch:
-        trained = finetune(transferred, training, transfer, Path(scratch) / "transfer.pt", objective=objective,
-                           groups=layer_groups(transferred, transfer.lr, transfer.scaler_lr), dropout=False,
-                           progress=False)
-    objective.taps.remove()
-    transferred = merge_adapters(transferred).eval()
+        transferred, trained = train_transfer(transferred, training, batch, transfer, Path(scratch) / "transfer.pt",
+                                              lora_rank=lora_rank, progress=False)
     score("transferred", f"attention transfer ({transfer.steps} steps, LoRA rank {lora_rank})", transferred)
     results.update(transfer_losses=trained["losses"], transfer_steps=transfer.steps,
                    transfer_tokens=trained["tokens_seen"], transfer_seconds=trained["seconds"], lora_rank=lora_rank)
 
-    models = GenerationModels(transferred, load_pretrained(model)[0], tokenizer, "gain-cell, after transfer", "softmax")
+    models = GenerationModels(transferred, softmax_model, tokenizer, "gain-cell, after transfer", "softmax")
     softmax_text, gaincell_text = generate_both(models, prompt, Decoding(max_new_tokens=new_tokens))
     results.update(prompt=prompt, softmax_continuation=softmax_text.text, gaincell_continuation=gaincell_text.text,
                    seconds=time.perf_counter() - started)

@@ -29,9 +29,11 @@ from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
-from .transfer import TransferObjective, add_adapters, layer_errors, layer_groups, match_statistics, merge_adapters
+from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
 
 STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill")
+STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4}  # peak rates (adapters in
+# transfer/distill); the transfer's scalers train at 1e-2
 
 
 @dataclass
@@ -41,10 +43,12 @@ class AdaptOptions:
     out: Path
     train_text: Path | None = None
     stages: tuple[str, ...] = STAGES
-    linear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
-    nonlinear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200))
-    transfer: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=2e-3, scaler_lr=1e-2))
-    distill: TrainConfig = field(default_factory=lambda: TrainConfig(steps=50, lr=5e-4, distill_weight=1.0))
+    linear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=STAGE_LR["linear"]))
+    nonlinear: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=STAGE_LR["nonlinear"]))
+    transfer: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=STAGE_LR["transfer"],
+                                                                      scaler_lr=1e-2))
+    distill: TrainConfig = field(default_factory=lambda: TrainConfig(steps=50, lr=STAGE_LR["distill"],
+                                                                     distill_weight=1.0))
     lora_rank: int = 16
     calibration_tokens: int = 512
     calibration_iterations: int = 100
@@ -62,6 +66,9 @@ class AdaptOptions:
                                               ".jsonl path, e.g. from scripts/get_training_text.py")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
             raise ConfigError("--lora-rank", f"must be an integer >= 0 (0: scalers only); got {self.lora_rank!r}")
+        if "transfer" in self.stages and "linear" in self.stages:
+            raise ConfigError("--stages", "transfer learns from the model's own weights as the softmax teacher, and "
+                                          "the linear stage changes them: run transfer without linear")
         if "distill" in self.stages and self.distill.distill_weight == 0:
             raise ConfigError("--distill", "must be > 0 for the distill stage (the weight of the KL term)")
         if self.calibration_tokens < 16:
@@ -103,6 +110,9 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         swap_attention(model, options.surrogate)
     model.to(device)
     todo = [s for s in options.stages if s not in manifest["stages_done"]]
+    if "transfer" in todo and any(s in manifest["stages_done"] for s in ("linear", "nonlinear", "distill")):
+        raise ConfigError("--stages", f"{out} has been fine-tuned ({', '.join(manifest['stages_done'])}): transfer "
+                                      "needs the unmodified weights as its teacher; choose a new --out")
     if not todo:
         say(f"{out}: stages {', '.join(manifest['stages_done'])} already done")
         return manifest
@@ -166,29 +176,22 @@ def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path
 
 def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say):
     """The transfer or distill stage: scalers and LoRA adapters train, the rest is frozen; returns the model with
-    the adapters merged, and the stage's record (including the per-layer error before and after)."""
+    the adapters merged, and the stage's record (including the per-layer error before and after, measured
+    against the unmodified model)."""
     config = options.transfer if stage == "transfer" else options.distill
     set_mode(model, "nonlinear", linear_backward=False)
-    if stage == "transfer" and not checkpoint.is_file():
-        match_statistics(model, batch)
-    before = layer_errors(model, batch)
-    say(f"per-layer relative error before {stage}: mean {sum(before) / len(before):.3f}")
-    model = add_adapters(model, options.lora_rank, seed=config.seed)
-    groups = layer_groups(model, config.lr, config.scaler_lr)
     if stage == "transfer":
-        objective = TransferObjective(model)
-        try:
-            result = finetune(model, stream, config, checkpoint, groups=groups, objective=objective, dropout=False,
-                              desc="transfer")
-        finally:
-            objective.taps.remove()
+        model, result = train_transfer(model, stream, batch, config, checkpoint, lora_rank=options.lora_rank)
     else:
         teacher = load_pretrained(options.model)[0].to(device).eval()
         teacher.requires_grad_(False)
-        result = finetune(model, stream, config, checkpoint, teacher=teacher, groups=groups, dropout=False,
-                          desc="distill")
-    model = merge_adapters(model)
-    after = layer_errors(model, batch)
-    say(f"per-layer relative error after {stage}: mean {sum(after) / len(after):.3f}")
-    return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config),
-                   "layer_errors": {"before": before, "after": after}}
+        before = layer_errors(model, batch, teacher)
+        model = add_adapters(model, options.lora_rank, seed=config.seed)
+        result = finetune(model, stream, config, checkpoint, teacher=teacher,
+                          groups=layer_groups(model, config.lr, config.scaler_lr), dropout=False, desc="distill")
+        model = merge_adapters(model).eval()
+        result["layer_errors"] = {"before": before, "after": layer_errors(model, batch, teacher)}
+    errors = result["layer_errors"]
+    say(f"per-layer relative error (mean over layers): {sum(errors['before']) / len(errors['before']):.3f} before "
+        f"{stage}, {sum(errors['after']) / len(errors['after']):.3f} after")
+    return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config)}

@@ -33,12 +33,23 @@ def read_items(path: str | Path, parameter: str = "--data") -> list[str]:
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line)["text"])
+            text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ConfigError(parameter, f"{path} line {number} is not a JSON object with a 'text' field ({exc})")
+        if not isinstance(text, str):
+            raise ConfigError(parameter, f"{path} line {number}: 'text' must be a string; got {type(text).__name__}")
+        items.append(text)
     if not items:
         raise ConfigError(parameter, f"{path} holds no items")
     return items
+
+
+def split_last_word(text: str, path, number: int) -> tuple[str, str]:
+    """(context, word) of a LAMBADA item: the text before its last space and the word after it."""
+    context, _, word = text.rstrip().rpartition(" ")
+    if not context or not word:
+        raise ConfigError("--data", f"{path} item {number} has no space before its last word")
+    return context, word
 
 
 def token_stream(path: str | Path, tokenizer, max_tokens: int | None = None, parameter: str = "--data") -> torch.Tensor:

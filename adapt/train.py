@@ -86,6 +86,7 @@ def distributed() -> tuple[int, int]:
 
 def _atomic_save(state: dict, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, partial)
     os.replace(partial, path)
 
@@ -142,8 +143,8 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     """Train `model` on windows of `stream` for `config.steps` optimizer steps, resuming from `checkpoint` if it
     exists. `groups`: lists of parameters clipped separately, or dicts {"params": [...], "lr": peak rate}
     (default: one group, every parameter, at `config.lr`);
-    `objective(trained, window, last)`: forward/backward of one micro-batch (token ids (B, seq + 1)), returning
-    the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
+    `objective(trained, window, scale=...)`: forward/backward of one micro-batch (token ids (B, seq + 1), the
+    loss multiplied by `scale` before backward), returning the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
     mode (deterministic forward passes, as the transfer stage needs). Returns {'steps', 'tokens_seen',
     'loss' (mean of the last 10 %), 'seconds', 'cpu_seconds', 'losses' (per step)}."""
     from .models import gaincell_layers
@@ -164,7 +165,8 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if any(saved["config"][k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every")):
+        written = {**asdict(TrainConfig(steps=1)), **saved["config"]}  # a field added later: its default
+        if any(written[k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every", "warmup")):
             raise ConfigError("--resume", f"{checkpoint} was written with other training options "
                                           f"({saved['config']}); use another --out or the same options")
         _load_trainable(model, saved["model"], checkpoint)
@@ -227,7 +229,11 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
 
 
 def _load_trainable(model, saved: dict, checkpoint: Path) -> None:
-    missing, unexpected = model.load_state_dict(saved, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(saved, strict=False)
+    except RuntimeError as exc:  # same names, other shapes (e.g. another LoRA rank)
+        raise ConfigError("--resume", f"{checkpoint} was written for other trainable parameters (e.g. another "
+                                      f"--lora-rank): use another --out or the same options ({str(exc)[:200]})")
     wanted = set(trainable_state(model))
     if unexpected or wanted - set(saved):
         raise ConfigError("--resume", f"{checkpoint} does not match this model's trainable parameters (missing "

@@ -5,7 +5,8 @@ output of every attention module (the output after the output projection). Then 
 again on its recorded inputs with gain-cell attention, and its loss - the mean squared error to the recorded
 output relative to that output's variance - is back-propagated at once. A loss reaches only its own layer's
 parameters (the inputs are the teacher's, not the student's), so all layers train together in one step and
-each ends exactly where training it alone on the teacher's inputs would have put it (clipping is per layer).
+each ends exactly where training it alone on the teacher's inputs would have put it (clipping is per layer and
+per kind: scalers and adapters are separate optimizer groups).
 
 Trainable: the scalers of every layer and, with `rank` > 0, low-rank adapters (LoRA, through peft) on the
 attention projections (q, k, v, o; GPT-2's fused c_attn and its attention c_proj); the rest stays frozen.
@@ -43,6 +44,11 @@ def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
     only the scalers train."""
     model.requires_grad_(False)
     if rank > 0:
+        smallest = min(min(module.weight.shape) for name, module in model.named_modules()
+                       if name in set(attention_projections(model)))
+        if rank > smallest:
+            raise ConfigError("--lora-rank", f"must be at most {smallest} (the smallest attention projection "
+                                             f"dimension of this model); got {rank}")
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
@@ -223,12 +229,41 @@ def _set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def layer_errors(model, batch: torch.Tensor) -> list[float]:
+def layer_errors(model, batch: torch.Tensor, teacher=None) -> list[float]:
     """Per-layer relative error of the gain-cell attention against the softmax attention, on the teacher's inputs
-    for `batch` (B, T): where the remaining error of an adaptation sits."""
-    taps = AttentionTaps(model)
+    for `batch` (B, T): where the remaining error of an adaptation sits. The teacher is `teacher` (the unmodified
+    model) when given, else `model` itself with adapters off in softmax mode."""
+    teacher = model if teacher is None else teacher
+    taps = AttentionTaps(teacher)
+    students = attention_modules(model)
     try:
-        taps.record(model, batch.to(next(model.parameters()).device))
-        return [float(relative_error(taps.student(i), taps.outputs[i])) for i in range(len(taps.modules))]
+        taps.record(teacher, batch.to(next(teacher.parameters()).device))
+        errors = []
+        for index, (args, kwargs) in enumerate(taps.calls):
+            output = students[index](*args, **kwargs)
+            errors.append(float(relative_error(output[0] if isinstance(output, tuple) else output,
+                                               taps.outputs[index])))
+        return errors
     finally:
         taps.remove()
+
+
+def train_transfer(model, stream: torch.Tensor, batch: torch.Tensor, config, checkpoint, *, lora_rank: int,
+                   progress: bool = True):
+    """The transfer stage on a swapped model whose weights are the teacher's: statistics match on `batch`, LoRA
+    adapters, `train.finetune` with the transfer objective (resuming from `checkpoint`), per-layer errors on
+    `batch` before and after (adapters still separate, so the teacher is the original model), adapters merged.
+    Returns (model, finetune's result with 'layer_errors': {'before', 'after'})."""
+    from .train import finetune
+
+    match_statistics(model, batch)  # cheap and deterministic; a checkpoint being resumed overwrites the scalers
+    before = layer_errors(model, batch)
+    model = add_adapters(model, lora_rank, seed=config.seed)
+    objective = TransferObjective(model)
+    try:
+        result = finetune(model, stream, config, checkpoint, groups=layer_groups(model, config.lr, config.scaler_lr),
+                          objective=objective, dropout=False, desc="transfer", progress=progress)
+    finally:
+        objective.taps.remove()
+    after = layer_errors(model, batch)
+    return merge_adapters(model).eval(), {**result, "layer_errors": {"before": before, "after": after}}

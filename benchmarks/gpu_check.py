@@ -11,16 +11,18 @@ Stages, in this order, each skipped once the --budget-s is nearly spent (an alar
 2. energy: benchmarks/gpu_attention_baseline.py, the paper's decode workload with synchronisation and NVML
    energy minus idle power;
 3. tests: the kernel parity tests (tests/test_kernel.py, compiled kernels on CUDA) and `pytest -m gpu`;
-4. adapt: tokens/s and loss of a few steps of `adapt.train.finetune` (bf16 autocast) on a model built from
-   SmolLM2-135M's configuration with random weights (throughput does not depend on the weights; the
-   packaged weights cannot be carried to the GPU machine), gain-cell attention with the kernel, the torch
-   path, and the unmodified softmax model.
+4. adapt: tokens/s and loss of a few steps of the transfer stage (adapt.transfer: scalers + LoRA through
+   peft) with the kernel and the torch path, and of `adapt.train.finetune` with the kernel and for the
+   unmodified softmax model (bf16 autocast), on a model built from SmolLM2-135M's configuration with random
+   weights (throughput does not depend on the weights; the packaged weights cannot be carried to the GPU
+   machine).
 Files: results.jsonl (one JSON object per measurement, appended) and summary.md (rewritten after each).
 Exit status 1 when a stage failed or two sides disagreed.
 
 Runs without installing gaincell: the package folders are mapped as pyproject.toml maps them (a folder of
 symlinks put on the path), and missing pure-Python wheels in build/gpu-wheels (lmfit and its dependencies)
-are unpacked into a temporary folder (carry build/gpu-wheels to the GPU machine).
+are unpacked into a temporary folder (carry build/gpu-wheels to the GPU machine; peft's wheel belongs there
+too for the transfer stage).
 """
 from __future__ import annotations
 
@@ -304,6 +306,7 @@ def stage_adapt(report: Report, budget: Budget, device, smoke: bool) -> None:
 
     from gaincell.adapt.models import swap_attention
     from gaincell.adapt.train import TrainConfig, finetune
+    from gaincell.adapt.transfer import TransferObjective, add_adapters, layer_groups, match_statistics
     from gaincell.resources import data_path
 
     config = dict(SMOLLM2)
@@ -314,9 +317,11 @@ def stage_adapt(report: Report, budget: Budget, device, smoke: bool) -> None:
     stream = torch.randint(0, config["vocab_size"], (200_000 if not smoke else 2_000,),
                            generator=torch.Generator().manual_seed(0))
     work = Path(tempfile.mkdtemp(prefix="gaincell-adapt-"))
-    variants = [("gain-cell attention, fused kernel", "triton"), ("gain-cell attention, torch path", "torch"),
-                ("softmax attention (unmodified model, SDPA)", None)]
-    for name, kernel in variants:
+    variants = [("transfer stage (scalers + LoRA r16), fused kernel", "triton", "transfer"),
+                ("transfer stage (scalers + LoRA r16), torch path", "torch", "transfer"),
+                ("fine-tune, gain-cell attention, fused kernel", "triton", "finetune"),
+                ("fine-tune, softmax attention (unmodified model, SDPA)", None, "finetune")]
+    for name, kernel, training in variants:
         if budget.left() < (20 if smoke else 90):
             report.add("adapt", name, "skipped", why="budget spent")
             continue
@@ -331,16 +336,22 @@ def stage_adapt(report: Report, budget: Budget, device, smoke: bool) -> None:
                            window=32 if smoke else 1024)
         try:
             train = TrainConfig(steps=steps, batch=batch, seq=seq, lr=1e-4, warmup=1, checkpoint_every=10_000)
+            options = {}
+            if training == "transfer":
+                match_statistics(model, stream[:seq].view(1, -1).to(device))
+                model = add_adapters(model, 16)
+                options = dict(objective=TransferObjective(model), groups=layer_groups(model, 2e-3, 1e-2),
+                               dropout=False)
             finetune(model, stream, TrainConfig(steps=1, batch=batch, seq=seq, lr=1e-4, warmup=1, seed=1),
-                     work / f"warmup-{kernel}.pt", progress=False)  # compiles kernels, allocates
+                     work / f"warmup-{kernel}.pt", progress=False, **options)  # compiles kernels, allocates
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            result = finetune(model, stream, train, work / f"run-{kernel}.pt", progress=False)
+            result = finetune(model, stream, train, work / f"run-{kernel}.pt", progress=False, **options)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
             report.add("adapt", name, tokens_per_s=result["tokens_seen"] / result["seconds"], loss=result["loss"],
                        steps=result["steps"], batch=batch, seq=seq, peak_GiB=peak, autocast="bf16 on CUDA",
                        model="SmolLM2-135M configuration, random weights, random tokens",
-                       training="adapt.train.finetune (issue 15's transfer stage does not exist yet)")
+                       training="adapt.transfer objective" if training == "transfer" else "adapt.train.finetune")
         except Exception as exc:  # one variant failing (e.g. out of memory) leaves the others to run
             report.add("adapt", name, "FAILED", error=f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:

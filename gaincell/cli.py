@@ -449,7 +449,9 @@ def _surrogate_file(value: str) -> Path:
 @click.option("--seq", type=click.IntRange(2, 1 << 20), default=256, show_default=True, help="Tokens per training sequence.")
 @click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
               help="Micro-batches per optimizer step.")
-@click.option("--lr", type=Quantity("", 0.0, 10.0), default=2e-4, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--lr", type=Quantity("", 0.0, 10.0), default=None,
+              help="Peak learning rate (AdamW) of every stage run; default per stage: linear and nonlinear 2e-4, "
+                   "transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill).")
 @click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
               help="Weight of knowledge distillation from the unmodified model in the loss (0..1): default 0 in "
                    "the linear/nonlinear stages, 1 (KL only) in the distill stage.")
@@ -465,7 +467,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
     from .adapt.models import ADAPTED_MANIFEST, STAGING
-    from .adapt.recipe import AdaptOptions, adapt as run_adapt
+    from .adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
     from .adapt.train import TrainConfig, sigterm_as_interrupt
 
     out = Path(out_dir)
@@ -479,13 +481,16 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     for source in (train_text, surrogate, model_spec):
         if Path(source).exists() and out.resolve() in (Path(source).resolve(), *Path(source).resolve().parents):
             raise ConfigError("--out", f"{out_dir} holds the input {source}; choose a folder outside it")
-    train = {"batch": batch, "seq": seq, "accumulate": accumulate, "lr": lr, "checkpoint_every": checkpoint_every,
-             "seed": seed}
-    paper = TrainConfig(steps=steps, distill_weight=distill or 0.0, **train)
+    train = {"batch": batch, "seq": seq, "accumulate": accumulate, "checkpoint_every": checkpoint_every, "seed": seed}
+
+    def rate(stage: str) -> float:
+        return STAGE_LR[stage] if lr is None else lr
     options = AdaptOptions(model_spec, _surrogate_file(surrogate), out, Path(train_text),
-                           tuple(s.strip() for s in stages.split(",") if s.strip()), paper, paper,
-                           TrainConfig(steps=transfer_steps, scaler_lr=scaler_lr, **train),
-                           TrainConfig(steps=distill_steps, scaler_lr=scaler_lr,
+                           tuple(s.strip() for s in stages.split(",") if s.strip()),
+                           TrainConfig(steps=steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr, **train),
+                           TrainConfig(steps=distill_steps, lr=rate("distill"), scaler_lr=scaler_lr,
                                        distill_weight=1.0 if distill is None else distill, **train),
                            lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
                            device=device)

@@ -14,3 +14,19 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"reference data folder {SHARED} is absent (it is beside the project in CI)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def gpt2_folder(tmp_path_factory):
+    """A tiny random-init GPT-2 as a Hugging Face folder (tests/lm_helpers.py)."""
+    from lm_helpers import tiny_gpt2
+
+    return tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def llama_folder(tmp_path_factory):
+    """A tiny random-init Llama (RoPE, grouped-query KV) as a Hugging Face folder."""
+    from lm_helpers import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("llama"))

@@ -18,19 +18,9 @@ from gaincell.adapt.text import random_windows
 from gaincell.adapt.train import TrainConfig, finetune
 from gaincell.errors import ConfigError
 from gaincell.resources import data_path
-from lm_helpers import TEXT, tiny_gpt2, tiny_llama
+from lm_helpers import TEXT
 
 PAPER = data_path("paper_reference.h5")
-
-
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory):
-    return tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
-
-
-@pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory):
-    return tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
 def _tokens(tokenizer, n):

@@ -12,20 +12,9 @@ from gaincell.adapt.models import load_pretrained, save_adapted, swap_attention
 from gaincell.cli import main
 from gaincell.errors import ConfigError
 from gaincell.resources import data_path
-from lm_helpers import tiny_gpt2, tiny_llama
 
 PAPER = data_path("paper_reference.h5")
 PROMPT = torch.randint(1, 300, (1, 30), generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory):
-    return tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
-
-
-@pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory):
-    return tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
 def _folder(which, gpt2_folder, llama_folder):
@@ -87,8 +76,11 @@ def test_prompt_checks(gpt2_folder):
         prompt_ids(tokenizer, long, model.config, Decoding())
     with pytest.raises(ConfigError, match="--max-new-tokens: 600 .* at most"):
         prompt_ids(tokenizer, "a truth", model.config, Decoding(max_new_tokens=600))
+    with pytest.raises(ConfigError, match="--prompt: is not valid UTF-8 text"):  # bytes 0xff on a command line
+        prompt_ids(tokenizer, "a truth \udcff", model.config, Decoding())
     for bad, option in ((dict(max_new_tokens=0), "--max-new-tokens"), (dict(temperature=-1.0), "--temperature"),
                         (dict(temperature=float("nan")), "--temperature"), (dict(top_k=5), "--top-k"),
+                        (dict(temperature=1e-40), "--temperature: must be 0 .* or at least 0.001"),
                         (dict(temperature=1.0, top_k=0), "--top-k")):
         with pytest.raises(ConfigError, match=option):
             Decoding(**bad)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from gaincell.adapt.evaluate import lambada_accuracy
-from gaincell.adapt.harness import evaluate_with_harness, harness_model, harness_summary, matching_perplexity
+from gaincell.adapt.harness import (document_text, evaluate_with_harness, harness_model, harness_summary,
+                                    matching_perplexity)
 from gaincell.adapt.models import load_pretrained, set_mode, swap_attention
 from gaincell.errors import ConfigError
 from gaincell.resources import data_path
-from lm_helpers import TEXT, tiny_gpt2, tiny_llama
+from lm_helpers import TEXT
 
 PAPER = data_path("paper_reference.h5")
 WINDOW = 32  # the harness's max_length in the perplexity tests
@@ -22,8 +23,8 @@ AGREEMENT = 1e-5  # relative: the same sums of log-probabilities, computed from 
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return {"gpt2": tiny_gpt2(tmp_path_factory.mktemp("gpt2")), "llama": tiny_llama(tmp_path_factory.mktemp("llama"))}
+def folders(gpt2_folder, llama_folder):
+    return {"gpt2": gpt2_folder, "llama": llama_folder}
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,19 @@ def test_bad_inputs_and_a_missing_lm_eval_are_clear_config_errors(tmp_path, fold
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed
     with pytest.raises(ConfigError, match=r"--harness: needs lm-evaluation-harness.*pip install"):
         evaluate_with_harness(model, tokenizer, good)
+
+
+class _LongTokens:
+    """A stand-in fast tokenizer whose every token is 100 characters long."""
+
+    is_fast = True
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+        return {"offset_mapping": [(start, min(start + 100, len(text))) for start in range(0, len(text), 100)]}
+
+
+def test_max_tokens_cuts_after_that_many_tokens_however_long_they_are(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("x" * 9000)
+    assert len(document_text(path, _LongTokens(), max_tokens=50)) == 5000
+    assert len(document_text(path, _LongTokens(), max_tokens=500)) == 9000  # fewer tokens than asked: all of them

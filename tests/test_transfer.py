@@ -9,6 +9,7 @@ from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.train import TrainConfig, finetune
 from gaincell.adapt.transfer import (TransferObjective, add_adapters, attention_projections, layer_errors, layer_groups,
                                      match_statistics, merge_adapters, softmax_teacher)
+from gaincell.adapt.text import read_items
 from gaincell.errors import ConfigError
 from gaincell.resources import data_path
 from lm_helpers import TEXT, tiny_gpt2, tiny_llama
@@ -156,3 +157,29 @@ def test_bad_transfer_options_are_refused(tmp_path, folder):
         AdaptOptions(**base, stages=("distill",), distill=TrainConfig(steps=2, distill_weight=0.0))
     with pytest.raises(ConfigError, match="--scaler-lr"):
         TrainConfig(steps=2, scaler_lr=0.0)
+    with pytest.raises(ConfigError, match="transfer without linear"):
+        AdaptOptions(**base, stages=("linear", "transfer"))
+    model, _, _ = load_pretrained(folder)
+    swap_attention(model, PAPER)
+    smallest = 64 if "gpt2" in str(folder) else 32  # width 64; the tiny Llama's k/v projections give 2 x 16
+    with pytest.raises(ConfigError, match=f"--lora-rank.*at most {smallest}"):
+        add_adapters(model, smallest + 1)
+    add_adapters(model, smallest)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": 5}\n')
+    with pytest.raises(ConfigError, match="'text' must be a string"):
+        read_items(bad)
+
+
+def test_resuming_with_another_lora_rank_is_a_clear_error(tmp_path, folder):
+    config = TrainConfig(steps=3, batch=1, seq=32, lr=1e-2, checkpoint_every=1)
+    for rank, raised in ((4, None), (2, ConfigError)):
+        model, stream = _student(folder, rank)
+        objective = TransferObjective(model)
+        run = lambda: finetune(model, stream, config, tmp_path / "t.pt", groups=layer_groups(model, 1e-2),
+                               objective=objective, dropout=False, progress=False)
+        if raised:
+            with pytest.raises(raised, match="--resume"):
+                run()
+        else:
+            run()
