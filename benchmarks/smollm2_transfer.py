@@ -20,12 +20,17 @@ from pathlib import Path
 from smollm2_adaptation import SHARED, evaluate, gaincell
 
 
-def adaptation_cost(folder: Path, stages: list[str]) -> dict:
-    """Wall and CPU seconds, tokens seen and the final per-layer errors of `stages` of an adapted folder."""
+def adaptation_cost(folder: Path, stages: list[str], batch) -> dict:
+    """Wall and CPU seconds and tokens seen of `stages` of an adapted folder, and its per-layer relative error
+    against the unmodified model on `batch` (measured here, the same way for every row)."""
+    from gaincell.adapt.models import load_adapted, load_pretrained
+    from gaincell.adapt.transfer import layer_errors
+
     manifest = json.loads((folder / "adapted.json").read_text())
     records = [manifest["stages"][s] for s in stages]
+    errors = layer_errors(load_adapted(folder)[0], batch, load_pretrained(manifest["base_model"])[0])
     return {"seconds": sum(r["seconds"] for r in records), "cpu_seconds": sum(r["stage_cpu_seconds"] for r in records),
-            "tokens": sum(r["tokens_seen"] for r in records), "layer_errors": records[-1]["layer_errors"]["after"]}
+            "tokens": sum(r["tokens_seen"] for r in records), "layer_errors": errors}
 
 
 def main() -> None:
@@ -56,12 +61,17 @@ def main() -> None:
     rows = [("softmax baseline (unmodified)", None, evaluate("softmax", "smollm2", work, options)),
             ("naive swap (initial scalers)", None, evaluate("naive", "smollm2", work, options,
                                                           "--surrogate", options.surrogate))]
+    from gaincell.adapt.models import load_tokenizer, resolve_model
+    from gaincell.adapt.text import token_stream
+
+    tokenizer = load_tokenizer(resolve_model("smollm2"))
+    batch = token_stream(options.train_text, tokenizer, options.context).unsqueeze(0)  # the calibration batch
     budgets = sorted(int(s) for s in options.steps_list.split(","))
     for steps in budgets:
         folder = work / f"transfer-{steps}"
         gaincell("adapt", *common, "--lr", str(options.lr), "--stages", "transfer", "--transfer-steps", str(steps),
                  "--out", str(folder))
-        rows.append((f"transfer, {steps} steps", adaptation_cost(folder, ["transfer"]),
+        rows.append((f"transfer, {steps} steps", adaptation_cost(folder, ["transfer"], batch),
                      evaluate(f"transfer-{steps}", str(folder), work, options)))
     if options.distill_steps:
         folder = work / f"transfer-{budgets[-1]}"
@@ -69,7 +79,7 @@ def main() -> None:
                  "--transfer-steps", str(budgets[-1]), "--distill-steps", str(options.distill_steps),
                  "--out", str(folder))
         rows.append((f"transfer, {budgets[-1]} steps + distill, {options.distill_steps} steps",
-                     adaptation_cost(folder, ["transfer", "distill"]),
+                     adaptation_cost(folder, ["transfer", "distill"], batch),
                      evaluate(f"transfer-{budgets[-1]}-distill", str(folder), work, options)))
     hardware = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     print(f"\n{hardware}\n\n| model | WikiText-2 ppl ({rows[0][2]['tokens_scored']} tokens) | LAMBADA acc "
