@@ -3,7 +3,7 @@
 Used by the demo (stage "language-model adaptation"): it needs no ../shared, only the packaged SmolLM2 and
 the shipped sample text (chapters 1-3 of Pride and Prejudice), cut into three parts: the first
 `calibration_tokens` tokens are the calibration batch, the following `eval_tokens` tokens are scored, the
-rest is the transfer's training text. The calibration is the paper's algorithm with a shortened schedule
+rest is the transfer's training text (its first window is the transfer's statistics-match batch). The calibration is the paper's algorithm with a shortened schedule
 (alpha 1 -> 0.1 over half the iterations); the transfer is the `transfer` stage of `gaincell adapt` with a few
 steps (adapt.transfer). Finally one prompt is continued by the softmax model and the transferred gain-cell model.
 """
@@ -35,7 +35,7 @@ def adaptation_check(surrogate_path, model: str = "smollm2", calibration_tokens:
                      lora_rank: int = 8, prompt: str = PROMPT, new_tokens: int = 24, say=print) -> dict:
     """Perplexity of the softmax model, the naive swap, the calibrated swap and the transferred model on the
     sample text, the transfer's loss per step, and `prompt` continued by the softmax and transferred models."""
-    transfer = transfer or TrainConfig(steps=24, batch=2, seq=256, lr=2e-3, scaler_lr=1e-2, checkpoint_every=10**6)
+    transfer = transfer or TrainConfig(steps=24, batch=1, seq=context, lr=2e-3, scaler_lr=1e-2, checkpoint_every=10**6)
     started = time.perf_counter()
     softmax_model, tokenizer, _ = load_pretrained(model)
     net = copy.deepcopy(softmax_model)
@@ -61,8 +61,10 @@ def adaptation_check(surrogate_path, model: str = "smollm2", calibration_tokens:
 
     transferred = swap_attention(copy.deepcopy(softmax_model), surrogate_path)
     with tempfile.TemporaryDirectory() as scratch:
-        transferred, trained = train_transfer(transferred, training, batch, transfer, Path(scratch) / "transfer.pt",
-                                              lora_rank=lora_rank, progress=False)
+        # matched and trained on windows as long as the scored ones: without softmax normalisation the readout
+        # grows with the number of keys a query sees, so statistics of shorter windows do not carry over
+        transferred, trained = train_transfer(transferred, training, training[:transfer.seq].unsqueeze(0), transfer,
+                                              Path(scratch) / "transfer.pt", lora_rank=lora_rank, progress=False)
     score("transferred", f"attention transfer ({transfer.steps} steps, LoRA rank {lora_rank})", transferred)
     results.update(transfer_losses=trained["losses"], transfer_steps=transfer.steps,
                    transfer_tokens=trained["tokens_seen"], transfer_seconds=trained["seconds"], lora_rank=lora_rank)

@@ -222,8 +222,12 @@ def match_statistics(model, batch: torch.Tensor) -> None:
 
 
 def _set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
-    """Make `scaler` map inputs of per-head `mean`, `std` onto its target mean and std."""
-    a = scaler.target_std / std.to(scaler.a.device).clamp_min(1e-12)
+    """Make `scaler` map inputs of per-head `mean`, `std` onto its target mean and std. A head whose input is
+    (nearly) constant on the batch - e.g. a readout that quantizes to one level - keeps a gain of 1: dividing
+    by its std would blow its output up."""
+    std = std.to(scaler.a.device)
+    usable = std > 1e-3 * std.max().clamp_min(1e-12)
+    a = torch.where(usable, scaler.target_std / std.clamp_min(1e-12), torch.ones_like(std))
     scaler.a.copy_(a)
     scaler.b.copy_(scaler.target_mean - a * mean.to(scaler.a.device))
 
