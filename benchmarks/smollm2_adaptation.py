@@ -40,16 +40,21 @@ def evaluate(name: str, model: str, work: Path, options, *extra: str) -> dict:
             "items": lambada["items"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-text", required=True)
-    parser.add_argument("--work", type=Path, default=Path("runs/smollm2"))
+def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int) -> None:
+    """The surrogate and the evaluation options (`evaluate` reads them) shared by the SmolLM2 benchmarks."""
     parser.add_argument("--surrogate", default="paper")
     parser.add_argument("--wikitext", type=Path, default=SHARED / "wikitext-2" / "test.txt")
     parser.add_argument("--lambada", type=Path, default=SHARED / "lambada" / "lambada_test.jsonl")
     parser.add_argument("--eval-tokens", type=int, default=2048)
     parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--lambada-items", type=int, default=50)
+    parser.add_argument("--lambada-items", type=int, default=lambada_items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-text", required=True)
+    parser.add_argument("--work", type=Path, default=Path("runs/smollm2"))
+    evaluation_arguments(parser, lambada_items=50)
     parser.add_argument("--calibration-tokens", type=int, default=256)
     parser.add_argument("--calibration-iterations", type=int, default=100)
     parser.add_argument("--steps", type=int, default=20)

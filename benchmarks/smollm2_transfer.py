@@ -17,7 +17,7 @@ import os
 import platform
 from pathlib import Path
 
-from smollm2_adaptation import SHARED, evaluate, gaincell
+from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell
 
 
 def adaptation_cost(folder: Path, stages: list[str], batch) -> dict:
@@ -37,12 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-text", default=str(SHARED / "wikitext-2" / "valid.txt"))
     parser.add_argument("--work", type=Path, default=Path("runs/smollm2-transfer"))
-    parser.add_argument("--surrogate", default="paper")
-    parser.add_argument("--wikitext", type=Path, default=SHARED / "wikitext-2" / "test.txt")
-    parser.add_argument("--lambada", type=Path, default=SHARED / "lambada" / "lambada_test.jsonl")
-    parser.add_argument("--eval-tokens", type=int, default=2048)
-    parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--lambada-items", type=int, default=200)
+    evaluation_arguments(parser, lambada_items=200)
     parser.add_argument("--steps-list", default="100,400", help="transfer steps of each budget, comma-separated")
     parser.add_argument("--distill-steps", type=int, default=20, help="distill steps after the largest budget")
     parser.add_argument("--batch", type=int, default=2)
