@@ -137,7 +137,7 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         manifest["stages_done"].append(stage)
         if rank == 0:  # under torchrun only rank 0 writes; the others wait for it
             save_adapted(model, tokenizer, out, options.surrogate, manifest)
-            (out / "checkpoints" / f"{stage}.pt").unlink(missing_ok=True)
+            checkpoint.unlink(missing_ok=True)
             say(f"stage {stage} done: " + ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("config", "losses",
                                                                                                     "layer_errors")))
         if world > 1:
@@ -165,13 +165,14 @@ def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path
         set_mode(model, "linear", linear_backward=False)
     else:
         set_mode(model, "nonlinear", linear_backward=True)
-    teacher = None
-    if config.distill_weight > 0:
-        teacher = load_pretrained(options.model)[0].to(device).eval()
-        teacher.requires_grad_(False)
+    teacher = _frozen_teacher(options, device) if config.distill_weight > 0 else None
     result = finetune(model, stream, config, checkpoint, teacher=teacher, track_statistics=stage == "linear")
     return {**result, "config": asdict(config)}
 
+
+def _frozen_teacher(options: AdaptOptions, device):
+    """The unmodified base model, frozen, for distillation and for measuring per-layer errors."""
+    return load_pretrained(options.model)[0].to(device).eval().requires_grad_(False)
 
 
 def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say):
@@ -183,8 +184,7 @@ def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, ch
     if stage == "transfer":
         model, result = train_transfer(model, stream, batch, config, checkpoint, lora_rank=options.lora_rank)
     else:
-        teacher = load_pretrained(options.model)[0].to(device).eval()
-        teacher.requires_grad_(False)
+        teacher = _frozen_teacher(options, device)
         before = layer_errors(model, batch, teacher)
         model = add_adapters(model, options.lora_rank, seed=config.seed)
         result = finetune(model, stream, config, checkpoint, teacher=teacher,
