@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from gaincell.errors import ConfigError, GaincellError
+from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 
-from .models import (ADAPTED_MANIFEST, ModelLoadError, gaincell_layers, load_adapted, load_pretrained,
+from .models import (ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, resolve_model, swap_attention)
 
 

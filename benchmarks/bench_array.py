@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gaincell.circuits.arrays import ArrayRead, Wires, random_array_inputs, read_array
+from gaincell.circuits.array_read import random_array_inputs, read_array
+from gaincell.circuits.arrays import ArrayRead, ColumnsRead
 from gaincell.circuits.builtins import ir_drop
-from gaincell.circuits.simulator import run
+from gaincell.circuits.spice.simulator import run
+from gaincell.circuits.wires import Wires
 from gaincell.design import load_design
 
 from agreement import relative_difference, require_close
@@ -44,7 +46,7 @@ NAIVE_TOLERANCE = 2e-3
 
 
 def naive(design, stored, pulses) -> tuple[float, np.ndarray]:
-    bench = ArrayRead.from_arrays(design, stored, pulses, bypass=False, layout_choice="columns")
+    bench = ColumnsRead.from_arrays(design, stored, pulses, bypass=False)
     points = [{"column": float(c)} for c in range(bench.cols)]
     started = time.perf_counter()
     result = run(bench.netlist(points), timeout=3600)

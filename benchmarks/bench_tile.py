@@ -2,7 +2,7 @@
 
 Characterizes the default cell with its charge-to-pulse converters, fits the surrogate, then simulates full
 64 x 64 tiles (the newest query of each case sees all 64 keys; no decay) and prints the error of the C2P
-outputs phi and of the readout against `torch_reference` (the torch GainCellAttention functional core).
+outputs phi and of the readout against `tile_reference` (the torch GainCellAttention functional core).
 Inputs: the shared tile vectors' Q[63], K, V of the first --cases cases, and --random cases on the
 quantized levels. Exits with status 1 when a case's SPICE results differ from the torch layer's by more
 than the tolerances below. Not a test: it takes minutes.
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from gaincell.circuits.characterize import characterize
-from gaincell.circuits.tile import run_tile, torch_reference
+from gaincell.circuits.tile import run_tile
 from gaincell.design import load_design
 from gaincell.fitting.fit import fit_characterization
+from gaincell.surrogate.tile_reference import tile_reference
 
 from agreement import require
 
@@ -66,12 +67,11 @@ def measure(work: Path):
         result = run_tile(design, query, keys, values, work / "tile.h5", workers=args.workers, progress=False,
                           prefix=name.replace(" ", "_"))
         seconds = time.perf_counter() - started
-        reference = torch_reference(surrogate, query, keys, values)
-        phi, out = result.phi(saturated), result.outputs(saturated)
-        phi_rms = np.sqrt(np.mean((phi - reference["phi"]) ** 2))
-        out_rms = np.sqrt(np.mean((out - reference["output"]) ** 2)) / 2
-        out_max = np.abs(out - reference["output"]).max() / 2
-        counter_rms = np.sqrt(np.mean((result.counter_outputs - reference["output"]) ** 2)) / 2
+        reference = tile_reference(surrogate, query, keys, values)
+        phi = result.phi(saturated)
+        errors = result.compare(reference, saturated)
+        phi_rms, out_rms, out_max, counter_rms = (errors[key] for key in ("phi_rms", "output_rms", "output_max",
+                                                                           "counter_rms"))
         print(f"{name}: {seconds:.0f} s; fired {np.count_nonzero(phi > 1e-3)}/64, |output| max "
               f"{np.abs(reference['output']).max():.3f}; phi RMS {phi_rms:.4f} (of 1); readout RMS "
               f"{100 * out_rms:.2f} %, worst {100 * out_max:.2f} % of the output range; 5-bit counter vs "

@@ -8,10 +8,12 @@ import numpy as np
 
 from gaincell.design import CellDesign
 
-from .arrays import ArrayRead, Wires, random_array_inputs, read_array
+from .array_read import random_array_inputs, read_array
+from .arrays import ArrayRead
 from .c2p import c2p_sweeps, never_fired
 from .sweep import run_sweep
 from .tile import run_tile
+from .wires import Wires
 
 
 def ir_drop(with_wires: np.ndarray, ideal: np.ndarray) -> dict[str, float]:
@@ -26,8 +28,9 @@ def simulate_array(design: CellDesign, rows: int, cols: int, seed: int, wires: d
                    out, workers: int | None = None, max_seconds: float = 300.0, merge_identical: bool = True) -> list[str]:
     """Read a random array (group `array`); with wires or the write path, also the ideal one (`array_ideal`)."""
     stored, pulses = random_array_inputs(design, rows, cols, seed)
+    parasitics = Wires(**{f"{k}_{'ohm' if k.endswith('_r') else 'f'}": v for k, v in wires.items()})
     bench = ArrayRead.from_arrays(design, stored, pulses, write=write, merge_identical=merge_identical,
-                                  wires=Wires(**{f"{k}_{'ohm' if k.endswith('_r') else 'f'}": v for k, v in wires.items()}))
+                                  wires=parasitics)
     started = time.perf_counter()
     result = read_array(bench, out, "array", workers, max_seconds)
     simulated = (f", {bench.simulated_cells} cell states simulated for {rows * cols} cells"
@@ -39,7 +42,7 @@ def simulate_array(design: CellDesign, rows: int, cols: int, seed: int, wires: d
     failed = {k: v for k, v in result.failed_points.items() if v}
     if failed:
         lines.append(f"FAILED {failed}: {'; '.join(result.report.messages[:3])}")
-    if not bench.wires.ideal or write:
+    if not parasitics.ideal or write:
         groups.append("array_ideal")
         ideal = read_array(ArrayRead.from_arrays(design, stored, pulses), out, "array_ideal", workers, max_seconds)
         drop = ir_drop(result.charges_c, ideal.charges_c)

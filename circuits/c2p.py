@@ -11,54 +11,31 @@ reported (see `never_fired`), not hidden.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gaincell.design import CellDesign
-from gaincell.errors import ConfigError
+from gaincell.periphery import C2PDesign
 
-from .analysis import Transient
 from .cells import CellTestbench, drawn_energy, shipped_subcircuits
+from .instances import shipped_subcircuit
+from .spice.analysis import Transient
 from .sweep import Sweep
 
 C2P_FILE = "c2p.sub"
 EDGE_S = 50e-12
 
 
-@dataclass(frozen=True)
-class C2PDesign:
-    """The converters' sizes: integration capacitor, reference currents (they set the saturation charges)."""
-
-    cint_f: float = field(default=4e-12, metadata={"doc": "integration capacitor (F)"})
-    iref_a: float = field(default=80e-6, metadata={
-        "doc": "stage-1 reference current (A); saturation charge iref x T_max (the paper's S_sat = 80 uA x T_max)"})
-    iref_signed_a: float = field(default=40e-6, metadata={
-        "doc": "readout reference current (A); full scale iref x T_max (the paper's clamp A / 40)"})
-    gain: float = field(default=1e4, metadata={"doc": "integrator op-amp gain"})
-    counter_levels: int = field(default=16, metadata={"doc": "counter levels of the signed readout (magnitude)"})
-    gap_s: float = field(default=0.5e-9, metadata={"doc": "time from the end of the read to the window opening (s)"})
-
-    def __post_init__(self):
-        for name in ("cint_f", "iref_a", "iref_signed_a", "gain", "gap_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(name, f"must be a finite value > 0, got {value!r}")
-        if not (isinstance(self.counter_levels, int) and 2 <= self.counter_levels <= 1024):
-            raise ConfigError("counter_levels", f"must be an integer in [2, 1024], got {self.counter_levels!r}")
-
-    def params(self, signed: bool) -> str:
-        """The converter subcircuit's instance parameters."""
-        iref = self.iref_signed_a if signed else self.iref_a
-        return f"cint={self.cint_f:.6g} iref={iref:.6g} gain={self.gain:.6g}"
-
-
 def converter_lines(name: str, column_node: str, out: str, design: C2PDesign, signed: bool) -> list[str]:
     """One converter instance on `column_node`; signed converters drive `{out}p` / `{out}n`."""
+    params = {"cint": design.cint_f, "iref": design.iref_signed_a if signed else design.iref_a, "gain": design.gain}
     if signed:
-        return [f"x{name} {column_node} {out}p {out}n vdd win trk rst c2p_signed params: {design.params(True)}"]
-    return [f"x{name} {column_node} {out} vdd win rst c2p params: {design.params(False)}"]
+        nodes = {"in": column_node, "outp": f"{out}p", "outn": f"{out}n", "vdd": "vdd", "win": "win", "trk": "trk",
+                 "rst": "rst"}
+        return [shipped_subcircuit(C2P_FILE, "c2p_signed").instance(name, nodes, params)]
+    nodes = {"in": column_node, "out": out, "vdd": "vdd", "win": "win", "rst": "rst"}
+    return [shipped_subcircuit(C2P_FILE, "c2p").instance(name, nodes, params)]
 
 
 def window_lines(design: CellDesign, opens_s: float, read_starts_s: float) -> list[str]:

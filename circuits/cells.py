@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from PySpice.Spice.Netlist import Circuit
 
 from gaincell.design import CellDesign
 from gaincell.errors import ConfigError
-from gaincell.resources import netlist_path
 
-from .analysis import Transient
+from .instances import shipped_subcircuit, shipped_text
+from .spice.analysis import Transient
 from .sweep import Testbench
 
 CELL_FILE = "gaincell_signed.sub"
-
-
-@lru_cache(maxsize=None)
-def _shipped_text(name: str) -> str:
-    return netlist_path(name).read_text()
 
 
 def library_lines(design: CellDesign) -> list[str]:
@@ -40,7 +34,7 @@ def library_lines(design: CellDesign) -> list[str]:
 
 def shipped_subcircuits(design: CellDesign, name: str) -> str:
     """A shipped .sub file (netlists/NAME) with its model names mapped onto the design's PDK names."""
-    text = _shipped_text(name)
+    text = shipped_text(name)
     for shipped, own in design.model_names:
         text = re.sub(rf"(?<=\s){re.escape(shipped)}(?=\s)", own, text)
     return text
@@ -51,8 +45,15 @@ def cell_subcircuits(design: CellDesign) -> str:
     return shipped_subcircuits(design, CELL_FILE)
 
 
-def cell_instance_params(design: CellDesign) -> str:
-    return " ".join(f"{k}={v:.6g}" for k, v in design.cell_params().items())
+def cell_instance(design: CellDesign, name: str, **nodes: str) -> str:
+    """The design's signed cell as instance `x{name}`, sized by the design; `nodes` connects each of its ports
+    (wwl wbl rwl rwlb rbl vdd) by name."""
+    return shipped_subcircuit(CELL_FILE, design.cell_subckt).instance(name, nodes, design.cell_params())
+
+
+def row_inverter(name: str, rwl: str, rwlb: str, vdd: str) -> str:
+    """The row inverter (`rwl_inv`) as instance `x{name}`: it makes `rwlb` from `rwl`."""
+    return shipped_subcircuit(CELL_FILE, "rwl_inv").instance(name, {"in": rwl, "out": rwlb, "vdd": vdd})
 
 
 def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: float | None = None):
@@ -84,8 +85,9 @@ def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: 
     circuit.PulseVoltageSource("rwl", "rwl", circuit.gnd, initial_value=0, pulsed_value=v_in, delay_time=t_read,
                                rise_time=edge, fall_time=edge, pulse_width=pulse_s, period=1.0)
     circuit.V("rbl", "rbl", circuit.gnd, design.zero_v)
-    circuit.X("inv", "rwl_inv", "rwl", "rwlb", "vdd")
-    circuit.raw_spice += f"xcell wwl wbl rwl rwlb rbl vdd {design.cell_subckt} params: {cell_instance_params(design)}\n"
+    circuit.raw_spice += row_inverter("inv", "rwl", "rwlb", "vdd") + "\n"
+    circuit.raw_spice += cell_instance(design, "cell", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl",
+                                       vdd="vdd") + "\n"
     circuit.raw_spice += ".options method=gear\n"  # trapezoidal integration rings on the ideal sources
     save = ["v(xcell.sn)", "v(wwl)", "v(wbl)", "v(rwl)", "v(rwlb)", "i(vrbl)", "i(vdd)"]
     return circuit, Transient(step_s=20e-12, stop_s=stop, max_step_s=20e-12), save
@@ -123,7 +125,8 @@ class CellTestbench(Testbench):
         return {"design": self.design.to_dict(), **fields}
 
     def cell_line(self) -> str:
-        return f"xc wwl wbl rwl rwlb rbl vdd {self.design.cell_subckt} params: {cell_instance_params(self.design)}"
+        """The testbench's cell `xc`, each port on the node of the same name."""
+        return cell_instance(self.design, "c", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl", vdd="vdd")
 
 
 @dataclass(frozen=True)

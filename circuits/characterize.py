@@ -9,12 +9,12 @@ width x input amplitude: 16 x 8 x 6 points).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gaincell.design import CellDesign
+from gaincell.periphery import C2PDesign, DacDesign, Grid
 from gaincell.store import OK, list_sweeps, read_sweep
 
 from .c2p import c2p_sweeps
@@ -26,23 +26,13 @@ from .sweep import Sweep, SweepReport, run_sweep
 WRITE_ERROR_BOUND_V = 0.020
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Sizes of the characterization sweeps."""
-
-    stored_levels: int = 16
-    pulse_levels: int = 8
-    vin_levels: int = 6
-    retention_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # fractions of VDD
-    retention_stop_s: float = 100e-3
-
-
-def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool = False,
-                            dac: bool = False) -> list[Sweep]:
+def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool = False, dac: bool = False,
+                            c2p_design: C2PDesign = C2PDesign(), dac_design: DacDesign = DacDesign()) -> list[Sweep]:
     """The write, retention and read sweeps of a design; with `c2p` the converters' transfer sweeps
-    (`c2p`, `c2p_signed`), with `dac` the write DAC's conversions (`dac`)."""
+    (`c2p`, `c2p_signed`) of `c2p_design`, with `dac` the conversions (`dac`) of `dac_design` (a design
+    file's [c2p], [dac] and [grid] tables: `gaincell.design.load_setup`)."""
     d = design
-    periphery = (c2p_sweeps(d) if c2p else []) + ([dac_sweep(d)] if dac else [])
+    periphery = (c2p_sweeps(d, c2p_design) if c2p else []) + ([dac_sweep(d, dac_design)] if dac else [])
     return [
         Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}),
         Sweep("retention", CellRetention(d, stop_s=grid.retention_stop_s),
@@ -56,11 +46,12 @@ def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool =
 
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,
                  progress: bool = True, restart: bool = False, backend: str = "shared",
-                 c2p: bool = False, dac: bool = False) -> list[SweepReport]:
+                 c2p: bool = False, dac: bool = False, c2p_design: C2PDesign = C2PDesign(),
+                 dac_design: DacDesign = DacDesign()) -> list[SweepReport]:
     """Run every characterization sweep of `design` into `out` (resuming what is already there; `c2p`, `dac`
-    as in `characterization_sweeps`)."""
+    and the periphery designs as in `characterization_sweeps`)."""
     return [run_sweep(sweep, out, workers=workers, progress=progress, restart=restart, backend=backend)
-            for sweep in characterization_sweeps(design, grid, c2p, dac)]
+            for sweep in characterization_sweeps(design, grid, c2p, dac, c2p_design, dac_design)]
 
 
 def _r_squared(x: np.ndarray, y: np.ndarray) -> float:

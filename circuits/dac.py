@@ -19,16 +19,17 @@ cell, after its word line fell, against the DAC level).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gaincell.design import CellDesign
+from gaincell.periphery import DacDesign
 from gaincell.errors import ConfigError
 
-from .analysis import Transient
 from .cells import CellTestbench, drawn_energy, shipped_subcircuits
+from .instances import shipped_subcircuit
+from .spice.analysis import Transient
 from .sweep import Sweep
 
 DAC_FILE = "dac.sub"
@@ -37,31 +38,6 @@ EDGE_S = 50e-12
 SETTLE_TOLERANCE_V = 0.01  # half the documented write error (circuits.characterize.WRITE_ERROR_BOUND_V)
 MAX_LEVELS = 64  # the testbench builds one gate and two select sources per level
 SWEPT_LEVELS = 16  # at most this many levels (evenly spread) as start and end of the swept conversions
-
-
-@dataclass(frozen=True)
-class DacDesign:
-    """The write DAC: resistor string, selector gates, and the write bit line it drives."""
-
-    r_string_ohm: float = field(default=4e3, metadata={
-        "doc": "whole resistor string, ground to VDD (ohm), shared by `dacs_per_string` DACs"})
-    dacs_per_string: int = field(default=64, metadata={"doc": "DACs served by one string (one per array row)"})
-    wn_m: float = field(default=200e-9, metadata={"doc": "selector NMOS width (m), L = 30 nm"})
-    wp_m: float = field(default=300e-9, metadata={"doc": "selector PMOS width (m), L = 30 nm"})
-    load_cells: int = field(default=64, metadata={"doc": "write transistors on one write bit line (tokens)"})
-    wire_c_per_cell_f: float = field(default=0.05e-15, metadata={"doc": "write-bit-line wire capacitance per cell (F)"})
-
-    def __post_init__(self):
-        for name in ("r_string_ohm", "wn_m", "wp_m"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(name, f"must be a finite value > 0, got {value!r}")
-        if not (isinstance(self.wire_c_per_cell_f, (int, float)) and 0 <= self.wire_c_per_cell_f < 1e-12):
-            raise ConfigError("wire_c_per_cell_f", f"must be within 0 .. 1e-12 F, got {self.wire_c_per_cell_f!r}")
-        for name in ("dacs_per_string", "load_cells"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
-                raise ConfigError(name, f"must be an integer in [1, 4096], got {value!r}")
 
 
 def write_transistor_model(design: CellDesign) -> str:
@@ -127,11 +103,13 @@ class DacConversion(CellTestbench):
         params = " ".join(f"a{k}=0 b{k}=0" for k in range(n)) + " level=0"
         lines = [f".subckt dacpoint params: {params}", f"vdd vdd 0 {d.vdd_v}", f"vref ref 0 {d.vdd_v}"]
         lines += [f"rs{k} {taps[k]} {taps[k + 1]} {rseg:.6g}" for k in range(n - 1)]
+        gate = shipped_subcircuit(DAC_FILE, "dac_tg")
         for k in range(n):
             lines += [f"vs{k} s{k} 0 PWL(0 {{a{k}}} {on:.12g} {{a{k}}} {off:.12g} {{b{k}}})",
                       f"vsb{k} sb{k} 0 PWL(0 {{{d.vdd_v} - a{k}}} {on:.12g} {{{d.vdd_v} - a{k}}} {off:.12g} "
                       f"{{{d.vdd_v} - b{k}}})",
-                      f"xg{k} {taps[k]} wbl s{k} sb{k} vdd dac_tg params: wn={dac.wn_m:.6g} wp={dac.wp_m:.6g}"]
+                      gate.instance(f"g{k}", {"a": taps[k], "b": "wbl", "s": f"s{k}", "sb": f"sb{k}", "vdd": "vdd"},
+                                    {"wn": dac.wn_m, "wp": dac.wp_m})]
         others = dac.load_cells - 1
         lines += [f"vwwl wwl 0 PULSE(0 {d.write_wl_v} {on:.12g} {EDGE_S:.12g} {EDGE_S:.12g} {d.write_time_s:.12g} 1)",
                   "vrwl rwl 0 0", f"vrwlb rwlb 0 {d.vdd_v}", f"vrbl rbl 0 {d.zero_v}", self.cell_line(),

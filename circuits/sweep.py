@@ -25,14 +25,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gaincell import __version__
+from gaincell.design import CellDesign
+from gaincell.design_record import DESIGN_RECORD, design_record
+from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.errors import ConfigError, GaincellError, NetlistError, SimulationError, WorkerCrashed, WorkerStartError
 from gaincell.outputs import output_lock
 from gaincell.store import SweepData, read_sweep, save_sweeps, OK
 
-from .analysis import Analysis
-from .netlist import Netlist, prepare
-from .simulator import check_backend
-from .workers import Task, WorkerPool, simulate_in_worker
+from .spice.analysis import Analysis
+from .spice.netlist import Netlist, prepare
+from .spice.simulator import check_backend
+from .spice.workers import Task, WorkerPool, simulate_in_worker
 
 
 class Testbench:
@@ -246,9 +249,13 @@ class SweepReport:
 def _fresh_data(sweep: Sweep) -> SweepData:
     tb = sweep.testbench
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return SweepData(sweep.name, {k: np.asarray(v, dtype=float) for k, v in sweep.grid.items()},
-                     attrs={"testbench": type(tb).__name__, "design": json.dumps(tb.describe(), default=str),
-                            "spec_sha256": sweep.spec_hash(), "created": now, "gaincell_version": __version__})
+    attrs = {"testbench": type(tb).__name__, "design": json.dumps(tb.describe(), default=str),
+             "spec_sha256": sweep.spec_hash(), "created": now, "gaincell_version": __version__}
+    if isinstance(getattr(tb, "design", None), CellDesign):  # the design record (gaincell.design) of a cell's sweep
+        c2p, dac = getattr(tb, "c2p", None), getattr(tb, "dac", None)
+        attrs[DESIGN_RECORD] = design_record(tb.design, c2p if isinstance(c2p, C2PDesign) else None,
+                                             dac if isinstance(dac, DacDesign) else None)
+    return SweepData(sweep.name, {k: np.asarray(v, dtype=float) for k, v in sweep.grid.items()}, attrs=attrs)
 
 
 def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:

@@ -7,7 +7,7 @@ import numpy as np
 
 from gaincell.errors import ConfigError
 
-from .analysis import Transient
+from .spice.analysis import Transient
 from .sweep import Testbench
 
 

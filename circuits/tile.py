@@ -10,10 +10,12 @@ signed C2P and a 5-bit counter. Columns of both stages are independent (each int
 line), so each stage is a sweep with one column per point, spread over the worker processes.
 
     result = run_tile(design, query_frac, keys_v, values_v, "tile.h5")
-    result.phi, result.outputs          # (tokens,), (dim,) in C2P / readout units
+    result.phi(t_sat), result.outputs(t_sat)        # (tokens,), (dim,) in C2P / readout units
+    result.compare(reference, t_sat)                 # against values the caller computed (e.g. the torch layer)
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +23,11 @@ import numpy as np
 from gaincell.design import CellDesign
 from gaincell.errors import ConfigError
 
-from .analysis import Transient
 from .arrays import READ_DELAY_S
 from .c2p import (C2P_FILE, FIRED_MIN_FRACTION, C2PDesign, converter_lines, never_fired, pulse_readout,
                   window_lines)
-from .cells import CellTestbench, cell_instance_params, drawn_energy, read_drive_lines, shipped_subcircuits
+from .cells import CellTestbench, cell_instance, drawn_energy, read_drive_lines, shipped_subcircuits
+from .spice.analysis import Transient
 from .sweep import Sweep, SweepReport, run_sweep
 
 MAX_TILE = 64
@@ -72,9 +74,9 @@ class TileColumn(CellTestbench):
         params = " ".join(f"s{r}={d.zero_v}" for r in range(self.rows))
         lines = [f".subckt tilecol {' '.join(self.ports)} params: {params}", f"vdd vdd 0 {d.vdd_v}",
                  f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0"]
-        cell = cell_instance_params(d)
         for r in range(self.rows):
-            lines += [f"x{r} wwl wbl rwl{r} rwlb{r} col vdd {d.cell_subckt} params: {cell}", f".ic v(x{r}.sn)={{s{r}}}"]
+            lines += [cell_instance(d, str(r), wwl="wwl", wbl="wbl", rwl=f"rwl{r}", rwlb=f"rwlb{r}", rbl="col",
+                                    vdd="vdd"), f".ic v(x{r}.sn)={{s{r}}}"]
         lines += converter_lines("c", "col", "out", self.c2p, self.signed)
         lines.append(".ends tilecol")
         return "\n".join(lines)
@@ -144,6 +146,18 @@ class TileResult:
         """The 5-bit readout: sign x count / (levels - 1)."""
         return self.signs * self.counts / (self.counter_levels - 1)
 
+    def compare(self, reference: Mapping[str, np.ndarray], saturated_width_s: float) -> dict[str, float]:
+        """This tile against `reference`, the C2P outputs `phi` (tokens,) and the readout `output` (dim,) that the
+        caller computed on the same inputs (e.g. the torch layer's, `gaincell.surrogate.tile_reference`): the RMS
+        error of phi, and of the readout (`output_rms`, worst `output_max`, the counter's `counter_rms`) as
+        fractions of the readout's range [-1, 1]."""
+        phi, outputs = self.phi(saturated_width_s), self.outputs(saturated_width_s)
+        span = 2.0
+        return {"phi_rms": float(np.sqrt(np.mean((phi - reference["phi"]) ** 2))),
+                "output_rms": float(np.sqrt(np.mean((outputs - reference["output"]) ** 2)) / span),
+                "output_max": float(np.abs(outputs - reference["output"]).max() / span),
+                "counter_rms": float(np.sqrt(np.mean((self.counter_outputs - reference["output"]) ** 2)) / span)}
+
 
 def _check_tile(design: CellDesign, query_frac, keys_v, values_v):
     q = np.asarray(query_frac, dtype=float)
@@ -185,20 +199,3 @@ def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesi
     return TileResult(widths, np.asarray(s["width_s"], dtype=float), np.asarray(s["sign"], dtype=float),
                       np.asarray(s["count"], dtype=float), c2p.counter_levels, scores, readout,
                       never_fired(charges, fired, "token converters (stage 1)"))
-
-
-def torch_reference(surrogate, query_frac, keys_v, values_v) -> dict[str, np.ndarray]:
-    """The torch gain-cell attention built from `surrogate` on the same inputs (no decay, no quantization):
-    the newest query's C2P outputs phi (tokens,) and readout (dim,)."""
-    import torch
-
-    from gaincell.surrogate.cellmodel import CellModel
-    from gaincell.surrogate.functional import attention_internals
-
-    k = torch.tensor(np.asarray(keys_v, dtype=float))[None, None]  # (1, 1, T, D)
-    v = torch.tensor(np.asarray(values_v, dtype=float))[None, None]
-    q = torch.zeros_like(k)
-    q[0, 0, -1] = torch.tensor(np.asarray(query_frac, dtype=float))  # the newest position sees every key
-    cell = CellModel.from_surrogate(surrogate)
-    internals = attention_internals(q, k, v, cell, decay=None, tile=MAX_TILE)
-    return {"phi": internals["phi"][0, 0, -1].numpy(), "output": internals["output"][0, 0, -1].numpy()}

@@ -12,9 +12,9 @@ Sources
   of one head 15.7e-3 mm^2; a 6T cell of about 1 um^2; T_max = 15 ns; 64 x 64 arrays, window 1024, head
   dimension 64 (so 16 sub-tiles and 2 arrays, K and V, per sub-tile and head).
 - [horowitz] M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
-  doi 10.1109/ISSCC.2014.6757323, energy table for a 45 nm process at 0.9 V: 8-bit integer add 0.03 pJ,
-  32-bit integer add 0.1 pJ. Used as published (45 nm, not scaled to another node); `scale` lets a
-  user apply a node-scaling factor of their choice, which the report then states.
+  doi 10.1109/ISSCC.2014.6757323, energy table for a 45 nm process at 0.9 V: 8-bit integer add 0.03 pJ.
+  Used as published (45 nm, not scaled to another node); the energy model's `digital_scale` applies a
+  node-scaling factor of the user's choice, which the report then states.
 """
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ PAPER_LATENCY_S = Cited(65e-9, "s", f"{PAPER}: latency per token")
 PAPER_E_QK_HEAD_J = Cited(1120e-12, "J", f"{PAPER}: QK stage (arrays + charge-to-pulse), per token per head")
 PAPER_E_AV_HEAD_J = Cited(700e-12, "J", f"{PAPER}: AV stage (arrays + signed C2P and counters), per token per head")
 PAPER_E_DIGITAL_HEAD_J = Cited(4000e-12, "J", f"{PAPER}: digital control and routing, per token per head")
-PAPER_P_DIGITAL_W = Cited(113.7e-3, "W", f"{PAPER}: power of the digital control and routing of one head")
 PAPER_E_DAC_HEAD_J = Cited(330e-12, "J", f"{PAPER}: DACs, per token per head")
 
 PAPER_AREA_HEAD_MM2 = Cited(0.5, "mm^2", f"{PAPER}: area of one head with its control")
@@ -54,7 +53,6 @@ PAPER_AREA_KV_HEAD_MM2 = Cited(15.7e-3, "mm^2", f"{PAPER}: KV arrays of one head
 PAPER_CELL_AREA_UM2 = Cited(1.0, "um^2", f"{PAPER}: gain cell (6T) 'about 1 um^2'")
 
 HOROWITZ_ADD8_J = Cited(0.03e-12, "J", f"{HOROWITZ}: 8-bit integer add")
-HOROWITZ_ADD32_J = Cited(0.1e-12, "J", f"{HOROWITZ}: 32-bit integer add")
 
 
 def paper_cells_read_per_head() -> int:
@@ -71,9 +69,3 @@ def paper_conversions_per_head() -> tuple[int, int]:
     """C2P conversions per head per token in the paper's design: stage 1 one per stored token (column),
     stage 2 one per output dimension per sub-tile."""
     return PAPER_WINDOW, (PAPER_WINDOW // PAPER_TILE) * PAPER_HEAD_DIM
-
-
-def paper_digital_time_s() -> Cited:
-    """How long the digital block runs per token at the paper's power (inferred: 4000 pJ / 113.7 mW)."""
-    return Cited(PAPER_E_DIGITAL_HEAD_J.value / PAPER_P_DIGITAL_W.value, "s",
-                 f"inferred from {PAPER}: 4000 pJ / 113.7 mW")

@@ -13,7 +13,10 @@ Two sets of figures, computed from the same counts and always shown side by side
 
 Architecture assumed (the paper's): per layer, each KV head has its K and V arrays (window x head_dim cells
 each, in tile x tile sub-arrays); the query heads sharing a KV head (grouped-query attention) read its arrays
-one after another; layers run in sequence, so the model's latency per token is layers x the layer's.
+one after another; layers run in sequence, so the model's latency per token is layers x the layer's. The
+decode that counts the actions runs on the token clock of the layer and the adaptation
+(`gaincell.compact.token_clock_s`: the surrogate's latency per layer x layers; one read phase per layer, as
+they use it), so stored values decay as they would on this design.
 Per layer and token: write the new K, V column; stage 1 (Q pulses, T_max, then a C2P per column); stage 2
 (phi pulses, T_max, then a signed C2P + counter per output and sub-tile); sub-tile results are added
 digitally (assumed pipelined with the next token's write).
@@ -23,10 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gaincell.compact import PAPER_C2P_CONVERSION_S, token_clock_s
 from gaincell.errors import ConfigError
+from gaincell.model_shapes import ModelConfig, load_model_config
 
 from . import figures as F
-from .configs import ModelConfig, load_model_config
 from .counting import ActionCounts, count_decode_actions
 from .gpu import GpuBaseline, load_gpu_baseline, paper_gpu_baselines
 
@@ -166,8 +170,7 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, c
             ("control", "control and routing", "digital", c.query_heads, "query head",
              (F.PAPER_E_DIGITAL_HEAD_J.value, F.PAPER_E_DIGITAL_HEAD_J.source, CITED))]
     parts = [Part(key, label, group, count, action, *figure) for key, label, group, count, action, figure in rows]
-    fallback_c2p_s = (F.PAPER_LATENCY_S.value - 2 * F.PAPER_T_MAX_S.value) / 2
-    t_c2p = _spice_or_paper(surrogate, "timing", "t_c2p_conversion_s", fallback_c2p_s,
+    t_c2p = _spice_or_paper(surrogate, "timing", "t_c2p_conversion_s", PAPER_C2P_CONVERSION_S,
                             "half of what the paper's 65 ns leaves after two 15 ns pulse phases (inferred; also "
                             "covers its write, counter and digital time)")
     phases = [Phase("write the new K, V column", write_time, 1, "surrogate timing.write_time_s", DESIGN),
@@ -247,7 +250,7 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
                                          "surrogate file from `gaincell fit`, or use --figures paper")
     path = Path(surrogate_path) if surrogate_path is not None else data_path("paper_reference.h5")
     surrogate = Surrogate.load(path)
-    clock = config.layers * F.PAPER_LATENCY_S.value  # token clock of the decode (retention), paper latency
+    clock = token_clock_s(surrogate["timing"].params, config.layers)  # retention during the decode
     counts = count_decode_actions(surrogate, config.heads, config.kv_heads, config.head_dim, window=window,
                                   tile=tile, tokens=tokens, seed=seed, token_period_s=clock)
     own = None

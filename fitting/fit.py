@@ -5,20 +5,25 @@
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import lmfit
 import numpy as np
 
-from gaincell.errors import ConfigError, GaincellError
+from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POLY, STRETCHED, poly_name, poly_terms,
+                              tau_1e)
+from gaincell.design import CellDesign
+from gaincell.design_record import DesignRecord, read_design_record
+from gaincell.errors import ConfigError, FitError
+from gaincell.periphery import C2PDesign
 from gaincell.store import OK, SweepData, list_sweeps, read_sweep
-from gaincell.surrogate.file import FIGURES_MODEL, Component, Surrogate, sha256_of
+from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
-from .models import lmfit_model, poly_terms, tau_1e
+from .models import lmfit_model
 
-MULTIPLY_MODELS = {"poly": "multiply/poly", "ekv": "multiply/ekv-complementary"}
+MULTIPLY_MODELS = {"poly": POLY, "ekv": EKV}
 
 
 @dataclass
@@ -79,8 +84,13 @@ def fit_model(model_id: str, config: dict, inputs: dict[str, np.ndarray], data: 
         params[name].set(vary=False)
     result = model.fit(data, params, **inputs)
     if not result.success:
-        raise GaincellError(f"the {model_id} fit did not converge: {result.message}")
+        raise FitError(f"the {model_id} fit did not converge: {result.message}")
     return FitOutcome(_component_from_result(model_id, config, result, inputs, data, source), result, inputs, data)
+
+
+def sweep_design(sweep: SweepData) -> DesignRecord:
+    """The design a sweep was simulated with (its design record)."""
+    return read_design_record(sweep.attrs, f"sweep {sweep.name!r}")
 
 
 def _ok_points(sweep: SweepData, signal: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -90,47 +100,45 @@ def _ok_points(sweep: SweepData, signal: str) -> tuple[dict[str, np.ndarray], np
     return inputs, sweep.scalars[signal][ok]
 
 
-def fit_multiply(read: SweepData, design: dict, model: str = "poly", order: int = 5,
+def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order: int = 5,
                  vin_order: int | None = 3) -> FitOutcome:
     """Fit the read surface (charge per read vs stored voltage, pulse width, input amplitude)."""
     if model not in MULTIPLY_MODELS:
         raise ConfigError("model", f"must be one of {', '.join(MULTIPLY_MODELS)}, got {model!r}")
     inputs, charge = _ok_points(read, "charge_c")
     if charge.size < 10:
-        raise GaincellError(f"only {charge.size} successful read points: too few to fit")
+        raise FitError(f"only {charge.size} successful read points: too few to fit")
     model_id = MULTIPLY_MODELS[model]
-    vdd = float(design.get("vdd_v", 0.9))
-    if model_id == "multiply/poly":
+    if model_id == POLY:
         if not 1 <= order <= 5:
             raise ConfigError("order", f"must be 1..5, got {order}")
-        config = {"order": order, "vin_order": order if vin_order is None else vin_order, "y0_v": vdd / 2,
-                  "vin0_v": float(design.get("v_in_v", vdd))}
-        initial = {f"c{i}{j}": 0.0 for i, j in poly_terms(config["order"], config["vin_order"])}
-        initial["c10"] = 2e-5
+        config = {"order": order, "vin_order": order if vin_order is None else vin_order, "y0_v": design.zero_v,
+                  "vin0_v": design.v_in_v}
+        initial = {poly_name(i, j): 0.0 for i, j in poly_terms(config["order"], config["vin_order"])}
+        initial[poly_name(1, 0)] = 2e-5
         bounds = None
     else:
-        config = {"vdd_v": vdd}
+        config = {"vdd_v": design.vdd_v}
         initial = {"kn": 2e-6, "kp": 2e-6, "vtn": 0.35, "vtp": 0.4, "s": 0.05, "a_vin": 1.0}
         bounds = {"s": (1e-3, 0.5), "kn": (0, 1e-3), "kp": (0, 1e-3)}
     return fit_model(model_id, config, inputs, charge, initial, "fit of sweep 'read' (charge_c)", bounds)
 
 
-DECAY_MODELS = {"leakage": "decay/subthreshold-leakage", "stretched": "decay/stretched-exponential",
-                "exponential": "decay/exponential"}
+DECAY_MODELS = {"leakage": LEAKAGE, "stretched": STRETCHED, "exponential": EXPONENTIAL}
 
 
-def fit_decay(retention: SweepData, design: dict, model: str = "leakage") -> FitOutcome:
+def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") -> FitOutcome:
     """Fit the decay on the curve of the reference level (the stored value closest to VDD/2 above the hold
     level: the "zero" of the encoding). The component's residuals also carry `tau_1e_s` (1/e time at the
     reference level, uncertainty propagated from the covariance) and the raw curve's own 1/e time."""
     if model not in DECAY_MODELS:
         raise ConfigError("decay_model", f"must be one of {', '.join(DECAY_MODELS)}, got {model!r}")
-    hold = float(design.get("hold_wbl_v", 0.0))
+    hold = design.hold_wbl_v
     ok = np.nonzero(retention.status == OK)[0]
     if not ok.size:
-        raise GaincellError("no successful retention curve to fit")
+        raise FitError("no successful retention curve to fit")
     levels = retention.coords["stored_v"]
-    ref = int(ok[np.argmin(np.abs(levels[ok] - (hold + float(design.get("vdd_v", 0.9)) / 2)))])
+    ref = int(ok[np.argmin(np.abs(levels[ok] - (hold + design.vdd_v / 2)))])
     wave = retention.point((ref,))
     raw_tau = float(retention.scalars["tau_1e_s"][ref])
     # evenly in time where the node decays (to 4 tau), sparser in the tail: the SPICE steps are dense early
@@ -144,12 +152,11 @@ def fit_decay(retention: SweepData, design: dict, model: str = "leakage") -> Fit
     model_id = DECAY_MODELS[model]
     excess = float(levels[ref] - hold)
     initial, bounds, fixed = {
-        "decay/subthreshold-leakage": ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05, "dibl_per_v": 0.0},
-                                       {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0), "dibl_per_v": (-0.9 / excess, 50.0)},
-                                       ()),
-        "decay/stretched-exponential": ({"tau_s": raw_tau, "beta": 1.0, "gamma": 0.0},
-                                        {"tau_s": (raw_tau / 1e3, raw_tau * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
-        "decay/exponential": ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),
+        LEAKAGE: ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05, "dibl_per_v": 0.0},
+                   {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0), "dibl_per_v": (-0.9 / excess, 50.0)}, ()),
+        STRETCHED: ({"tau_s": raw_tau, "beta": 1.0, "gamma": 0.0},
+                    {"tau_s": (raw_tau / 1e3, raw_tau * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
+        EXPONENTIAL: ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),
     }[model_id]
     outcome = fit_model(model_id, config, inputs, data, initial,
                         f"fit of sweep 'retention': v(sn) of the reference level {levels[ref]:.4g} V", bounds, fixed)
@@ -193,7 +200,7 @@ def _more_figures(component: Component, values: dict[str, float], note: str) -> 
 def c2p_paper_default(t_max_s: float) -> Component:
     """The paper's charge-to-pulse transfer until a C2P circuit is characterized: S_sat = 80 uA x T_max,
     no offset; stage-2 output full scale 40 uA x T_max (its readout clamps A / 40 to [-1, 1])."""
-    return Component("c2p/clipped-linear", ["q_sat_c", "offset_c", "t_max_s"], [80e-6 * t_max_s, 0.0, t_max_s],
+    return Component(C2P, ["q_sat_c", "offset_c", "t_max_s"], [80e-6 * t_max_s, 0.0, t_max_s],
                      config={"output_full_scale_c": 40e-6 * t_max_s},
                      source="paper default (Leroux et al. 2025 code: S_sat = 80, output clamp A/40); no C2P fit yet")
 
@@ -202,7 +209,7 @@ def _clipped_linear_guess(charge: np.ndarray, width: np.ndarray, t_max: float) -
     """Starting values from a line through the unclipped points (the clamp's flat parts give no gradient)."""
     ramp = (width > 0.05 * t_max) & (width < 0.95 * t_max)
     if np.count_nonzero(ramp) < 2:
-        raise GaincellError(f"only {np.count_nonzero(ramp)} conversions between 5 % and 95 % of T_max: the "
+        raise FitError(f"only {np.count_nonzero(ramp)} conversions between 5 % and 95 % of T_max: the "
                             "sweep does not resolve the converter's ramp")
     slope, intercept = np.polyfit(charge[ramp], width[ramp], 1)
     return {"q_sat_c": t_max / slope, "offset_c": -intercept / slope, "t_max_s": float(np.max(width))}
@@ -212,9 +219,9 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
     """Fit the characterized converters: `c2p/clipped-linear` on the stage-1 transfer (width vs charge), the
     readout's full scale (the same model on the positive branch of the signed converter) into the config,
     and their energy per conversion and conversion time (figures, stderr = spread over the swept charges)."""
-    c2p = json.loads(unsigned.attrs.get("design", "{}")).get("c2p", {})
-    design = json.loads(unsigned.attrs.get("design", "{}")).get("design", {})
-    t_max = float(design.get("t_max_s", 15e-9))
+    record = sweep_design(unsigned)
+    c2p = record.c2p or C2PDesign()
+    t_max = record.cell.t_max_s
     results = []
     for sweep, branch in ((unsigned, 1.0), (signed, 1.0), (signed, -1.0)):
         inputs, width = _ok_points(sweep, "width_s")
@@ -222,9 +229,9 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
         keep = (branch * inputs["charge_c"] >= 0) & ((sign == branch) | (width == 0)) if sweep is signed else \
             np.ones(width.size, bool)
         if np.count_nonzero(keep) < 5:
-            raise GaincellError(f"only {np.count_nonzero(keep)} usable points in sweep {sweep.name!r}: too few to fit")
+            raise FitError(f"only {np.count_nonzero(keep)} usable points in sweep {sweep.name!r}: too few to fit")
         charge, width = branch * inputs["charge_c"][keep], width[keep]
-        results.append(fit_model("c2p/clipped-linear", {}, {"q_c": charge}, width,
+        results.append(fit_model(C2P, {}, {"q_c": charge}, width,
                                  _clipped_linear_guess(charge, width, t_max),
                                  f"fit of sweep {sweep.name!r} (width_s vs charge_c)"))
     stage1, positive, negative = results
@@ -234,10 +241,10 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
                         "output_offset_c": positive.component.param("offset_c"),
                         "output_full_scale_stderr_c": float(positive.component.stderr[0]),
                         "readout_residuals": positive.component.residuals,
-                        "counter_levels": int(c2p.get("counter_levels", 16)), "converter": c2p})
+                        "counter_levels": c2p.counter_levels, "converter": dataclasses.asdict(c2p)})
     ok = unsigned.status == OK
     ok_signed = signed.status == OK
-    conversion = float(c2p.get("gap_s", 0.0)) + t_max
+    conversion = c2p.gap_s + t_max
     energy = {"e_c2p_conversion_j": float(np.mean(unsigned.scalars["e_conversion_j"][ok])),
               "e_c2p_signed_conversion_j": float(np.mean(signed.scalars["e_conversion_j"][ok_signed]))}
     spread = {"e_c2p_conversion_j": float(np.std(unsigned.scalars["e_conversion_j"][ok])),
@@ -250,11 +257,11 @@ def fit_dac(sweep: SweepData) -> tuple[dict[str, float], dict[str, float]]:
     levels: random data; `:stderr` = spread) and the worst settling time."""
     ok = sweep.status == OK
     if not np.any(ok):
-        raise GaincellError(f"sweep {sweep.name!r} has no completed conversions to take DAC figures from")
+        raise FitError(f"sweep {sweep.name!r} has no completed conversions to take DAC figures from")
     energy, settle = sweep.scalars["e_conversion_j"][ok], float(np.max(sweep.scalars["settle_s"][ok]))
-    write_time = json.loads(sweep.attrs.get("design", "{}")).get("design", {}).get("write_time_s")
-    if write_time is not None and settle >= write_time:
-        raise GaincellError(f"the DAC of sweep {sweep.name!r} does not settle within the write pulse ({settle:.3g} s "
+    write_time = sweep_design(sweep).cell.write_time_s
+    if settle >= write_time:
+        raise FitError(f"the DAC of sweep {sweep.name!r} does not settle within the write pulse ({settle:.3g} s "
                             f">= write_time_s {write_time:.3g} s): a lower r_string_ohm or a longer write is needed")
     return ({"e_dac_write_j": float(np.mean(energy)), "e_dac_write_j:stderr": float(np.std(energy))},
             {"t_dac_settle_s": settle})
@@ -280,11 +287,11 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
     """Fit every component from a characterization file into a surrogate."""
     path = Path(path)
     read, write, retention = (read_sweep(path, name) for name in ("read", "write", "retention"))
-    design = json.loads(read.attrs.get("design", "{}")).get("design", {})
+    design = sweep_design(read).cell
     outcomes = {"multiply": fit_multiply(read, design, model, order), "decay": fit_decay(retention, design, decay_model)}
-    t_max = float(design.get("t_max_s", read.coords["pulse_s"][-1]))
+    t_max = design.t_max_s
     energy = energy_from_sweeps(read, write)
-    timing = {"t_max_s": t_max, "write_time_s": float(design.get("write_time_s", np.nan))}
+    timing = {"t_max_s": t_max, "write_time_s": design.write_time_s}
     c2p = c2p_paper_default(t_max)
     available = set(list_sweeps(path))
     if {"c2p", "c2p_signed"} <= available:  # a characterized converter replaces the paper's values

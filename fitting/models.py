@@ -1,70 +1,12 @@
-"""Compact models of the gain cell as plain numpy functions, wrapped as lmfit Models, each under a stable id.
-
-The surrogate file names a component's model by id (`multiply/poly`, `decay/stretched-exponential`, ...);
-`evaluate(model_id, config, params, **inputs)` computes it from the file alone. All quantities are SI:
-currents in A, charges in C, voltages in V, times in s.
-
-Multiply (the read): the charge a cell delivers for an input pulse of width `pulse_s` and amplitude `vin_v`
-with `stored_v` on its storage node is `pulse_s * I(stored_v, vin_v)` (linear in pulse width, as the SPICE
-runs show to 1 - R^2 ~ 1e-11), with
-- `multiply/poly` (paper Eq. 3): I = sum_{i+j <= order} c_ij y^i u^j, y = stored_v - y0_v, u = vin_v - vin0_v
-  (vin0_v = 0 is the paper's form; vin0_v = the nominal input makes c_i0 the curve at that input);
-  `vin_order = 0` gives the paper's cubic at a fixed input amplitude;
-- `multiply/ekv-complementary`: a physically motivated alternative, the NMOS minus the PMOS read branch,
-  each an EKV-style smooth square law k * ln(1 + exp((V_ov) / s))^2, scaled by (1 + a_vin (vin - vdd)).
-Decay (retention): the storage node's excess over the hold level `hold_v` decays as exp(-t / tau_s)
-(`decay/exponential`) or exp(-(t / tau)^beta) with tau = tau_s ((v0 - hold) / (ref_v - hold))^gamma
-(`decay/stretched-exponential`; tau_s is the 1/e time at the reference level `ref_v`), or, the default, as
-a node discharged by a subthreshold current that is constant far above the hold level and fades near it
-(`decay/subthreshold-leakage`, see `leakage_excess`): the shape the SPICE retention curves have.
-C2P (charge-to-pulse): pulse width = t_max_s * clamp((q - offset_c) / q_sat_c, 0, 1) (`c2p/clipped-linear`).
-"""
+"""The compact models (gaincell.compact) as lmfit Models, with parameters named as in the surrogate file."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Callable
 
 import lmfit
-import numpy as np
 
-from gaincell.errors import ConfigError
-
-
-def poly_terms(order: int, vin_order: int | None = None) -> list[tuple[int, int]]:
-    """Exponents (i, j) of y^i vin^j with i + j <= order and j <= vin_order (default: order)."""
-    vin_order = order if vin_order is None else vin_order
-    return [(i, j) for i in range(order + 1) for j in range(min(order - i, vin_order) + 1)]
-
-
-def poly_current(y, vin, coefficients: dict[str, float]):
-    """sum c_ij y^i vin^j over coefficients named `c{i}{j}`."""
-    total = 0.0
-    for name, value in coefficients.items():
-        i, j = int(name[1]), int(name[2])
-        total = total + value * y**i * vin**j
-    return total
-
-
-def _softplus_squared(x):
-    return np.logaddexp(0.0, x) ** 2
-
-
-def ekv_current(stored_v, vin_v, vdd_v, kn, kp, vtn, vtp, s, a_vin):
-    """NMOS-minus-PMOS read current of the complementary cell (A)."""
-    n_branch = kn * _softplus_squared((stored_v - vtn) / s)
-    p_branch = kp * _softplus_squared((vdd_v - stored_v - vtp) / s)
-    return (n_branch - p_branch) * (1.0 + a_vin * (vin_v - vdd_v))
-
-
-def decay_excess(t_s, tau_s, beta=1.0):
-    """Remaining fraction of the stored excess after t_s."""
-    return np.exp(-((np.asarray(t_s) / tau_s) ** beta))
-
-
-def c2p_pulse(q_c, q_sat_c, offset_c, t_max_s):
-    """Pulse width of the charge-to-pulse converter (HardSigmoid of the column charge)."""
-    return t_max_s * np.clip((np.asarray(q_c) - offset_c) / q_sat_c, 0.0, 1.0)
+from gaincell.compact import spec
 
 
 def _with_signature(fn: Callable, inputs: list[str], params: list[str]) -> Callable:
@@ -73,109 +15,6 @@ def _with_signature(fn: Callable, inputs: list[str], params: list[str]) -> Calla
     fn.__signature__ = inspect.Signature([kind(n, kind.POSITIONAL_OR_KEYWORD) for n in inputs]
                                          + [kind(p, kind.KEYWORD_ONLY, default=0.0) for p in params])
     return fn
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model id: its inputs, how its parameter names follow from its config, and how to evaluate it."""
-
-    model_id: str
-    inputs: tuple[str, ...]
-    output: str
-    param_names: Callable[[dict], list[str]]
-    function: Callable  # function(config, params: dict, **inputs)
-
-
-def _poly_charge(config, params, stored_v, pulse_s, vin_v):
-    y = np.asarray(stored_v) - config["y0_v"]
-    return np.asarray(pulse_s) * poly_current(y, np.asarray(vin_v) - config.get("vin0_v", 0.0), params)
-
-
-def _ekv_charge(config, params, stored_v, pulse_s, vin_v):
-    return np.asarray(pulse_s) * ekv_current(np.asarray(stored_v), np.asarray(vin_v), config["vdd_v"], **params)
-
-
-def level_tau(stored_v, hold_v, ref_v, tau_s, gamma):
-    """Time constant at a stored level: tau_s at `ref_v`, scaled by (excess / ref excess)^gamma (a constant
-    leakage current gives gamma = 1: a fuller node takes proportionally longer to lose a fraction of its charge)."""
-    ratio = np.maximum(np.asarray(stored_v) - hold_v, 1e-6) / (ref_v - hold_v)
-    return tau_s * ratio**gamma
-
-
-def _decay(config, params, t_s, stored_v):
-    hold = config["hold_v"]
-    tau = level_tau(stored_v, hold, config["ref_v"], params["tau_s"], params.get("gamma", 0.0))
-    return hold + (np.asarray(stored_v) - hold) * decay_excess(t_s, tau, params.get("beta", 1.0))
-
-
-def leakage_excess(t_s, excess_v, rate_v_per_s, vt_v, dibl_per_v=0.0, grid_points: int = 4000):
-    """Stored excess after t_s when the node discharges through a subthreshold leakage current
-    dx/dt = -rate (1 + dibl x) (1 - exp(-x / vt)): nearly constant far above the hold level (with a
-    drain-induced slope `dibl`) and fading as the drain-source voltage x approaches a thermal voltage `vt`.
-    Solved by one integral: T(x) = time to fall from the largest start to x; x(t; x0) = T^-1(T(x0) + t)."""
-    x0 = np.maximum(np.asarray(excess_v, dtype=float), 1e-9)
-    x = np.geomspace(np.max(x0), 1e-9, grid_points)  # from the top down to ~0, dense near 0
-    speed = rate_v_per_s * (1.0 + dibl_per_v * x) * -np.expm1(-x / vt_v)
-    inverse = 1.0 / np.maximum(speed, 1e-300)
-    clock = np.concatenate([[0.0], np.cumsum(0.5 * (inverse[1:] + inverse[:-1]) * -np.diff(x))])
-    start = np.interp(-x0, -x, clock)  # T(x0); x decreases along the grid, so interpolate on -x
-    return np.interp(start + np.asarray(t_s), clock, x)
-
-
-def _leakage(config, params, t_s, stored_v):
-    hold = config["hold_v"]
-    return hold + leakage_excess(t_s, np.asarray(stored_v) - hold, params["rate_v_per_s"], params["vt_v"],
-                                 params["dibl_per_v"])
-
-
-def decay_factor(model_id: str, config: dict, params: dict, age_s):
-    """Remaining fraction of the reference level's excess after `age_s` (what multiplies a stored product)."""
-    ref = np.full(np.shape(age_s), config["ref_v"])
-    return (evaluate(model_id, config, params, t_s=age_s, stored_v=ref) - config["hold_v"]) / (config["ref_v"]
-                                                                                               - config["hold_v"])
-
-
-def tau_1e(model_id: str, config: dict, params: dict) -> float:
-    """Time for the reference level's excess to fall to 1/e (s)."""
-    if model_id == "decay/subthreshold-leakage":
-        x0 = config["ref_v"] - config["hold_v"]
-        x = np.linspace(x0, x0 / np.e, 2001)
-        speed = params["rate_v_per_s"] * (1.0 + params["dibl_per_v"] * x) * -np.expm1(-x / params["vt_v"])
-        return float(np.trapezoid(1.0 / speed, -x))
-    return float(params["tau_s"])
-
-
-def _c2p(config, params, q_c):
-    return c2p_pulse(q_c, **params)
-
-
-MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in (
-    ModelSpec("multiply/poly", ("stored_v", "pulse_s", "vin_v"), "charge_c",
-              lambda c: [f"c{i}{j}" for i, j in poly_terms(c["order"], c.get("vin_order"))], _poly_charge),
-    ModelSpec("multiply/ekv-complementary", ("stored_v", "pulse_s", "vin_v"), "charge_c",
-              lambda c: ["kn", "kp", "vtn", "vtp", "s", "a_vin"], _ekv_charge),
-    ModelSpec("decay/exponential", ("t_s", "stored_v"), "v_sn", lambda c: ["tau_s"], _decay),
-    ModelSpec("decay/stretched-exponential", ("t_s", "stored_v"), "v_sn", lambda c: ["tau_s", "beta", "gamma"],
-              _decay),
-    ModelSpec("decay/subthreshold-leakage", ("t_s", "stored_v"), "v_sn",
-              lambda c: ["rate_v_per_s", "vt_v", "dibl_per_v"], _leakage),
-    ModelSpec("c2p/clipped-linear", ("q_c",), "pulse_s", lambda c: ["q_sat_c", "offset_c", "t_max_s"], _c2p),
-)}
-
-
-def spec(model_id: str) -> ModelSpec:
-    if model_id not in MODELS:
-        raise ConfigError("model_id", f"unknown model {model_id!r}; known: {', '.join(MODELS)}")
-    return MODELS[model_id]
-
-
-def evaluate(model_id: str, config: dict, params: dict[str, float], **inputs):
-    """Evaluate a model from its id, config and parameter values (what a surrogate file stores)."""
-    model = spec(model_id)
-    missing = set(model.inputs) - set(inputs)
-    if missing:
-        raise ConfigError(sorted(missing)[0], f"is an input of {model_id} and was not given")
-    return model.function(config, params, **{k: inputs[k] for k in model.inputs})
 
 
 def lmfit_model(model_id: str, config: dict) -> lmfit.Model:

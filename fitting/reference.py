@@ -7,21 +7,28 @@ Leroux et al., Nat. Comput. Sci. 5, 813 (2025); data: the SPICE read current of 
 - `multiply_2d`: the full cubic surface over (y, V_in), for reference (its RMS error is in the file);
 - `decay`: exponential, tau = 5 ms (the paper's silicon cell); `c2p`: S_sat = 80 uA x T_max;
 - `energy`, `timing`: the paper's per-token figures (65 ns; 1120 / 700 / 4000 / 330 pJ per head).
+Its design (`PAPER_REFERENCE`) is the paper's operating point (VDD 0.9 V, V_in 0.9 V, T_max 15 ns); the
+paper publishes no transistor sizes or models, so the rest are cmos-generic's and it is no design to simulate.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from gaincell.compact import EXPONENTIAL, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S, POLY, poly_name, poly_terms
+from gaincell.design import PRESETS
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
 from .fit import c2p_paper_default, figures, fit_model
-from .models import poly_terms
 
 PAPER_CUBIC_UA = (0.52136, 13.61226, -2.62045, 46.05484)
-T_MAX_S = 15e-9
-PAPER_FIGURES = {"latency_per_token_s": 65e-9, "e_qk_stage_per_token_head_j": 1120e-12,
+T_MAX_S = PAPER_T_MAX_S
+PAPER_REFERENCE = dataclasses.replace(
+    PRESETS["cmos-generic"], name="paper-reference", vdd_v=0.9, v_in_v=0.9, t_max_s=T_MAX_S,
+    source="Leroux et al., Nat. Comput. Sci. 5, 813 (2025), doi 10.1038/s43588-025-00854-1")
+PAPER_FIGURES = {"latency_per_token_s": PAPER_LATENCY_PER_LAYER_S, "e_qk_stage_per_token_head_j": 1120e-12,
                  "e_av_stage_per_token_head_j": 700e-12, "e_digital_per_token_head_j": 4000e-12,
                  "e_dac_per_token_head_j": 330e-12}
 
@@ -30,19 +37,22 @@ def fit_reference(iv_path: str | Path) -> Surrogate:
     """Fit the paper's IV data into the paper-reference surrogate."""
     data = np.load(iv_path)
     stored, vin, current = data["Vstore"], data["Vin"], data["Iout"]
-    at_09 = int(np.argmin(np.abs(vin - 0.9)))
+    at_09 = int(np.argmin(np.abs(vin - PAPER_REFERENCE.v_in_v)))
     slice_inputs = {"stored_v": stored, "pulse_s": np.ones_like(stored), "vin_v": np.full_like(stored, vin[at_09])}
-    cubic = fit_model("multiply/poly", {"order": 3, "vin_order": 0, "y0_v": 0.45, "vin0_v": 0.0}, slice_inputs,
-                      current[:, at_09], {"c00": 0.0, "c10": 1e-5, "c20": 0.0, "c30": 0.0},
+    cubic = fit_model(POLY, {"order": 3, "vin_order": 0, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0},
+                      slice_inputs, current[:, at_09],
+                      {poly_name(i, 0): 0.0 for i in range(4)} | {poly_name(1, 0): 1e-5},
                       "least-squares cubic of the paper's SPICE IV data at V_in = 0.9 V (charge per second of pulse)")
-    cubic.component.validity = {"stored_v": [0.0, 0.9], "pulse_s": [0.0, T_MAX_S], "vin_v": [0.9, 0.9]}
+    cubic.component.validity = {"stored_v": [0.0, PAPER_REFERENCE.vdd_v], "pulse_s": [0.0, T_MAX_S],
+                                "vin_v": [PAPER_REFERENCE.v_in_v] * 2}
     grid_s, grid_v = np.meshgrid(stored, vin, indexing="ij")
     surface_inputs = {"stored_v": grid_s.ravel(), "pulse_s": np.ones(grid_s.size), "vin_v": grid_v.ravel()}
-    surface = fit_model("multiply/poly", {"order": 3, "vin_order": 3, "y0_v": 0.45, "vin0_v": 0.0}, surface_inputs,
-                        current.ravel(), {f"c{i}{j}": 0.0 for i, j in poly_terms(3)} | {"c10": 1e-5},
+    surface = fit_model(POLY, {"order": 3, "vin_order": 3, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0},
+                        surface_inputs, current.ravel(),
+                        {poly_name(i, j): 0.0 for i, j in poly_terms(3)} | {poly_name(1, 0): 1e-5},
                         "least-squares cubic surface of the paper's SPICE IV data over V_store and V_in")
     surface.component.validity["pulse_s"] = [0.0, T_MAX_S]
-    decay = Component("decay/exponential", ["tau_s"], [5e-3], config={"hold_v": 0.0, "ref_v": 0.45},
+    decay = Component(EXPONENTIAL, ["tau_s"], [5e-3], config={"hold_v": 0.0, "ref_v": 0.45},
                       source="paper: retention tau = 5 ms for the silicon gain cell")
     components = {
         "multiply": cubic.component,
@@ -54,6 +64,4 @@ def fit_reference(iv_path: str | Path) -> Surrogate:
         "timing": figures({"t_max_s": T_MAX_S, "latency_per_token_s": PAPER_FIGURES["latency_per_token_s"]},
                           source="paper: T_max = 15 ns, 65 ns per token"),
     }
-    design = {"name": "paper-reference", "vdd_v": 0.9, "v_in_v": 0.9, "t_max_s": T_MAX_S,
-              "source": "Leroux et al., Nat. Comput. Sci. 5, 813 (2025), doi 10.1038/s43588-025-00854-1"}
-    return Surrogate(components, design, "gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path))
+    return Surrogate(components, PAPER_REFERENCE, "gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path))

@@ -9,9 +9,11 @@ import numpy as np
 from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.cells import CellRead
 from gaincell.design import CellDesign
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, SimulationError, SurrogateError
 from gaincell.store import OK
 from gaincell.surrogate.file import Surrogate
+
+from .reference import PAPER_REFERENCE
 
 
 @dataclass
@@ -37,24 +39,32 @@ def random_read_grid(surrogate: Surrogate, counts=(7, 5, 3), seed: int = 0) -> d
     for name, count in zip(("stored_v", "pulse_s", "vin_v"), counts):
         low, high = surrogate["multiply"].validity.get(name, [np.nan, np.nan])
         if not np.isfinite(low):
-            raise ConfigError("surrogate", f"the multiply component has no validity range for {name}")
+            raise SurrogateError(f"the surrogate's multiply component has no validity range for {name}")
         low = max(low, 1e-10) if name == "pulse_s" else low
         grid[name] = np.array([low]) if high == low else np.sort(rng.uniform(low, high, count))
     return grid
 
 
-def validate_cell(surrogate: Surrogate, design: CellDesign, out: str | Path, counts=(7, 5, 3), seed: int = 0,
+def validate_cell(surrogate: Surrogate, design: CellDesign | None, out: str | Path, counts=(7, 5, 3), seed: int = 0,
                   workers: int | None = None, progress: bool = True) -> ValidationReport:
-    """Simulate the design's read at random points and compare the surrogate's predicted charge."""
-    described = surrogate.design.get("name")
-    if described != design.name:
-        raise ConfigError("design", f"the surrogate describes {described!r}, not {design.name!r}: validate it "
-                                    "against the design it was fitted to")
+    """Simulate the design's read at random points and compare the surrogate's predicted charge. `design`
+    None means the surrogate's own; another one is refused, naming the fields that differ."""
+    if surrogate.design == PAPER_REFERENCE:
+        raise ConfigError("surrogate", "the paper-reference surrogate was fitted to the paper's IV data, not to a "
+                                       "design gaincell can simulate; validate a surrogate from `gaincell fit`")
+    if design is not None and design != surrogate.design:
+        differences = "; ".join(surrogate.design.differences(design))
+        raise ConfigError("design", f"the surrogate was fitted to design {surrogate.design.name!r}, which differs "
+                                    f"from the design given ({differences}): validate it against the design it "
+                                    "was fitted to (leave --design out)")
+    design = surrogate.design
     grid = random_read_grid(surrogate, counts, seed)
     data = run_sweep(Sweep("validate_read", CellRead(design), grid), out, workers=workers, progress=progress,
                      restart=True).data
     mesh = np.meshgrid(*grid.values(), indexing="ij")
     ok = data.status == OK
+    if not np.any(ok):
+        raise SimulationError(f"none of the {ok.size} validation points of {out} simulated; see the sweep's errors")
     inputs = {name: m[ok] for name, m in zip(grid, mesh)}
     measured = data.scalars["charge_c"][ok]
     predicted = surrogate.evaluate("multiply", **inputs)

@@ -119,8 +119,8 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     import numpy as np
 
     from .circuits.characterize import characterize as run_characterization
-    from .cli import _simulate_cell, save_result
     from .circuits.characterize import format_summary, summarize
+    from .commands.circuits import save_result, simulate_cell
     from .design import load_design
     from .fitting.fit import fit_characterization
     from .fitting.report import fit_figure, plot_report, text_report
@@ -139,7 +139,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
         return time.perf_counter()
 
     clock = stage(1, f"one write + read transient of the {chosen.name} cell -> cell.h5, cell.png, cell.html")
-    result, extra = _simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
+    result, extra = simulate_cell(design, 0.7, 10e-9, "shared", 120.0)
     save_result(result, str(folder / "cell.h5"), "shared", **extra)
     signals = {k: v for k, v in result.vectors.items() if k != "time"}
     save_png_and_html(waveform_figure(result["time"], signals, result.netlist.title), folder / "cell")

@@ -67,3 +67,16 @@ class WorkerStartError(GaincellError):
     def __init__(self, message: str, details: str = ""):
         super().__init__(message)
         self.details = details
+
+
+class SurrogateError(GaincellError):
+    """A surrogate file is missing, unreadable, of another schema version, inconsistent or implausible."""
+
+
+class FitError(GaincellError):
+    """A fit could not be made: too few usable points, a sweep that does not resolve what is fitted, or a
+    least-squares fit that did not converge."""
+
+
+class ModelLoadError(GaincellError):
+    """A model folder or packaged model is missing or cannot be read."""

@@ -116,7 +116,7 @@ def _describe_surrogate(path: Path) -> str:
     from gaincell.surrogate.file import Surrogate
 
     surrogate = Surrogate.load(path)
-    lines = [f"{path}: gaincell surrogate (schema 1) of design {surrogate.design.get('name', '?')!r}, created "
+    lines = [f"{path}: gaincell surrogate of design {surrogate.design.name!r}, created "
              f"{surrogate.created}, from {surrogate.source_path} (sha256 {surrogate.source_sha256[:16]})"]
     for name, part in surrogate.components.items():
         lines.append(f"  {name}: {part.model_id} ({part.source})")
@@ -215,7 +215,7 @@ def export(path: str | Path, sweep: str, fmt: str, out: str | Path, points: list
            signals: list[str] | None = None) -> Path:
     """Write a sweep's completed points as an ngspice raw file (one plot per point; complex where the sweep
     holds complex signals) or CSV (complex signals as real and imaginary columns)."""
-    from gaincell.circuits.rawfile import write_raw
+    from gaincell.circuits.spice.rawfile import write_raw
 
     if fmt not in ("raw", "csv"):
         raise ConfigError("format", f"must be raw or csv; got {fmt!r}")

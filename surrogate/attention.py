@@ -132,10 +132,12 @@ class GainCellAttention(nn.Module):
         self._tables: dict = {}
 
     @classmethod
-    def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None,
+    def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None, layers: int = 1,
                        allow_extrapolation: bool = False, **options) -> "GainCellAttention":
-        """Build from a surrogate file (or Surrogate); options as in the constructor."""
-        cell = CellModel.from_surrogate(path, token_period_s=token_period_s, allow_extrapolation=allow_extrapolation)
+        """Build from a surrogate file (or Surrogate); options as in the constructor. The token clock is the
+        surrogate's for `layers` layers of this one (unless `token_period_s` is given)."""
+        cell = CellModel.from_surrogate(path, token_period_s=token_period_s, layers=layers,
+                                        allow_extrapolation=allow_extrapolation)
         return cls(cell, heads, head_dim, **options)
 
     @property

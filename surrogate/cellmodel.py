@@ -6,7 +6,8 @@ Units inside the attention are normalised so that no physical constant appears i
   charge q_sat, so stage 1 gives S / q_sat directly and the C2P is `clamp(S - offset, 0, 1)`;
 - `multiply_v(v)` is the same charge divided by the readout full-scale charge, so stage 2 gives the
   readout's [-1, 1] scale directly.
-The multiply is the fitted curve at the design's read input amplitude, collapsed into a polynomial in
+The equations are gaincell.compact's. The multiply is the fitted curve at the design's read input amplitude,
+collapsed into a polynomial in
 y = stored_v - y0 (exact for `multiply/poly`; other models are re-expanded in a degree-7 least-squares
 polynomial whose residual is recorded in `notes`). `linear` is the least-squares line of that curve over the
 stored range (the paper's intermediate model, slope about 19.3 uA/V for its cell).
@@ -28,12 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gaincell.errors import ConfigError, GaincellError
-from gaincell.fitting.models import decay_factor, evaluate, tau_1e
+from gaincell.compact import POLY, decay_factor, evaluate, poly_at_input, tau_1e, token_clock_s
+from gaincell.errors import ConfigError, GaincellError, SurrogateError
 
-from .file import Surrogate, SurrogateError
-
-PAPER_LATENCY_PER_TOKEN_S = 65e-9
+from .file import Surrogate
 
 
 @dataclass(frozen=True)
@@ -53,18 +52,18 @@ class CellModel:
     notes: dict = field(default_factory=dict)
 
     @classmethod
-    def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None,
+    def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None, layers: int = 1,
                        stored_range_v: tuple[float, float] | None = None, allow_extrapolation: bool = False,
                        multiply: str = "multiply") -> "CellModel":
         """Compile a surrogate (object or path). `token_period_s` is the time between two tokens written
-        to the same array (default: the surrogate's `timing/latency_per_token_s`, else the paper's 65 ns)."""
+        to the same array (default: the surrogate's token clock for `layers` layers,
+        `gaincell.compact.token_clock_s`)."""
         if not isinstance(surrogate, Surrogate):
             surrogate = Surrogate.load(surrogate)
         design = surrogate.design
-        vdd = float(design.get("vdd_v", 0.9))
-        vin = float(design.get("v_in_v", vdd))
-        t_max = float(surrogate["timing"].params.get("t_max_s", design.get("t_max_s", 15e-9)))
-        lo, hi = stored_range_v if stored_range_v is not None else (0.0, vdd)
+        vin = design.v_in_v
+        t_max = float(surrogate["timing"].params.get("t_max_s", design.t_max_s))
+        lo, hi = stored_range_v if stored_range_v is not None else (0.0, design.vdd_v)
         if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
             raise ConfigError("stored_range_v", f"must be two finite voltages, low < high; got {stored_range_v}")
         if multiply not in surrogate.components:
@@ -85,13 +84,13 @@ class CellModel:
         y = np.linspace(lo - y0, hi - y0, 1001)
         slope, intercept = np.polyfit(y, np.polyval(per_q_sat[::-1], y), 1)
         if token_period_s is None:
-            token_period_s = float(surrogate["timing"].params.get("latency_per_token_s", PAPER_LATENCY_PER_TOKEN_S))
+            token_period_s = token_clock_s(surrogate["timing"].params, layers)
         if not (token_period_s > 0 and math.isfinite(token_period_s)):
             raise ConfigError("token_period_s", f"must be a positive time in seconds; got {token_period_s}")
         decay = surrogate["decay"]
         notes |= {"multiply_component": multiply, "read_vin_v": vin,
                   "decay_tau_1e_s": tau_1e(decay.model_id, decay.config, decay.params)}
-        return cls(str(design.get("name", "surrogate")), y0, tuple(float(c) for c in per_q_sat),
+        return cls(design.name, y0, tuple(float(c) for c in per_q_sat),
                    (float(intercept), float(slope)), q_sat / full_scale, c2p["offset_c"] / q_sat, (lo, hi),
                    t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes)
 
@@ -124,13 +123,8 @@ def _check_validity(validity: dict, used: dict[str, tuple[float, float]], compon
 
 def _as_polynomial(part, vin: float, lo: float, hi: float) -> tuple[list[float], float, dict]:
     """Current per unit pulse (A) as polynomial coefficients in y = stored_v - y0 at the read input vin."""
-    if part.model_id == "multiply/poly":
-        u = vin - part.config.get("vin0_v", 0.0)
-        order = int(part.config["order"])
-        coefficients = [0.0] * (order + 1)
-        for name, value in part.params.items():
-            coefficients[int(name[1])] += value * u ** int(name[2])
-        return coefficients, float(part.config["y0_v"]), {}
+    if part.model_id == POLY:
+        return poly_at_input(part.config, part.params, vin), float(part.config["y0_v"]), {}
     y0 = 0.5 * (lo + hi)
     stored = np.linspace(lo, hi, 2001)
     current = evaluate(part.model_id, part.config, part.params, stored_v=stored, pulse_s=np.ones_like(stored),
@@ -140,14 +134,6 @@ def _as_polynomial(part, vin: float, lo: float, hi: float) -> tuple[list[float],
     residual = float(np.sqrt(np.mean((fit(stored - y0) - current) ** 2)) / np.max(np.abs(current)))
     return list(fit.coef), y0, {"polynomial_refit": f"{part.model_id} re-expanded as a degree-7 polynomial",
                                 "polynomial_refit_rms_rel": residual}
-
-
-def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
-    """Horner evaluation of sum c_i y^i (differentiable)."""
-    result = torch.full_like(y, coefficients[-1])
-    for c in coefficients[-2::-1]:
-        result = result * y + c
-    return result
 
 
 PROBE_AGES_S = np.concatenate([[0.0], np.geomspace(1e-9, 1e6, 16)])

@@ -1,15 +1,17 @@
-"""The surrogate file (HDF5, schema version 1): the fitted compact model of a gain-cell design.
+"""The surrogate file (HDF5, schema version 2): the fitted compact model of a gain-cell design.
 
-Layout: root attributes `schema_version` (1), `file_kind` ("gaincell surrogate"), `created`,
-`gaincell_version`, `design` (JSON), `source_path` and `source_sha256` (the characterization file it came
-from, or the reference data); one group per component (`multiply`, `decay`, `c2p`, `energy`, `timing`,
-optional others such as `multiply_2d`), each with
-- attributes `model_id` (see gaincell.fitting.models, or `figures/v1` for plain figures), `config` (JSON),
+Layout: root attributes `schema_version` (2), `file_kind` ("gaincell surrogate"), `created`,
+`gaincell_version`, `design_record` (the design it was fitted to, `gaincell.design.design_record`; read back
+as the same `CellDesign`), `source_path` and `source_sha256` (the characterization file it came from, or the
+reference data); one group per component (`multiply`, `decay`, `c2p`, `energy`, `timing`, optional others
+such as `multiply_2d`), each with
+- attributes `model_id` (see gaincell.compact, or `figures/v1` for plain figures), `config` (JSON),
   `source` (how it was obtained), `validity` (JSON: input -> [min, max]), `residuals` (JSON: rms,
   rms_rel_full_scale, max_abs, full_scale, n_points, worst_point);
 - datasets `param_names` (strings), `values`, `stderr` (NaN where unknown), `covariance` (n x n, NaN where
   unknown).
-No pickles. Writing is atomic (temporary file + rename). Loading (and saving) validates everything and
+Files of schema version 1 (the design as a JSON attribute `design`) still load. No pickles. Writing is
+atomic (temporary file + rename). Loading (and saving) validates everything and
 refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a wrong
 version, a missing component, a non-finite value, a parameter outside its physically plausible range
 (`PLAUSIBLE`: a zero saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply
@@ -29,18 +31,17 @@ import h5py
 import numpy as np
 
 from gaincell import __version__
-from gaincell.errors import GaincellError
+from gaincell.compact import EKV, FIGURES_MODEL, LEAKAGE, MODELS, POLY, STRETCHED, C2P, EXPONENTIAL, evaluate
+from gaincell.design import CellDesign
+from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
+from gaincell.errors import ConfigError, SurrogateError
 from gaincell.outputs import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: the design as a JSON attribute `design`
 REQUIRED = ("multiply", "decay", "c2p", "energy", "timing")
-FIGURES_MODEL = "figures/v1"
 _STR = h5py.string_dtype()
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-class SurrogateError(GaincellError):
-    """A surrogate file is missing, unreadable, of another schema version, inconsistent or implausible."""
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,21 @@ ELECTRON_C = 1.602e-19
 _RETENTION = Plausible("the retention time constant", "s", 1e-15, 1e12)
 _CHARGE_C = 1e-6
 PLAUSIBLE: dict[str, dict[str, Plausible]] = {
-    "c2p/clipped-linear": {
+    C2P: {
         "q_sat_c": Plausible("the C2P saturation charge (the column charge that gives the full T_max pulse; the "
                              "attention divides by it)", "C", ELECTRON_C, _CHARGE_C),
         "offset_c": Plausible("the charge where the C2P ramp starts", "C", -_CHARGE_C, _CHARGE_C),
         "t_max_s": Plausible("the longest C2P output pulse", "s", 1e-15, 1e-3)},
-    "decay/exponential": {"tau_s": _RETENTION},
-    "decay/stretched-exponential": {
+    EXPONENTIAL: {"tau_s": _RETENTION},
+    STRETCHED: {
         "tau_s": _RETENTION,
         "beta": Plausible("the stretch exponent", "", 1e-3, 10.0),
         "gamma": Plausible("the exponent of the time constant's dependence on the stored level", "", -10.0, 10.0)},
-    "decay/subthreshold-leakage": {
+    LEAKAGE: {
         "rate_v_per_s": Plausible("the storage node's leakage discharge rate", "V/s", 1e-15, 1e12),
         "vt_v": Plausible("the voltage over which the leakage fades near the hold level", "V", 1e-4, 10.0),
         "dibl_per_v": Plausible("the drain-induced slope of the leakage", "1/V", -1e3, 1e3)},
-    "multiply/ekv-complementary": {
+    EKV: {
         "kn": Plausible("the NMOS read branch's strength", "A", 0.0, 1.0),
         "kp": Plausible("the PMOS read branch's strength", "A", 0.0, 1.0),
         "vtn": Plausible("the NMOS threshold", "V", -10.0, 10.0),
@@ -98,19 +99,13 @@ CONFIG = {"output_full_scale_c": Plausible("the readout's full-scale charge (the
                                            ELECTRON_C, _CHARGE_C),
           "output_full_scale_negative_c": Plausible("the readout's negative full-scale charge", "C", ELECTRON_C,
                                                     _CHARGE_C)}
-DESIGN = {"vdd_v": Plausible("the supply voltage", "V", 1e-3, 100.0),
-          "v_in_v": Plausible("the read input amplitude", "V", 1e-3, 100.0),
-          "t_max_s": Plausible("the read pulse's full width T_max", "s", 1e-15, 1e-3)}
 MAX_READ_CURRENT_A = 1e-2  # no gain cell reads 10 mA: a multiply giving more is a unit or sign slip
-CONFIG_NEEDS = {"multiply/poly": ("order", "y0_v"), "multiply/ekv-complementary": ("vdd_v",),
-                "decay/exponential": ("hold_v", "ref_v"), "decay/stretched-exponential": ("hold_v", "ref_v"),
-                "decay/subthreshold-leakage": ("hold_v", "ref_v")}
 MAX_POLY_ORDER = 9
 
 
 def plausible_range(model_id: str, parameter: str) -> Plausible | None:
     """The range a parameter of a model must lie in (None: any finite value)."""
-    if model_id == "multiply/poly":
+    if model_id == POLY:
         return POLY_COEFFICIENT
     if model_id == FIGURES_MODEL:
         return NAMED_FIGURES.get(parameter) or next(
@@ -157,10 +152,10 @@ def sha256_of(path: str | Path) -> str:
 
 @dataclass
 class Surrogate:
-    """All components plus provenance; `save`/`load` round-trip exactly."""
+    """All components, the design they were fitted to, and provenance; `save`/`load` round-trip exactly."""
 
     components: dict[str, Component]
-    design: dict = field(default_factory=dict)
+    design: CellDesign
     source_path: str = ""
     source_sha256: str = ""
     created: str = ""
@@ -170,8 +165,6 @@ class Surrogate:
 
     def evaluate(self, component: str, **inputs):
         """Evaluate a fitted component's model, e.g. `evaluate("multiply", stored_v=..., pulse_s=..., vin_v=...)`."""
-        from gaincell.fitting.models import evaluate
-
         part = self.components[component]
         return evaluate(part.model_id, part.config, part.params, **inputs)
 
@@ -182,7 +175,7 @@ class Surrogate:
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update({"schema_version": SCHEMA_VERSION, "file_kind": "gaincell surrogate",
                             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "gaincell_version": __version__, "design": json.dumps(self.design, default=str),
+                            "gaincell_version": __version__, DESIGN_RECORD: design_record(self.design),
                             "source_path": self.source_path, "source_sha256": self.source_sha256})
             for name, part in self.components.items():
                 group = f.create_group(name)
@@ -217,14 +210,14 @@ class Surrogate:
                     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
                     what = f"it is a {kind} file" if kind else "no schema_version attribute"
                     raise SurrogateError(f"{path} is not a gaincell surrogate ({what})")
-                if int(version) != SCHEMA_VERSION:
-                    raise SurrogateError(f"{path} has schema version {version}; this gaincell reads version "
-                                         f"{SCHEMA_VERSION}")
+                if int(version) not in READABLE_VERSIONS:
+                    raise SurrogateError(f"{path} has schema version {version}; this gaincell reads versions "
+                                         f"{', '.join(map(str, READABLE_VERSIONS))}")
                 components = {name: _read_component(path, name, group) for name, group in f.items()}
-                design = json.loads(f.attrs.get("design", "{}"))
-                if not isinstance(design, dict):
-                    raise SurrogateError(f"{path}: attribute 'design' must be a JSON object; it is "
-                                         f"{type(design).__name__}")
+                try:
+                    design = read_design_record(f.attrs, f"surrogate file {path}").cell
+                except ConfigError as exc:
+                    raise SurrogateError(str(exc)) from None
                 surrogate = cls(components, design,
                                 str(f.attrs.get("source_path", "")), str(f.attrs.get("source_sha256", "")),
                                 str(f.attrs.get("created", "")))
@@ -261,7 +254,8 @@ def check(surrogate: Surrogate, where: str | Path = "surrogate") -> None:
     missing = [name for name in REQUIRED if name not in surrogate.components]
     if missing:
         raise SurrogateError(f"{where}: missing component(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
-    _check_design(surrogate.design, where)
+    if not isinstance(surrogate.design, CellDesign):
+        raise SurrogateError(f"{where}: its design must be a CellDesign, got {type(surrogate.design).__name__}")
     for name, part in surrogate.components.items():
         _check_component(name, part, surrogate.design, where)
     from .cellmodel import probe_layer
@@ -273,15 +267,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _check_design(design: dict, where) -> None:
-    for key, rule in DESIGN.items():
-        if key in design and not (_is_number(design[key]) and rule.allows(float(design[key]))):
-            raise SurrogateError(f"{where}: design field {key} = {design[key]!r} is implausible: {rule.describe()}")
-
-
-def _check_component(name: str, part: Component, design: dict, where) -> None:
-    from gaincell.fitting.models import MODELS
-
+def _check_component(name: str, part: Component, design: CellDesign, where) -> None:
     bad = [p for p, v in zip(part.param_names, part.values) if not np.isfinite(v)]
     if bad:
         raise SurrogateError(f"{where}: component {name!r} has non-finite parameter(s) {', '.join(bad)}")
@@ -313,7 +299,7 @@ def _check_component(name: str, part: Component, design: dict, where) -> None:
 
 
 def _check_config_keys(name: str, part: Component, where) -> None:
-    lacking = [k for k in CONFIG_NEEDS.get(part.model_id, ()) if k not in part.config]
+    lacking = [k for k in MODELS[part.model_id].config_keys if k not in part.config]
     if lacking:
         raise SurrogateError(f"{where}: component {name!r} ({part.model_id}) config lacks {', '.join(lacking)}")
     for key in ("order", "vin_order"):
@@ -339,7 +325,7 @@ def _check_config(name: str, part: Component, where) -> None:
         if not ref > hold:
             raise SurrogateError(f"{where}: component {name!r} config ref_v = {ref!r} must be above hold_v = "
                                  f"{hold!r} (the decay is of the stored level's excess over the hold level)")
-        if part.model_id == "decay/subthreshold-leakage" and not 1 + part.param("dibl_per_v") * (ref - hold) > 0:
+        if part.model_id == LEAKAGE and not 1 + part.param("dibl_per_v") * (ref - hold) > 0:
             raise SurrogateError(f"{where}: component {name!r} parameter dibl_per_v = {part.param('dibl_per_v'):g} "
                                  f"is implausible: 1 + dibl_per_v x (ref_v - hold_v) must stay > 0 (else the "
                                  "leakage would charge the node)")
@@ -354,13 +340,10 @@ def _check_validity_bounds(name: str, part: Component, where) -> None:
                                  "finite numbers [low, high] with low <= high (low = high: fitted at one value)")
 
 
-def _check_read_current(name: str, part: Component, design: dict, where) -> None:
+def _check_read_current(name: str, part: Component, design: CellDesign, where) -> None:
     """The multiply's read current over its validity box: finite and below MAX_READ_CURRENT_A."""
-    from gaincell.fitting.models import evaluate
-
-    vdd = float(design.get("vdd_v", 0.9))
-    stored = np.linspace(*part.validity.get("stored_v", [0.0, vdd]), 41)
-    vin = np.linspace(*part.validity.get("vin_v", [float(design.get("v_in_v", vdd))] * 2), 9)
+    stored = np.linspace(*part.validity.get("stored_v", [0.0, design.vdd_v]), 41)
+    vin = np.linspace(*part.validity.get("vin_v", [design.v_in_v] * 2), 9)
     grid_stored, grid_vin = np.meshgrid(stored, vin)
     with np.errstate(all="ignore"):
         current = evaluate(part.model_id, part.config, part.params, stored_v=grid_stored,

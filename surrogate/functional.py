@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
+from gaincell.compact import polyval, quantize, quantize_readout
 from gaincell.errors import ConfigError
 
-from .cellmodel import CellModel, polyval
+from .cellmodel import CellModel
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
@@ -58,13 +59,6 @@ class Geometry:
     def physical_tiles(self, first: int, stop: int) -> list[int]:
         """Physical tile (ring slot tile) of each aligned key tile first..stop-1."""
         return [j % self.n_slots_tiles for j in range(first, stop)]
-
-
-def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
-    """Round to `levels` equally spaced values in [low, high]; the gradient passes straight through."""
-    step = (high - low) / (levels - 1)
-    rounded = torch.round((x - low) / step) * step + low
-    return x + (rounded - x).detach()
 
 
 def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int, first: int,
@@ -100,9 +94,7 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
     out = torch.zeros_like(q)
     for a in readouts.values():
         readout = a.clamp(-1.0, 1.0)
-        if geometry.out_steps:
-            readout = readout.mul_(geometry.out_steps).round_().div_(geometry.out_steps)
-        out += readout
+        out += quantize_readout(readout, geometry.out_steps) if geometry.out_steps else readout
     return out, pre, pulses, readouts
 
 
@@ -258,10 +250,7 @@ class Transfer:
 
     def clamped(self, x: torch.Tensor) -> torch.Tensor:
         x = x.clamp(self.low, self.high)
-        if self.levels:
-            step = (self.high - self.low) / (self.levels - 1)
-            x = torch.round((x - self.low) / step) * step + self.low
-        return x
+        return quantize(x, self.levels, self.low, self.high) if self.levels else x
 
 
 class _Elementwise(torch.autograd.Function):

@@ -2,7 +2,6 @@
 check it end to end (decoding = parallel pass, gradients flow, time of a forward+backward)."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -20,9 +19,8 @@ def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 1
 
     out_dir = Path(out_dir)
     surrogate = Surrogate.load(surrogate_path)
-    per_layer = CellModel.from_surrogate(surrogate)
     # every array is written once per token, after all the layers before it ran
-    cell = dataclasses.replace(per_layer, token_period_s=layers * per_layer.token_period_s)
+    cell = CellModel.from_surrogate(surrogate, layers=layers)
     period = cell.token_period_s
     layer = GainCellAttention(cell, 12, 64, window=1024)
     generator = torch.Generator().manual_seed(seed)
@@ -55,7 +53,7 @@ def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 1
     below = np.nonzero(decay < np.exp(-1))[0]
     rows = [("compiled multiply", f"{len(cell.cubic) - 1}-th order polynomial in (stored - {cell.y0_v:g} V)"),
             ("linear model slope", f"{cell.line[1] * to_amps * 1e6:.2f} uA/V"),
-            ("token clock", f"{period * 1e9:.0f} ns ({layers} layers x {per_layer.token_period_s * 1e9:.0f} ns)"),
+            ("token clock", f"{period * 1e9:.0f} ns ({layers} layers x {period / layers * 1e9:.0f} ns)"),
             ("age at 1/e of the stored product",
              f"{ages[below[0]] if len(below) else '> 16384'} tokens (retention 1/e {cell.notes['decay_tau_1e_s'] * 1e3:.3g} ms)"),
             ("decoding vs parallel pass (300 tokens, window 128)", f"max |diff| {float((decoded - parallel).abs().max()):.2e}"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from .cellmodel import CellModel, polyval
-from .functional import Quantization, decay_table_for, expand_kv, prepare, quantize_ste, ring_size
+from gaincell.compact import polyval, quantize_readout, quantize_ste, straight_through
+
+from .cellmodel import CellModel
+from .functional import Quantization, decay_table_for, expand_kv, prepare, ring_size
 
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
@@ -39,7 +41,7 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
             continue
         readout = torch.clamp(torch.matmul(pulses[..., columns], fv[:, :, columns]), -1.0, 1.0)
         if quantization is not None:
-            readout = quantize_ste(readout, 2 * quantization.out_steps + 1, -1.0, 1.0)
+            readout = straight_through(readout, quantize_readout(readout, quantization.out_steps))
         out = out + readout
     return out
 

@@ -6,9 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from gaincell.circuits import Sweep, run_sweep
-from gaincell.circuits.arrays import ArrayRead, Wires, check_budget, random_array_inputs, read_array
+from gaincell.circuits.array_read import check_budget, random_array_inputs, read_array
+from gaincell.circuits.arrays import ArrayRead, CellStatesRead, ColumnsRead
 from gaincell.circuits.builtins import ir_drop
 from gaincell.circuits.cells import CellRead
+from gaincell.circuits.wires import Wires
 from gaincell.cli import main
 from gaincell.design import load_design
 from gaincell.errors import ConfigError
@@ -50,7 +52,7 @@ def test_simulating_each_distinct_cell_once_equals_simulating_every_cell(inputs,
     stored, pulses = inputs
     merged = ArrayRead.from_arrays(DESIGN, stored, pulses)
     pairs = {(pulses[r], stored[r, c]) for r in range(stored.shape[0]) for c in range(stored.shape[1])}
-    assert merged.layout == "cells" and len(merged.state_pulse_s) == len(pairs) < stored.size
+    assert isinstance(merged, CellStatesRead) and len(merged.state_pulse_s) == len(pairs) < stored.size
     every = read_array(ArrayRead.from_arrays(DESIGN, stored, pulses, merge_identical=False), tmp_path / "every.h5",
                        workers=2, progress=False)
     assert every.report.data.status.size == stored.size
@@ -70,7 +72,7 @@ def test_wires_and_the_write_path(inputs, ideal, tmp_path):
     bitline = read_array(ArrayRead.from_arrays(DESIGN, stored, pulses, wires=Wires(bitline_r_ohm=2e3, bitline_c_f=1e-15)),
                          out, "bitline", workers=2, progress=False)
     coupled = ArrayRead.from_arrays(DESIGN, stored, pulses, wires=Wires(wordline_r_ohm=2e3, driver_r_ohm=5e3))
-    assert coupled.layout == "columns" and not coupled.splittable  # one netlist: the word lines couple columns
+    assert isinstance(coupled, ColumnsRead) and not coupled.splittable  # one netlist: word lines couple columns
     wordline = read_array(coupled, out, "wordline", workers=2, progress=False)
     for result in (bitline, wordline):  # the IR drop moves the bit line off VDD/2 and slows the row pulses:
         drop = ir_drop(result.charges_c, ideal.charges_c)  # a measurable error, not a different read

@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from gaincell.compact import decay_factor, evaluate, poly_terms
+from gaincell.design import PRESETS
 from gaincell.errors import ConfigError
 from gaincell.fitting.fit import c2p_paper_default, figures
-from gaincell.fitting.models import decay_factor, evaluate, poly_terms
 from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import CellModel
-from gaincell.surrogate.file import Component, Surrogate, SurrogateError
+from gaincell.errors import SurrogateError
+from gaincell.surrogate.file import Component, Surrogate
 from gaincell.surrogate.functional import Quantization, attention_internals, gaincell_attention
 from gaincell.surrogate.naive import naive_gaincell_attention
 
@@ -173,7 +175,7 @@ def synthetic_surrogate(**multiply_overrides) -> Surrogate:
     components = {"multiply": multiply, "decay": decay, "c2p": c2p_paper_default(15e-9),
                   "energy": figures({"e_read_j": 1e-14}, source="test"),
                   "timing": figures({"t_max_s": 15e-9}, source="test")}
-    return Surrogate(components, {"name": "synthetic", "vdd_v": 0.9, "v_in_v": 0.8, "t_max_s": 15e-9})
+    return Surrogate(components, dataclasses.replace(PRESETS["cmos-generic"], name="synthetic", v_in_v=0.8))
 
 
 def test_a_fitted_cell_surrogate_compiles_exactly():
@@ -229,7 +231,7 @@ def test_validity_policy_error_or_warning():
     with pytest.warns(UserWarning, match="extrapolating"):
         CellModel.from_surrogate(REFERENCE, stored_range_v=(0.0, 1.2), allow_extrapolation=True)
     surrogate = synthetic_surrogate()
-    surrogate.design["v_in_v"] = 0.3  # read input below the fitted range [0.5, 0.9]
+    surrogate.design = dataclasses.replace(surrogate.design, v_in_v=0.3)  # read input below the fitted [0.5, 0.9]
     with pytest.raises(SurrogateError, match="vin_v"):
         CellModel.from_surrogate(surrogate)
     with warnings.catch_warnings():

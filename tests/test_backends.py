@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from PySpice.Spice.Netlist import Circuit
 
-from gaincell.circuits import Transient, run
-from gaincell.circuits.engines import find_errors, plot_kind, vector_name
-from gaincell.circuits.netlist import prepare
-from gaincell.circuits.workers import Task, WorkerPool, simulate_in_worker
+from gaincell.circuits.spice import Transient, run
+from gaincell.circuits.spice.engines import find_errors, plot_kind, vector_name
+from gaincell.circuits.spice.netlist import prepare
+from gaincell.circuits.spice.workers import Task, WorkerPool, simulate_in_worker
 
 R, C, L = 1e3, 1e-9, 1e-6
 

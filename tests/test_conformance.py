@@ -6,7 +6,7 @@ Every netlist has one expected outcome, listed once below (unlisted ones must ag
 - agree: both backends give ngspice's plots, under the same names (`plot_kind`, `vector_name`), with every
   vector on ngspice's grid within RTOL of ngspice's values (relative to the largest magnitude of that
   vector, so a value near zero is held to RTOL of the vector's scale, and an all-zero vector must be 0);
-- refused: control block (the trust policy, circuits/trust.py) or no analysis line;
+- refused: control block (the trust policy, circuits/spice/trust.py) or no analysis line;
 - ngspice fails: ngspice itself crashes; both backends report a clear SimulationError;
 - ngspice exceeds its time: plain ngspice does not finish within REFERENCE_LIMIT_S; both backends stop at
   their timeout with SimulationTimeout.
@@ -30,11 +30,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaincell.circuits.engines import SPICEINIT, plot_kind
-from gaincell.circuits.netlist import prepare, read_netlist_file
-from gaincell.circuits.rawfile import read_raw
-from gaincell.circuits.trust import CONTROL_RULE
-from gaincell.circuits.workers import Task, WorkerPool, simulate_in_worker
+from gaincell.circuits.spice.engines import SPICEINIT, plot_kind
+from gaincell.circuits.spice.netlist import prepare, read_netlist_file
+from gaincell.circuits.spice.rawfile import read_raw
+from gaincell.circuits.spice.trust import CONTROL_RULE
+from gaincell.circuits.spice.workers import Task, WorkerPool, simulate_in_worker
 from gaincell.errors import NetlistError, SimulationError, SimulationTimeout, WorkerCrashed
 
 RTOL = 1e-9
@@ -97,8 +97,9 @@ def reference_run(path: str, limit_s: float):
 
 
 def gaincell_run(path: str, backend: str, timeout_s: float):
-    """What `gaincell simulate FILE --backend BACKEND` runs (see gaincell/cli.py): the file's text, prepared with
-    its folder as base_dir, run by the backend's engine; the plots as (kind, {name: values}) and the simulator."""
+    """What `gaincell simulate FILE --backend BACKEND` runs (see gaincell/commands/circuits.py): the file's text,
+    prepared with its folder as base_dir, run by the backend's engine; the plots as (kind, {name: values}) and
+    the simulator."""
     path = Path(path)
     netlist = prepare(read_netlist_file(path), base_dir=path.parent.resolve(), source_name=str(path))
     output = simulate_in_worker(netlist, backend, timeout_s)
@@ -281,7 +282,7 @@ def test_cli_stores_a_plot_without_points_as_empty_with_a_note(shared_dir, tmp_p
 def test_empty_circuit_runs_alike_in_both_backends(shared_dir):
     """A circuit without elements (only node 0): ngspice runs its .op, .tran and .ac; so do both backends."""
     path = shared_dir / "reference" / "ngspice-tests" / "tests" / "regression" / "misc" / "empty-1.noctl.cir"
-    from gaincell.circuits.simulator import run
+    from gaincell.circuits.spice.simulator import run
 
     status, reference = reference_run(str(path), REFERENCE_LIMIT_S)
     assert status == "ok" and len(reference) == 3

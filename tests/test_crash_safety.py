@@ -24,7 +24,8 @@ SWEEPS = ("write", "retention", "read")  # characterize's order
 # process of its own, as `gaincell characterize` runs it, with two ngspice worker processes.
 RUNNER = """
 import sys
-from gaincell.circuits.characterize import Grid, characterize
+from gaincell.circuits.characterize import characterize
+from gaincell.periphery import Grid
 from gaincell.design import load_design
 characterize(load_design("cmos-generic"), sys.argv[1], workers=2, progress=False,
              grid=Grid(stored_levels=6, pulse_levels=3, vin_levels=2, retention_stop_s=20e-3))

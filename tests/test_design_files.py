@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gaincell.circuits.cells import cell_transient
 from gaincell.cli import main
-from gaincell.design import MAX_DESIGN_FILE_BYTES, PRESETS, CellDesign, design_from_dict, load_design
+from gaincell.design import PRESETS, CellDesign, design_from_dict, load_design
+from gaincell.design_text import MAX_DESIGN_FILE_BYTES
 from gaincell.errors import ConfigError
 
 INJECTED = "x\n.control\nshell touch /tmp/gaincell-injected\n.endc"
@@ -59,10 +60,10 @@ HOSTILE_FILES = [
     ("table-where-mapping-list", "cell.toml", 'model_names = ["nch"]\n', "model_names", ["table mapping"]),
     ("bool-where-number", "cell.toml", "vdd_v = true\n", "vdd_v", ["number between", "True"]),
     ("bool-where-integer", "cell.yaml", "dac_levels: yes\n", "dac_levels", ["integer"]),
-    ("bool-where-size", "cell.toml", "[write]\nw_m = true\nl_m = 4e-8\n", "write.w_m", ["size"]),
+    ("bool-where-size", "cell.toml", "[write]\nw_m = true\nl_m = 4e-8\n", "write.w_m", ["between 1e-09 and 0.001 m"]),
     ("nan", "cell.toml", "cs_f = nan\n", "cs_f", ["nan"]),
     ("inf", "cell.toml", "vdd_v = inf\n", "vdd_v", ["inf"]),
-    ("negative-inf-size", "cell.toml", "[read_n]\nl_m = -inf\n", "read_n.l_m", ["size"]),
+    ("negative-inf-size", "cell.toml", "[read_n]\nl_m = -inf\n", "read_n.l_m", ["between 1e-09 and 0.001 m"]),
     ("yaml-nan", "cell.yaml", "write_time_s: .nan\n", "write_time_s", ["nan"]),
     ("huge-number", "cell.toml", "t_max_s = 1e308\n", "t_max_s", ["number between"]),
     ("negative-integer", "cell.toml", "dac_levels = -8\n", "dac_levels", ["integer in [2, 1024]"]),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gaincell.energy import figures as F
-from gaincell.energy.configs import load_model_config
+from gaincell.model_shapes import load_model_config
 from gaincell.energy.counting import ArrayProbe, closed_form_counts, count_decode_actions
 from gaincell.energy.gpu import load_gpu_baseline, paper_gpu_baselines
 from gaincell.energy.model import NOT_CHARACTERIZED, SPICE, estimate, paper_estimate, surrogate_estimate

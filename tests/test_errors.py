@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from gaincell.circuits import Transient, run
+from gaincell.circuits.spice import Transient, run
 from gaincell.errors import ConfigError, NetlistError, SimulationError, SimulationTimeout, SimulatorNotFoundError
 
 TRAN = Transient(1e-9, 1e-6)

@@ -4,14 +4,16 @@ import h5py
 import numpy as np
 import pytest
 
-from gaincell.circuits.characterize import Grid, characterize
+from gaincell.circuits.characterize import characterize
+from gaincell.compact import decay_factor, evaluate, tau_1e
 from gaincell.design import load_design
+from gaincell.errors import ConfigError, SurrogateError
 from gaincell.fitting.fit import fit_characterization
-from gaincell.fitting.models import decay_factor, evaluate, tau_1e
 from gaincell.fitting.reference import PAPER_CUBIC_UA, fit_reference
 from gaincell.fitting.validate import validate_cell
+from gaincell.periphery import Grid
 from gaincell.resources import data_path
-from gaincell.surrogate.file import Surrogate, SurrogateError
+from gaincell.surrogate.file import Surrogate
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,8 @@ def test_truncated_file_is_refused(tmp_path):
 def test_wrong_version_missing_component_and_nan_are_refused(tmp_path):
     path = _copy(tmp_path)
     with h5py.File(path, "a") as f:
-        f.attrs["schema_version"] = 2
-    with pytest.raises(SurrogateError, match="schema version 2"):
+        f.attrs["schema_version"] = 3
+    with pytest.raises(SurrogateError, match="schema version 3"):
         Surrogate.load(path)
     path = _copy(tmp_path)
     with h5py.File(path, "a") as f:
@@ -108,7 +110,7 @@ def test_default_cell_surrogate_meets_its_targets(tmp_path):
     surrogate, _ = fit_characterization(char)
     path = surrogate.save(tmp_path / "surrogate.h5")
     surrogate = Surrogate.load(path)
-    assert surrogate.source_sha256 and surrogate.design["name"] == "cmos-generic"
+    assert surrogate.source_sha256 and surrogate.design == design
     report = validate_cell(surrogate, design, tmp_path / "validation.h5", counts=(6, 4, 3), seed=1, workers=2,
                            progress=False)
     assert report.n_points == 72
@@ -118,5 +120,5 @@ def test_default_cell_surrogate_meets_its_targets(tmp_path):
     assert decay["tau_1e_s"] == pytest.approx(decay["raw_tau_1e_s"], rel=5e-3)
     assert decay["rms"] < 1e-3  # volts
     assert 1e-3 < decay["tau_1e_s"] < 20e-3
-    with pytest.raises(Exception, match="describes 'cmos-generic', not 'igzo-generic'"):
+    with pytest.raises(ConfigError, match="fitted to design 'cmos-generic', which differs"):
         validate_cell(surrogate, load_design("igzo-generic"), tmp_path / "v2.h5", progress=False)

@@ -9,15 +9,17 @@ import pytest
 from click.testing import CliRunner
 
 from browser_helpers import render_in_browser
-from gaincell.circuits.rawfile import read_raw
-from gaincell.circuits.simulator import run
-from gaincell.cli import main, save_result
+from gaincell.circuits.spice.rawfile import read_raw
+from gaincell.circuits.spice.simulator import run
+from gaincell.cli import main
+from gaincell.commands.circuits import save_result
 from gaincell.errors import InputFileError
 from gaincell.inspect import sweep_figure
 from gaincell.resources import data_path
 from gaincell.store import SweepData, list_sweeps, read_sweep, run_as_sweep, save_sweeps
 from gaincell.surrogate.cellmodel import probe_layer
-from gaincell.surrogate.file import Surrogate, SurrogateError
+from gaincell.errors import SurrogateError
+from gaincell.surrogate.file import Surrogate
 
 R_OHM, C_F = 1e3, 1e-6
 RC_AC = f"""* RC low-pass, AC sweep

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from gaincell.circuits import Sweep, run_sweep
-from gaincell.circuits.rawfile import read_raw
+from gaincell.circuits.spice.rawfile import read_raw
 from gaincell.cli import main
 from gaincell.plotting import Figure, Panel, Trace, render_html
 from gaincell.store import read_sweep

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gaincell.circuits import prepare
-from gaincell.circuits.engines import BatchEngine
-from gaincell.circuits.netlist import Netlist, read_netlist_file
-from gaincell.circuits.trust import line_problem, parse_reference
+from gaincell.circuits.spice import prepare
+from gaincell.circuits.spice.engines import BatchEngine
+from gaincell.circuits.spice.netlist import Netlist, read_netlist_file
+from gaincell.circuits.spice.trust import line_problem, parse_reference
 from gaincell.errors import GaincellError, NetlistError, SimulationError
 
 FUZZ = settings(database=None, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])

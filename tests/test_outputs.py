@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaincell.circuits.characterize import Grid, characterize
+from gaincell.circuits.characterize import characterize
+from gaincell.periphery import Grid
 from gaincell.cli import main
 from gaincell.design import load_design
 from gaincell.errors import OutputError
@@ -144,7 +145,7 @@ def test_cli_numbers_parse_strictly(tmp_path):
         result = invoke("simulate", "cell", "--pulse", bad, "--out", tmp_path / "c.h5")
         assert result.exit_code == 2 and "--pulse" in result.output and "Traceback" not in result.output, bad
     assert not (tmp_path / "c.h5").exists()
-    from gaincell.cli import parse_si
+    from gaincell.commands.options import parse_si
 
     assert parse_si("10n", "p", "s") == pytest.approx(1e-8)
     assert parse_si("10ns", "p", "s") == pytest.approx(1e-8)

@@ -3,14 +3,15 @@ layer built from the same cell's surrogate (characterized and fitted here, C2P i
 import numpy as np
 import pytest
 
-from gaincell.circuits.characterize import Grid, characterize
-from gaincell.circuits.tile import run_tile, torch_reference
+from gaincell.circuits.characterize import characterize
+from gaincell.periphery import Grid
+from gaincell.circuits.tile import run_tile
 from gaincell.design import load_design
 from gaincell.errors import ConfigError
 from gaincell.fitting.fit import fit_characterization
+from gaincell.surrogate.tile_reference import tile_reference
 
 DESIGN = load_design("cmos-generic")
-OUTPUT_RANGE = 2.0  # the readout spans [-1, 1]
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,15 @@ def test_spice_tile_matches_the_torch_layer(surrogate, tmp_path):
     keys = levels[rng.integers(3, 8, (tokens, dim))]  # mostly above the zero crossing: most tokens fire
     values = levels[rng.integers(0, 8, (tokens, dim))]
     result = run_tile(DESIGN, query, keys, values, tmp_path / "tile.h5", workers=2, progress=False)
-    reference = torch_reference(surrogate, query, keys, values)
+    reference = tile_reference(surrogate, query, keys, values)
     saturated = surrogate["c2p"].param("t_max_s")
     phi, outputs = result.phi(saturated), result.outputs(saturated)
     assert np.count_nonzero(phi) > tokens / 2 and np.abs(reference["output"]).max() > 0.2  # not a trivial case
-    phi_rms = np.sqrt(np.mean((phi - reference["phi"]) ** 2))
-    output_rms = np.sqrt(np.mean((outputs - reference["output"]) ** 2)) / OUTPUT_RANGE
-    print(f"tile {tokens} x {dim}: phi RMS {phi_rms:.4f}, output RMS {100 * output_rms:.2f} % of the range")
-    assert phi_rms <= 0.02 and output_rms <= 0.02
+    errors = result.compare(reference, saturated)
+    print(f"tile {tokens} x {dim}: phi RMS {errors['phi_rms']:.4f}, output RMS {100 * errors['output_rms']:.2f} % "
+          "of the range")
+    assert errors["phi_rms"] <= 0.02 and errors["output_rms"] <= 0.02
+    np.testing.assert_allclose(errors["phi_rms"], np.sqrt(np.mean((phi - reference["phi"]) ** 2)))
     # the 5-bit counter is the same readout rounded to 1/15
     assert np.abs(result.counter_outputs - outputs).max() <= 0.5 / 15 + 0.01
 

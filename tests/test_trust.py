@@ -1,5 +1,5 @@
-"""The trust policy for SPICE text (circuits/trust.py): nothing a netlist or a file it reads holds can make
-ngspice run a command, and the files ngspice reads are the files the policy checked.
+"""The trust policy for SPICE text (circuits/spice/trust.py): nothing a netlist or a file it reads holds can
+make ngspice run a command, and the files ngspice reads are the files the policy checked.
 
 Marker files prove it: every hostile line would create one if ngspice ran it; each marker test first shows
 that plain ngspice does run the hostile text, then that gaincell does not.
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from gaincell.circuits import Sweep, prepare, run, run_sweep
+from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.cells import CellRead, cell_transient
-from gaincell.circuits.engines import BatchEngine
-from gaincell.circuits.netlist import read_netlist_file
-from gaincell.circuits.trust import MAX_INCLUDE_DEPTH
-from gaincell.circuits.workers import Task, WorkerPool, simulate_in_worker
+from gaincell.circuits.spice import prepare, run
+from gaincell.circuits.spice.engines import BatchEngine
+from gaincell.circuits.spice.netlist import read_netlist_file
+from gaincell.circuits.spice.trust import MAX_INCLUDE_DEPTH
+from gaincell.circuits.spice.workers import Task, WorkerPool, simulate_in_worker
 from gaincell.design import load_design
 from gaincell.errors import NetlistError
 from gaincell.resources import netlist_path
@@ -317,7 +318,7 @@ def test_spiceinit_files_are_not_read_by_either_backend(hostile_folders):
     subprocess.run(["ngspice", "-b", "plain.cir"], capture_output=True, timeout=30)
     assert marker.exists(), "plain ngspice should have run the hostile .spiceinit (the test's premise)"
     marker.unlink()
-    probe = ("import os; os.environ['NGSPICE_LIBRARY_PATH'] = __import__('gaincell.circuits.engines', "
+    probe = ("import os; os.environ['NGSPICE_LIBRARY_PATH'] = __import__('gaincell.circuits.spice.engines', "
              "fromlist=['x']).libngspice_path(); from PySpice.Spice.NgSpice.Shared import NgSpiceShared; "
              "NgSpiceShared.new_instance()")
     subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import gaincell
-from gaincell.circuits import prepare
-from gaincell.circuits.workers import Task, WorkerPool, WorkerStartError, simulate_in_worker
+from gaincell.circuits.spice import prepare
+from gaincell.circuits.spice.workers import Task, WorkerPool, WorkerStartError, simulate_in_worker
 from gaincell.errors import SimulatorNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_a_folder_named_gaincell_in_the_working_folder_is_not_imported(tmp_path)
     for part in ("gaincell", "circuits", "netlists"):
         (clone / part).symlink_to(ROOT / part)
     (tmp_path / "d.cir").write_text(DECK)
-    code = "from gaincell.circuits import run; print(run(open('d.cir').read())['v(a)'][0])"
+    code = "from gaincell.circuits.spice import run; print(run(open('d.cir').read())['v(a)'][0])"
     done = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

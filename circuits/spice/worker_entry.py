@@ -24,7 +24,7 @@ def _where_gaincell_is() -> str:
 def main(argv: list[str]) -> int:
     conn = Connection(int(argv[1]))
     try:
-        from gaincell.circuits.workers import serve
+        from gaincell.circuits.spice.workers import serve
     except Exception as exc:
         try:
             conn.send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc(), _where_gaincell_is()))

@@ -1,11 +1,12 @@
-"""Attention shapes of the language models the energy model knows, or read from a Hugging Face config.json."""
+"""Attention shapes of language models (layers, query and KV heads, head size): known ones by name, or read from a
+Hugging Face config.json. The adaptation swaps attention by them; the energy model counts actions by them."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gaincell.errors import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""The circuit verbs: `simulate` (a netlist file or a built circuit) and `characterize` (a cell's sweeps)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import ConfigError, InputFileError
+from ..outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
+from .options import SECONDS, Quantity, design_inputs, force_option
+
+BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
+                  "array": "a --rows x --cols array read (random DAC levels and pulse widths, --seed; wires optional)",
+                  "c2p": "transfer curves of the charge-to-pulse converters (unsigned and signed)",
+                  "tile": "a --cols-token attention tile: Q x K array -> C2P -> V array -> signed readout"}
+
+
+def _provenance(simulator: str, backend: str, **extra) -> dict:
+    """The attributes that say how a stored result was made."""
+    return {"simulator": simulator, "backend": backend, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "gaincell_version": __version__, **extra}
+
+
+def save_result(result, out: str, backend: str, **extra) -> list:
+    """Store every plot of a `SimResult` as its own group of `out` (tran, op, ...)."""
+    from ..store import run_as_sweep, save_sweeps
+
+    sweeps, seen = [], {}
+    for kind, vectors in result.plots:
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}{seen[kind]}"
+        sweeps.append(run_as_sweep(name, vectors, result.netlist.text, _provenance(result.simulator, backend,
+                                                                                    **extra)))
+    save_sweeps(out, sweeps)
+    return sweeps
+
+
+@click.command()
+@click.argument("target")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="HDF5 file to write (a new file, or a gaincell sweep file whose other sweeps are kept).")
+@click.option("--backend", type=click.Choice(["shared", "batch"]), default="shared", show_default=True,
+              help="ngspice as a shared library (PySpice) or as a batch process.")
+@click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="Seconds before giving up.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the transient waveforms to this PNG file.")
+@click.option("--design", default="cmos-generic", show_default=True,
+              help="cell: a design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+@click.option("--stored", type=Quantity("V", 0.0, 5.0), default="0.7", show_default=True,
+              help="cell: value to write, volts (0..VDD).")
+@click.option("--pulse", type=Quantity("s", 1e-12, 1e-3), default="10n", show_default=True,
+              help="cell: read pulse width, seconds (e.g. 10n or 10ns).")
+@click.option("--rows", type=click.IntRange(1, 4096), default=64, show_default=True, help="array/tile: rows (head dimension).")
+@click.option("--cols", type=click.IntRange(1, 4096), default=64, show_default=True, help="array/tile: columns (stored tokens).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="array/tile: seed of the random inputs.")
+@click.option("--bitline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+              help="array: bit-line resistance per cell (ohm).")
+@click.option("--bitline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
+              help="array: bit-line capacitance per cell (F).")
+@click.option("--wordline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+              help="array: word-line resistance per cell (ohm).")
+@click.option("--wordline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
+              help="array: word-line capacitance per cell (F).")
+@click.option("--driver-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+              help="array: row-driver resistance (ohm).")
+@click.option("--write-path", is_flag=True, help="array: write the stored values through the write path (not .ic).")
+@click.option("--all-cells", is_flag=True,
+              help="array without wires: simulate every cell (default: each distinct stored value x pulse width once, "
+                   "exact because such cells are independent).")
+@click.option("--max-seconds", type=Quantity("s", 0.0, 1e6), default=300.0, show_default=True,
+              help="array: refuse an array whose estimated simulation time is longer.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="array/c2p/tile: simulator processes (default: one per core).")
+@force_option
+def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, cols, seed, bitline_r, bitline_c,
+             wordline_r, wordline_c, driver_r, write_path, all_cells, max_seconds, workers, force):
+    """Simulate TARGET and store every vector in --out (HDF5).
+
+    TARGET is a SPICE netlist file with its own analysis lines (.tran, .op, ...), or a built circuit:
+    `cell` (write --stored, then read with a --pulse wide input pulse, for a --design); `array` (a --rows x
+    --cols read; with wires the ideal array is read too and the IR-drop error reported); `c2p` (converter
+    transfer curves); `tile` (one attention tile of --cols tokens x --rows dimensions).
+    """
+    path = Path(target)
+    built = target in BUILT_CIRCUITS and not path.is_file()
+    if not built and not path.is_file():
+        names = ", ".join(BUILT_CIRCUITS)
+        raise InputFileError(f"TARGET: {target!r} is neither a netlist file nor a built circuit ({names})")
+    if built:
+        inputs = design_inputs(design)
+    else:
+        from ..circuits.spice.netlist import read_netlist_file
+        from ..circuits.spice.trust import files_read
+
+        inputs = [path, *files_read(read_netlist_file(path), str(path), path.parent.resolve())]
+    guard_output(out, SWEEP_FILE, inputs, force)
+    if png:
+        guard_output(png, REPORT, inputs + [Path(out)], force, option="--png")
+    with output_lock(out):
+        if force:
+            discard_other_kind(out, SWEEP_FILE)
+        if target in ("array", "c2p", "tile") and built:
+            from ..circuits.builtins import simulate_array, simulate_c2p, simulate_tile
+            from ..design import load_design
+
+            chosen = load_design(design)
+            if target == "array":
+                wires = {"bitline_r": bitline_r, "bitline_c": bitline_c, "wordline_r": wordline_r,
+                         "wordline_c": wordline_c, "driver_r": driver_r}
+                lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds,
+                                       merge_identical=not all_cells)
+            elif target == "c2p":
+                lines = simulate_c2p(chosen, out, workers)
+            else:
+                lines = simulate_tile(chosen, rows, cols, seed, out, workers)
+            click.echo("\n".join(lines))
+            return
+        from ..circuits.spice.netlist import read_netlist_file
+        from ..circuits.spice.simulator import run
+
+        if built:
+            result, extra = simulate_cell(design, stored, pulse, backend, timeout)
+        else:
+            result = run(read_netlist_file(path), timeout=timeout, backend=backend, base_dir=path.parent.resolve(),
+                         source_name=str(path))
+            extra = {"source_file": str(path.resolve())}
+        sweeps = save_result(result, out, backend, **extra)
+    click.echo(f"wrote {out}: " + ", ".join(f"{s.name} ({len(s.waveforms) + len(s.scalars)} vectors)"
+                                              for s in sweeps))
+    if png:
+        _plot_result(result, png, result.netlist.title)
+
+
+def simulate_cell(design_name: str, stored_v: float, pulse_s: float, backend: str, timeout: float):
+    """One write + read transient of a design's cell: the `SimResult` and the attributes stored with it."""
+    from ..circuits.cells import cell_transient
+    from ..circuits.spice.simulator import run
+    from ..design import load_design
+
+    design = load_design(design_name)
+    circuit, analysis, save = cell_transient(design, stored_v, pulse_s)
+    result = run(circuit, analysis, save=save, timeout=timeout, backend=backend)
+    return result, {"design": json.dumps(design.to_dict()), "stored_v": stored_v, "pulse_s": pulse_s}
+
+
+def _plot_result(result, png: str, title: str) -> None:
+    """The last analysis's waveforms to a PNG file (transients only)."""
+    from ..plotting import plot_waveforms
+
+    vectors = result.vectors
+    if "time" not in vectors:
+        raise ConfigError("--png", "the last analysis has no time axis (only transients are drawn)")
+    signals = {k: v for k, v in vectors.items() if k != "time"}
+    plot_waveforms(png, vectors["time"], signals, title=title)
+    click.echo(f"wrote {png}")
+
+
+@click.command()
+@click.option("--design", default="cmos-generic", show_default=True,
+              help="A design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="Characterization HDF5 file (resumed if it already holds part of the sweeps).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Simulator processes (default: one per core).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler: 'local-dask' for a LocalCluster or tcp://host:port (default: local processes).")
+@click.option("--restart", is_flag=True, help="Discard what --out holds for these sweeps and start over.")
+@click.option("--c2p", "with_c2p", is_flag=True,
+              help="Also characterize the charge-to-pulse converters (sweeps c2p, c2p_signed; `fit` then uses them).")
+@click.option("--dac", "with_dac", is_flag=True,
+              help="Also characterize the write DAC's conversions (sweep dac; `fit` then uses its energy).")
+@force_option
+def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, force):
+    """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
+    from ..circuits.characterize import characterization_sweeps, format_summary, summarize
+    from ..circuits.sweep import run_sweep
+    from ..design import load_design
+
+    started = time.perf_counter()
+    guard_output(out, SWEEP_FILE, design_inputs(design), force)
+    chosen = load_design(design)
+    with output_lock(out):
+        if force:
+            discard_other_kind(out, SWEEP_FILE)
+        for sweep in characterization_sweeps(chosen, c2p=with_c2p, dac=with_dac):
+            report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
+            counts = report.data.counts()
+            click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "
+                       f"({report.simulated} simulated now, {report.wall_s:.1f} s)")
+            for message in report.messages[:5]:
+                click.echo(f"  failed: {message}")
+        figures = summarize(out)
+    click.echo(format_summary(figures))
+    click.echo(f"wrote {out} in {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,200 @@
+"""The language-model verbs: `adapt` (the paper's recipe or attention transfer), `eval` (perplexity,
+LAMBADA) and `generate` (softmax and gain-cell continuations side by side)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import ConfigError
+from ..outputs import REPORT, atomic_write_text, guard_output, output_lock
+from .options import Quantity, force_option, surrogate_file
+
+@click.command()
+@click.option("--model", "model_spec", default="smollm2", show_default=True,
+              help="smollm2 (packaged SmolLM2-135M) or a Hugging Face model folder (e.g. a GPT-2).")
+@click.option("--surrogate", "surrogate", default="paper", show_default=True,
+              help="'paper' (shipped fit of the paper's cell) or a surrogate file from `gaincell fit`.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Adapted model folder (reloads with `gaincell eval --model OUT`); resumes if it exists.")
+@click.option("--train-text", type=click.Path(dir_okay=False), required=True,
+              help="Fine-tuning text (.txt, or .jsonl with 'text'); its first tokens are the calibration batch.")
+@click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
+              help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill (run in that order): the "
+                   "paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill.")
+@click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
+              help="Optimizer steps of the linear and nonlinear stages.")
+@click.option("--transfer-steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
+              help="Optimizer steps of the transfer stage.")
+@click.option("--distill-steps", type=click.IntRange(1, 10**7), default=50, show_default=True,
+              help="Optimizer steps of the distill stage.")
+@click.option("--lora-rank", type=click.IntRange(0, 4096), default=16, show_default=True,
+              help="Rank of the LoRA adapters on the attention projections in transfer/distill (0: scalers only).")
+@click.option("--scaler-lr", type=Quantity("", 0.0, 10.0), default=1e-2, show_default=True,
+              help="Peak learning rate of the scalers in transfer/distill (--lr is the adapters').")
+@click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="Sequences per micro-batch.")
+@click.option("--seq", type=click.IntRange(2, 1 << 20), default=256, show_default=True, help="Tokens per training sequence.")
+@click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--lr", type=Quantity("", 0.0, 10.0), default=None,
+              help="Peak learning rate (AdamW) of every stage run; default per stage: linear and nonlinear 2e-4, "
+                   "transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill).")
+@click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
+              help="Weight of knowledge distillation from the unmodified model in the loss (0..1): default 0 in "
+                   "the linear/nonlinear stages, 1 (KL only) in the distill stage.")
+@click.option("--calibration-tokens", type=click.IntRange(1, 1 << 24), default=512, show_default=True)
+@click.option("--calibration-iterations", type=click.IntRange(1, 10**6), default=100, show_default=True)
+@click.option("--max-train-tokens", type=click.IntRange(1, None), default=None, help="Use only the first N tokens of the text.")
+@click.option("--checkpoint-every", type=click.IntRange(1, None), default=50, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_steps, distill_steps, lora_rank,
+          scaler_lr, batch, seq, accumulate, lr, distill, calibration_tokens, calibration_iterations, max_train_tokens,
+          checkpoint_every, seed, device):
+    """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
+    fine-tune, or layer-wise attention transfer -> distillation."""
+    from ..adapt.models import ADAPTED_MANIFEST, STAGING
+    from ..adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
+    from ..adapt.train import TrainConfig, sigterm_as_interrupt
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out_dir} exists and is not a folder")
+    lock = out / ".gaincell-adapt"
+    names = {p.name for p in out.iterdir()} - {f".{lock.name}.lock"} if out.is_dir() else set()
+    if names and not names & {ADAPTED_MANIFEST, STAGING, "checkpoints"}:
+        raise ConfigError("--out", f"{out_dir} is a folder with other files in it, not an adapted model folder; "
+                                   "give a new or empty folder (an interrupted `gaincell adapt` folder resumes)")
+    for source in (train_text, surrogate, model_spec):
+        if Path(source).exists() and out.resolve() in (Path(source).resolve(), *Path(source).resolve().parents):
+            raise ConfigError("--out", f"{out_dir} holds the input {source}; choose a folder outside it")
+    train = {"batch": batch, "seq": seq, "accumulate": accumulate, "checkpoint_every": checkpoint_every, "seed": seed}
+
+    def rate(stage: str) -> float:
+        return STAGE_LR[stage] if lr is None else lr
+    options = AdaptOptions(model_spec, surrogate_file(surrogate), out, Path(train_text),
+                           tuple(s.strip() for s in stages.split(",") if s.strip()),
+                           TrainConfig(steps=steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr, **train),
+                           TrainConfig(steps=distill_steps, lr=rate("distill"), scaler_lr=scaler_lr,
+                                       distill_weight=1.0 if distill is None else distill, **train),
+                           lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
+                           device=device)
+    with output_lock(lock), sigterm_as_interrupt():
+        manifest = run_adapt(options, say=click.echo)
+    click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
+
+
+@click.command(name="eval")
+@click.option("--model", "model_spec", required=True,
+              help="An adapted folder (gaincell adapt), smollm2, or a Hugging Face model folder.")
+@click.option("--data", "data_paths", multiple=True, required=True,
+              help="Text file (.txt: sliding-window perplexity) or LAMBADA .jsonl (last-word accuracy); repeatable.")
+@click.option("--surrogate", default=None,
+              help="Plain model only: swap its attention for gain-cell attention from this surrogate ('paper' or a "
+                   "file) with initial scalers (the naive swap).")
+@click.option("--mode", type=click.Choice(["nonlinear", "linear", "ideal"]), default=None,
+              help="Gain-cell mode (default: the adapted folder's, or nonlinear for a naive swap).")
+@click.option("--max-tokens", type=click.IntRange(2, None), default=None, help="Perplexity on the first N tokens only.")
+@click.option("--context", type=click.IntRange(2, 1 << 20), default=1024, show_default=True, help="Perplexity window.")
+@click.option("--stride", type=click.IntRange(1, 1 << 20), default=512, show_default=True, help="Perplexity window step.")
+@click.option("--limit", type=click.IntRange(1, None), default=None, help="LAMBADA: the first N items only.")
+@click.option("--harness", is_flag=True, default=False,
+              help="Also evaluate each --data through lm-evaluation-harness (lm-eval, in the 'lm' extra) on a task "
+                   "built from the local file (no hub): a .txt as one document scored in disjoint windows of "
+                   "--context tokens after a prefix token (token/word/byte perplexity, bits per byte; gaincell's "
+                   "evaluator on those same windows is printed beside it), a .jsonl as LAMBADA (accuracy).")
+@click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write results as JSON.")
+@click.option("--device", default="auto", show_default=True)
+@force_option
+def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, out_json, device,
+                 force):
+    """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
+    from ..adapt.evaluate import evaluate_path
+    from ..adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
+    from ..adapt.models import ADAPTED_MANIFEST, load_adapted, load_pretrained, resolve_model, swap_attention
+    from ..adapt.recipe import pick_device
+
+    if out_json:
+        guard_output(out_json, REPORT, [*data_paths, model_spec, *([surrogate] if surrogate else [])], force)
+    if harness:
+        require_lm_eval()  # before loading the model
+    folder = resolve_model(model_spec)
+    if (folder / ADAPTED_MANIFEST).is_file():
+        if surrogate:
+            raise ConfigError("--surrogate", "is for plain models; an adapted folder carries its own")
+        model, tokenizer = load_adapted(folder, mode)
+        kind = "adapted"
+    else:
+        model, tokenizer, _ = load_pretrained(folder)
+        kind = "plain (softmax)"
+        if surrogate:
+            swap_attention(model, surrogate_file(surrogate), mode=mode or "nonlinear")
+            kind = f"naive swap ({mode or 'nonlinear'}, initial scalers)"
+        elif mode:
+            raise ConfigError("--mode", "needs --surrogate for a plain model")
+    model.to(pick_device(device))
+    results = []
+    for path in data_paths:
+        result = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "kind": kind,
+                  **evaluate_path(model, tokenizer, path, max_tokens, context, stride, limit)}
+        results.append(result)
+        metric = (f"perplexity {result['perplexity']:.4g} over {result['tokens_scored']} tokens"
+                  if result["kind"] == "perplexity" else f"accuracy {result['accuracy']:.4f} over {result['items']} items")
+        click.echo(f"{path}: {metric}  [{kind}]")
+        if harness:
+            result["harness"] = evaluate_with_harness(model, tokenizer, path, max_tokens=max_tokens, max_length=context,
+                                                      limit=limit, cross_check=True)
+            click.echo(f"{path}: {harness_summary(result['harness'])}  [{kind}]")
+    if out_json:
+        atomic_write_text(out_json, json.dumps(results, indent=2) + "\n")
+        click.echo(f"wrote {out_json}")
+
+
+@click.command(name="generate")
+@click.option("--model", "model_spec", required=True,
+              help="An adapted folder (gaincell adapt), or smollm2 / a Hugging Face model folder with --surrogate.")
+@click.option("--prompt", required=True, help="The text to continue.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 1 << 20), default=32, show_default=True,
+              help="Tokens to generate (prompt + these must fit the model's context).")
+@click.option("--temperature", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
+              help="0: greedy; above 0: sampled at this temperature.")
+@click.option("--top-k", type=click.IntRange(1, None), default=None, help="Sampling: keep the K likeliest tokens only.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Sampling seed.")
+@click.option("--surrogate", default=None,
+              help="Plain model only: gain-cell attention from this surrogate ('paper' or a file), initial scalers.")
+@click.option("--json", "out_json", type=click.Path(dir_okay=False), default=None,
+              help="Also write the prompt and both continuations as JSON.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@force_option
+def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, seed, surrogate, out_json, device, force):
+    """Continue a prompt with the softmax model (transformers' generate) and with the gain-cell model decoding
+    token by token through every layer's ring cache (the hardware's decode path); both decoded alike."""
+    from ..adapt.generate import Decoding, generate_both, load_generation_models
+    from ..adapt.recipe import pick_device
+
+    decoding = Decoding(max_new_tokens, temperature, top_k, seed)
+    if out_json:
+        guard_output(out_json, REPORT, [model_spec, *([surrogate] if surrogate else [])], force, option="--json")
+    models = load_generation_models(model_spec, surrogate_file(surrogate) if surrogate else None)
+    target = pick_device(device)
+    models.gaincell.to(target)
+    models.softmax.to(target)
+    started = time.perf_counter()
+    continuations = generate_both(models, prompt, decoding)
+    click.echo(f"prompt: {prompt}")
+    for continuation in continuations:
+        click.echo(f"\n[{continuation.label}] ({len(continuation.tokens)} tokens)\n{continuation.text}")
+    click.echo(f"\n{decoding.describe()}, {time.perf_counter() - started:.1f} s on {target}")
+    if out_json:
+        record = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "prompt": prompt,
+                  "decoding": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
+                               "seed": seed},
+                  **{key: {"label": c.label, "text": c.text, "tokens": c.tokens}
+                     for key, c in zip(("softmax", "gaincell"), continuations)}}
+        atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
+        click.echo(f"wrote {out_json}")

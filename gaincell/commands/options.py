@@ -1,0 +1,101 @@
+"""What the verbs share: SI quantities as option values, the --force flag, and the inputs and outputs
+every verb checks before work starts."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ..outputs import REPORT, guard_output
+
+_SI_PREFIX = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9, "t": 1e12}
+_QUANTITY = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(meg|[fpnumkgt])?\s*([a-z]*)")
+
+
+def parse_si(text: str, parameter: str, unit: str = "") -> float:
+    """A number with an optional SPICE prefix and, at most, the expected unit: '10n', '10ns', '1.5e-9 s',
+    '2.5meg', '4kohm'. Anything else ('10x', 'nan', '1 V' for seconds) is refused naming the parameter."""
+    match = _QUANTITY.fullmatch(text.strip().lower())
+    allowed_units = {"", unit.lower()} | ({"ohms"} if unit.lower() == "ohm" else set())
+    if not match or match.group(3) not in allowed_units:
+        example = f"0.7, 10n{unit} or 1.5e-9" if unit else "0.7, 10n or 1.5e-9"
+        raise ConfigError(parameter, f"{text!r} is not a number like {example} (an SI prefix f p n u m k meg g t "
+                                     f"and {'the unit ' + repr(unit) if unit else 'no unit'} at most)")
+    value = float(match.group(1)) * _SI_PREFIX.get(match.group(2) or "", 1.0)
+    if not math.isfinite(value):
+        raise ConfigError(parameter, f"{text!r} is not a finite number")
+    return value
+
+
+class Quantity(click.ParamType):
+    """A click option value parsed by `parse_si` and kept within [low, high]."""
+
+    name = "quantity"
+
+    def __init__(self, unit: str = "", low: float = -math.inf, high: float = math.inf):
+        self.unit, self.low, self.high = unit, low, high
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = parse_si(str(value), param.opts[0] if param else "value", self.unit)
+            except ConfigError as exc:
+                self.fail(exc.problem, param, ctx)
+        if not (math.isfinite(number) and self.low <= number <= self.high):
+            self.fail(f"{value!r} is outside [{self.low:g}, {self.high:g}] {self.unit}".rstrip(), param, ctx)
+        return number
+
+
+SECONDS = Quantity("s", 1e-12, 1e6)
+
+
+def force_option(function):
+    """The --force flag of the verbs that write a file."""
+    return click.option("--force", is_flag=True,
+                        help="Replace an existing output file of another kind (never an input).")(function)
+
+
+def design_inputs(design: str) -> list[Path]:
+    """The design file and its model libraries among a command's inputs (a preset's files are shipped ones)."""
+    path = Path(design)
+    if not path.is_file():
+        return []
+    from ..design import CellDesign, load_design
+
+    chosen = load_design(design)
+    return [path] + [CellDesign.library_path(library) for library in chosen.model_libraries]
+
+
+def report_folder(out_dir: str, names: list[str], inputs=(), force: bool = False) -> Path:
+    """An output folder and the fixed-name report files a verb writes into it, checked before any work."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("--out", f"{out_dir} exists and is not a folder")
+    for name in names:
+        guard_output(folder / name, REPORT, inputs, force)
+    return folder
+
+
+def surrogate_file(value: str) -> Path:
+    """--surrogate: 'paper' (the shipped fit of the paper's cell) or a surrogate file."""
+    from ..resources import data_path
+
+    if value == "paper":
+        return data_path("paper_reference.h5")
+    if not Path(value).is_file():
+        raise ConfigError("--surrogate", f"must be 'paper' or a surrogate file (gaincell fit); {value!r} is neither")
+    return Path(value)
+
+
+def point_list(text: str | None) -> list[int] | None:
+    """--points: comma-separated flat point numbers (None: the verb's default points)."""
+    if not text:
+        return None
+    if not re.fullmatch(r"\s*\d{1,9}\s*(,\s*\d{1,9}\s*)*,?\s*", text):
+        raise ConfigError("--points", f"must be comma-separated point numbers like 0,5,12; got {text!r}")
+    return [int(p) for p in text.replace(" ", "").split(",") if p]

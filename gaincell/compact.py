@@ -1,0 +1,286 @@
+"""The compact model of a gain cell: model ids, their equations (numpy) and torch forms, and the token clock.
+
+fitting/ fits these equations to SPICE sweeps; surrogate/ stores the fitted parameters under the model ids
+and compiles them into the attention layer. A surrogate file names a component's model by id
+(`multiply/poly`, `decay/stretched-exponential`, ...); `evaluate(model_id, config, params, **inputs)`
+computes it from the file alone. All quantities are SI: currents in A, charges in C, voltages in V, times in s.
+
+Multiply (the read): the charge a cell delivers for an input pulse of width `pulse_s` and amplitude `vin_v`
+with `stored_v` on its storage node is `pulse_s * I(stored_v, vin_v)` (linear in pulse width, as the SPICE
+runs show to 1 - R^2 ~ 1e-11), with
+- `multiply/poly` (paper Eq. 3): I = sum_{i+j <= order} c_ij y^i u^j, y = stored_v - y0_v, u = vin_v - vin0_v
+  (vin0_v = 0 is the paper's form; vin0_v = the nominal input makes c_i0 the curve at that input);
+  `vin_order = 0` gives the paper's cubic at a fixed input amplitude. Coefficient c_ij is named `c{i}{j}`
+  (`poly_name`, `poly_exponents`);
+- `multiply/ekv-complementary`: a physically motivated alternative, the NMOS minus the PMOS read branch,
+  each an EKV-style smooth square law k * ln(1 + exp((V_ov) / s))^2, scaled by (1 + a_vin (vin - vdd)).
+Decay (retention): the storage node's excess over the hold level `hold_v` decays as exp(-t / tau_s)
+(`decay/exponential`) or exp(-(t / tau)^beta) with tau = tau_s ((v0 - hold) / (ref_v - hold))^gamma
+(`decay/stretched-exponential`; tau_s is the 1/e time at the reference level `ref_v`), or, the default, as
+a node discharged by a subthreshold current that is constant far above the hold level and fades near it
+(`decay/subthreshold-leakage`, the ODE `leakage_rate`): the shape the SPICE retention curves have.
+`tau_1e` is the one retention time constant of every decay model.
+C2P (charge-to-pulse): pulse width = t_max_s * clamp((q - offset_c) / q_sat_c, 0, 1) (`c2p/clipped-linear`).
+Quantizers: `quantize` (evenly spaced levels of the DACs and pulse generators), `quantize_readout` (the
+signed counter's steps); `straight_through` / `quantize_ste` pass gradients straight through.
+Token clock: `token_clock_s`, the time between two tokens written to the same array.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+FIGURES_MODEL = "figures/v1"  # a component of plain named figures (energies, times), not an equation
+POLY, EKV = "multiply/poly", "multiply/ekv-complementary"
+EXPONENTIAL, STRETCHED, LEAKAGE = "decay/exponential", "decay/stretched-exponential", "decay/subthreshold-leakage"
+C2P = "c2p/clipped-linear"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Multiply
+
+def poly_terms(order: int, vin_order: int | None = None) -> list[tuple[int, int]]:
+    """Exponents (i, j) of y^i vin^j with i + j <= order and j <= vin_order (default: order)."""
+    vin_order = order if vin_order is None else vin_order
+    return [(i, j) for i in range(order + 1) for j in range(min(order - i, vin_order) + 1)]
+
+
+def poly_name(i: int, j: int) -> str:
+    """The parameter name of the coefficient of y^i vin^j."""
+    return f"c{i}{j}"
+
+
+def poly_exponents(name: str) -> tuple[int, int]:
+    """(i, j) of a coefficient named `c{i}{j}`."""
+    return int(name[1]), int(name[2])
+
+
+def poly_current(y, vin, coefficients: dict[str, float]):
+    """sum c_ij y^i vin^j over coefficients named `c{i}{j}`."""
+    total = 0.0
+    for name, value in coefficients.items():
+        i, j = poly_exponents(name)
+        total = total + value * y**i * vin**j
+    return total
+
+
+def poly_at_input(config: dict, params: dict[str, float], vin_v: float) -> list[float]:
+    """A `multiply/poly` read current at a fixed input amplitude as coefficients of y^0, y^1, ... (A)."""
+    u = vin_v - config.get("vin0_v", 0.0)
+    coefficients = [0.0] * (int(config["order"]) + 1)
+    for name, value in params.items():
+        i, j = poly_exponents(name)
+        coefficients[i] += value * u**j
+    return coefficients
+
+
+def _softplus_squared(x):
+    return np.logaddexp(0.0, x) ** 2
+
+
+def ekv_current(stored_v, vin_v, vdd_v, kn, kp, vtn, vtp, s, a_vin):
+    """NMOS-minus-PMOS read current of the complementary cell (A)."""
+    n_branch = kn * _softplus_squared((stored_v - vtn) / s)
+    p_branch = kp * _softplus_squared((vdd_v - stored_v - vtp) / s)
+    return (n_branch - p_branch) * (1.0 + a_vin * (vin_v - vdd_v))
+
+
+def _poly_charge(config, params, stored_v, pulse_s, vin_v):
+    y = np.asarray(stored_v) - config["y0_v"]
+    return np.asarray(pulse_s) * poly_current(y, np.asarray(vin_v) - config.get("vin0_v", 0.0), params)
+
+
+def _ekv_charge(config, params, stored_v, pulse_s, vin_v):
+    return np.asarray(pulse_s) * ekv_current(np.asarray(stored_v), np.asarray(vin_v), config["vdd_v"], **params)
+
+
+def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
+    """Horner evaluation of sum c_i y^i on a tensor (differentiable): the multiply's torch form."""
+    result = torch.full_like(y, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        result = result * y + c
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decay
+
+def decay_excess(t_s, tau_s, beta=1.0):
+    """Remaining fraction of the stored excess after t_s."""
+    return np.exp(-((np.asarray(t_s) / tau_s) ** beta))
+
+
+def level_tau(stored_v, hold_v, ref_v, tau_s, gamma):
+    """Time constant at a stored level: tau_s at `ref_v`, scaled by (excess / ref excess)^gamma (a constant
+    leakage current gives gamma = 1: a fuller node takes proportionally longer to lose a fraction of its charge)."""
+    ratio = np.maximum(np.asarray(stored_v) - hold_v, 1e-6) / (ref_v - hold_v)
+    return tau_s * ratio**gamma
+
+
+def _decay(config, params, t_s, stored_v):
+    hold = config["hold_v"]
+    tau = level_tau(stored_v, hold, config["ref_v"], params["tau_s"], params.get("gamma", 0.0))
+    return hold + (np.asarray(stored_v) - hold) * decay_excess(t_s, tau, params.get("beta", 1.0))
+
+
+def leakage_rate(excess_v, rate_v_per_s, vt_v, dibl_per_v=0.0):
+    """-dx/dt of the subthreshold-leakage decay at excess x over the hold level: rate (1 + dibl x)
+    (1 - exp(-x / vt)), nearly constant far above the hold level (with a drain-induced slope `dibl`) and
+    fading as the drain-source voltage x approaches a thermal voltage `vt`."""
+    return rate_v_per_s * (1.0 + dibl_per_v * excess_v) * -np.expm1(-excess_v / vt_v)
+
+
+def leakage_excess(t_s, excess_v, rate_v_per_s, vt_v, dibl_per_v=0.0, grid_points: int = 4000):
+    """Stored excess after t_s under `leakage_rate`, solved by one integral: T(x) = time to fall from the
+    largest start to x; x(t; x0) = T^-1(T(x0) + t)."""
+    x0 = np.maximum(np.asarray(excess_v, dtype=float), 1e-9)
+    x = np.geomspace(np.max(x0), 1e-9, grid_points)  # from the top down to ~0, dense near 0
+    inverse = 1.0 / np.maximum(leakage_rate(x, rate_v_per_s, vt_v, dibl_per_v), 1e-300)
+    clock = np.concatenate([[0.0], np.cumsum(0.5 * (inverse[1:] + inverse[:-1]) * -np.diff(x))])
+    start = np.interp(-x0, -x, clock)  # T(x0); x decreases along the grid, so interpolate on -x
+    return np.interp(start + np.asarray(t_s), clock, x)
+
+
+def _leakage(config, params, t_s, stored_v):
+    hold = config["hold_v"]
+    return hold + leakage_excess(t_s, np.asarray(stored_v) - hold, params["rate_v_per_s"], params["vt_v"],
+                                 params["dibl_per_v"])
+
+
+def decay_factor(model_id: str, config: dict, params: dict, age_s):
+    """Remaining fraction of the reference level's excess after `age_s` (what multiplies a stored product)."""
+    ref = np.full(np.shape(age_s), config["ref_v"])
+    return (evaluate(model_id, config, params, t_s=age_s, stored_v=ref) - config["hold_v"]) / (config["ref_v"]
+                                                                                               - config["hold_v"])
+
+
+def tau_1e(model_id: str, config: dict, params: dict) -> float:
+    """Time for the reference level's excess to fall to 1/e (s): the retention time constant."""
+    if model_id == LEAKAGE:
+        x0 = config["ref_v"] - config["hold_v"]
+        x = np.linspace(x0, x0 / np.e, 2001)
+        rate = leakage_rate(x, params["rate_v_per_s"], params["vt_v"], params["dibl_per_v"])
+        return float(np.trapezoid(1.0 / rate, -x))
+    return float(params["tau_s"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Charge-to-pulse converter and quantizers
+
+def c2p_pulse(q_c, q_sat_c, offset_c, t_max_s):
+    """Pulse width of the charge-to-pulse converter (HardSigmoid of the column charge)."""
+    return t_max_s * np.clip((np.asarray(q_c) - offset_c) / q_sat_c, 0.0, 1.0)
+
+
+def _c2p(config, params, q_c):
+    return c2p_pulse(q_c, **params)
+
+
+def _round(x):
+    return torch.round(x) if isinstance(x, torch.Tensor) else np.round(x)
+
+
+def quantize(x, levels: int, low: float, high: float):
+    """Round to `levels` evenly spaced values over [low, high] (a DAC's or pulse generator's levels)."""
+    step = (high - low) / (levels - 1)
+    return _round((x - low) / step) * step + low
+
+
+def quantize_readout(x, steps: int):
+    """The signed counter's readout of x in [-1, 1]: sign and magnitude in 1 / `steps` units."""
+    return _round(x * steps) / steps
+
+
+def straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """`quantized` in the forward pass, the gradient of x in the backward pass."""
+    return x + (quantized - x).detach()
+
+
+def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """`quantize` in the forward pass; the gradient passes straight through."""
+    return straight_through(x, quantize(x, levels, low, high))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model ids
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model id: its inputs, the config keys it needs, how its parameter names follow from its config, and
+    how to evaluate it."""
+
+    model_id: str
+    inputs: tuple[str, ...]
+    output: str
+    config_keys: tuple[str, ...]
+    param_names: Callable[[dict], list[str]]
+    function: Callable  # function(config, params: dict, **inputs)
+
+
+MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in (
+    ModelSpec(POLY, ("stored_v", "pulse_s", "vin_v"), "charge_c", ("order", "y0_v"),
+              lambda c: [poly_name(i, j) for i, j in poly_terms(c["order"], c.get("vin_order"))], _poly_charge),
+    ModelSpec(EKV, ("stored_v", "pulse_s", "vin_v"), "charge_c", ("vdd_v",),
+              lambda c: ["kn", "kp", "vtn", "vtp", "s", "a_vin"], _ekv_charge),
+    ModelSpec(EXPONENTIAL, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"), lambda c: ["tau_s"], _decay),
+    ModelSpec(STRETCHED, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"), lambda c: ["tau_s", "beta", "gamma"],
+              _decay),
+    ModelSpec(LEAKAGE, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"),
+              lambda c: ["rate_v_per_s", "vt_v", "dibl_per_v"], _leakage),
+    ModelSpec(C2P, ("q_c",), "pulse_s", (), lambda c: ["q_sat_c", "offset_c", "t_max_s"], _c2p),
+)}
+
+
+def spec(model_id: str) -> ModelSpec:
+    if model_id not in MODELS:
+        raise ConfigError("model_id", f"unknown model {model_id!r}; known: {', '.join(MODELS)}")
+    return MODELS[model_id]
+
+
+def evaluate(model_id: str, config: dict, params: dict[str, float], **inputs):
+    """Evaluate a model from its id, config and parameter values (what a surrogate file stores)."""
+    model = spec(model_id)
+    missing = set(model.inputs) - set(inputs)
+    if missing:
+        raise ConfigError(sorted(missing)[0], f"is an input of {model_id} and was not given")
+    return model.function(config, params, **{k: inputs[k] for k in model.inputs})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token clock
+
+PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
+PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
+# what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the
+# paper's write, counter and digital time)
+PAPER_C2P_CONVERSION_S = (PAPER_LATENCY_PER_LAYER_S - 2 * PAPER_T_MAX_S) / 2
+
+
+def layer_latency_s(timing: Mapping[str, float], read_phases: float = 1) -> float:
+    """One layer's time per token from a surrogate's `timing` figures: `latency_per_token_s` (a figure per
+    read phase, as the paper gives) when it has one; else the phases of this design: write the new K, V
+    column (`write_time_s`), then per read phase stage 1 and stage 2, each a T_max pulse (`t_max_s`) and a
+    conversion (`t_c2p_conversion_s`, else the paper's share); without those, the paper's 65 ns per read
+    phase. `read_phases`: query heads that read one KV array pair one after another (heads / kv_heads)."""
+    if "latency_per_token_s" in timing:
+        return float(timing["latency_per_token_s"]) * read_phases
+    if not {"write_time_s", "t_max_s"} <= set(timing):
+        return PAPER_LATENCY_PER_LAYER_S * read_phases
+    conversion = float(timing.get("t_c2p_conversion_s", PAPER_C2P_CONVERSION_S))
+    return float(timing["write_time_s"]) + 2 * read_phases * (float(timing["t_max_s"]) + conversion)
+
+
+def token_clock_s(timing: Mapping[str, float], layers: int = 1, read_phases: float = 1) -> float:
+    """The time between two tokens written to the same array: `layers` (the model's layers, which run one
+    after another before the next token) x `layer_latency_s`."""
+    if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError("layers", f"must be a positive integer (the model's layers); got {layers!r}")
+    if not read_phases >= 1:
+        raise ConfigError("read_phases", f"must be >= 1 (query heads per KV head); got {read_phases!r}")
+    return layers * layer_latency_s(timing, read_phases)

@@ -1,0 +1,27 @@
+"""The torch layer's answer for one SPICE attention tile (`gaincell.circuits.tile`): what the tile's
+`TileResult.compare` is checked against.
+
+    reference = tile_reference(surrogate, query_frac, keys_v, values_v)
+    result.compare(reference, surrogate["c2p"].param("t_max_s"))
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gaincell.circuits.tile import MAX_TILE
+
+from .cellmodel import CellModel
+from .functional import attention_internals
+
+
+def tile_reference(surrogate, query_frac, keys_v, values_v) -> dict[str, np.ndarray]:
+    """The torch gain-cell attention built from `surrogate` on a tile's inputs (no decay, no quantization):
+    the newest query's C2P outputs `phi` (tokens,) and `output` (dim,)."""
+    k = torch.tensor(np.asarray(keys_v, dtype=float))[None, None]  # (1, 1, T, D)
+    v = torch.tensor(np.asarray(values_v, dtype=float))[None, None]
+    q = torch.zeros_like(k)
+    q[0, 0, -1] = torch.tensor(np.asarray(query_frac, dtype=float))  # the newest position sees every key
+    cell = CellModel.from_surrogate(surrogate)
+    internals = attention_internals(q, k, v, cell, decay=None, tile=MAX_TILE)
+    return {"phi": internals["phi"][0, 0, -1].numpy(), "output": internals["output"][0, 0, -1].numpy()}

@@ -1,0 +1,104 @@
+"""The compact-model module: one home for the equations (fitting/ fits, surrogate/ compiles) and one token clock."""
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gaincell.compact import (LEAKAGE, PAPER_LATENCY_PER_LAYER_S, decay_factor, layer_latency_s, poly_at_input,
+                              poly_exponents, poly_name, quantize, quantize_readout, quantize_ste, tau_1e,
+                              token_clock_s)
+from gaincell.model_shapes import KNOWN
+from gaincell.energy.model import estimate
+from gaincell.errors import ConfigError
+from gaincell.fitting.fit import figures
+from gaincell.resources import data_path
+from gaincell.surrogate.cellmodel import CellModel
+from gaincell.surrogate.file import Surrogate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = data_path("paper_reference.h5")
+SPICE_TIMING = {"t_max_s": 15e-9, "write_time_s": 5e-9, "t_c2p_conversion_s": 15.5e-9}
+
+
+def imported_modules(folder: Path) -> set[str]:
+    names = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_surrogate_never_imports_fitting():
+    imported = imported_modules(ROOT / "surrogate")
+    assert imported and not [name for name in imported if "fitting" in name.split(".")]
+
+
+def test_coefficient_names_and_the_polynomial_at_a_fixed_input():
+    assert poly_name(2, 1) == "c21" and poly_exponents("c21") == (2, 1)
+    config = {"order": 2, "vin_order": 1, "y0_v": 0.45, "vin0_v": 0.9}
+    params = {"c00": 1.0, "c01": 2.0, "c10": 3.0, "c11": 4.0, "c20": 5.0}
+    assert poly_at_input(config, params, 1.0) == pytest.approx([1.0 + 2.0 * 0.1, 3.0 + 4.0 * 0.1, 5.0])
+
+
+def test_retention_time_constant_is_where_the_decay_reaches_1_over_e():
+    config, params = {"hold_v": 0.0, "ref_v": 0.45}, {"rate_v_per_s": 80.0, "vt_v": 0.025, "dibl_per_v": 0.5}
+    tau = tau_1e(LEAKAGE, config, params)
+    assert decay_factor(LEAKAGE, config, params, np.array([tau]))[0] == pytest.approx(np.exp(-1), rel=1e-4)
+
+
+def test_quantizers_in_numpy_and_torch_and_straight_through():
+    x = np.array([0.0, 0.1, 0.47, 0.9])
+    assert quantize(x, 4, 0.0, 0.9).tolist() == pytest.approx([0.0, 0.0, 0.6, 0.9])
+    assert quantize_readout(torch.tensor([-0.52, 0.03, 0.97]), 15).tolist() == pytest.approx([-8 / 15, 0.0, 1.0])
+    t = torch.tensor([0.1, 0.44], requires_grad=True)
+    quantize_ste(t, 4, 0.0, 0.9).sum().backward()
+    assert t.grad.tolist() == [1.0, 1.0]
+
+
+def test_token_clock_of_the_paper_and_of_a_spice_surrogate():
+    paper = Surrogate.load(PAPER)["timing"].params
+    assert token_clock_s(paper, 12) == pytest.approx(12 * PAPER_LATENCY_PER_LAYER_S)
+    assert token_clock_s(paper, 30, 3) == pytest.approx(30 * 3 * 65e-9)  # grouped-query heads read in turn
+    assert layer_latency_s(SPICE_TIMING) == pytest.approx(5e-9 + 2 * (15e-9 + 15.5e-9))
+    assert token_clock_s(SPICE_TIMING, 12) == pytest.approx(12 * 66e-9)
+    assert layer_latency_s({"t_max_s": 15e-9}) == PAPER_LATENCY_PER_LAYER_S  # no timing of its own: the paper's
+    with pytest.raises(ConfigError, match="layers"):
+        token_clock_s(paper, 0)
+
+
+def spice_timed_reference() -> Surrogate:
+    """The paper-reference surrogate with the timing and energy figures `gaincell fit` gives a SPICE cell."""
+    surrogate = Surrogate.load(PAPER)
+    surrogate.components["timing"] = figures(SPICE_TIMING)
+    surrogate.components["energy"] = figures({"e_read_cell_per_s_w": 1e-6, "e_write_cell_j": 1e-15})
+    return surrogate
+
+
+def test_the_layer_and_the_energy_model_run_on_the_one_token_clock(tmp_path):
+    surrogate = spice_timed_reference()
+    layer = CellModel.from_surrogate(surrogate, layers=12)
+    assert layer.token_period_s == pytest.approx(token_clock_s(SPICE_TIMING, 12))
+    path = surrogate.save(tmp_path / "spice-timed.h5")
+    for model in ("gpt2", "smollm2"):
+        config = KNOWN[model]
+        report = estimate(model, path, window=128, tile=64, tokens=1)
+        clock = token_clock_s(SPICE_TIMING, config.layers)
+        assert report.settings["token_clock_s"] == pytest.approx(clock)
+        # the energy model's latency: the same per-layer figure, its grouped-query heads reading in turn
+        assert report.own.latency_model_s == pytest.approx(token_clock_s(SPICE_TIMING, config.layers, config.group))
+
+
+def test_the_adaptation_runs_on_the_one_token_clock(llama_folder):
+    from gaincell.adapt.models import gaincell_layers, load_pretrained, swap_attention
+
+    model, _, _ = load_pretrained(str(llama_folder))
+    swap_attention(model, spice_timed_reference(), window=128)
+    config = model.config
+    expected = token_clock_s(SPICE_TIMING, config.num_hidden_layers)
+    periods = [layer.cell.token_period_s for layer in gaincell_layers(model)]
+    assert len(periods) == config.num_hidden_layers and periods == pytest.approx([expected] * len(periods))
