@@ -3,30 +3,34 @@
     python3 benchmarks/gpu_check.py --out $OUT/gpu              # on the GPU machine, from the repository root
     python3 benchmarks/gpu_check.py --smoke --out /tmp/smoke    # CPU, tiny sizes, kernel in Triton's interpreter
 
-Stages, in this order, each skipped once the --budget-s is nearly spent (an alarm ends the run at the budget):
-1. kernel: the fused kernel vs the torch path vs SDPA flash (causal), forward and forward+backward, for
-   B8 H12 T1024 D64 and B1 H12 T4096 D64 (window 1024, tile 64, quantized readout, decay), and a decode
-   step (torch path; SDPA over a 1024-token cache): CUDA-event timing (median), peak memory, the
-   kernel/SDPA ratio; first the kernel must equal the torch path on the GPU (a disagreement fails the run);
-2. energy: benchmarks/gpu_attention_baseline.py, the paper's decode workload with synchronisation and NVML
-   energy minus idle power;
-3. tests: the kernel parity tests (tests/test_kernel.py, compiled kernels on CUDA) and `pytest -m gpu`;
-4. adapt: tokens/s and loss of a few steps of the transfer stage (adapt.transfer: scalers + LoRA through
-   peft) with the kernel and the torch path, and of `adapt.train.finetune` with the kernel and for the
-   unmodified softmax model (bf16 autocast), on a model built from SmolLM2-135M's configuration with random
-   weights (throughput does not depend on the weights; the packaged weights cannot be carried to the GPU
-   machine).
+Stages (--stages, in the order given; each skipped once the --budget-s is nearly spent, an alarm ends the run
+at the budget):
+- kernel: the fused kernel must first equal the torch path on the GPU (float32, ring wraps; a disagreement
+  fails the run and skips the timings); then a sweep of launch settings (query rows, warps, stages) for the
+  kernel alone at B8 H12 T1024 D64; then the kernel alone, the whole gain-cell attention (fused transfers +
+  kernel), the torch path and SDPA flash (causal), forward and forward+backward, for B8 H12 T1024 D64 and
+  B1 H12 T4096 D64 (window 1024, tile 64, quantized readout, decay), and a decode step (torch path; SDPA over
+  a 1024-token cache): CUDA-event timing (median), peak memory, the ratios to SDPA;
+- profile: device time per CUDA kernel of one gain-cell attention forward+backward (torch profiler);
+- energy: benchmarks/gpu_attention_baseline.py, the paper's decode workload with synchronisation and NVML
+  energy minus idle power;
+- tests: the kernel parity tests (tests/test_kernel.py, compiled kernels on CUDA) and `pytest -m gpu`;
+- adapt: tokens/s and loss of a few steps of the transfer stage (adapt.transfer: scalers + LoRA through
+  peft) with the kernel and the torch path, and of `adapt.train.finetune` with the kernel and for the
+  unmodified softmax model (bf16 autocast), on a model built from SmolLM2-135M's configuration with random
+  weights (throughput does not depend on the weights; the packaged weights cannot be carried to the GPU
+  machine).
 Files: results.jsonl (one JSON object per measurement, appended) and summary.md (rewritten after each).
 Exit status 1 when a stage failed or two sides disagreed.
 
 Runs without installing gaincell: the package folders are mapped as pyproject.toml maps them (a folder of
-symlinks put on the path), and missing pure-Python wheels in build/gpu-wheels (lmfit and its dependencies)
-are unpacked into a temporary folder (carry build/gpu-wheels to the GPU machine; peft's wheel belongs there
-too for the transfer stage).
+symlinks put on the path), and the wheels in build/gpu-wheels whose distribution is not installed (lmfit, peft,
+accelerate, psutil; carry that folder to the GPU machine) are unpacked into a temporary folder on the path.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -62,17 +66,28 @@ def importable_gaincell() -> dict[str, str]:
             if package != "gaincell":
                 (shim / package.split(".", 1)[1]).symlink_to(ROOT / folder)
         paths.append(str(shim.parent))
-    try:
-        import lmfit  # noqa: F401  (imported by gaincell.fitting.models, which the surrogate uses)
-    except ImportError:
+    missing = [wheel for wheel in sorted(WHEELS.glob("*.whl")) if not installed(wheel.name.split("-")[0])]
+    if missing:  # wheels without compiled extensions for another Python: unpacking one is installing it
         target = tempfile.mkdtemp(prefix="gaincell-wheels-")
-        for wheel in sorted(WHEELS.glob("*.whl")):  # pure-Python wheels: unpacking one is installing it
+        for wheel in missing:
             zipfile.ZipFile(wheel).extractall(target)
         paths.append(target)
     for path in reversed(paths):
         sys.path.insert(0, path)
     env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
     return env
+
+
+def installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def versions(names=("transformers", "peft", "accelerate", "lmfit", "numpy")) -> dict[str, str]:
+    return {name: importlib.metadata.version(name) if installed(name) else "absent" for name in names}
 
 
 class Report:
@@ -102,10 +117,10 @@ class Report:
         lines = [f"# GPU check on {h['card']}", "",
                  f"{'FAILED' if self.failed() else 'no failure so far'}; torch {h['torch']} (CUDA {h['cuda']}), "
                  f"triton {h['triton']}, {'smoke run (CPU, tiny sizes)' if h['smoke'] else 'full run'}, "
-                 f"command `{h['command']}`", ""]
+                 f"command `{h['command']}`; {_fmt(h['packages'])}", ""]
         for stage, title in (("tests", "Tests"), ("kernel", "Attention: kernel vs torch path vs SDPA flash"),
                              ("energy", "GPU attention baseline (paper's decode workload)"),
-                             ("adapt", "Adaptation throughput"), ("run", "Run")):
+                             ("profile", "Profile"), ("adapt", "Adaptation throughput"), ("run", "Run")):
             rows = [r for r in self.records if r["stage"] == stage and r["name"] != "started"]
             if rows:
                 lines += [f"## {title}", ""]
@@ -189,11 +204,15 @@ def timed(function, device, repeats: int) -> tuple[float, float]:
     return sorted(times)[len(times) // 2], float("nan")
 
 
+SWEEP = [(rows, warps, stages) for rows in (32, 64) for warps in (4, 8) for stages in (2, 3)]
+
+
 def stage_kernel(report: Report, budget: Budget, device, smoke: bool) -> None:
     import torch
     from agreement import relative_difference
 
     from gaincell.resources import data_path
+    from gaincell.surrogate import kernel as fused
     from gaincell.surrogate.cellmodel import CellModel
     from gaincell.surrogate.functional import decay_table_for, decode_step, gaincell_attention, hardware_inputs
 
@@ -225,53 +244,128 @@ def stage_kernel(report: Report, budget: Budget, device, smoke: bool) -> None:
     if worst > 1e-4:
         return  # timings of sides that disagree mean nothing
 
-    shapes = [(1, 2, 64, 16)] if smoke else [(8, 12, 1024, 64), (1, 12, 4096, 64)]
     repeats = 1 if smoke else 10
+    table = decay_table_for(0.01, window, cell, dtype, device)
+
+    def kernel_alone(q, k, v, launch=None):
+        """The fused attention kernel on already evaluated hardware inputs (what SDPA computes)."""
+        b, h, t, d = q.shape
+        return fused.fused_tiled_attention(q.reshape(b * h, t, d), k.reshape(b * h, t, d), v.reshape(b * h, t, d),
+                                           table, tile=tile, ring=window, offset=cell.offset, out_steps=15,
+                                           launch=launch).view(b, h, t, d)
+
+    def measure(forward, tensors, backward):
+        grad_out = torch.randn_like(tensors[0])
+
+        def run():
+            if backward:
+                torch.autograd.grad(forward(), tensors, grad_out)
+            else:
+                with torch.no_grad():
+                    forward()
+        try:
+            seconds, peak = timed(run, device, repeats)
+            return {"ms": seconds * 1e3, "peak_MiB": peak / 2**20}
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            return {"error": f"out of memory: {str(exc)[:120]}"}
+
+    # launch settings: every (query rows, warps, stages) of SWEEP for all three kernels, B8 H12 T1024
+    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    q, k, v = qkv(b, h, t, d, dtype, grad=True)
+    for settings in SWEEP[:1] if smoke else SWEEP:
+        if budget.left() < 240 and not smoke:
+            report.add("kernel", f"launch {settings}", "skipped", why="budget spent")
+            continue
+        launch = {name: settings for name in fused.KERNELS}
+        forward = measure(lambda: kernel_alone(q, k, v, launch), (q, k, v), False)
+        both = measure(lambda: kernel_alone(q, k, v, launch), (q, k, v), True)
+        report.add("kernel", f"launch {settings} (query rows, warps, stages), kernel alone, B{b} H{h} T{t} D{d}",
+                   fwd=forward, fwd_bwd=both, defaults=fused.LAUNCH)
+    del q, k, v
+
+    shapes = [(1, 2, 64, 16)] if smoke else [(8, 12, 1024, 64), (1, 12, 4096, 64)]
     for b, h, t, d in shapes:
         for backward in (False, True):
             if budget.left() < 60 and not smoke:
                 report.add("kernel", f"B{b} H{h} T{t} D{d}", "skipped", why="budget spent")
                 continue
             q, k, v = qkv(b, h, t, d, dtype, grad=backward)
-            grad_out = torch.randn_like(q)
-            sides = {"kernel": lambda: gaincell_attention(q, k, v, cell, kernel="triton", **options),
+            sides = {"kernel alone": lambda: kernel_alone(q, k, v),
+                     "gain-cell attention (transfers + kernel)": lambda: gaincell_attention(
+                         q, k, v, cell, kernel="triton", **options),
                      "torch path": lambda: gaincell_attention(q, k, v, cell, kernel="torch", **options),
                      "SDPA flash (causal)": lambda: torch.nn.functional.scaled_dot_product_attention(
                          q, k, v, is_causal=True)}
-            figures = {}
-            for side, forward in sides.items():
-                def run():
-                    if backward:
-                        torch.autograd.grad(forward(), (q, k, v), grad_out)
-                    else:
-                        with torch.no_grad():
-                            forward()
-                try:
-                    seconds, peak = timed(run, device, repeats)
-                    figures[side] = {"ms": seconds * 1e3, "peak_MiB": peak / 2**20}
-                except torch.cuda.OutOfMemoryError as exc:
-                    figures[side] = {"error": f"out of memory: {str(exc)[:120]}"}
-                    torch.cuda.empty_cache()
-            ratio = figures["kernel"].get("ms", float("nan")) / figures["SDPA flash (causal)"].get("ms", float("nan"))
+            figures = {side: measure(forward, (q, k, v), backward) for side, forward in sides.items()}
+            sdpa = figures["SDPA flash (causal)"].get("ms", float("nan"))
             report.add("kernel", f"{'fwd+bwd' if backward else 'fwd'} B{b} H{h} T{t} D{d} {str(dtype)[6:]}",
-                       **{k: v for k, v in figures.items()}, kernel_over_sdpa=ratio,
-                       kernel_over_torch=figures["kernel"].get("ms", float("nan")) /
-                       figures["torch path"].get("ms", float("nan")), window=window, tile=tile)
-            del q, k, v, grad_out
+                       **figures, kernel_over_sdpa=figures["kernel alone"].get("ms", float("nan")) / sdpa,
+                       attention_over_sdpa=figures["gain-cell attention (transfers + kernel)"].get(
+                           "ms", float("nan")) / sdpa,
+                       attention_over_torch=figures["gain-cell attention (transfers + kernel)"].get(
+                           "ms", float("nan")) / figures["torch path"].get("ms", float("nan")),
+                       window=window, tile=tile, launch=fused.LAUNCH)
+            del q, k, v
 
     # decode: one new token per sequence against a full ring (torch path; SDPA over the same cache)
     b, h, slots, d = (1, 2, 32, 16) if smoke else (8, 12, 1024, 64)
     q, k, v = qkv(b, h, slots, d, dtype)
     qh, fk, fv = hardware_inputs(q[:, :, -1:], k, v, cell, None, False, False)
-    table = decay_table_for(0.01, slots, cell, dtype, device)
     ages = torch.arange(slots - 1, -1, -1, device=device)
     with torch.no_grad():
-        ours, _ = timed(lambda: decode_step(qh, fk, fv, ages, table, cell, tile=tile, out_steps=15), device,
+        ours, _ = timed(lambda: decode_step(qh, fk, fv, ages, table[:slots], cell, tile=tile, out_steps=15), device,
                         repeats * 20)
         sdpa, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q[:, :, -1:], k, v), device,
                         repeats * 20)
     report.add("kernel", f"decode step B{b} H{h} cache {slots} D{d}", torch_path_us=ours * 1e6, sdpa_us=sdpa * 1e6,
                torch_over_sdpa=ours / sdpa, note="decode runs the torch path (no kernel); attention core only")
+
+
+def stage_profile(report: Report, budget: Budget, device, smoke: bool) -> None:
+    """Where the time of one gain-cell attention forward+backward goes: device time per kernel (torch
+    profiler, 3 iterations after a warm-up) against the synchronised wall time of the same iterations."""
+    import torch
+
+    from gaincell.resources import data_path
+    from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.surrogate.functional import gaincell_attention
+
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
+    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    dtype = torch.float32 if smoke else torch.bfloat16
+    generator = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.rand(b, h, t, d, device=device, generator=generator).to(dtype).requires_grad_()
+               for _ in range(3))
+    grad_out = torch.randn_like(q)
+    options = dict(decay=0.01, tile=16 if smoke else 64, window=32 if smoke else 1024, quantize=True,
+                   kernel=None if smoke else "triton")
+
+    def step():
+        torch.autograd.grad(gaincell_attention(q, k, v, cell, **options), (q, k, v), grad_out)
+
+    step()
+    iterations = 3
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(iterations):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    wall = (time.perf_counter() - started) / iterations
+    rows = []
+    for event in profile.key_averages():
+        device_us = getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
+        if device_us > 0:
+            rows.append((device_us / iterations, event.count // iterations, event.key[:60]))
+    rows.sort(reverse=True)
+    report.add("profile", f"gain-cell attention fwd+bwd B{b} H{h} T{t} D{d} {str(dtype)[6:]}, per iteration",
+               wall_ms_profiled=wall * 1e3, device_ms=sum(r[0] for r in rows) / 1e3,
+               kernels={name: {"us": us, "calls": calls} for us, calls, name in rows[:14]})
 
 
 def stage_energy(report: Report, budget: Budget, env: dict, device, smoke: bool) -> None:
@@ -368,7 +462,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and summary.md")
     parser.add_argument("--budget-s", type=float, default=420.0, help="hard limit for the whole run (seconds)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, kernel in Triton's interpreter")
-    parser.add_argument("--stages", default="kernel,energy,tests,adapt",
+    parser.add_argument("--stages", default="kernel,profile,energy,tests,adapt",
                         help="comma-separated stages in the order to run them")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -386,7 +480,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     card = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.machine()})"
     report = Report(args.out, {"card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
-                               "triton": triton_version,
+                               "triton": triton_version, "packages": versions(),
                                "smoke": args.smoke, "command": " ".join([Path(sys.executable).name, *sys.argv])})
     if not cuda and not args.smoke:
         report.add("run", "device", "FAILED", why="no CUDA device: use --smoke for the CPU run")
@@ -401,7 +495,8 @@ def main(argv=None) -> int:
     stages = {"tests": lambda: stage_tests(report, budget, env, args.smoke),
               "kernel": lambda: stage_kernel(report, budget, device, args.smoke),
               "energy": lambda: stage_energy(report, budget, env, device, args.smoke),
-              "adapt": lambda: stage_adapt(report, budget, device, args.smoke)}
+              "adapt": lambda: stage_adapt(report, budget, device, args.smoke),
+              "profile": lambda: stage_profile(report, budget, device, args.smoke)}
     try:
         for name in args.stages.split(","):
             if name not in stages:

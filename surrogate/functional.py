@@ -20,6 +20,7 @@ the same pass runs as one fused Triton kernel (`kernel.py`, chosen by `use_trito
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -286,10 +287,15 @@ def transfers(cell: CellModel, quantize: Quantization | None, linear: bool, line
 
 
 def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, linear: bool,
-                    linear_backward: bool):
-    """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v)."""
-    return tuple(_Elementwise.apply(x, transfer)
-                 for x, transfer in zip((q, k, v), transfers(cell, quantize, linear, linear_backward)))
+                    linear_backward: bool, kernel: str | None = None):
+    """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v). Where `use_triton`
+    allows (`kernel`), each transfer runs as one Triton kernel each way (`kernel.FusedTransfer`)."""
+    apply = _Elementwise.apply
+    if (q.is_cuda or kernel == "triton") and use_triton(q, None, kernel):  # CPU tensors: only when asked by name
+        from .kernel import FusedTransfer
+
+        apply = FusedTransfer.apply
+    return tuple(apply(x, transfer) for x, transfer in zip((q, k, v), transfers(cell, quantize, linear, linear_backward)))
 
 
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
@@ -307,7 +313,7 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel)
     return tiled_attention(qh, fk, fv, cell, decay=decay, tile=tile, window=window,
                            out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
                            kernel=kernel)
@@ -324,8 +330,14 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
 KERNEL_CHOICES = ("auto", "triton", "torch")
 
 
-def use_triton(q: torch.Tensor, tile: int, kernel: str | None = None) -> bool:
-    """Whether the parallel pass runs the fused Triton kernel (`kernel.py`) rather than the torch path below.
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> bool:
+    """Whether the parallel pass (for this `tile`; None: the element-wise transfers) runs the fused Triton
+    kernels (`kernel.py`) rather than the torch path below.
 
     `kernel` (default: the GAINCELL_KERNEL environment variable, else "auto"): "auto" uses the kernel on CUDA
     tensors when triton is installed and the case is supported; "triton" insists (an error says why it
@@ -336,7 +348,7 @@ def use_triton(q: torch.Tensor, tile: int, kernel: str | None = None) -> bool:
         raise ConfigError(name, f"must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
     if choice == "torch" or (choice == "auto" and not q.is_cuda):
         return False
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         if choice == "auto":
             return False
         raise ConfigError("kernel", "'triton' needs the triton package (pip install triton)")

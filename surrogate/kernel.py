@@ -4,24 +4,31 @@ Same arithmetic as the torch path (`functional._stage_forward` / `_stage_backwar
 one program per (batch x head, block of queries) streams the key tiles its window reaches through on-chip
 memory and never writes a (T x T) matrix. Inputs are the hardware-domain q (0..1) and the already evaluated
 multiplies f(k), g(v) (the fitted polynomial stays an element-wise torch op in front, so its gradient flows
-through autograd); the decay is a table by age, gathered in the kernel.
+through autograd).
 
-Tiles and the ring. Query blocks are aligned to tiles (BLOCK_M divides the tile). With n = ring // tile, the
-aligned key tiles a query tile b reaches are b - n .. b; b - n and b are the same physical tile of the ring
-(its oldest and newest tokens), so their partial readouts are added before the clamp, and every tile in
-between is clamped and quantized alone - the exact per-tile readout, not an average over tiles. Without a
-wrap (ring >= sequence) b - n < 0 and every tile stands alone.
+Decay. Query blocks are aligned to tiles (BLOCK_M divides the tile), so the decay x causal/window mask of a
+query block against a key tile depends only on their distance in tiles and the block's row offset inside its
+tile: the host lays the decay table out once as `blocks[distance, row, key]` (ring / tile + 1 matrices of
+tile x tile) and the kernels read one contiguous block per key tile instead of gathering by age.
+
+Tiles and the ring. With n = ring // tile, the aligned key tiles a query tile b reaches are b - n .. b; b - n
+and b are the same physical tile of the ring (its oldest and newest tokens), so their partial readouts are
+added before the clamp, and every tile in between is clamped and quantized alone - the exact per-tile
+readout, not an average over tiles. Without a wrap (ring >= sequence) b - n < 0 and every tile stands alone.
 
 Backward (recomputing, nothing but q, f(k), g(v) saved): `_grad_q_kernel` per query block, and
-`_grad_kv_kernel` per key tile iterating over the query tiles that reach it; both recompute the readout of
+`_grad_kv_kernel` per key tile iterating over the query blocks that reach it; both recompute the readout of
 the tile (and of its ring partner) to know where the clamp passes the gradient. The quantizer passes the
 gradient straight through, the clamps pass none outside [0, 1] and [-1, 1].
 
 Supported: tile a power of two in 16..128, head_dim <= 256, float32 / float16 / bfloat16 (float32 dots in
 IEEE precision, so the kernel matches the torch path; half types accumulate in float32). `supports()` says
-whether a case fits; `functional` falls back to the torch path otherwise.
+whether a case fits; `functional` falls back to the torch path otherwise. Launch settings (query block,
+warps, pipeline stages) per kernel are in LAUNCH; `benchmarks/gpu_check.py` measures the alternatives.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -30,39 +37,63 @@ import triton.language as tl
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TILES = (16, 32, 64, 128)
 MAX_HEAD_DIM = 256
+KERNELS = ("forward", "grad_q", "grad_kv")
+# (query rows per block, warps, pipeline stages) per kernel for half types; float32 tiles run one stage
+LAUNCH = {"forward": (64, 4, 3), "grad_q": (64, 4, 2), "grad_kv": (64, 4, 2)}  # the fastest on an H200
+ROUNDING = tl.constexpr(12582912.0)  # 1.5 * 2**23: (x + ROUNDING) - ROUNDING rounds a float32 |x| < 2**22 half to even
 
 
 @triton.jit
-def _load_rows(base, rows, tokens, columns, dim):
-    """Rows `rows` (< tokens) of a (tokens, dim) matrix, zero outside."""
-    mask = (rows[:, None] < tokens) & (columns[None, :] < dim)
-    return tl.load(base + rows[:, None] * dim + columns[None, :], mask=mask, other=0.0)
+def _rows(base, rows, tokens, columns, dim, EVEN: tl.constexpr):
+    """Rows `rows` of a (tokens, dim) matrix, zero outside."""
+    pointers = base + rows[:, None] * dim + columns[None, :]
+    if EVEN:
+        return tl.load(pointers)
+    return tl.load(pointers, mask=(rows[:, None] < tokens) & (columns[None, :] < dim), other=0.0)
 
 
 @triton.jit
-def _key_tile(q, fk_base, fv_base, table, rows, tile_index, tokens, ring, offset, columns, dim,
-              TILE: tl.constexpr, PRECISION: tl.constexpr):
-    """Aligned key tile `tile_index` against the query rows: f(k), g(v) (TILE, BLOCK_D), the pre-clamp score
-    pre = (q . f(k)) d - offset and the decay d (0 outside the causal window), both (BLOCK_M, TILE)."""
+def _store_rows(base, values, rows, tokens, columns, dim, EVEN: tl.constexpr):
+    pointers = base + rows[:, None] * dim + columns[None, :]
+    values = values.to(base.dtype.element_ty)
+    if EVEN:
+        tl.store(pointers, values)
+    else:
+        tl.store(pointers, values, mask=(rows[:, None] < tokens) & (columns[None, :] < dim))
+
+
+@triton.jit
+def _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE: tl.constexpr, EVEN: tl.constexpr):
+    """f(k), g(v) of aligned key tile `tile_index`, (TILE, BLOCK_D), zero past the sequence."""
     keys = tile_index * TILE + tl.arange(0, TILE)
-    mask = (keys[:, None] < tokens) & (columns[None, :] < dim)
-    offsets = keys[:, None] * dim + columns[None, :]
-    fk = tl.load(fk_base + offsets, mask=mask, other=0.0)
-    fv = tl.load(fv_base + offsets, mask=mask, other=0.0)
-    age = rows[:, None] - keys[None, :]
-    decay = tl.load(table + age, mask=(age >= 0) & (age < ring), other=0.0).to(tl.float32)
-    pre = tl.dot(q, tl.trans(fk), input_precision=PRECISION) * decay - offset
-    return fk, fv, pre, decay
+    return _rows(fk_base, keys, tokens, columns, dim, EVEN), _rows(fv_base, keys, tokens, columns, dim, EVEN)
 
 
 @triton.jit
-def _partial_readout(q, fk_base, fv_base, table, rows, tile_index, tokens, ring, offset, columns, dim,
-                     TILE: tl.constexpr, PRECISION: tl.constexpr):
+def _scores(q, fk, blocks, distance, row_offset, offset, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """Against a key tile `distance` tiles before the query block (whose first row is `row_offset` into its
+    tile): the pre-clamp score pre = (q . f(k)) d - offset and the decay d (0 outside the causal window),
+    both (BLOCK_M, TILE)."""
+    block_rows = row_offset + tl.arange(0, BLOCK_M)
+    decay = tl.load(blocks + distance * (TILE * TILE) + block_rows[:, None] * TILE
+                    + tl.arange(0, TILE)[None, :]).to(tl.float32)
+    return tl.dot(q, tl.trans(fk), input_precision=PRECISION) * decay - offset, decay
+
+
+@triton.jit
+def _pulses(pre, decay):
+    """Stage-2 input of each key: clamp(pre, 0, 1) d (the C2P pulse, decayed again in the V array)."""
+    return tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay
+
+
+@triton.jit
+def _partial_readout(q, fk_base, fv_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim,
+                     TILE: tl.constexpr, BLOCK_M: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """Stage 2 over one aligned key tile: sum of clamp(pre, 0, 1) d g(v) over its keys, (BLOCK_M, BLOCK_D) float32."""
-    fk, fv, pre, decay = _key_tile(q, fk_base, fv_base, table, rows, tile_index, tokens, ring, offset, columns, dim,
-                                   TILE, PRECISION)
-    pulses = tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay
-    return tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
+    fk, fv = _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE, EVEN)
+    pre, decay = _scores(q, fk, blocks, distance, row_offset, offset, TILE, BLOCK_M, PRECISION)
+    return tl.dot(_pulses(pre, decay).to(fv.dtype), fv, input_precision=PRECISION)
 
 
 @triton.jit
@@ -70,12 +101,7 @@ def _readout(a, OUT_STEPS: tl.constexpr):
     """clamp(a, -1, 1), rounded (half to even, as torch.round) to multiples of 1 / OUT_STEPS when OUT_STEPS > 0."""
     a = tl.minimum(tl.maximum(a, -1.0), 1.0)
     if OUT_STEPS > 0:
-        scaled = a * OUT_STEPS
-        low = tl.floor(scaled)
-        fraction = scaled - low
-        odd = (low - 2.0 * tl.floor(low * 0.5)) == 1.0
-        up = (fraction > 0.5) | ((fraction == 0.5) & odd)
-        a = tl.where(up, low + 1.0, low) / OUT_STEPS
+        a = ((a * OUT_STEPS + ROUNDING) - ROUNDING) * (1.0 / OUT_STEPS)
     return a
 
 
@@ -89,109 +115,201 @@ def _grad_scores(grad_out, a, fv, pre, decay, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(q_ptr, fk_ptr, fv_ptr, table, out_ptr, tokens, dim, ring, offset, TILE: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, OUT_STEPS: tl.constexpr, PRECISION: tl.constexpr):
-    """out[rows] = sum over physical tiles of readout(partial sums); grid (query blocks, batch x heads)."""
-    start = tl.program_id(0) * BLOCK_M
+def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset, TILE: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, OUT_STEPS: tl.constexpr, EVEN: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """out[rows] = sum over physical tiles of readout(partial sums); grid (query blocks, batch x heads), the
+    last query blocks (which reach the most tiles) first."""
+    start = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
     base = tl.program_id(1).to(tl.int64) * tokens * dim
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
     rows = start + tl.arange(0, BLOCK_M)
     columns = tl.arange(0, BLOCK_D)
-    q = _load_rows(q_base, rows, tokens, columns, dim)
+    q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     current = start // TILE  # the query block's own (aligned) tile
-    oldest = current - ring // TILE  # same physical tile as `current` when >= 0 (the ring has wrapped)
-    shared = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+    row_offset = start - current * TILE
+    ring_tiles = ring // TILE
+    oldest = current - ring_tiles  # same physical tile as `current` when >= 0 (the ring has wrapped)
+    shared = _partial_readout(q, fk_base, fv_base, blocks, current, 0, row_offset, tokens, offset, columns, dim,
+                              TILE, BLOCK_M, EVEN, PRECISION)
     if oldest >= 0:
-        shared = _partial_readout(q, fk_base, fv_base, table, rows, oldest, tokens, ring, offset, columns, dim,
-                                  TILE, PRECISION)
-    out = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+        shared += _partial_readout(q, fk_base, fv_base, blocks, oldest, ring_tiles, row_offset, tokens, offset,
+                                   columns, dim, TILE, BLOCK_M, EVEN, PRECISION)
+    out = _readout(shared, OUT_STEPS)
     for j in range(tl.maximum(oldest + 1, 0), current):
-        out += _readout(_partial_readout(q, fk_base, fv_base, table, rows, j, tokens, ring, offset, columns, dim,
-                                         TILE, PRECISION), OUT_STEPS)
-    shared += _partial_readout(q, fk_base, fv_base, table, rows, current, tokens, ring, offset, columns, dim,
-                               TILE, PRECISION)
-    out += _readout(shared, OUT_STEPS)
-    mask = (rows[:, None] < tokens) & (columns[None, :] < dim)
-    tl.store(out_ptr + base + rows[:, None] * dim + columns[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+        out += _readout(_partial_readout(q, fk_base, fv_base, blocks, j, current - j, row_offset, tokens, offset,
+                                         columns, dim, TILE, BLOCK_M, EVEN, PRECISION), OUT_STEPS)
+    _store_rows(out_ptr + base, out, rows, tokens, columns, dim, EVEN)
 
 
 @triton.jit
-def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, table, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset,
-                   TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """dq of one query block; grid (query blocks, batch x heads)."""
-    start = tl.program_id(0) * BLOCK_M
+def _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, distance, row_offset, offset, TILE: tl.constexpr,
+                    BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
+    """dq from one key tile whose slot's readout before the clamp is `a`."""
+    pre, decay = _scores(q, fk, blocks, distance, row_offset, offset, TILE, BLOCK_M, PRECISION)
+    grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
+    return tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
+
+
+@triton.jit
+def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset,
+                   TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """dq of one query block; grid (query blocks, batch x heads), the longest first."""
+    start = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
     base = tl.program_id(1).to(tl.int64) * tokens * dim
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
     rows = start + tl.arange(0, BLOCK_M)
     columns = tl.arange(0, BLOCK_D)
-    q = _load_rows(q_base, rows, tokens, columns, dim)
-    grad_out = _load_rows(grad_out_ptr + base, rows, tokens, columns, dim).to(tl.float32)
+    q = _rows(q_base, rows, tokens, columns, dim, EVEN)
+    grad_out = _rows(grad_out_ptr + base, rows, tokens, columns, dim, EVEN).to(tl.float32)
     current = start // TILE
-    oldest = current - ring // TILE
-    grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
-    for j in range(tl.maximum(oldest + 1, 0), current):  # tiles alone in their physical slot
-        fk, fv, pre, decay = _key_tile(q, fk_base, fv_base, table, rows, j, tokens, ring, offset, columns, dim,
-                                       TILE, PRECISION)
-        a = tl.dot((tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay).to(fv.dtype), fv, input_precision=PRECISION)
-        grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-        grad_q += tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
+    row_offset = start - current * TILE
+    ring_tiles = ring // TILE
+    oldest = current - ring_tiles
     # the current tile, sharing its slot (and readout) with the oldest one once the ring has wrapped
-    a = _partial_readout(q, fk_base, fv_base, table, rows, current, tokens, ring, offset, columns, dim, TILE,
-                         PRECISION)
+    a = _partial_readout(q, fk_base, fv_base, blocks, current, 0, row_offset, tokens, offset, columns, dim, TILE,
+                         BLOCK_M, EVEN, PRECISION)
     if oldest >= 0:
-        a += _partial_readout(q, fk_base, fv_base, table, rows, oldest, tokens, ring, offset, columns, dim, TILE,
-                              PRECISION)
-    fk, fv, pre, decay = _key_tile(q, fk_base, fv_base, table, rows, current, tokens, ring, offset, columns, dim,
-                                   TILE, PRECISION)
-    grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-    grad_q += tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
-    if oldest >= 0:
-        fk, fv, pre, decay = _key_tile(q, fk_base, fv_base, table, rows, oldest, tokens, ring, offset, columns, dim,
-                                       TILE, PRECISION)
+        a += _partial_readout(q, fk_base, fv_base, blocks, oldest, ring_tiles, row_offset, tokens, offset, columns,
+                              dim, TILE, BLOCK_M, EVEN, PRECISION)
+        fk, fv = _key_rows(fk_base, fv_base, oldest, tokens, columns, dim, TILE, EVEN)
+        grad_q = _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, ring_tiles, row_offset, offset, TILE, BLOCK_M,
+                                 PRECISION)
+    else:
+        grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+    fk, fv = _key_rows(fk_base, fv_base, current, tokens, columns, dim, TILE, EVEN)
+    grad_q += _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, 0, row_offset, offset, TILE, BLOCK_M, PRECISION)
+    for j in range(tl.maximum(oldest + 1, 0), current):  # tiles alone in their physical slot
+        fk, fv = _key_rows(fk_base, fv_base, j, tokens, columns, dim, TILE, EVEN)
+        pre, decay = _scores(q, fk, blocks, current - j, row_offset, offset, TILE, BLOCK_M, PRECISION)
+        a = tl.dot(_pulses(pre, decay).to(fv.dtype), fv, input_precision=PRECISION)
         grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
         grad_q += tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
-    mask = (rows[:, None] < tokens) & (columns[None, :] < dim)
-    tl.store(grad_q_ptr + base + rows[:, None] * dim + columns[None, :], grad_q.to(grad_q_ptr.dtype.element_ty),
-             mask=mask)
+    _store_rows(grad_q_ptr + base, grad_q, rows, tokens, columns, dim, EVEN)
 
 
 @triton.jit
-def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, table, grad_out_ptr, grad_fk_ptr, grad_fv_ptr, tokens, dim, ring, offset,
-                    TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    """d f(k) and d g(v) of one key tile from every query block that reaches it; grid (key tiles, batch x heads)."""
+def _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, partner,
+                   partner_distance, tokens, offset, columns, dim, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                   EVEN: tl.constexpr, PRECISION: tl.constexpr, PARTNER: tl.constexpr):
+    """Contributions to d f(k), d g(v) of key tile `tile_index` (rows fk, fv) from the query block at `start`;
+    with PARTNER, the slot's readout also holds tile `partner` (`partner_distance` tiles before the queries)."""
+    rows = start + tl.arange(0, BLOCK_M)
+    q = _rows(q_base, rows, tokens, columns, dim, EVEN)
+    grad_out = _rows(grad_out_base, rows, tokens, columns, dim, EVEN).to(tl.float32)
+    query_tile = start // TILE
+    row_offset = start - query_tile * TILE
+    pre, decay = _scores(q, fk, blocks, query_tile - tile_index, row_offset, offset, TILE, BLOCK_M, PRECISION)
+    pulses = _pulses(pre, decay)
+    a = tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
+    if PARTNER:
+        a += _partial_readout(q, fk_base, fv_base, blocks, partner, partner_distance, row_offset, tokens, offset,
+                              columns, dim, TILE, BLOCK_M, EVEN, PRECISION)
+    grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
+    grad_fv = tl.dot(tl.trans(pulses).to(fv.dtype), gate.to(fv.dtype), input_precision=PRECISION)
+    grad_fk = tl.dot(tl.trans(grad_x).to(q.dtype), q, input_precision=PRECISION)
+    return grad_fk, grad_fv
+
+
+@triton.jit
+def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, grad_fv_ptr, tokens, dim, ring, offset,
+                    TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """d f(k) and d g(v) of one key tile from every query block that reaches it: those of its own tile (whose
+    slot, once the ring has wrapped, also holds tile - ring_tiles), those between, and those ring_tiles
+    later (for which it is the oldest in their slot); grid (key tiles, batch x heads)."""
     tile_index = tl.program_id(0)
     base = tl.program_id(1).to(tl.int64) * tokens * dim
-    q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
+    q_base, fk_base, fv_base, grad_out_base = q_ptr + base, fk_ptr + base, fv_ptr + base, grad_out_ptr + base
     columns = tl.arange(0, BLOCK_D)
     ring_tiles = ring // TILE
+    fk, fv = _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE, EVEN)
     grad_fk = tl.full((TILE, BLOCK_D), 0.0, tl.float32)
     grad_fv = tl.full((TILE, BLOCK_D), 0.0, tl.float32)
-    stop = tl.minimum((tile_index + ring_tiles + 1) * TILE, tokens)  # query tiles tile_index .. + ring_tiles
-    for start in range(tile_index * TILE, stop, BLOCK_M):
-        rows = start + tl.arange(0, BLOCK_M)
-        q = _load_rows(q_base, rows, tokens, columns, dim)
-        grad_out = _load_rows(grad_out_ptr + base, rows, tokens, columns, dim).to(tl.float32)
-        fk, fv, pre, decay = _key_tile(q, fk_base, fv_base, table, rows, tile_index, tokens, ring, offset, columns,
-                                       dim, TILE, PRECISION)
-        pulses = tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay
-        a = tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
-        query_tile = start // TILE
-        partner = query_tile * 0 - 1  # the other aligned tile in this tile's physical slot, for these queries
-        if query_tile == tile_index + ring_tiles:
-            partner = query_tile
-        if (query_tile == tile_index) & (tile_index >= ring_tiles):
-            partner = tile_index - ring_tiles
-        if partner >= 0:
-            a += _partial_readout(q, fk_base, fv_base, table, rows, partner, tokens, ring, offset, columns, dim, TILE,
-                                  PRECISION)
-        grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-        grad_fv += tl.dot(tl.trans(pulses).to(fv.dtype), gate.to(fv.dtype), input_precision=PRECISION)
-        grad_fk += tl.dot(tl.trans(grad_x).to(q.dtype), q, input_precision=PRECISION)
-    keys = tile_index * TILE + tl.arange(0, TILE)
-    mask = (keys[:, None] < tokens) & (columns[None, :] < dim)
-    offsets = base + keys[:, None] * dim + columns[None, :]
-    tl.store(grad_fk_ptr + offsets, grad_fk.to(grad_fk_ptr.dtype.element_ty), mask=mask)
-    tl.store(grad_fv_ptr + offsets, grad_fv.to(grad_fv_ptr.dtype.element_ty), mask=mask)
+    own = tile_index * TILE
+    for start in range(own, tl.minimum(own + TILE, tokens), BLOCK_M):
+        if tile_index >= ring_tiles:
+            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index,
+                                    tile_index - ring_tiles, ring_tiles, tokens, offset, columns, dim, TILE, BLOCK_M,
+                                    EVEN, PRECISION, True)
+        else:
+            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, 0, 0,
+                                    tokens, offset, columns, dim, TILE, BLOCK_M, EVEN, PRECISION, False)
+        grad_fk += dk
+        grad_fv += dv
+    last = own + ring_tiles * TILE  # the query tile for which this one is the oldest in the slot
+    for start in range(own + TILE, tl.minimum(last, tokens), BLOCK_M):
+        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, 0, 0,
+                                tokens, offset, columns, dim, TILE, BLOCK_M, EVEN, PRECISION, False)
+        grad_fk += dk
+        grad_fv += dv
+    for start in range(last, tl.minimum(last + TILE, tokens), BLOCK_M):
+        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index,
+                                tile_index + ring_tiles, 0, tokens, offset, columns, dim, TILE, BLOCK_M, EVEN,
+                                PRECISION, True)
+        grad_fk += dk
+        grad_fv += dv
+    keys = own + tl.arange(0, TILE)
+    _store_rows(grad_fk_ptr + base, grad_fk, keys, tokens, columns, dim, EVEN)
+    _store_rows(grad_fv_ptr + base, grad_fv, keys, tokens, columns, dim, EVEN)
+
+
+@triton.jit
+def _transfer_kernel(x_ptr, grad_ptr, out_ptr, coefficients, elements, low, high, step, y0, scale,
+                     DEGREE: tl.constexpr, LEVELS: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    """One element-wise hardware transfer (`functional.Transfer`) in float32: scale * sum_i c_i (t - y0)^i
+    with t = x clamped to [low, high] (rounded to LEVELS levels when LEVELS > 0); BACKWARD: the incoming
+    gradient times that polynomial (the slope's coefficients), zero where x is outside [low, high]."""
+    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside_array = index < elements
+    x = tl.load(x_ptr + index, mask=inside_array, other=0.0).to(tl.float32)
+    t = tl.minimum(tl.maximum(x, low), high)
+    if LEVELS > 0:
+        t = (((t - low) / step + ROUNDING) - ROUNDING) * step + low
+    t = t - y0
+    result = tl.full((BLOCK,), 0.0, tl.float32) + tl.load(coefficients + DEGREE - 1)
+    for i in tl.static_range(DEGREE - 2, -1, -1):
+        result = result * t + tl.load(coefficients + i)
+    result = result * scale
+    if BACKWARD:
+        grad = tl.load(grad_ptr + index, mask=inside_array, other=0.0).to(tl.float32)
+        result = tl.where((x >= low) & (x <= high), grad * result, 0.0)
+    tl.store(out_ptr + index, result.to(out_ptr.dtype.element_ty), mask=inside_array)
+
+
+_COEFFICIENTS: dict[tuple, torch.Tensor] = {}
+
+
+def _transfer(x: torch.Tensor, transfer, coefficients: tuple[float, ...], grad: torch.Tensor | None = None):
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    key = (coefficients, x.device)
+    if key not in _COEFFICIENTS:  # one small copy to the device per polynomial, not one per call
+        _COEFFICIENTS[key] = torch.tensor(coefficients, dtype=torch.float32, device=x.device)
+    table = _COEFFICIENTS[key]
+    step = (transfer.high - transfer.low) / (transfer.levels - 1) if transfer.levels else 1.0
+    block = 1024
+    _transfer_kernel[(triton.cdiv(x.numel(), block),)](
+        x, x if grad is None else grad.contiguous(), out, table, x.numel(), float(transfer.low),
+        float(transfer.high), float(step), float(transfer.y0), float(transfer.scale), DEGREE=len(coefficients),
+        LEVELS=transfer.levels, BACKWARD=grad is not None, BLOCK=block, num_warps=4)
+    return out
+
+
+class FusedTransfer(torch.autograd.Function):
+    """`functional.Transfer` applied by one kernel each way (the torch form runs ~10 element-wise ops)."""
+
+    @staticmethod
+    def forward(ctx, x, transfer):
+        ctx.save_for_backward(x)
+        ctx.transfer = transfer
+        return _transfer(x, transfer, transfer.coefficients)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), transfer = ctx.saved_tensors, ctx.transfer
+        return _transfer(x, transfer, transfer.slope, grad), None
 
 
 def interpreted() -> bool:
@@ -199,9 +317,10 @@ def interpreted() -> bool:
     return type(_forward_kernel).__name__ == "InterpretedFunction"
 
 
-def supports(q: torch.Tensor, tile: int) -> str | None:
-    """None when the kernel handles q (B*H, T, D) with this tile, else the reason it does not."""
-    if tile not in TILES:
+def supports(q: torch.Tensor, tile: int | None) -> str | None:
+    """None when the kernels handle q (B*H, T, D) with this tile (None: the element-wise ones), else the
+    reason they do not."""
+    if tile is not None and tile not in TILES:
         return f"tile {tile} is not one of {TILES}"
     if q.shape[-1] > MAX_HEAD_DIM:
         return f"head_dim {q.shape[-1]} is over {MAX_HEAD_DIM}"
@@ -212,46 +331,70 @@ def supports(q: torch.Tensor, tile: int) -> str | None:
     return None
 
 
-def _launch_options(q: torch.Tensor, tile: int) -> dict:
-    dim = q.shape[-1]
-    return dict(TILE=tile, BLOCK_M=min(tile, 64), BLOCK_D=max(16, triton.next_power_of_2(dim)),
-                PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4 if tile <= 64 else 8,
-                **({"num_stages": 1} if q.dtype == torch.float32 else {}))  # float32 tiles are large: no pipelining
+def decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
+    """The decay (x causal and window mask) of query row r against key c of the aligned tile `distance`
+    tiles back: blocks[distance, r, c] = table[distance * tile + r - c] for ages 0..ring-1, else 0;
+    distance 0..ring // tile. `table` holds at least `ring` ages."""
+    age, valid = _block_ages(tile, ring, table.device)
+    return torch.where(valid, table[age], table.new_zeros(()))
+
+
+@functools.cache
+def _block_ages(tile: int, ring: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ages of `decay_blocks` (clamped into the table) and where they are inside the window."""
+    steps = torch.arange(tile, device=device)
+    age = torch.arange(ring // tile + 1, device=device)[:, None, None] * tile + steps[None, :, None] - steps[None, None, :]
+    return age.clamp(0, ring - 1), (age >= 0) & (age < ring)
+
+
+def _launch_options(q: torch.Tensor, tile: int, kernel: str, launch: dict | None) -> dict:
+    """Constexprs and launch settings of `kernel` for q (B*H, T, D); `launch` overrides LAUNCH."""
+    block_m, warps, stages = (launch or LAUNCH)[kernel]
+    tokens, dim = q.shape[1:]
+    block_d = max(16, triton.next_power_of_2(dim))
+    block_m = min(block_m, tile)
+    return dict(TILE=tile, BLOCK_M=block_m, BLOCK_D=block_d, EVEN=tokens % tile == 0 and dim == block_d,
+                PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=warps,
+                num_stages=1 if q.dtype == torch.float32 else stages)  # float32 tiles are large: no pipelining
 
 
 class FusedTiledAttention(torch.autograd.Function):
-    """The kernel's autograd function on contiguous (B*H, T, D) q, f(k), g(v) and a decay table of `ring` ages."""
+    """The kernel's autograd function on contiguous (B*H, T, D) q, f(k), g(v) and the decay `blocks`."""
 
     @staticmethod
-    def forward(ctx, q, fk, fv, table, tile: int, ring: int, offset: float, out_steps: int):
-        q, fk, fv, table = (x.contiguous() for x in (q, fk, fv, table))
+    def forward(ctx, q, fk, fv, blocks, tile: int, ring: int, offset: float, out_steps: int, launch: dict | None):
+        q, fk, fv = (x.contiguous() for x in (q, fk, fv))
         rows, tokens, dim = q.shape
-        options = _launch_options(q, tile)
+        options = _launch_options(q, tile, "forward", launch)
         out = torch.empty_like(q)
         grid = (triton.cdiv(tokens, options["BLOCK_M"]), rows)
-        _forward_kernel[grid](q, fk, fv, table, out, tokens, dim, ring, float(offset), OUT_STEPS=out_steps,
+        _forward_kernel[grid](q, fk, fv, blocks, out, tokens, dim, ring, float(offset), OUT_STEPS=out_steps,
                               **options)
-        ctx.save_for_backward(q, fk, fv, table)
-        ctx.geometry = (tile, ring, float(offset))
+        ctx.save_for_backward(q, fk, fv, blocks)
+        ctx.geometry = (tile, ring, float(offset), launch)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, fk, fv, table = ctx.saved_tensors
-        tile, ring, offset = ctx.geometry
+        q, fk, fv, blocks = ctx.saved_tensors
+        tile, ring, offset, launch = ctx.geometry
         rows, tokens, dim = q.shape
         grad_out = grad_out.contiguous()
-        options = _launch_options(q, tile)
         grad_q, grad_fk, grad_fv = torch.empty_like(q), torch.empty_like(fk), torch.empty_like(fv)
+        options = _launch_options(q, tile, "grad_q", launch)
         _grad_q_kernel[(triton.cdiv(tokens, options["BLOCK_M"]), rows)](
-            q, fk, fv, table, grad_out, grad_q, tokens, dim, ring, offset, **options)
+            q, fk, fv, blocks, grad_out, grad_q, tokens, dim, ring, offset, **options)
         _grad_kv_kernel[(triton.cdiv(tokens, tile), rows)](
-            q, fk, fv, table, grad_out, grad_fk, grad_fv, tokens, dim, ring, offset, **options)
-        return grad_q, grad_fk, grad_fv, None, None, None, None, None
+            q, fk, fv, blocks, grad_out, grad_fk, grad_fv, tokens, dim, ring, offset,
+            **_launch_options(q, tile, "grad_kv", launch))
+        return grad_q, grad_fk, grad_fv, None, None, None, None, None, None
 
 
-def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: float, out_steps: int) -> torch.Tensor:
-    """Gain-cell attention of (B*H, T, D) q, f(k), g(v); `table` holds the decay by age (zero past its end)."""
+def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: float, out_steps: int,
+                          launch: dict | None = None) -> torch.Tensor:
+    """Gain-cell attention of (B*H, T, D) q, f(k), g(v); `table` holds the decay by age (zero past its end).
+    `launch`: {kernel: (query rows per block, warps, stages)} for all of KERNELS instead of LAUNCH."""
     if table.numel() < ring:
         table = torch.cat([table, table.new_zeros(ring - table.numel())])
-    return FusedTiledAttention.apply(q, fk, fv, table, tile, ring, offset, out_steps)
+    return FusedTiledAttention.apply(q, fk, fv, decay_blocks(table, tile, ring), tile, ring, offset, out_steps,
+                                     launch)

@@ -132,6 +132,44 @@ def test_kernel_equals_the_torch_path_more_settings(cell, case):
     check_parity(cell, *SLOW_CASES[case])
 
 
+def test_query_blocks_smaller_than_the_tile(cell):
+    """Launch settings with 16-row query blocks inside 32-token tiles (rows start inside a tile), ring wraps."""
+    from gaincell.surrogate.functional import decay_table_for, hardware_inputs, tiled_attention
+
+    q, k, v = inputs(1, 2, 2, 100, 32, 3)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, None, False, False, kernel="torch")
+    reference = tiled_attention(qh, fk, fv, cell, decay=0.02, tile=32, window=64, out_steps=0, kernel="torch")
+    table = decay_table_for(0.02, 64, cell, q.dtype, q.device)
+    small = {name: (16, 4, 2) for name in kernel.KERNELS}
+    qh, fk, fv = hardware_inputs(q, k, v, cell, None, False, False, kernel="torch")
+    fused = kernel.fused_tiled_attention(qh.reshape(2, 100, 32), fk.reshape(2, 100, 32), fv.reshape(2, 100, 32),
+                                         table, tile=32, ring=64, offset=cell.offset, out_steps=0, launch=small)
+    weights = torch.randn(reference.shape, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    for exact, ours in zip(torch.autograd.grad(reference, (q, k, v), weights),
+                           torch.autograd.grad(fused.view(1, 2, 100, 32), (q, k, v), weights)):
+        assert (ours - exact).abs().max() <= RELATIVE * exact.abs().max()
+    assert (fused.view(1, 2, 100, 32) - reference).abs().max() <= RELATIVE * reference.abs().max()
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_the_fused_transfers_equal_the_torch_ones(cell, quantize):
+    """q, f(k), g(v) and their gradients from one kernel each way, inputs on both sides of the stored range."""
+    from gaincell.surrogate.functional import Quantization, hardware_inputs
+
+    generator = torch.Generator().manual_seed(7)
+    q, k, v = (torch.rand(2, 3, 20, 16, generator=generator) * 1.4 - 0.2 for _ in range(3))
+    q, k, v = (x.to(DEVICE).requires_grad_() for x in (q, k, v))
+    quantization = Quantization() if quantize else None
+    results = []
+    for choice in ("torch", "triton"):
+        outs = hardware_inputs(q, k, v, cell, quantization, False, False, kernel=choice)
+        weights = [torch.full_like(o, 0.5) + o.detach() for o in outs]
+        results.append((outs, torch.autograd.grad(outs, (q, k, v), weights)))
+    for exact, fused in zip(results[0][0] + results[0][1], results[1][0] + results[1][1]):
+        assert exact.abs().max() > 0
+        assert torch.allclose(fused, exact, rtol=1e-5, atol=1e-6 * exact.abs().max().item())
+
+
 def test_the_inputs_reach_both_sides_of_every_clamp(cell):
     """The cases above mean something only if scores and readouts fall inside and outside the clamps."""
     from gaincell.surrogate.functional import attention_internals
