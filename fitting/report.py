@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from gaincell.outputs import atomic_path  # noqa: E402
+from gaincell.plotting import write_png  # noqa: E402
 from gaincell.surrogate.file import Surrogate  # noqa: E402
 
 from .fit import FitOutcome  # noqa: E402
@@ -76,14 +76,7 @@ def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
         axes[2].legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return write_png(fig, path, dpi=110)
 
 
 def fit_figure(outcomes: dict[str, FitOutcome]):

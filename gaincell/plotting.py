@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from .outputs import atomic_path  # noqa: E402
-from .store import unit_of  # noqa: E402
+from .sweep_data import unit_of  # noqa: E402
 
 MAX_POINTS_PER_TRACE = 4000
 DB, DEGREES = "dB", "°"
@@ -130,11 +130,16 @@ def render_png(figure: Figure, path: str | Path) -> Path:
             ax.legend(loc="best", fontsize=8)
     if figure.title:
         fig.suptitle(figure.title, fontsize=10)
-    fig.tight_layout()
+    return write_png(fig, path, dpi=120)
+
+
+def write_png(fig, path: str | Path, dpi: int) -> Path:
+    """Lay out a matplotlib figure, write it atomically as PNG and close it."""
     path = Path(path)
     try:
+        fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
     return path

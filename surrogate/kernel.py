@@ -115,16 +115,20 @@ def _grad_scores(grad_out, a, fv, pre, decay, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _query_block(tokens, dim, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's query block on grid (query blocks, batch x heads), the last blocks (which reach the most
+    tiles) first: its first row, the (batch x head) offset of its matrices, its rows and columns."""
+    start = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
+    return start, tl.program_id(1).to(tl.int64) * tokens * dim, start + tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_D)
+
+
+@triton.jit
 def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset, TILE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, OUT_STEPS: tl.constexpr, EVEN: tl.constexpr,
                     PRECISION: tl.constexpr):
-    """out[rows] = sum over physical tiles of readout(partial sums); grid (query blocks, batch x heads), the
-    last query blocks (which reach the most tiles) first."""
-    start = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-    base = tl.program_id(1).to(tl.int64) * tokens * dim
+    """out[rows] = sum over physical tiles of readout(partial sums) for one query block."""
+    start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
-    rows = start + tl.arange(0, BLOCK_M)
-    columns = tl.arange(0, BLOCK_D)
     q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     current = start // TILE  # the query block's own (aligned) tile
     row_offset = start - current * TILE
@@ -155,12 +159,9 @@ def _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, distance, row_offset, offset
 def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset,
                    TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
                    PRECISION: tl.constexpr):
-    """dq of one query block; grid (query blocks, batch x heads), the longest first."""
-    start = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-    base = tl.program_id(1).to(tl.int64) * tokens * dim
+    """dq of one query block."""
+    start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
-    rows = start + tl.arange(0, BLOCK_M)
-    columns = tl.arange(0, BLOCK_D)
     q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     grad_out = _rows(grad_out_ptr + base, rows, tokens, columns, dim, EVEN).to(tl.float32)
     current = start // TILE

@@ -20,7 +20,8 @@ pytest.importorskip("triton", reason="the fused kernel needs the triton package 
 from gaincell.errors import ConfigError  # noqa: E402
 from gaincell.resources import data_path  # noqa: E402
 from gaincell.surrogate.cellmodel import CellModel  # noqa: E402
-from gaincell.surrogate.functional import Quantization, gaincell_attention, use_triton  # noqa: E402
+from gaincell.surrogate.functional import gaincell_attention, use_triton  # noqa: E402
+from gaincell.surrogate.transfers import Quantization  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -154,7 +155,8 @@ def test_query_blocks_smaller_than_the_tile(cell):
 @pytest.mark.parametrize("quantize", [False, True])
 def test_the_fused_transfers_equal_the_torch_ones(cell, quantize):
     """q, f(k), g(v) and their gradients from one kernel each way, inputs on both sides of the stored range."""
-    from gaincell.surrogate.functional import Quantization, hardware_inputs
+    from gaincell.surrogate.functional import hardware_inputs
+    from gaincell.surrogate.transfers import Quantization
 
     generator = torch.Generator().manual_seed(7)
     q, k, v = (torch.rand(2, 3, 20, 16, generator=generator) * 1.4 - 0.2 for _ in range(3))
@@ -224,6 +226,17 @@ def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
     difference = (fused.float() - reference).abs()
     assert difference.mean() <= 0.01 * reference.abs().max()
     assert (difference > 1 / 15 + 0.02).float().mean() <= 0.01
+
+
+@pytest.mark.slow
+def test_the_kernels_compile_for_a_gpu(tmp_path):
+    """The kernels compile for an sm_90 GPU (Triton's compiler, no GPU needed; a fresh cache)."""
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    environment["TRITON_CACHE_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "kernel_compile.py")], capture_output=True, text=True,
+                          timeout=600, env=environment, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("compiled") == 7
 
 
 @pytest.mark.slow

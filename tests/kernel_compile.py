@@ -1,0 +1,47 @@
+"""Compile the fused kernels for an sm_90 GPU without one (run as a script, without TRITON_INTERPRET): what
+Triton's CPU interpreter lets through but the compiler refuses (types that differ between branches, shapes,
+shared memory) fails here. Prints one line per kernel and variant; exit status 1 when any failed."""
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from gaincell.surrogate import kernel
+
+POINTER = "*bf16"
+SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset="fp32")
+ATTENTION = dict(TILE=64, BLOCK_M=64, BLOCK_D=64, EVEN=True, PRECISION=None)
+KERNELS = {
+    "_forward_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "out_ptr"), SCALARS, dict(ATTENTION, OUT_STEPS=15)),
+    "_grad_q_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_q_ptr"), SCALARS, ATTENTION),
+    "_grad_kv_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_fk_ptr", "grad_fv_ptr"),
+                        SCALARS, ATTENTION),
+    "_transfer_kernel": (("x_ptr", "grad_ptr", "out_ptr"),
+                         dict(coefficients="*fp32", elements="i32", low="fp32", high="fp32", step="fp32",
+                              y0="fp32", scale="fp32"), dict(DEGREE=4, LEVELS=8, BACKWARD=True, BLOCK=1024)),
+}
+
+
+def main() -> int:
+    failed = 0
+    for name, (pointers, scalars, constants) in KERNELS.items():
+        function = getattr(kernel, name)
+        variants = [{}, {"EVEN": False, "BLOCK_M": 32}] if "EVEN" in constants else [{}]
+        for variant in variants:
+            values = dict(constants, **variant)
+            signature = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}
+            source = ASTSource(fn=function, signature=signature,
+                               constexprs={(function.arg_names.index(k),): v for k, v in values.items()})
+            try:
+                compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                          options={"num_warps": 4, "num_stages": 2})
+                print(f"{name} {variant}: compiled, {compiled.metadata.shared} bytes of shared memory")
+            except Exception as exc:  # the compiler's own message is the point of this check
+                failed += 1
+                print(f"{name} {variant}: FAILED {type(exc).__name__}: {str(exc)[:2000]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
