@@ -306,3 +306,21 @@ def test_kill_9_of_adapt_at_random_moments_resumes_to_the_uninterrupted_result(t
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
     assert json.loads((out / "adapted.json").read_text())["stages_done"] == ["linear", "calibrate", "nonlinear"]
     assert not (out / ".staging").exists()
+
+
+def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
+    text = tmp_path / "train.txt"
+    text.write_text(TEXT)
+    base = ["adapt", "--model", "smollm2", "--out", str(tmp_path / "out"), "--train-text", str(text)]
+    for extra, message in (
+            (["--stages", "calibrate", "--transfer-steps", "5"],
+             "error: --transfer-steps: is read only by the transfer stage, which --stages (calibrate) does not run"),
+            (["--stages", "transfer", "--steps", "5"],
+             "error: --steps: is read only by the linear and nonlinear stages, which --stages (transfer) does not run"),
+            (["--stages", "linear,nonlinear", "--lora-rank", "4"],
+             "error: --lora-rank: is read only by the transfer and distill stages")):
+        done = _cli(*base, *extra)
+        log = done.communicate(timeout=120)[0]
+        assert done.returncode == 1 and message in log, log
+        assert "Traceback" not in log
+    assert not (tmp_path / "out").exists()

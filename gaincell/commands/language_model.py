@@ -60,6 +60,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     from ..adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
     from ..adapt.train import TrainConfig, sigterm_as_interrupt
 
+    stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
+    refuse_options_of_other_stages(click.get_current_context(), stage_names)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out_dir} exists and is not a folder")
@@ -76,7 +78,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     def rate(stage: str) -> float:
         return STAGE_LR[stage] if lr is None else lr
     options = AdaptOptions(model_spec, surrogate_file(surrogate), out, Path(train_text),
-                           tuple(s.strip() for s in stages.split(",") if s.strip()),
+                           stage_names,
                            TrainConfig(steps=steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
                            TrainConfig(steps=steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
                            TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr, **train),
@@ -87,6 +89,25 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     with output_lock(lock), sigterm_as_interrupt():
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
+
+
+STAGE_OPTIONS = {  # adapt options that only some stages read
+    "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
+    "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"),
+    "distill": ("linear", "nonlinear", "distill"), "calibration_tokens": ("calibrate",),
+    "calibration_iterations": ("calibrate",),
+}
+
+
+def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ...]) -> None:
+    """An option given on the command line for stages that --stages does not run is a mistake: say so."""
+    for name, readers in STAGE_OPTIONS.items():
+        if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and not set(readers) & set(
+                stages):
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(option, f"is read only by the {' and '.join(readers)} stage"
+                                      f"{'s' if len(readers) > 1 else ''}, which --stages ({','.join(stages)}) "
+                                      "does not run")
 
 
 @click.command(name="eval")
