@@ -96,7 +96,7 @@ def compare(tiled: Path, naive: Path) -> dict:
 
 def check_agreement(report: dict) -> None:
     """`Disagreement` (exit status 1) unless tiled and naive agree within the tolerances above."""
-    from gaincell.surrogate.functional import Quantization
+    from gaincell.surrogate.transfers import Quantization
 
     for name in ("grad_q", "grad_k", "grad_v"):
         require_close(f"tiled vs naive {name}", report[name]["tiled"].numpy(), report[name]["naive"].numpy(),

@@ -15,7 +15,8 @@ import numpy as np
 
 from gaincell.design import CellDesign
 from gaincell.periphery import C2PDesign, DacDesign, Grid
-from gaincell.store import OK, list_sweeps, read_sweep
+from gaincell.store import list_sweeps, read_sweep
+from gaincell.sweep_data import OK
 
 from .c2p import c2p_sweeps
 from .dac import dac_sweep

@@ -3,7 +3,9 @@
 A `Testbench` describes one point as a parameterised subcircuit; a chunk of points becomes one netlist
 with one subcircuit instance per point (`X0`, `X1`, ... with the point's values as instance parameters),
 so ngspice solves hundreds of independent cells in one run. A chunk that fails is split in halves until
-the failing point is isolated; its ngspice message is recorded and the rest of the sweep goes on.
+the failing point is isolated; its ngspice message is recorded and the rest of the sweep goes on. The
+design-neutral machinery lives in circuits/spice/: chunk files and checkpoints (parts.py), running chunks
+on the worker pool or Dask (chunks.py).
 
     sweep = Sweep("read", MyBench(...), {"stored_v": [...], "pulse_s": [...]})
     data = run_sweep(sweep, "char.h5")          # resumes if char.h5(.parts) already hold some points
@@ -13,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,15 +28,17 @@ from tqdm.auto import tqdm
 from gaincell import __version__
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record
-from gaincell.periphery import C2PDesign, DacDesign
-from gaincell.errors import ConfigError, GaincellError, NetlistError, SimulationError, WorkerCrashed, WorkerStartError
+from gaincell.errors import ConfigError, NetlistError, WorkerStartError
 from gaincell.outputs import output_lock
-from gaincell.store import SweepData, read_sweep, save_sweeps, OK
+from gaincell.periphery import C2PDesign, DacDesign
+from gaincell.store import read_sweep
+from gaincell.sweep_data import OK, SweepData
 
 from .spice.analysis import Analysis
+from .spice.chunks import execute_chunks, instance_vector
 from .spice.netlist import Netlist, prepare
+from .spice.parts import PART_GLOB, apply_part, checkpoint, parts_folder, record_outcome, save_part
 from .spice.simulator import check_backend
-from .spice.workers import Task, WorkerPool, simulate_in_worker
 
 
 class Testbench:
@@ -103,43 +106,12 @@ class Testbench:
             params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
             ports = " ".join(self.instance_ports(point))
             lines.append(f"X{i} {ports} {self.subckt_name} params: {params}".replace("  ", " "))
-        save = [_instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
+        save = [instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
         save += list(self.shared_probes)
         if self.probes:
             save.append("time")
         return prepare("\n".join(line for line in lines if line), self.analysis(points), save=save,
                        options=self.options())
-
-
-def _instance_vector(probe: str, i: int) -> str:
-    """`v(sn)` -> `v(x3.sn)`; `i(v.vbl)` -> `i(v.x3.vbl)` (ngspice's names inside instance X3)."""
-    kind, inner = probe[0], probe[2:-1]
-    if kind == "i" and "." in inner:
-        letter, rest = inner.split(".", 1)
-        return f"i({letter}.x{i}.{rest})"
-    return f"{kind}(x{i}.{inner})"
-
-
-def simulate_chunk(testbench: Testbench, points: list[dict], backend: str, timeout_s: float) -> dict:
-    """Worker side: simulate a chunk as one packed deck; returns per-point results or the failure."""
-    netlist = testbench.netlist(points)
-    try:
-        if backend == "shared":
-            output = simulate_in_worker(netlist, "shared")
-        else:
-            output = simulate_in_worker(netlist, "batch", timeout_s)
-    except SimulationError as exc:
-        return {"deck": netlist.text, "error": exc.message, "kind": exc.kind}
-    vectors = output.plots[-1][1]
-    results = []
-    for i, point in enumerate(points):
-        own = {probe: vectors[_instance_vector(probe, i)] for probe in testbench.probes}
-        own.update({probe: vectors[probe] for probe in testbench.shared_probes})
-        own["n_instances"] = np.asarray(len(points))
-        if "time" in vectors:
-            own["time"] = vectors["time"]
-        results.append(testbench.extract(own, point))
-    return {"deck": netlist.text, "results": results, "simulator": output.simulator}
 
 
 @dataclass(frozen=True)
@@ -179,62 +151,6 @@ class Sweep:
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Parts: each finished chunk, saved atomically next to the HDF5 file until it is merged in.
-
-def _parts_dir(out: Path, sweep: Sweep) -> Path:
-    return out.with_name(out.name + ".parts") / sweep.name
-
-
-def _save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
-    arrays = {"index": np.array(indices, dtype=np.int64), "deck": np.array(outcome["deck"])}
-    if "results" in outcome:
-        results = outcome["results"]
-        for name in results[0]:
-            values = [np.asarray(r[name]) for r in results]
-            kind = complex if any(np.iscomplexobj(v) for v in values) else float  # keep imaginary parts
-            values = [v.astype(kind) for v in values]
-            width = max(v.size for v in values)
-            stacked = np.full((len(values), width) if values[0].ndim else (len(values),), np.nan, dtype=kind)
-            for j, value in enumerate(values):
-                if value.ndim:
-                    stacked[j, : value.size] = value
-                else:
-                    stacked[j] = value
-            arrays[f"signal:{name}"] = stacked
-            arrays[f"length:{name}"] = np.array([v.size for v in values])
-        arrays["simulator"] = np.array(outcome.get("simulator", ""))
-    else:
-        arrays["error"] = np.array(outcome["error"])
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{serial}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, folder / f"{serial}.npz")
-
-
-PART_GLOB = "[0-9]*.npz"  # finished chunk files (a chunk is written as .SERIAL.tmp.npz, then renamed)
-
-
-def apply_part(data: SweepData, path: Path) -> None:
-    """Record the points of one saved chunk file (FILE.parts/SWEEP/*.npz) into `data`."""
-    with np.load(path, allow_pickle=False) as part:
-        indices = [tuple(int(i) for i in row) for row in part["index"]]
-        deck = data.add_deck(str(part["deck"]))
-        if "error" in part.files:
-            for index in indices:
-                data.record_failure(index, str(part["error"]), deck)
-            return
-        if str(part["simulator"]):
-            data.attrs["simulator"] = str(part["simulator"])
-        names = [k[len("signal:"):] for k in part.files if k.startswith("signal:")]
-        stacked = {name: (part[f"signal:{name}"], part[f"length:{name}"]) for name in names}
-        for j, index in enumerate(indices):
-            data.record_ok(index, {name: table[j, : lengths[j]] if table.ndim == 2 else table[j]
-                                   for name, (table, lengths) in stacked.items()}, deck)
-
-
-# ---------------------------------------------------------------------------------------------------
-
 @dataclass
 class SweepReport:
     """What a `run_sweep` call did: points simulated now, failures, wall time."""
@@ -259,7 +175,7 @@ def _fresh_data(sweep: Sweep) -> SweepData:
 
 
 def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
-    parts = _parts_dir(out, sweep)
+    parts = parts_folder(out, sweep.name)
     if restart:
         shutil.rmtree(parts, ignore_errors=True)
     data = None
@@ -315,9 +231,9 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     todo = [tuple(int(i) for i in ix) for ix in np.argwhere(todo_mask)]
     report = SweepReport(data)
     size = sweep.chunk_size or sweep.testbench.max_pack
-    parts = _parts_dir(out, sweep)
+    parts = parts_folder(out, sweep.name)
     if not todo:  # every point is done; chunks saved before a kill are merged now
-        _checkpoint(out, data, parts)
+        checkpoint(out, data, parts)
         return report
     serial = itertools.count(int(time.time() * 1000) * 1000)
     todo.sort(key=lambda ix: sweep.testbench.pack_key(sweep.point(ix)))  # stable: grid order within a key
@@ -326,14 +242,14 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     last_save = time.monotonic()
     refused = False
     try:
-        for indices, outcome in _execute(sweep, queue, workers, backend, scheduler):
+        for indices, outcome in execute_chunks(sweep, queue, workers, backend, scheduler):
             failed_whole = "results" not in outcome
             if failed_whole and len(indices) > 1 and sweep.testbench.splittable:
                 half = len(indices) // 2  # isolate the failing point(s): bisect the chunk
                 queue.extend([indices[:half], indices[half:]])
                 continue
-            _save_part(parts, f"{next(serial):020d}", indices, outcome)
-            _record(data, indices, outcome)
+            save_part(parts, f"{next(serial):020d}", indices, outcome)
+            record_outcome(data, indices, outcome)
             report.simulated += len(indices)
             if failed_whole:
                 report.failed_now += 1
@@ -341,7 +257,7 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
             bar.update(len(indices))
             bar.set_postfix(failed=int(np.sum(data.status == 2)))
             if time.monotonic() - last_save > save_every_s:
-                _checkpoint(out, data, parts)
+                checkpoint(out, data, parts)
                 last_save = time.monotonic()
     except (NetlistError, WorkerStartError):
         refused = report.simulated == 0  # nothing ran: write no file at all (finished chunks stay in parts)
@@ -349,109 +265,6 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     finally:
         bar.close()
         if not refused:
-            _checkpoint(out, data, parts)
+            checkpoint(out, data, parts)
         report.wall_s = time.perf_counter() - started
     return report
-
-
-def _record(data: SweepData, indices: list[tuple], outcome: dict) -> None:
-    deck = data.add_deck(outcome["deck"])
-    if "results" not in outcome:
-        for index in indices:
-            data.record_failure(index, outcome["error"], deck)
-        return
-    if outcome.get("simulator"):
-        data.attrs["simulator"] = outcome["simulator"]
-    for index, result in zip(indices, outcome["results"]):
-        data.record_ok(index, result, deck)
-
-
-def _checkpoint(out: Path, data: SweepData, parts: Path) -> None:
-    """Merge everything recorded so far into the HDF5 file (atomically), then drop the merged parts."""
-    merged = sorted(parts.glob(PART_GLOB)) if parts.exists() else []
-    merged += list(parts.glob(".*.tmp.npz")) if parts.exists() else []  # chunk writes cut short by a kill
-    data.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if data.decks:
-        data.attrs["netlist"] = data.decks[0]
-        data.attrs["netlist_sha256"] = hashlib.sha256(data.decks[0].encode()).hexdigest()
-    save_sweeps(out, [data])
-    for part in merged:
-        part.unlink(missing_ok=True)
-    for folder in (parts, parts.parent):
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-
-
-def _execute(sweep: Sweep, queue: deque, workers, backend, scheduler):
-    """Yield (indices, outcome) per chunk from the local pool or Dask; the caller may extend `queue`."""
-    def points(indices):
-        return [sweep.point(ix) for ix in indices]
-
-    if scheduler is None:
-        with WorkerPool(workers) as pool:
-            tasks = _TaskFeed(queue, lambda ix: Task(ix, simulate_chunk, (sweep.testbench, points(ix), backend,
-                                                                          sweep.timeout_s), sweep.timeout_s))
-            for indices, result in pool.run(tasks):
-                if isinstance(result, SimulationError):  # the worker died or hung: no deck came back
-                    result = {"deck": "", "error": result.message, "kind": result.kind}
-                yield indices, result
-        return
-    yield from _execute_dask(sweep, queue, workers, scheduler, points)
-
-
-class _TaskFeed(deque):
-    """A deque of tasks that turns chunks appended to `queue` into tasks as the pool asks for them."""
-
-    def __init__(self, queue: deque, make):
-        super().__init__()
-        self._queue, self._make = queue, make
-
-    def __bool__(self):
-        return bool(self._queue)
-
-    def __len__(self):
-        return len(self._queue)
-
-    def popleft(self):
-        return self._make(self._queue.popleft())
-
-
-def _execute_dask(sweep: Sweep, queue: deque, workers, scheduler: str, points):
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise GaincellError("the Dask backend needs dask.distributed: pip install 'gaincell[dask]'") from None
-    cluster = None
-    if scheduler == "local-dask":
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
-        def submit(indices):
-            future = client.submit(simulate_chunk, sweep.testbench, points(indices), "batch", sweep.timeout_s,
-                                   pure=False)
-            owners[future.key] = indices
-            return future
-
-        owners: dict[Any, list] = {}
-        running = as_completed([submit(queue.popleft()) for _ in range(len(queue))])
-        for future in running:
-            indices = owners.pop(future.key)
-            try:
-                outcome = future.result()
-            except NetlistError:  # refused before ngspice ran: the whole sweep is refused, not this point
-                raise
-            except Exception as exc:  # KilledWorker and friends: the worker died under this chunk
-                crash = WorkerCrashed(f"Dask worker failed: {type(exc).__name__}: {exc}")
-                outcome = {"deck": "", "error": crash.message, "kind": crash.kind}
-            yield indices, outcome
-            while queue:
-                running.add(submit(queue.popleft()))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gaincell.design import CellDesign
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, SimulationError
 
 from .arrays import READ_DELAY_S
 from .c2p import (C2P_FILE, FIRED_MIN_FRACTION, C2PDesign, converter_lines, never_fired, pulse_readout,
@@ -188,7 +188,7 @@ def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesi
     widths = np.asarray(scores.data.scalars["width_s"], dtype=float)
     if not np.all(scores.data.status == 1):
         failed = [int(i) for i in np.nonzero(scores.data.status != 1)[0]]
-        raise ConfigError("tile", f"stage 1 failed for token column(s) {failed}: {'; '.join(scores.messages[:2])}")
+        raise SimulationError(f"tile stage 1 failed for token column(s) {failed}: {'; '.join(scores.messages[:2])}")
     drive = tuple(float(min(w, design.t_max_s)) for w in widths)  # the row drivers regenerate the pulses
     stage2 = TileReadout(design, as_rows(v), drive, c2p)
     readout = run_sweep(Sweep(f"{prefix}_readout", stage2, {"column": list(range(dim))}, timeout_s=600.0), out,

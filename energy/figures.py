@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gaincell.compact import PAPER_LATENCY_PER_LAYER_S
+
 
 @dataclass(frozen=True)
 class Cited:
@@ -37,10 +39,9 @@ HOROWITZ = "Horowitz, ISSCC 2014, 45 nm / 0.9 V table"
 PAPER_HEAD_DIM = 64
 PAPER_WINDOW = 1024
 PAPER_TILE = 64
-PAPER_T_MAX_S = Cited(15e-9, "s", f"{PAPER}: longest input pulse T_max")
 
-# Per token, for the whole attention of one layer (all heads in parallel).
-PAPER_LATENCY_S = Cited(65e-9, "s", f"{PAPER}: latency per token")
+# Per token, for the whole attention of one layer (all heads in parallel; the token clock's figure).
+PAPER_LATENCY_S = Cited(PAPER_LATENCY_PER_LAYER_S, "s", f"{PAPER}: latency per token")
 
 # Per token per head.
 PAPER_E_QK_HEAD_J = Cited(1120e-12, "J", f"{PAPER}: QK stage (arrays + charge-to-pulse), per token per head")

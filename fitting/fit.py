@@ -18,7 +18,8 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError
 from gaincell.periphery import C2PDesign
-from gaincell.store import OK, SweepData, list_sweeps, read_sweep
+from gaincell.store import list_sweeps, read_sweep
+from gaincell.sweep_data import OK, SweepData
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
 from .models import lmfit_model

@@ -10,7 +10,7 @@ from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.cells import CellRead
 from gaincell.design import CellDesign
 from gaincell.errors import ConfigError, SimulationError, SurrogateError
-from gaincell.store import OK
+from gaincell.sweep_data import OK
 from gaincell.surrogate.file import Surrogate
 
 from .reference import PAPER_REFERENCE

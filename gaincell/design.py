@@ -39,7 +39,7 @@ SPICE_NAME_RULE = ("1 to 64 characters from letters, digits, '_', '.' and '-', s
                    " without the words shell or system")
 SHIPPED_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.lib")
 UNSAFE_PATH_CHARACTERS = re.compile(r"[\s\"';]")
-# ngspice command words that the SPICE trust policy (circuits/trust.py) refuses anywhere in a netlist: a
+# ngspice command words that the SPICE trust policy (circuits/spice/trust.py) refuses anywhere in a netlist: a
 # value holding one would only fail later, when the netlist is checked, so it is refused here by its field
 FORBIDDEN_WORD = re.compile(r"\b(shell|system)\b", re.IGNORECASE)
 MAX_PATH_CHARACTERS = 4096

@@ -17,7 +17,8 @@ from matplotlib.ticker import EngFormatter
 
 from .errors import ConfigError, InputFileError
 from .outputs import SURROGATE, atomic_path
-from .store import FAILED, OK, PENDING, SweepData, list_sweeps, open_hdf5, read_sweep, unit_of
+from .store import list_sweeps, open_hdf5, read_sweep
+from .sweep_data import FAILED, OK, PENDING, SweepData, unit_of
 
 RAW_PLOT_NAMES = {"time": "Transient Analysis", "frequency": "AC Analysis"}
 
@@ -42,7 +43,7 @@ def parts_folder(path: Path, sweep: str) -> Path:
 
 def with_unmerged_parts(path: Path, data: SweepData) -> tuple[SweepData, int]:
     """The sweep as a resumed run would see it: the file plus chunks saved in FILE.parts/ but not merged."""
-    from gaincell.circuits.sweep import PART_GLOB, apply_part
+    from gaincell.circuits.spice.parts import PART_GLOB, apply_part
 
     files = sorted(parts_folder(path, data.name).glob(PART_GLOB))
     for part in files:

@@ -28,11 +28,6 @@ class C2PDesign:
     def __post_init__(self):
         check_quantities(self)
 
-    def params(self, signed: bool) -> str:
-        """The converter subcircuit's instance parameters."""
-        iref = self.iref_signed_a if signed else self.iref_a
-        return f"cint={self.cint_f:.6g} iref={iref:.6g} gain={self.gain:.6g}"
-
 
 @dataclass(frozen=True)
 class DacDesign:

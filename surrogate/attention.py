@@ -27,8 +27,9 @@ from torch import nn
 from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
-from .functional import (DEFAULT_CHUNK_ELEMENTS, Quantization, check_inputs, decay_table_for, decode_step,
-                         expand_kv, hardware_inputs, ring_size, tiled_attention, transfers)
+from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decay_table_for, decode_step, expand_kv,
+                         hardware_inputs, ring_size, tiled_attention)
+from .transfers import Quantization, transfers
 
 MODES = ("nonlinear", "linear", "ideal")
 

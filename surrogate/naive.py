@@ -8,7 +8,8 @@ import torch
 from gaincell.compact import polyval, quantize_readout, quantize_ste, straight_through
 
 from .cellmodel import CellModel
-from .functional import Quantization, decay_table_for, expand_kv, prepare, ring_size
+from .functional import decay_table_for, expand_kv, prepare, ring_size
+from .transfers import Quantization
 
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,

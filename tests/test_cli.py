@@ -173,3 +173,31 @@ def test_a_plot_without_points_is_stored_empty_beside_the_others(tmp_path, backe
     assert read_sweep(out, "op").point((0,))["v(1)"] == pytest.approx([1.0])
     described = CliRunner().invoke(main, ["inspect", str(out)])
     assert described.exit_code == 0 and described.output.count("note:") == 1
+
+
+def test_characterize_takes_the_grid_and_periphery_of_a_design_file(tmp_path):
+    from gaincell.fitting.fit import sweep_design
+    from gaincell.periphery import DacDesign
+
+    design = tmp_path / "small.toml"
+    design.write_text('name = "small"\ndac_levels = 2\n[dac]\nload_cells = 8\n[grid]\nstored_levels = 3\n'
+                      'pulse_levels = 2\nvin_levels = 1\nretention_levels = [1.0]\nretention_stop_s = 1e-6\n')
+    out = tmp_path / "char.h5"
+    done = gaincell("characterize", "--design", str(design), "--out", str(out), "--dac", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    read = read_sweep(out, "read")
+    assert [len(read.coords[k]) for k in ("stored_v", "pulse_s", "vin_v")] == [3, 2, 1]
+    assert list(read_sweep(out, "retention").coords["stored_v"]) == [pytest.approx(0.9)]
+    assert sweep_design(read_sweep(out, "dac")).dac == DacDesign(load_cells=8)
+
+
+def test_validate_defaults_to_the_surrogates_design_and_names_what_another_changes(tmp_path):
+    from test_design_record import CUSTOM, surrogate_of
+
+    surrogate = surrogate_of(CUSTOM).save(tmp_path / "s.h5")
+    refused = gaincell("validate", str(surrogate), "--design", "cmos-generic", "--out", str(tmp_path / "v.h5"))
+    assert refused.returncode == 1 and not (tmp_path / "v.h5").exists()
+    assert "differs from the design given" in refused.stderr and "cs_f" in refused.stderr
+    done = gaincell("validate", str(surrogate), "--points", "1x1x1", "--out", str(tmp_path / "v.h5"))
+    assert done.returncode == 0, done.stderr
+    assert "1 fresh SPICE points" in done.stdout

@@ -1,7 +1,4 @@
 """The compact-model module: one home for the equations (fitting/ fits, surrogate/ compiles) and one token clock."""
-import ast
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,25 +14,8 @@ from gaincell.resources import data_path
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate
 
-ROOT = Path(__file__).resolve().parent.parent
 PAPER = data_path("paper_reference.h5")
 SPICE_TIMING = {"t_max_s": 15e-9, "write_time_s": 5e-9, "t_c2p_conversion_s": 15.5e-9}
-
-
-def imported_modules(folder: Path) -> set[str]:
-    names = set()
-    for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                names.add("." * node.level + (node.module or ""))
-    return names
-
-
-def test_surrogate_never_imports_fitting():
-    imported = imported_modules(ROOT / "surrogate")
-    assert imported and not [name for name in imported if "fitting" in name.split(".")]
 
 
 def test_coefficient_names_and_the_polynomial_at_a_fixed_input():

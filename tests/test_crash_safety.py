@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from gaincell.inspect import describe
-from gaincell.store import FAILED, OK, SweepData, list_sweeps, read_sweep
+from gaincell.store import list_sweeps, read_sweep
+from gaincell.sweep_data import FAILED, OK, SweepData
 
 OUT = "char.h5"
 SWEEPS = ("write", "retention", "read")  # characterize's order

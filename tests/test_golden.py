@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from gaincell.circuits import run_sweep
-from gaincell.store import OK, list_sweeps, read_sweep
+from gaincell.store import list_sweeps, read_sweep
+from gaincell.sweep_data import OK
 from golden_sweeps import GOLDEN_FILE, TOLERANCES, golden_sweeps
 
 GOLDEN = Path(__file__).parent / "golden" / GOLDEN_FILE

@@ -16,7 +16,8 @@ from gaincell.commands.circuits import save_result
 from gaincell.errors import InputFileError
 from gaincell.inspect import sweep_figure
 from gaincell.resources import data_path
-from gaincell.store import SweepData, list_sweeps, read_sweep, run_as_sweep, save_sweeps
+from gaincell.store import list_sweeps, read_sweep, save_sweeps
+from gaincell.sweep_data import SweepData, run_as_sweep
 from gaincell.surrogate.cellmodel import probe_layer
 from gaincell.errors import SurrogateError
 from gaincell.surrogate.file import Surrogate

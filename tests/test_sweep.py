@@ -12,7 +12,8 @@ import pytest
 
 from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.testbenches import RCStep
-from gaincell.store import FAILED, OK, read_sweep
+from gaincell.store import read_sweep
+from gaincell.sweep_data import FAILED, OK
 from sweep_helpers import FaultyRC
 
 R_VALUES = [1e3, 2e3, 3e3, 4e3, 5e3, 6e3]

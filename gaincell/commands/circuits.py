@@ -26,7 +26,8 @@ def _provenance(simulator: str, backend: str, **extra) -> dict:
 
 def save_result(result, out: str, backend: str, **extra) -> list:
     """Store every plot of a `SimResult` as its own group of `out` (tran, op, ...)."""
-    from ..store import run_as_sweep, save_sweeps
+    from ..store import save_sweeps
+    from ..sweep_data import run_as_sweep
 
     sweeps, seen = [], {}
     for kind, vectors in result.plots:
@@ -161,7 +162,8 @@ def _plot_result(result, png: str, title: str) -> None:
 
 @click.command()
 @click.option("--design", default="cmos-generic", show_default=True,
-              help="A design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+              help="A design preset (cmos-generic, igzo-generic) or a TOML/YAML design file (its [c2p], [dac] "
+                   "and [grid] tables set the converters, the DAC and the sweep grid).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
               help="Characterization HDF5 file (resumed if it already holds part of the sweeps).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Simulator processes (default: one per core).")
@@ -177,15 +179,15 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, f
     """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
     from ..circuits.characterize import characterization_sweeps, format_summary, summarize
     from ..circuits.sweep import run_sweep
-    from ..design import load_design
+    from ..design import load_setup
 
     started = time.perf_counter()
     guard_output(out, SWEEP_FILE, design_inputs(design), force)
-    chosen = load_design(design)
+    setup = load_setup(design)
     with output_lock(out):
         if force:
             discard_other_kind(out, SWEEP_FILE)
-        for sweep in characterization_sweeps(chosen, c2p=with_c2p, dac=with_dac):
+        for sweep in characterization_sweeps(setup.cell, setup.grid, with_c2p, with_dac, setup.c2p, setup.dac):
             report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
             counts = report.data.counts()
             click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "

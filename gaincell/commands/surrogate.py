@@ -52,7 +52,9 @@ def fit(characterization, out, model, order, decay_model, report_dir, force):
 
 @click.command()
 @click.argument("surrogate_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--design", default="cmos-generic", show_default=True, help="The design the surrogate describes.")
+@click.option("--design", default=None,
+              help="The design the surrogate describes (default: the one recorded in it; another is refused, "
+                   "naming the fields that differ).")
 @click.option("--points", default="7x5x3", show_default=True,
               help="Random stored x pulse x input values (a random grid the fit never saw).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
@@ -61,7 +63,7 @@ def fit(characterization, out, model, order, decay_model, report_dir, force):
 @force_option
 def validate(surrogate_path, design, points, seed, out, force):
     """Check a surrogate against fresh SPICE runs at random points; report its error."""
-    from ..design import load_design
+    from ..design import CellDesign, load_design
     from ..fitting.validate import validate_cell
     from ..surrogate.file import Surrogate
 
@@ -71,12 +73,13 @@ def validate(surrogate_path, design, points, seed, out, force):
         raise ConfigError("--points", f"give three positive counts like 7x5x3 (at most 100000 points in all), got "
                                       f"{points!r}")
     target = out or str(Path(surrogate_path).with_suffix(".validation.h5"))
-    guard_output(target, SWEEP_FILE, [surrogate_path, *design_inputs(design)], force)
     surrogate = Surrogate.load(surrogate_path)
+    libraries = [CellDesign.library_path(library) for library in surrogate.design.model_libraries]
+    guard_output(target, SWEEP_FILE, [surrogate_path, *(design_inputs(design) if design else libraries)], force)
     with output_lock(target):
         if force:
             discard_other_kind(target, SWEEP_FILE)
-        report = validate_cell(surrogate, load_design(design), target, counts, seed)
+        report = validate_cell(surrogate, load_design(design) if design else None, target, counts, seed)
     click.echo(f"multiply ({surrogate['multiply'].model_id}): {report}")
     click.echo(f"fresh SPICE results in {target}")
 

@@ -1,0 +1,87 @@
+"""The element-wise hardware transfers of gain-cell attention: the converters' levels (`Quantization`) and
+the clamp, quantize and fitted-polynomial transfer of q, k and v (`Transfer`, `transfers`), applied with only
+the input saved for the backward pass (`ElementwiseTransfer`; `functional.hardware_inputs` picks it or the
+fused Triton form)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gaincell.compact import polyval, quantize
+from gaincell.errors import ConfigError
+
+from .cellmodel import CellModel
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Levels of the hardware's converters (the paper's: 16 pulse widths, 8 stored levels, 32 readout)."""
+
+    q_levels: int = 16
+    kv_levels: int = 8
+    out_levels: int = 32
+
+    def __post_init__(self):
+        for name in ("q_levels", "kv_levels", "out_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 2:
+                raise ConfigError(name, f"must be an integer >= 2; got {value!r}")
+        if self.out_levels % 2:
+            raise ConfigError("out_levels", f"is sign + counter levels and must be even; got {self.out_levels}")
+
+    @property
+    def out_steps(self) -> int:
+        """Sign-magnitude readout: magnitudes 0, 1, ..., out_levels/2 - 1 (over its full scale)."""
+        return self.out_levels // 2 - 1
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """An element-wise hardware transfer: clamp to [low, high], optionally quantize to `levels` (straight-
+    through), then scale * sum c_i (x - y0)^i. `slope` is the derivative polynomial used in the backward pass
+    (the exact one, or the least-squares line's slope for the paper's linear-gradient option)."""
+
+    low: float
+    high: float
+    levels: int  # 0: no quantization
+    coefficients: tuple[float, ...]
+    slope: tuple[float, ...]
+    y0: float = 0.0
+    scale: float = 1.0
+
+    def clamped(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(self.low, self.high)
+        return quantize(x, self.levels, self.low, self.high) if self.levels else x
+
+
+class ElementwiseTransfer(torch.autograd.Function):
+    """A `Transfer` with only its input saved (the intermediates of clamp, rounding and Horner are recomputed)."""
+
+    @staticmethod
+    def forward(ctx, x, transfer: Transfer):
+        ctx.save_for_backward(x)
+        ctx.transfer = transfer
+        return polyval(transfer.coefficients, transfer.clamped(x) - transfer.y0).mul_(transfer.scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), transfer = ctx.saved_tensors, ctx.transfer
+        inside = (x >= transfer.low) & (x <= transfer.high)
+        slope = polyval(transfer.slope, transfer.clamped(x) - transfer.y0)
+        return grad * slope.mul_(transfer.scale).mul_(inside), None
+
+
+def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(i * c for i, c in enumerate(coefficients) if i) or (0.0,)
+
+
+def transfers(cell: CellModel, quantize: Quantization | None, linear: bool, linear_backward: bool):
+    """The element-wise transfers of q (pulse fraction), k (-> f(k)) and v (-> g(v)) for these options."""
+    low, high = cell.stored_range_v
+    curve = cell.polynomial(linear)
+    slope = _derivative(cell.line if linear_backward else curve)
+    q_levels, kv_levels = (quantize.q_levels, quantize.kv_levels) if quantize else (0, 0)
+    return (Transfer(0.0, 1.0, q_levels, (0.0, 1.0), (1.0,)),
+            Transfer(low, high, kv_levels, curve, slope, cell.y0_v),
+            Transfer(low, high, kv_levels, curve, slope, cell.y0_v, cell.v_over_k))

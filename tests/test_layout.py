@@ -1,0 +1,62 @@
+"""The package's layout: each stage imports only earlier stages, and no module grows past a page or so."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("circuits", "fitting", "surrogate", "adapt", "energy")
+# stage -> the stages it must not import (the shared pieces in gaincell/ serve every stage)
+FORBIDDEN = {"circuits": {"fitting", "surrogate", "adapt", "energy"},
+             "fitting": {"surrogate", "adapt", "energy"},
+             "surrogate": {"fitting", "adapt", "energy"},
+             "adapt": {"energy"},
+             "energy": {"adapt"}}
+# fitting/ writes what it fits as a surrogate file: of surrogate/ it uses the file format and nothing else
+ALLOWED = {"fitting": ("gaincell.surrogate.file.",)}
+MAX_LINES = 450
+
+
+def package_modules() -> dict[Path, str]:
+    """Every module of the package and its dotted package (the stage folders install as gaincell.<stage>)."""
+    modules = {}
+    for path in sorted(ROOT.glob("gaincell/**/*.py")):
+        modules[path] = ".".join(path.relative_to(ROOT).parent.parts)
+    for stage in STAGES:
+        for path in sorted((ROOT / stage).glob("**/*.py")):
+            modules[path] = ".".join(("gaincell",) + path.relative_to(ROOT).parent.parts)
+    return modules
+
+
+def imported_names(path: Path, package: str) -> set[str]:
+    """The absolute names a module imports, relative imports resolved against its package."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names |= {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def stage_of(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "gaincell" and parts[1] in STAGES else None
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_imports_only_earlier_stages(stage):
+    modules = {path: package for path, package in package_modules().items() if stage_of(package) == stage}
+    assert modules
+    found = sorted(f"{path.relative_to(ROOT)} imports {name}" for path, package in modules.items()
+                   for name in imported_names(path, package)
+                   if stage_of(name) in FORBIDDEN[stage] and not name.startswith(ALLOWED.get(stage, ())))
+    assert not found
+
+
+def test_no_module_is_longer_than_a_few_hundred_lines():
+    long = sorted(f"{path.relative_to(ROOT)}: {n} lines" for path in package_modules()
+                  if (n := len(path.read_text().splitlines())) > MAX_LINES)
+    assert not long
