@@ -16,7 +16,7 @@ import numpy as np
 from gaincell.design import CellDesign
 from gaincell.periphery import C2PDesign, DacDesign, Grid
 from gaincell.store import list_sweeps, read_sweep
-from gaincell.sweep_data import OK
+from gaincell.sweep_data import OK, unit_of
 
 from .c2p import c2p_sweeps
 from .dac import dac_sweep
@@ -119,10 +119,9 @@ def format_summary(figures: dict[str, float]) -> str:
     """The summary as a small table with engineering units."""
     from matplotlib.ticker import EngFormatter
 
-    unit_of = {"_a": "A", "_v": "V", "_j": "J", "_s": "s", "_w": "W"}
     lines = []
     for name, value in figures.items():
-        unit = next((u for suffix, u in unit_of.items() if name.endswith(suffix)), "")
+        unit = unit_of(name)
         text = EngFormatter(unit=unit, places=4)(value) if unit and np.isfinite(value) else f"{value:.6g}"
         lines.append(f"{name:34s} {text}")
     return "\n".join(lines)

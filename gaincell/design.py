@@ -39,9 +39,6 @@ SPICE_NAME_RULE = ("1 to 64 characters from letters, digits, '_', '.' and '-', s
                    " without the words shell or system")
 SHIPPED_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.lib")
 UNSAFE_PATH_CHARACTERS = re.compile(r"[\s\"';]")
-# ngspice command words that the SPICE trust policy (circuits/spice/trust.py) refuses anywhere in a netlist: a
-# value holding one would only fail later, when the netlist is checked, so it is refused here by its field
-FORBIDDEN_WORD = re.compile(r"\b(shell|system)\b", re.IGNORECASE)
 MAX_PATH_CHARACTERS = 4096
 MAX_SOURCE_CHARACTERS = 2000
 
@@ -54,6 +51,10 @@ def check_spice_name(field_name: str, value) -> None:
 
 
 def _refuse_command_word(field_name: str, value: str) -> None:
+    """A value holding an ngspice command word that the SPICE trust policy refuses anywhere in a netlist would
+    only fail later, when the netlist is checked: refuse it here by its field."""
+    from gaincell.circuits.spice.trust import FORBIDDEN_WORD  # here: gaincell.circuits imports this module
+
     word = FORBIDDEN_WORD.search(value)
     if word:
         raise ConfigError(field_name, f"{shown(value)} holds the word {word.group(1)!r}, which netlists may not "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import EngFormatter
 
+from .circuits.spice.parts import PART_GLOB, apply_part, parts_folder
 from .errors import ConfigError, InputFileError
 from .outputs import SURROGATE, atomic_path
 from .store import list_sweeps, open_hdf5, read_sweep
@@ -37,14 +38,8 @@ def point_label(data: SweepData, index: tuple[int, ...]) -> str:
                      for (name, values), i in zip(data.coords.items(), index))
 
 
-def parts_folder(path: Path, sweep: str) -> Path:
-    return path.with_name(path.name + ".parts") / sweep
-
-
 def with_unmerged_parts(path: Path, data: SweepData) -> tuple[SweepData, int]:
     """The sweep as a resumed run would see it: the file plus chunks saved in FILE.parts/ but not merged."""
-    from gaincell.circuits.spice.parts import PART_GLOB, apply_part
-
     files = sorted(parts_folder(path, data.name).glob(PART_GLOB))
     for part in files:
         try:

@@ -259,7 +259,7 @@ def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, gr
 @triton.jit
 def _transfer_kernel(x_ptr, grad_ptr, out_ptr, coefficients, elements, low, high, step, y0, scale,
                      DEGREE: tl.constexpr, LEVELS: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
-    """One element-wise hardware transfer (`functional.Transfer`) in float32: scale * sum_i c_i (t - y0)^i
+    """One element-wise hardware transfer (`transfers.Transfer`) in float32: scale * sum_i c_i (t - y0)^i
     with t = x clamped to [low, high] (rounded to LEVELS levels when LEVELS > 0); BACKWARD: the incoming
     gradient times that polynomial (the slope's coefficients), zero where x is outside [low, high]."""
     index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -299,7 +299,7 @@ def _transfer(x: torch.Tensor, transfer, coefficients: tuple[float, ...], grad: 
 
 
 class FusedTransfer(torch.autograd.Function):
-    """`functional.Transfer` applied by one kernel each way (the torch form runs ~10 element-wise ops)."""
+    """`transfers.Transfer` applied by one kernel each way (the torch form runs ~10 element-wise ops)."""
 
     @staticmethod
     def forward(ctx, x, transfer):

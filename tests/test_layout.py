@@ -60,3 +60,15 @@ def test_no_module_is_longer_than_a_few_hundred_lines():
     long = sorted(f"{path.relative_to(ROOT)}: {n} lines" for path in package_modules()
                   if (n := len(path.read_text().splitlines())) > MAX_LINES)
     assert not long
+
+
+def test_the_simulator_infrastructure_knows_no_design():
+    """circuits/spice/ runs netlists: it imports neither the circuit generators beside it nor the design."""
+    design = ("gaincell.design", "gaincell.periphery", "gaincell.fields", "gaincell.design_record")
+    spice = {path: package for path, package in package_modules().items() if package == "gaincell.circuits.spice"}
+    assert spice
+    found = sorted(f"{path.relative_to(ROOT)} imports {name}" for path, package in spice.items()
+                   for name in imported_names(path, package)
+                   if name.startswith(design) or (name.startswith("gaincell.circuits.")
+                                                  and not name.startswith("gaincell.circuits.spice")))
+    assert not found

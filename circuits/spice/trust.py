@@ -25,7 +25,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaincell.design import FORBIDDEN_WORD as _FORBIDDEN_WORD  # one definition for designs and netlists
 from gaincell.errors import NetlistError
 
 MAX_INCLUDE_DEPTH = 16
@@ -38,6 +37,7 @@ SCRIPT_RULE = ("'*#' lines are not allowed: ngspice runs them as commands; gainc
 WORD_RULE = ("the word {word!r} is not allowed in SPICE text that gaincell runs (ngspice can run shell commands "
              "from a netlist); rename or remove it")
 
+FORBIDDEN_WORD = re.compile(r"\b(shell|system)\b", re.IGNORECASE)  # ngspice command words refused anywhere
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x85\u2028\u2029]")
 _ARGUMENT = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|(\S+))")
 _SECTION_END = ".endl"
@@ -50,7 +50,7 @@ def line_problem(line: str) -> str | None:
         return CONTROL_RULE
     if start.startswith("*#"):
         return SCRIPT_RULE
-    word = _FORBIDDEN_WORD.search(line)
+    word = FORBIDDEN_WORD.search(line)
     if word:
         return WORD_RULE.format(word=word.group(1))
     return None
