@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
 from .periphery import C2PDesign, DacDesign, Grid
 from .resources import netlist_path
+from .spice_words import FORBIDDEN_WORD
 
 SHIPPED_MODEL_NAMES = ("nmos_gen", "pmos_gen", "nmos_gen_hvt", "nmos_igzo")
 DEVICE_FIELDS = ("write", "read_n", "read_p", "switch_n", "switch_p")
@@ -51,10 +52,8 @@ def check_spice_name(field_name: str, value) -> None:
 
 
 def _refuse_command_word(field_name: str, value: str) -> None:
-    """A value holding an ngspice command word that the SPICE trust policy refuses anywhere in a netlist would
-    only fail later, when the netlist is checked: refuse it here by its field."""
-    from gaincell.circuits.spice.trust import FORBIDDEN_WORD  # here: gaincell.circuits imports this module
-
+    """A value holding an ngspice command word would only fail later, when the netlist is checked: refuse it
+    here by its field."""
     word = FORBIDDEN_WORD.search(value)
     if word:
         raise ConfigError(field_name, f"{shown(value)} holds the word {word.group(1)!r}, which netlists may not "

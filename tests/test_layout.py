@@ -72,3 +72,15 @@ def test_the_simulator_infrastructure_knows_no_design():
                    if name.startswith(design) or (name.startswith("gaincell.circuits.")
                                                   and not name.startswith("gaincell.circuits.spice")))
     assert not found
+
+
+@pytest.mark.parametrize("module", ["gaincell.design", "gaincell.circuits", "gaincell.circuits.spice.trust",
+                                    "gaincell.fitting.fit", "gaincell.surrogate.file", "gaincell.surrogate.attention",
+                                    "gaincell.adapt.calibrate", "gaincell.energy.model", "gaincell.cli"])
+def test_each_entry_module_imports_first(module):
+    """Imported first in a fresh interpreter (an import cycle shows only for some orders)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

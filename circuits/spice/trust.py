@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gaincell.errors import NetlistError
+from gaincell.spice_words import FORBIDDEN_WORD
 
 MAX_INCLUDE_DEPTH = 16
 MAX_FILES = 20000  # distinct files one netlist may reach (a full PDK has a few hundred)
@@ -37,7 +38,6 @@ SCRIPT_RULE = ("'*#' lines are not allowed: ngspice runs them as commands; gainc
 WORD_RULE = ("the word {word!r} is not allowed in SPICE text that gaincell runs (ngspice can run shell commands "
              "from a netlist); rename or remove it")
 
-FORBIDDEN_WORD = re.compile(r"\b(shell|system)\b", re.IGNORECASE)  # ngspice command words refused anywhere
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x85\u2028\u2029]")
 _ARGUMENT = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|(\S+))")
 _SECTION_END = ".endl"
