@@ -22,6 +22,7 @@ import numpy as np
 
 from gaincell.design import CellDesign
 from gaincell.errors import ConfigError, SimulationError
+from gaincell.sweep_data import OK
 
 from .arrays import READ_DELAY_S
 from .c2p import (C2P_FILE, FIRED_MIN_FRACTION, C2PDesign, converter_lines, never_fired, pulse_readout,
@@ -176,6 +177,15 @@ def _check_tile(design: CellDesign, query_frac, keys_v, values_v):
     return q, k, v
 
 
+def refuse_failed_columns(report: SweepReport, stage: str) -> None:
+    """A tile result needs every column of a stage: name the ones whose simulation failed, with ngspice's
+    message."""
+    failed = [int(i) for i in np.nonzero(report.data.status != OK)[0]]
+    if failed:
+        messages = "; ".join(report.messages[:2]) or "; ".join(str(e) for e in report.data.error.flat if e)[:500]
+        raise SimulationError(f"tile {stage} failed for column(s) {failed}: {messages}")
+
+
 def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesign = C2PDesign(),
              workers: int | None = None, progress: bool = True, restart: bool = False, prefix: str = "tile") -> TileResult:
     """Simulate one tile read (both stages) into `out` (groups `{prefix}_scores`, `{prefix}_readout`)."""
@@ -185,14 +195,13 @@ def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesi
     stage1 = TileScores(design, as_rows(k.T), tuple(float(x) * design.t_max_s for x in q), c2p)
     scores = run_sweep(Sweep(f"{prefix}_scores", stage1, {"column": list(range(tokens))}, timeout_s=600.0), out,
                        workers=workers, progress=progress, restart=restart)
+    refuse_failed_columns(scores, "stage 1 (token converters)")
     widths = np.asarray(scores.data.scalars["width_s"], dtype=float)
-    if not np.all(scores.data.status == 1):
-        failed = [int(i) for i in np.nonzero(scores.data.status != 1)[0]]
-        raise SimulationError(f"tile stage 1 failed for token column(s) {failed}: {'; '.join(scores.messages[:2])}")
     drive = tuple(float(min(w, design.t_max_s)) for w in widths)  # the row drivers regenerate the pulses
     stage2 = TileReadout(design, as_rows(v), drive, c2p)
     readout = run_sweep(Sweep(f"{prefix}_readout", stage2, {"column": list(range(dim))}, timeout_s=600.0), out,
                         workers=workers, progress=progress, restart=restart)
+    refuse_failed_columns(readout, "stage 2 (readout counters)")
     s = readout.data.scalars
     fired = widths > FIRED_MIN_FRACTION * design.t_max_s
     charges = np.asarray(scores.data.scalars["charge_c"], dtype=float)

@@ -5,11 +5,13 @@ import pytest
 
 from gaincell.circuits.characterize import characterize
 from gaincell.periphery import Grid
-from gaincell.circuits.tile import run_tile
+from gaincell.circuits.sweep import SweepReport
+from gaincell.circuits.tile import refuse_failed_columns, run_tile
 from gaincell.design import load_design
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, SimulationError
 from gaincell.fitting.fit import fit_characterization
 from gaincell.surrogate.tile_reference import tile_reference
+from gaincell.sweep_data import FAILED, OK, SweepData
 
 DESIGN = load_design("cmos-generic")
 
@@ -59,3 +61,14 @@ def test_tile_inputs_are_checked():
         run_tile(DESIGN, np.zeros(4), np.zeros((65, 4)), np.zeros((65, 4)), "unused.h5")
     with pytest.raises(ConfigError, match=r"query_frac: pulse widths must be fractions of T_max in \[0, 1\]"):
         run_tile(DESIGN, np.full(4, 2.0), np.zeros((4, 4)), np.zeros((4, 4)), "unused.h5")
+
+
+def test_a_failed_column_of_either_stage_is_refused_with_ngspice_s_message():
+    data = SweepData("tile_readout", {"column": np.arange(3)})
+    data.status[:] = OK
+    refuse_failed_columns(SweepReport(data), "stage 2 (readout counters)")  # all simulated: nothing to say
+    data.status[1] = FAILED
+    data.error[1] = "doAnalyses: TRAN:  Timestep too small"
+    with pytest.raises(SimulationError, match=r"tile stage 2 \(readout counters\) failed for column\(s\) \[1\]: "
+                                              r"doAnalyses: TRAN:  Timestep too small"):
+        refuse_failed_columns(SweepReport(data), "stage 2 (readout counters)")
