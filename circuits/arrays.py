@@ -27,6 +27,7 @@ budget (an array that would not fit is refused before anything runs), then simul
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ READ_DELAY_S = 0.2e-9
 
 
 @dataclass(frozen=True)
-class ArrayRead(CellTestbench):
+class ArrayRead(CellTestbench, ABC):
     """A read of a whole array: what both layouts share (inputs, checks, timing, results).
 
     Results per point: waveform `i_cell_a` / `i_col_a` (current from the held bit line into the cell or the
@@ -89,7 +90,8 @@ class ArrayRead(CellTestbench):
                         "row_inverters": options.pop("row_inverters", False)}
             independent = coupling["wires"].ideal and not coupling["write"] and not coupling["row_inverters"]
             layout = CellStatesRead if independent else ColumnsRead
-            options |= {} if independent else coupling
+            if not independent:
+                options |= coupling
         if layout is ColumnsRead and options.pop("merge_identical", True) is not True:
             raise ConfigError("merge_identical", "False (simulate every cell) applies to arrays without wires, "
                                                  "without the write path and without row inverters only: the others "
@@ -112,21 +114,21 @@ class ArrayRead(CellTestbench):
         return len({round(p, 15) for p in self.pulse_s if p > 0})
 
     @property
+    @abstractmethod
     def simulated_cells(self) -> int:
         """Cells ngspice simulates."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_plan(self, workers: int) -> ReadPlan:
         """How the read splits into netlists on `workers` processes (`array_read.estimate_read`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sweep(self, name: str = "array", workers: int | None = None) -> Sweep:
         """The read as a sweep over this layout's points."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_widths(self, points) -> list[float]:
         """The pulse widths a chunk of points reads with."""
-        raise NotImplementedError
 
     def analysis(self, points) -> Transient:
         stop = self.read_start_s + max(self.read_widths(points)) + 1e-9
@@ -145,13 +147,13 @@ class ArrayRead(CellTestbench):
                "e_cells_j": np.asarray(e_cells)}
         return out | self.point_results(current, point)
 
+    @abstractmethod
     def point_results(self, current: np.ndarray, point) -> dict[str, np.ndarray]:
         """What the layout records per point besides the charge and the energy."""
-        raise NotImplementedError
 
+    @abstractmethod
     def array_result(self, report: SweepReport, estimate_s: float, estimate_bytes: float) -> ArrayResult:
         """Column charges (and, where known, every cell's) from the sweep's results."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ class GainCellAttention(nn.Module):
             raise ConfigError("window", f"must be a positive multiple of the tile size {tile} (or None); got {window!r}")
         self.cell, self.heads, self.head_dim, self.kv_heads = cell, heads, head_dim, kv_heads
         self.tile, self.window, self.quantization, self.chunk_elements = tile, window, quantization, chunk_elements
-        self.kernel = kernel  # implementation of the parallel pass (functional.use_triton); None: GAINCELL_KERNEL
+        self.kernel = kernel  # implementation of the transfers and the parallel pass (use_triton); None: the env
         self.mode = mode
         self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
         middle = 0.5 * sum(cell.stored_range_v)
@@ -181,7 +181,8 @@ class GainCellAttention(nn.Module):
         linear = self.mode == "linear"
         qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self.v_scaler(v)
         if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
-            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward)
+            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
+                                         self.kernel)
             ring = ring_size(q.shape[2], self.tile, self.window)[1]
             y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
@@ -209,7 +210,7 @@ class GainCellAttention(nn.Module):
         for i in range(qs.shape[2]):
             cache.write(*self._stored(ks[:, :, i:i + 1], vs[:, :, i:i + 1]))
             qh, fk, fv = hardware_inputs(qs[:, :, i:i + 1], cache.k, cache.v, self.cell, self._quantization(), linear,
-                                         False)
+                                         False, self.kernel)
             table = self.decay_table(cache.slots, qs)
             outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
                                        cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,

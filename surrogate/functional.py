@@ -219,7 +219,7 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
     """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v). Where `use_triton`
     allows (`kernel`), each transfer runs as one Triton kernel each way (`kernel.FusedTransfer`)."""
     apply = ElementwiseTransfer.apply
-    if (q.is_cuda or kernel == "triton") and use_triton(q, None, kernel):  # CPU tensors: only when asked by name
+    if use_triton(q, None, kernel):
         from .kernel import FusedTransfer
 
         apply = FusedTransfer.apply
@@ -334,7 +334,7 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
     """For inspection of small cases: the stage-1 score S = (q . f(k)) d (in C2P saturation units), the
     C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast path."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, kernel="torch")
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0)

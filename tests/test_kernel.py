@@ -200,6 +200,21 @@ def test_the_switch(cell, monkeypatch):
     assert use_triton(q, 16, "auto") == (DEVICE == "cuda")  # auto: the kernel on CUDA only
 
 
+def test_a_layer_built_for_the_torch_path_ignores_the_environment(cell, monkeypatch):
+    """kernel="torch" (as the surrogate's CPU probe builds its layer) holds for the transfers too, whatever
+    GAINCELL_KERNEL says."""
+    from gaincell.surrogate.attention import GainCellAttention
+
+    def refuse(*args):
+        raise AssertionError("the fused transfers ran")
+
+    monkeypatch.setenv("GAINCELL_KERNEL", "triton")
+    monkeypatch.setattr(kernel.FusedTransfer, "apply", refuse)
+    layer = GainCellAttention(cell, 2, 16, tile=16, window=32, kernel="torch")
+    q, k, v = (x.detach().cpu() for x in inputs(1, 2, 2, 40, 16, 0))
+    assert layer(q, k, v).shape == q.shape
+
+
 def test_the_interpreter_setting_is_restored(monkeypatch):
     assert DEVICE == "cuda" or kernel.interpreted()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
