@@ -12,6 +12,9 @@ at the budget):
   B1 H12 T4096 D64 (window 1024, tile 64, quantized readout, decay), and a decode step (torch path; SDPA over
   a 1024-token cache): CUDA-event timing (median), peak memory, the ratios to SDPA;
 - profile: device time per CUDA kernel of one gain-cell attention forward+backward (torch profiler);
+- host: where a kernel call's time goes when the GPU waits for the host (benchmarks/gpu_host.py): host submit
+  time, synchronised time of calls queued back to back and of the same calls replayed from a CUDA graph, for
+  the kernel alone and SDPA, and the kernel's host path piece by piece;
 - energy: benchmarks/gpu_attention_baseline.py, the paper's decode workload with synchronisation and NVML
   energy minus idle power;
 - tests: the kernel parity tests (tests/test_kernel.py, compiled kernels on CUDA) and `pytest -m gpu`;
@@ -117,7 +120,8 @@ class Report:
                  f"command `{h['command']}`; {_fmt(h['packages'])}", ""]
         for stage, title in (("tests", "Tests"), ("kernel", "Attention: kernel vs torch path vs SDPA flash"),
                              ("energy", "GPU attention baseline (paper's decode workload)"),
-                             ("profile", "Profile"), ("adapt", "Adaptation throughput"), ("run", "Run")):
+                             ("profile", "Profile"),
+                             ("host", "Host time of a kernel call"), ("adapt", "Adaptation throughput"), ("run", "Run")):
             rows = [r for r in self.records if r["stage"] == stage and r["name"] != "started"]
             if rows:
                 lines += [f"## {title}", ""]
@@ -206,13 +210,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.jsonl and summary.md")
     parser.add_argument("--budget-s", type=float, default=420.0, help="hard limit for the whole run (seconds)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, kernel in Triton's interpreter")
-    parser.add_argument("--stages", default="kernel,profile,energy,tests,adapt",
+    parser.add_argument("--stages", default="kernel,host,profile,energy,tests,adapt",
                         help="comma-separated stages in the order to run them")
     args = parser.parse_args(argv)
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported; this process only
     env = importable_gaincell()
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_host
     import gpu_measurements as measurements
     import torch
 
@@ -241,7 +246,8 @@ def main(argv=None) -> int:
               "kernel": lambda: measurements.stage_kernel(report, budget, device, args.smoke),
               "energy": lambda: stage_energy(report, budget, env, device, args.smoke),
               "adapt": lambda: measurements.stage_adapt(report, budget, device, args.smoke),
-              "profile": lambda: measurements.stage_profile(report, budget, device, args.smoke)}
+              "profile": lambda: measurements.stage_profile(report, budget, device, args.smoke),
+              "host": lambda: gpu_host.stage_host(report, budget, device, args.smoke)}
     try:
         for name in args.stages.split(","):
             if name not in stages:

@@ -1,0 +1,139 @@
+"""The `host` stage of `gpu_check.py`: where a fused-kernel call spends its time when the GPU waits for the host.
+
+For the kernel alone and for SDPA flash (B8 H12 T1024 D64 bf16; tiny sizes with --smoke), forward and
+forward+backward:
+- `host_us`: host time to submit one call (perf_counter around 50 calls queued back to back, no synchronisation
+  inside; the device may still be busy when it is read);
+- `queued_us`: synchronised time per call of those 50 calls (CUDA events around all of them): the larger of the
+  host and the device time per call, i.e. what a training step pays when nothing else hides the host;
+- `graph_us`: the same calls replayed from one captured CUDA graph (no host work per call: device time);
+- the pieces of the kernel's host path one by one: the decay blocks, one bare Triton launch of the forward
+  kernel, the autograd function with the blocks built beforehand.
+"""
+from __future__ import annotations
+
+import time
+
+CALLS = 50
+
+
+def queued(function, device, calls: int = CALLS) -> dict:
+    """Host submit time and synchronised time per call of `calls` calls queued back to back (microseconds)."""
+    import torch
+
+    function()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    submitted = time.perf_counter() - started
+    if not cuda:
+        return {"host_us": submitted / calls * 1e6, "queued_us": submitted / calls * 1e6}
+    stop.record()
+    torch.cuda.synchronize()
+    return {"host_us": submitted / calls * 1e6, "queued_us": start.elapsed_time(stop) / calls * 1e3}
+
+
+def graphed(function, device, calls: int = CALLS) -> dict:
+    """Synchronised time per call of `function` replayed from a captured CUDA graph (device time only)."""
+    import torch
+
+    if device.type != "cuda":
+        return {"graph_us": None, "why": "CUDA graphs need a GPU"}
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            function()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        function()
+    return {"graph_us": queued(graph.replay, device, calls)["queued_us"]}
+
+
+def stage_host(report, budget, device, smoke: bool) -> None:
+    import torch
+    import triton
+
+    from gaincell.resources import data_path
+    from gaincell.surrogate import kernel as fused
+    from gaincell.surrogate.cellmodel import CellModel
+
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
+    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    tile, window = (16, 32) if smoke else (64, 1024)
+    dtype = torch.float32 if smoke else torch.bfloat16
+    calls = 2 if smoke else CALLS
+    generator = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.rand(b, h, t, d, device=device, generator=generator).to(dtype).requires_grad_()
+               for _ in range(3))
+    grad_out = torch.randn_like(q)
+    flat = [x.detach().reshape(b * h, t, d).contiguous().requires_grad_() for x in (q, k, v)]
+    table = torch.exp(-0.01 * torch.arange(window, device=device, dtype=dtype))
+    blocks = fused.decay_blocks(table, tile, window)
+    options = fused._launch_options(flat[0], tile, "forward", None)
+    out = torch.empty_like(flat[0])
+    grid = (triton.cdiv(t, options["BLOCK_M"]), b * h)
+
+    def kernel_alone():
+        return fused.fused_tiled_attention(*flat, table, tile=tile, ring=window, offset=cell.offset, out_steps=15)
+
+    def kernel_prebuilt_blocks():
+        return fused.FusedTiledAttention.apply(*flat, blocks, tile, window, cell.offset, 15, None)
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    pieces = {"decay blocks": lambda: fused.decay_blocks(table, tile, window),
+              "bare forward launch": lambda: fused._forward_kernel[grid](
+                  flat[0], flat[1], flat[2], blocks, out, t, d, window, float(cell.offset), OUT_STEPS=15, **options),
+              "empty_like": lambda: torch.empty_like(flat[0])}
+    if not smoke:  # the compiled kernel launched directly: Triton's launcher without binding and cache lookup
+        values = dict(q_ptr=flat[0], fk_ptr=flat[1], fv_ptr=flat[2], blocks=blocks, out_ptr=out, tokens=t, dim=d,
+                      ring=window, offset=float(cell.offset), OUT_STEPS=15,
+                      **{k: v for k, v in options.items() if k not in ("num_warps", "num_stages")})
+        try:
+            compiled = pieces["bare forward launch"]()
+            arguments = [values[name] for name in fused._forward_kernel.arg_names]
+            pieces["compiled kernel launch"] = lambda: compiled[grid](*arguments)
+        except Exception as exc:
+            report.add("host", "compiled kernel launch", "skipped", why=f"{type(exc).__name__}: {str(exc)[:200]}")
+    for name, piece in pieces.items():
+        with torch.no_grad():
+            try:
+                report.add("host", f"{name}, B{b} H{h} T{t} D{d}", **queued(piece, device, calls))
+            except Exception as exc:
+                report.add("host", f"{name}, B{b} H{h} T{t} D{d}", "skipped",
+                           why=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def forward_only(function):
+        def run():
+            with torch.no_grad():
+                function()
+        return run
+
+    def forward_backward(function, inputs):
+        def run():
+            torch.autograd.grad(function(), inputs, grad_out.reshape(function_shape[function]))
+        return run
+
+    function_shape = {kernel_alone: (b * h, t, d), kernel_prebuilt_blocks: (b * h, t, d), sdpa: (b, h, t, d)}
+    sides = {"kernel alone": (kernel_alone, flat), "kernel, blocks built beforehand": (kernel_prebuilt_blocks, flat),
+             "SDPA flash (causal)": (sdpa, (q, k, v))}
+    for label, make in (("fwd", lambda f, i: forward_only(f)), ("fwd+bwd", forward_backward)):
+        for side, (function, inputs) in sides.items():
+            if budget.left() < 45 and not smoke:
+                report.add("host", f"{label} {side}", "skipped", why="budget spent")
+                continue
+            run = make(function, inputs)
+            figures = queued(run, device, calls)
+            try:
+                figures |= graphed(run, device, calls)
+            except Exception as exc:  # capture can refuse an operation: the other figures still count
+                figures |= {"graph_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            report.add("host", f"{label} {side}, B{b} H{h} T{t} D{d} {str(dtype)[6:]}", **figures)
