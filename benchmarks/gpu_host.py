@@ -93,6 +93,21 @@ def stage_host(report, budget, device, smoke: bool) -> None:
               "bare forward launch": lambda: fused._forward_kernel[grid](
                   flat[0], flat[1], flat[2], blocks, out, t, d, window, float(cell.offset), OUT_STEPS=15, **options),
               "empty_like": lambda: torch.empty_like(flat[0])}
+    grad_q, grad_k, grad_v = (torch.empty_like(x) for x in flat)
+    grad_flat = grad_out.reshape(b * h, t, d)
+    q_options = fused._launch_options(flat[0], tile, "grad_q", None)
+    kv_options = fused._launch_options(flat[0], tile, "grad_kv", None)
+    pieces["bare grad_q launch"] = lambda: fused._grad_q_kernel[(triton.cdiv(t, q_options["BLOCK_M"]), b * h)](
+        flat[0], flat[1], flat[2], blocks, grad_flat, grad_q, t, d, window, float(cell.offset), **q_options)
+    pieces["bare grad_kv launch"] = lambda: fused._grad_kv_kernel[(triton.cdiv(t, tile), b * h)](
+        flat[0], flat[1], flat[2], blocks, grad_flat, grad_k, grad_v, t, d, window, float(cell.offset), **kv_options)
+
+    class Context:  # what autograd hands the backward: the saved tensors and the geometry
+        saved_tensors = (flat[0], flat[1], flat[2], blocks)
+        geometry = (tile, window, float(cell.offset), None)
+
+    pieces["backward called directly"] = lambda: fused.FusedTiledAttention.backward(Context, grad_flat)
+    pieces["autograd of one element-wise op"] = lambda: torch.autograd.grad(flat[0] * 2, flat[0], grad_flat)
     if not smoke:  # the compiled kernel launched directly: Triton's launcher without binding and cache lookup
         values = dict(q_ptr=flat[0], fk_ptr=flat[1], fv_ptr=flat[2], blocks=blocks, out_ptr=out, tokens=t, dim=d,
                       ring=window, offset=float(cell.offset), OUT_STEPS=15,
@@ -100,11 +115,11 @@ def stage_host(report, budget, device, smoke: bool) -> None:
         try:
             compiled = pieces["bare forward launch"]()
             arguments = [values[name] for name in fused._forward_kernel.arg_names]
-            pieces["compiled kernel launch"] = lambda: compiled[grid](*arguments)
+            pieces["compiled kernel launch"] = lambda: compiled[(*grid, 1)](*arguments)
         except Exception as exc:
             report.add("host", "compiled kernel launch", "skipped", why=f"{type(exc).__name__}: {str(exc)[:200]}")
     for name, piece in pieces.items():
-        with torch.no_grad():
+        with torch.set_grad_enabled(name.startswith("autograd")):
             try:
                 report.add("host", f"{name}, B{b} H{h} T{t} D{d}", **queued(piece, device, calls))
             except Exception as exc:
