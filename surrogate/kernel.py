@@ -33,6 +33,7 @@ import functools
 import torch
 import triton
 import triton.language as tl
+from torch.utils.weak import WeakIdKeyDictionary
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TILES = (16, 32, 64, 128)
@@ -395,7 +396,23 @@ def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: flo
                           launch: dict | None = None) -> torch.Tensor:
     """Gain-cell attention of (B*H, T, D) q, f(k), g(v); `table` holds the decay by age (zero past its end).
     `launch`: {kernel: (query rows per block, warps, stages)} for all of KERNELS instead of LAUNCH."""
-    if table.numel() < ring:
-        table = torch.cat([table, table.new_zeros(ring - table.numel())])
-    return FusedTiledAttention.apply(q, fk, fv, decay_blocks(table, tile, ring), tile, ring, offset, out_steps,
-                                     launch)
+    return FusedTiledAttention.apply(q, fk, fv, cached_decay_blocks(table, tile, ring), tile, ring, offset,
+                                     out_steps, launch)
+
+
+_BLOCKS = WeakIdKeyDictionary()  # table -> {(tile, ring, table version): decay blocks}
+
+
+def cached_decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
+    """`decay_blocks` of `table` (zero past its end), built once while the table lives unchanged: the attention
+    layer keeps one table per length, and building the blocks costs three launches per call."""
+    per_table = _BLOCKS.setdefault(table, {})
+    key = (tile, ring, table._version)
+    if key not in per_table:
+        for stale in [k for k in per_table if k[2] != table._version]:
+            del per_table[stale]
+        padded = table.detach()
+        if padded.numel() < ring:
+            padded = torch.cat([padded, padded.new_zeros(ring - padded.numel())])
+        per_table[key] = decay_blocks(padded, tile, ring)
+    return per_table[key]

@@ -152,6 +152,20 @@ def test_query_blocks_smaller_than_the_tile(cell):
     assert (fused.view(1, 2, 100, 32) - reference).abs().max() <= RELATIVE * reference.abs().max()
 
 
+def test_decay_blocks_are_built_once_per_table_and_rebuilt_when_it_changes():
+    """The blocks of a table are kept while it lives unchanged; a table changed in place, or shorter than the
+    ring (zeros past its end), gives the blocks built from its current values."""
+    table = torch.exp(-0.1 * torch.arange(48.0, device=DEVICE))
+    first = kernel.cached_decay_blocks(table, 16, 64)
+    assert kernel.cached_decay_blocks(table, 16, 64) is first
+    padded = torch.cat([table, table.new_zeros(16)])
+    assert torch.equal(first, kernel.decay_blocks(padded, 16, 64))
+    table.mul_(0.5)
+    again = kernel.cached_decay_blocks(table, 16, 64)
+    assert again is not first and torch.equal(again, first * 0.5)
+    assert torch.equal(kernel.cached_decay_blocks(table, 32, 64), kernel.decay_blocks(padded * 0.5, 32, 64))
+
+
 @pytest.mark.parametrize("quantize", [False, True])
 def test_the_fused_transfers_equal_the_torch_ones(cell, quantize):
     """q, f(k), g(v) and their gradients from one kernel each way, inputs on both sides of the stored range."""
