@@ -17,25 +17,31 @@ import time
 CALLS = 50
 
 
-def queued(function, device, calls: int = CALLS) -> dict:
-    """Host submit time and synchronised time per call of `calls` calls queued back to back (microseconds)."""
+def queued(function, device, calls: int = CALLS, repeats: int = 3) -> dict:
+    """Host submit time and synchronised time per call of `calls` calls queued back to back (microseconds):
+    the median of `repeats` runs, and every run's queued time (the host of a shared machine is noisy)."""
     import torch
 
     function()
     cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-    started = time.perf_counter()
-    for _ in range(calls):
-        function()
-    submitted = time.perf_counter() - started
-    if not cuda:
-        return {"host_us": submitted / calls * 1e6, "queued_us": submitted / calls * 1e6}
-    stop.record()
-    torch.cuda.synchronize()
-    return {"host_us": submitted / calls * 1e6, "queued_us": start.elapsed_time(stop) / calls * 1e3}
+    host, total = [], []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        host.append((time.perf_counter() - started) / calls * 1e6)
+        if cuda:
+            stop.record()
+            torch.cuda.synchronize()
+            total.append(start.elapsed_time(stop) / calls * 1e3)
+        else:
+            total.append(host[-1])
+    return {"host_us": sorted(host)[len(host) // 2], "queued_us": sorted(total)[len(total) // 2],
+            "queued_runs_us": [round(x, 1) for x in total]}
 
 
 def graphed(function, device, calls: int = CALLS) -> dict:
@@ -68,7 +74,7 @@ def stage_host(report, budget, device, smoke: bool) -> None:
     b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
     tile, window = (16, 32) if smoke else (64, 1024)
     dtype = torch.float32 if smoke else torch.bfloat16
-    calls = 2 if smoke else CALLS
+    calls, repeats = (1, 1) if smoke else (CALLS, 3)  # the interpreter takes seconds per kernel call
     generator = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.rand(b, h, t, d, device=device, generator=generator).to(dtype).requires_grad_()
                for _ in range(3))
@@ -108,6 +114,18 @@ def stage_host(report, budget, device, smoke: bool) -> None:
 
     pieces["backward called directly"] = lambda: fused.FusedTiledAttention.backward(Context, grad_flat)
     pieces["autograd of one element-wise op"] = lambda: torch.autograd.grad(flat[0] * 2, flat[0], grad_flat)
+
+    class Twice(torch.autograd.Function):  # the same op as a Python autograd function (like the kernel's)
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    pieces["autograd of one element-wise op in a Python function"] = lambda: torch.autograd.grad(
+        Twice.apply(flat[0]), flat[0], grad_flat)
     if not smoke:  # the compiled kernel launched directly: Triton's launcher without binding and cache lookup
         values = dict(q_ptr=flat[0], fk_ptr=flat[1], fv_ptr=flat[2], blocks=blocks, out_ptr=out, tokens=t, dim=d,
                       ring=window, offset=float(cell.offset), OUT_STEPS=15,
@@ -121,7 +139,7 @@ def stage_host(report, budget, device, smoke: bool) -> None:
     for name, piece in pieces.items():
         with torch.set_grad_enabled(name.startswith("autograd")):
             try:
-                report.add("host", f"{name}, B{b} H{h} T{t} D{d}", **queued(piece, device, calls))
+                report.add("host", f"{name}, B{b} H{h} T{t} D{d}", **queued(piece, device, calls, repeats))
             except Exception as exc:
                 report.add("host", f"{name}, B{b} H{h} T{t} D{d}", "skipped",
                            why=f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -140,13 +158,22 @@ def stage_host(report, budget, device, smoke: bool) -> None:
     function_shape = {kernel_alone: (b * h, t, d), kernel_prebuilt_blocks: (b * h, t, d), sdpa: (b, h, t, d)}
     sides = {"kernel alone": (kernel_alone, flat), "kernel, blocks built beforehand": (kernel_prebuilt_blocks, flat),
              "SDPA flash (causal)": (sdpa, (q, k, v))}
-    for label, make in (("fwd", lambda f, i: forward_only(f)), ("fwd+bwd", forward_backward)):
+    if smoke:
+        del sides["kernel, blocks built beforehand"]
+    def forward_backward_one_thread(function, inputs):
+        def run():
+            with torch.autograd.set_multithreading_enabled(False):
+                torch.autograd.grad(function(), inputs, grad_out.reshape(function_shape[function]))
+        return run
+
+    for label, make in (("fwd", lambda f, i: forward_only(f)), ("fwd+bwd", forward_backward),
+                        ("fwd+bwd, backward on the calling thread", forward_backward_one_thread)):
         for side, (function, inputs) in sides.items():
             if budget.left() < 45 and not smoke:
                 report.add("host", f"{label} {side}", "skipped", why="budget spent")
                 continue
             run = make(function, inputs)
-            figures = queued(run, device, calls)
+            figures = queued(run, device, calls, repeats)
             try:
                 figures |= graphed(run, device, calls)
             except Exception as exc:  # capture can refuse an operation: the other figures still count
