@@ -259,7 +259,10 @@ def _one_step(trained, objective, stream, config: TrainConfig, step: int, rank: 
         window = random_windows(stream, config.batch, config.seq, seed).to(device)
         last = micro == config.accumulate - 1
         sync = trained.no_sync() if world > 1 and not last and hasattr(trained, "no_sync") else contextlib.nullcontext()
-        with sync, torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        # the backward on this thread: on autograd's device thread each fused-kernel layer's Python backward
+        # cost ~250 us more host time on an H200 (benchmarks/RESULTS.md, "GPU check")
+        with sync, torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"), \
+                torch.autograd.set_multithreading_enabled(False):
             total += objective(trained, window, scale=1.0 / config.accumulate)
     return total / config.accumulate
 
