@@ -15,6 +15,8 @@ at the budget):
 - host: where a kernel call's time goes when the GPU waits for the host (benchmarks/gpu_host.py): host submit
   time, synchronised time of calls queued back to back and of the same calls replayed from a CUDA graph, for
   the kernel alone and SDPA, and the kernel's host path piece by piece;
+- model_profile: one training step of a SmolLM2-shaped model with gain-cell attention under the profiler: the
+  operators with the most host time and the calls that make the host wait for the device;
 - energy: benchmarks/gpu_attention_baseline.py, the paper's decode workload with synchronisation and NVML
   energy minus idle power;
 - tests: the kernel parity tests (tests/test_kernel.py, compiled kernels on CUDA) and `pytest -m gpu`;
@@ -247,7 +249,8 @@ def main(argv=None) -> int:
               "energy": lambda: stage_energy(report, budget, env, device, args.smoke),
               "adapt": lambda: measurements.stage_adapt(report, budget, device, args.smoke),
               "profile": lambda: measurements.stage_profile(report, budget, device, args.smoke),
-              "host": lambda: gpu_host.stage_host(report, budget, device, args.smoke)}
+              "host": lambda: gpu_host.stage_host(report, budget, device, args.smoke),
+              "model_profile": lambda: gpu_host.stage_model_profile(report, budget, device, args.smoke)}
     try:
         for name in args.stages.split(","):
             if name not in stages:

@@ -179,3 +179,52 @@ def stage_host(report, budget, device, smoke: bool) -> None:
             except Exception as exc:  # capture can refuse an operation: the other figures still count
                 figures |= {"graph_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             report.add("host", f"{label} {side}, B{b} H{h} T{t} D{d} {str(dtype)[6:]}", **figures)
+
+
+def stage_model_profile(report, budget, device, smoke: bool) -> None:
+    """Where one training step of a SmolLM2-shaped model with gain-cell attention spends host and device time:
+    the operators with the most host time, and the calls that make the host wait for the device."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from gpu_measurements import SMOLLM2
+
+    from gaincell.adapt.models import swap_attention
+    from gaincell.resources import data_path
+
+    config = dict(SMOLLM2)
+    if smoke:
+        config.update(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    batch, seq = (1, 32) if smoke else (8, 1024)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**config, attn_implementation="sdpa")).to(device)
+    swap_attention(model, data_path("paper_reference.h5"), tile=16 if smoke else 64, window=32 if smoke else 1024)
+    tokens = torch.randint(0, config["vocab_size"], (batch, seq + 1), device=device)
+
+    def step():
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"), \
+                torch.autograd.set_multithreading_enabled(False):
+            logits = model(tokens[:, :-1], use_cache=False).logits.float()
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        model.zero_grad(set_to_none=True)
+
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if device.type == "cuda" else [])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as profile:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    events = profile.key_averages()
+    host = sorted(((e.self_cpu_time_total, e.count, e.key[:70]) for e in events), reverse=True)[:25]
+    waits = {e.key: {"count": e.count, "host_ms": e.self_cpu_time_total / 1e3} for e in events
+             if any(word in e.key for word in ("Synchronize", "item", "local_scalar", "Memcpy", "nonzero"))}
+    device_ms = sum(getattr(e, "self_device_time_total", 0.0) for e in events) / 1e3
+    report.add("host", f"one training step, SmolLM2 shape B{batch} T{seq}, gain-cell attention (profiled)",
+               wall_ms_profiled=wall * 1e3, device_ms=device_ms, waits=waits,
+               host_top={name: {"ms": us / 1e3, "calls": calls} for us, calls, name in host})
