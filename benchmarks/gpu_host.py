@@ -188,7 +188,7 @@ def stage_model_profile(report, budget, device, smoke: bool) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gpu_measurements import SMOLLM2
+    from gpu_measurements import SMOLLM2, profiled
 
     from gaincell.adapt.models import swap_attention
     from gaincell.resources import data_path
@@ -210,18 +210,7 @@ def stage_model_profile(report, budget, device, smoke: bool) -> None:
             torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
         model.zero_grad(set_to_none=True)
 
-    step()
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
-                                                          if device.type == "cuda" else [])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    with torch.profiler.profile(activities=activities) as profile:
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    wall = time.perf_counter() - started
-    events = profile.key_averages()
+    events, wall = profiled(step, device, 1)
     host = sorted(((e.self_cpu_time_total, e.count, e.key[:70]) for e in events), reverse=True)[:25]
     waits = {e.key: {"count": e.count, "host_ms": e.self_cpu_time_total / 1e3} for e in events
              if any(word in e.key for word in ("Synchronize", "item", "local_scalar", "Memcpy", "nonzero"))}

@@ -179,8 +179,25 @@ def stage_profile(report, budget, device, smoke: bool) -> None:
     def step():
         torch.autograd.grad(gaincell_attention(q, k, v, cell, **options), (q, k, v), grad_out)
 
-    step()
     iterations = 3
+    events, wall = profiled(step, device, iterations)
+    rows = []
+    for event in events:
+        device_us = getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
+        if device_us > 0:
+            rows.append((device_us / iterations, event.count // iterations, event.key[:60]))
+    rows.sort(reverse=True)
+    report.add("profile", f"gain-cell attention fwd+bwd B{b} H{h} T{t} D{d} {str(dtype)[6:]}, per iteration",
+               wall_ms_profiled=wall * 1e3, device_ms=sum(r[0] for r in rows) / 1e3,
+               kernels={name: {"us": us, "calls": calls} for us, calls, name in rows[:14]})
+
+
+def profiled(step, device, iterations: int):
+    """(operator statistics, wall seconds per iteration) of `iterations` calls of `step` under the torch
+    profiler (host, and device on CUDA), after one warm-up call, synchronised at the end."""
+    import torch
+
+    step()
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
                                                           if device.type == "cuda" else [])
     if device.type == "cuda":
@@ -191,16 +208,7 @@ def stage_profile(report, budget, device, smoke: bool) -> None:
             step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    wall = (time.perf_counter() - started) / iterations
-    rows = []
-    for event in profile.key_averages():
-        device_us = getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0))
-        if device_us > 0:
-            rows.append((device_us / iterations, event.count // iterations, event.key[:60]))
-    rows.sort(reverse=True)
-    report.add("profile", f"gain-cell attention fwd+bwd B{b} H{h} T{t} D{d} {str(dtype)[6:]}, per iteration",
-               wall_ms_profiled=wall * 1e3, device_ms=sum(r[0] for r in rows) / 1e3,
-               kernels={name: {"us": us, "calls": calls} for us, calls, name in rows[:14]})
+    return profile.key_averages(), (time.perf_counter() - started) / iterations
 
 
 def stage_adapt(report, budget, device, smoke: bool) -> None:
