@@ -8,13 +8,15 @@ ngspice current is the negative of that, so `i_cell = -i(vrbl)`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from PySpice.Spice.Netlist import Circuit
 
 from gaincell.design import CellDesign
-from gaincell.errors import ConfigError
+from gaincell.devices import SHIPPED_MODEL_NAMES
+from gaincell.errors import ConfigError, NetlistError
 
 from .instances import shipped_subcircuit, shipped_text
 from .spice.analysis import Transient
@@ -32,12 +34,35 @@ def library_lines(design: CellDesign) -> list[str]:
     return lines
 
 
+def geometry_placeholders(design: CellDesign) -> dict[str, float]:
+    """The numbers the shipped .sub files leave to the design: periphery logic sizes, VDD/2."""
+    return {"logic_wn": design.logic_n.w_m, "logic_wp": design.logic_p.w_m, "logic_ln": design.logic_n.l_m,
+            "logic_lp": design.logic_p.l_m, "zero_v": design.zero_v}
+
+
+def device_line(design: CellDesign, line: str) -> str:
+    """A shipped `m` line (`mNAME d g s b MODEL w=.. l=.. [more=..]`, W/L in metres) as the design's device line."""
+    words = line.split()
+    if len(words) < 6 or words[5] not in SHIPPED_MODEL_NAMES:
+        raise NetlistError(f"shipped transistor line {line.strip()!r} does not name one of "
+                           f"{', '.join(SHIPPED_MODEL_NAMES)} after its four nodes")
+    values = dict(word.split("=", 1) for word in words[6:])
+    if not {"w", "l"} <= set(values):
+        raise NetlistError(f"shipped transistor line {line.strip()!r} lacks w= or l=")
+    extra = " ".join(f"{key}={value}" for key, value in values.items() if key not in ("w", "l"))
+    return design.device(words[5]).line(words[0][1:], " ".join(words[1:5]), values["w"], values["l"], extra)
+
+
 def shipped_subcircuits(design: CellDesign, name: str) -> str:
-    """A shipped .sub file (netlists/NAME) with its model names mapped onto the design's PDK names."""
+    """A shipped .sub file (netlists/NAME) for the design: every transistor (`m`) line becomes the design's
+    device line (model or PDK subcircuit, in its geometry unit), the placeholders its numbers."""
     text = shipped_text(name)
-    for shipped, own in design.model_names:
-        text = re.sub(rf"(?<=\s){re.escape(shipped)}(?=\s)", own, text)
-    return text
+    for placeholder, value in geometry_placeholders(design).items():
+        text = text.replace("{" + placeholder + "}", f"{value:.6g}")
+    return _TRANSISTOR_LINE.sub(lambda match: device_line(design, match.group(0)), text)
+
+
+_TRANSISTOR_LINE = re.compile(r"^m[^\n]*", re.IGNORECASE | re.MULTILINE)
 
 
 def cell_subcircuits(design: CellDesign) -> str:
@@ -45,10 +70,17 @@ def cell_subcircuits(design: CellDesign) -> str:
     return shipped_subcircuits(design, CELL_FILE)
 
 
-def cell_instance(design: CellDesign, name: str, **nodes: str) -> str:
+def cell_instance(design: CellDesign, name: str, shifts: Mapping[str, float | str] | None = None, **nodes: str) -> str:
     """The design's signed cell as instance `x{name}`, sized by the design; `nodes` connects each of its ports
-    (wwl wbl rwl rwlb rbl vdd) by name."""
-    return shipped_subcircuit(CELL_FILE, design.cell_subckt).instance(name, nodes, design.cell_params())
+    (wwl wbl rwl rwlb rbl vdd) by name. `shifts` overrides threshold shifts of this instance (dvw dvrn dvrp
+    dvsn dvsp: volts, or `{param}` of the enclosing subcircuit, e.g. a Monte Carlo point's own)."""
+    params = design.cell_params() | dict(shifts or {})
+    return shipped_subcircuit(CELL_FILE, design.cell_subckt).instance(name, nodes, params)
+
+
+def temperature_line(design: CellDesign) -> str:
+    """The `.temp` card of every netlist built from the design."""
+    return f".temp {design.temp_c:.6g}"
 
 
 def row_inverter(name: str, rwl: str, rwlb: str, vdd: str) -> str:
@@ -73,7 +105,7 @@ def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: 
     t_read = t_write_end + 10e-9
     stop = t_read + design.t_max_s + 5e-9
     circuit = Circuit(f"gaincell {design.name}: write {stored_v:.4g} V, read {pulse_s:.4g} s")
-    for line in library_lines(design):
+    for line in library_lines(design) + [temperature_line(design)]:
         circuit.raw_spice += line + "\n"
     circuit.raw_spice += cell_subcircuits(design) + "\n"
     circuit.V("dd", "vdd", circuit.gnd, design.vdd_v)
@@ -118,7 +150,7 @@ class CellTestbench(Testbench):
     design: CellDesign
 
     def preamble(self) -> str:
-        return "\n".join(library_lines(self.design) + [cell_subcircuits(self.design)])
+        return "\n".join(library_lines(self.design) + [temperature_line(self.design), cell_subcircuits(self.design)])
 
     def describe(self) -> dict:
         fields = {k: v for k, v in self.__dict__.items() if k != "design"}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gaincell.design import CellDesign
+from gaincell.devices import PdkDevice
 from gaincell.periphery import DacDesign
 from gaincell.errors import ConfigError
 
@@ -40,10 +41,9 @@ MAX_LEVELS = 64  # the testbench builds one gate and two select sources per leve
 SWEPT_LEVELS = 16  # at most this many levels (evenly spread) as start and end of the swept conversions
 
 
-def write_transistor_model(design: CellDesign) -> str:
-    """The model of the cell's write transistor (chosen by the cell subcircuit's name), PDK-renamed."""
-    shipped = "nmos_igzo" if design.cell_subckt.endswith("_igzo") else "nmos_gen_hvt"
-    return dict(design.model_names).get(shipped, shipped)
+def write_transistor(design: CellDesign) -> PdkDevice:
+    """The PDK device of the cell's write transistor (the shipped model is chosen by the cell subcircuit's name)."""
+    return design.device("nmos_igzo" if design.cell_subckt.endswith("_igzo") else "nmos_gen_hvt")
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ class DacConversion(CellTestbench):
                   f".ic v(xc.sn)={{{d.vdd_v} - level}}",  # the worst case: the opposite of the new level
                   f"cwire wbl 0 {dac.load_cells * dac.wire_c_per_cell_f:.6g}"]
         if others:  # the other cells' write transistors on this line, held off, as one device of m = others
-            lines += [f"mload wbl 0 snl 0 {write_transistor_model(d)} w={d.write.w_m:.6g} l={d.write.l_m:.6g} "
-                      f"m={others}", f"cload snl 0 {others * d.cs_f:.6g}", f".ic v(snl)={d.zero_v}"]
+            lines += [write_transistor(d).line("load", "wbl 0 snl 0", f"{d.write.w_m:.6g}", f"{d.write.l_m:.6g}",
+                                               f"m={others}"), f"cload snl 0 {others * d.cs_f:.6g}",
+                      f".ic v(snl)={d.zero_v}"]
         lines.append(".ends dacpoint")
         return "\n".join(lines)
 

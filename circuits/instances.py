@@ -27,9 +27,10 @@ class Subcircuit:
     ports: tuple[str, ...]
     params: tuple[str, ...] = ()
 
-    def instance(self, name: str, nodes: Mapping[str, str], params: Mapping[str, float] | None = None) -> str:
+    def instance(self, name: str, nodes: Mapping[str, str], params: Mapping[str, float | str] | None = None) -> str:
         """The line of instance `x{name}`: `nodes` maps every port to the node it connects to, `params` (numbers,
-        written to 6 significant digits) overrides declared parameters."""
+        written to 6 significant digits, or `{name}` of an enclosing subcircuit's parameter) overrides declared
+        parameters."""
         params = params or {}
         missing = [port for port in self.ports if port not in nodes]
         unknown = [port for port in nodes if port not in self.ports]
@@ -42,8 +43,21 @@ class Subcircuit:
                                f"{', '.join(self.params) or 'none'})")
         line = f"x{name} {' '.join(nodes[port] for port in self.ports)} {self.name}"
         if params:
-            line += " params: " + " ".join(f"{key}={value:.6g}" for key, value in params.items())
+            line += " params: " + " ".join(f"{key}={_param_value(self.name, key, value)}" for key, value in params.items())
         return line
+
+
+def _param_value(subcircuit: str, key: str, value) -> str:
+    """A number (6 significant digits) or `{name}`, a parameter of the enclosing subcircuit."""
+    if isinstance(value, str):
+        if not _PARAM_REFERENCE.fullmatch(value):
+            raise NetlistError(f"parameter {key} of {subcircuit}: a text value must be {{name}} (a parameter of the "
+                               f"enclosing subcircuit), got {value!r}")
+        return value
+    return f"{value:.6g}"
+
+
+_PARAM_REFERENCE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]{0,31}\}")
 
 
 def declared_subcircuits(text: str) -> dict[str, Subcircuit]:

@@ -24,40 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .design_text import read_design_table
+from .devices import (SHIPPED_MODEL_NAMES, SPICE_NAME, SPICE_NAME_RULE, PdkDevice, VtShift, check_spice_name,
+                      refuse_command_word)
 from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
 from .periphery import C2PDesign, DacDesign, Grid
 from .resources import netlist_path
-from .spice_words import FORBIDDEN_WORD
 
-SHIPPED_MODEL_NAMES = ("nmos_gen", "pmos_gen", "nmos_gen_hvt", "nmos_igzo")
-DEVICE_FIELDS = ("write", "read_n", "read_p", "switch_n", "switch_p")
+DEVICE_FIELDS = ("write", "read_n", "read_p", "switch_n", "switch_p", "logic_n", "logic_p")
+LATER_FIELDS = ("devices", "logic_n", "logic_p", "temp_c", "vt_shift")  # recorded only when not at the default
 PERIPHERY = {"c2p": C2PDesign, "dac": DacDesign, "grid": Grid}  # design-file tables beside the cell's fields
 
-SPICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
-SPICE_NAME_RULE = ("1 to 64 characters from letters, digits, '_', '.' and '-', starting with a letter, digit "
-                   "or '_' (pattern [A-Za-z0-9_][A-Za-z0-9_.-]*; no spaces, line breaks, quotes or * ; $ = { } ( ) ,),"
-                   " without the words shell or system")
 SHIPPED_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.lib")
 UNSAFE_PATH_CHARACTERS = re.compile(r"[\s\"';]")
 MAX_PATH_CHARACTERS = 4096
 MAX_SOURCE_CHARACTERS = 2000
-
-
-def check_spice_name(field_name: str, value) -> None:
-    """Refuse anything but a SPICE identifier: such a value is pasted into netlist text."""
-    if not (isinstance(value, str) and SPICE_NAME.fullmatch(value)):
-        raise ConfigError(field_name, f"must be a SPICE name: {SPICE_NAME_RULE}; got {shown(value)}")
-    _refuse_command_word(field_name, value)
-
-
-def _refuse_command_word(field_name: str, value: str) -> None:
-    """A value holding an ngspice command word would only fail later, when the netlist is checked: refuse it
-    here by its field."""
-    word = FORBIDDEN_WORD.search(value)
-    if word:
-        raise ConfigError(field_name, f"{shown(value)} holds the word {word.group(1)!r}, which netlists may not "
-                                      "contain (ngspice runs shell commands); choose another name")
 
 
 @dataclass(frozen=True)
@@ -98,6 +79,16 @@ class CellDesign:
     corner: str = described("section of a .lib file to load ('' = plain include)", default="")
     model_names: tuple[tuple[str, str], ...] = described(
         "renames of the shipped model names for a user PDK, e.g. (('nmos_gen', 'nch'),)", default=())
+    devices: tuple[tuple[str, PdkDevice], ...] = described(
+        "the PDK device behind each shipped model name: (('nmos_gen', PdkDevice('nfet', 'subckt', 'um')),); "
+        "a shipped name in neither this nor model_names is used as it is", default=())
+    logic_n: Device = described("periphery logic NMOS (row inverter, C2P buffers); its length is every periphery "
+                                "NMOS's (DAC gates too)", nested=Device, default=Device(200e-9, 30e-9))
+    logic_p: Device = described("periphery logic PMOS (row inverter, C2P buffers); its length is every periphery "
+                                "PMOS's (DAC gates too)", nested=Device, default=Device(300e-9, 30e-9))
+    temp_c: float = quantity("circuit temperature (every netlist's .temp)", "C", -60.0, 200.0, default=27.0)
+    vt_shift: VtShift = described("threshold shift per cell transistor (a DC source in series with its gate)",
+                                  nested=VtShift, default=VtShift())
     source: str = described("provenance / citation of the design (one line of text)", default="")
 
     def __post_init__(self):
@@ -112,6 +103,11 @@ class CellDesign:
                                         f"characters, no line breaks or control characters), got {shown(self.source)}")
         object.__setattr__(self, "model_libraries", self._checked_libraries())
         object.__setattr__(self, "model_names", self._checked_model_names())
+        object.__setattr__(self, "devices", self._checked_devices())
+        if not isinstance(self.vt_shift, VtShift):
+            raise ConfigError("vt_shift", f"must be a VtShift(write, read_n, read_p, switch_n, switch_p), got "
+                                          f"{shown(self.vt_shift)}")
+        check_quantities(self.vt_shift, "vt_shift.")
         for name in DEVICE_FIELDS:
             device = getattr(self, name)
             if not isinstance(device, Device):
@@ -144,6 +140,27 @@ class CellDesign:
             renamed.add(shipped)
             check_spice_name(f"model_names.{shipped}", own)
         return tuple((shipped, own) for shipped, own in self.model_names)
+
+    def _checked_devices(self) -> tuple[tuple[str, PdkDevice], ...]:
+        allowed = f"entries map one of {', '.join(SHIPPED_MODEL_NAMES)} to a PdkDevice"
+        if not isinstance(self.devices, (list, tuple)):
+            raise ConfigError("devices", f"{allowed}, got {shown(self.devices)}")
+        described_names = {shipped for shipped, _ in self.model_names}
+        for pair in self.devices:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and pair[0] in SHIPPED_MODEL_NAMES
+                    and isinstance(pair[1], PdkDevice)):
+                raise ConfigError("devices", f"{allowed}, got {shown(pair)}")
+            if pair[0] in described_names:
+                raise ConfigError("devices", f"{pair[0]} is described twice (in model_names or devices); give it once")
+            described_names.add(pair[0])
+            pair[1].check(f"devices.{pair[0]}")
+        return tuple((shipped, device) for shipped, device in self.devices)
+
+    def device(self, shipped: str) -> PdkDevice:
+        """The PDK device that stands for shipped model name `shipped` (renamed by model_names, described by
+        devices, else the shipped model itself)."""
+        described_devices = dict(self.devices) | {name: PdkDevice(own) for name, own in self.model_names}
+        return described_devices.get(shipped, PdkDevice(shipped))
 
     @staticmethod
     def library_path(library: str, field_name: str = "model_libraries") -> Path:
@@ -182,14 +199,19 @@ class CellDesign:
         """The cell subcircuit's parameters."""
         return {"ww": self.write.w_m, "lw": self.write.l_m, "wrn": self.read_n.w_m, "lrn": self.read_n.l_m,
                 "wrp": self.read_p.w_m, "lrp": self.read_p.l_m, "wsn": self.switch_n.w_m, "lsn": self.switch_n.l_m,
-                "wsp": self.switch_p.w_m, "lsp": self.switch_p.l_m, "cs": self.cs_f}
+                "wsp": self.switch_p.w_m, "lsp": self.switch_p.l_m, "cs": self.cs_f} | self.vt_shift.params()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as plain data (the design record's form). Fields added after the record's schema 2 appear
+        only when they differ from their defaults, so a design without them keeps its record and sweep hashes."""
+        data = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {key: value for key, value in data.items()
+                if key not in LATER_FIELDS or getattr(self, key) != defaults[key]}
 
     def differences(self, other: "CellDesign") -> list[str]:
         """`field: this -> other` for every field in which `other` differs (empty when they are equal)."""
-        mine, theirs = _flat(self.to_dict()), _flat(other.to_dict())
+        mine, theirs = _flat(dataclasses.asdict(self)), _flat(dataclasses.asdict(other))
         return [f"{key}: {shown(mine[key])} -> {shown(theirs[key])}" for key in mine if mine[key] != theirs[key]]
 
 
@@ -227,7 +249,7 @@ def _library_location(library, field_name: str) -> Path:
         raise ConfigError(field_name, f"the model library's path {shown(str(path))} holds a space, quote or ';', "
                                       "which a netlist's .include line cannot carry; move or link the library "
                                       "to a path without them")
-    _refuse_command_word(field_name, str(path))
+    refuse_command_word(field_name, str(path))
     return path
 
 
@@ -243,6 +265,18 @@ PRESETS: dict[str, CellDesign] = {
         source="silicon read path of cmos-generic with an oxide-semiconductor (IGZO-like) write transistor "
                "(netlists/igzo_generic.lib, generic, not measured data) for long retention"),
 }
+
+
+PDK_PRESETS = ("sky130",)  # presets on an installed PDK package: gaincell.pdk_presets, built when asked for
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(PRESETS) + PDK_PRESETS
+
+
+def preset(name: str) -> "CellDesign":
+    """A preset's cell design by name (a PDK preset needs its package: ConfigError naming it otherwise)."""
+    return PRESETS[name] if name in PRESETS else load_setup(name).cell
 
 
 @dataclass(frozen=True)
@@ -265,13 +299,17 @@ def load_setup(name_or_path: str | Path) -> DesignSetup:
     key = str(name_or_path)
     if key in PRESETS:
         return DesignSetup(PRESETS[key])
+    if key in PDK_PRESETS:
+        from .pdk_presets import pdk_setup  # it builds on this module's classes
+        return pdk_setup(key)
     path = Path(key)
     try:
         exists = path.exists()
     except (OSError, ValueError):  # a name too long for the file system, or one with a NUL
         exists = False
     if not exists:
-        raise ConfigError("design", f"{shown(key)} is neither a preset ({', '.join(PRESETS)}) nor a TOML/YAML file")
+        raise ConfigError("design", f"{shown(key)} is neither a preset ({', '.join(preset_names())}) nor a TOML/YAML "
+                                     "file")
     raw = read_design_table(path)
     try:
         tables = {name: periphery_from_table(name, raw[name]) for name in PERIPHERY if name in raw}
@@ -282,7 +320,11 @@ def load_setup(name_or_path: str | Path) -> DesignSetup:
 
 
 def periphery_from_table(name: str, table):
-    cls = PERIPHERY[name]
+    return nested_from_table(PERIPHERY[name], name, table)
+
+
+def nested_from_table(cls, name: str, table):
+    """A nested design (`cls`) from the file's table `name`, every key a field of it."""
     allowed = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(table, Mapping):
         raise ConfigError(name, f"must be a table of {', '.join(allowed)}, got {shown(table)}")
@@ -294,6 +336,15 @@ def periphery_from_table(name: str, table):
         return cls(**table)
     except ConfigError as exc:
         raise ConfigError(f"{name}.{exc.parameter}", exc.problem) from None
+
+
+def _device_from_table(shipped: str, table) -> PdkDevice:
+    """A `[devices.<shipped>]` table of a design file (name and optionally kind, unit, params), or just a name."""
+    if isinstance(table, str):
+        return PdkDevice(table)
+    if isinstance(table, Mapping) and "name" not in table:
+        raise ConfigError(f"devices.{shipped}", "needs name = the PDK's model or subcircuit name")
+    return nested_from_table(PdkDevice, f"devices.{shipped}", table)
 
 
 def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
@@ -308,14 +359,15 @@ def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
                                                f" and the tables {', '.join(PERIPHERY)}")
     raw = dict(raw)
     base = raw.pop("base", "cmos-generic")
-    if not (isinstance(base, str) and base in PRESETS):
-        raise ConfigError("base", f"must be one of {', '.join(PRESETS)}, got {shown(base)}")
+    if not (isinstance(base, str) and base in preset_names()):
+        raise ConfigError("base", f"must be one of {', '.join(preset_names())}, got {shown(base)}")
+    base_design = preset(base)
     changes = {}
     for key, value in raw.items():
         if key in DEVICE_FIELDS:
             if not (isinstance(value, Mapping) and set(value) <= {"w_m", "l_m"}):
                 raise ConfigError(key, f"must be a table with w_m and l_m (metres), got {shown(value)}")
-            value = dataclasses.replace(getattr(PRESETS[base], key), **value)
+            value = dataclasses.replace(getattr(base_design, key), **value)
         elif key == "model_libraries":
             value = _libraries_relative_to(value, base_dir or Path.cwd())
         elif key == "model_names":
@@ -323,8 +375,15 @@ def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
                 raise ConfigError(key, f"must be a table mapping shipped model names ({', '.join(SHIPPED_MODEL_NAMES)})"
                                        f" to the PDK's, e.g. {{nmos_gen = \"nch\"}}, got {shown(value)}")
             value = tuple(value.items())
+        elif key == "devices":
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, f"must be a table of shipped model names ({', '.join(SHIPPED_MODEL_NAMES)}) "
+                                       "each with a [devices.NAME] table, got " + shown(value))
+            value = tuple((shipped, _device_from_table(shipped, table)) for shipped, table in value.items())
+        elif key == "vt_shift":
+            value = nested_from_table(VtShift, key, value)
         changes[key] = value
-    design = dataclasses.replace(PRESETS[base], **changes)
+    design = dataclasses.replace(base_design, **changes)
     design.check_libraries_readable()
     return design
 

@@ -13,7 +13,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .design import DEVICE_FIELDS, PRESETS, CellDesign, Device, periphery_from_table
+from .design import DEVICE_FIELDS, LATER_FIELDS, PRESETS, CellDesign, Device, periphery_from_table
+from .devices import PdkDevice, VtShift
 from .errors import ConfigError
 from .periphery import C2PDesign, DacDesign
 
@@ -67,16 +68,21 @@ def _periphery(record: dict, name: str):
 
 
 def _cell_from_fields(fields: Mapping, complete: bool) -> CellDesign:
-    """A CellDesign from its `to_dict` form: every field when `complete`, else the preset's for those missing."""
+    """A CellDesign from its `to_dict` form: every field when `complete` (but `LATER_FIELDS`), else the
+    preset's for those missing."""
     if not isinstance(fields, Mapping):
         raise TypeError(f"the cell design is a {type(fields).__name__}, not a table of fields")
     names = [f.name for f in dataclasses.fields(CellDesign)]
     unknown = [key for key in fields if key not in names]
-    missing = [name for name in names if name not in fields]
+    missing = [name for name in names if name not in fields and name not in LATER_FIELDS]
     if unknown or (complete and missing):
         raise KeyError(f"unknown fields {unknown}" if unknown else f"missing fields {missing}")
-    values = {**PRESETS["cmos-generic"].to_dict(), **fields}
+    values = {**dataclasses.asdict(PRESETS["cmos-generic"]), **fields}
     values |= {name: Device(**values[name]) for name in DEVICE_FIELDS if isinstance(values[name], Mapping)}
     values["model_names"] = tuple(tuple(pair) for pair in values["model_names"])
     values["model_libraries"] = tuple(values["model_libraries"])
+    values["devices"] = tuple((shipped, PdkDevice(**{**device, "params": tuple(map(tuple, device["params"]))}))
+                              for shipped, device in values["devices"])
+    if isinstance(values["vt_shift"], Mapping):
+        values["vt_shift"] = VtShift(**values["vt_shift"])
     return CellDesign(**values)

@@ -37,8 +37,10 @@ class DacDesign:
                                    1e-3, 1e12, default=4e3)
     dacs_per_string: int = quantity("DACs served by one string (one per array row)", low=1, high=4096, default=64,
                                     integer=True)
-    wn_m: float = quantity("selector NMOS width, L = 30 nm", "m", 1e-9, 1e-3, default=200e-9)
-    wp_m: float = quantity("selector PMOS width, L = 30 nm", "m", 1e-9, 1e-3, default=300e-9)
+    wn_m: float = quantity("selector NMOS width (its length: the cell design's logic_n.l_m)", "m", 1e-9, 1e-3,
+                           default=200e-9)
+    wp_m: float = quantity("selector PMOS width (its length: the cell design's logic_p.l_m)", "m", 1e-9, 1e-3,
+                           default=300e-9)
     load_cells: int = quantity("write transistors on one write bit line (tokens)", low=1, high=4096, default=64,
                                integer=True)
     wire_c_per_cell_f: float = quantity("write-bit-line wire capacitance per cell", "F", 0.0, 1e-12, default=0.05e-15)

@@ -13,7 +13,8 @@ CELL_PORTS = ("wwl", "wbl", "rwl", "rwlb", "rbl", "vdd")
 def test_shipped_subcircuits_are_read_from_their_subckt_lines():
     cell = shipped_subcircuit("gaincell_signed.sub", "gcsigned")
     assert cell.ports == CELL_PORTS  # declared over a `+ params:` continuation line
-    assert cell.params == ("ww", "lw", "wrn", "lrn", "wrp", "lrp", "wsn", "lsn", "wsp", "lsp", "cs")
+    assert cell.params == ("ww", "lw", "wrn", "lrn", "wrp", "lrp", "wsn", "lsn", "wsp", "lsp", "cs",
+                           "dvw", "dvrn", "dvrp", "dvsn", "dvsp")
     assert shipped_subcircuit("c2p.sub", "c2p_signed").ports == ("in", "outp", "outn", "vdd", "win", "trk", "rst")
     assert shipped_subcircuit("dac.sub", "dac_tg").params == ("wn", "wp")
     with pytest.raises(NetlistError, match="netlists/c2p.sub declares no subcircuit 'c2p_triple'"):
@@ -51,3 +52,13 @@ def test_declarations_are_parsed_from_any_spice_text():
     declared = declared_subcircuits(text)
     assert declared["amp"] == Subcircuit("amp", ("in", "out"), ("gain", "bias"))
     assert declared["bare"] == Subcircuit("bare", ("a", "b"), ())
+
+
+def test_a_parameter_may_name_a_parameter_of_the_enclosing_subcircuit():
+    design = load_design("cmos-generic")
+    line = cell_instance(design, "c", {"dvw": "{dvw}", "dvrn": 0.01}, wwl="w", wbl="wb", rwl="r", rwlb="rb",
+                         rbl="bl", vdd="vdd")
+    assert " dvw={dvw} dvrn=0.01 " in line
+    with pytest.raises(NetlistError, match="parameter dvw of gcsigned: a text value must be"):
+        cell_instance(design, "c", {"dvw": "{dvw}\n.endc"}, wwl="w", wbl="wb", rwl="r", rwlb="rb", rbl="bl",
+                      vdd="vdd")
