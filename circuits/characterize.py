@@ -5,7 +5,8 @@ into one characterization HDF5 file, and the figures that summarise it.
 
 Sweeps (group names in the file): `write` (DAC level -> stored value, write energy), `retention` (stored
 value vs time to `retention_stop_s`), `read` (charge, current and read energy vs stored voltage x pulse
-width x input amplitude: 16 x 8 x 6 points).
+width x input amplitude: 16 x 8 x 6 points). With `Conditions` (process corners, temperatures) every sweep
+has them as leading coordinates (`gaincell.conditions`); the figures are then given per condition.
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gaincell.conditions import Condition, Conditions, read_condition, sweep_conditions
 from gaincell.design import CellDesign
 from gaincell.periphery import C2PDesign, DacDesign, Grid
 from gaincell.store import list_sweeps, read_sweep
 from gaincell.sweep_data import OK, unit_of
 
 from .c2p import c2p_sweeps
+from .conditions import conditioned
 from .dac import dac_sweep
 from .cells import CellRead, CellRetention, CellWrite
 from .sweep import Sweep, SweepReport, run_sweep
@@ -28,11 +31,17 @@ WRITE_ERROR_BOUND_V = 0.020
 
 
 def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool = False, dac: bool = False,
-                            c2p_design: C2PDesign = C2PDesign(), dac_design: DacDesign = DacDesign()) -> list[Sweep]:
+                            c2p_design: C2PDesign = C2PDesign(), dac_design: DacDesign = DacDesign(),
+                            conditions: Conditions = Conditions()) -> list[Sweep]:
     """The write, retention and read sweeps of a design; with `c2p` the converters' transfer sweeps
     (`c2p`, `c2p_signed`) of `c2p_design`, with `dac` the conversions (`dac`) of `dac_design` (a design
-    file's [c2p], [dac] and [grid] tables: `gaincell.design.load_setup`)."""
-    d = design
+    file's [c2p], [dac] and [grid] tables: `gaincell.design.load_setup`); each over `conditions` too."""
+    return [conditioned(sweep, conditions) for sweep in _nominal_sweeps(design, grid, c2p, dac, c2p_design,
+                                                                         dac_design)]
+
+
+def _nominal_sweeps(d: CellDesign, grid: Grid, c2p: bool, dac: bool, c2p_design: C2PDesign,
+                    dac_design: DacDesign) -> list[Sweep]:
     periphery = (c2p_sweeps(d, c2p_design) if c2p else []) + ([dac_sweep(d, dac_design)] if dac else [])
     return [
         Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}),
@@ -48,11 +57,11 @@ def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool =
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,
                  progress: bool = True, restart: bool = False, backend: str = "shared",
                  c2p: bool = False, dac: bool = False, c2p_design: C2PDesign = C2PDesign(),
-                 dac_design: DacDesign = DacDesign()) -> list[SweepReport]:
-    """Run every characterization sweep of `design` into `out` (resuming what is already there; `c2p`, `dac`
-    and the periphery designs as in `characterization_sweeps`)."""
+                 dac_design: DacDesign = DacDesign(), conditions: Conditions = Conditions()) -> list[SweepReport]:
+    """Run every characterization sweep of `design` into `out` (resuming what is already there; `c2p`, `dac`,
+    the periphery designs and `conditions` as in `characterization_sweeps`)."""
     return [run_sweep(sweep, out, workers=workers, progress=progress, restart=restart, backend=backend)
-            for sweep in characterization_sweeps(design, grid, c2p, dac, c2p_design, dac_design)]
+            for sweep in characterization_sweeps(design, grid, c2p, dac, c2p_design, dac_design, conditions)]
 
 
 def _r_squared(x: np.ndarray, y: np.ndarray) -> float:
@@ -71,10 +80,15 @@ def zero_crossing(stored_v: np.ndarray, current: np.ndarray) -> float:
                  else np.interp(0.0, current[k:k + 2][::-1], stored_v[k:k + 2][::-1]))
 
 
-def summarize(path: str | Path) -> dict[str, float]:
-    """The figures that characterize a cell, computed from a characterization file (SI units)."""
+def summarize(path: str | Path, corner: str | None = None, temp_c: float | None = None) -> dict[str, float]:
+    """The figures that characterize a cell, computed from a characterization file (SI units), at one of its
+    conditions (None: the only one; `gaincell.conditions.select_condition`)."""
     figures: dict[str, float] = {}
-    read = read_sweep(path, "read")
+
+    def condition_sweep(name: str):
+        return read_condition(path, name, corner, temp_c)
+
+    read = condition_sweep("read")
     stored, pulses, vins = (read.coords[k] for k in ("stored_v", "pulse_s", "vin_v"))
     s = read.scalars
     full = (slice(None), len(pulses) - 1, len(vins) - 1)  # longest pulse, highest input
@@ -83,19 +97,19 @@ def summarize(path: str | Path) -> dict[str, float]:
     figures["read_current_max_a"] = float(np.max(current))
     figures["zero_crossing_v"] = zero_crossing(stored, current)
     strong = np.abs(current) > 0.05 * np.max(np.abs(current))
-    r2 = [_r_squared(pulses, s["charge_c"][k, :, -1]) for k in np.nonzero(strong)[0]]
-    figures["charge_vs_pulse_1_minus_r2_max"] = float(1 - np.min(r2))
+    r2 = [_r_squared(pulses, s["charge_c"][k, :, -1]) for k in np.nonzero(strong)[0]] if len(pulses) > 1 else []
+    figures["charge_vs_pulse_1_minus_r2_max"] = float(1 - np.min(r2)) if r2 else float("nan")  # one width: no line
     figures["read_disturb_max_v"] = float(np.nanmax(s["sn_disturb_v"]))
     figures["e_read_mean_j"] = float(np.mean(s["e_read_j"][full]))
     figures["e_read_max_j"] = float(np.max(s["e_read_j"][full]))
     figures["e_read_per_s_mean_w"] = figures["e_read_mean_j"] / float(pulses[-1])
 
-    write = read_sweep(path, "write")
+    write = condition_sweep("write")
     ok = write.status == OK
     figures["write_error_max_abs_v"] = float(np.max(np.abs(write.scalars["error_v"][ok])))
     figures["e_write_mean_j"] = float(np.mean(write.scalars["e_write_j"][ok]))
 
-    retention = read_sweep(path, "retention")
+    retention = condition_sweep("retention")
     tau = retention.scalars["tau_1e_s"]
     levels = retention.coords["stored_v"]
     figures["retention_tau_1e_at_max_level_s"] = float(tau[-1])
@@ -104,7 +118,7 @@ def summarize(path: str | Path) -> dict[str, float]:
     figures["retention_extrapolated"] = float(np.max(retention.scalars["extrapolated"]))
     figures["retention_max_level_v"] = float(levels[-1])
     available = set(list_sweeps(path))
-    periphery = {name: read_sweep(path, name) for name in ("c2p", "c2p_signed", "dac") if name in available}
+    periphery = {name: condition_sweep(name) for name in ("c2p", "c2p_signed", "dac") if name in available}
     for name, sweep in periphery.items():
         figures[f"e_{name}_conversion_mean_j"] = float(np.nanmean(sweep.scalars["e_conversion_j"]))
     if "dac" in periphery:
@@ -113,6 +127,32 @@ def summarize(path: str | Path) -> dict[str, float]:
     sweeps = [read, write, retention, *periphery.values()]
     figures["failed_points"] = float(sum(int(np.sum(sweep.status == 2)) for sweep in sweeps))
     return figures
+
+
+def file_conditions(path: str | Path) -> list[Condition]:
+    """The conditions a characterization file holds (those of its read sweep)."""
+    return sweep_conditions(read_sweep(path, "read"))
+
+
+def summarize_conditions(path: str | Path) -> dict[Condition, dict[str, float]]:
+    """`summarize` at every condition of the file."""
+    return {c: summarize(path, c.corner, c.temp_c) for c in file_conditions(path)}
+
+
+def format_conditions(summaries: dict[Condition, dict[str, float]]) -> str:
+    """Per-condition summaries side by side: one row per figure, one column per condition."""
+    from matplotlib.ticker import EngFormatter
+
+    if len(summaries) == 1:
+        return format_summary(next(iter(summaries.values())))
+    columns = list(summaries)
+    lines = [f"{'condition':34s} " + " ".join(f"{c.label:>12s}" for c in columns)]
+    for name in summaries[columns[0]]:
+        unit = unit_of(name)
+        cells = [summaries[c].get(name, float("nan")) for c in columns]
+        texts = [EngFormatter(unit=unit, places=3)(v) if unit and np.isfinite(v) else f"{v:.4g}" for v in cells]
+        lines.append(f"{name:34s} " + " ".join(f"{t:>12s}" for t in texts))
+    return "\n".join(lines)
 
 
 def format_summary(figures: dict[str, float]) -> str:

@@ -93,6 +93,10 @@ class Testbench:
         """Design parameters recorded with the sweep (JSON-able)."""
         return dict(getattr(self, "__dict__", {}))
 
+    def coordinate_labels(self) -> dict[str, list[str]]:
+        """Names of the values of index coordinates (grid values 0, 1, ...), e.g. a process corner's."""
+        return {}
+
     def extract(self, vectors: dict[str, np.ndarray], point: dict[str, float]) -> dict[str, np.ndarray]:
         """Per-point results from this instance's probes (names without the instance prefix), the
         `shared_probes` and `n_instances` (points in this netlist, to share a common driver's energy)."""
@@ -165,13 +169,30 @@ class SweepReport:
 def _fresh_data(sweep: Sweep) -> SweepData:
     tb = sweep.testbench
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    attrs = {"testbench": type(tb).__name__, "design": json.dumps(tb.describe(), default=str),
+    attrs = {"testbench": type(getattr(tb, "inner", tb)).__name__, "design": json.dumps(tb.describe(), default=str),
              "spec_sha256": sweep.spec_hash(), "created": now, "gaincell_version": __version__}
     if isinstance(getattr(tb, "design", None), CellDesign):  # the design record (gaincell.design) of a cell's sweep
         c2p, dac = getattr(tb, "c2p", None), getattr(tb, "dac", None)
         attrs[DESIGN_RECORD] = design_record(tb.design, c2p if isinstance(c2p, C2PDesign) else None,
                                              dac if isinstance(dac, DacDesign) else None)
-    return SweepData(sweep.name, {k: np.asarray(v, dtype=float) for k, v in sweep.grid.items()}, attrs=attrs)
+    labels = tb.coordinate_labels()
+    coords = {k: np.asarray(v, dtype=np.int32 if k in labels else float) for k, v in sweep.grid.items()}
+    return SweepData(sweep.name, coords, attrs=attrs, labels=labels)
+
+
+def _conditions_differ(data: SweepData, sweep: Sweep) -> str:
+    """Which operating conditions the stored sweep and the asked one have, when those differ."""
+    try:
+        stored = json.loads(data.attrs.get("design", "{}")).get("conditions")
+    except (ValueError, AttributeError):
+        return ""
+    asked = json.loads(json.dumps(sweep.testbench.describe().get("conditions"), default=str))
+
+    def shown(conditions):
+        if not conditions:
+            return "none (the design's own corner and temperature)"
+        return "; ".join(f"{key} {', '.join(map(str, values))}" for key, values in conditions.items() if values)
+    return "" if stored == asked else f" (its conditions: {shown(stored)}; asked: {shown(asked)})"
 
 
 def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
@@ -185,8 +206,9 @@ def _load_state(sweep: Sweep, out: Path, restart: bool) -> SweepData:
         except ConfigError:
             data = None
         if data is not None and data.attrs.get("spec_sha256") != sweep.spec_hash():
-            raise ConfigError("out", f"{out} already holds a sweep {sweep.name!r} made with other settings; "
-                                     "choose another file, or restart it (restart=True / --restart)")
+            raise ConfigError("out", f"{out} already holds a sweep {sweep.name!r} made with other settings"
+                                     f"{_conditions_differ(data, sweep)}; choose another file, or restart it "
+                                     "(restart=True / --restart)")
     data = data or _fresh_data(sweep)
     for part in sorted(parts.glob(PART_GLOB)) if parts.exists() else []:
         apply_part(data, part)

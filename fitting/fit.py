@@ -12,6 +12,7 @@ from pathlib import Path
 import lmfit
 import numpy as np
 
+from gaincell.conditions import read_condition
 from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POLY, STRETCHED, poly_name, poly_terms,
                               tau_1e)
 from gaincell.design import CellDesign
@@ -283,11 +284,17 @@ def energy_from_sweeps(read: SweepData, write: SweepData) -> Component:
 
 
 
-def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
-                         decay_model: str = "leakage") -> tuple[Surrogate, dict[str, FitOutcome]]:
-    """Fit every component from a characterization file into a surrogate."""
+def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, decay_model: str = "leakage",
+                         corner: str | None = None, temp_c: float | None = None
+                         ) -> tuple[Surrogate, dict[str, FitOutcome]]:
+    """Fit every component from a characterization file into a surrogate, at one of its conditions (`corner`,
+    `temp_c`; None: the only one, see `gaincell.conditions.select_condition`)."""
     path = Path(path)
-    read, write, retention = (read_sweep(path, name) for name in ("read", "write", "retention"))
+
+    def condition_sweep(name: str) -> SweepData:
+        return read_condition(path, name, corner, temp_c)
+
+    read, write, retention = (condition_sweep(name) for name in ("read", "write", "retention"))
     design = sweep_design(read).cell
     outcomes = {"multiply": fit_multiply(read, design, model, order), "decay": fit_decay(retention, design, decay_model)}
     t_max = design.t_max_s
@@ -296,13 +303,13 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
     c2p = c2p_paper_default(t_max)
     available = set(list_sweeps(path))
     if {"c2p", "c2p_signed"} <= available:  # a characterized converter replaces the paper's values
-        outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(read_sweep(path, "c2p"), read_sweep(path, "c2p_signed"))
+        outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(condition_sweep("c2p"), condition_sweep("c2p_signed"))
         c2p = outcomes["c2p"].component
         energy = _more_figures(energy, c2p_energy, "; C2P: mean energy per conversion of sweeps 'c2p' / "
                                "'c2p_signed' (stderr = spread over the swept charges)")
         timing |= c2p_timing
     if "dac" in available:  # a characterized write DAC replaces the paper's DAC figure
-        dac_energy, dac_timing = fit_dac(read_sweep(path, "dac"))
+        dac_energy, dac_timing = fit_dac(condition_sweep("dac"))
         energy = _more_figures(energy, dac_energy, "; DAC: mean energy per conversion over every pair of levels "
                                "of sweep 'dac' (stderr = spread)")
         timing |= dac_timing
@@ -316,4 +323,8 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5,
                           + ("; t_dac_settle_s: worst settling of sweep 'dac'" if "t_dac_settle_s" in timing else "")),
     }
     surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path))
+    from .variation import fit_variation, has_monte_carlo
+
+    if has_monte_carlo(path):  # Monte Carlo cells in the file: the cell-to-cell spread (fitting/variation.py)
+        surrogate.variation = fit_variation(path)
     return surrogate, outcomes

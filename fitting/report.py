@@ -19,6 +19,9 @@ from .fit import FitOutcome  # noqa: E402
 def text_report(surrogate: Surrogate) -> str:
     """Parameters with standard errors, residual statistics and worst point of every component."""
     lines = [f"gaincell fit report: surrogate of {surrogate.source_path or 'reference data'} (sha256 {surrogate.source_sha256[:16]})"]
+    design = surrogate.design
+    if design is not None and (design.corner or design.temp_c != 27.0):
+        lines.append(f"condition: corner {design.corner or '(plain include)'}, {design.temp_c:g} C")
     for name, part in surrogate.components.items():
         lines.append(f"\n[{name}] {part.model_id}   source: {part.source}")
         for pname, value, err in zip(part.param_names, part.values, part.stderr):

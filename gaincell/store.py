@@ -2,7 +2,9 @@
 in memory), written crash-safely.
 
 Layout of a sweep group (opens with `xarray.open_dataset(path, group=NAME, engine="h5netcdf")`):
-- one 1-D coordinate per sweep parameter (a dimension scale), e.g. `stored_v(stored_v)`;
+- one 1-D coordinate per sweep parameter (a dimension scale), e.g. `stored_v(stored_v)`; an index coordinate
+  (the process `corner` of `gaincell.conditions`) names its values in the CF attributes `flag_values` and
+  `flag_meanings` (space-separated names of indices 0, 1, ...);
 - `sample(sample)` when the sweep keeps waveforms; every waveform (`time`, `v(sn)`, `i(vbl)`, ...) has
   dims (*params, sample), padded with NaN past its own length (`n_samples` gives the length);
 - scalar results with dims (*params);
@@ -62,6 +64,9 @@ def _write_sweep(parent: h5py.Group, data: SweepData) -> None:
     for dim, values in data.coords.items():
         ds = group.create_dataset(dim, data=np.asarray(values))
         ds.make_scale(dim)
+        if dim in data.labels:  # an index coordinate's names, the CF way (xarray keeps them as attributes)
+            ds.attrs["flag_values"] = np.arange(len(data.labels[dim]), dtype=np.int32)
+            ds.attrs["flag_meanings"] = " ".join(data.labels[dim])
     waveform_width = max([t.shape[-1] for t in data.waveforms.values()], default=0)
     if data.waveforms:  # a zero-point analysis keeps an empty sample dimension
         group.create_dataset("sample", data=np.arange(waveform_width, dtype=np.int32)).make_scale("sample")
@@ -183,7 +188,7 @@ def _parse_sweep(group: h5py.Group, where: str) -> SweepData:
                 or not np.all(np.isfinite(values)):
             raise refuse(f"coordinate {dim!r} ({values.dtype}, shape {values.shape}) must be finite numbers, one "
                          f"per entry of 'status' along axis {axis} ({status.shape[axis]})")
-    data = SweepData(group.name.rsplit("/", 1)[-1], coords)
+    data = SweepData(group.name.rsplit("/", 1)[-1], coords, labels=_coordinate_labels(group, coords, refuse))
     data.status = status[()]
     if not np.isin(data.status, (PENDING, OK, FAILED)).all():
         raise refuse(f"'status' holds values other than {STATUS_MEANING}")
@@ -215,6 +220,20 @@ def _parse_sweep(group: h5py.Group, where: str) -> SweepData:
             continue
         data.attrs[key] = value.decode() if isinstance(value, bytes) else value
     return data
+
+
+def _coordinate_labels(group: h5py.Group, coords: dict[str, np.ndarray], refuse) -> dict[str, list[str]]:
+    """The names of index coordinates (`flag_meanings`: one name per index 0, 1, ...)."""
+    labels = {}
+    for dim, values in coords.items():
+        if "flag_meanings" not in group[dim].attrs:
+            continue
+        names = _text(group[dim].attrs["flag_meanings"]).split()
+        if values.dtype.kind not in "iu" or sorted(values.tolist()) != list(range(len(names))):
+            raise refuse(f"coordinate {dim!r} has {len(names)} names (flag_meanings) but values {values.tolist()}, "
+                         f"not the indices 0..{len(names) - 1}")
+        labels[dim] = names
+    return labels
 
 
 def list_sweeps(path: str | Path) -> list[str]:

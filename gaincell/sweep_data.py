@@ -64,6 +64,7 @@ class SweepData:
     decks: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    labels: dict[str, list[str]] = field(default_factory=dict)  # names of integer-index coordinates (`corner`)
 
     def __post_init__(self):
         shape = self.shape

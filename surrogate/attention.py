@@ -16,6 +16,15 @@ parallel pass; the cache is a ring of `window` slots holding the stored k, v vol
 step (the token clock converts steps to seconds for the retention model). Inside a language model the
 cache is attached as `layer.decode_cache` (see `adapt.generate.ring_caches`), which the attention-interface
 function passes on.
+
+Variation (off by default; needs a surrogate with a `variation` component): `variation_scale` > 0 gives every
+physical array a frozen per-cell instance of the fitted spread, x the scale: each ring slot x head-dim cell of the
+K and V arrays (per kv head; the same cells for every sequence of a batch) its own multiply-coefficient deviation
+and retention factor, each column's converter its own offset. The cells are drawn from `variation_seed` slot by
+slot (`variation.CellDraws`), so a token stored in slot s meets the same cells in the parallel pass and in
+decoding. `read_noise_scale` > 0 adds fresh read noise on every forward (`varied.py`). Both run on the torch
+path (the Triton kernel has one decay table and offset for all cells); with both 0 the layer is unchanged.
+`configure_variation` sets them on all layers of a model, with a different seed per layer.
 """
 from __future__ import annotations
 
@@ -24,12 +33,15 @@ import math
 import torch
 from torch import nn
 
+from gaincell.compact import straight_through
 from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decay_table_for, decode_step, expand_kv,
                          hardware_inputs, ring_size, tiled_attention)
 from .transfers import Quantization, transfers
+from .varied import StageCells, multiply_deviation, series_terms
+from .variation import CellDraws
 
 MODES = ("nonlinear", "linear", "ideal")
 
@@ -106,7 +118,8 @@ class GainCellAttention(nn.Module):
     def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None, tile: int = 64,
                  window: int | None = 1024, mode: str = "nonlinear", quantize: bool = True, decay: bool = True,
                  linear_backward: bool = False, quantization: Quantization = Quantization(),
-                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None):
+                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
+                 variation_scale: float = 0.0, read_noise_scale: float = 0.0, variation_seed: int = 0):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("heads", heads), ("head_dim", head_dim), ("kv_heads", kv_heads)):
@@ -131,6 +144,9 @@ class GainCellAttention(nn.Module):
         self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
         self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
+        self._cells: dict = {}
+        self.variation_seed = variation_seed
+        self.variation_scale, self.read_noise_scale = variation_scale, read_noise_scale
 
     @classmethod
     def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None, layers: int = 1,
@@ -151,13 +167,54 @@ class GainCellAttention(nn.Module):
             raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {value!r}")
         self._mode = value
 
+    @property
+    def variation_scale(self) -> float:
+        return self._variation_scale
+
+    @variation_scale.setter
+    def variation_scale(self, value: float) -> None:
+        self._variation_scale = self._checked_scale("variation_scale", value)
+
+    @property
+    def read_noise_scale(self) -> float:
+        return self._read_noise_scale
+
+    @read_noise_scale.setter
+    def read_noise_scale(self, value: float) -> None:
+        self._read_noise_scale = self._checked_scale("read_noise_scale", value)
+
+    @property
+    def variation_seed(self) -> int:
+        return self._variation_seed
+
+    @variation_seed.setter
+    def variation_seed(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+            raise ConfigError("variation_seed", f"must be a non-negative integer below 2**62; got {value!r}")
+        self._variation_seed = value
+
+    def _checked_scale(self, name: str, value: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise ConfigError(name, f"must be a finite number >= 0 (0: off, 1: the fitted figure); got {value!r}")
+        if value and self.cell.variation is None:
+            raise ConfigError(name, f"needs a surrogate with a variation component; the one of cell {self.cell.name!r} "
+                                    "has none (fit one from a Monte Carlo characterization: characterize --mc N)")
+        return float(value)
+
+    @property
+    def varied(self) -> bool:
+        """Whether variation or read noise is on."""
+        return bool(self.variation_scale or self.read_noise_scale)
+
     def scalers(self) -> dict[str, AffineScaler]:
         return {"q": self.q_scaler, "k": self.k_scaler, "v": self.v_scaler, "out": self.out_scaler}
 
     def extra_repr(self) -> str:
         return (f"cell={self.cell.name}, heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
                 f"tile={self.tile}, window={self.window}, mode={self.mode}, quantize={self.quantize}, "
-                f"decay={self.decay}")
+                f"decay={self.decay}" + (f", variation_scale={self.variation_scale:g}, read_noise_scale="
+                                         f"{self.read_noise_scale:g}, variation_seed={self.variation_seed}"
+                                         if self.varied else ""))
 
     def decay_table(self, length: int, like: torch.Tensor) -> torch.Tensor:
         """Decay factors by age (tokens), from the cell's retention and token clock; ones when decay is off."""
@@ -183,10 +240,13 @@ class GainCellAttention(nn.Module):
         if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
             qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
                                          self.kernel)
-            ring = ring_size(q.shape[2], self.tile, self.window)[1]
+            padded, ring = ring_size(q.shape[2], self.tile, self.window)
+            cells = None
+            if self.varied:
+                fk, fv, cells = self._vary(fk, fv, ring, padded, q.shape[0], self._transfer_stored(ks, vs))
             y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
-                                kernel=self.kernel)
+                                kernel=self.kernel, cells=cells)
             if cache is not None:
                 cache.write(*self._stored(ks, vs))
         else:
@@ -202,6 +262,60 @@ class GainCellAttention(nn.Module):
         stored = transfers(self.cell, self._quantization(), False, False)[1]
         return stored.clamped(ks), stored.clamped(vs)
 
+    def _transfer_stored(self, ks, vs):
+        """`_stored` with the gradient of the clamp passing through the quantization (for the cell deviations)."""
+        low, high = self.cell.stored_range_v
+        return tuple(straight_through(x.clamp(low, high), s) for x, s in zip((ks, vs), self._stored(ks, vs)))
+
+    def _cell_arrays(self, ring: int, positions: int, like: torch.Tensor) -> dict:
+        """This layer's cells at key positions 0 .. positions - 1 (slot = position mod ring), x the scale:
+        multiply deviations k, v (H_kv, P, D, n), decay exponent factors - 1 (H_kv, P, D) or None, offsets
+        (H_kv, P) or None, and the series' terms."""
+        scale, variation = self.variation_scale, self.cell.variation
+        key = (ring, positions, like.dtype, like.device, scale, self.variation_seed, self.decay, self.cell.token_period_s)
+        if key in self._cells:
+            return self._cells[key]
+        arrays = {"k": None, "v": None, "k_exponent": None, "v_exponent": None, "offset": None, "terms": 0}
+        if scale:
+            draws = CellDraws.draw(self.variation_seed, self.kv_heads, ring, self.head_dim,
+                                   variation.multiply_factor.shape[0], self.tile)
+            slots = torch.arange(positions) % ring
+            factor = torch.as_tensor(variation.multiply_factor, dtype=torch.float64)
+            coefficients = scale * draws.multiply[:, :, slots] @ factor.T  # (2, H_kv, P, D, n)
+            arrays["k"], arrays["v"] = (c.to(like) for c in coefficients)
+            arrays["offset"] = (scale * variation.offset_sigma * draws.offset[:, slots]).to(like)
+            if self.decay and variation.retention_ln_sigma:
+                exponents = torch.expm1(variation.retention_beta * scale * variation.retention_ln_sigma
+                                        * draws.retention[:, :, slots])
+                arrays["k_exponent"], arrays["v_exponent"] = (e.to(like) for e in exponents)
+                arrays["terms"] = series_terms(float(exponents.abs().max()), self.decay_table(ring, like))
+        self._cells = {key: arrays}
+        return arrays
+
+    def _vary(self, fk, fv, ring: int, positions: int, batch: int, stored):
+        """f(k), g(v) with this layer's cell deviations for keys at positions 0.. (slot = position mod ring), and
+        the `StageCells` for the stage arithmetic; `stored` are the (clamped, quantized) k, v voltages."""
+        arrays = self._cell_arrays(ring, positions, fk)
+        tokens = fk.shape[2]
+        if arrays["k"] is not None:
+            y0 = self.cell.y0_v
+            fk = fk + multiply_deviation(stored[0], y0, arrays["k"][:, :tokens])
+            fv = fv + self.cell.v_over_k * multiply_deviation(stored[1], y0, arrays["v"][:, :tokens])
+
+        def rows(x):  # (H_kv, P, D) or (H_kv, P) -> (B x heads, P, D) or (B x heads, P)
+            if x is None:
+                return None
+            per_cell = x.dim() == 3
+            x = expand_kv(x[None] if per_cell else x[None, :, :, None], self.heads)
+            x = x.expand(batch, -1, -1, -1).reshape(batch * self.heads, positions, x.shape[-1])
+            return x if per_cell else x[..., 0]
+
+        noise = self.read_noise_scale * (self.cell.variation.read_noise if self.read_noise_scale else 0.0)
+        seed = int(torch.randint(0, 2**62, ())) if noise else 0
+        cells = StageCells(rows(arrays["k_exponent"]), rows(arrays["v_exponent"]), rows(arrays["offset"]), noise,
+                           noise * self.cell.v_over_k, seed, arrays["terms"])
+        return fk, fv, cells
+
     @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
         if cache.slots % self.tile:
@@ -212,9 +326,13 @@ class GainCellAttention(nn.Module):
             qh, fk, fv = hardware_inputs(qs[:, :, i:i + 1], cache.k, cache.v, self.cell, self._quantization(), linear,
                                          False, self.kernel)
             table = self.decay_table(cache.slots, qs)
+            cells = None
+            if self.varied:
+                fk, fv, cells = self._vary(fk, fv, cache.slots, cache.slots, qs.shape[0],
+                                           (cache.k, cache.v))
             outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
                                        cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps()))
+                                       out_steps=self._out_steps(), cells=cells))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:
@@ -237,3 +355,14 @@ class GainCellAttention(nn.Module):
         age = position[:, None] - position[None, :]
         return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(age >= 0) & (age < self.window),
                                                       scale=self.softmax_scale)
+
+
+VARIATION_SEED_STRIDE = 1 << 16  # layers per model seed
+
+
+def configure_variation(layers, *, scale: float = 0.0, read_noise_scale: float = 0.0, seed: int = 0) -> None:
+    """Set the variation and read-noise scales of every layer (in order), layer i drawing its cells from seed
+    `seed * VARIATION_SEED_STRIDE + i` (each layer's arrays are different physical cells)."""
+    for index, layer in enumerate(layers):
+        layer.variation_seed = seed * VARIATION_SEED_STRIDE + index
+        layer.variation_scale, layer.read_noise_scale = scale, read_noise_scale

@@ -12,6 +12,11 @@ y = stored_v - y0 (exact for `multiply/poly`; other models are re-expanded in a 
 polynomial whose residual is recorded in `notes`). `linear` is the least-squares line of that curve over the
 stored range (the paper's intermediate model, slope about 19.3 uA/V for its cell).
 
+`variation` (when the surrogate has one): its `Variation` in these units (`variation.LayerVariation`): the
+coefficient covariance in multiply_k units (A -> x t_max / q_sat), re-centred on this y0 when the variation's
+polynomial has another centre, the offset and read noise over q_sat, and the retention spread with the decay
+model's effective stretch exponent at tau_1e (1 for exponential decay).
+
 Validity policy: the layer clamps q to [0, 1] and k, v to the stored range, so at run time the multiply is
 never evaluated outside that box. At construction the box is compared with the surrogate's `validity`
 (stored_v, pulse_s, vin_v): a box reaching outside it raises `SurrogateError` naming the input and both
@@ -33,6 +38,7 @@ from gaincell.compact import POLY, decay_factor, evaluate, poly_at_input, tau_1e
 from gaincell.errors import ConfigError, GaincellError, SurrogateError
 
 from .file import Surrogate
+from .variation import LayerVariation
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class CellModel:
     token_period_s: float
     decay_model: tuple[str, dict, dict] | None = None  # (model id, config, params) of the retention
     notes: dict = field(default_factory=dict)
+    variation: LayerVariation | None = field(default=None, compare=False)
 
     @classmethod
     def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None, layers: int = 1,
@@ -90,9 +97,14 @@ class CellModel:
         decay = surrogate["decay"]
         notes |= {"multiply_component": multiply, "read_vin_v": vin,
                   "decay_tau_1e_s": tau_1e(decay.model_id, decay.config, decay.params)}
+        variation = None
+        if surrogate.variation is not None:
+            beta = retention_beta(decay.model_id, decay.config, decay.params, notes["decay_tau_1e_s"])
+            variation = LayerVariation.from_variation(surrogate.variation, y0, t_max / q_sat, beta, q_sat)
         return cls(design.name, y0, tuple(float(c) for c in per_q_sat),
                    (float(intercept), float(slope)), q_sat / full_scale, c2p["offset_c"] / q_sat, (lo, hi),
-                   t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes)
+                   t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes,
+                   variation)
 
     def decay_table(self, length: int, token_period_s: float | None = None) -> np.ndarray:
         """Remaining fraction of a stored product after 0, 1, ..., length - 1 token periods."""
@@ -105,6 +117,19 @@ class CellModel:
     def polynomial(self, linear: bool = False) -> tuple[float, ...]:
         """Coefficients (of y^0, y^1, ...) of multiply_k, or of its least-squares line."""
         return self.line if linear else self.cubic
+
+
+def retention_beta(model_id: str, config: dict, params: dict, tau_s: float) -> float:
+    """The decay's local stretch exponent d ln(-ln d) / d ln(age) at tau_1e: scaling a cell's decay exponent
+    by exp(beta x) scales its tau_1e by exp(-x) (exactly for exponential and stretched-exponential decay)."""
+    ages = tau_s * np.exp([-1e-3, 1e-3])
+    with np.errstate(all="ignore"):
+        slope = np.diff(np.log(-np.log(np.asarray(decay_factor(model_id, config, params, ages), float)))) / 2e-3
+    beta = float(slope[0])
+    if not (math.isfinite(beta) and beta > 0):
+        raise SurrogateError(f"component 'decay' ({model_id}) has no usable slope at tau_1e = {tau_s:g} s for the "
+                             "retention variation")
+    return beta
 
 
 def _check_validity(validity: dict, used: dict[str, tuple[float, float]], component: str, allow: bool) -> None:

@@ -1,6 +1,6 @@
-"""The surrogate file (HDF5, schema version 2): the fitted compact model of a gain-cell design.
+"""The surrogate file (HDF5, schema version 3): the fitted compact model of a gain-cell design.
 
-Layout: root attributes `schema_version` (2), `file_kind` ("gaincell surrogate"), `created`,
+Layout: root attributes `schema_version` (3), `file_kind` ("gaincell surrogate"), `created`,
 `gaincell_version`, `design_record` (the design it was fitted to, `gaincell.design.design_record`; read back
 as the same `CellDesign`), `source_path` and `source_sha256` (the characterization file it came from, or the
 reference data); one group per component (`multiply`, `decay`, `c2p`, `energy`, `timing`, optional others
@@ -9,8 +9,10 @@ such as `multiply_2d`), each with
   `source` (how it was obtained), `validity` (JSON: input -> [min, max]), `residuals` (JSON: rms,
   rms_rel_full_scale, max_abs, full_scale, n_points, worst_point);
 - datasets `param_names` (strings), `values`, `stderr` (NaN where unknown), `covariance` (n x n, NaN where
-  unknown).
-Files of schema version 1 (the design as a JSON attribute `design`) still load. No pickles. Writing is
+  unknown);
+and optionally the group `variation` (not a component: the cell-to-cell spread and read noise,
+`surrogate.variation.Variation`, from a Monte Carlo characterization; `Surrogate.variation` is None without it).
+Files of schema version 1 (the design as a JSON attribute `design`) and 2 (no variation group) still load. No pickles. Writing is
 atomic (temporary file + rename). Loading (and saving) validates everything and
 refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a wrong
 version, a missing component, a non-finite value, a parameter outside its physically plausible range
@@ -37,8 +39,10 @@ from gaincell.design_record import DESIGN_RECORD, design_record, read_design_rec
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.outputs import atomic_path
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: the design as a JSON attribute `design`
+from .variation import GROUP as VARIATION_GROUP, Variation
+
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: the design as a JSON attribute `design`; 3: + `variation`
 REQUIRED = ("multiply", "decay", "c2p", "energy", "timing")
 _STR = h5py.string_dtype()
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -159,6 +163,7 @@ class Surrogate:
     source_path: str = ""
     source_sha256: str = ""
     created: str = ""
+    variation: Variation | None = None  # cell-to-cell spread and read noise (Monte Carlo), when fitted
 
     def __getitem__(self, name: str) -> Component:
         return self.components[name]
@@ -186,6 +191,8 @@ class Surrogate:
                 group.create_dataset("values", data=part.values)
                 group.create_dataset("stderr", data=part.stderr)
                 group.create_dataset("covariance", data=part.covariance)
+            if self.variation is not None:
+                self.variation.write(f)
         return path
 
     @classmethod
@@ -213,14 +220,17 @@ class Surrogate:
                 if int(version) not in READABLE_VERSIONS:
                     raise SurrogateError(f"{path} has schema version {version}; this gaincell reads versions "
                                          f"{', '.join(map(str, READABLE_VERSIONS))}")
-                components = {name: _read_component(path, name, group) for name, group in f.items()}
+                components = {name: _read_component(path, name, group) for name, group in f.items()
+                              if not (name == VARIATION_GROUP and int(version) >= 3)}
+                variation = (Variation.read(f[VARIATION_GROUP], str(path))
+                             if int(version) >= 3 and VARIATION_GROUP in f else None)
                 try:
                     design = read_design_record(f.attrs, f"surrogate file {path}").cell
                 except ConfigError as exc:
                     raise SurrogateError(str(exc)) from None
                 surrogate = cls(components, design,
                                 str(f.attrs.get("source_path", "")), str(f.attrs.get("source_sha256", "")),
-                                str(f.attrs.get("created", "")))
+                                str(f.attrs.get("created", "")), variation)
         except SurrogateError:
             raise
         except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
@@ -256,6 +266,12 @@ def check(surrogate: Surrogate, where: str | Path = "surrogate") -> None:
         raise SurrogateError(f"{where}: missing component(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
     if not isinstance(surrogate.design, CellDesign):
         raise SurrogateError(f"{where}: its design must be a CellDesign, got {type(surrogate.design).__name__}")
+    if VARIATION_GROUP in surrogate.components:
+        raise SurrogateError(f"{where}: {VARIATION_GROUP!r} is reserved for the variation group "
+                             "(Surrogate.variation), not a component name")
+    if surrogate.variation is not None and not isinstance(surrogate.variation, Variation):
+        raise SurrogateError(f"{where}: its variation must be a Variation or None, got "
+                             f"{type(surrogate.variation).__name__}")
     for name, part in surrogate.components.items():
         _check_component(name, part, surrogate.design, where)
     from .cellmodel import probe_layer

@@ -17,6 +17,7 @@ and causal mask form one (keys x queries) matrix per chunk shared by every batch
 autograd function keeps only q, f(k), g(v) for the backward pass, recomputing each chunk there (as flash
 attention does). Memory is O(B H T D) plus one chunk. This torch path is the readable reference; on CUDA
 the same pass runs as one fused Triton kernel (`kernel.py`, chosen by `use_triton`), tested against it.
+Per-cell variation and read noise (`cells`, see `varied.py`) run on the torch path only.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .transfers import ElementwiseTransfer, Quantization, transfers
+from .varied import StageCells, log_table, varied_backward, varied_forward
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
@@ -83,9 +85,13 @@ def _tile_readouts(pulses, fv, tiles: list[int], tile: int) -> dict[int, torch.T
     return readouts
 
 
-def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep: bool = False):
-    """One chunk. q (BH, C, D); fk, fv (BH, K, D) with K = len(tiles) * tile; decay (C, K).
-    Returns out (BH, C, D) and, with keep, the pre-clamp scores, the pulses and the per-tile readouts."""
+def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep: bool = False,
+                   cells: StageCells | None = None):
+    """One chunk. q (BH, C, D); fk, fv (BH, K, D) with K = len(tiles) * tile; decay (C, K); `cells`: this chunk's
+    per-cell variation and read noise (`varied.varied_forward`). Returns out (BH, C, D) and, with keep, the
+    pre-clamp scores, the pulses and the per-tile readouts."""
+    if cells is not None:
+        return varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep)
     x = torch.bmm(q, fk.transpose(1, 2))  # (BH, C, K) = q . f(k)
     x.mul_(decay)
     if geometry.offset:
@@ -100,8 +106,10 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
     return out, pre, pulses, readouts
 
 
-def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out):
+def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out, cells: StageCells | None = None):
     """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (BH, K, D)."""
+    if cells is not None:
+        return varied_backward(q, fk, fv, decay, tiles, geometry, cells, grad_out)
     _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True)
     tile = geometry.tile
     grad_readout = {j: grad_out * (a.abs() <= 1.0) for j, a in readouts.items()}  # quantization: straight through
@@ -127,16 +135,18 @@ class _TiledAttention(torch.autograd.Function):
     """Parallel (training) pass over a whole sequence; q, fk, fv: (BH, padded, D)."""
 
     @staticmethod
-    def forward(ctx, q, fk, fv, table, geometry: Geometry):
+    def forward(ctx, q, fk, fv, table, geometry: Geometry, cells: StageCells | None = None):
         out = q.new_empty(q.shape)
         tile = geometry.tile
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
             out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
-                                                   geometry.physical_tiles(first, last), geometry)[0]
+                                                   geometry.physical_tiles(first, last), geometry,
+                                                   cells=_chunk_cells(cells, table, geometry, rows, start, stop,
+                                                                      first, last))[0]
         ctx.save_for_backward(q, fk, fv, table)
-        ctx.geometry = geometry
+        ctx.geometry, ctx.cells = geometry, cells
         return out
 
     @staticmethod
@@ -152,11 +162,21 @@ class _TiledAttention(torch.autograd.Function):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
             dq, dk, dv = _stage_backward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
-                                         geometry.physical_tiles(first, last), geometry, grad_out[rows, start:stop])
+                                         geometry.physical_tiles(first, last), geometry, grad_out[rows, start:stop],
+                                         _chunk_cells(ctx.cells, table, geometry, rows, start, stop, first, last))
             grad_q[rows, start:stop] += dq
             grad_k[rows, keys] += dk
             grad_v[rows, keys] += dv
-        return grad_q, grad_k, grad_v, None, None
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+def _chunk_cells(cells: StageCells | None, table, geometry: Geometry, rows: slice, start: int, stop: int, first: int,
+                 last: int) -> StageCells | None:
+    """The chunk's part of `cells` (None stays None)."""
+    if cells is None:
+        return None
+    log_decay = _chunk_decay(log_table(table), geometry, start, stop, first, last)
+    return cells.chunk(rows, slice(first * geometry.tile, last * geometry.tile), log_decay, (rows.start, start))
 
 
 def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tile: int, window: int | None) -> None:
@@ -289,13 +309,18 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 
 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
-                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None) -> torch.Tensor:
+                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
+                    cells: StageCells | None = None) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v); `kernel` picks the
-    implementation (see `use_triton`)."""
+    implementation (see `use_triton`). `cells`: per-cell variation and read noise with arrays of (B x H, padded
+    length, ...) (torch path only: the Triton kernel has one decay table and one offset for every cell)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = expand_kv(fk, h), expand_kv(fv, h)
-    if use_triton(q, tile, kernel):
+    if cells is not None and kernel == "triton":
+        raise ConfigError("kernel", "per-cell variation and read noise run on the torch path only (the Triton kernel "
+                                    "has one decay table and one converter offset for all cells); use 'auto' or 'torch'")
+    if cells is None and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
         table = decay_table_for(decay, ring, cell, q.dtype, q.device)
@@ -312,20 +337,28 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         x = x.reshape(b * h, t, d)
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
-    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, geometry)
+    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, geometry, cells)
     return out[:, :t].reshape(b, h, t, d)
 
 
-def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int) -> torch.Tensor:
+def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
+                cells: StageCells | None = None) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring (B, H, slots, D) in slot order;
-    ages (slots,) in tokens, negative for empty slots. Same arithmetic as the parallel pass."""
+    ages (slots,) in tokens, negative for empty slots; `cells` with arrays (B x H, slots, ...) in slot order.
+    Same arithmetic as the parallel pass."""
     b, h, _, d = q.shape
     slots = fk_ring.shape[2]
     valid = (ages >= 0) & (ages < table.numel())
-    decay = torch.where(valid, table[ages.clamp(0, table.numel() - 1)], table.new_zeros(()))[None]  # (1, slots)
+
+    def by_age(values):
+        return torch.where(valid, values[ages.clamp(0, table.numel() - 1)], values.new_zeros(()))[None]  # (1, slots)
+
+    decay = by_age(table)
     geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps)
+    if cells is not None:
+        cells = cells.chunk(slice(None), slice(None), by_age(log_table(table)), (0, 0))
     out = _stage_forward(q.reshape(b * h, 1, d), fk_ring.reshape(b * h, slots, d), fv_ring.reshape(b * h, slots, d),
-                         decay, geometry.physical_tiles(0, slots // tile), geometry)[0]
+                         decay, geometry.physical_tiles(0, slots // tile), geometry, cells=cells)[0]
     return out.view(b, h, 1, d)
 
 

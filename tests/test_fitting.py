@@ -13,7 +13,7 @@ from gaincell.fitting.reference import PAPER_CUBIC_UA, fit_reference
 from gaincell.fitting.validate import validate_cell
 from gaincell.periphery import Grid
 from gaincell.resources import data_path
-from gaincell.surrogate.file import Surrogate
+from gaincell.surrogate.file import SCHEMA_VERSION, Surrogate
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_truncated_file_is_refused(tmp_path):
 def test_wrong_version_missing_component_and_nan_are_refused(tmp_path):
     path = _copy(tmp_path)
     with h5py.File(path, "a") as f:
-        f.attrs["schema_version"] = 3
-    with pytest.raises(SurrogateError, match="schema version 3"):
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(SurrogateError, match=f"schema version {SCHEMA_VERSION + 1}"):
         Surrogate.load(path)
     path = _copy(tmp_path)
     with h5py.File(path, "a") as f:

@@ -8,14 +8,17 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..design import preset_names
 from ..errors import ConfigError, InputFileError
 from ..outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
-from .options import SECONDS, Quantity, design_inputs, force_option
+from .options import SECONDS, Quantity, condition_options, corner_list, design_inputs, force_option, temperature_list
 
 BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
                   "array": "a --rows x --cols array read (random DAC levels and pulse widths, --seed; wires optional)",
                   "c2p": "transfer curves of the charge-to-pulse converters (unsigned and signed)",
                   "tile": "a --cols-token attention tile: Q x K array -> C2P -> V array -> signed readout"}
+
+PRESET_LIST = ", ".join(preset_names())
 
 
 def _provenance(simulator: str, backend: str, **extra) -> dict:
@@ -49,7 +52,7 @@ def save_result(result, out: str, backend: str, **extra) -> list:
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Also draw the transient waveforms to this PNG file.")
 @click.option("--design", default="cmos-generic", show_default=True,
-              help="cell: a design preset (cmos-generic, igzo-generic) or a TOML/YAML design file.")
+              help=f"cell: a design preset ({PRESET_LIST}) or a TOML/YAML design file.")
 @click.option("--stored", type=Quantity("V", 0.0, 5.0), default="0.7", show_default=True,
               help="cell: value to write, volts (0..VDD).")
 @click.option("--pulse", type=Quantity("s", 1e-12, 1e-3), default="10n", show_default=True,
@@ -162,7 +165,7 @@ def _plot_result(result, png: str, title: str) -> None:
 
 @click.command()
 @click.option("--design", default="cmos-generic", show_default=True,
-              help="A design preset (cmos-generic, igzo-generic) or a TOML/YAML design file (its [c2p], [dac] "
+              help=f"A design preset ({PRESET_LIST}) or a TOML/YAML design file (its [c2p], [dac] "
                    "and [grid] tables set the converters, the DAC and the sweep grid).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
               help="Characterization HDF5 file (resumed if it already holds part of the sweeps).")
@@ -174,26 +177,57 @@ def _plot_result(result, png: str, title: str) -> None:
               help="Also characterize the charge-to-pulse converters (sweeps c2p, c2p_signed; `fit` then uses them).")
 @click.option("--dac", "with_dac", is_flag=True,
               help="Also characterize the write DAC's conversions (sweep dac; `fit` then uses its energy).")
+@condition_options(several=True)
+@click.option("--mc", type=click.IntRange(2, 100_000), default=None,
+              help="Also simulate N Monte Carlo cells with drawn threshold mismatch (sweeps mc_read, mc_retention, "
+                   "read_noise; `fit` then adds the variation component).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="--mc: seed of the cells' mismatch draws (cell k draws from (seed, k)).")
 @force_option
-def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, force):
-    """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file."""
-    from ..circuits.characterize import characterization_sweeps, format_summary, summarize
+def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, corners, temps, mc, seed, force):
+    """Characterize a cell: write, retention and read/multiply sweeps with energies, into one HDF5 file.
+
+    With --corner and/or --temp every sweep runs at each condition (they are its leading coordinates); the
+    figures are then given per condition, and with several conditions the retention against temperature is
+    written beside --out (OUT-retention.txt, OUT-retention.png)."""
+    from ..circuits.characterize import characterization_sweeps, format_conditions, summarize_conditions
     from ..circuits.sweep import run_sweep
+    from ..conditions import Conditions
     from ..design import load_setup
 
     started = time.perf_counter()
-    guard_output(out, SWEEP_FILE, design_inputs(design), force)
+    inputs = design_inputs(design)
+    guard_output(out, SWEEP_FILE, inputs, force)
     setup = load_setup(design)
+    conditions = Conditions.checked(setup.cell, corner_list(corners), temperature_list(temps))
+    several = len(conditions.corners or [0]) * len(conditions.temps_c or [0]) > 1
+    stem = Path(out).with_suffix("")
+    retention_files = [stem.with_name(stem.name + f"-retention.{kind}") for kind in ("txt", "png")]
+    for report_file in retention_files if several else []:
+        guard_output(report_file, REPORT, inputs + [Path(out)], force, option="--out")
     with output_lock(out):
         if force:
             discard_other_kind(out, SWEEP_FILE)
-        for sweep in characterization_sweeps(setup.cell, setup.grid, with_c2p, with_dac, setup.c2p, setup.dac):
+        for sweep in characterization_sweeps(setup.cell, setup.grid, with_c2p, with_dac, setup.c2p, setup.dac,
+                                             conditions):
             report = run_sweep(sweep, out, workers=workers, scheduler=scheduler, restart=restart)
             counts = report.data.counts()
             click.echo(f"{sweep.name}: {counts['ok']}/{counts['total']} ok, {counts['failed']} failed "
                        f"({report.simulated} simulated now, {report.wall_s:.1f} s)")
             for message in report.messages[:5]:
                 click.echo(f"  failed: {message}")
-        figures = summarize(out)
-    click.echo(format_summary(figures))
+        if mc:
+            from ..circuits.mismatch import run_monte_carlo
+
+            click.echo("\n".join(run_monte_carlo(setup.cell, out, mc, seed, setup.grid, setup.c2p, workers, scheduler,
+                                                 restart)))
+        summaries = summarize_conditions(out)
+        if several:
+            from ..circuits.retention_report import write_retention_report
+
+            retention_files = write_retention_report(out, stem)
+    click.echo(format_conditions(summaries))
+    if several:
+        click.echo(Path(retention_files[0]).read_text().rstrip())
+        click.echo(f"wrote {', '.join(map(str, retention_files))}")
     click.echo(f"wrote {out} in {time.perf_counter() - started:.1f} s")

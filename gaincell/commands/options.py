@@ -99,3 +99,40 @@ def point_list(text: str | None) -> list[int] | None:
     if not re.fullmatch(r"\s*\d{1,9}\s*(,\s*\d{1,9}\s*)*,?\s*", text):
         raise ConfigError("--points", f"must be comma-separated point numbers like 0,5,12; got {text!r}")
     return [int(p) for p in text.replace(" ", "").split(",") if p]
+
+
+def corner_list(text: str | None) -> tuple[str, ...]:
+    """--corner: comma-separated process corners (.lib sections), e.g. tt,ss,ff (checked against the design
+    by `gaincell.conditions.Conditions.checked`)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else ()
+
+
+def temperature_list(text: str | None) -> tuple[float, ...]:
+    """--temp: comma-separated temperatures in degrees Celsius, e.g. -40,27,85 (a trailing C is allowed)."""
+    return tuple(parse_si(value, "--temp", "C") for value in text.split(",") if value.strip()) if text else ()
+
+
+def condition_options(several: bool):
+    """--corner and --temp: the conditions a verb characterizes (`several`), or the one it reads."""
+    def add(function):
+        if several:
+            temp_help = "Temperatures in degrees Celsius (-60..200), comma-separated; a coordinate of every sweep."
+            corner_help = ("Process corners, comma-separated .lib sections of the design's model libraries (e.g. "
+                           "tt,ss,ff); a coordinate of every sweep; only for designs whose libraries have sections.")
+        else:
+            temp_help = "The temperature (C) to read from a file characterized at several (default: its only one)."
+            corner_help = "The process corner to read from a file characterized at several (default: its only one)."
+        function = click.option("--temp", "temps", default=None, metavar="C[,C...]" if several else "C",
+                                help=temp_help)(function)
+        return click.option("--corner", "corners", default=None, metavar="NAME[,NAME...]" if several else "NAME",
+                            help=corner_help)(function)
+    return add
+
+
+def one_condition(corners: str | None, temps: str | None) -> tuple[str | None, float | None]:
+    """--corner and --temp of a verb that reads one condition (None: not given)."""
+    corner, temp = corner_list(corners), temperature_list(temps)
+    for option, values in (("--corner", corner), ("--temp", temp)):
+        if len(values) > 1:
+            raise ConfigError(option, f"give one value (this verb reads one condition), got {len(values)}")
+    return (corner[0] if corner else None), (temp[0] if temp else None)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError, InputFileError
+from ..errors import ConfigError, GaincellError, InputFileError
 from ..outputs import (REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output,
                        output_lock)
-from .options import Quantity, design_inputs, force_option, report_folder
+from .options import Quantity, condition_options, design_inputs, force_option, one_condition, report_folder
 
 @click.command()
 @click.argument("characterization", type=click.Path(exists=True, dir_okay=False))
@@ -23,12 +23,17 @@ from .options import Quantity, design_inputs, force_option, report_folder
               show_default=True, help="Retention model.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the fit report (fit.png, fit.txt); default: beside --out.")
+@condition_options(several=False)
 @force_option
-def fit(characterization, out, model, order, decay_model, report_dir, force):
-    """Fit a characterization file into a surrogate HDF5 file, with a report (PNG + text)."""
+def fit(characterization, out, model, order, decay_model, report_dir, corners, temps, force):
+    """Fit a characterization file into a surrogate HDF5 file, with a report (PNG + text).
+
+    A file characterized at several corners or temperatures gives one surrogate per condition: choose it with
+    --corner/--temp; the surrogate's design record names that corner and temperature."""
     from ..fitting.fit import fit_characterization
     from ..fitting.report import plot_report, text_report
 
+    corner, temp_c = one_condition(corners, temps)
     folder = Path(report_dir) if report_dir else Path(out).parent
     stem = Path(out).stem
     png, txt = folder / f"{stem}-fit.png", folder / f"{stem}-fit.txt"
@@ -37,7 +42,10 @@ def fit(characterization, out, model, order, decay_model, report_dir, force):
         guard_output(report_file, REPORT, [characterization, out], force, option="--report")
     with output_lock(out):
         try:
-            surrogate, outcomes = fit_characterization(characterization, model, order, decay_model)
+            surrogate, outcomes = fit_characterization(characterization, model, order, decay_model,
+                                                       corner=corner, temp_c=temp_c)
+        except GaincellError:  # a clear message already (e.g. which condition to choose)
+            raise
         except (ValueError, KeyError, TypeError) as exc:  # contents gaincell did not write (edited, damaged)
             raise InputFileError(f"{characterization}: its sweeps cannot be fitted, the file holds values or "
                                  f"attributes gaincell does not write ({type(exc).__name__}: {str(exc)[:200]})") from None
