@@ -1,17 +1,17 @@
-"""SmolLM2-135M perplexity against device variation and read noise in gain-cell attention (issue 17, item 4).
+"""SmolLM2-135M perplexity against device variation and read noise in gain-cell attention.
 
 The model is an adapted folder (`gaincell adapt`, default: the 400-step transfer + distill run of
 benchmarks/smollm2_transfer.py). Every layer gets a frozen per-cell instance of the variation
 (`configure_variation`, seed 0: layer i seed i) at scales 0, 0.5, 1, 2 x the figures, with read noise off and on
-(1x); then a short noise-aware transfer at scale 1 (read noise on): the scalers of every layer learn, on the same
-cells, to match the softmax teacher's attention output (`adapt.transfer.TransferObjective`), and the model is
-evaluated again on those cells. WikiText-2 test (../shared/data; skipped with a reason when absent), the first
---tokens tokens in disjoint --context windows.
+(1x); then a short noise-aware transfer at --tune-scale (default 1; read noise on): the scalers of every layer
+learn, on the same cells, to match the softmax teacher's attention output (`adapt.transfer.TransferObjective`), and
+the model is evaluated again on those cells. WikiText-2 test (../shared/data; skipped with a reason when absent),
+the first --tokens tokens in disjoint --context windows.
 
-The figures (no Monte Carlo surrogate exists yet; `--variation FILE` takes a surrogate with a fitted `variation`
-group instead) are a Pelgrom estimate for the paper-reference cell (`pelgrom_variation`): stated assumptions,
-not foundry data. Results go to --out/results.json point by point (a rerun skips finished points), then
-variation_study.png / .html.
+The figures come from `--variation FILE`, a surrogate with a fitted `variation` group (`gaincell characterize --mc
+N` then `gaincell fit`), applied to the model's own cell; without it, a Pelgrom estimate for the paper-reference
+cell (`pelgrom_variation`): stated assumptions, not foundry data. Results go to --out/results.json point by point
+(a rerun skips finished points), then variation_study.png / .html.
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/variation_study.py --tokens 1024
 """
@@ -149,7 +149,7 @@ def figure(results: dict, stem: Path) -> None:
             traces.append(Trace(name, np.array([s for s, _ in points]), np.array([v for _, v in points]), "line"))
     tuned = [(p["scale"], p["perplexity"]) for p in results["points"].values() if p.get("tuned")]
     if tuned:
-        traces.append(Trace("after noise-aware transfer at 1x", np.array([s for s, _ in tuned]),
+        traces.append(Trace("after a noise-aware transfer", np.array([s for s, _ in tuned]),
                             np.array([v for _, v in tuned]), "markers"))
     panel = Panel(traces, y_label="WikiText-2 perplexity", x_label="variation scale (x the fitted sigma)")
     save_png_and_html(Figure("SmolLM2-135M, gain-cell attention: perplexity vs device variation", [panel],
@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--transfer-steps", type=int, default=8)
     parser.add_argument("--transfer-seq", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--tune-scale", type=float, default=1.0,
+                        help="variation scale (read noise on) of the noise-aware transfer and its evaluation")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "variation-study")
     options = parser.parse_args()
     for path, what in ((options.text, "WikiText-2 test"), (options.train_text, "WikiText-2 valid"),
@@ -208,7 +210,7 @@ def main() -> None:
         for scale in scales:
             point(f"scale={scale:g} noise={noise:g}", scale, noise)
     if options.transfer_steps and "tuned" not in results:
-        configure_variation(layers, scale=1.0, read_noise_scale=1.0, seed=0)
+        configure_variation(layers, scale=options.tune_scale, read_noise_scale=1.0, seed=0)
         stream = token_stream(options.train_text, tokenizer, 20_000)
         results["tuned"] = noise_aware_transfer(model, stream, options.transfer_steps, options.transfer_seq, options.lr)
         torch.save({k: v for k, v in model.state_dict().items() if ".gaincell." in k}, options.out / "tuned-scalers.pt")
@@ -216,7 +218,7 @@ def main() -> None:
     if "tuned" in results:
         state = torch.load(options.out / "tuned-scalers.pt", weights_only=True)
         model.load_state_dict(state, strict=False)
-        point("tuned scale=1 noise=1", 1.0, 1.0, tuned=True)
+        point(f"tuned scale={options.tune_scale:g} noise=1", options.tune_scale, 1.0, tuned=True)
         point("tuned scale=0 noise=0", 0.0, 0.0, tuned=True)
     figure(results, options.out / "variation_study")
     print("\n| variation scale | read noise | WikiText-2 ppl |\n|---|---|---|")

@@ -104,7 +104,9 @@ def _ok_points(sweep: SweepData, signal: str) -> tuple[dict[str, np.ndarray], np
 
 def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order: int = 5,
                  vin_order: int | None = 3) -> FitOutcome:
-    """Fit the read surface (charge per read vs stored voltage, pulse width, input amplitude)."""
+    """Fit the read surface (charge per read vs stored voltage, pulse width, input amplitude). The polynomial's
+    orders are capped at one less than the swept stored levels and input amplitudes (a sweep of 3 amplitudes
+    gets vin_order 2 at most: the component's config records the orders used)."""
     if model not in MULTIPLY_MODELS:
         raise ConfigError("model", f"must be one of {', '.join(MULTIPLY_MODELS)}, got {model!r}")
     inputs, charge = _ok_points(read, "charge_c")
@@ -114,8 +116,14 @@ def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order
     if model_id == POLY:
         if not 1 <= order <= 5:
             raise ConfigError("order", f"must be 1..5, got {order}")
-        config = {"order": order, "vin_order": order if vin_order is None else vin_order, "y0_v": design.zero_v,
-                  "vin0_v": design.v_in_v}
+        # a polynomial through no more levels than its degree interpolates them and swings between them
+        stored_levels, vin_levels = (np.unique(inputs[name]).size for name in ("stored_v", "vin_v"))
+        order = min(order, stored_levels - 1)
+        vin_order = min(order if vin_order is None else vin_order, vin_levels - 1, order)
+        if order < 1:
+            raise FitError(f"the read sweep has {stored_levels} stored level(s) among its successful points: "
+                           "at least 2 are needed to fit the multiply")
+        config = {"order": order, "vin_order": vin_order, "y0_v": design.zero_v, "vin0_v": design.v_in_v}
         initial = {poly_name(i, j): 0.0 for i, j in poly_terms(config["order"], config["vin_order"])}
         initial[poly_name(1, 0)] = 2e-5
         bounds = None

@@ -34,7 +34,7 @@ def sky130_setup() -> DesignSetup:
     # The DAC: with 0.42/0.84 um gates and the default 4 kohm string shared by 64 DACs, mid levels took over
     # 10 ns to settle to 10 mV; 1.68/3.36 um gates and a 1 kohm string settle within 5.4 ns of the 10 ns write.
     return DesignSetup(cell, dac=DacDesign(r_string_ohm=1e3, wn_m=1.68e-6, wp_m=3.36e-6),
-                       grid=Grid(stored_levels=12, pulse_levels=4, vin_levels=3))
+                       grid=Grid(stored_levels=12, pulse_levels=4, vin_levels=5))
 
 
 def pdk_setup(name: str) -> DesignSetup:

@@ -122,3 +122,22 @@ def test_default_cell_surrogate_meets_its_targets(tmp_path):
     assert 1e-3 < decay["tau_1e_s"] < 20e-3
     with pytest.raises(ConfigError, match="fitted to design 'cmos-generic', which differs"):
         validate_cell(surrogate, load_design("igzo-generic"), tmp_path / "v2.h5", progress=False)
+
+
+def test_the_multiply_orders_are_capped_by_the_swept_levels():
+    """Three input amplitudes cannot carry a cubic in V_in: the fit uses vin_order 2 (a cubic through three
+    levels would interpolate them and swing between them) and still reproduces a surface of that order."""
+    from gaincell.design import PRESETS
+    from gaincell.fitting.fit import fit_multiply
+    from gaincell.sweep_data import OK, SweepData
+
+    design = PRESETS["cmos-generic"]
+    stored, pulse, vin = np.linspace(0, 0.9, 8), np.array([5e-9, 15e-9]), np.array([0.45, 0.675, 0.9])
+    s, p, v = np.meshgrid(stored, pulse, vin, indexing="ij")
+    y = s - design.zero_v
+    charge = p * (2e-5 * y + 4e-6 * y**3) * (1 + 0.5 * (v - 0.9) - 0.3 * (v - 0.9) ** 2)
+    read = SweepData("read", {"stored_v": stored, "pulse_s": pulse, "vin_v": vin}, scalars={"charge_c": charge},
+                     status=np.full(s.shape, OK, np.int8))
+    outcome = fit_multiply(read, design)
+    assert (outcome.component.config["order"], outcome.component.config["vin_order"]) == (5, 2)
+    assert outcome.component.residuals["rms_rel_full_scale"] < 1e-6
