@@ -34,8 +34,16 @@ def _span(values: np.ndarray, unit: str) -> str:
 
 def point_label(data: SweepData, index: tuple[int, ...]) -> str:
     """`stored_v=450 mV, pulse_s=15 ns` for a grid index."""
-    return ", ".join(f"{name}={EngFormatter(unit=unit_of(name))(float(values[i]))}"
+    return ", ".join(f"{name}={_coordinate_value(data, name, values[i])}"
                      for (name, values), i in zip(data.coords.items(), index))
+
+
+def _coordinate_value(data: SweepData, name: str, value) -> str:
+    """One coordinate's value as text: its label for a labelled index (a corner's name), else with its unit."""
+    labels = data.labels.get(name)
+    if labels is not None and 0 <= int(value) < len(labels):
+        return labels[int(value)]
+    return EngFormatter(unit=unit_of(name))(float(value))
 
 
 def with_unmerged_parts(path: Path, data: SweepData) -> tuple[SweepData, int]:
@@ -77,7 +85,8 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
     a = data.attrs
     lines = [f"sweep {name!r}: testbench {a.get('testbench', '?')}, simulator {a.get('simulator', '?')}, "
              f"netlist sha256 {str(a.get('netlist_sha256', '?'))[:16]}, created {a.get('created', '?')}",
-             "  coordinates: " + "; ".join(f"{k} ({_span(v, data.units.get(k) or unit_of(k))})"
+             "  coordinates: " + "; ".join(f"{k} ({', '.join(data.labels[k])})" if k in data.labels
+                                           else f"{k} ({_span(v, data.units.get(k) or unit_of(k))})"
                                            for k, v in data.coords.items())]
     if "note" in a:
         lines.append(f"  note: {a['note']}")
