@@ -14,6 +14,7 @@ Nothing is fetched from a hub (`local_files_only`).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -24,7 +25,7 @@ import torch
 
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 from gaincell.model_shapes import model_config_from_dict
-from gaincell.surrogate.attention import MODES, GainCellAttention
+from gaincell.surrogate.attention import MODES, GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
@@ -248,6 +249,24 @@ def _register() -> None:
 
     AttentionInterface.register(IMPLEMENTATION, gaincell_attention_forward)
     AttentionMaskInterface.register(IMPLEMENTATION, gaincell_mask)
+
+
+def apply_variation(model, surrogate: Surrogate, source: Surrogate, *, scale: float, read_noise_scale: float = 0.0,
+                    seed: int = 0) -> None:
+    """Give every gain-cell layer of `model` (built from `surrogate`) the cell-to-cell variation and read noise
+    fitted in `source` (a surrogate with a `variation` component, e.g. from `gaincell characterize --mc N`),
+    at these scales; layer i draws its own frozen cells from seed i (`configure_variation`)."""
+    if source.variation is None:
+        raise ConfigError("variation", "the surrogate has no variation component: fit a characterization with "
+                                       "Monte Carlo sweeps (gaincell characterize --mc N, then gaincell fit)")
+    layers = gaincell_layers(model)
+    if not layers:
+        raise ConfigError("model", "has no gain-cell attention layers to vary")
+    with_variation = dataclasses.replace(surrogate, variation=source.variation)
+    varied = CellModel.from_surrogate(with_variation, token_period_s=layers[0].cell.token_period_s).variation
+    for layer in layers:
+        layer.cell = dataclasses.replace(layer.cell, variation=varied)
+    configure_variation(layers, scale=scale, read_noise_scale=read_noise_scale, seed=seed)
 
 
 def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64, window: int | None = 1024,

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -80,26 +79,19 @@ def pelgrom_variation(surrogate, cells: int = 4000, seed: int = 0):
 
 
 def load(model_folder: Path, variation_file: str | None):
-    """The adapted model with the variation attached to every layer's cell model, and its tokenizer."""
+    """The adapted model with the variation attached to every layer's cell model (scale 0 until a point sets
+    it), its tokenizer and the variation."""
     import dataclasses
 
-    from gaincell.adapt.models import gaincell_layers, load_adapted
-    from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.adapt.models import apply_variation, load_adapted
     from gaincell.surrogate.file import Surrogate
 
     model, tokenizer = load_adapted(model_folder)
     surrogate = Surrogate.load(model_folder / "surrogate.h5")
-    if variation_file:
-        surrogate.variation = Surrogate.load(variation_file).variation
-        if surrogate.variation is None:
-            sys.exit(f"error: {variation_file} has no variation component")
-    else:
-        surrogate.variation = pelgrom_variation(surrogate)
-    layers = gaincell_layers(model)
-    varied = CellModel.from_surrogate(surrogate, token_period_s=layers[0].cell.token_period_s)
-    for layer in layers:
-        layer.cell = dataclasses.replace(layer.cell, variation=varied.variation)
-    return model, tokenizer, surrogate.variation
+    source = (Surrogate.load(variation_file) if variation_file
+              else dataclasses.replace(surrogate, variation=pelgrom_variation(surrogate)))
+    apply_variation(model, surrogate, source, scale=0.0)
+    return model, tokenizer, source.variation
 
 
 def evaluate(model, tokens: torch.Tensor, context: int, noise_seed: int = 0) -> dict:

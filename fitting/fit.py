@@ -19,7 +19,7 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError
 from gaincell.periphery import C2PDesign
-from gaincell.store import list_sweeps, read_sweep
+from gaincell.store import list_sweeps
 from gaincell.sweep_data import OK, SweepData
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 

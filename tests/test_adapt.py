@@ -324,3 +324,34 @@ def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
         assert done.returncode == 1 and message in log, log
         assert "Traceback" not in log
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_with_device_variation_and_read_noise(tmp_path, gpt2_folder):
+    """`gaincell eval --variation-scale/--read-noise-scale` gives every layer frozen cells from the fitted variation:
+    the same seed the same perplexity, a large scale another; a surrogate without variation is refused."""
+    from click.testing import CliRunner
+
+    from gaincell.cli import main
+    from gaincell.surrogate.file import Surrogate
+    from test_surrogate_file_variation import example_variation
+
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    varied = Surrogate.load(data_path("paper_reference.h5"))
+    varied.variation = example_variation()
+    varied.save(tmp_path / "varied.h5")
+
+    def ppl(*options):
+        out = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*')))}.json"
+        result = CliRunner().invoke(main, ["eval", "--model", str(gpt2_folder), "--surrogate", str(tmp_path / "varied.h5"),
+                                           "--data", str(text), "--max-tokens", "120", "--context", "60",
+                                           "--stride", "60", "--out", str(out), *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())[0]["perplexity"]
+
+    nominal, varied_once = ppl(), ppl("--variation-scale", "20", "--read-noise-scale", "1")
+    assert varied_once != nominal
+    assert ppl("--variation-scale", "20") == ppl("--variation-scale", "20")
+    refused = CliRunner().invoke(main, ["eval", "--model", str(gpt2_folder), "--surrogate", "paper", "--data", str(text),
+                                        "--variation-scale", "1"])
+    assert refused.exit_code == 1 and "no variation component" in refused.output

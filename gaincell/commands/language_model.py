@@ -129,19 +129,35 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
                    "built from the local file (no hub): a .txt as one document scored in disjoint windows of "
                    "--context tokens after a prefix token (token/word/byte perplexity, bits per byte; gaincell's "
                    "evaluator on those same windows is printed beside it), a .jsonl as LAMBADA (accuracy).")
+@click.option("--variation-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
+              help="Device variation: every cell of every layer's arrays a frozen draw of the fitted cell-to-cell "
+                   "variation, at this multiple of its sigma (0: off).")
+@click.option("--read-noise-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
+              help="Read noise, fresh per read, at this multiple of the fitted figure (0: off).")
+@click.option("--variation", "variation_path", type=click.Path(dir_okay=False), default=None,
+              help="Surrogate whose fitted variation component to use (gaincell characterize --mc N, then fit); "
+                   "default: the model's own surrogate.")
+@click.option("--variation-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Which cells the variation draws (layer i: its own cells from this seed).")
 @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write results as JSON.")
 @click.option("--device", default="auto", show_default=True)
 @force_option
-def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, out_json, device,
-                 force):
+def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, variation_scale,
+                 read_noise_scale, variation_path, variation_seed, out_json, device, force):
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
     from ..adapt.evaluate import evaluate_path
     from ..adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
-    from ..adapt.models import ADAPTED_MANIFEST, load_adapted, load_pretrained, resolve_model, swap_attention
+    from ..adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained, resolve_model,
+                                swap_attention)
     from ..adapt.recipe import pick_device
+    from ..surrogate.file import Surrogate
 
     if out_json:
-        guard_output(out_json, REPORT, [*data_paths, model_spec, *([surrogate] if surrogate else [])], force)
+        guard_output(out_json, REPORT, [*data_paths, model_spec, *([surrogate] if surrogate else []),
+                                        *([variation_path] if variation_path else [])], force)
+    varied = variation_scale > 0 or read_noise_scale > 0
+    if variation_path and not varied:
+        raise ConfigError("--variation", "needs --variation-scale or --read-noise-scale above 0")
     if harness:
         require_lm_eval()  # before loading the model
     folder = resolve_model(model_spec)
@@ -150,14 +166,24 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
             raise ConfigError("--surrogate", "is for plain models; an adapted folder carries its own")
         model, tokenizer = load_adapted(folder, mode)
         kind = "adapted"
+        own_surrogate = folder / "surrogate.h5"
     else:
         model, tokenizer, _ = load_pretrained(folder)
         kind = "plain (softmax)"
+        own_surrogate = surrogate_file(surrogate) if surrogate else None
         if surrogate:
-            swap_attention(model, surrogate_file(surrogate), mode=mode or "nonlinear")
+            swap_attention(model, own_surrogate, mode=mode or "nonlinear")
             kind = f"naive swap ({mode or 'nonlinear'}, initial scalers)"
         elif mode:
             raise ConfigError("--mode", "needs --surrogate for a plain model")
+    if varied:
+        if own_surrogate is None:
+            raise ConfigError("--variation-scale", "needs gain-cell attention: an adapted folder, or --surrogate")
+        own = Surrogate.load(own_surrogate)
+        source = Surrogate.load(variation_path) if variation_path else own
+        apply_variation(model, own, source, scale=variation_scale, read_noise_scale=read_noise_scale,
+                        seed=variation_seed)
+        kind += f", variation {variation_scale:g}x, read noise {read_noise_scale:g}x, seed {variation_seed}"
     model.to(pick_device(device))
     results = []
     for path in data_paths:
