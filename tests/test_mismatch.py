@@ -120,3 +120,16 @@ def test_characterize_mc_then_fit_adds_the_variation(tmp_path):
     assert variation is not None and variation.cells == 4
     assert variation.retention_ln_sigma > 0 and variation.read_noise_c > 0 and variation.offset_sigma_c > 0
     assert np.all(np.diag(variation.multiply_covariance) > 0)
+
+
+def test_monte_carlo_runs_at_one_condition_only(tmp_path):
+    """--mc with several temperatures is refused before anything is simulated (its cells run at one condition)."""
+    from click.testing import CliRunner
+
+    from gaincell.cli import main
+
+    out = tmp_path / "mc.h5"
+    result = CliRunner().invoke(main, ["characterize", "--design", "cmos-generic", "--temp=27,85", "--mc", "4",
+                                       "--out", str(out)])
+    assert result.exit_code == 1 and "--mc: runs its cells at one condition" in result.output
+    assert not out.exists()

@@ -180,7 +180,7 @@ def _plot_result(result, png: str, title: str) -> None:
 @condition_options(several=True)
 @click.option("--mc", type=click.IntRange(2, 100_000), default=None,
               help="Also simulate N Monte Carlo cells with drawn threshold mismatch (sweeps mc_read, mc_retention, "
-                   "read_noise; `fit` then adds the variation component).")
+                   "read_noise; `fit` then adds the variation component), at the one --corner/--temp if given.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="--mc: seed of the cells' mismatch draws (cell k draws from (seed, k)).")
 @force_option
@@ -192,7 +192,7 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
     written beside --out (OUT-retention.txt, OUT-retention.png)."""
     from ..circuits.characterize import characterization_sweeps, format_conditions, summarize_conditions
     from ..circuits.sweep import run_sweep
-    from ..conditions import Conditions
+    from ..conditions import Condition, Conditions, at_condition
     from ..design import load_setup
 
     started = time.perf_counter()
@@ -201,6 +201,12 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
     setup = load_setup(design)
     conditions = Conditions.checked(setup.cell, corner_list(corners), temperature_list(temps))
     several = len(conditions.corners or [0]) * len(conditions.temps_c or [0]) > 1
+    if mc and several:
+        raise ConfigError("--mc", "runs its cells at one condition: give it at most one --corner and one --temp "
+                                  "(run another file for another condition)")
+    cell = setup.cell
+    monte_carlo_cell = at_condition(cell, Condition((conditions.corners or [cell.corner])[0],
+                                                    (conditions.temps_c or [cell.temp_c])[0]))
     stem = Path(out).with_suffix("")
     retention_files = [stem.with_name(stem.name + f"-retention.{kind}") for kind in ("txt", "png")]
     for report_file in retention_files if several else []:
@@ -219,8 +225,8 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
         if mc:
             from ..circuits.mismatch import run_monte_carlo
 
-            click.echo("\n".join(run_monte_carlo(setup.cell, out, mc, seed, setup.grid, setup.c2p, workers, scheduler,
-                                                 restart)))
+            click.echo("\n".join(run_monte_carlo(monte_carlo_cell, out, mc, seed, setup.grid, setup.c2p, workers,
+                                                 scheduler, restart)))
         summaries = summarize_conditions(out)
         if several:
             from ..circuits.retention_report import write_retention_report
