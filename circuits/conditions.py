@@ -12,15 +12,13 @@ import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gaincell.conditions import CONDITION_COORDS, Conditions, at_condition
+from gaincell.conditions import CONDITION_COORDS, Condition, Conditions, at_condition
 
 from .sweep import Sweep, Testbench
 
 
 @lru_cache(maxsize=256)
 def _testbench_at(inner: Testbench, corner: str, temp_c: float) -> Testbench:
-    from gaincell.conditions import Condition
-
     return dataclasses.replace(inner, design=at_condition(inner.design, Condition(corner, temp_c)))
 
 
