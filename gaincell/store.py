@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from gaincell.errors import ConfigError, GaincellError, InputFileError
+from gaincell.hdf5_trust import check_self_contained
 from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_path, file_kind
 from gaincell.sweep_data import COMPLEX_TYPE, FAILED, OK, PENDING, RESERVED_NAMES, STATUS_MEANING, SweepData
 
@@ -108,8 +109,8 @@ def _text(value) -> str:
 
 
 def open_hdf5(path: str | Path, expected: str) -> h5py.File:
-    """`path` opened read-only; `InputFileError` when it is missing, empty, not HDF5 or damaged (`expected`
-    says what the command reads, e.g. "a gaincell characterization file")."""
+    """`path` opened read-only; `InputFileError` when it is missing, empty, not HDF5, damaged or points into other
+    files (`gaincell.hdf5_trust`; `expected` says what the command reads, e.g. "a gaincell characterization file")."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path} does not exist")
@@ -123,11 +124,17 @@ def open_hdf5(path: str | Path, expected: str) -> h5py.File:
     if not head:
         raise InputFileError(f"{path}: not {expected}: the file is empty (0 bytes)")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as exc:
         why = ("it is not an HDF5 file (no HDF5 signature: a text file or another format?)" if head != HDF5_SIGNATURE
                else f"it is a damaged HDF5 file (truncated or corrupted?): {exc}")
         raise InputFileError(f"{path}: not {expected}: {why}") from None
+    try:
+        check_self_contained(f, path, InputFileError)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _sweep_groups(f: h5py.File) -> list[str]:

@@ -14,7 +14,8 @@ and optionally the group `variation` (not a component: the cell-to-cell spread a
 `surrogate.variation.Variation`, from a Monte Carlo characterization; `Surrogate.variation` is None without it).
 Files of schema version 1 (the design as a JSON attribute `design`) and 2 (no variation group) still load. No pickles. Writing is
 atomic (temporary file + rename). Loading (and saving) validates everything and
-refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a wrong
+refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a file pointing
+into other files (`gaincell.hdf5_trust`), a wrong
 version, a missing component, a non-finite value, a parameter outside its physically plausible range
 (`PLAUSIBLE`: a zero saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply
 whose read current over its validity box exceeds `MAX_READ_CURRENT_A`, validity bounds that are not finite
@@ -37,6 +38,7 @@ from gaincell.compact import EKV, FIGURES_MODEL, LEAKAGE, MODELS, POLY, STRETCHE
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
+from gaincell.hdf5_trust import check_self_contained
 from gaincell.outputs import atomic_path
 
 from .variation import GROUP as VARIATION_GROUP, Variation
@@ -211,6 +213,7 @@ class Surrogate:
             raise SurrogateError(f"{path} is not a gaincell surrogate: {what}")
         try:
             with h5py.File(path, "r") as f:
+                check_self_contained(f, path, SurrogateError)
                 version = f.attrs.get("schema_version")
                 if version is None:
                     kind = f.attrs.get("file_kind", "")

@@ -1,0 +1,50 @@
+"""The trust policy for HDF5 files gaincell reads: a file must hold its own data.
+
+HDF5 lets a file point into other files: a dataset's raw data may live in another file (external storage), a
+name may be a link into another file (external link) or to another name (soft link), and a dataset may be
+assembled from datasets of other files (virtual dataset). gaincell never writes any of these, and following one
+would read (and show, fit or export) a file the user did not give, so every reader refuses a file holding one
+before it reads any data (`check_self_contained`).
+"""
+from __future__ import annotations
+
+import h5py
+
+
+def outside_reference(f: h5py.File) -> str | None:
+    """What in `f` points elsewhere ("dataset /x/y has external raw storage in 'a.bin'", ...), or None.
+
+    Only link and dataset-creation metadata is read: no link is followed and no data is read."""
+    found: list[str] = []
+
+    def visit(name: str, link) -> bool | None:
+        where = f"/{name}"
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{where} is an external link (to {link.path!r} in the file {link.filename!r})")
+        elif isinstance(link, h5py.SoftLink):
+            found.append(f"{where} is a soft link (to {link.path!r})")
+        elif not isinstance(link, h5py.HardLink):
+            found.append(f"{where} is a user-defined link")
+        else:
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    sources = sorted({source.file_name for source in obj.virtual_sources()})
+                    found.append(f"dataset {where} is a virtual dataset (assembled from {', '.join(map(repr, sources))})")
+                elif obj.external:
+                    files = sorted({str(entry[0]) for entry in obj.external})
+                    found.append(f"dataset {where} has external raw storage (its data lives in "
+                                 f"{', '.join(map(repr, files))})")
+        return True if found else None  # stop at the first one
+
+    f.visititems_links(visit)
+    return found[0] if found else None
+
+
+def check_self_contained(f: h5py.File, path, error: type[Exception]) -> None:
+    """Raise `error` naming `path` and the offending object when `f` points into other files or names."""
+    what = outside_reference(f)
+    if what is not None:
+        raise error(f"{path}: refused: {what}. A gaincell file holds all of its own data; files with external "
+                    "links, soft links, external raw storage or virtual datasets are not read (they could make "
+                    "gaincell read, show or copy another file)")
