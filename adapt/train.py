@@ -4,7 +4,7 @@ AdamW (betas 0.9/0.95, weight decay 0.1 as in the paper), linear warm-up then co
 peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast on CUDA. Batches are random
 windows of the training token stream drawn from a generator seeded by (seed, step, rank), so a resumed run
 sees exactly the batches the uninterrupted run would have. A checkpoint (model, optimizer, schedule, step,
-tokens seen) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted
+tokens seen; tensors and plain data in one safetensors file, `adapt.checkpoint`, never a pickle) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted
 (Ctrl-C or SIGTERM stop it after the step under way; a second signal at once); `finetune` resumes from it
 when it exists.
 
@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, InputFileError
+
+from .checkpoint import load_state, save_state
 
 from .text import random_windows
 
@@ -82,13 +84,6 @@ def distributed() -> tuple[int, int]:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, partial)
-    os.replace(partial, path)
 
 
 @contextlib.contextmanager
@@ -164,14 +159,23 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config))
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_state(checkpoint, device)
+        if not (isinstance(saved.get("config"), dict) and isinstance(saved.get("model"), dict)
+                and all(isinstance(v, torch.Tensor) for v in saved["model"].values())
+                and isinstance(saved.get("step"), int) and isinstance(saved.get("losses"), list)):
+            raise InputFileError(f"{checkpoint}: not a gaincell training checkpoint (no config, model tensors, step "
+                                 "or losses); delete it to start over")
         written = {**asdict(TrainConfig(steps=1)), **saved["config"]}  # a field added later: its default
         if any(written[k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every", "warmup")):
             raise ConfigError("--resume", f"{checkpoint} was written with other training options "
                                           f"({saved['config']}); use another --out or the same options")
         _load_trainable(model, saved["model"], checkpoint)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise InputFileError(f"{checkpoint}: its optimizer or schedule state does not fit this run ({exc}); "
+                                 "delete it to start over, or use another --out") from None
         state = {k: saved.get(k, 0.0) for k in state}
         if rank == 0 and progress:
             tqdm.write(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
@@ -183,7 +187,7 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
 
     def save() -> None:
         if rank == 0:
-            _atomic_save({**state, "config": asdict(config), "model": trainable_state(model),
+            save_state({**state, "config": asdict(config), "model": trainable_state(model),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 
     model.train(dropout)

@@ -83,7 +83,7 @@ def run_one(method: str, args, save: Path) -> dict:
 
 
 def compare(tiled: Path, naive: Path) -> dict:
-    a, b = torch.load(tiled), torch.load(naive)
+    a, b = torch.load(tiled, weights_only=True), torch.load(naive, weights_only=True)
     report = {}
     for name, x, y in zip(("output", "grad_q", "grad_k", "grad_v"), a, b):
         diff = (x - y).abs()

@@ -254,10 +254,10 @@ def stage_adapt(report, budget, device, smoke: bool) -> None:
                 options = dict(objective=TransferObjective(model), groups=layer_groups(model, 2e-3, 1e-2),
                                dropout=False)
             finetune(model, stream, TrainConfig(steps=1, batch=batch, seq=seq, lr=1e-4, warmup=1, seed=1),
-                     work / f"warmup-{kernel}.pt", progress=False, **options)  # compiles kernels, allocates
+                     work / f"warmup-{kernel}.safetensors", progress=False, **options)  # compiles kernels, allocates
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            result = finetune(model, stream, train, work / f"run-{kernel}.pt", progress=False, **options)
+            result = finetune(model, stream, train, work / f"run-{kernel}.safetensors", progress=False, **options)
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
             report.add("adapt", name, tokens_per_s=result["tokens_seen"] / result["seconds"], loss=result["loss"],
                        steps=result["steps"], batch=batch, seq=seq, peak_GiB=peak, autocast="bf16 on CUDA",
@@ -267,7 +267,7 @@ def stage_adapt(report, budget, device, smoke: bool) -> None:
             report.add("adapt", name, "FAILED", error=f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:
             os.environ.pop("GAINCELL_KERNEL", None)
-            for checkpoint in work.glob("*.pt"):
+            for checkpoint in work.glob("*.safetensors"):
                 checkpoint.unlink()
             del model
             if device.type == "cuda":

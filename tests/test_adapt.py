@@ -12,7 +12,7 @@ import torch
 
 from gaincell.adapt.calibrate import alpha_at, calibrate, softmax_targets
 from gaincell.adapt.evaluate import lambada_accuracy, perplexity
-from gaincell.adapt.models import (gaincell_layers, load_adapted, load_pretrained, save_adapted, set_mode,
+from gaincell.adapt.models import (GAINCELL_WEIGHTS, gaincell_layers, load_adapted, load_pretrained, save_adapted, set_mode,
                                    swap_attention)
 from gaincell.adapt.text import random_windows
 from gaincell.adapt.train import TrainConfig, finetune
@@ -109,7 +109,7 @@ def test_adapted_folder_round_trip_and_damage_is_detected(tmp_path, llama_folder
     with torch.no_grad():
         # float32 sums may round apart by ~1e-6; a parameter or buffer lost in the round trip moves far more
         torch.testing.assert_close(loaded(ids).logits, expected, rtol=1e-5, atol=1e-5)
-    (out / "gaincell-attention.pt").write_bytes(b"half-written")
+    (out / GAINCELL_WEIGHTS).write_bytes(b"half-written")
     with pytest.raises(Exception, match="interrupted save"):
         load_adapted(out)
 
@@ -147,7 +147,7 @@ def test_finetune_resumes_exactly_after_an_interruption(tmp_path, gpt2_folder):
         return swap_attention(model, PAPER, mode="linear")
 
     straight = fresh()
-    done = finetune(straight, stream, config, tmp_path / "a.pt", track_statistics=True, progress=False)
+    done = finetune(straight, stream, config, tmp_path / "a.safetensors", track_statistics=True, progress=False)
     assert done["steps"] == 4 and done["tokens_seen"] == 4 * 2 * 32
     interrupted = fresh()
     calls = {"n": 0}
@@ -158,10 +158,10 @@ def test_finetune_resumes_exactly_after_an_interruption(tmp_path, gpt2_folder):
             raise KeyboardInterrupt
     hook = interrupted.transformer.register_forward_pre_hook(stop_on_third_step)
     with pytest.raises(KeyboardInterrupt, match="step 2"):
-        finetune(interrupted, stream, config, tmp_path / "b.pt", track_statistics=True, progress=False)
+        finetune(interrupted, stream, config, tmp_path / "b.safetensors", track_statistics=True, progress=False)
     hook.remove()
     resumed = fresh()
-    again = finetune(resumed, stream, config, tmp_path / "b.pt", track_statistics=True, progress=False)
+    again = finetune(resumed, stream, config, tmp_path / "b.safetensors", track_statistics=True, progress=False)
     assert again["steps"] == 4 and again["tokens_seen"] == done["tokens_seen"]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6, equal_nan=True), name
@@ -210,7 +210,7 @@ def test_adapt_command_resumes_after_interruption_and_the_folder_evaluates(tmp_p
             "--steps", "60", "--batch", "2", "--seq", "32", "--checkpoint-every", "1", "--calibration-tokens", "64",
             "--calibration-iterations", "5"]
     first = _cli(*args)
-    checkpoint = out / "checkpoints" / "linear.pt"
+    checkpoint = out / "checkpoints" / "linear.safetensors"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)

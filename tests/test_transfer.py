@@ -67,13 +67,13 @@ def test_all_layers_at_once_equal_each_layer_trained_alone(tmp_path, folder):
     config = TrainConfig(steps=3, batch=2, seq=48, lr=1e-2, scaler_lr=3e-2, checkpoint_every=100)
     together, stream = _student(folder)
     objective = TransferObjective(together)
-    finetune(together, stream, config, tmp_path / "together.pt", groups=layer_groups(together, config.lr, config.scaler_lr),
+    finetune(together, stream, config, tmp_path / "together.safetensors", groups=layer_groups(together, config.lr, config.scaler_lr),
              objective=objective, dropout=False, progress=False)
     alone, _ = _student(folder)
     modules_groups = layer_groups(alone, config.lr, config.scaler_lr)
     per_layer = len(modules_groups) // len(gaincell_layers(alone))
     for index in range(len(gaincell_layers(alone))):
-        finetune(alone, stream, config, tmp_path / f"alone{index}.pt",
+        finetune(alone, stream, config, tmp_path / f"alone{index}.safetensors",
                  groups=modules_groups[index * per_layer:(index + 1) * per_layer],
                  objective=TransferObjective(alone, layers=[index]), dropout=False, progress=False)
     a, b = _trainable(together), _trainable(alone)
@@ -91,7 +91,7 @@ def test_transfer_lowers_every_layers_error_and_merging_keeps_the_function(tmp_p
     batch = stream[:96].unsqueeze(0)
     before = layer_errors(model, batch)
     config = TrainConfig(steps=12, batch=2, seq=48, lr=1e-2, scaler_lr=3e-2, checkpoint_every=100)
-    finetune(model, stream, config, tmp_path / "t.pt", groups=layer_groups(model, config.lr, config.scaler_lr),
+    finetune(model, stream, config, tmp_path / "t.safetensors", groups=layer_groups(model, config.lr, config.scaler_lr),
              objective=TransferObjective(model), dropout=False, progress=False)
     after = layer_errors(model, batch)
     assert all(a < b for a, b in zip(after, before)), (before, after)
@@ -141,7 +141,7 @@ def test_transfer_and_distill_stages_resume_save_and_reload(tmp_path, folder):
             adapt(AdaptOptions(**{**options, "out": resumed_out}), say=lambda *a: None)
     finally:
         TransferObjective.__call__ = original
-    assert (resumed_out / "checkpoints" / "transfer.pt").is_file()
+    assert (resumed_out / "checkpoints" / "transfer.safetensors").is_file()
     adapt(AdaptOptions(**{**options, "out": resumed_out}), say=lambda *a: None)
     again = load_adapted(resumed_out)[0](batch, use_cache=False).logits
     assert torch.allclose(again, reference, atol=1e-4)
@@ -176,7 +176,7 @@ def test_resuming_with_another_lora_rank_is_a_clear_error(tmp_path, folder):
     for rank, raised in ((4, None), (2, ConfigError)):
         model, stream = _student(folder, rank)
         objective = TransferObjective(model)
-        run = lambda: finetune(model, stream, config, tmp_path / "t.pt", groups=layer_groups(model, 1e-2),
+        run = lambda: finetune(model, stream, config, tmp_path / "t.safetensors", groups=layer_groups(model, 1e-2),
                                objective=objective, dropout=False, progress=False)
         if raised:
             with pytest.raises(raised, match="--resume"):
