@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from gaincell.errors import InputFileError
+from gaincell.outputs import disk_full, is_disk_full
 
 _META_KEY = "gaincell"
 _TENSOR, _DICT = "__tensor__", "__dict__"
@@ -67,6 +68,10 @@ def save_state(state: dict, path: str | Path) -> None:
     try:
         save_file(tensors, str(partial), metadata={_META_KEY: meta})
         os.replace(partial, path)
+    except (OSError, SafetensorError) as exc:
+        if is_disk_full(exc):
+            raise disk_full(path, exc) from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
 

@@ -25,8 +25,9 @@ import torch
 
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 from gaincell.model_shapes import model_config_from_dict
-from gaincell.surrogate.attention import MODES, GainCellAttention, configure_variation
-from gaincell.surrogate.cellmodel import CellModel
+from gaincell.outputs import disk_full, is_disk_full
+from gaincell.surrogate.attention import MAX_TILE, MAX_WINDOW, MODES, GainCellAttention, configure_variation, is_count
+from gaincell.surrogate.cellmodel import TOKEN_PERIOD_RANGE_S, CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 from .checkpoint import load_tensors, save_tensors
@@ -343,23 +344,29 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
     if staging.is_dir():
         shutil.rmtree(staging)
     staging.mkdir()
-    implementation = model.config._attn_implementation
-    model.config._attn_implementation_internal = "sdpa"  # the saved config loads anywhere; load_adapted swaps
     try:
-        model.save_pretrained(staging, state_dict=base_state(model))
-    finally:
-        model.config._attn_implementation_internal = implementation
-    tokenizer.save_pretrained(staging)
-    save_tensors(gaincell_state(model), staging / GAINCELL_WEIGHTS)
-    shutil.copyfile(surrogate_path, staging / "surrogate.h5")
-    first = gaincell_layers(model)[0]
-    options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
-               "decay": first.decay, "linear_backward": first.linear_backward,
-               "token_period_s": first.cell.token_period_s}
-    files = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
-    text = json.dumps({**manifest, "layer": options, "files": files}, indent=2) + "\n"
-    (staging / (ADAPTED_MANIFEST + ".partial")).write_text(text)
-    os.replace(staging / (ADAPTED_MANIFEST + ".partial"), staging / ADAPTED_MANIFEST)  # the commit point
+        implementation = model.config._attn_implementation
+        model.config._attn_implementation_internal = "sdpa"  # the saved config loads anywhere; load_adapted swaps
+        try:
+            model.save_pretrained(staging, state_dict=base_state(model))
+        finally:
+            model.config._attn_implementation_internal = implementation
+        tokenizer.save_pretrained(staging)
+        save_tensors(gaincell_state(model), staging / GAINCELL_WEIGHTS)
+        shutil.copyfile(surrogate_path, staging / "surrogate.h5")
+        first = gaincell_layers(model)[0]
+        options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
+                   "decay": first.decay, "linear_backward": first.linear_backward,
+                   "token_period_s": first.cell.token_period_s}
+        files = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
+        text = json.dumps({**manifest, "layer": options, "files": files}, indent=2) + "\n"
+        (staging / (ADAPTED_MANIFEST + ".partial")).write_text(text)
+        os.replace(staging / (ADAPTED_MANIFEST + ".partial"), staging / ADAPTED_MANIFEST)  # the commit point
+    except BaseException as exc:  # nothing half-written stays behind (a full disk, a signal): the folder is as it was
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full(folder / ADAPTED_MANIFEST, exc) from None
+        raise
     finish_interrupted_save(folder)
     return folder
 
@@ -418,11 +425,49 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
+def _is_time(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        TOKEN_PERIOD_RANGE_S[0] <= value <= TOKEN_PERIOD_RANGE_S[1]
+
+
+LAYER_OPTIONS = {  # a manifest's "layer" field -> (what is allowed, test); the keyword arguments of swap_attention
+    "mode": (f"one of {', '.join(MODES)}", lambda v: v in MODES),
+    "tile": (f"an integer 1 .. {MAX_TILE}", lambda v: is_count(v, MAX_TILE)),
+    "window": (f"null or an integer 1 .. {MAX_WINDOW}, a multiple of tile",
+               lambda v: v is None or is_count(v, MAX_WINDOW)),
+    "quantize": ("true or false", lambda v: isinstance(v, bool)),
+    "decay": ("true or false", lambda v: isinstance(v, bool)),
+    "linear_backward": ("true or false", lambda v: isinstance(v, bool)),
+    "token_period_s": ("a time in seconds, {:g} .. {:g}".format(*TOKEN_PERIOD_RANGE_S), _is_time),
+}
+
+
+def check_layer_options(options, where) -> None:
+    """The "layer" options of an adapted folder's manifest: known fields of the right type and range, else a
+    ModelLoadError naming the folder, field, value and what is allowed."""
+    def refuse(problem: str):
+        return ModelLoadError(f"{where}/{ADAPTED_MANIFEST}: {problem}; it is not a manifest written by "
+                              "`gaincell adapt`")
+
+    if not isinstance(options, dict):
+        raise refuse(f"'layer' must be a JSON object of layer options ({', '.join(LAYER_OPTIONS)})")
+    for field, value in options.items():
+        if field not in LAYER_OPTIONS:
+            raise refuse(f"layer.{field} is not a layer option; they are {', '.join(LAYER_OPTIONS)}")
+        allowed, test = LAYER_OPTIONS[field]
+        if not test(value):
+            raise refuse(f"layer.{field} = {json.dumps(value)[:80]} is out of range: it must be {allowed}")
+    tile, window = options.get("tile", 64), options.get("window")
+    if window is not None and (window < tile or window % tile):
+        raise refuse(f"layer.window = {window} is out of range: it must be a multiple of layer.tile = {tile}")
+
+
 def load_adapted(folder: str | Path, mode: str | None = None):
     """(model, tokenizer) from a folder written by `gaincell adapt`: the weights, the gain-cell attention
     built from the folder's own copy of the surrogate, the scalers and their target statistics."""
     folder = Path(folder)
     manifest = read_manifest(folder)
+    check_layer_options(manifest["layer"], folder)
     for name, digest in manifest["files"].items():
         if Path(name).name != name or (folder / name).is_symlink():
             raise ModelLoadError(f"{folder}/{ADAPTED_MANIFEST} lists {name!r}, which is not a plain file of the folder")

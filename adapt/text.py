@@ -6,12 +6,16 @@ JSON object per line with a "text" field (LAMBADA's format). Tokens are produced
 """
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
 import torch
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, InputFileError
+from gaincell.surrogate.file import HDF5_SIGNATURE
+
+TEXT_PREFIX_BYTES = 1 << 16  # the prefix checked to be text before anything is read or loaded
 
 
 def read_text(path: str | Path, parameter: str = "--data") -> str:
@@ -19,11 +23,35 @@ def read_text(path: str | Path, parameter: str = "--data") -> str:
     return "\n\n".join(read_items(path, parameter)) if str(path).endswith(".jsonl") else _read(path, parameter)
 
 
-def _read(path: str | Path, parameter: str) -> str:
+def check_text_file(path: str | Path, parameter: str = "--data") -> Path:
+    """A readable file whose first TEXT_PREFIX_BYTES are UTF-8 text (no NUL byte, not HDF5), else refused
+    naming it: a binary file given as text would train or evaluate on noise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(parameter, f"{str(path)!r} is not a file (a .txt text file or a .jsonl with a 'text' field)")
-    return path.read_text(encoding="utf-8", errors="replace")
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(TEXT_PREFIX_BYTES)
+    except OSError as exc:
+        raise InputFileError(f"{parameter} {path} cannot be read ({exc.strerror or exc})") from None
+    problem, nul_at = None, head.find(b"\0")
+    if head.startswith(HDF5_SIGNATURE):
+        problem = "is an HDF5 file"
+    elif nul_at >= 0:
+        problem = f"is a binary file (NUL byte at offset {nul_at})"
+    else:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < TEXT_PREFIX_BYTES)
+        except UnicodeDecodeError as exc:
+            problem = f"is not UTF-8 text (invalid byte at offset {exc.start})"
+    if problem:
+        raise InputFileError(f"{parameter} {path} {problem}; give a UTF-8 text file (.txt, or .jsonl with a 'text' "
+                             "field)")
+    return path
+
+
+def _read(path: str | Path, parameter: str) -> str:
+    return check_text_file(path, parameter).read_text(encoding="utf-8", errors="replace")
 
 
 def read_items(path: str | Path, parameter: str = "--data") -> list[str]:

@@ -87,15 +87,6 @@ def distributed() -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within the block SIGTERM (a scheduler stopping the job) raises KeyboardInterrupt like Ctrl-C."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt("SIGTERM")
-    with _handlers(interrupt):
-        yield
-
-
-@contextlib.contextmanager
 def _handlers(handler, signals=(signal.SIGTERM,)):
     import threading
 
@@ -218,15 +209,15 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
         if stop.requested and state["step"] < config.steps:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        save()
         bar.close()
+        save()
         raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint {checkpoint} (run again to resume)")
     finally:
+        bar.close()  # before any error message
         for layer in gaincell_layers(model):
             for scaler in layer.scalers().values():
                 scaler.track_statistics = False
         model.eval()
-    bar.close()
     tail = state["losses"][-max(1, len(state["losses"]) // 10):]
     return {"steps": state["step"], "tokens_seen": state["tokens_seen"], "loss": sum(tail) / len(tail),
             "seconds": state["seconds"], "cpu_seconds": state["cpu_seconds"], "losses": list(state["losses"])}

@@ -17,9 +17,9 @@ from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POL
                               tau_1e)
 from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
-from gaincell.errors import ConfigError, FitError
+from gaincell.errors import ConfigError, FitError, InputFileError
 from gaincell.periphery import C2PDesign
-from gaincell.store import list_sweeps
+from gaincell.store import list_sweeps, unfinished_sweeps
 from gaincell.sweep_data import OK, SweepData
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
@@ -298,6 +298,11 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, 
     """Fit every component from a characterization file into a surrogate, at one of its conditions (`corner`,
     `temp_c`; None: the only one, see `gaincell.conditions.select_condition`)."""
     path = Path(path)
+    unfinished = unfinished_sweeps(path)
+    if unfinished:
+        listed = ", ".join(f"{name!r} ({left} of {total} points)" for name, (left, total) in unfinished.items())
+        raise InputFileError(f"{path}: sweeps not finished: {listed} were not simulated yet (an interrupted "
+                             "`gaincell characterize`); run the same characterize command again to finish them")
 
     def condition_sweep(name: str) -> SweepData:
         return read_condition(path, name, corner, temp_c)

@@ -9,7 +9,9 @@ characterize), `surrogate` (fit, validate, attention, energy), `language_model` 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from . import __version__
 from .commands import circuits, files, language_model, surrogate
 from .commands.options import design_inputs, force_option
 from .errors import GaincellError
-from .outputs import output_lock
+from .outputs import disk_full, is_disk_full, output_lock
 
 
 def torch_out_of_memory() -> tuple[type, ...]:
@@ -31,48 +33,91 @@ def torch_out_of_memory() -> tuple[type, ...]:
 class GaincellGroup(click.Group):
     """Runs a verb and turns the package's errors into one clear paragraph and exit status 1.
 
-    KeyboardInterrupt and SIGTERM exit with 130 (whatever was half-written has been removed by then); an
-    unexpected exception is reported as an internal error in one paragraph (GAINCELL_DEBUG=1 shows the
-    traceback)."""
+    Ctrl-C (SIGINT) and SIGTERM both raise KeyboardInterrupt in every verb (`stop_on_signals`), so the same
+    clean-up runs (temporary files removed, finished work kept for a resume) and the verb exits with 130 after
+    one line; an unexpected exception is reported as an internal error in one paragraph (GAINCELL_DEBUG=1
+    shows the traceback)."""
 
     def invoke(self, ctx):
+        stop_on_signals()
         try:
             return super().invoke(ctx)
-        except GaincellError as exc:
-            fail(exc)
-        except KeyboardInterrupt as exc:
-            click.echo(f"\n{exc or 'interrupted'}; partial output was not kept (re-run to resume where "
-                       "supported)", err=True)
-            sys.exit(130)
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            fail(GaincellError(f"{where}{exc.strerror or exc}"))
-        except MemoryError as exc:  # e.g. a file declaring a huge dataset, or sizes too large for this machine
-            fail(GaincellError(f"not enough memory for what the inputs ask ({exc}); check the input files and the "
-                               "sizes given on the command line"))
-        except RecursionError:
-            fail(GaincellError("an input is nested too deeply to be read (e.g. a JSON attribute of an HDF5 file); "
-                               "check the input files"))
-        except torch_out_of_memory() as exc:
-            fail(GaincellError(f"not enough memory: {str(exc).splitlines()[0][:200]}; use smaller sizes"))
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except Exception as exc:
-            if any("/h5py/" in frame.filename for frame in traceback.extract_tb(exc.__traceback__)):
-                fail(GaincellError(f"an HDF5 input could not be read ({type(exc).__name__}: {exc}); it is damaged "
-                                   "or was not written by gaincell"))
-            # a bug: still one paragraph for the user
-            if os.environ.get("GAINCELL_DEBUG"):
-                traceback.print_exc()
-            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug in gaincell, please "
-                       "report it with the command line (GAINCELL_DEBUG=1 prints the traceback)", err=True)
-            sys.exit(2)
+        except BaseException as exc:
+            interrupt = interrupt_behind(exc)
+            if interrupt is not None:
+                stopped(interrupt)
+            report(exc)
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt behind `exc`: itself, or one a library turned into another error (a signal raised
+    inside h5py's Cython code arrives as a SystemError caused by it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def stopped(interrupt: KeyboardInterrupt) -> None:
+    """One line and exit status 130; clean-up already ran while the interrupt unwound."""
+    for number in (signal.SIGINT, signal.SIGTERM):  # a second signal now would only cut the message
+        signal.signal(number, signal.SIG_IGN)
+    click.echo(f"\n{interrupt or 'interrupted'}: stopped; temporary files were removed and finished work kept "
+               "(characterize and adapt resume from it when run again)", err=True)
+    sys.exit(130)
+
+
+def report(exc: BaseException) -> None:
+    """One `error:` paragraph for `exc` and exit 1 (2 for a bug)."""
+    if isinstance(exc, GaincellError):
+        fail(exc)
+    if is_disk_full(exc):  # a writer below the package's own (transformers, safetensors, tokenizers)
+        where = getattr(exc, "filename", None)
+        fail(disk_full(Path(where), exc) if where else GaincellError(
+            f"no space left on the device of an output ({exc}); free some space and run again"))
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(GaincellError(f"{where}{exc.strerror or exc}"))
+    if isinstance(exc, MemoryError):  # e.g. a file declaring a huge dataset, or sizes too large for this machine
+        fail(GaincellError(f"not enough memory for what the inputs ask ({exc}); check the input files and the "
+                           "sizes given on the command line"))
+    if isinstance(exc, RecursionError):
+        fail(GaincellError("an input is nested too deeply to be read (e.g. a JSON attribute of an HDF5 file); "
+                           "check the input files"))
+    if isinstance(exc, torch_out_of_memory()):
+        fail(GaincellError(f"not enough memory: {str(exc).splitlines()[0][:200]}; use smaller sizes"))
+    if not isinstance(exc, Exception):
+        raise exc
+    if any("/h5py/" in frame.filename for frame in traceback.extract_tb(exc.__traceback__)):
+        fail(GaincellError(f"an HDF5 input could not be read ({type(exc).__name__}: {exc}); it is damaged "
+                           "or was not written by gaincell"))
+    # a bug: still one paragraph for the user
+    if os.environ.get("GAINCELL_DEBUG"):
+        traceback.print_exception(exc)
+    click.echo(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug in gaincell, please "
+               "report it with the command line (GAINCELL_DEBUG=1 prints the traceback)", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=GaincellGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gaincell")
 def main():
     """gaincell: gain-cell analog in-memory attention, from SPICE netlists to language models."""
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (a scheduler, `timeout`, `kill`) raises KeyboardInterrupt like Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def fail(exc: Exception) -> None:
@@ -106,5 +151,15 @@ for command in (circuits.simulate, circuits.characterize, surrogate.fit, surroga
     main.add_command(command)
 
 
+def run() -> None:
+    """The `gaincell` command (console script and `python -m gaincell.cli`): `main`, and once it is done, signals
+    no longer interrupt the exit (a late Ctrl-C would print a traceback from the interpreter's shutdown)."""
+    try:
+        main()
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -39,6 +39,8 @@ SHIPPED_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.lib")
 UNSAFE_PATH_CHARACTERS = re.compile(r"[\s\"';]")
 MAX_PATH_CHARACTERS = 4096
 MAX_SOURCE_CHARACTERS = 2000
+LIBRARY_HEAD_BYTES = 1 << 16  # where a model library must show a SPICE line (sky130's first is at line 82)
+LIBRARY_LINE = re.compile(rb"^[ \t]*\.(model|subckt|lib|include|inc|param)\b", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ class CellDesign:
     @staticmethod
     def library_path(library: str, field_name: str = "model_libraries") -> Path:
         """A shipped library name (cmos_generic.lib) or a path to the user's own, checked to be a readable
-        file whose absolute path can stand in a netlist's `.include`/`.lib` line."""
+        file whose absolute path can stand in a netlist's `.include`/`.lib` line and whose first
+        LIBRARY_HEAD_BYTES are SPICE text (no NUL byte, a `.model`/`.subckt`/`.lib`/`.include`/`.param` line)."""
         path = _library_location(library, field_name)
         if not _is_path(library):
             return path
@@ -174,11 +177,18 @@ class CellDesign:
                 raise ConfigError(field_name, f"model library {shown(library)} does not exist")
             if not path.is_file():
                 raise ConfigError(field_name, f"model library {shown(library)} is a folder or device, not a file")
-            with path.open("rb"):
-                pass
+            with path.open("rb") as stream:
+                head = stream.read(LIBRARY_HEAD_BYTES)
         except OSError as exc:
             raise ConfigError(field_name, f"model library {shown(library)} cannot be read: {exc}") from None
-        return path
+        if b"\0" in head:
+            problem = "is a binary file (it holds NUL bytes)"
+        elif not LIBRARY_LINE.search(head):
+            problem = (f"has no .model, .subckt, .lib, .include or .param line in its first "
+                       f"{LIBRARY_HEAD_BYTES // 1024} KiB")
+        else:
+            return path
+        raise ConfigError(field_name, f"model library {shown(library)} {problem}: it is not a SPICE model library")
 
     def check_libraries_readable(self) -> None:
         """Every model library exists and can be read (checked when a design is loaded from a file)."""
@@ -338,18 +348,32 @@ def nested_from_table(cls, name: str, table):
         raise ConfigError(f"{name}.{exc.parameter}", exc.problem) from None
 
 
-def _device_from_table(shipped: str, table) -> PdkDevice:
-    """A `[devices.<shipped>]` table of a design file (name and optionally kind, unit, params), or just a name."""
+def _device_from_table(shipped: str, table, base: PdkDevice | None = None) -> PdkDevice:
+    """A `[devices.<shipped>]` table of a design file (name and optionally kind, unit, params), or just a name;
+    without a name it updates the base design's device of that name."""
     if isinstance(table, str):
         return PdkDevice(table)
     if isinstance(table, Mapping) and "name" not in table:
-        raise ConfigError(f"devices.{shipped}", "needs name = the PDK's model or subcircuit name")
+        if base is None:
+            raise ConfigError(f"devices.{shipped}", "needs name = the PDK's model or subcircuit name")
+        table = dataclasses.asdict(base) | dict(table)
     return nested_from_table(PdkDevice, f"devices.{shipped}", table)
 
 
+def _merged_devices(base: CellDesign, changes: dict) -> None:
+    """A design file's `devices` and `model_names` tables merge over the base design's, name by name: a name
+    the file describes (in either table) replaces or updates the base's entry, the others stay."""
+    if "devices" not in changes and "model_names" not in changes:
+        return
+    given = {key: dict(changes.get(key, ())) for key in ("devices", "model_names")}
+    for key, other in (("devices", "model_names"), ("model_names", "devices")):
+        kept = [(name, given[key].pop(name, value)) for name, value in getattr(base, key) if name not in given[other]]
+        changes[key] = tuple(kept) + tuple(given[key].items())
+
+
 def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
-    """Build a design from a design file's table; `base` names a preset to start from. Model libraries
-    given as paths must exist."""
+    """Build a design from a design file's table; `base` names a preset to start from (its devices and
+    model_names merge name by name, `_merged_devices`). Model libraries given as paths must exist."""
     if not isinstance(raw, Mapping):
         raise ConfigError("design", f"must be a table of design fields, got {shown(raw)}")
     fields = {f.name for f in dataclasses.fields(CellDesign)}
@@ -379,10 +403,12 @@ def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
             if not isinstance(value, Mapping):
                 raise ConfigError(key, f"must be a table of shipped model names ({', '.join(SHIPPED_MODEL_NAMES)}) "
                                        "each with a [devices.NAME] table, got " + shown(value))
-            value = tuple((shipped, _device_from_table(shipped, table)) for shipped, table in value.items())
+            value = tuple((shipped, _device_from_table(shipped, table, dict(base_design.devices).get(shipped)))
+                          for shipped, table in value.items())
         elif key == "vt_shift":
             value = nested_from_table(VtShift, key, value)
         changes[key] = value
+    _merged_devices(base_design, changes)
     design = dataclasses.replace(base_design, **changes)
     design.check_libraries_readable()
     return design

@@ -9,14 +9,14 @@
         ...
 
 The temporary file lives beside the destination (same file system, so the rename is atomic) and is removed
-when the write fails or is interrupted (Ctrl-C, SIGTERM through `terminate_as_interrupt`).
+when the write fails or is interrupted (Ctrl-C, or SIGTERM, which the CLI turns into the same interrupt).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
-import signal
 from pathlib import Path
 
 from .errors import OutputError
@@ -68,9 +68,28 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(path, exc) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (an OSError, or a library's error carrying its text) says the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text or "os error 28" in text
+
+
+def disk_full(path: Path, exc: BaseException) -> OutputError:
+    """The one error every writer gives for a full disk: where, and that earlier results are intact."""
+    return OutputError(f"no space left on {Path(path).absolute().parent} (writing {path}): "
+                       f"{getattr(exc, 'strerror', None) or 'No space left on device'}; nothing there was replaced "
+                       "or left half-written (earlier results are intact): free some space and run again")
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -197,7 +216,8 @@ _HELD_LOCKS: set[Path] = set()
 def output_lock(path: str | Path, wait: bool = False):
     """Hold an exclusive lock on `path` (a `.PATH.lock` file beside it) while writing it.
 
-    A second process asking for the same lock is refused with a clear message (or waits, `wait=True`)."""
+    A second process asking for the same lock is refused with a clear message (or waits, `wait=True`). The lock
+    file is removed on release (a process killed with SIGKILL leaves it behind; the next writer reuses it)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     check_writable_folder(folder, path)
@@ -205,32 +225,25 @@ def output_lock(path: str | Path, wait: bool = False):
     if lock in _HELD_LOCKS:  # already held by this process (a verb and the sweep runner inside it)
         yield path
         return
-    handle = open(lock, "a+")
-    _HELD_LOCKS.add(lock)
-    try:
+    while True:
+        handle = open(lock, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            handle.close()
             raise OutputError(f"{path}: another gaincell process is writing this file right now; wait for it "
                               "to finish (or stop it) and run again") from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder removed that lock file after we opened it: take the current one
+    _HELD_LOCKS.add(lock)
+    try:
         yield path
     finally:
         _HELD_LOCKS.discard(lock)
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still held, so no other process holds a lock on a removed file
         handle.close()
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt inside the block, so temporary files are cleaned up."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt("stopped by SIGTERM")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 
 from gaincell.errors import ConfigError, GaincellError, InputFileError
 from gaincell.hdf5_trust import check_self_contained
-from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_path, file_kind
+from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_write_bytes, file_kind
 from gaincell.sweep_data import COMPLEX_TYPE, FAILED, OK, PENDING, RESERVED_NAMES, STATUS_MEANING, SweepData
 
 _REQUIRED = ("status", "error", "deck_index", "deck_text")
@@ -249,6 +250,27 @@ def list_sweeps(path: str | Path) -> list[str]:
         return _sweep_groups(f)
 
 
+@contextlib.contextmanager
+def new_hdf5(path: str | Path):
+    """A new HDF5 file, built in memory and written to `path` atomically when the block ends without error.
+
+    Nothing reaches the disk before the file is complete, so a full disk is one clear `OutputError`
+    (`gaincell.outputs.disk_full`), never h5py failing while it flushes or closes a half-written file."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        yield f
+    atomic_write_bytes(path, image.getbuffer())
+
+
+def unfinished_sweeps(path: str | Path) -> dict[str, tuple[int, int]]:
+    """{sweep name: (points not simulated yet, points)} for the sweeps of a characterization file that an
+    interrupted run left unfinished."""
+    with open_sweep_file(path) as f:
+        counts = {name: (int(np.sum(f[name]["status"][()] == PENDING)), int(f[name]["status"].size))
+                  for name in _sweep_groups(f)}
+    return {name: count for name, count in counts.items() if count[0]}
+
+
 def read_sweep(path: str | Path, name: str) -> SweepData:
     """Load one sweep (all points, all signals) from a characterization file."""
     path = Path(path)
@@ -279,13 +301,12 @@ def save_sweeps(path: str | Path, updated: list[SweepData], file_attrs: dict | N
             if not replace_other_kind or (path.is_file() and file_kind(path) == SWEEP_FILE):
                 raise InputFileError(f"{exc} (refusing to write sweeps into it)") from None
             keep, old_attrs = {}, {}
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in old_attrs.items():
-                f.attrs[key] = value
-            f.attrs["file_kind"] = SWEEP_FILE
-            f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for key, value in (file_attrs or {}).items():
-                _write_attr(f, key, value)
-            for data in list(keep.values()) + list(updated):
-                _write_sweep(f, data)
+    with new_hdf5(path) as f:
+        for key, value in old_attrs.items():
+            f.attrs[key] = value
+        f.attrs["file_kind"] = SWEEP_FILE
+        f.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key, value in (file_attrs or {}).items():
+            _write_attr(f, key, value)
+        for data in list(keep.values()) + list(updated):
+            _write_sweep(f, data)

@@ -44,6 +44,13 @@ from .varied import StageCells, multiply_deviation, series_terms
 from .variation import CellDraws
 
 MODES = ("nonlinear", "linear", "ideal")
+MAX_TILE = 4096  # cells per array side (as `gaincell simulate array --rows/--cols`)
+MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --context`)
+
+
+def is_count(value, high: int) -> bool:
+    """An integer (not a bool) in 1 .. high."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
 
 
 class AffineScaler(nn.Module):
@@ -127,10 +134,11 @@ class GainCellAttention(nn.Module):
                 raise ConfigError(name, f"must be a positive integer; got {value!r}")
         if heads % kv_heads:
             raise ConfigError("kv_heads", f"must divide heads={heads}; got {kv_heads}")
-        if not isinstance(tile, int) or tile < 1:
-            raise ConfigError("tile", f"must be a positive integer; got {tile!r}")
-        if window is not None and (not isinstance(window, int) or window < tile or window % tile):
-            raise ConfigError("window", f"must be a positive multiple of the tile size {tile} (or None); got {window!r}")
+        if not is_count(tile, MAX_TILE):
+            raise ConfigError("tile", f"must be an integer 1 .. {MAX_TILE}; got {tile!r}")
+        if window is not None and (not is_count(window, MAX_WINDOW) or window < tile or window % tile):
+            raise ConfigError("window", f"must be a multiple of the tile size {tile} up to {MAX_WINDOW} (or None); "
+                                        f"got {window!r}")
         self.cell, self.heads, self.head_dim, self.kv_heads = cell, heads, head_dim, kv_heads
         self.tile, self.window, self.quantization, self.chunk_elements = tile, window, quantization, chunk_elements
         self.kernel = kernel  # implementation of the transfers and the parallel pass (use_triton); None: the env

@@ -40,6 +40,8 @@ from gaincell.errors import ConfigError, GaincellError, SurrogateError
 from .file import Surrogate
 from .variation import LayerVariation
 
+TOKEN_PERIOD_RANGE_S = (1e-15, 1e6)  # time between two tokens: as the surrogate's figures (a femtosecond .. 11 days)
+
 
 @dataclass(frozen=True)
 class CellModel:
@@ -92,8 +94,10 @@ class CellModel:
         slope, intercept = np.polyfit(y, np.polyval(per_q_sat[::-1], y), 1)
         if token_period_s is None:
             token_period_s = token_clock_s(surrogate["timing"].params, layers)
-        if not (token_period_s > 0 and math.isfinite(token_period_s)):
-            raise ConfigError("token_period_s", f"must be a positive time in seconds; got {token_period_s}")
+        low, high = TOKEN_PERIOD_RANGE_S
+        if not low <= token_period_s <= high:
+            raise ConfigError("token_period_s", f"must be a time in seconds in [{low:g}, {high:g}]; got "
+                                                f"{token_period_s}")
         decay = surrogate["decay"]
         notes |= {"multiply_component": multiply, "read_vin_v": vin,
                   "decay_tau_1e_s": tau_1e(decay.model_id, decay.config, decay.params)}

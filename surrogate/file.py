@@ -18,9 +18,9 @@ refuses, with a `SurrogateError` naming the file, component and parameter: an un
 into other files (`gaincell.hdf5_trust`), a wrong
 version, a missing component, a non-finite value, a parameter outside its physically plausible range
 (`PLAUSIBLE`: a zero saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply
-whose read current over its validity box exceeds `MAX_READ_CURRENT_A`, validity bounds that are not finite
-and ordered, and a surrogate whose attention layer gives non-finite outputs on a small probe input
-(`cellmodel.probe_layer`).
+whose read current over its validity box exceeds `MAX_READ_CURRENT_A` (a variation: whose cells' mean + one
+sigma does), a config voltage beyond +-10 V (`VOLTAGE`), validity bounds that are not finite and ordered, and
+a surrogate whose attention layer gives non-finite outputs on a small probe input (`cellmodel.probe_layer`).
 """
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hdf5_trust import check_self_contained
-from gaincell.outputs import atomic_path
+from gaincell.store import new_hdf5
 
-from .variation import GROUP as VARIATION_GROUP, Variation
+from .variation import GROUP as VARIATION_GROUP, MAX_COEFFICIENT, MAX_VOLTAGE_V, Variation
 
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # 1: the design as a JSON attribute `design`; 3: + `variation`
@@ -95,7 +95,10 @@ PLAUSIBLE: dict[str, dict[str, Plausible]] = {
         "s": Plausible("the subthreshold slope voltage", "V", 1e-4, 10.0),
         "a_vin": Plausible("the read current's sensitivity to the input amplitude", "1/V", -1e3, 1e3)},
 }
-POLY_COEFFICIENT = Plausible("a read-current coefficient of the multiply polynomial", "A/V^n", -1e3, 1e3)
+POLY_COEFFICIENT = Plausible("a read-current coefficient of the multiply polynomial", "A/V^n", -MAX_COEFFICIENT,
+                             MAX_COEFFICIENT)
+VOLTAGE = Plausible("a voltage of the cell (a level, a reference or the supply)", "V", -MAX_VOLTAGE_V, MAX_VOLTAGE_V)
+CONFIG_VOLTAGES = ("y0_v", "vin0_v", "hold_v", "ref_v", "vdd_v")
 # figures/v1 components hold named figures; their unit suffix says what they are
 FIGURES = {"_j": Plausible("an energy per action", "J", 0.0, 1.0), "_w": Plausible("a power", "W", 0.0, 1e3),
            "_s": Plausible("a time", "s", 0.0, 1e6)}
@@ -179,7 +182,7 @@ class Surrogate:
         """Check, then write atomically (temporary file, then rename)."""
         path = Path(path)
         check(self, f"surrogate to write to {path}")
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with new_hdf5(path) as f:
             f.attrs.update({"schema_version": SCHEMA_VERSION, "file_kind": "gaincell surrogate",
                             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                             "gaincell_version": __version__, DESIGN_RECORD: design_record(self.design),
@@ -277,6 +280,8 @@ def check(surrogate: Surrogate, where: str | Path = "surrogate") -> None:
                              f"{type(surrogate.variation).__name__}")
     for name, part in surrogate.components.items():
         _check_component(name, part, surrogate.design, where)
+    if surrogate.variation is not None:
+        _check_variation_current(surrogate.variation, surrogate.design, where)
     from .cellmodel import probe_layer
 
     probe_layer(surrogate, where)
@@ -330,11 +335,15 @@ def _check_config_keys(name: str, part: Component, where) -> None:
 
 def _check_config(name: str, part: Component, where) -> None:
     config = part.config
-    numbers = [k for k in ("y0_v", "vin0_v", "hold_v", "ref_v", "vdd_v") if k in config]
+    numbers = [k for k in CONFIG_VOLTAGES if k in config]
     bad = [k for k in numbers if not (_is_number(config[k]) and np.isfinite(config[k]))]
     if bad:
         raise SurrogateError(f"{where}: component {name!r} config {bad[0]} = {config[bad[0]]!r} must be a finite "
                              "number of volts")
+    for key in numbers:
+        if not VOLTAGE.allows(config[key]):
+            raise SurrogateError(f"{where}: component {name!r} config {key} = {config[key]:g} is implausible: "
+                                 f"{VOLTAGE.describe()}")
     for key, rule in CONFIG.items():
         if key in config and not (_is_number(config[key]) and rule.allows(float(config[key]))):
             raise SurrogateError(f"{where}: component {name!r} config {key} = {config[key]!r} is implausible: "
@@ -357,6 +366,20 @@ def _check_validity_bounds(name: str, part: Component, where) -> None:
         if not ok:
             raise SurrogateError(f"{where}: component {name!r} validity of {variable} is {bounds!r}; it must be two "
                                  "finite numbers [low, high] with low <= high (low = high: fitted at one value)")
+
+
+def _check_variation_current(variation: Variation, design: CellDesign, where) -> None:
+    """The variation's read current (mean plus one sigma across cells) over stored 0 .. VDD: below
+    MAX_READ_CURRENT_A, as a fitted multiply's."""
+    y = np.linspace(0.0, design.vdd_v, 41) - variation.y0_v
+    powers = y[:, None] ** np.arange(len(variation.multiply_mean))
+    mean = powers @ np.asarray(variation.multiply_mean)
+    sigma = np.sqrt(np.clip(np.einsum("ki,ij,kj->k", powers, variation.multiply_covariance, powers), 0.0, None))
+    worst = float(np.max(np.abs(mean) + sigma))
+    if not worst <= MAX_READ_CURRENT_A:
+        raise SurrogateError(f"{where}: component 'variation' is implausible: its cells' read current (mean + one "
+                             f"sigma, multiply_mean and multiply_covariance) over stored_v in [0, {design.vdd_v:g}] V "
+                             f"reaches {worst:g} A; a gain cell reads at most {MAX_READ_CURRENT_A:g} A")
 
 
 def _check_read_current(name: str, part: Component, design: CellDesign, where) -> None:

@@ -28,6 +28,8 @@ from gaincell.errors import SurrogateError
 GROUP = "variation"
 MAX_CHARGE_C = 1e-6  # as the surrogate's charges: a larger spread is a unit slip
 MAX_LN_SIGMA = 10.0
+MAX_VOLTAGE_V = 10.0  # no level of a gain cell (VDD <= 5 V) is beyond +-10 V: a larger one is a unit slip
+MAX_COEFFICIENT = 1e3  # A per V^i, a multiply polynomial's coefficient (mean or sigma); real ones are ~1e-5
 ATTRIBUTES = ("y0_v", "retention_ln_sigma", "offset_sigma_c", "read_noise_c", "cells", "source")
 
 
@@ -48,8 +50,9 @@ class Variation:
         def refuse(problem: str):
             return SurrogateError(f"variation: {problem}")
 
-        if not _finite_number(self.y0_v):
-            raise refuse(f"y0_v = {self.y0_v!r} must be a finite number of volts")
+        if not (_finite_number(self.y0_v) and abs(self.y0_v) <= MAX_VOLTAGE_V):
+            raise refuse(f"y0_v = {_shown(self.y0_v)} must be a finite number of volts in [-{MAX_VOLTAGE_V:g}, "
+                         f"{MAX_VOLTAGE_V:g}]")
         try:
             mean = tuple(float(c) for c in self.multiply_mean)
             covariance = np.array(self.multiply_covariance, dtype=float)
@@ -66,11 +69,19 @@ class Variation:
             raise refuse("multiply_covariance must be symmetric")
         if np.linalg.eigvalsh(covariance).min() < -1e-9 * size:
             raise refuse("multiply_covariance must be positive semi-definite (a covariance has no negative variance)")
+        sigmas = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        for what, values in (("multiply_mean", mean), ("the sigma (sqrt of multiply_covariance's diagonal) of",
+                                                       sigmas)):
+            worst = int(np.argmax(np.abs(values)))
+            if abs(values[worst]) > MAX_COEFFICIENT:
+                raise refuse(f"{what} coefficient {worst} = {values[worst]:g} A/V^{worst} is implausible: a "
+                             f"read-current coefficient must lie in [-{MAX_COEFFICIENT:g}, {MAX_COEFFICIENT:g}] A/V^i "
+                             "(real cells: ~1e-5; a unit slip?)")
         for name, high in (("retention_ln_sigma", MAX_LN_SIGMA), ("offset_sigma_c", MAX_CHARGE_C),
                            ("read_noise_c", MAX_CHARGE_C)):
             value = getattr(self, name)
             if not (_finite_number(value) and 0 <= value <= high):
-                raise refuse(f"{name} = {value!r} must be a finite sigma in [0, {high:g}]")
+                raise refuse(f"{name} = {_shown(value)} must be a finite sigma in [0, {high:g}]")
         if isinstance(self.cells, bool) or not isinstance(self.cells, (int, np.integer)) or self.cells < 1:
             raise refuse(f"cells = {self.cells!r} must be a positive integer (the Monte Carlo cells behind it)")
         if not isinstance(self.source, str):
@@ -123,6 +134,11 @@ class Variation:
             return cls(multiply_mean=tuple(np.atleast_1d(mean)), multiply_covariance=covariance, **values)
         except SurrogateError as exc:
             raise SurrogateError(f"{where}: {exc}") from None
+
+
+def _shown(value) -> str:
+    """A number as the file holds it (1000.0, not np.float64(1000.0)); anything else as its repr."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _finite_number(value) -> bool:

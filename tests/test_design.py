@@ -30,7 +30,7 @@ def test_yaml_design(tmp_path):
 def test_user_pdk_library_path(tmp_path):
     lib = tmp_path / "pdk" / "models.lib"
     lib.parent.mkdir()
-    lib.write_text("* my PDK\n")
+    lib.write_text("* my PDK\n.model nch nmos level=54\n")
     path = tmp_path / "cell.toml"
     path.write_text('name = "pdk"\nmodel_libraries = ["pdk/models.lib"]\ncorner = "tt"\n'
                     '[model_names]\nnmos_gen = "nch"\n')
@@ -40,7 +40,7 @@ def test_user_pdk_library_path(tmp_path):
 
 
 def test_library_next_to_the_design_file(tmp_path):
-    (tmp_path / "models.lib").write_text("* my PDK\n")
+    (tmp_path / "models.lib").write_text("* my PDK\n.model nch nmos level=54\n")
     path = tmp_path / "cell.yaml"
     path.write_text("name: pdk\nmodel_libraries: [./models.lib, cmos_generic.lib]\n")
     design = load_design(path)

@@ -107,10 +107,10 @@ HOSTILE_FILES = [
 def design_folder(tmp_path):
     """A folder with a user library, one whose path has a space and one in a folder named shell."""
     (tmp_path / "lib").mkdir()
-    (tmp_path / "lib" / "models.lib").write_text("* my models\n")
-    (tmp_path / "lib" / "my models.lib").write_text("* my models\n")
+    (tmp_path / "lib" / "models.lib").write_text("* my models\n.model nch nmos level=54\n")
+    (tmp_path / "lib" / "my models.lib").write_text("* my models\n.model nch nmos level=54\n")
     (tmp_path / "shell").mkdir()
-    (tmp_path / "shell" / "models.lib").write_text("* my models\n")
+    (tmp_path / "shell" / "models.lib").write_text("* my models\n.model nch nmos level=54\n")
     return tmp_path
 
 

@@ -217,7 +217,7 @@ def test_design_library_with_a_control_block_is_refused_for_a_cell(hostile_desig
     circuit, analysis, save = cell_transient(design, 0.5, 5e-9)
     with pytest.raises(NetlistError, match=rf"{library} line \d+ \(included from netlist line \d+\): '\.control'"):
         run(circuit, analysis, save=save)
-    library.write_text("* models\n*# shell touch " + str(marker) + "\n")
+    library.write_text("* models\n*# shell touch " + str(marker) + "\n.model nmos_gen nmos level=54\n")
     with pytest.raises(NetlistError, match=rf"{library} line 2 .*'\*#' lines are not allowed"):
         run(*cell_transient(design, 0.5, 5e-9)[:2], backend="batch")
     assert not marker.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaincell.outputs import disk_full, is_disk_full
 from gaincell.store import save_sweeps
 from gaincell.sweep_data import SweepData
 
@@ -42,8 +43,15 @@ def save_part(folder: Path, serial: str, indices, outcome: dict) -> None:
         arrays["error"] = np.array(outcome["error"])
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{serial}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, folder / f"{serial}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, folder / f"{serial}.npz")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(folder / f"{serial}.npz", exc) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 PART_GLOB = "[0-9]*.npz"  # finished chunk files (a chunk is written as .SERIAL.tmp.npz, then renamed)

@@ -33,7 +33,10 @@ def main(argv: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 1
-    serve(conn)
+    try:
+        serve(conn)
+    except (OSError, EOFError):  # the parent is gone: nothing to report to
+        return 1
     return 0
 
 

@@ -97,6 +97,8 @@ def serve(conn: Connection) -> None:
         reply = _run_task(message)
         try:
             conn.send(reply)
+        except OSError:  # the parent is gone (stopped or killed): end quietly
+            return
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             conn.send(("error", "error", f"the task's result cannot be sent back ({type(exc).__name__}: {exc})",
                        "", ""))
@@ -106,8 +108,10 @@ class _Worker:
     def __init__(self, folder: Path):
         mine, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=worker_path(), **{FOLDER_VARIABLE: str(folder)})
+        # a process group of its own: a terminal's Ctrl-C and `timeout` signal the parent's group, and the parent
+        # stops its workers itself, so a worker never dies mid-task or prints a traceback for them
         self.process = subprocess.Popen([sys.executable, "-P", str(ENTRY), str(theirs.fileno())],
-                                        pass_fds=(theirs.fileno(),), env=env)
+                                        pass_fds=(theirs.fileno(),), env=env, process_group=0)
         theirs.close()
         self.conn = Connection(mine.detach())
         self.started = False

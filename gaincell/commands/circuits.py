@@ -178,9 +178,10 @@ def _plot_result(result, png: str, title: str) -> None:
 @click.option("--dac", "with_dac", is_flag=True,
               help="Also characterize the write DAC's conversions (sweep dac; `fit` then uses its energy).")
 @condition_options(several=True)
-@click.option("--mc", type=click.IntRange(2, 100_000), default=None,
-              help="Also simulate N Monte Carlo cells with drawn threshold mismatch (sweeps mc_read, mc_retention, "
-                   "read_noise; `fit` then adds the variation component), at the one --corner/--temp if given.")
+@click.option("--mc", type=click.IntRange(2, None), default=None,
+              help="Also simulate N Monte Carlo cells (at most 10000) with drawn threshold mismatch (sweeps mc_read, "
+                   "mc_retention, read_noise; `fit` then adds the variation component), at the one --corner/--temp "
+                   "if given; what it will simulate is printed before anything starts.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="--mc: seed of the cells' mismatch draws (cell k draws from (seed, k)).")
 @force_option
@@ -207,6 +208,10 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
     cell = setup.cell
     monte_carlo_cell = at_condition(cell, Condition((conditions.corners or [cell.corner])[0],
                                                     (conditions.temps_c or [cell.temp_c])[0]))
+    if mc:
+        from ..circuits.mismatch import monte_carlo_estimate, monte_carlo_sweeps
+
+        click.echo(monte_carlo_estimate(monte_carlo_sweeps(monte_carlo_cell, mc, seed, setup.grid, c2p=setup.c2p)))
     stem = Path(out).with_suffix("")
     retention_files = [stem.with_name(stem.name + f"-retention.{kind}") for kind in ("txt", "png")]
     for report_file in retention_files if several else []:

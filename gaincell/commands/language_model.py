@@ -3,13 +3,14 @@ LAMBADA) and `generate` (softmax and gain-cell continuations side by side)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import click
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, GaincellError
 from ..outputs import REPORT, atomic_write_text, guard_output, output_lock
 from .options import Quantity, force_option, surrogate_file
 
@@ -58,8 +59,10 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     fine-tune, or layer-wise attention transfer -> distillation."""
     from ..adapt.models import ADAPTED_MANIFEST, STAGING
     from ..adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
-    from ..adapt.train import TrainConfig, sigterm_as_interrupt
+    from ..adapt.text import check_text_file
+    from ..adapt.train import TrainConfig
 
+    check_text_file(train_text, "--train-text")  # before any model is loaded
     stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
     refuse_options_of_other_stages(click.get_current_context(), stage_names)
     out = Path(out_dir)
@@ -86,7 +89,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
                                        distill_weight=1.0 if distill is None else distill, **train),
                            lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
                            device=device)
-    with output_lock(lock), sigterm_as_interrupt():
+    with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
 
@@ -150,6 +153,7 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
     from ..adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained, resolve_model,
                                 swap_attention)
     from ..adapt.recipe import pick_device
+    from ..adapt.text import check_text_file
     from ..surrogate.file import Surrogate
 
     if out_json:
@@ -184,12 +188,19 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
         apply_variation(model, own, source, scale=variation_scale, read_noise_scale=read_noise_scale,
                         seed=variation_seed)
         kind += f", variation {variation_scale:g}x, read noise {read_noise_scale:g}x, seed {variation_seed}"
+    for path in data_paths:
+        check_text_file(path, "--data")  # every --data is text before any evaluation starts
     model.to(pick_device(device))
     results = []
     for path in data_paths:
         result = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "kind": kind,
                   **evaluate_path(model, tokenizer, path, max_tokens, context, stride, limit)}
         results.append(result)
+        figure = result.get("perplexity", result.get("accuracy"))
+        if not math.isfinite(figure):
+            raise GaincellError(f"{path}: the {result['kind']} came out {figure} ({kind}): the model's outputs are "
+                                "not finite (an implausible surrogate or variation, or diverged weights); nothing "
+                                "was written")
         metric = (f"perplexity {result['perplexity']:.4g} over {result['tokens_scored']} tokens"
                   if result["kind"] == "perplexity" else f"accuracy {result['accuracy']:.4f} over {result['items']} items")
         click.echo(f"{path}: {metric}  [{kind}]")

@@ -101,15 +101,38 @@ def point_list(text: str | None) -> list[int] | None:
     return [int(p) for p in text.replace(" ", "").split(",") if p]
 
 
+_CELSIUS = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(?:°?c|degc)?", re.IGNORECASE)
+TEMPERATURES = "temperatures in degrees C, e.g. --temp -40,27,85"
+
+
+def option_items(text: str | None, option: str, allowed: str) -> list[str]:
+    """The comma-separated items of a list option (None: not given); an empty list or item is refused."""
+    if text is None:
+        return []
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        problem = "has an empty item" if text.strip() else "is empty"
+        raise ConfigError(option, f"{text!r} {problem}; give {allowed}")
+    return items
+
+
 def corner_list(text: str | None) -> tuple[str, ...]:
     """--corner: comma-separated process corners (.lib sections), e.g. tt,ss,ff (checked against the design
     by `gaincell.conditions.Conditions.checked`)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else ()
+    return tuple(option_items(text, "--corner", "comma-separated .lib sections, e.g. --corner tt,ss,ff"))
 
 
 def temperature_list(text: str | None) -> tuple[float, ...]:
-    """--temp: comma-separated temperatures in degrees Celsius, e.g. -40,27,85 (a trailing C is allowed)."""
-    return tuple(parse_si(value, "--temp", "C") for value in text.split(",") if value.strip()) if text else ()
+    """--temp: comma-separated temperatures in degrees Celsius, e.g. -40,27,85 (a trailing C is allowed; no SI
+    prefix or other unit: 300K is refused, not read as 300 kilo-degrees)."""
+    temperatures = []
+    for item in option_items(text, "--temp", TEMPERATURES):
+        match = _CELSIUS.fullmatch(item)
+        if not (match and math.isfinite(float(match.group(1)))):
+            raise ConfigError("--temp", f"{item!r} is not a number of degrees C; give {TEMPERATURES} (no other "
+                                        "unit or SI prefix)")
+        temperatures.append(float(match.group(1)))
+    return tuple(temperatures)
 
 
 def condition_options(several: bool):
