@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import traceback
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from . import __version__
 from .commands import circuits, files, language_model, surrogate
 from .commands.options import design_inputs, force_option
 from .errors import GaincellError
+from .interrupts import STOP_SIGNALS, stop_on_signals
 from .outputs import disk_full, is_disk_full, output_lock
 
 
@@ -65,7 +65,7 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
 
 def stopped(interrupt: KeyboardInterrupt) -> None:
     """One line and exit status 130; clean-up already ran while the interrupt unwound."""
-    for number in (signal.SIGINT, signal.SIGTERM):  # a second signal now would only cut the message
+    for number in STOP_SIGNALS:  # a second signal now would only cut the message
         signal.signal(number, signal.SIG_IGN)
     click.echo(f"\n{interrupt or 'interrupted'}: stopped; temporary files were removed and finished work kept "
                "(characterize and adapt resume from it when run again)", err=True)
@@ -110,16 +110,6 @@ def main():
     """gaincell: gain-cell analog in-memory attention, from SPICE netlists to language models."""
 
 
-def stop_on_signals() -> None:
-    """SIGTERM (a scheduler, `timeout`, `kill`) raises KeyboardInterrupt like Ctrl-C does."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
-        signal.signal(signal.SIGINT, interrupt)
-
-
 def fail(exc: Exception) -> None:
     """Print one `error:` paragraph and exit with status 1."""
     click.echo(f"error: {exc}", err=True)
@@ -157,7 +147,7 @@ def run() -> None:
     try:
         main()
     finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in STOP_SIGNALS:
             signal.signal(number, signal.SIG_IGN)
 
 

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from .errors import OutputError
+from .interrupts import signals_deferred
 
 # What a command writes, as recognised in an existing file (HDF5 attribute `file_kind`, or its content).
 SWEEP_FILE = "gaincell characterization"
@@ -150,7 +151,7 @@ def file_kind(path: Path) -> str | None:
         with open(path, "rb") as handle:
             if handle.read(8) != b"\x89HDF\r\n\x1a\n":
                 return None
-        with h5py.File(path, "r") as f:
+        with signals_deferred(), h5py.File(path, "r") as f:
             kind = f.attrs.get("file_kind", "")
     except OSError:
         return ""

@@ -38,6 +38,7 @@ import numpy as np
 
 from gaincell.errors import ConfigError, GaincellError, InputFileError
 from gaincell.hdf5_trust import check_self_contained
+from gaincell.interrupts import signals_deferred
 from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_write_bytes, file_kind
 from gaincell.sweep_data import COMPLEX_TYPE, FAILED, OK, PENDING, RESERVED_NAMES, STATUS_MEANING, SweepData
 
@@ -109,9 +110,11 @@ def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def open_hdf5(path: str | Path, expected: str) -> h5py.File:
-    """`path` opened read-only; `InputFileError` when it is missing, empty, not HDF5, damaged or points into other
-    files (`gaincell.hdf5_trust`; `expected` says what the command reads, e.g. "a gaincell characterization file")."""
+@contextlib.contextmanager
+def open_hdf5(path: str | Path, expected: str):
+    """`path` opened read-only for the block (Ctrl-C and SIGTERM held back to its end); `InputFileError` when it
+    is missing, empty, not HDF5, damaged or points into other files (`gaincell.hdf5_trust`; `expected` says what
+    the command reads, e.g. "a gaincell characterization file")."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path} does not exist")
@@ -124,18 +127,16 @@ def open_hdf5(path: str | Path, expected: str) -> h5py.File:
         raise InputFileError(f"{path} cannot be read ({exc.strerror})") from None
     if not head:
         raise InputFileError(f"{path}: not {expected}: the file is empty (0 bytes)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        why = ("it is not an HDF5 file (no HDF5 signature: a text file or another format?)" if head != HDF5_SIGNATURE
-               else f"it is a damaged HDF5 file (truncated or corrupted?): {exc}")
-        raise InputFileError(f"{path}: not {expected}: {why}") from None
-    try:
-        check_self_contained(f, path, InputFileError)
-    except BaseException:
-        f.close()
-        raise
-    return f
+    with signals_deferred():  # h5py would swallow an interrupt raised inside its clean-up
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            why = ("it is not an HDF5 file (no HDF5 signature: a text file or another format?)"
+                   if head != HDF5_SIGNATURE else f"it is a damaged HDF5 file (truncated or corrupted?): {exc}")
+            raise InputFileError(f"{path}: not {expected}: {why}") from None
+        with f:
+            check_self_contained(f, path, InputFileError)
+            yield f
 
 
 def _sweep_groups(f: h5py.File) -> list[str]:
@@ -257,7 +258,7 @@ def new_hdf5(path: str | Path):
     Nothing reaches the disk before the file is complete, so a full disk is one clear `OutputError`
     (`gaincell.outputs.disk_full`), never h5py failing while it flushes or closes a half-written file."""
     image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    with signals_deferred(), h5py.File(image, "w") as f:
         yield f
     atomic_write_bytes(path, image.getbuffer())
 

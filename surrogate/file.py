@@ -39,6 +39,7 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hdf5_trust import check_self_contained
+from gaincell.interrupts import signals_deferred
 from gaincell.store import new_hdf5
 
 from .variation import GROUP as VARIATION_GROUP, MAX_COEFFICIENT, MAX_VOLTAGE_V, Variation
@@ -215,7 +216,7 @@ class Surrogate:
             what = "it is empty (0 bytes)" if not head else "it is not an HDF5 file (a text file or another format?)"
             raise SurrogateError(f"{path} is not a gaincell surrogate: {what}")
         try:
-            with h5py.File(path, "r") as f:
+            with signals_deferred(), h5py.File(path, "r") as f:  # h5py would swallow an interrupt
                 check_self_contained(f, path, SurrogateError)
                 version = f.attrs.get("schema_version")
                 if version is None:

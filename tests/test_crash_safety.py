@@ -239,8 +239,8 @@ def kill_when_written(script: Path, folder: Path, pattern: str, attempts: int = 
     """Start a run in an empty `folder` and kill it the moment a file matching `pattern` (a glob under
     `folder`) appears once the destination exists. Returns that file, still there after the kill (the kill
     landed before the step that follows its writing); a run that got past it is retried from scratch.
-    Polling catches files that live for milliseconds or more (an HDF5 write, a chunk waiting for its merge),
-    not a chunk file's own sub-millisecond write: `CUT_CHUNK_WRITE` stands in for that."""
+    Polling catches files that live for milliseconds or more (a chunk waiting for its merge),
+    not a write of one file: `CUT_CHUNK_WRITE` and `CUT_HDF5_WRITE` stand in for those."""
     for _ in range(attempts):
         run = start(script, folder)
         found = None
@@ -257,12 +257,27 @@ def kill_when_written(script: Path, folder: Path, pattern: str, attempts: int = 
     pytest.fail(f"no kill landed while {pattern} was there in {attempts} runs")
 
 
+# A kill in the middle of the HDF5 replacement, made exact: the file is built in memory and written in one call
+# (a window too short to poll for), so the runner writes half of its second replacement and kills its group.
+CUT_HDF5_WRITE = f"""
+import os, signal, pathlib
+whole_write_bytes = pathlib.Path.write_bytes
+def write_half_then_die(self, data):
+    if self.name.endswith(".tmp.h5") and (self.parent / "{OUT}").exists():
+        whole_write_bytes(self, bytes(data)[: len(data) // 2])
+        os.killpg(0, signal.SIGKILL)
+    return whole_write_bytes(self, data)
+pathlib.Path.write_bytes = write_half_then_die
+"""
+
+
 @pytest.mark.slow
 def test_kill_9_inside_the_hdf5_replacement_keeps_the_previous_file_whole(runner, uninterrupted, tmp_path):
     reference, _ = uninterrupted
-    folder = tmp_path / "killed"
+    folder, dying = tmp_path / "killed", tmp_path / "dying.py"
     folder.mkdir()
-    kill_when_written(runner, folder, f".{OUT}.*.tmp.h5")
+    dying.write_text(CUT_HDF5_WRITE + RUNNER)
+    assert start(dying, folder).wait(timeout=300) == -signal.SIGKILL
     assert "temporary HDF5 of an interrupted write" in check_after_kill(folder, reference)
     assert np.all(read_sweep(folder / OUT, "write").status == OK)  # the previous file, whole
     run_to_end(runner, folder)

@@ -7,32 +7,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaincell.circuits.spice.simulator import run
 from gaincell.cli import main
-from gaincell.commands.circuits import save_result
 from gaincell.errors import InputFileError, SurrogateError
 from gaincell.hdf5_trust import outside_reference
 from gaincell.resources import data_path
 from gaincell.store import read_sweep
 from gaincell.surrogate.file import Surrogate
+from test_hostile_files import ac_file  # noqa: F401  (a real .ac run, stored as `simulate` stores it)
 
 SECRET = b"SECRET-LINE-OF-ANOTHER-FILE\n" * 64
-RC_TRAN = """* RC step
-V1 in 0 pulse(0 1 0 1n 1n 1m 2m)
-R1 in out 1k
-C1 out 0 1u
-.tran 10u 2m
-.end
-"""
-
-
-@pytest.fixture(scope="module")
-def sweep_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tran") / "tran.h5"
-    save_result(run(RC_TRAN, backend="batch"), str(out), "batch")
-    return out
-
-
 def _other_files(folder):
     secret = folder / "secret.bin"
     secret.write_bytes(SECRET)
@@ -81,12 +64,12 @@ def refused(result, *phrases):
 
 
 @pytest.fixture(params=KINDS)
-def linked_sweep(request, sweep_file, tmp_path):
+def linked_sweep(request, ac_file, tmp_path):
     secret, other = _other_files(tmp_path)
     path = tmp_path / "linked.h5"
-    shutil.copy(sweep_file, path)
+    shutil.copy(ac_file, path)
     with h5py.File(path, "a") as f:
-        _replace(f, "tran/status", other, secret, request.param)
+        _replace(f, "ac/status", other, secret, request.param)
     return path, request.param
 
 
@@ -103,13 +86,13 @@ def linked_surrogate(request, tmp_path):
 def test_each_kind_of_indirection_is_found_and_named(linked_sweep):
     path, kind = linked_sweep
     with h5py.File(path, "r") as f:
-        assert KINDS[kind] in outside_reference(f) and "/tran/status" in outside_reference(f)
+        assert KINDS[kind] in outside_reference(f) and "/ac/status" in outside_reference(f)
     with pytest.raises(InputFileError, match=KINDS[kind]):
-        read_sweep(path, "tran")
+        read_sweep(path, "ac")
 
 
-def test_a_file_gaincell_wrote_holds_no_indirection(sweep_file):
-    for path in (sweep_file, data_path("paper_reference.h5")):
+def test_a_file_gaincell_wrote_holds_no_indirection(ac_file):
+    for path in (ac_file, data_path("paper_reference.h5")):
         with h5py.File(path, "r") as f:
             assert outside_reference(f) is None
 
@@ -118,10 +101,10 @@ def test_a_file_gaincell_wrote_holds_no_indirection(sweep_file):
 def test_every_sweep_reader_refuses_a_linked_file(linked_sweep, tmp_path, verb):
     path, kind = linked_sweep
     out = tmp_path / "out"
-    args = {"inspect": [], "export": ["--sweep", "tran", "--format", "csv", "--out", f"{out}.csv"],
-            "plot": ["--sweep", "tran", "--signal", "v(out)", "--out", f"{out}.png"],
+    args = {"inspect": [], "export": ["--sweep", "ac", "--format", "csv", "--out", f"{out}.csv"],
+            "plot": ["--sweep", "ac", "--signal", "v(out)", "--out", f"{out}.png"],
             "fit": ["--out", f"{out}.h5"]}[verb]
-    refused(invoke(verb, path, *args), str(path), "/tran/status", KINDS[kind])
+    refused(invoke(verb, path, *args), str(path), "/ac/status", KINDS[kind])
     assert not list(tmp_path.glob("out*"))
 
 

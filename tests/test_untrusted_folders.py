@@ -1,7 +1,6 @@
 """Folders someone hands over are untrusted: a crafted checkpoint, pickled weights or a manifest of the wrong shape
 never runs code and is refused by name; a reading verb never changes a folder; links in a model folder are refused
 by the writer that would follow them."""
-import json
 import os
 import pickle
 
