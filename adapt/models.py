@@ -26,7 +26,7 @@ import torch
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 from gaincell.model_shapes import model_config_from_dict
 from gaincell.outputs import disk_full, is_disk_full
-from gaincell.surrogate.attention import MODES, GainCellAttention, configure_variation
+from gaincell.surrogate.attention import FROM_HARDWARE, MODES, GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
@@ -281,12 +281,13 @@ def apply_variation(model, surrogate: Surrogate, source: Surrogate, *, scale: fl
     configure_variation(layers, scale=scale, read_noise_scale=read_noise_scale, seed=seed)
 
 
-def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64, window: int | None = 1024,
-                   quantize: bool = True, decay: bool = True, linear_backward: bool = False,
-                   token_period_s: float | None = None):
+def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int | str = FROM_HARDWARE,
+                   window: int | str | None = FROM_HARDWARE, quantize: bool = True, decay: bool = True,
+                   linear_backward: bool = False, token_period_s: float | None = None):
     """Give every attention module of `model` a GainCellAttention built from `surrogate` (path, Surrogate or
-    CellModel) and select it. The token period defaults to the surrogate's token clock for this model's
-    layers (`gaincell.compact.token_clock_s`). Returns the model (changed in place)."""
+    CellModel) and select it. Tile, window and the converters' levels default to the surrogate's hardware
+    configuration; the token period to the time of a token through this model (its layers, its query heads
+    per KV head reading in turn: `gaincell.hardware.token_time_s`). Returns the model (changed in place)."""
     if mode not in MODES:
         raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
     _register()
@@ -294,7 +295,8 @@ def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int = 64,
     if isinstance(surrogate, CellModel):
         cell = surrogate
     else:
-        cell = CellModel.from_surrogate(surrogate, token_period_s=token_period_s, layers=layers)
+        cell = CellModel.from_surrogate(surrogate, token_period_s=token_period_s, layers=layers,
+                                        read_phases=heads // kv_heads)
     parameter = next(model.parameters())
     for module in attention_modules(model):
         layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window, mode=mode,

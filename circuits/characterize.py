@@ -42,16 +42,17 @@ def characterization_sweeps(design: CellDesign, grid: Grid = Grid(), c2p: bool =
 
 def _nominal_sweeps(d: CellDesign, grid: Grid, c2p: bool, dac: bool, c2p_design: C2PDesign,
                     dac_design: DacDesign) -> list[Sweep]:
-    periphery = (c2p_sweeps(d, c2p_design) if c2p else []) + ([dac_sweep(d, dac_design)] if dac else [])
+    converters = (c2p_sweeps(d, c2p_design) if c2p else []) + ([dac_sweep(d, dac_design)] if dac else [])
+    designs = (c2p_design, dac_design)  # recorded with the cell's sweeps: the fit's hardware configuration reads them
     return [
-        Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}),
+        Sweep("write", CellWrite(d), {"level_v": d.dac_voltages}, periphery=designs),
         Sweep("retention", CellRetention(d, stop_s=grid.retention_stop_s),
-              {"stored_v": [f * d.vdd_v for f in grid.retention_levels]}),
+              {"stored_v": [f * d.vdd_v for f in grid.retention_levels]}, periphery=designs),
         Sweep("read", CellRead(d), {
             "stored_v": np.linspace(0.0, d.vdd_v, grid.stored_levels),
             "pulse_s": np.linspace(d.t_max_s / grid.pulse_levels, d.t_max_s, grid.pulse_levels),
-            "vin_v": np.linspace(d.zero_v, d.v_in_v, grid.vin_levels)}),
-    ] + periphery
+            "vin_v": np.linspace(d.zero_v, d.v_in_v, grid.vin_levels)}, periphery=designs),
+    ] + converters
 
 
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,

@@ -127,6 +127,7 @@ class Sweep:
     grid: dict[str, Sequence[float]]
     chunk_size: int | None = None
     timeout_s: float = 300.0
+    periphery: tuple = ()  # the C2PDesign / DacDesign the cell works with: its design record names them (no spec)
 
     def __post_init__(self):
         if not self.name or "/" in self.name:
@@ -172,9 +173,9 @@ def _fresh_data(sweep: Sweep) -> SweepData:
     attrs = {"testbench": type(getattr(tb, "inner", tb)).__name__, "design": json.dumps(tb.describe(), default=str),
              "spec_sha256": sweep.spec_hash(), "created": now, "gaincell_version": __version__}
     if isinstance(getattr(tb, "design", None), CellDesign):  # the design record (gaincell.design) of a cell's sweep
-        c2p, dac = getattr(tb, "c2p", None), getattr(tb, "dac", None)
-        attrs[DESIGN_RECORD] = design_record(tb.design, c2p if isinstance(c2p, C2PDesign) else None,
-                                             dac if isinstance(dac, DacDesign) else None)
+        parts = (getattr(tb, "c2p", None), getattr(tb, "dac", None), *sweep.periphery)
+        attrs[DESIGN_RECORD] = design_record(tb.design, next((p for p in parts if isinstance(p, C2PDesign)), None),
+                                             next((p for p in parts if isinstance(p, DacDesign)), None))
     labels = tb.coordinate_labels()
     coords = {k: np.asarray(v, dtype=np.int32 if k in labels else float) for k, v in sweep.grid.items()}
     return SweepData(sweep.name, coords, attrs=attrs, labels=labels)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gaincell.compact import PAPER_LATENCY_PER_LAYER_S
+from gaincell.hardware import PAPER_LATENCY_PER_LAYER_S
 
 
 @dataclass(frozen=True)

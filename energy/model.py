@@ -14,9 +14,9 @@ Two sets of figures, computed from the same counts and always shown side by side
 Architecture assumed (the paper's): per layer, each KV head has its K and V arrays (window x head_dim cells
 each, in tile x tile sub-arrays); the query heads sharing a KV head (grouped-query attention) read its arrays
 one after another; layers run in sequence, so the model's latency per token is layers x the layer's. The
-decode that counts the actions runs on the token clock of the layer and the adaptation
-(`gaincell.compact.token_clock_s`: the surrogate's latency per layer x layers; one read phase per layer, as
-they use it), so stored values decay as they would on this design.
+decode that counts the actions runs on that same clock (`gaincell.hardware.token_time_s`, which the layer and
+the adaptation use too), so stored values decay as they would on this design. The window and the array's
+rows default to the surrogate's hardware configuration.
 Per layer and token: write the new K, V column; stage 1 (Q pulses, T_max, then a C2P per column); stage 2
 (phi pulses, T_max, then a signed C2P + counter per output and sub-tile); sub-tile results are added
 digitally (assumed pipelined with the next token's write).
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaincell.compact import PAPER_C2P_CONVERSION_S, token_clock_s
+from gaincell.hardware import PAPER_C2P_CONVERSION_S, token_time_s
 from gaincell.errors import ConfigError
 from gaincell.model_shapes import ModelConfig, load_model_config
 
@@ -229,13 +229,14 @@ class EnergyReport:
 
 
 def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None, *, figures: str = "surrogate",
-             window: int = 1024, tile: int = 64, tokens: int = 4, seed: int = 0,
+             window: int | None = None, tile: int | None = None, tokens: int = 4, seed: int = 0,
              gpu_baseline: str | Path | None = None, cell_area_um2: float = F.PAPER_CELL_AREA_UM2.value,
              digital_scale: float = 1.0) -> EnergyReport:
     """Latency, energy and area per token of `model` (gpt2, smollm2, a config folder or a ModelConfig).
 
     The action counts come from decoding `tokens` tokens of one layer built from the surrogate (the shipped
-    paper-reference surrogate when none is given, allowed with figures="paper" only)."""
+    paper-reference surrogate when none is given, allowed with figures="paper" only); `window` and `tile`
+    default to its hardware configuration."""
     from gaincell.resources import data_path
     from gaincell.surrogate.file import Surrogate
 
@@ -250,7 +251,10 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
                                          "surrogate file from `gaincell fit`, or use --figures paper")
     path = Path(surrogate_path) if surrogate_path is not None else data_path("paper_reference.h5")
     surrogate = Surrogate.load(path)
-    clock = token_clock_s(surrogate["timing"].params, config.layers)  # retention during the decode
+    window = surrogate.hardware.window_tokens if window is None else window
+    tile = surrogate.hardware.rows_per_tile if tile is None else tile
+    # retention during the decode: the time of a token, the query heads of a KV head reading in turn
+    clock = token_time_s(surrogate.hardware, config.layers, config.heads // config.kv_heads)
     counts = count_decode_actions(surrogate, config.heads, config.kv_heads, config.head_dim, window=window,
                                   tile=tile, tokens=tokens, seed=seed, token_period_s=clock)
     own = None

@@ -18,6 +18,7 @@ from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POL
 from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError, InputFileError
+from gaincell.hardware import from_design
 from gaincell.periphery import C2PDesign
 from gaincell.store import list_sweeps, unfinished_sweeps
 from gaincell.sweep_data import OK, SweepData
@@ -308,7 +309,8 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, 
         return read_condition(path, name, corner, temp_c)
 
     read, write, retention = (condition_sweep(name) for name in ("read", "write", "retention"))
-    design = sweep_design(read).cell
+    record = sweep_design(read)
+    design, c2p_design, dac_design = record.cell, record.c2p, record.dac
     outcomes = {"multiply": fit_multiply(read, design, model, order), "decay": fit_decay(retention, design, decay_model)}
     t_max = design.t_max_s
     energy = energy_from_sweeps(read, write)
@@ -316,13 +318,17 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, 
     c2p = c2p_paper_default(t_max)
     available = set(list_sweeps(path))
     if {"c2p", "c2p_signed"} <= available:  # a characterized converter replaces the paper's values
-        outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(condition_sweep("c2p"), condition_sweep("c2p_signed"))
+        c2p_sweep = condition_sweep("c2p")
+        c2p_design = sweep_design(c2p_sweep).c2p or c2p_design
+        outcomes["c2p"], c2p_energy, c2p_timing = fit_c2p(c2p_sweep, condition_sweep("c2p_signed"))
         c2p = outcomes["c2p"].component
         energy = _more_figures(energy, c2p_energy, "; C2P: mean energy per conversion of sweeps 'c2p' / "
                                "'c2p_signed' (stderr = spread over the swept charges)")
         timing |= c2p_timing
     if "dac" in available:  # a characterized write DAC replaces the paper's DAC figure
-        dac_energy, dac_timing = fit_dac(condition_sweep("dac"))
+        dac_sweep = condition_sweep("dac")
+        dac_design = sweep_design(dac_sweep).dac or dac_design
+        dac_energy, dac_timing = fit_dac(dac_sweep)
         energy = _more_figures(energy, dac_energy, "; DAC: mean energy per conversion over every pair of levels "
                                "of sweep 'dac' (stderr = spread)")
         timing |= dac_timing
@@ -335,7 +341,8 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, 
                                                      if "t_c2p_conversion_s" in timing else "")
                           + ("; t_dac_settle_s: worst settling of sweep 'dac'" if "t_dac_settle_s" in timing else "")),
     }
-    surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path))
+    hardware = from_design(design, c2p_design, dac_design, timing)  # the converters and array the layer computes
+    surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path), hardware=hardware)
     from .variation import fit_variation, has_monte_carlo
 
     if has_monte_carlo(path):  # Monte Carlo cells in the file: the cell-to-cell spread (fitting/variation.py)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gaincell.compact import EXPONENTIAL, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S, POLY, poly_name, poly_terms
+from gaincell.compact import EXPONENTIAL, POLY, poly_name, poly_terms
+from gaincell.hardware import PAPER_HARDWARE, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S
 from gaincell.design import PRESETS
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
@@ -64,4 +65,5 @@ def fit_reference(iv_path: str | Path) -> Surrogate:
         "timing": figures({"t_max_s": T_MAX_S, "latency_per_token_s": PAPER_FIGURES["latency_per_token_s"]},
                           source="paper: T_max = 15 ns, 65 ns per token"),
     }
-    return Surrogate(components, PAPER_REFERENCE, "gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path))
+    return Surrogate(components, PAPER_REFERENCE, "gaincell_iv_spice.npz (paper's public code)", sha256_of(iv_path),
+                     hardware=PAPER_HARDWARE)

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from gaincell.plotting import write_png  # noqa: E402
+from gaincell.hardware import describe as describe_hardware
 from gaincell.surrogate.file import Surrogate  # noqa: E402
 
 from .fit import FitOutcome  # noqa: E402
@@ -40,6 +41,7 @@ def text_report(surrogate: Surrogate) -> str:
                          f"(raw curve: {res['raw_tau_1e_s']:.5e} s)")
         if part.validity:
             lines.append(f"  valid for {part.validity}")
+    lines += [""] + describe_hardware(surrogate.hardware)
     return "\n".join(lines) + "\n"
 
 

@@ -23,11 +23,10 @@ a node discharged by a subthreshold current that is constant far above the hold 
 C2P (charge-to-pulse): pulse width = t_max_s * clamp((q - offset_c) / q_sat_c, 0, 1) (`c2p/clipped-linear`).
 Quantizers: `quantize` (evenly spaced levels of the DACs and pulse generators), `quantize_readout` (the
 signed counter's steps); `straight_through` / `quantize_ste` pass gradients straight through.
-Token clock: `token_clock_s`, the time between two tokens written to the same array.
+The token clock lives with the hardware configuration (`gaincell.hardware.token_time_s`).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -250,37 +249,3 @@ def evaluate(model_id: str, config: dict, params: dict[str, float], **inputs):
     if missing:
         raise ConfigError(sorted(missing)[0], f"is an input of {model_id} and was not given")
     return model.function(config, params, **{k: inputs[k] for k in model.inputs})
-
-
-# ---------------------------------------------------------------------------------------------------
-# Token clock
-
-PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
-PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
-# what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the
-# paper's write, counter and digital time)
-PAPER_C2P_CONVERSION_S = (PAPER_LATENCY_PER_LAYER_S - 2 * PAPER_T_MAX_S) / 2
-
-
-def layer_latency_s(timing: Mapping[str, float], read_phases: float = 1) -> float:
-    """One layer's time per token from a surrogate's `timing` figures: `latency_per_token_s` (a figure per
-    read phase, as the paper gives) when it has one; else the phases of this design: write the new K, V
-    column (`write_time_s`), then per read phase stage 1 and stage 2, each a T_max pulse (`t_max_s`) and a
-    conversion (`t_c2p_conversion_s`, else the paper's share); without those, the paper's 65 ns per read
-    phase. `read_phases`: query heads that read one KV array pair one after another (heads / kv_heads)."""
-    if "latency_per_token_s" in timing:
-        return float(timing["latency_per_token_s"]) * read_phases
-    if not {"write_time_s", "t_max_s"} <= set(timing):
-        return PAPER_LATENCY_PER_LAYER_S * read_phases
-    conversion = float(timing.get("t_c2p_conversion_s", PAPER_C2P_CONVERSION_S))
-    return float(timing["write_time_s"]) + 2 * read_phases * (float(timing["t_max_s"]) + conversion)
-
-
-def token_clock_s(timing: Mapping[str, float], layers: int = 1, read_phases: float = 1) -> float:
-    """The time between two tokens written to the same array: `layers` (the model's layers, which run one
-    after another before the next token) x `layer_latency_s`."""
-    if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
-        raise ConfigError("layers", f"must be a positive integer (the model's layers); got {layers!r}")
-    if not read_phases >= 1:
-        raise ConfigError("read_phases", f"must be >= 1 (query heads per KV head); got {read_phases!r}")
-    return layers * layer_latency_s(timing, read_phases)

@@ -118,6 +118,7 @@ def _describe_sweep(path: Path, name: str, in_file: list[str], max_listed: int) 
 
 
 def _describe_surrogate(path: Path) -> str:
+    from gaincell.hardware import describe as describe_hardware
     from gaincell.surrogate.file import Surrogate
 
     surrogate = Surrogate.load(path)
@@ -132,6 +133,7 @@ def _describe_surrogate(path: Path) -> str:
         if "rms_rel_full_scale" in part.residuals:
             lines.append(f"    residual RMS {100 * part.residuals['rms_rel_full_scale']:.3f} % of full scale "
                          f"over {part.residuals.get('n_points', '?')} points")
+    lines += ["  " + line for line in describe_hardware(surrogate.hardware)]
     return "\n".join(lines)
 
 

@@ -6,6 +6,9 @@ core, and maps the readout back with a per-head output scaler. Every scaler keep
 average of the per-head mean and std of its output (the paper's target statistics) while
 `track_statistics` is on.
 
+Hardware: the tile (tokens per array), window and the converters' levels default to the cell's hardware
+configuration (`gaincell.hardware`, stored in the surrogate); an explicit value overrides one for a study.
+
 Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the paper's intermediate
 model), "ideal" (plain softmax attention on the unscaled q, k, v, windowed and causal: what the module
 replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backward` (the paper's option:
@@ -44,6 +47,7 @@ from .varied import StageCells, multiply_deviation, series_terms
 from .variation import CellDraws
 
 MODES = ("nonlinear", "linear", "ideal")
+FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configuration (rows per array, window)
 MAX_TILE = 4096  # cells per array side (as `gaincell simulate array --rows/--cols`)
 MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --context`)
 
@@ -51,6 +55,11 @@ MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --conte
 def is_count(value, high: int) -> bool:
     """An integer (not a bool) in 1 .. high."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+
+def hardware_quantization(hardware) -> Quantization:
+    """The converters' levels of a `gaincell.hardware.HardwareConfig`: query pulse widths, stored K/V, readout."""
+    return Quantization(hardware.input_levels, hardware.stored_levels, hardware.readout_levels)
 
 
 class AffineScaler(nn.Module):
@@ -122,9 +131,10 @@ class RingCache:
 class GainCellAttention(nn.Module):
     """Gain-cell attention for `heads` query heads of size `head_dim` (q (B, H, T, D); k, v (B, H_kv, T, D))."""
 
-    def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None, tile: int = 64,
-                 window: int | None = 1024, mode: str = "nonlinear", quantize: bool = True, decay: bool = True,
-                 linear_backward: bool = False, quantization: Quantization = Quantization(),
+    def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None,
+                 tile: int | str = FROM_HARDWARE, window: int | str | None = FROM_HARDWARE, mode: str = "nonlinear",
+                 quantize: bool = True, decay: bool = True, linear_backward: bool = False,
+                 quantization: Quantization | None = None,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
                  variation_scale: float = 0.0, read_noise_scale: float = 0.0, variation_seed: int = 0):
         super().__init__()
@@ -134,6 +144,9 @@ class GainCellAttention(nn.Module):
                 raise ConfigError(name, f"must be a positive integer; got {value!r}")
         if heads % kv_heads:
             raise ConfigError("kv_heads", f"must divide heads={heads}; got {kv_heads}")
+        tile = cell.hardware.rows_per_tile if tile == FROM_HARDWARE else tile
+        window = cell.hardware.window_tokens if window == FROM_HARDWARE else window
+        quantization = hardware_quantization(cell.hardware) if quantization is None else quantization
         if not is_count(tile, MAX_TILE):
             raise ConfigError("tile", f"must be an integer 1 .. {MAX_TILE}; got {tile!r}")
         if window is not None and (not is_count(window, MAX_WINDOW) or window < tile or window % tile):
@@ -160,9 +173,11 @@ class GainCellAttention(nn.Module):
     def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None, layers: int = 1,
                        allow_extrapolation: bool = False, **options) -> "GainCellAttention":
         """Build from a surrogate file (or Surrogate); options as in the constructor. The token clock is the
-        surrogate's for `layers` layers of this one (unless `token_period_s` is given)."""
+        time of a token through `layers` layers of this one (unless `token_period_s` is given), its query heads
+        reading each KV array in turn."""
+        kv_heads = options.get("kv_heads") or heads
         cell = CellModel.from_surrogate(path, token_period_s=token_period_s, layers=layers,
-                                        allow_extrapolation=allow_extrapolation)
+                                        read_phases=max(1, heads // kv_heads), allow_extrapolation=allow_extrapolation)
         return cls(cell, heads, head_dim, **options)
 
     @property

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gaincell.compact import POLY, decay_factor, evaluate, poly_at_input, tau_1e, token_clock_s
+from gaincell.compact import POLY, decay_factor, evaluate, poly_at_input, tau_1e
+from gaincell.hardware import PAPER_HARDWARE, HardwareConfig, token_time_s
 from gaincell.errors import ConfigError, GaincellError, SurrogateError
 
 from .file import Surrogate
@@ -59,14 +60,17 @@ class CellModel:
     decay_model: tuple[str, dict, dict] | None = None  # (model id, config, params) of the retention
     notes: dict = field(default_factory=dict)
     variation: LayerVariation | None = field(default=None, compare=False)
+    hardware: HardwareConfig = PAPER_HARDWARE  # the converters' levels, array, window and read phases
 
     @classmethod
     def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None, layers: int = 1,
-                       stored_range_v: tuple[float, float] | None = None, allow_extrapolation: bool = False,
-                       multiply: str = "multiply") -> "CellModel":
+                       read_phases: int = 1, stored_range_v: tuple[float, float] | None = None,
+                       allow_extrapolation: bool = False, multiply: str = "multiply",
+                       hardware: HardwareConfig | None = None) -> "CellModel":
         """Compile a surrogate (object or path). `token_period_s` is the time between two tokens written
-        to the same array (default: the surrogate's token clock for `layers` layers,
-        `gaincell.compact.token_clock_s`)."""
+        to the same array (default: the time of a token through `layers` layers with `read_phases` query heads
+        per KV head, `gaincell.hardware.token_time_s`); `hardware`: the surrogate's configuration unless given
+        (e.g. with a user's overrides)."""
         if not isinstance(surrogate, Surrogate):
             surrogate = Surrogate.load(surrogate)
         design = surrogate.design
@@ -92,8 +96,9 @@ class CellModel:
         per_q_sat = np.asarray(coefficients) * t_max / q_sat
         y = np.linspace(lo - y0, hi - y0, 1001)
         slope, intercept = np.polyfit(y, np.polyval(per_q_sat[::-1], y), 1)
+        hardware = surrogate.hardware if hardware is None else hardware
         if token_period_s is None:
-            token_period_s = token_clock_s(surrogate["timing"].params, layers)
+            token_period_s = token_time_s(hardware, layers, read_phases)
         low, high = TOKEN_PERIOD_RANGE_S
         if not low <= token_period_s <= high:
             raise ConfigError("token_period_s", f"must be a time in seconds in [{low:g}, {high:g}]; got "
@@ -108,7 +113,7 @@ class CellModel:
         return cls(design.name, y0, tuple(float(c) for c in per_q_sat),
                    (float(intercept), float(slope)), q_sat / full_scale, c2p["offset_c"] / q_sat, (lo, hi),
                    t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes,
-                   variation)
+                   variation, hardware)
 
     def decay_table(self, length: int, token_period_s: float | None = None) -> np.ndarray:
         """Remaining fraction of a stored product after 0, 1, ..., length - 1 token periods."""

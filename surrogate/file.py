@@ -1,6 +1,6 @@
-"""The surrogate file (HDF5, schema version 3): the fitted compact model of a gain-cell design.
+"""The surrogate file (HDF5, schema version 4): the fitted compact model of a gain-cell design.
 
-Layout: root attributes `schema_version` (3), `file_kind` ("gaincell surrogate"), `created`,
+Layout: root attributes `schema_version` (4), `file_kind` ("gaincell surrogate"), `created`,
 `gaincell_version`, `design_record` (the design it was fitted to, `gaincell.design.design_record`; read back
 as the same `CellDesign`), `source_path` and `source_sha256` (the characterization file it came from, or the
 reference data); one group per component (`multiply`, `decay`, `c2p`, `energy`, `timing`, optional others
@@ -10,17 +10,20 @@ such as `multiply_2d`), each with
   rms_rel_full_scale, max_abs, full_scale, n_points, worst_point);
 - datasets `param_names` (strings), `values`, `stderr` (NaN where unknown), `covariance` (n x n, NaN where
   unknown);
-and optionally the group `variation` (not a component: the cell-to-cell spread and read noise,
-`surrogate.variation.Variation`, from a Monte Carlo characterization; `Surrogate.variation` is None without it).
-Files of schema version 1 (the design as a JSON attribute `design`) and 2 (no variation group) still load. No pickles. Writing is
-atomic (temporary file + rename). Loading (and saving) validates everything and
-refuses, with a `SurrogateError` naming the file, component and parameter: an unreadable file, a file pointing
-into other files (`gaincell.hdf5_trust`), a wrong
-version, a missing component, a non-finite value, a parameter outside its physically plausible range
-(`PLAUSIBLE`: a zero saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply
-whose read current over its validity box exceeds `MAX_READ_CURRENT_A` (a variation: whose cells' mean + one
-sigma does), a config voltage beyond +-10 V (`VOLTAGE`), validity bounds that are not finite and ordered, and
-a surrogate whose attention layer gives non-finite outputs on a small probe input (`cellmodel.probe_layer`).
+optionally the group `variation` (not a component: the cell-to-cell spread and read noise,
+`surrogate.variation.Variation`, from a Monte Carlo characterization; `Surrogate.variation` is None without it),
+and the group `hardware` (not a component: the converters, array and read phases the layer computes,
+`gaincell.hardware.HardwareConfig`, one attribute per field; files without it get the paper's defaults).
+Files of schema version 1 (the design as a JSON attribute `design`), 2 (no variation group) and 3 (no hardware
+group) still load. No pickles. Writing is atomic (the file built in memory, then written whole). Loading (and
+saving) validates everything and refuses, with a `SurrogateError` naming the file, component and parameter: an
+unreadable file, a file pointing into other files (`gaincell.hdf5_trust`), a wrong version, a missing
+component, a non-finite value, a parameter outside its physically plausible range (`PLAUSIBLE`: a zero
+saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply whose read current
+over its validity box exceeds `MAX_READ_CURRENT_A` (a variation: whose cells' mean + one sigma does), a config
+voltage beyond +-10 V (`VOLTAGE`), validity bounds that are not finite and ordered, a hardware configuration
+out of its fields' ranges, and a surrogate whose attention layer gives non-finite outputs on a small probe
+input (`cellmodel.probe_layer`).
 """
 from __future__ import annotations
 
@@ -38,14 +41,16 @@ from gaincell.compact import EKV, FIGURES_MODEL, LEAKAGE, MODELS, POLY, STRETCHE
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
+from gaincell.hardware import HardwareConfig, recorded_before
 from gaincell.hdf5_trust import check_self_contained
 from gaincell.interrupts import signals_deferred
 from gaincell.store import new_hdf5
 
 from .variation import GROUP as VARIATION_GROUP, MAX_COEFFICIENT, MAX_VOLTAGE_V, Variation
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # 1: the design as a JSON attribute `design`; 3: + `variation`
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1: the design as a JSON attribute `design`; 3: + `variation`; 4: + `hardware`
+HARDWARE_GROUP = "hardware"
 REQUIRED = ("multiply", "decay", "c2p", "energy", "timing")
 _STR = h5py.string_dtype()
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -170,6 +175,11 @@ class Surrogate:
     source_sha256: str = ""
     created: str = ""
     variation: Variation | None = None  # cell-to-cell spread and read noise (Monte Carlo), when fitted
+    hardware: HardwareConfig | None = None  # None: `gaincell.hardware.recorded_before` its timing figures
+
+    def __post_init__(self):
+        if self.hardware is None and isinstance(self.components.get("timing"), Component):
+            self.hardware = recorded_before(self.components["timing"].params)
 
     def __getitem__(self, name: str) -> Component:
         return self.components[name]
@@ -199,6 +209,7 @@ class Surrogate:
                 group.create_dataset("covariance", data=part.covariance)
             if self.variation is not None:
                 self.variation.write(f)
+            f.create_group(HARDWARE_GROUP).attrs.update(self.hardware.to_attrs())
         return path
 
     @classmethod
@@ -227,23 +238,36 @@ class Surrogate:
                 if int(version) not in READABLE_VERSIONS:
                     raise SurrogateError(f"{path} has schema version {version}; this gaincell reads versions "
                                          f"{', '.join(map(str, READABLE_VERSIONS))}")
+                reserved = {VARIATION_GROUP} if int(version) >= 3 else set()
+                reserved |= {HARDWARE_GROUP} if int(version) >= 4 else set()
                 components = {name: _read_component(path, name, group) for name, group in f.items()
-                              if not (name == VARIATION_GROUP and int(version) >= 3)}
+                              if name not in reserved}
                 variation = (Variation.read(f[VARIATION_GROUP], str(path))
                              if int(version) >= 3 and VARIATION_GROUP in f else None)
                 try:
                     design = read_design_record(f.attrs, f"surrogate file {path}").cell
                 except ConfigError as exc:
                     raise SurrogateError(str(exc)) from None
+                hardware = _read_hardware(f, path) if int(version) >= 4 else None
                 surrogate = cls(components, design,
                                 str(f.attrs.get("source_path", "")), str(f.attrs.get("source_sha256", "")),
-                                str(f.attrs.get("created", "")), variation)
+                                str(f.attrs.get("created", "")), variation, hardware)
         except SurrogateError:
             raise
         except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
             raise SurrogateError(f"{path} is not a readable surrogate file (truncated or corrupted?): {exc}") from None
         check(surrogate, path)
         return surrogate
+
+
+def _read_hardware(f, path: Path) -> HardwareConfig:
+    group = f.get(HARDWARE_GROUP)
+    if not isinstance(group, h5py.Group):
+        raise SurrogateError(f"{path}: schema version 4 needs the group {HARDWARE_GROUP!r} (the hardware configuration)")
+    try:
+        return HardwareConfig.from_attrs(group.attrs, f"{path}")
+    except ConfigError as exc:
+        raise SurrogateError(f"{path}: {exc}") from None
 
 
 def _read_component(path: Path, name: str, group) -> Component:
@@ -273,9 +297,12 @@ def check(surrogate: Surrogate, where: str | Path = "surrogate") -> None:
         raise SurrogateError(f"{where}: missing component(s) {', '.join(missing)} (required: {', '.join(REQUIRED)})")
     if not isinstance(surrogate.design, CellDesign):
         raise SurrogateError(f"{where}: its design must be a CellDesign, got {type(surrogate.design).__name__}")
-    if VARIATION_GROUP in surrogate.components:
-        raise SurrogateError(f"{where}: {VARIATION_GROUP!r} is reserved for the variation group "
-                             "(Surrogate.variation), not a component name")
+    for reserved in (VARIATION_GROUP, HARDWARE_GROUP):
+        if reserved in surrogate.components:
+            raise SurrogateError(f"{where}: {reserved!r} is reserved for the {reserved} group "
+                                 f"(Surrogate.{reserved}), not a component name")
+    if not isinstance(surrogate.hardware, HardwareConfig):
+        raise SurrogateError(f"{where}: its hardware must be a HardwareConfig, got {type(surrogate.hardware).__name__}")
     if surrogate.variation is not None and not isinstance(surrogate.variation, Variation):
         raise SurrogateError(f"{where}: its variation must be a Variation or None, got "
                              f"{type(surrogate.variation).__name__}")

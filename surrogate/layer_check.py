@@ -22,7 +22,7 @@ def layer_check(surrogate_path: str | Path, out_dir: str | Path, layers: int = 1
     # every array is written once per token, after all the layers before it ran
     cell = CellModel.from_surrogate(surrogate, layers=layers)
     period = cell.token_period_s
-    layer = GainCellAttention(cell, 12, 64, window=1024)
+    layer = GainCellAttention(cell, 12, 64)  # tile and window of the cell's hardware configuration
     generator = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(1, 12, 300, 64, generator=generator) for _ in range(3))
     small = GainCellAttention(cell, 12, 64, window=128)

@@ -1,11 +1,14 @@
-"""The compact-model module: one home for the equations (fitting/ fits, surrogate/ compiles) and one token clock."""
+"""The compact-model module: one home for the equations (fitting/ fits, surrogate/ compiles); the one token clock
+(`gaincell.hardware.token_time_s`) shared by the decay, the latency and the energy report."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from gaincell.compact import (LEAKAGE, PAPER_LATENCY_PER_LAYER_S, decay_factor, layer_latency_s, poly_at_input,
-                              poly_exponents, poly_name, quantize, quantize_readout, quantize_ste, tau_1e,
-                              token_clock_s)
+from gaincell.compact import (LEAKAGE, decay_factor, poly_at_input, poly_exponents, poly_name, quantize,
+                              quantize_readout, quantize_ste, tau_1e)
+from gaincell.hardware import PAPER_LATENCY_PER_LAYER_S, phase_durations, token_time_s
 from gaincell.model_shapes import KNOWN
 from gaincell.energy.model import estimate
 from gaincell.errors import ConfigError
@@ -41,14 +44,16 @@ def test_quantizers_in_numpy_and_torch_and_straight_through():
 
 
 def test_token_clock_of_the_paper_and_of_a_spice_surrogate():
-    paper = Surrogate.load(PAPER)["timing"].params
-    assert token_clock_s(paper, 12) == pytest.approx(12 * PAPER_LATENCY_PER_LAYER_S)
-    assert token_clock_s(paper, 30, 3) == pytest.approx(30 * 3 * 65e-9)  # grouped-query heads read in turn
-    assert layer_latency_s(SPICE_TIMING) == pytest.approx(5e-9 + 2 * (15e-9 + 15.5e-9))
-    assert token_clock_s(SPICE_TIMING, 12) == pytest.approx(12 * 66e-9)
-    assert layer_latency_s({"t_max_s": 15e-9}) == PAPER_LATENCY_PER_LAYER_S  # no timing of its own: the paper's
+    paper = Surrogate.load(PAPER).hardware
+    assert token_time_s(paper, 12) == pytest.approx(12 * PAPER_LATENCY_PER_LAYER_S)
+    assert token_time_s(paper, 30, 3) == pytest.approx(30 * 3 * 65e-9)  # grouped-query heads read in turn
+    spice = dataclasses.replace(paper, **phase_durations(SPICE_TIMING))
+    assert token_time_s(spice, 1) == pytest.approx(5e-9 + 2 * (15e-9 + 15.5e-9))
+    assert token_time_s(spice, 12, 3) == pytest.approx(12 * (5e-9 + 3 * 2 * (15e-9 + 15.5e-9)))
+    assert token_time_s(dataclasses.replace(paper, **phase_durations({"t_max_s": 15e-9})), 1) == \
+        PAPER_LATENCY_PER_LAYER_S  # no timing of its own: the paper's
     with pytest.raises(ConfigError, match="layers"):
-        token_clock_s(paper, 0)
+        token_time_s(paper, 0)
 
 
 def spice_timed_reference() -> Surrogate:
@@ -56,21 +61,24 @@ def spice_timed_reference() -> Surrogate:
     surrogate = Surrogate.load(PAPER)
     surrogate.components["timing"] = figures(SPICE_TIMING)
     surrogate.components["energy"] = figures({"e_read_cell_per_s_w": 1e-6, "e_write_cell_j": 1e-15})
+    surrogate.hardware = dataclasses.replace(surrogate.hardware, **phase_durations(SPICE_TIMING))
     return surrogate
 
 
-def test_the_layer_and_the_energy_model_run_on_the_one_token_clock(tmp_path):
+def test_decay_latency_and_energy_run_on_the_one_token_clock(tmp_path):
+    """SmolLM2 has 3 query heads per KV head: the ages of stored tokens, the latency and the energy report all
+    count the three read phases of every layer."""
     surrogate = spice_timed_reference()
-    layer = CellModel.from_surrogate(surrogate, layers=12)
-    assert layer.token_period_s == pytest.approx(token_clock_s(SPICE_TIMING, 12))
     path = surrogate.save(tmp_path / "spice-timed.h5")
     for model in ("gpt2", "smollm2"):
         config = KNOWN[model]
+        clock = token_time_s(surrogate.hardware, config.layers, config.group)
+        assert CellModel.from_surrogate(surrogate, layers=config.layers, read_phases=config.group).token_period_s \
+            == pytest.approx(clock)
         report = estimate(model, path, window=128, tile=64, tokens=1)
-        clock = token_clock_s(SPICE_TIMING, config.layers)
         assert report.settings["token_clock_s"] == pytest.approx(clock)
-        # the energy model's latency: the same per-layer figure, its grouped-query heads reading in turn
-        assert report.own.latency_model_s == pytest.approx(token_clock_s(SPICE_TIMING, config.layers, config.group))
+        assert report.own.latency_model_s == pytest.approx(clock)
+    assert KNOWN["smollm2"].group == 3
 
 
 def test_the_adaptation_runs_on_the_one_token_clock(llama_folder):
@@ -79,6 +87,8 @@ def test_the_adaptation_runs_on_the_one_token_clock(llama_folder):
     model, _, _ = load_pretrained(str(llama_folder))
     swap_attention(model, spice_timed_reference(), window=128)
     config = model.config
-    expected = token_clock_s(SPICE_TIMING, config.num_hidden_layers)
+    group = config.num_attention_heads // config.num_key_value_heads
+    expected = token_time_s(spice_timed_reference().hardware, config.num_hidden_layers, group)
     periods = [layer.cell.token_period_s for layer in gaincell_layers(model)]
-    assert len(periods) == config.num_hidden_layers and periods == pytest.approx([expected] * len(periods))
+    assert group == 2 and len(periods) == config.num_hidden_layers
+    assert periods == pytest.approx([expected] * len(periods))

@@ -1,6 +1,7 @@
 """One design object from file to layer: the record in sweep files and surrogates, old files, validate."""
 import dataclasses
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -25,6 +26,7 @@ from gaincell.surrogate.file import Component, Surrogate
 CUSTOM = dataclasses.replace(PRESETS["cmos-generic"], name="custom-cell", cs_f=4e-15,
                              read_n=dataclasses.replace(PRESETS["cmos-generic"].read_n, w_m=120e-9),
                              model_names=(("nmos_gen", "nmos_gen"),), source="a test design")
+SCHEMA_1 = Path(__file__).parent / "golden" / "surrogate_schema1.h5"  # as the paper reference was shipped
 
 
 def surrogate_of(design: CellDesign) -> Surrogate:
@@ -81,14 +83,14 @@ def test_one_field_helper_gives_help_text_and_error_messages():
 
 
 def test_files_written_before_the_record_still_load(tmp_path):
-    # the shipped paper-reference surrogate is a schema-1 file: its design is a JSON attribute of some fields
-    with h5py.File(data_path("paper_reference.h5")) as f:
+    # the paper-reference surrogate as shipped until schema 4, a schema-1 file: its design is a JSON attribute
+    with h5py.File(SCHEMA_1) as f:
         assert f.attrs["schema_version"] == 1 and DESIGN_RECORD not in f.attrs
-    assert Surrogate.load(data_path("paper_reference.h5")).design == PAPER_REFERENCE
+    assert Surrogate.load(SCHEMA_1).design == PAPER_REFERENCE
     # a schema-1 surrogate of a characterized cell: every field of the CellDesign of its time
     path = surrogate_of(CUSTOM).save(tmp_path / "old.h5")
     with h5py.File(path, "a") as f:
-        del f.attrs[DESIGN_RECORD]
+        del f.attrs[DESIGN_RECORD], f["hardware"]
         f.attrs["schema_version"] = 1
         f.attrs["design"] = json.dumps(CUSTOM.to_dict())
     assert Surrogate.load(path).design == CUSTOM

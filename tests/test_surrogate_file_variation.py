@@ -1,6 +1,8 @@
 """The surrogate file's optional `variation` group (schema version 3) and the `Variation` figures it holds."""
 import dataclasses
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from gaincell.surrogate.file import SCHEMA_VERSION, Surrogate
 from gaincell.surrogate.variation import Variation
 
 REFERENCE = data_path("paper_reference.h5")
+SCHEMA_1 = Path(__file__).parent / "golden" / "surrogate_schema1.h5"  # as the paper reference was shipped
 MEAN = (5.2e-7, 1.36e-5, -2.6e-6, 4.6e-5)  # A per V^i, near the paper cell's cubic
 
 
@@ -30,7 +33,7 @@ def test_a_variation_round_trips_through_the_file(tmp_path):
     surrogate.variation = example_variation()
     path = surrogate.save(tmp_path / "varied.h5")
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema_version"] == SCHEMA_VERSION == 3 and "variation" in f
+        assert f.attrs["schema_version"] == SCHEMA_VERSION == 4 and "variation" in f
     loaded = Surrogate.load(path)
     assert loaded.variation == surrogate.variation and "variation" not in loaded.components
     assert loaded.variation.multiply_covariance.shape == (4, 4) and loaded.variation.cells == 200
@@ -38,8 +41,8 @@ def test_a_variation_round_trips_through_the_file(tmp_path):
 
 
 def test_files_without_a_variation_load_with_none(tmp_path):
-    old = Surrogate.load(REFERENCE)  # the shipped reference, written before version 3
-    with h5py.File(REFERENCE, "r") as f:
+    old = Surrogate.load(SCHEMA_1)  # the paper reference as shipped until schema 4
+    with h5py.File(SCHEMA_1, "r") as f:
         assert f.attrs["schema_version"] < 3  # version 1
     assert old.variation is None and CellModel.from_surrogate(old).variation is None
     resaved = Surrogate.load(old.save(tmp_path / "plain.h5"))

@@ -117,9 +117,10 @@ def attention(surrogate_path, out_dir, layers, force):
               help="gpt2, smollm2, or a folder with a Hugging Face config.json.")
 @click.option("--figures", type=click.Choice(["surrogate", "paper"]), default="surrogate", show_default=True,
               help="Headline figures: this project's (SPICE surrogate + cited) or the paper's (both are printed).")
-@click.option("--window", type=click.IntRange(1, 1 << 20), default=1024, show_default=True,
-              help="Sliding window (ring) in tokens.")
-@click.option("--tile", type=click.IntRange(1, 4096), default=64, show_default=True, help="Array size (tokens per sub-tile).")
+@click.option("--window", type=click.IntRange(1, 1 << 20), default=None,
+              help="Sliding window (ring) in tokens (default: the surrogate's hardware configuration).")
+@click.option("--tile", type=click.IntRange(1, 4096), default=None,
+              help="Array size, tokens per sub-tile (default: the surrogate's hardware configuration).")
 @click.option("--tokens", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="Tokens decoded while counting actions.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,

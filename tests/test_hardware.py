@@ -1,0 +1,108 @@
+"""The hardware configuration: derived from the design when a surrogate is fitted, stored in the surrogate's
+`hardware` group, read by the layer (its converters' levels, tile and window); files without it get the paper's."""
+import dataclasses
+import shutil
+
+import h5py
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gaincell.cli import main
+from gaincell.errors import ConfigError, SurrogateError
+from gaincell.hardware import PAPER_HARDWARE, HardwareConfig
+from gaincell.resources import data_path
+from gaincell.surrogate.attention import GainCellAttention
+from gaincell.surrogate.cellmodel import CellModel
+from gaincell.surrogate.file import Surrogate
+from gaincell.surrogate.transfers import transfers
+
+DESIGN = """base = "cmos-generic"
+name = "levels_4_8"
+dac_levels = 4
+
+[c2p]
+counter_levels = 8
+
+[grid]
+stored_levels = 6
+pulse_levels = 2
+vin_levels = 2
+retention_stop_s = 20e-3
+"""
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A design with a 4-level write DAC and an 8-level counter, characterized and fitted."""
+    folder = tmp_path_factory.mktemp("levels")
+    (folder / "design.toml").write_text(DESIGN)
+    invoke("characterize", "--design", folder / "design.toml", "--out", folder / "c.h5", "--workers", "2")
+    invoke("fit", folder / "c.h5", "--out", folder / "s.h5", "--order", "3")
+    return folder / "s.h5"
+
+
+def test_the_design_s_converters_reach_the_surrogate_file(fitted):
+    with h5py.File(fitted, "r") as f:  # plain h5py: the group a user (or another tool) reads
+        attrs = f["hardware"].attrs
+        assert (int(attrs["stored_levels"]), int(attrs["readout_levels"])) == (4, 16)
+        assert int(attrs["input_levels"]) == 16 and attrs["input_encoding"] == "pulse-width"
+        assert float(attrs["t_max_s"]) == pytest.approx(15e-9) and float(attrs["write_time_s"]) == pytest.approx(5e-9)
+        assert "levels_4_8" in attrs["source"]
+    text = invoke("inspect", fitted).output
+    assert "stored K/V 4 levels, readout 16 levels (sign x 8)" in text
+
+
+def test_a_layer_built_from_it_quantizes_k_and_v_to_the_dac_s_levels(fitted):
+    cell = CellModel.from_surrogate(fitted)
+    layer = GainCellAttention(cell, 2, 8)
+    assert (layer.quantization.q_levels, layer.quantization.kv_levels, layer.quantization.out_levels) == (16, 4, 16)
+    assert (layer.tile, layer.window) == (64, 1024)
+    _, k_transfer, _ = transfers(cell, layer._quantization(), False, False)
+    stored = k_transfer.clamped(torch.linspace(-0.2, 1.2, 1001))
+    assert torch.unique(stored).numel() == 4
+    out = layer(torch.randn(1, 2, 70, 8), torch.randn(1, 2, 70, 8), torch.randn(1, 2, 70, 8))
+    assert torch.isfinite(out).all()
+    override = GainCellAttention(cell, 2, 8, tile=32, window=64)  # an explicit value is a study's override
+    assert (override.tile, override.window) == (32, 64)
+
+
+def test_a_file_without_the_group_loads_with_the_paper_s_defaults(tmp_path):
+    old = tmp_path / "old.h5"
+    shutil.copy(data_path("paper_reference.h5"), old)
+    with h5py.File(old, "a") as f:
+        del f["hardware"]
+        f.attrs["schema_version"] = 3
+    surrogate = Surrogate.load(old)
+    assert dataclasses.replace(surrogate.hardware, source="") == dataclasses.replace(PAPER_HARDWARE, source="")
+    assert "no hardware configuration recorded" in surrogate.hardware.source
+    assert "no hardware configuration recorded" in invoke("inspect", old).output
+
+
+def test_a_damaged_or_implausible_group_is_refused_by_name(tmp_path):
+    path = tmp_path / "bad.h5"
+    shutil.copy(data_path("paper_reference.h5"), path)
+    with h5py.File(path, "a") as f:
+        f["hardware"].attrs["stored_levels"] = 1
+    with pytest.raises(SurrogateError, match=r"hardware.stored_levels.*must be an integer in \[2, 1024\]"):
+        Surrogate.load(path)
+    with h5py.File(path, "a") as f:
+        del f["hardware"].attrs["window_tokens"]
+    with pytest.raises(SurrogateError, match="hardware.window_tokens"):
+        Surrogate.load(path)
+
+
+def test_overrides_are_recorded():
+    changed = PAPER_HARDWARE.overridden(readout_levels=64, window_tokens=None)
+    assert changed.readout_levels == 64 and changed.overrides == ("readout_levels=64",)
+    assert changed.overridden(readout_levels=32).overrides == ("readout_levels=32",)
+    with pytest.raises(ConfigError, match="not a hardware field"):
+        PAPER_HARDWARE.overridden(levels=3)
+    with pytest.raises(ConfigError, match="multiple of rows_per_tile"):
+        HardwareConfig(rows_per_tile=48)
