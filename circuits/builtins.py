@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from gaincell.design import CellDesign
+from gaincell.periphery import C2PDesign
 
 from .array_read import random_array_inputs, read_array
 from .arrays import ArrayRead
@@ -53,10 +54,10 @@ def simulate_array(design: CellDesign, rows: int, cols: int, seed: int, wires: d
     return lines
 
 
-def simulate_c2p(design: CellDesign, out, workers: int | None = None) -> list[str]:
-    """The converters' transfer sweeps into `out`; reports charges that never fired."""
+def simulate_c2p(design: CellDesign, out, workers: int | None = None, c2p: C2PDesign = C2PDesign()) -> list[str]:
+    """The converters' transfer sweeps of `c2p` into `out`; reports charges that never fired."""
     lines = []
-    for sweep in c2p_sweeps(design):
+    for sweep in c2p_sweeps(design, c2p):
         report = run_sweep(sweep, out, workers=workers)
         s, charges = report.data.scalars, sweep.grid["charge_c"]
         lines.append(f"{sweep.name}: widths {np.nanmin(s['width_s']) * 1e9:.3f} .. {np.nanmax(s['width_s']) * 1e9:.3f} ns "
@@ -70,17 +71,18 @@ def simulate_c2p(design: CellDesign, out, workers: int | None = None) -> list[st
     return lines
 
 
-def simulate_tile(design: CellDesign, dim: int, tokens: int, seed: int, out, workers: int | None = None) -> list[str]:
-    """One random tile (query on 16 pulse levels, K and V on the DAC levels)."""
+def simulate_tile(design: CellDesign, dim: int, tokens: int, seed: int, out, workers: int | None = None,
+                  c2p: C2PDesign = C2PDesign()) -> list[str]:
+    """One random tile (query on 16 pulse levels, K and V on the DAC levels) read through the converters `c2p`."""
     rng = np.random.default_rng(seed)
     levels = np.asarray(design.dac_voltages)
     query = rng.integers(0, 16, dim) / 15
     keys, values = (levels[rng.integers(0, len(levels), (tokens, dim))] for _ in range(2))
     started = time.perf_counter()
-    result = run_tile(design, query, keys, values, out, workers=workers)
+    result = run_tile(design, query, keys, values, out, c2p=c2p, workers=workers)
     lines = [f"tile {tokens} tokens x {dim} dims: {time.perf_counter() - started:.1f} s",
              "stage-1 C2P widths (ns): " + " ".join(f"{w * 1e9:.2f}" for w in result.widths_s),
-             "readout (sign x count / 15): " + " ".join(f"{x:+.3f}" for x in result.counter_outputs)]
+             f"readout (sign x count / {c2p.counter_levels - 1}): " + " ".join(f"{x:+.3f}" for x in result.counter_outputs)]
     if result.message:
         lines.append(result.message)
     lines.append(f"wrote {out} (groups tile_scores, tile_readout)")

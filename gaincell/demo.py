@@ -121,7 +121,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     from .circuits.characterize import characterize as run_characterization
     from .circuits.characterize import format_summary, summarize
     from .commands.circuits import save_result, simulate_cell
-    from .design import load_design
+    from .design import load_setup
     from .fitting.fit import fit_characterization
     from .fitting.report import fit_figure, plot_report, text_report
     from .fitting.validate import validate_cell
@@ -132,7 +132,8 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     from .energy.report import breakdown_figure, energy_table
     from .surrogate.layer_check import layer_check
 
-    chosen = load_design(design)
+    setup = load_setup(design)  # the cell with its design file's [c2p], [dac] and [grid] tables
+    chosen = setup.cell
 
     def stage(number: int, title: str):
         say(f"[{number}/7] {title}")
@@ -152,11 +153,14 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
                         seconds=time.perf_counter() - clock))
 
     clock = stage(2, "characterization: write, retention, read/multiply, charge-to-pulse and DAC sweeps -> char.h5")
-    run_characterization(chosen, folder / "char.h5", workers=workers, restart=True, c2p=True, dac=True)
+    run_characterization(chosen, folder / "char.h5", setup.grid, workers=workers, restart=True, c2p=True, dac=True,
+                         c2p_design=setup.c2p, dac_design=setup.dac)
+    read_points = setup.grid.stored_levels * setup.grid.pulse_levels * setup.grid.vin_levels
+    ends = f"0,{read_points // 2 - 1},{read_points - 1}"  # the lowest, a middle and the highest stored level
     figures = summarize(folder / "char.h5")
     summary = format_summary(figures)
     charts = []
-    for sweep, signal, points, name in (("read", "i_cell_a", "0,383,767", "char-read"),
+    for sweep, signal, points, name in (("read", "i_cell_a", ends, "char-read"),
                                         ("retention", "v(sn)", "0,1,2,3", "char-retention")):
         save_png_and_html(sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")]),
                           folder / name)
@@ -166,7 +170,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
                         "conversion of the charge-to-pulse converters (unsigned and signed); the write DAC's "
                         "conversions (energy, settling, written value).",
                         f"gaincell characterize --design {design} --c2p --dac --out char.h5   (figures: gaincell plot char.h5 "
-                        "--sweep read --signal i_cell_a --points 0,383,767 --out char-read.html)",
+                        f"--sweep read --signal i_cell_a --points {ends} --out char-read.html)",
                         ["char.h5"], charts, [tuple(line.split(None, 1)) for line in summary.splitlines()],
                         time.perf_counter() - clock))
 

@@ -9,6 +9,7 @@ import pytest
 
 from browser_helpers import render_in_browser
 from gaincell.store import read_sweep
+from gaincell.surrogate.file import Surrogate
 
 RC_DECK = """rc from a file
 .include {lib}
@@ -76,14 +77,19 @@ def test_bad_input_names_the_parameter(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_demo_writes_its_files(tmp_path):
-    """The SPICE-to-energy stages; the language-model stage has its own test (tests/test_adapt.py)."""
-    done = gaincell("demo", "--out", str(tmp_path / "demo"), "--no-lm")
+    """The SPICE-to-energy stages of a design file whose [grid] and [c2p] tables the demo honours; the
+    language-model stage has its own test (tests/test_adapt.py)."""
+    design = tmp_path / "cell.toml"
+    design.write_text('base = "cmos-generic"\nname = "demo_cell"\n\n[c2p]\ncounter_levels = 8\n\n'
+                      '[grid]\nstored_levels = 10\npulse_levels = 3\nvin_levels = 2\n')
+    done = gaincell("demo", "--out", str(tmp_path / "demo"), "--no-lm", "--design", str(design))
     assert done.returncode == 0, done.stderr
     for name in ("cell.h5", "cell.png", "char.h5", "surrogate.h5", "surrogate-fit.png", "validation.h5",
                  "summary.txt"):
         assert (tmp_path / "demo" / name).is_file()
     read = read_sweep(tmp_path / "demo" / "char.h5", "read")
-    assert read.counts()["ok"] == 16 * 8 * 6
+    assert read.counts()["ok"] == 10 * 3 * 2  # the design file's grid
+    assert Surrogate.load(tmp_path / "demo" / "surrogate.h5").hardware.readout_levels == 2 * 8  # its counter
     currents = read.scalars["i_mid_a"][:, -1, -1]
     assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
     report = (tmp_path / "demo" / "report.html").read_text()

@@ -106,3 +106,18 @@ def test_overrides_are_recorded():
         PAPER_HARDWARE.overridden(levels=3)
     with pytest.raises(ConfigError, match="multiple of rows_per_tile"):
         HardwareConfig(rows_per_tile=48)
+
+
+def test_simulate_reads_the_design_file_s_converters(tmp_path):
+    """`simulate c2p` and `simulate tile` use the design file's [c2p] table, as characterize and the demo do."""
+    from gaincell.design_record import read_design_record
+    from gaincell.store import read_sweep
+
+    design = tmp_path / "cell.toml"
+    design.write_text('base = "cmos-generic"\nname = "tile_cell"\n\n[c2p]\ncounter_levels = 8\niref_a = 60e-6\n')
+    invoke("simulate", "c2p", "--design", design, "--out", tmp_path / "c2p.h5")
+    record = read_design_record(read_sweep(tmp_path / "c2p.h5", "c2p").attrs, "sweep 'c2p'")
+    assert (record.c2p.counter_levels, record.c2p.iref_a) == (8, 60e-6)
+    text = invoke("simulate", "tile", "--design", design, "--rows", "4", "--cols", "4",
+                  "--out", tmp_path / "tile.h5").output
+    assert "readout (sign x count / 7)" in text

@@ -109,18 +109,19 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
             discard_other_kind(out, SWEEP_FILE)
         if target in ("array", "c2p", "tile") and built:
             from ..circuits.builtins import simulate_array, simulate_c2p, simulate_tile
-            from ..design import load_design
+            from ..design import load_setup
 
-            chosen = load_design(design)
+            setup = load_setup(design)  # the cell with its design file's [c2p], [dac] and [grid] tables
+            chosen = setup.cell
             if target == "array":
                 wires = {"bitline_r": bitline_r, "bitline_c": bitline_c, "wordline_r": wordline_r,
                          "wordline_c": wordline_c, "driver_r": driver_r}
                 lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds,
                                        merge_identical=not all_cells)
             elif target == "c2p":
-                lines = simulate_c2p(chosen, out, workers)
+                lines = simulate_c2p(chosen, out, workers, setup.c2p)
             else:
-                lines = simulate_tile(chosen, rows, cols, seed, out, workers)
+                lines = simulate_tile(chosen, rows, cols, seed, out, workers, setup.c2p)
             click.echo("\n".join(lines))
             return
         from ..circuits.spice.netlist import read_netlist_file
