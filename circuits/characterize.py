@@ -51,8 +51,14 @@ def _nominal_sweeps(d: CellDesign, grid: Grid, c2p: bool, dac: bool, c2p_design:
         Sweep("read", CellRead(d), {
             "stored_v": np.linspace(0.0, d.vdd_v, grid.stored_levels),
             "pulse_s": np.linspace(d.t_max_s / grid.pulse_levels, d.t_max_s, grid.pulse_levels),
-            "vin_v": np.linspace(d.zero_v, d.v_in_v, grid.vin_levels)}, periphery=designs),
+            "vin_v": read_amplitudes(d, grid.vin_levels)}, periphery=designs),
     ] + converters
+
+
+def read_amplitudes(d: CellDesign, levels: int) -> np.ndarray:
+    """The read sweep's input amplitudes: VDD/2 .. the design's read amplitude `v_in_v` (the one the layer's
+    pulse-width encoding uses, so a single level is that one)."""
+    return np.linspace(d.zero_v, d.v_in_v, levels) if levels > 1 else np.array([d.v_in_v])
 
 
 def characterize(design: CellDesign, out: str | Path, grid: Grid = Grid(), workers: int | None = None,

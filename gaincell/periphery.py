@@ -57,8 +57,8 @@ class Grid:
                                   integer=True)
     pulse_levels: int = quantity("pulse widths of the read sweep (T_max / n .. T_max)", low=1, high=1000, default=8,
                                  integer=True)
-    vin_levels: int = quantity("input amplitudes of the read sweep (VDD/2 .. v_in_v)", low=1, high=100, default=6,
-                               integer=True)
+    vin_levels: int = quantity("input amplitudes of the read sweep (VDD/2 .. v_in_v; one level: v_in_v)", low=1,
+                               high=100, default=6, integer=True)
     retention_levels: tuple[float, ...] = described("stored levels of the retention sweep, as fractions of VDD "
                                                     "(each in (0, 1])", default=(0.25, 0.5, 0.75, 1.0))
     retention_stop_s: float = quantity("how long the retention sweep holds", "s", 1e-9, 1e3, default=100e-3)
