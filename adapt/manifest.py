@@ -86,6 +86,7 @@ LAYER_OPTIONS = {  # a manifest's "layer" field -> (what is allowed, test); the 
     "decay": ("true or false", lambda v: isinstance(v, bool)),
     "linear_backward": ("true or false", lambda v: isinstance(v, bool)),
     "token_period_s": ("a time in seconds, {:g} .. {:g}".format(*TOKEN_PERIOD_RANGE_S), _is_time),
+    "hardware": ("an object of hardware fields set for a study (gaincell.hardware)", lambda v: isinstance(v, dict)),
 }
 
 

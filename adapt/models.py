@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
+from gaincell.hardware import parse_overrides
 from gaincell.model_shapes import model_config_from_dict
 from gaincell.outputs import disk_full, is_disk_full
 from gaincell.surrogate.attention import FROM_HARDWARE, MODES, GainCellAttention, configure_variation
@@ -283,20 +284,26 @@ def apply_variation(model, surrogate: Surrogate, source: Surrogate, *, scale: fl
 
 def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int | str = FROM_HARDWARE,
                    window: int | str | None = FROM_HARDWARE, quantize: bool = True, decay: bool = True,
-                   linear_backward: bool = False, token_period_s: float | None = None):
+                   linear_backward: bool = False, token_period_s: float | None = None, hardware: dict | None = None):
     """Give every attention module of `model` a GainCellAttention built from `surrogate` (path, Surrogate or
     CellModel) and select it. Tile, window and the converters' levels default to the surrogate's hardware
     configuration; the token period to the time of a token through this model (its layers, its query heads
-    per KV head reading in turn: `gaincell.hardware.token_time_s`). Returns the model (changed in place)."""
+    per KV head reading in turn: `gaincell.hardware.token_time_s`). `hardware`: fields of the surrogate's hardware
+    configuration set for a study ({"readout_levels": 64}), recorded in the configuration's `overrides` and in
+    an adapted folder's manifest. Returns the model (changed in place)."""
     if mode not in MODES:
         raise ConfigError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
     _register()
     layers, heads, kv_heads, head_dim = head_layout(model.config)
     if isinstance(surrogate, CellModel):
+        if hardware:
+            raise ConfigError("hardware", "is set on the surrogate a CellModel was compiled from, not here")
         cell = surrogate
     else:
+        surrogate = surrogate if isinstance(surrogate, Surrogate) else Surrogate.load(surrogate)
         cell = CellModel.from_surrogate(surrogate, token_period_s=token_period_s, layers=layers,
-                                        read_phases=heads // kv_heads)
+                                        read_phases=heads // kv_heads,
+                                        hardware=surrogate.hardware.overridden(**(hardware or {})))
     parameter = next(model.parameters())
     for module in attention_modules(model):
         layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window, mode=mode,
@@ -355,7 +362,8 @@ def save_adapted(model, tokenizer, folder: str | Path, surrogate_path: str | Pat
         first = gaincell_layers(model)[0]
         options = {"mode": first.mode, "tile": first.tile, "window": first.window, "quantize": first.quantize,
                    "decay": first.decay, "linear_backward": first.linear_backward,
-                   "token_period_s": first.cell.token_period_s}
+                   "token_period_s": first.cell.token_period_s,
+                   "hardware": parse_overrides(first.cell.hardware.overrides, "hardware")}
         files = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
         text = json.dumps({**manifest, "layer": options, "files": files}, indent=2) + "\n"
         (staging / (ADAPTED_MANIFEST + ".partial")).write_text(text)

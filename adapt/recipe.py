@@ -55,6 +55,7 @@ class AdaptOptions:
     max_std_ratio: float | None = 2.0
     max_train_tokens: int | None = None
     device: str = "auto"
+    hardware: dict = field(default_factory=dict)  # fields of the surrogate's hardware configuration set for a study
 
     def __post_init__(self):
         unknown = [s for s in self.stages if s not in STAGES]
@@ -102,6 +103,9 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         if manifest.get("base_model") != str(options.model) or manifest.get("surrogate_sha256") != surrogate_sha:
             raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
                                        "model; choose a new --out")
+        if manifest["layer"].get("hardware", {}) != options.hardware:
+            raise ConfigError("--hardware", f"{out} was adapted with the hardware fields "
+                                            f"{manifest['layer'].get('hardware', {})}; give the same, or a new --out")
         manifest.setdefault("stages_done", [])
         if not isinstance(manifest.setdefault("stages", {}), dict):
             raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")
@@ -110,7 +114,7 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
                     "stages": {}}
         model, tokenizer, _ = load_pretrained(options.model)
-        swap_attention(model, options.surrogate)
+        swap_attention(model, options.surrogate, hardware=options.hardware)
     model.to(device)
     todo = [s for s in options.stages if s not in manifest["stages_done"]]
     if "transfer" in todo and any(s in manifest["stages_done"] for s in ("linear", "nonlinear", "distill")):

@@ -171,3 +171,19 @@ def describe(hardware: HardwareConfig) -> list[str]:
     if h.overrides:
         lines.append(f"  set by the user: {', '.join(h.overrides)}")
     return lines
+
+
+def parse_overrides(items, where: str = "--hardware") -> dict:
+    """'FIELD=VALUE' texts (the `--hardware` option, a record's `overrides`) as {field: value of its type}."""
+    values = {}
+    for item in items:
+        name, sep, text = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in FIELDS:
+            raise ConfigError(where, f"{shown(item)} is not FIELD=VALUE with a hardware field ({', '.join(FIELDS)})")
+        kind = FIELDS_ALL[name].type
+        try:
+            values[name] = int(text) if kind in (int, "int") else float(text) if kind in (float, "float") else text
+        except ValueError:
+            raise ConfigError(where, f"{name} = {shown(text)} is not a number") from None
+    return values

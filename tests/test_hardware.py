@@ -154,3 +154,33 @@ def test_the_signed_product_is_sign_symmetric_in_spice_and_in_the_layer(tmp_path
     product = np.polynomial.polynomial.polyval(0.45 + d - cell.y0_v, cell.cubic)
     mirror = np.polynomial.polynomial.polyval(0.45 - d - cell.y0_v, cell.cubic)
     assert np.max(np.abs(product + mirror)) / np.max(np.abs(product)) < 0.015  # measured 0.38 %
+
+
+def test_a_study_s_override_reaches_the_layer_and_is_recorded(tmp_path, gpt2_folder):
+    """`--hardware readout_levels=64` on adapt: the layer reads out on 64 levels, the adapted folder's manifest
+    and its reloaded layer keep it; eval of a naive swap names it in its results."""
+    import json
+
+    from gaincell.adapt.models import gaincell_layers, load_adapted
+    from lm_helpers import TEXT
+
+    text = tmp_path / "train.txt"
+    text.write_text(TEXT)
+    out = tmp_path / "adapted"
+    invoke("adapt", "--model", gpt2_folder, "--surrogate", "paper", "--out", out, "--train-text", text,
+           "--stages", "calibrate", "--calibration-tokens", "64", "--calibration-iterations", "2",
+           "--hardware", "readout_levels=64")
+    manifest = json.loads((out / "adapted.json").read_text())
+    assert manifest["layer"]["hardware"] == {"readout_levels": 64}
+    layer = gaincell_layers(load_adapted(out)[0])[0]
+    assert layer.quantization.out_levels == 64 and layer.cell.hardware.overrides == ("readout_levels=64",)
+    result = CliRunner().invoke(main, ["adapt", "--model", str(gpt2_folder), "--surrogate", "paper", "--out", str(out),
+                                       "--train-text", str(text), "--stages", "calibrate"])
+    assert result.exit_code == 1 and "--hardware" in result.output  # a resume with other hardware fields
+    invoke("eval", "--model", gpt2_folder, "--surrogate", "paper", "--data", text, "--max-tokens", "64",
+           "--context", "32", "--stride", "32", "--hardware", "stored_levels=4", "--out", tmp_path / "e.json")
+    result = json.loads((tmp_path / "e.json").read_text())[0]
+    assert result["hardware"] == {"stored_levels": 4} and "stored_levels=4" in result["attention"]
+    refused = CliRunner().invoke(main, ["eval", "--model", str(gpt2_folder), "--surrogate", "paper", "--data",
+                                        str(text), "--hardware", "levels=4"])
+    assert refused.exit_code == 1 and "not FIELD=VALUE with a hardware field" in refused.output

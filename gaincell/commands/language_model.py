@@ -12,7 +12,7 @@ import click
 from .. import __version__
 from ..errors import ConfigError, GaincellError
 from ..outputs import REPORT, atomic_write_text, guard_output, output_lock
-from .options import Quantity, force_option, surrogate_file
+from .options import Quantity, force_option, hardware_option, surrogate_file
 
 @click.command()
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
@@ -52,9 +52,10 @@ from .options import Quantity, force_option, surrogate_file
 @click.option("--checkpoint-every", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@hardware_option
 def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_steps, distill_steps, lora_rank,
           scaler_lr, batch, seq, accumulate, lr, distill, calibration_tokens, calibration_iterations, max_train_tokens,
-          checkpoint_every, seed, device):
+          checkpoint_every, seed, device, hardware):
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
     from ..adapt.models import ADAPTED_MANIFEST, STAGING
@@ -88,7 +89,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
                            TrainConfig(steps=distill_steps, lr=rate("distill"), scaler_lr=scaler_lr,
                                        distill_weight=1.0 if distill is None else distill, **train),
                            lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
-                           device=device)
+                           device=device, hardware=hardware)
     with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
@@ -144,9 +145,10 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
               help="Which cells the variation draws (layer i: its own cells from this seed).")
 @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write results as JSON.")
 @click.option("--device", default="auto", show_default=True)
+@hardware_option
 @force_option
 def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, variation_scale,
-                 read_noise_scale, variation_path, variation_seed, out_json, device, force):
+                 read_noise_scale, variation_path, variation_seed, out_json, device, hardware, force):
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
     from ..adapt.evaluate import evaluate_path
     from ..adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
@@ -166,8 +168,9 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
         require_lm_eval()  # before loading the model
     folder = resolve_model(model_spec)
     if (folder / ADAPTED_MANIFEST).is_file():
-        if surrogate:
-            raise ConfigError("--surrogate", "is for plain models; an adapted folder carries its own")
+        if surrogate or hardware:
+            raise ConfigError("--surrogate" if surrogate else "--hardware",
+                              "is for plain models; an adapted folder carries its own (set at `gaincell adapt`)")
         model, tokenizer = load_adapted(folder, mode)
         kind = "adapted"
         own_surrogate = folder / "surrogate.h5"
@@ -176,10 +179,11 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
         kind = "plain (softmax)"
         own_surrogate = surrogate_file(surrogate) if surrogate else None
         if surrogate:
-            swap_attention(model, own_surrogate, mode=mode or "nonlinear")
+            swap_attention(model, own_surrogate, mode=mode or "nonlinear", hardware=hardware)
             kind = f"naive swap ({mode or 'nonlinear'}, initial scalers)"
-        elif mode:
-            raise ConfigError("--mode", "needs --surrogate for a plain model")
+            kind += "".join(f", {name}={value}" for name, value in hardware.items())  # a study's hardware fields
+        elif mode or hardware:
+            raise ConfigError("--mode" if mode else "--hardware", "needs --surrogate for a plain model")
     if varied:
         if own_surrogate is None:
             raise ConfigError("--variation-scale", "needs gain-cell attention: an adapted folder, or --surrogate")
@@ -193,8 +197,8 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
     model.to(pick_device(device))
     results = []
     for path in data_paths:
-        result = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "kind": kind,
-                  **evaluate_path(model, tokenizer, path, max_tokens, context, stride, limit)}
+        result = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "attention": kind,
+                  "hardware": hardware, **evaluate_path(model, tokenizer, path, max_tokens, context, stride, limit)}
         results.append(result)
         figure = result.get("perplexity", result.get("accuracy"))
         if not math.isfinite(figure):

@@ -81,6 +81,22 @@ def report_folder(out_dir: str, names: list[str], inputs=(), force: bool = False
     return folder
 
 
+def hardware_option(command):
+    """--hardware FIELD=VALUE (repeatable): a field of the surrogate's hardware configuration set for a study,
+    recorded in what the verb writes."""
+    def parse(ctx, param, values):
+        from ..hardware import parse_overrides
+
+        return parse_overrides(values)
+
+    from ..hardware import FIELDS
+
+    return click.option("--hardware", "hardware", multiple=True, metavar="FIELD=VALUE", callback=parse,
+                        help="Set a field of the surrogate's hardware configuration for a study (repeatable; "
+                             f"{', '.join(FIELDS)}), e.g. --hardware readout_levels=64; recorded in the "
+                             "outputs.")(command)
+
+
 def surrogate_file(value: str) -> Path:
     """--surrogate: 'paper' (the shipped fit of the paper's cell) or a surrogate file."""
     from ..resources import data_path
