@@ -1,4 +1,5 @@
-"""The compact model of a gain cell: model ids, their equations (numpy) and torch forms, and the token clock.
+"""The compact model of a gain cell: model ids and their equations, numpy only (the torch forms the layer runs,
+`polyval` and the straight-through quantizers, are in `surrogate.transfers`).
 
 fitting/ fits these equations to SPICE sweeps; surrogate/ stores the fitted parameters under the model ids
 and compiles them into the attention layer. A surrogate file names a component's model by id
@@ -22,7 +23,7 @@ a node discharged by a subthreshold current that is constant far above the hold 
 `tau_1e` is the one retention time constant of every decay model.
 C2P (charge-to-pulse): pulse width = t_max_s * clamp((q - offset_c) / q_sat_c, 0, 1) (`c2p/clipped-linear`).
 Quantizers: `quantize` (evenly spaced levels of the DACs and pulse generators), `quantize_readout` (the
-signed counter's steps); `straight_through` / `quantize_ste` pass gradients straight through.
+signed counter's steps); they work on numpy arrays and torch tensors alike.
 The token clock lives with the hardware configuration (`gaincell.hardware.token_time_s`).
 """
 from __future__ import annotations
@@ -31,7 +32,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from .errors import ConfigError
 
@@ -97,14 +97,6 @@ def _poly_charge(config, params, stored_v, pulse_s, vin_v):
 
 def _ekv_charge(config, params, stored_v, pulse_s, vin_v):
     return np.asarray(pulse_s) * ekv_current(np.asarray(stored_v), np.asarray(vin_v), config["vdd_v"], **params)
-
-
-def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
-    """Horner evaluation of sum c_i y^i on a tensor (differentiable): the multiply's torch form."""
-    result = torch.full_like(y, coefficients[-1])
-    for c in coefficients[-2::-1]:
-        result = result * y + c
-    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -182,7 +174,7 @@ def _c2p(config, params, q_c):
 
 
 def _round(x):
-    return torch.round(x) if isinstance(x, torch.Tensor) else np.round(x)
+    return x.round() if hasattr(x, "round") else np.round(x)  # numpy arrays and scalars, torch tensors
 
 
 def quantize(x, levels: int, low: float, high: float):
@@ -194,16 +186,6 @@ def quantize(x, levels: int, low: float, high: float):
 def quantize_readout(x, steps: int):
     """The signed counter's readout of x in [-1, 1]: sign and magnitude in 1 / `steps` units."""
     return _round(x * steps) / steps
-
-
-def straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """`quantized` in the forward pass, the gradient of x in the backward pass."""
-    return x + (quantized - x).detach()
-
-
-def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
-    """`quantize` in the forward pass; the gradient passes straight through."""
-    return straight_through(x, quantize(x, levels, low, high))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ Variation (off by default; needs a surrogate with a `variation` component): `var
 physical array a frozen per-cell instance of the fitted spread, x the scale: each ring slot x head-dim cell of the
 K and V arrays (per kv head; the same cells for every sequence of a batch) its own multiply-coefficient deviation
 and retention factor, each column's converter its own offset. The cells are drawn from `variation_seed` slot by
-slot (`variation.CellDraws`), so a token stored in slot s meets the same cells in the parallel pass and in
+slot (`varied.CellDraws`), so a token stored in slot s meets the same cells in the parallel pass and in
 decoding. `read_noise_scale` > 0 adds fresh read noise on every forward (`varied.py`). Both run on the torch
 path (the Triton kernel has one decay table and offset for all cells); with both 0 the layer is unchanged.
 `configure_variation` sets them on all layers of a model, with a different seed per layer.
@@ -36,15 +36,13 @@ import math
 import torch
 from torch import nn
 
-from gaincell.compact import straight_through
 from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decay_table_for, decode_step, expand_kv,
                          hardware_inputs, ring_size, tiled_attention)
-from .transfers import Quantization, transfers
-from .varied import StageCells, multiply_deviation, series_terms
-from .variation import CellDraws
+from .transfers import Quantization, straight_through, transfers
+from .varied import CellDraws, StageCells, multiply_deviation, series_terms
 
 MODES = ("nonlinear", "linear", "ideal")
 FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configuration (rows per array, window)

@@ -22,8 +22,9 @@ never evaluated outside that box. At construction the box is compared with the s
 (stored_v, pulse_s, vin_v): a box reaching outside it raises `SurrogateError` naming the input and both
 ranges, unless `allow_extrapolation=True`, which turns the error into a `UserWarning`.
 
-`probe_layer` (run by `surrogate.file.check` on every load and save) compiles a surrogate, checks every
-constant and a tiny attention forward for non-finite values, and names the component at fault.
+Every compiled layer is probed where it is built (`probe_compiled`: every constant and a tiny attention forward
+checked for non-finite values, naming the component at fault); `probe_layer` compiles and probes a surrogate
+(`gaincell attention` and the tests call it). Loading a surrogate file does not (it needs no torch).
 """
 from __future__ import annotations
 
@@ -66,12 +67,14 @@ class CellModel:
     def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None, layers: int = 1,
                        read_phases: int = 1, stored_range_v: tuple[float, float] | None = None,
                        allow_extrapolation: bool = False, multiply: str = "multiply",
-                       hardware: HardwareConfig | None = None) -> "CellModel":
+                       hardware: HardwareConfig | None = None, where: str | None = None) -> "CellModel":
         """Compile a surrogate (object or path). `token_period_s` is the time between two tokens written
         to the same array (default: the time of a token through `layers` layers with `read_phases` query heads
         per KV head, `gaincell.hardware.token_time_s`); `hardware`: the surrogate's configuration unless given
-        (e.g. with a user's overrides)."""
+        (e.g. with a user's overrides). The compiled layer is probed (`probe_compiled`); `where` names the
+        surrogate in its errors."""
         if not isinstance(surrogate, Surrogate):
+            where = str(surrogate) if where is None else where
             surrogate = Surrogate.load(surrogate)
         design = surrogate.design
         vin = design.v_in_v
@@ -110,10 +113,12 @@ class CellModel:
         if surrogate.variation is not None:
             beta = retention_beta(decay.model_id, decay.config, decay.params, notes["decay_tau_1e_s"])
             variation = LayerVariation.from_variation(surrogate.variation, y0, t_max / q_sat, beta, q_sat)
-        return cls(design.name, y0, tuple(float(c) for c in per_q_sat),
+        cell = cls(design.name, y0, tuple(float(c) for c in per_q_sat),
                    (float(intercept), float(slope)), q_sat / full_scale, c2p["offset_c"] / q_sat, (lo, hi),
                    t_max, float(token_period_s), (decay.model_id, dict(decay.config), decay.params), notes,
                    variation, hardware)
+        probe_compiled(cell, surrogate, f"surrogate of design {design.name!r}" if where is None else where)
+        return cell
 
     def decay_table(self, length: int, token_period_s: float | None = None) -> np.ndarray:
         """Remaining fraction of a stored product after 0, 1, ..., length - 1 token periods."""
@@ -174,23 +179,31 @@ PROBE_AGES_S = np.concatenate([[0.0], np.geomspace(1e-9, 1e6, 16)])
 
 
 def probe_layer(surrogate: Surrogate, where="surrogate") -> None:
-    """Compile `surrogate` as the attention layer would (extrapolation allowed: the probe only looks for
-    non-finite numbers) and run a tiny forward in both hardware modes; refuse, naming the component, any
-    non-finite constant, a decay factor outside [0, 1], or a non-finite output."""
+    """Compile `surrogate` as the attention layer would, extrapolation allowed (the probe only looks for non-finite
+    numbers), and probe it (`probe_compiled`); a compilation that fails is refused too, naming `where`."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            CellModel.from_surrogate(surrogate, allow_extrapolation=True, where=where)
+    except SurrogateError:
+        raise
+    except (GaincellError, ArithmeticError, ValueError, KeyError, np.linalg.LinAlgError) as exc:
+        raise SurrogateError(f"{where}: the attention layer cannot be built from it: {exc}") from None
+
+
+def probe_compiled(cell: CellModel, surrogate: Surrogate, where: str) -> None:
+    """Check a compiled surrogate where the layer is built: every constant finite, decay factors in [0, 1], and
+    a tiny forward in both hardware modes finite; refuse, naming the component, with a `SurrogateError`."""
     from .attention import GainCellAttention
 
     def refuse(message: str):
         return SurrogateError(f"{where}: {message}")
 
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            cell = CellModel.from_surrogate(surrogate, allow_extrapolation=True)
-            decay = surrogate["decay"]
-            factors = np.concatenate([cell.decay_table(64), decay_factor(decay.model_id, decay.config, decay.params,
-                                                                         PROBE_AGES_S)])
-    except (GaincellError, ArithmeticError, ValueError, KeyError, np.linalg.LinAlgError) as exc:
-        raise refuse(f"the attention layer cannot be built from it: {exc}") from None
+    decay = surrogate["decay"]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        factors = np.concatenate([cell.decay_table(64), decay_factor(decay.model_id, decay.config, decay.params,
+                                                                     PROBE_AGES_S)])
     constants = {"multiply": (*cell.cubic, *cell.line), "c2p": (cell.v_over_k, cell.offset),
                  "timing": (cell.t_max_s, cell.token_period_s)}
     for component, values in constants.items():

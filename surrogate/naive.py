@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from gaincell.compact import polyval, quantize_readout, quantize_ste, straight_through
+from gaincell.compact import quantize_readout
 
 from .cellmodel import CellModel
 from .functional import decay_table_for, expand_kv, prepare, ring_size
-from .transfers import Quantization
+from .transfers import Quantization, polyval, quantize_ste, straight_through
 
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,

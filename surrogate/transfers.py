@@ -8,10 +8,28 @@ from dataclasses import dataclass
 
 import torch
 
-from gaincell.compact import polyval, quantize
+from gaincell.compact import quantize
 from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
+
+
+def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
+    """Horner evaluation of sum c_i y^i on a tensor (differentiable): the multiply's torch form."""
+    result = torch.full_like(y, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        result = result * y + c
+    return result
+
+
+def straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """`quantized` in the forward pass, the gradient of x in the backward pass."""
+    return x + (quantized - x).detach()
+
+
+def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """`quantize` in the forward pass; the gradient passes straight through."""
+    return straight_through(x, quantize(x, levels, low, high))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Cell-to-cell variation and read noise of a gain-cell design (`Variation`), and frozen per-cell draws of it.
+"""Cell-to-cell variation and read noise of a gain-cell design (`Variation`).
 
 `Variation` is the surrogate's optional `variation` component (HDF5 group `variation`, schema version 3): the
 spread, across Monte Carlo cells, of the fitted multiply (the per-cell read-current polynomial in
@@ -8,11 +8,8 @@ read noise: the rms charge noise of one cell read over one full T_max pulse (C).
 pulse of a fraction p of T_max has rms read_noise_c * sqrt(p), so a column read by pulses p_i has
 read_noise_c * sqrt(sum p_i).
 
-`CellDraws` holds the standard-normal draws behind one layer's physical arrays - per kv head and ring slot,
-every head-dim cell of the K and V arrays (multiply coefficients, retention) and every column's converter
-(offset) - drawn in blocks of `tile` slots from generators seeded by (seed, block), so the cells of a slot are
-the same whatever the ring length (training and decoding see the same cells). The scale multiplies the
-draws, so a larger scale moves the same cells further.
+The frozen per-cell draws the layer makes from it are `surrogate.varied.CellDraws` (torch); this module is
+numpy-only, so reading a surrogate file does not load torch.
 """
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
-import torch
 
 from gaincell.errors import SurrogateError
 
@@ -167,29 +163,3 @@ class LayerVariation:
         factor = vectors * np.sqrt(np.clip(values, 0.0, None))
         return cls(factor, variation.retention_ln_sigma, float(retention_beta), variation.offset_sigma_c / q_sat_c,
                    variation.read_noise_c / q_sat_c, variation.source)
-
-
-SEED_STRIDE = 1_000_003
-
-
-@dataclass
-class CellDraws:
-    """Standard-normal draws of one layer's arrays for `slots` ring slots: multiply (2, H_kv, slots, D, n),
-    retention (2, H_kv, slots, D) for the K and V arrays, offset (H_kv, slots) for the K array's converters."""
-
-    multiply: torch.Tensor
-    retention: torch.Tensor
-    offset: torch.Tensor
-
-    @classmethod
-    def draw(cls, seed: int, kv_heads: int, slots: int, head_dim: int, coefficients: int, tile: int) -> "CellDraws":
-        """Draws for slots 0 .. slots - 1, block by block of `tile` slots (each block from its own seed)."""
-        parts = []
-        for block in range(-(-slots // tile)):
-            generator = torch.Generator().manual_seed((seed * SEED_STRIDE + block) % (1 << 63))
-            parts.append((torch.randn(2, kv_heads, tile, head_dim, coefficients, generator=generator, dtype=torch.float64),
-                          torch.randn(2, kv_heads, tile, head_dim, generator=generator, dtype=torch.float64),
-                          torch.randn(kv_heads, tile, generator=generator, dtype=torch.float64)))
-        multiply, retention, offset = (torch.cat(p, dim=axis).narrow(axis, 0, slots)
-                                       for p, axis in zip(zip(*parts), (2, 2, 1)))
-        return cls(multiply, retention, offset)

@@ -216,3 +216,30 @@ def log_table(table: torch.Tensor) -> torch.Tensor:
     """ln of a decay table (finite: factors of 0 give ln of the smallest positive float)."""
     return torch.log(table.clamp_min(torch.finfo(table.dtype).tiny))
 
+
+SEED_STRIDE = 1_000_003
+
+
+@dataclass
+class CellDraws:
+    """The standard-normal draws behind one layer's physical arrays, drawn in blocks of `tile` slots from
+    generators seeded by (seed, block), so the cells of a slot are the same whatever the ring length (training
+    and decoding see the same cells); a larger scale moves the same cells further. Standard-normal draws of one layer's arrays for `slots` ring slots: multiply (2, H_kv, slots, D, n),
+    retention (2, H_kv, slots, D) for the K and V arrays, offset (H_kv, slots) for the K array's converters."""
+
+    multiply: torch.Tensor
+    retention: torch.Tensor
+    offset: torch.Tensor
+
+    @classmethod
+    def draw(cls, seed: int, kv_heads: int, slots: int, head_dim: int, coefficients: int, tile: int) -> "CellDraws":
+        """Draws for slots 0 .. slots - 1, block by block of `tile` slots (each block from its own seed)."""
+        parts = []
+        for block in range(-(-slots // tile)):
+            generator = torch.Generator().manual_seed((seed * SEED_STRIDE + block) % (1 << 63))
+            parts.append((torch.randn(2, kv_heads, tile, head_dim, coefficients, generator=generator, dtype=torch.float64),
+                          torch.randn(2, kv_heads, tile, head_dim, generator=generator, dtype=torch.float64),
+                          torch.randn(kv_heads, tile, generator=generator, dtype=torch.float64)))
+        multiply, retention, offset = (torch.cat(p, dim=axis).narrow(axis, 0, slots)
+                                       for p, axis in zip(zip(*parts), (2, 2, 1)))
+        return cls(multiply, retention, offset)

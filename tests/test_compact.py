@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gaincell.compact import (LEAKAGE, decay_factor, poly_at_input, poly_exponents, poly_name, quantize,
-                              quantize_readout, quantize_ste, tau_1e)
+                              quantize_readout, tau_1e)
 from gaincell.hardware import PAPER_LATENCY_PER_LAYER_S, phase_durations, token_time_s
 from gaincell.model_shapes import KNOWN
 from gaincell.energy.model import estimate
@@ -16,6 +16,7 @@ from gaincell.fitting.fit import figures
 from gaincell.resources import data_path
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate
+from gaincell.surrogate.transfers import quantize_ste
 
 PAPER = data_path("paper_reference.h5")
 SPICE_TIMING = {"t_max_s": 15e-9, "write_time_s": 5e-9, "t_c2p_conversion_s": 15.5e-9}

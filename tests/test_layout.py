@@ -84,3 +84,33 @@ def test_each_entry_module_imports_first(module):
 
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# the application on top of the stages: it may import anything; nothing below it imports it
+APPLICATION = ("gaincell.cli", "gaincell.commands", "gaincell.demo", "gaincell.inspect", "gaincell.report")
+
+
+def test_no_stage_or_shared_module_imports_the_application():
+    def is_application(name: str) -> bool:
+        return any(name == app or name.startswith(app + ".") for app in APPLICATION)
+
+    below = {path: package for path, package in package_modules().items()
+             if not is_application(f"{package}.{path.stem}") and not is_application(package)}
+    assert len(below) > 50
+    found = sorted(f"{path.relative_to(ROOT)} imports {name}" for path, package in below.items()
+                   for name in imported_names(path, package) if is_application(name))
+    assert not found
+
+
+def test_loading_a_surrogate_file_imports_no_torch():
+    """The surrogate file, its hardware configuration and the compact model are numpy-only; torch comes with
+    the layer (where the compiled surrogate is probed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gaincell.surrogate.file import Surrogate; from gaincell.resources import data_path; "
+            "s = Surrogate.load(data_path('paper_reference.h5')); import gaincell.compact, gaincell.hardware; "
+            "print(s.hardware.stored_levels, sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["8", "[]"], done.stdout

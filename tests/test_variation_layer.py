@@ -8,7 +8,7 @@ from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate
-from gaincell.surrogate.variation import CellDraws
+from gaincell.surrogate.varied import CellDraws
 from gaincell.surrogate.varied import EXACT
 from test_surrogate_file_variation import example_variation
 
