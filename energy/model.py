@@ -231,12 +231,12 @@ class EnergyReport:
 def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None, *, figures: str = "surrogate",
              window: int | None = None, tile: int | None = None, tokens: int = 4, seed: int = 0,
              gpu_baseline: str | Path | None = None, cell_area_um2: float = F.PAPER_CELL_AREA_UM2.value,
-             digital_scale: float = 1.0) -> EnergyReport:
+             digital_scale: float = 1.0, hardware: dict | None = None) -> EnergyReport:
     """Latency, energy and area per token of `model` (gpt2, smollm2, a config folder or a ModelConfig).
 
     The action counts come from decoding `tokens` tokens of one layer built from the surrogate (the shipped
     paper-reference surrogate when none is given, allowed with figures="paper" only); `window` and `tile`
-    default to its hardware configuration."""
+    default to its hardware configuration; `hardware`: fields of it set for a study (recorded in the settings)."""
     from gaincell.resources import data_path
     from gaincell.surrogate.file import Surrogate
 
@@ -251,6 +251,7 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
                                          "surrogate file from `gaincell fit`, or use --figures paper")
     path = Path(surrogate_path) if surrogate_path is not None else data_path("paper_reference.h5")
     surrogate = Surrogate.load(path)
+    surrogate.hardware = surrogate.hardware.overridden(**(hardware or {}))
     window = surrogate.hardware.window_tokens if window is None else window
     tile = surrogate.hardware.rows_per_tile if tile is None else tile
     # retention during the decode: the time of a token, the query heads of a KV head reading in turn
@@ -270,5 +271,5 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
     else:
         gpus, note = paper_gpu_baselines(), "no measured baseline given: the paper's GPU measurements are used"
     settings = {"surrogate": str(path), "window": window, "tile": tile, "tokens": tokens, "seed": seed,
-                "token_clock_s": clock}
+                "token_clock_s": clock, "hardware_overrides": list(surrogate.hardware.overrides)}
     return EnergyReport(config, figures, counts, own, paper_estimate(config, counts), gpus, note, settings)

@@ -75,10 +75,13 @@ def _parts_table(estimate: Estimate) -> list[str]:
 def format_report(report: EnergyReport) -> str:
     """The text `gaincell energy` prints."""
     m, c, s = report.model, report.counts, report.settings
+    overrides = s.get("hardware_overrides")
+    study = f"; hardware set for this study: {', '.join(overrides)}" if overrides else ""
     lines = [f"gain-cell attention: {m.name} ({m.layers} layers, {m.heads} query heads / {m.kv_heads} KV heads x "
              f"{m.head_dim}; {m.source})",
              f"window {s['window']}, {s['tile']}x{s['tile']} tiles; headline figures: "
-             + ("this project's (SPICE surrogate + cited)" if report.figures == "surrogate" else "the paper's"),
+             + ("this project's (SPICE surrogate + cited)" if report.figures == "surrogate" else "the paper's")
+             + study,
              f"action counts per token, one layer: decode of {s['tokens']} tokens with a full ring "
              f"(GainCellAttention + RingCache from {s['surrogate']}, seed {s['seed']})",
              f"  cells written {c.cells_written:g}, cells read QK {c.cells_read_qk:g} / AV {c.cells_read_av:g}, "

@@ -184,3 +184,18 @@ def test_a_study_s_override_reaches_the_layer_and_is_recorded(tmp_path, gpt2_fol
     refused = CliRunner().invoke(main, ["eval", "--model", str(gpt2_folder), "--surrogate", "paper", "--data",
                                         str(text), "--hardware", "levels=4"])
     assert refused.exit_code == 1 and "not FIELD=VALUE with a hardware field" in refused.output
+
+
+def test_energy_takes_a_study_s_hardware_field_and_says_so(tmp_path):
+    from gaincell.energy.model import estimate
+
+    plain = estimate("gpt2", data_path("paper_reference.h5"), figures="paper", tokens=1)
+    slower = estimate("gpt2", data_path("paper_reference.h5"), figures="paper", tokens=1,
+                      hardware={"conversion_s": 35e-9, "window_tokens": 512})
+    assert slower.settings["window"] == 512 and slower.settings["hardware_overrides"] == [
+        "conversion_s=3.5e-08", "window_tokens=512"]
+    assert slower.settings["token_clock_s"] == pytest.approx(12 * 2 * (15e-9 + 35e-9))
+    assert plain.settings["token_clock_s"] == pytest.approx(12 * 65e-9)
+    text = invoke("energy", "--figures", "paper", "--model", "gpt2", "--tokens", "1", "--out", tmp_path,
+                  "--hardware", "window_tokens=512").output
+    assert "hardware set for this study: window_tokens=512" in text

@@ -11,7 +11,8 @@ import click
 from ..errors import ConfigError, GaincellError, InputFileError
 from ..outputs import (REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output,
                        output_lock)
-from .options import Quantity, condition_options, design_inputs, force_option, one_condition, report_folder
+from .options import (Quantity, condition_options, design_inputs, force_option, hardware_option, one_condition,
+                      report_folder)
 
 @click.command()
 @click.argument("characterization", type=click.Path(exists=True, dir_okay=False))
@@ -133,9 +134,10 @@ def attention(surrogate_path, out_dir, layers, force):
               help="Factor on the cited 45 nm adder/counter energies (node scaling of your choice).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for energy-breakdown.png/.html.")
+@hardware_option
 @force_option
 def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_baseline, cell_area_um2, digital_scale,
-           out_dir, force):
+           out_dir, hardware, force):
     """Latency, energy (per head, layer, model; by component) and area per token, with the ratio to GPU
     attention; counts from a real decode of the attention layer, figures from the surrogate and citations."""
     from ..energy.model import estimate
@@ -145,7 +147,8 @@ def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_basel
     inputs = [p for p in (surrogate_path, gpu_baseline) if p]
     folder = report_folder(out_dir, ["energy-breakdown.png", "energy-breakdown.html"], inputs, force)
     report = estimate(model, surrogate_path, figures=figures, window=window, tile=tile, tokens=tokens, seed=seed,
-                      gpu_baseline=gpu_baseline, cell_area_um2=cell_area_um2, digital_scale=digital_scale)
+                      gpu_baseline=gpu_baseline, cell_area_um2=cell_area_um2, digital_scale=digital_scale,
+                      hardware=hardware)
     png, page = save_png_and_html(breakdown_figure(report), folder / "energy-breakdown")
     click.echo(format_report(report))
     click.echo(f"wrote {png}, {page}")
