@@ -197,7 +197,9 @@ def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesi
                        workers=workers, progress=progress, restart=restart)
     refuse_failed_columns(scores, "stage 1 (token converters)")
     widths = np.asarray(scores.data.scalars["width_s"], dtype=float)
-    drive = tuple(float(min(w, design.t_max_s)) for w in widths)  # the row drivers regenerate the pulses
+    # the row drivers regenerate the pulses; one shorter than a converter that fired drives nothing (a
+    # femtosecond pulse between 50 ps edges stops ngspice: "timestep too small")
+    drive = tuple(float(min(w, design.t_max_s)) if w > FIRED_MIN_FRACTION * design.t_max_s else 0.0 for w in widths)
     stage2 = TileReadout(design, as_rows(v), drive, c2p)
     readout = run_sweep(Sweep(f"{prefix}_readout", stage2, {"column": list(range(dim))}, timeout_s=600.0), out,
                         workers=workers, progress=progress, restart=restart)
@@ -208,3 +210,30 @@ def run_tile(design: CellDesign, query_frac, keys_v, values_v, out, c2p: C2PDesi
     return TileResult(widths, np.asarray(s["width_s"], dtype=float), np.asarray(s["sign"], dtype=float),
                       np.asarray(s["count"], dtype=float), c2p.counter_levels, scores, readout,
                       never_fired(charges, fired, "token converters (stage 1)"))
+
+
+def aged_voltages(design: CellDesign, stored_v, ages_s, out, workers: int | None = None,
+                  progress: bool = False) -> np.ndarray:
+    """What the cells of a tile hold after `ages_s` of retention (one age per token, the rows of `stored_v`):
+    each distinct stored level is held in SPICE (`CellRetention`, group `aged_retention` of `out`) for the
+    longest age, and every cell's voltage is read off its level's waveform at its token's age."""
+    from .cells import CellRetention
+
+    stored, ages = np.asarray(stored_v, dtype=float), np.asarray(ages_s, dtype=float)
+    if stored.ndim != 2 or ages.shape != stored.shape[:1] or not (np.isfinite(ages).all() and (ages >= 0).all()):
+        raise ConfigError("ages_s", f"must be one finite age >= 0 per token ({stored.shape[:1]}); got {ages.shape}")
+    levels = np.unique(stored)
+    longest = max(float(ages.max()), 1e-9)
+    sweep = Sweep("aged_retention", CellRetention(design, stop_s=1.02 * longest, max_step_s=longest / 400),
+                  {"stored_v": levels})
+    report = run_sweep(sweep, out, workers=workers, progress=progress, restart=True)
+    refuse_failed_columns(report, "aged retention")
+    data = report.data
+    time_s, node, samples = data.waveforms["time"], data.waveforms["v(sn)"], data.n_samples
+    held = np.empty_like(stored)
+    for index, level in enumerate(levels):
+        n = int(samples[index])
+        rows, cols = np.nonzero(stored == level)
+        held[rows, cols] = np.interp(ages[rows], time_s[index, :n], node[index, :n])
+    # a node held at 0 V reads -1e-17 V or so (the solver's round-off); 1 uV steps keep the read netlists tame
+    return np.round(np.clip(held, 0.0, design.vdd_v), 6)

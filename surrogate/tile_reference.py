@@ -10,18 +10,26 @@ import numpy as np
 import torch
 
 from gaincell.circuits.tile import MAX_TILE
+from gaincell.compact import decay_factor
 
 from .cellmodel import CellModel
 from .functional import attention_internals
 
 
-def tile_reference(surrogate, query_frac, keys_v, values_v) -> dict[str, np.ndarray]:
-    """The torch gain-cell attention built from `surrogate` on a tile's inputs (no decay, no quantization):
-    the newest query's C2P outputs `phi` (tokens,) and `output` (dim,)."""
+def tile_reference(surrogate, query_frac, keys_v, values_v, ages_s=None) -> dict[str, np.ndarray]:
+    """The torch gain-cell attention built from `surrogate` on a tile's inputs (no quantization): the newest
+    query's C2P outputs `phi` (tokens,) and `output` (dim,). `ages_s` (one per token, the keys' and values'
+    time in the array) applies the layer's decay model at those ages; None: no decay."""
     k = torch.tensor(np.asarray(keys_v, dtype=float))[None, None]  # (1, 1, T, D)
     v = torch.tensor(np.asarray(values_v, dtype=float))[None, None]
     q = torch.zeros_like(k)
     q[0, 0, -1] = torch.tensor(np.asarray(query_frac, dtype=float))  # the newest position sees every key
     cell = CellModel.from_surrogate(surrogate)
-    internals = attention_internals(q, k, v, cell, decay=None, tile=MAX_TILE)
+    decay = None
+    if ages_s is not None:  # the layer's table is by age in steps: the newest query meets token s at step T-1-s
+        tokens = k.shape[2]
+        decay = torch.zeros(tokens, dtype=k.dtype)
+        decay[tokens - 1 - np.arange(tokens)] = torch.tensor(decay_factor(*cell.decay_model, np.asarray(ages_s)),
+                                                             dtype=k.dtype)
+    internals = attention_internals(q, k, v, cell, decay=decay, tile=MAX_TILE)
     return {"phi": internals["phi"][0, 0, -1].numpy(), "output": internals["output"][0, 0, -1].numpy()}
