@@ -144,6 +144,8 @@ for command in (circuits.simulate, circuits.characterize, surrogate.fit, surroga
 def run() -> None:
     """The `gaincell` command (console script and `python -m gaincell.cli`): `main`, and once it is done, signals
     no longer interrupt the exit (a late Ctrl-C would print a traceback from the interpreter's shutdown)."""
+    if hasattr(sys.stdout, "reconfigure"):  # a redirected log keeps stage lines in order with stderr's
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         main()
     finally:
