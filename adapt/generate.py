@@ -82,7 +82,8 @@ class Decoding:
 
         return GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.sampled, num_beams=1,
                                 temperature=float(self.temperature) if self.sampled else 1.0,
-                                top_k=self.top_k or 0, top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
+                                top_k=(self.top_k or 0) if self.sampled else None,  # greedy: no flag to warn about
+                                top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
                                 eos_token_id=eos_token_id, pad_token_id=eos_token_id)
 
 

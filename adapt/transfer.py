@@ -16,6 +16,7 @@ Source ideas: LoLCATs and Hedgehog (Zhang et al. 2024), which transfer softmax a
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -53,9 +54,16 @@ def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
             raise ConfigError("--lora-rank", "needs the peft package (pip install -e '.[lm]')") from exc
+        from transformers.pytorch_utils import Conv1D
+
+        targets = attention_projections(model)
+        transposed = any(isinstance(module, Conv1D) for name, module in model.named_modules() if name in targets)
         config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
-                            target_modules=attention_projections(model), bias="none")
-        with torch.random.fork_rng(devices=[]):
+                            target_modules=targets, bias="none",
+                            fan_in_fan_out=transposed)  # GPT-2's projections are Conv1D (weights stored transposed)
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`: their warning, not the user's
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             torch.manual_seed(seed)
             model = get_peft_model(model, config)
     for layer in gaincell_layers(model):
