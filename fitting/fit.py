@@ -139,9 +139,11 @@ DECAY_MODELS = {"leakage": LEAKAGE, "stretched": STRETCHED, "exponential": EXPON
 
 
 def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") -> FitOutcome:
-    """Fit the decay on the curve of the reference level (the stored value closest to VDD/2 above the hold
-    level: the "zero" of the encoding). The component's residuals also carry `tau_1e_s` (1/e time at the
-    reference level, uncertainty propagated from the covariance) and the raw curve's own 1/e time."""
+    """Fit the decay on the retention curves of every stored level at once (the leakage depends on the level,
+    and the layer ages every level with this model). The reference level is the stored value closest to
+    VDD/2 above the hold level (the "zero" of the encoding); the component's residuals also carry `tau_1e_s`
+    (1/e time at the reference level, uncertainty propagated from the covariance) and the raw curve's own
+    1/e time."""
     if model not in DECAY_MODELS:
         raise ConfigError("decay_model", f"must be one of {', '.join(DECAY_MODELS)}, got {model!r}")
     hold = design.hold_wbl_v
@@ -150,15 +152,21 @@ def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") 
         raise FitError("no successful retention curve to fit")
     levels = retention.coords["stored_v"]
     ref = int(ok[np.argmin(np.abs(levels[ok] - (hold + design.vdd_v / 2)))])
-    wave = retention.point((ref,))
     raw_tau = float(retention.scalars["tau_1e_s"][ref])
-    # evenly in time where the node decays (to 4 tau), sparser in the tail: the SPICE steps are dense early
-    end = float(wave["time"][-1])
-    grid = np.linspace(0, min(end, 4 * raw_tau), 400)
-    if end > 4 * raw_tau:
-        grid = np.concatenate([grid, np.linspace(4 * raw_tau, end, 51)[1:]])
-    inputs = {"t_s": grid, "stored_v": np.full(grid.size, levels[ref])}
-    data = np.interp(grid, wave["time"], wave["v(sn)"])
+    times, stored, data = [], [], []
+    for level in ok:
+        wave = retention.point((level,))
+        # evenly in time where the node decays (to 4 tau), sparser in the tail: the SPICE steps are dense early
+        end, tau = float(wave["time"][-1]), float(retention.scalars["tau_1e_s"][level])
+        tau = tau if np.isfinite(tau) and tau > 0 else raw_tau
+        grid = np.linspace(0, min(end, 4 * tau), 400)
+        if end > 4 * tau:
+            grid = np.concatenate([grid, np.linspace(4 * tau, end, 51)[1:]])
+        times.append(grid)
+        stored.append(np.full(grid.size, levels[level]))
+        data.append(np.interp(grid, wave["time"], wave["v(sn)"]))
+    inputs = {"t_s": np.concatenate(times), "stored_v": np.concatenate(stored)}
+    data = np.concatenate(data)
     config = {"hold_v": hold, "ref_v": float(levels[ref])}
     model_id = DECAY_MODELS[model]
     excess = float(levels[ref] - hold)
@@ -170,7 +178,8 @@ def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") 
         EXPONENTIAL: ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),
     }[model_id]
     outcome = fit_model(model_id, config, inputs, data, initial,
-                        f"fit of sweep 'retention': v(sn) of the reference level {levels[ref]:.4g} V", bounds, fixed)
+                        f"fit of sweep 'retention': v(sn) of the stored levels {', '.join(f'{levels[i]:.4g}' for i in ok)} V",
+                        bounds, fixed)
     part = outcome.component
     tau, tau_err = _propagate(lambda p: tau_1e(model_id, config, p), part)
     part.residuals.update({"tau_1e_s": tau, "tau_1e_stderr_s": tau_err, "raw_tau_1e_s": raw_tau})

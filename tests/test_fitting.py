@@ -116,9 +116,10 @@ def test_default_cell_surrogate_meets_its_targets(tmp_path):
     assert report.n_points == 72
     assert report.rms_rel_full_scale <= 0.01  # held-out points, relative to full scale
     decay = surrogate["decay"].residuals
-    # the fitted model's 1/e time agrees with the raw curve's to 0.5 % (measured: 0.1 %, see the README)
+    # one model fitted to the four retention levels at once: its 1/e time at the reference level agrees with
+    # the raw curve's to 0.5 %, its RMS over all curves is a few mV (measured 0.3 % and 2.1 mV, see the README)
     assert decay["tau_1e_s"] == pytest.approx(decay["raw_tau_1e_s"], rel=5e-3)
-    assert decay["rms"] < 1e-3  # volts
+    assert decay["rms"] < 3e-3  # volts
     assert 1e-3 < decay["tau_1e_s"] < 20e-3
     with pytest.raises(ConfigError, match="fitted to design 'cmos-generic', which differs"):
         validate_cell(surrogate, load_design("igzo-generic"), tmp_path / "v2.h5", progress=False)
