@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .design_text import read_design_table
-from .devices import (SHIPPED_MODEL_NAMES, SPICE_NAME, SPICE_NAME_RULE, PdkDevice, VtShift, check_spice_name,
+from .devices import (SHIPPED_MODEL_NAMES, PdkDevice, VtShift, check_spice_name,
                       refuse_command_word)
 from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
@@ -371,9 +371,10 @@ def _merged_devices(base: CellDesign, changes: dict) -> None:
         changes[key] = tuple(kept) + tuple(given[key].items())
 
 
-def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
+def design_from_dict(raw: Mapping, base_dir: Path | None = None, check_libraries: bool = True) -> CellDesign:
     """Build a design from a design file's table; `base` names a preset to start from (its devices and
-    model_names merge name by name, `_merged_devices`). Model libraries given as paths must exist."""
+    model_names merge name by name, `_merged_devices`). Model libraries given as paths must exist (unless
+    `check_libraries` is off: an artifact's design record names the libraries of the machine that made it)."""
     if not isinstance(raw, Mapping):
         raise ConfigError("design", f"must be a table of design fields, got {shown(raw)}")
     fields = {f.name for f in dataclasses.fields(CellDesign)}
@@ -410,7 +411,8 @@ def design_from_dict(raw: Mapping, base_dir: Path | None = None) -> CellDesign:
         changes[key] = value
     _merged_devices(base_design, changes)
     design = dataclasses.replace(base_design, **changes)
-    design.check_libraries_readable()
+    if check_libraries:
+        design.check_libraries_readable()
     return design
 
 

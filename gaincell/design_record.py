@@ -12,9 +12,9 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from .design import DEVICE_FIELDS, LATER_FIELDS, PRESETS, CellDesign, Device, periphery_from_table
-from .devices import PdkDevice, VtShift
+from .design import LATER_FIELDS, CellDesign, design_from_dict, periphery_from_table
 from .errors import ConfigError
 from .periphery import C2PDesign, DacDesign
 
@@ -58,6 +58,10 @@ def read_design_record(attrs: Mapping, where: str) -> DesignRecord:
         fields = blob.get("design", {}) if "testbench" in attrs else blob
         return DesignRecord(_cell_from_fields(fields, complete=False),
                             *(_periphery(blob, name) for name in ("c2p", "dac")))
+    except ConfigError as exc:
+        if exc.parameter == where:
+            raise
+        raise ConfigError(where, f"holds no readable design record: {exc.parameter}: {exc.problem}") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSON errors are ValueErrors
         raise ConfigError(where, f"holds no readable design record: {exc}") from None
 
@@ -68,8 +72,9 @@ def _periphery(record: dict, name: str):
 
 
 def _cell_from_fields(fields: Mapping, complete: bool) -> CellDesign:
-    """A CellDesign from its `to_dict` form: every field when `complete` (but `LATER_FIELDS`), else the
-    preset's for those missing."""
+    """A CellDesign from its `to_dict` form, read by the design files' loader (`design_from_dict`) as a table
+    of every field (when `complete`, but `LATER_FIELDS`) or of some (the cmos-generic preset's for the others);
+    its device and model-name pairs become the file form's tables, and its libraries need not exist here."""
     if not isinstance(fields, Mapping):
         raise TypeError(f"the cell design is a {type(fields).__name__}, not a table of fields")
     names = [f.name for f in dataclasses.fields(CellDesign)]
@@ -77,12 +82,5 @@ def _cell_from_fields(fields: Mapping, complete: bool) -> CellDesign:
     missing = [name for name in names if name not in fields and name not in LATER_FIELDS]
     if unknown or (complete and missing):
         raise KeyError(f"unknown fields {unknown}" if unknown else f"missing fields {missing}")
-    values = {**dataclasses.asdict(PRESETS["cmos-generic"]), **fields}
-    values |= {name: Device(**values[name]) for name in DEVICE_FIELDS if isinstance(values[name], Mapping)}
-    values["model_names"] = tuple(tuple(pair) for pair in values["model_names"])
-    values["model_libraries"] = tuple(values["model_libraries"])
-    values["devices"] = tuple((shipped, PdkDevice(**{**device, "params": tuple(map(tuple, device["params"]))}))
-                              for shipped, device in values["devices"])
-    if isinstance(values["vt_shift"], Mapping):
-        values["vt_shift"] = VtShift(**values["vt_shift"])
-    return CellDesign(**values)
+    table = {key: dict(value) if key in ("devices", "model_names") else value for key, value in fields.items()}
+    return design_from_dict(table, base_dir=Path(), check_libraries=False)
