@@ -28,12 +28,14 @@ PLAIN_UNITS = (DB, DEGREES)  # drawn as plain numbers: no SI prefix (not "-500 m
 
 @dataclass
 class Trace:
-    """One curve: x and y values, a name, and a style ("line", "markers" or "bars")."""
+    """One curve: x and y values, a name, and a style ("line", "markers" or "bars"); `color`: an index into
+    the colour cycle (traces of one quantity, e.g. data and its fit, share it; default: the trace's position)."""
 
     name: str
     x: np.ndarray
     y: np.ndarray
     style: str = "line"
+    color: int | None = None
 
 
 @dataclass
@@ -100,16 +102,19 @@ def render_png(figure: Figure, path: str | Path) -> Path:
                              squeeze=False)
     for ax, panel in zip(axes[:, 0], figure.panels):
         bars = [t for t in panel.traces if t.style == "bars"]  # side by side, as in the HTML page
-        for trace in panel.traces:
+        for index, trace in enumerate(panel.traces):
+            color = f"C{(index if trace.color is None else trace.color) % 10}"
             if trace.style == "bars":
                 width = 0.8 / len(bars)
                 offset = -0.4 + width * ([t is trace for t in bars].index(True) + 0.5)
-                ax.bar(np.asarray(trace.x, float) + offset, trace.y, width=width, label=trace.name)
+                ax.bar(np.asarray(trace.x, float) + offset, trace.y, width=width, label=trace.name, color=color)
             elif trace.style == "markers":
-                ax.plot(trace.x, trace.y, "o", ms=3, label=trace.name)
+                ax.plot(trace.x, trace.y, "o", ms=3, label=trace.name, color=color)
             else:
-                ax.plot(trace.x, trace.y, lw=1.2, label=trace.name)
-        if panel.y_unit in PLAIN_UNITS:
+                ax.plot(trace.x, trace.y, lw=1.2, label=trace.name, color=color)
+        if not panel.y_unit:  # a dimensionless quantity: plain numbers, no SI prefix ("0.1", not "100 m")
+            ax.yaxis.set_major_formatter(lambda value, _: f"{value:g}")
+        elif panel.y_unit in PLAIN_UNITS:
             ax.yaxis.set_major_formatter(lambda value, _, unit=panel.y_unit: f"{value:g} {unit}")
         else:
             ax.yaxis.set_major_formatter(EngFormatter(unit=panel.y_unit))
@@ -120,13 +125,15 @@ def render_png(figure: Figure, path: str | Path) -> Path:
         else:
             if figure.x_log:
                 ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(EngFormatter(unit=panel.x_unit))
+            ax.xaxis.set_major_formatter(EngFormatter(unit=panel.x_unit) if panel.x_unit else (lambda value, _: f"{value:g}"))
         if panel.x_label:
             ax.set_xlabel(panel.x_label)
         if panel.title:
             ax.set_title(panel.title, fontsize=9)
         ax.grid(alpha=0.3)
-        if len(panel.traces) > 1 or panel.traces and panel.traces[0].name:
+        if len(panel.traces) > 6:  # many series: the legend beside the axes, never over the curves
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0.0)
+        elif len(panel.traces) > 1 or panel.traces and panel.traces[0].name:
             ax.legend(loc="best", fontsize=8)
     if figure.title:
         fig.suptitle(figure.title, fontsize=10)
@@ -169,7 +176,7 @@ def figure_data(figure: Figure) -> dict:
                     x = np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
             x, y = _decimate(x, trace.y)
             traces.append({"name": trace.name, "x": [float(v) for v in x], "y": [float(v) for v in y],
-                           "style": trace.style})
+                           "style": trace.style, "color": trace.color})
         panels.append({"traces": traces, "yUnit": panel.y_unit, "yLabel": panel.y_label, "title": panel.title,
                        "xUnit": panel.x_unit, "xLabel": panel.x_label})
     return {"title": figure.title, "panels": panels, "shareX": figure.share_x, "categories": figure.categories,
@@ -264,7 +271,7 @@ _SCRIPT = r"""
     views.push(view);
     panel.traces.forEach(function (t, ti) {
       const item = document.createElement('span');
-      item.style.color = colors[ti % colors.length];
+      item.style.color = colors[(t.color === null ? ti : t.color) % colors.length];
       item.textContent = '\u25A0 ' + t.name; item.dataset.trace = t.name;
       item.addEventListener('click', function () {
         view.hidden[ti] = !view.hidden[ti]; item.classList.toggle('off'); draw(view);
@@ -333,7 +340,7 @@ _SCRIPT = r"""
     const nBars = panel.traces.filter(t => t.style === 'bars').length;
     let barIndex = 0;
     panel.traces.forEach(function (t, ti) {
-      const color = colors[ti % colors.length];
+      const color = colors[(t.color === null ? ti : t.color) % colors.length];
       if (t.style === 'bars') {
         const w = 0.8 / nBars, off = -0.4 + w * barIndex++;
         const g = el('g', {'class': 'trace', 'data-name': t.name, 'clip-path': 'url(#' + clip + ')'});
