@@ -5,7 +5,9 @@ naive : naive_gaincell_attention (materialises (B, H, T, T) score/pulse matrices
         the paper's reference code computes it.
 sdpa  : torch's scaled_dot_product_attention (causal softmax): the speed of light, not the same function.
 All three run the paper-reference surrogate's hardware model (quantized q/k/v and readout, decay, window
-1024, tiles of 64) on the same random inputs, each in a fresh process so that its peak memory (the rise
+1024, tiles of 64) on the same random inputs (the decay: the paper's product form at `--decay-per-step`, or
+with `--aged-token-period-s` the circuit's aged-voltage decay at that token clock, whose separable terms each
+cost about one product-form pass), each in a fresh process so that its peak memory (the rise
 of the process's peak resident set over its state before the call) is its own. Outputs and gradients of
 tiled and naive are compared: the script exits with status 1 when they disagree beyond the tolerances
 below, or when a method's run fails. Time is the median of `--repeats` forward+backward passes after one
@@ -13,6 +15,7 @@ warm-up.
 
     .venv/bin/python benchmarks/bench_attention.py                       # B=8, H=12, T=1024, D=64
     .venv/bin/python benchmarks/bench_attention.py --batch 1 --tokens 4096
+    .venv/bin/python benchmarks/bench_attention.py --aged-token-period-s 5.85e-6   # SmolLM2's clock
 """
 from __future__ import annotations
 
@@ -55,8 +58,9 @@ def run_one(method: str, args, save: Path) -> dict:
     shape = (args.batch, args.heads, args.tokens, args.head_dim)
     inputs = [torch.rand(shape), torch.rand(shape) * 0.9, torch.rand(shape) * 0.9]
     grad = torch.randn(shape) * 1e-2
-    cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
-    options = dict(decay=args.decay_per_step, tile=64, window=args.window, quantize=True)
+    aged = args.aged_token_period_s is not None
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=args.aged_token_period_s)
+    options = dict(decay="surrogate" if aged else args.decay_per_step, tile=64, window=args.window, quantize=True)
 
     def step():
         q, k, v = (x.clone().requires_grad_() for x in inputs)
@@ -110,6 +114,22 @@ def check_agreement(report: dict) -> None:
             f"an element differs by {out['max_abs_diff']:.3g}, more than one readout step ({step:.3g})")
 
 
+def describe_decay(args) -> str:
+    """The decay the run uses, with the aged-voltage form's number of terms."""
+    if args.aged_token_period_s is None:
+        return f"the product form, {args.decay_per_step:g} per step"
+    import numpy as np
+
+    from gaincell.resources import data_path
+    from gaincell.surrogate.cellmodel import AGED_TOLERANCE, CellModel
+
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=args.aged_token_period_s)
+    ages = np.arange(args.window) * args.aged_token_period_s
+    aged = cell.aged_expansion(ages, ages[-1])
+    terms = 1 if aged.product_error <= AGED_TOLERANCE else aged.terms
+    return f"aged voltages at {args.aged_token_period_s:g} s per token: {terms} term(s)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
@@ -117,7 +137,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--window", type=int, default=1024)
-    parser.add_argument("--decay-per-step", type=float, default=1.6e-4)
+    parser.add_argument("--decay-per-step", type=float, default=1.6e-4, help="the product form's decay rate")
+    parser.add_argument("--aged-token-period-s", type=float, default=None,
+                        help="the aged-voltage decay at this token clock instead of the product form")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="tiled,naive,sdpa")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -127,13 +149,13 @@ def main() -> None:
         print(json.dumps(run_one(args.child, args, Path(args.save))))
         return
     print(f"B={args.batch} H={args.heads} T={args.tokens} D={args.head_dim} window={args.window} "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; decay: {describe_decay(args)}")
     results, failed, report = {}, [], None
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             command = [sys.executable, __file__, "--child", method, "--save", f"{tmp}/{method}.pt"] + [
                 f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                if k not in ("child", "save", "methods")]
+                if k not in ("child", "save", "methods") and v is not None]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 print(f"{method}: failed\n{done.stderr[-2000:]}")

@@ -39,10 +39,11 @@ from torch import nn
 from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
-from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decay_table_for, decode_step, expand_kv,
-                         hardware_inputs, ring_size, tiled_attention)
+from .decay import DecayTerms, decay_table_for, decay_terms
+from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decode_step, expand_kv, hardware_inputs, ring_size,
+                         tiled_attention)
 from .transfers import Quantization, straight_through, transfers
-from .varied import CellDraws, StageCells, multiply_deviation, series_terms
+from .varied import CellDraws, StageCells, log_table, multiply_deviation, series_terms
 
 MODES = ("nonlinear", "linear", "ideal")
 FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configuration (rows per array, window)
@@ -237,12 +238,29 @@ class GainCellAttention(nn.Module):
                                          f"{self.read_noise_scale:g}, variation_seed={self.variation_seed}"
                                          if self.varied else ""))
 
-    def decay_table(self, length: int, like: torch.Tensor) -> torch.Tensor:
-        """Decay factors by age (tokens), from the cell's retention and token clock; ones when decay is off."""
-        key = (length, like.dtype, like.device, self.decay, self.cell.token_period_s)
+    def decay_terms(self, length: int, like: torch.Tensor) -> DecayTerms:
+        """The retention for ages 0..length-1 tokens (`functional.decay_terms`): the circuit's aged-voltage
+        decay at the cell's token clock, or no decay when it is off."""
+        key = ("terms", length, like.dtype, like.device, self.decay, self.cell.token_period_s)
         if key not in self._tables:
-            self._tables = {key: decay_table_for("surrogate" if self.decay else None, length, self.cell, like.dtype,
-                                                 like.device)}
+            self._forget_tables()
+            self._tables[key] = decay_terms("surrogate" if self.decay else None, length, self.cell, like.dtype,
+                                            like.device, self.window)
+        return self._tables[key]
+
+    def _forget_tables(self, keep: int = 8) -> None:
+        """Bound the table cache (a model sees a few sequence lengths, dtypes and devices)."""
+        if len(self._tables) >= keep:
+            self._tables.clear()
+
+    def decay_table(self, length: int, like: torch.Tensor) -> torch.Tensor:
+        """The reference level's remaining fraction by age (tokens), from the cell's retention and token clock;
+        ones when decay is off (the per-cell retention spread scales it, `varied.py`)."""
+        key = ("reference", length, like.dtype, like.device, self.decay, self.cell.token_period_s)
+        if key not in self._tables:
+            self._forget_tables()
+            self._tables[key] = decay_table_for("surrogate" if self.decay else None, length, self.cell, like.dtype,
+                                                like.device)
         return self._tables[key]
 
     def _quantization(self) -> Quantization | None:
@@ -259,13 +277,15 @@ class GainCellAttention(nn.Module):
         linear = self.mode == "linear"
         qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self.v_scaler(v)
         if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
-            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
-                                         self.kernel)
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
-            cells = None
+            terms = self.decay_terms(ring, q)
+            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
+                                         self.kernel, terms.aged)
+            tables, cells = terms.tables, None
             if self.varied:
-                fk, fv, cells = self._vary(fk, fv, ring, padded, q.shape[0], self._transfer_stored(ks, vs))
-            y = tiled_attention(qh, fk, fv, self.cell, decay=self.decay_table(ring, q), tile=self.tile,
+                fk, fv, tables, cells = self._vary(fk, fv, tables, ring, padded, q.shape[0],
+                                                   self._transfer_stored(ks, vs))
+            y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
                                 kernel=self.kernel, cells=cells)
             if cache is not None:
@@ -313,15 +333,22 @@ class GainCellAttention(nn.Module):
         self._cells = {key: arrays}
         return arrays
 
-    def _vary(self, fk, fv, ring: int, positions: int, batch: int, stored):
-        """f(k), g(v) with this layer's cell deviations for keys at positions 0.. (slot = position mod ring), and
-        the `StageCells` for the stage arithmetic; `stored` are the (clamped, quantized) k, v voltages."""
-        arrays = self._cell_arrays(ring, positions, fk)
-        tokens = fk.shape[2]
+    def _vary(self, fk, fv, tables, ring: int, positions: int, batch: int, stored):
+        """f(k), g(v) and their decay tables with this layer's cell deviations for keys at positions 0.. (slot =
+        position mod ring), and the `StageCells` for the stage arithmetic; `stored` are the (clamped, quantized)
+        k, v voltages. A multiply deviation adds to the product form's one term, or is one more term decaying as
+        the reference level with the aged-voltage decay's."""
+        arrays = self._cell_arrays(ring, positions, stored[0])
+        tokens = stored[0].shape[2]
         if arrays["k"] is not None:
             y0 = self.cell.y0_v
-            fk = fk + multiply_deviation(stored[0], y0, arrays["k"][:, :tokens])
-            fv = fv + self.cell.v_over_k * multiply_deviation(stored[1], y0, arrays["v"][:, :tokens])
+            deviations = (multiply_deviation(stored[0], y0, arrays["k"][:, :tokens]),
+                          self.cell.v_over_k * multiply_deviation(stored[1], y0, arrays["v"][:, :tokens]))
+            if fk.dim() == 4:
+                fk, fv = fk + deviations[0], fv + deviations[1]
+            else:
+                fk, fv = (torch.cat([f, deviation[None]]) for f, deviation in zip((fk, fv), deviations))
+                tables = torch.cat([tables, self.decay_table(tables.shape[1], tables)[None]])
 
         def rows(x):  # (H_kv, P, D) or (H_kv, P) -> (B x heads, P, D) or (B x heads, P)
             if x is None:
@@ -334,8 +361,9 @@ class GainCellAttention(nn.Module):
         noise = self.read_noise_scale * (self.cell.variation.read_noise if self.read_noise_scale else 0.0)
         seed = int(torch.randint(0, 2**62, ())) if noise else 0
         cells = StageCells(rows(arrays["k_exponent"]), rows(arrays["v_exponent"]), rows(arrays["offset"]), noise,
-                           noise * self.cell.v_over_k, seed, arrays["terms"])
-        return fk, fv, cells
+                           noise * self.cell.v_over_k, seed, arrays["terms"],
+                           log_table(self.decay_table(tables.shape[1], tables)))
+        return fk, fv, tables, cells
 
     @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
@@ -344,13 +372,13 @@ class GainCellAttention(nn.Module):
         outputs = []
         for i in range(qs.shape[2]):
             cache.write(*self._stored(ks[:, :, i:i + 1], vs[:, :, i:i + 1]))
+            terms = self.decay_terms(cache.slots, qs)
             qh, fk, fv = hardware_inputs(qs[:, :, i:i + 1], cache.k, cache.v, self.cell, self._quantization(), linear,
-                                         False, self.kernel)
-            table = self.decay_table(cache.slots, qs)
-            cells = None
+                                         False, self.kernel, terms.aged)
+            table, cells = terms.tables, None
             if self.varied:
-                fk, fv, cells = self._vary(fk, fv, cache.slots, cache.slots, qs.shape[0],
-                                           (cache.k, cache.v))
+                fk, fv, table, cells = self._vary(fk, fv, table, cache.slots, cache.slots, qs.shape[0],
+                                                  (cache.k, cache.v))
             outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
                                        cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
                                        out_steps=self._out_steps(), cells=cells))

@@ -128,9 +128,83 @@ class CellModel:
         model_id, config, params = self.decay_model
         return np.asarray(decay_factor(model_id, config, params, np.arange(length) * period), dtype=float)
 
+    def aged_expansion(self, ages_s, span_s: float | None = None) -> "AgedExpansion":
+        """The multiply of a cell written `ages_s` ago (one age per table entry), expanded in separable terms
+        (`AgedExpansion`): the stored voltage decays by the retention model, then the fitted curve (and its line)
+        reads it. The terms are found for ages 0..`span_s` (None: the whole decay, AGED_SPAN_TAU x tau_1e), so
+        the same span gives the same terms whatever ages are tabulated."""
+        if self.decay_model is None:
+            raise ConfigError("decay", f"the cell {self.name!r} has no retention model to age its stored voltages")
+        span = AGED_SPAN_TAU * tau_1e(*self.decay_model) if span_s is None else float(span_s)
+        return AgedExpansion.build(self, np.asarray(ages_s, dtype=float), span)
+
     def polynomial(self, linear: bool = False) -> tuple[float, ...]:
         """Coefficients (of y^0, y^1, ...) of multiply_k, or of its least-squares line."""
         return self.line if linear else self.cubic
+
+
+AGED_GRID_POINTS = 257  # stored voltages the aged multiply is tabulated at (linear interpolation between them)
+AGED_TOLERANCE = 5e-3  # largest error of the expansion, as a fraction of the multiply's full scale (below the fit's own)
+AGED_MAX_TERMS = 16
+AGED_BASIS_AGES = 1024  # ages (evenly and geometrically spaced) the terms are found from; tables are projected
+AGED_SPAN_TAU = 20.0  # the whole decay, in retention time constants
+
+
+@dataclass(frozen=True)
+class AgedExpansion:
+    """What a cell reads after holding its stored voltage v for an age a: F(v, a) = f(v_held(v, a)), f the
+    fitted multiply (or its least-squares line), v_held the retention model's voltage (it leaks toward the
+    hold level, at a rate that may depend on the level). The layer needs F as a sum of separable terms,
+        F(v, a) = sum_j values[j](v) tables[j](a),
+    so that stage 1 stays matrix products (one per term, each times its table by age). The terms are the
+    leading singular vectors of F on a grid of stored voltages x the ages, as few as keep the largest error
+    within AGED_TOLERANCE of the multiply's full scale (the exponential decay of the paper with a cubic needs at
+    most 4; a level-dependent leakage a few more); `values` are tabulated on `grid_v` (linear interpolation).
+    The terms depend on the span of ages they are found for, not on the ages tabulated: a ring's tables are
+    prefixes of a longer ring's. The curve and its line share the tables (`line_values`: the paper's linear-gradient option reads them).
+    `product_error`: the error of the paper's form f(v) d(a) (every product times the reference level's decay
+    factor) over the span; where it is within tolerance the layer runs that form."""
+
+    grid_v: np.ndarray  # (G,) stored voltages
+    values: np.ndarray  # (terms, G) multiply_k of the curve
+    line_values: np.ndarray  # (terms, G) multiply_k of the least-squares line
+    tables: np.ndarray  # (terms, ages)
+    error: float  # largest |expansion - F| over the grid and the tabulated ages / full scale
+    product_error: float  # largest |f(v) d(a) - F| over the grid and the span / full scale
+
+    @property
+    def terms(self) -> int:
+        return self.tables.shape[0]
+
+    @classmethod
+    def build(cls, cell: "CellModel", ages_s: np.ndarray, span_s: float) -> "AgedExpansion":
+        grid = np.linspace(*cell.stored_range_v, AGED_GRID_POINTS)
+        model_id, config, params = cell.decay_model
+
+        def read(ages):  # F of the curve and of the line, stacked: (2G, ages)
+            held = evaluate(model_id, config, params, t_s=ages[None, :], stored_v=grid[:, None]) - cell.y0_v
+            return np.concatenate([np.polyval(cell.cubic[::-1], held), np.polyval(cell.line[::-1], held)])
+
+        span_s = max(span_s, 1e-300)
+        basis_ages = np.concatenate([np.linspace(0, span_s, AGED_BASIS_AGES),
+                                     np.geomspace(span_s * 1e-6, span_s, AGED_BASIS_AGES)])
+        sampled = read(basis_ages)
+        scale = float(np.abs(sampled).max()) or 1.0
+        u, s, _ = np.linalg.svd(sampled, full_matrices=False)
+        terms = 1
+        while terms < min(AGED_MAX_TERMS, len(s)) and np.abs(
+                u[:, :terms] @ (u[:, :terms].T @ sampled) - sampled).max() > AGED_TOLERANCE * scale:
+            terms += 1
+        basis = u[:, :terms]
+        product = read(np.zeros(1)) * decay_factor(model_id, config, params, basis_ages)[None, :]
+        product_error = float(np.abs(product - sampled).max()) / scale
+        tables, error = np.empty((terms, len(ages_s))), 0.0
+        for chunk in np.array_split(np.arange(len(ages_s)), max(1, -(-len(ages_s) // 4096))):
+            exact = read(ages_s[chunk])
+            tables[:, chunk] = basis.T @ exact
+            error = max(error, float(np.abs(basis @ tables[:, chunk] - exact).max()) / scale)
+        g = len(grid)
+        return cls(grid, basis[:g].T.copy(), basis[g:].T.copy(), tables, error, product_error)
 
 
 def retention_beta(model_id: str, config: dict, params: dict, tau_s: float) -> float:

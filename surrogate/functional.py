@@ -1,12 +1,16 @@
 """`gaincell_attention`: the functional core of gain-cell attention, on hardware-domain tensors.
 
 What one head computes for a query at step t over the keys s of its window (t - window < s <= t):
-    x[t, s]   = (q_t . f(k_s)) * d(t - s)                  stage 1: Q pulses x K array, decayed
-    phi[t, s] = clamp(x[t, s] - offset, 0, 1)                charge-to-pulse (HardSigmoid), no softmax
-    a_j[t]    = sum_{s in tile j} phi[t, s] d(t - s) g(v_s)  stage 2: phi pulses x V array, per sub-tile j
-    out[t]    = sum_j quantize(clamp(a_j[t], -1, 1))         per-tile signed readout, summed digitally
-with f, g the fitted multiply in C2P / readout units (see `cellmodel`), d the retention decay by age in
-tokens (a table built from the surrogate's decay model and the token clock, or exp(-rate * age)).
+    x[t, s]   = sum_r (q_t . f_r(k_s)) * d_r(t - s)                stage 1: Q pulses x K array, aged
+    phi[t, s] = clamp(x[t, s] - offset, 0, 1)                        charge-to-pulse (HardSigmoid), no softmax
+    a_j[t]    = sum_{s in tile j} sum_r phi[t, s] d_r(t - s) g_r(v_s)  stage 2: phi pulses x V array, per tile j
+    out[t]    = sum_j quantize(clamp(a_j[t], -1, 1))                 per-tile signed readout, summed digitally
+with f, g the fitted multiply in C2P / readout units (see `cellmodel`) of a cell aged t - s tokens, written as
+terms r: each term a transfer of the stored voltage (f_r, g_r) times a table by age in tokens (d_r). The
+retention decay comes in two forms (`decay_terms`): "surrogate", the circuit's, where the stored voltage
+leaks toward the hold level and the aged cell reads f(v_held) (`cellmodel.AgedExpansion`, a few terms); or the
+paper's product form, one term f(k) d(age) with d a table (a rate per step, a given table, or the
+surrogate's decay at the reference level where that form is within the expansion's tolerance).
 Sub-tiles are the physical columns of a ring buffer of `window` slots: token s lives in slot s mod window,
 so tile j holds the tokens with (s // tile) mod (window // tile) == j; once the window wraps, the newest and
 the oldest tokens of a window share a tile (and its clamp), exactly as in the decoding ring buffer.
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import math
 import os
 from dataclasses import dataclass
 
@@ -32,9 +35,10 @@ import torch
 from gaincell.compact import quantize_readout
 from gaincell.errors import ConfigError
 
-from .cellmodel import CellModel
-from .transfers import ElementwiseTransfer, Quantization, transfers
-from .varied import StageCells, log_table, varied_backward, varied_forward
+from .cellmodel import AgedExpansion, CellModel
+from .decay import as_terms, check_kernel_terms, decay_terms, term_tables
+from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, transfers
+from .varied import StageCells, varied_backward, varied_forward
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
@@ -67,18 +71,20 @@ class Geometry:
 
 def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int, first: int,
                  last: int) -> torch.Tensor:
-    """Decay x causal/window mask for queries [start, stop) and aligned key tiles [first, last): (queries, keys)."""
-    device = table.device
+    """Decay x causal/window mask for queries [start, stop) and aligned key tiles [first, last): tables
+    (terms, ages) -> (terms, queries, keys)."""
+    device, length = table.device, table.shape[-1]
     queries = torch.arange(start, stop, device=device)
     keys = torch.arange(first * geometry.tile, last * geometry.tile, device=device)
     age = queries[:, None] - keys[None, :]
-    valid = (age >= 0) & (age < min(geometry.window, table.numel()))
-    return torch.where(valid, table[age.clamp(0, table.numel() - 1)], table.new_zeros(()))
+    valid = (age >= 0) & (age < min(geometry.window, length))
+    return torch.where(valid, table[:, age.clamp(0, length - 1)], table.new_zeros(()))
 
 
-def _tile_readouts(pulses, fv, tiles: list[int], tile: int) -> dict[int, torch.Tensor]:
-    """Stage 2 per physical tile: sum of (pulses of the keys stored in it) @ g(v). pulses (BH, C, K)."""
-    readouts: dict[int, torch.Tensor] = {}
+def _tile_readouts(pulses, fv, tiles: list[int], tile: int, readouts: dict | None = None) -> dict[int, torch.Tensor]:
+    """Stage 2 per physical tile: sum of (pulses of the keys stored in it) @ g(v), added to `readouts`.
+    pulses (BH, C, K), fv (BH, K, D)."""
+    readouts = {} if readouts is None else readouts
     for i, physical in enumerate(tiles):
         part = torch.bmm(pulses[:, :, i * tile:(i + 1) * tile], fv[:, i * tile:(i + 1) * tile])  # (BH, C, D)
         readouts[physical] = readouts[physical] + part if physical in readouts else part
@@ -87,18 +93,22 @@ def _tile_readouts(pulses, fv, tiles: list[int], tile: int) -> dict[int, torch.T
 
 def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep: bool = False,
                    cells: StageCells | None = None):
-    """One chunk. q (BH, C, D); fk, fv (BH, K, D) with K = len(tiles) * tile; decay (C, K); `cells`: this chunk's
-    per-cell variation and read noise (`varied.varied_forward`). Returns out (BH, C, D) and, with keep, the
-    pre-clamp scores, the pulses and the per-tile readouts."""
+    """One chunk. q (BH, C, D); fk, fv (terms, BH, K, D) with K = len(tiles) * tile; decay (terms, C, K);
+    `cells`: this chunk's per-cell variation and read noise (`varied.varied_forward`). Returns out (BH, C, D)
+    and, with keep, the pre-clamp scores, the pulses (terms, BH, C, K) and the per-tile readouts."""
     if cells is not None:
         return varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep)
-    x = torch.bmm(q, fk.transpose(1, 2))  # (BH, C, K) = q . f(k)
-    x.mul_(decay)
+    x = torch.bmm(q, fk[0].transpose(1, 2)).mul_(decay[0])  # (BH, C, K) = sum_r (q . f_r(k)) d_r
+    for f, d in zip(fk[1:], decay[1:]):
+        x.add_(torch.bmm(q, f.transpose(1, 2)).mul_(d))
     if geometry.offset:
         x.sub_(geometry.offset)
     pre = x.clone() if keep else None
-    pulses = x.clamp_(0.0, 1.0).mul_(decay)  # phi * d
-    readouts = _tile_readouts(pulses, fv, tiles, geometry.tile)
+    phi = x.clamp_(0.0, 1.0)
+    pulses = phi.mul_(decay[0])[None] if len(decay) == 1 else phi[None] * decay[:, None]  # phi * d_r
+    readouts: dict[int, torch.Tensor] = {}
+    for p, g in zip(pulses, fv):
+        _tile_readouts(p, g, tiles, geometry.tile, readouts)
     out = torch.zeros_like(q)
     for a in readouts.values():
         readout = a.clamp(-1.0, 1.0)
@@ -107,20 +117,28 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
 
 
 def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out, cells: StageCells | None = None):
-    """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (BH, K, D)."""
+    """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (terms, BH, K, D)."""
     if cells is not None:
         return varied_backward(q, fk, fv, decay, tiles, geometry, cells, grad_out)
     _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True)
     tile = geometry.tile
     grad_readout = {j: grad_out * (a.abs() <= 1.0) for j, a in readouts.items()}  # quantization: straight through
-    grad_x = torch.empty_like(pulses)
+    grad_phi = torch.zeros_like(pulses[0])
     grad_fv = torch.empty_like(fv)
-    for i, physical in enumerate(tiles):
-        columns = slice(i * tile, (i + 1) * tile)
-        grad_x[:, :, columns] = torch.bmm(grad_readout[physical], fv[:, columns].transpose(1, 2))
-        grad_fv[:, columns] = torch.bmm(pulses[:, :, columns].transpose(1, 2), grad_readout[physical])
-    grad_x.mul_(decay * decay).mul_((pre >= 0.0) & (pre <= 1.0))  # through phi * d, the clamp and x * d
-    return torch.bmm(grad_x, fk), torch.bmm(grad_x.transpose(1, 2), q), grad_fv
+    for r in range(len(fv)):
+        for i, physical in enumerate(tiles):
+            columns = slice(i * tile, (i + 1) * tile)
+            grad_phi[:, :, columns].addcmul_(torch.bmm(grad_readout[physical], fv[r, :, columns].transpose(1, 2)),
+                                             decay[r, :, columns])
+            grad_fv[r, :, columns] = torch.bmm(pulses[r, :, :, columns].transpose(1, 2), grad_readout[physical])
+    grad_x = grad_phi.mul_((pre >= 0.0) & (pre <= 1.0))  # through phi * d_r and the clamp
+    grad_q = torch.zeros_like(q)
+    grad_fk = torch.empty_like(fk)
+    for r in range(len(fk)):
+        scaled = grad_x * decay[r]  # through x = sum_r (q . f_r(k)) d_r
+        grad_q.add_(torch.bmm(scaled, fk[r]))
+        grad_fk[r] = torch.bmm(scaled.transpose(1, 2), q)
+    return grad_q, grad_fk, grad_fv
 
 
 def _chunks(geometry: Geometry, total_rows: int):
@@ -132,7 +150,8 @@ def _chunks(geometry: Geometry, total_rows: int):
 
 
 class _TiledAttention(torch.autograd.Function):
-    """Parallel (training) pass over a whole sequence; q, fk, fv: (BH, padded, D)."""
+    """Parallel (training) pass over a whole sequence; q (BH, padded, D); fk, fv (terms, BH, padded, D);
+    table (terms, ring)."""
 
     @staticmethod
     def forward(ctx, q, fk, fv, table, geometry: Geometry, cells: StageCells | None = None):
@@ -141,10 +160,10 @@ class _TiledAttention(torch.autograd.Function):
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
-            out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
+            out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
                                                    geometry.physical_tiles(first, last), geometry,
-                                                   cells=_chunk_cells(cells, table, geometry, rows, start, stop,
-                                                                      first, last))[0]
+                                                   cells=_chunk_cells(cells, geometry, rows, start, stop, first,
+                                                                      last))[0]
         ctx.save_for_backward(q, fk, fv, table)
         ctx.geometry, ctx.cells = geometry, cells
         return out
@@ -161,21 +180,21 @@ class _TiledAttention(torch.autograd.Function):
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
-            dq, dk, dv = _stage_backward(q[rows, start:stop], fk[rows, keys], fv[rows, keys], decay,
+            dq, dk, dv = _stage_backward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
                                          geometry.physical_tiles(first, last), geometry, grad_out[rows, start:stop],
-                                         _chunk_cells(ctx.cells, table, geometry, rows, start, stop, first, last))
+                                         _chunk_cells(ctx.cells, geometry, rows, start, stop, first, last))
             grad_q[rows, start:stop] += dq
-            grad_k[rows, keys] += dk
-            grad_v[rows, keys] += dv
+            grad_k[:, rows, keys] += dk
+            grad_v[:, rows, keys] += dv
         return grad_q, grad_k, grad_v, None, None, None
 
 
-def _chunk_cells(cells: StageCells | None, table, geometry: Geometry, rows: slice, start: int, stop: int, first: int,
+def _chunk_cells(cells: StageCells | None, geometry: Geometry, rows: slice, start: int, stop: int, first: int,
                  last: int) -> StageCells | None:
     """The chunk's part of `cells` (None stays None)."""
     if cells is None:
         return None
-    log_decay = _chunk_decay(log_table(table), geometry, start, stop, first, last)
+    log_decay = _chunk_decay(cells.log_table[None], geometry, start, stop, first, last)[0]
     return cells.chunk(rows, slice(first * geometry.tile, last * geometry.tile), log_decay, (rows.start, start))
 
 
@@ -215,35 +234,20 @@ def prepare(q, k, v, cell, tile: int, window: int | None, quantize) -> tuple[Cel
     return cell, Quantization() if quantize is True else (quantize or None)
 
 
-def decay_table_for(decay, length: int, cell: CellModel | None, dtype, device) -> torch.Tensor:
-    """Decay factors by age 0..length-1 from `decay`: None (off), a rate per step (exp(-rate * age)),
-    "surrogate" (the cell's retention and token clock) or a 1-D table of factors (extended with zeros)."""
-    if decay is None:
-        return torch.ones(length, dtype=dtype, device=device)
-    if isinstance(decay, str):
-        if decay != "surrogate" or cell is None:
-            raise ConfigError("decay", f"must be None, a rate per step, a table or 'surrogate'; got {decay!r}")
-        return torch.as_tensor(cell.decay_table(length), dtype=dtype, device=device)
-    if isinstance(decay, (int, float)):
-        if not (decay >= 0 and math.isfinite(decay)):
-            raise ConfigError("decay", f"a rate per step must be finite and >= 0; got {decay}")
-        return torch.exp(-float(decay) * torch.arange(length, dtype=dtype, device=device))
-    table = torch.as_tensor(decay, dtype=dtype, device=device).flatten()
-    if table.numel() < length:
-        table = torch.cat([table, table.new_zeros(length - table.numel())])
-    return table[:length]
-
-
 def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, linear: bool,
-                    linear_backward: bool, kernel: str | None = None):
-    """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v). Where `use_triton`
-    allows (`kernel`), each transfer runs as one Triton kernel each way (`kernel.FusedTransfer`)."""
+                    linear_backward: bool, kernel: str | None = None, aged: AgedExpansion | None = None):
+    """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v), with the terms of
+    `aged` stacked in front of f(k) and g(v) where given. Where `use_triton` allows (`kernel`), each polynomial
+    transfer runs as one Triton kernel each way (`kernel.FusedTransfer`)."""
     apply = ElementwiseTransfer.apply
     if use_triton(q, None, kernel):
         from .kernel import FusedTransfer
 
         apply = FusedTransfer.apply
-    return tuple(apply(x, transfer) for x, transfer in zip((q, k, v), transfers(cell, quantize, linear, linear_backward)))
+    query, key, value = transfers(cell, quantize, linear, linear_backward, aged)
+    if aged is not None:
+        return apply(q, query), TabulatedTransfer.apply(k, key), TabulatedTransfer.apply(v, value)
+    return apply(q, query), apply(k, key), apply(v, value)
 
 
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
@@ -254,21 +258,27 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
 
     q: (B, H, T, D) read pulse widths as fractions of T_max; k, v: (B, H_kv, T, D) stored volts (clamped
     to the cell's stored range; H_kv divides H, grouped-query heads share arrays). `cell`: a CellModel, a
-    Surrogate or a surrogate path. `decay`: None, a rate per step, "surrogate" or a table by age.
+    Surrogate or a surrogate path. `decay`: None, a rate per step or a table by age (the product form),
+    "surrogate" (the circuit's aged-voltage decay) or an `AgedExpansion` (see `decay_terms`).
     `window`: ring size (a multiple of `tile`; None = the whole sequence). `quantize`: True for the paper's
     levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve. `kernel`:
     "auto" / "triton" / "torch" (see `use_triton`; default from GAINCELL_KERNEL, else "auto").
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel)
-    return tiled_attention(qh, fk, fv, cell, decay=decay, tile=tile, window=window,
+    terms = decay_terms(decay, ring_size(q.shape[2], tile, window)[1], cell, q.dtype, q.device, window)
+    check_kernel_terms(terms.tables.shape[0], kernel)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel, terms.aged)
+    return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window,
                            out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
                            kernel=kernel)
 
 
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, H_kv, T, D) -> (B, heads, T, D), each kv head shared by heads / H_kv query heads."""
+    """(B, H_kv, T, D) -> (B, heads, T, D), each kv head shared by heads / H_kv query heads (a leading terms
+    dimension is kept)."""
+    if x.dim() == 5:
+        return torch.stack([expand_kv(part, heads) for part in x]) if x.shape[2] != heads else x
     b, h_kv, t, d = x.shape
     if h_kv == heads:
         return x
@@ -311,30 +321,34 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
                     cells: StageCells | None = None) -> torch.Tensor:
-    """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v); `kernel` picks the
-    implementation (see `use_triton`). `cells`: per-cell variation and read noise with arrays of (B x H, padded
-    length, ...) (torch path only: the Triton kernel has one decay table and one offset for every cell)."""
+    """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
+    with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
+    ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
+    `use_triton`; the Triton kernel runs one term). `cells`: per-cell variation and read noise with arrays of
+    (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
+    cell)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
-    fk, fv = expand_kv(fk, h), expand_kv(fv, h)
+    fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
+    table = term_tables(decay, len(fk), ring, cell, q.dtype, q.device)
     if cells is not None and kernel == "triton":
         raise ConfigError("kernel", "per-cell variation and read noise run on the torch path only (the Triton kernel "
                                     "has one decay table and one converter offset for all cells); use 'auto' or 'torch'")
-    if cells is None and use_triton(q, tile, kernel):
+    check_kernel_terms(len(fk), kernel)
+    if cells is None and len(fk) == 1 and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
-        table = decay_table_for(decay, ring, cell, q.dtype, q.device)
-        out = fused_tiled_attention(q.reshape(b * h, t, d), fk.reshape(b * h, t, d), fv.reshape(b * h, t, d), table,
-                                    tile=tile, ring=ring, offset=cell.offset, out_steps=out_steps)
+        out = fused_tiled_attention(q.reshape(b * h, t, d), fk[0].reshape(b * h, t, d), fv[0].reshape(b * h, t, d),
+                                    table[0], tile=tile, ring=ring, offset=cell.offset, out_steps=out_steps)
         return out.view(b, h, t, d)
     span = min(padded, ring + tile)
-    tiles_per_chunk = max(1, chunk_elements // max(1, b * h * tile * span))  # query tiles per chunk
-    rows = max(1, min(b * h, chunk_elements // (tile * span)))  # when one query tile is already too much
+    width = len(fk) * b * h * tile * span  # elements of one query tile's scores and pulses over all terms
+    tiles_per_chunk = max(1, chunk_elements // max(1, width))  # query tiles per chunk
+    rows = max(1, min(b * h, chunk_elements // (len(fk) * tile * span)))  # when one query tile is already too much
     geometry = Geometry(tile, ring, padded, min(padded, tiles_per_chunk * tile), cell.offset, out_steps, rows)
-    table = decay_table_for(decay, ring, cell, q.dtype, q.device)
 
-    def flat(x):  # (B, H, T, D) -> (B*H, padded, D)
-        x = x.reshape(b * h, t, d)
+    def flat(x):  # (..., B, H, T, D) -> (..., B*H, padded, D)
+        x = x.reshape(*x.shape[:-4], b * h, t, d)
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
     out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, geometry, cells)
@@ -343,44 +357,51 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
                 cells: StageCells | None = None) -> torch.Tensor:
-    """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring (B, H, slots, D) in slot order;
-    ages (slots,) in tokens, negative for empty slots; `cells` with arrays (B x H, slots, ...) in slot order.
-    Same arithmetic as the parallel pass."""
+    """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H, slots, D) in slot
+    order; ages (slots,) in tokens, negative for empty slots; table: (terms, ages) or one product table (ages,);
+    `cells` with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query
+    every slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)),
+    and each stage is one product of the physical pulses with them."""
     b, h, _, d = q.shape
-    slots = fk_ring.shape[2]
-    valid = (ages >= 0) & (ages < table.numel())
+    fk_ring, fv_ring = as_terms(fk_ring), as_terms(fv_ring)
+    table = table if table.dim() == 2 else table[None]
+    terms, slots, length = len(fk_ring), fk_ring.shape[3], table.shape[1]
+    valid = (ages >= 0) & (ages < length)
 
-    def by_age(values):
-        return torch.where(valid, values[ages.clamp(0, table.numel() - 1)], values.new_zeros(()))[None]  # (1, slots)
+    def by_age(values):  # (n, length) -> (n, slots), zero at empty slots
+        return torch.where(valid, values[:, ages.clamp(0, length - 1)], values.new_zeros(()))
 
-    decay = by_age(table)
+    decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
+    aged_k, aged_v = ((x.reshape(terms, b * h, slots, d) * decay).sum(0, keepdim=True) for x in (fk_ring, fv_ring))
     geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps)
     if cells is not None:
-        cells = cells.chunk(slice(None), slice(None), by_age(log_table(table)), (0, 0))
-    out = _stage_forward(q.reshape(b * h, 1, d), fk_ring.reshape(b * h, slots, d), fv_ring.reshape(b * h, slots, d),
-                         decay, geometry.physical_tiles(0, slots // tile), geometry, cells=cells)[0]
+        cells = cells.chunk(slice(None), slice(None), by_age(cells.log_table[None, :length]), (0, 0))
+    out = _stage_forward(q.reshape(b * h, 1, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
+                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells)[0]
     return out.view(b, h, 1, d)
 
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                         quantize: bool | Quantization = False, linear: bool = False) -> dict[str, torch.Tensor]:
-    """For inspection of small cases: the stage-1 score S = (q . f(k)) d (in C2P saturation units), the
-    C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast path."""
+    """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
+    the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast
+    path; `decay` as in `gaincell_attention`."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, kernel="torch")
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
+    terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, "torch", terms.aged)
     geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0)
-    table = decay_table_for(decay, ring, cell, q.dtype, q.device)
     pad = (0, 0, 0, padded - t)
 
-    def flat(x):  # (B, H(_kv), T, D) -> (B*H, padded, D)
-        return torch.nn.functional.pad(expand_kv(x, h).reshape(b * h, t, d), pad)
+    def flat(x):  # (..., B, H(_kv), T, D) -> (..., B*H, padded, D)
+        x = expand_kv(x, h)
+        return torch.nn.functional.pad(x.reshape(*x.shape[:-4], b * h, t, d), pad)
 
     with torch.no_grad():
         first, last = geometry.key_tiles(0, padded)
-        out, pre, _, _ = _stage_forward(flat(qh), flat(fk), flat(fv), _chunk_decay(table, geometry, 0, padded, first,
-                                                                                   last),
+        out, pre, _, _ = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
+                                        _chunk_decay(terms.tables, geometry, 0, padded, first, last),
                                         geometry.physical_tiles(first, last), geometry, keep=True)
     pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
     return {"S": pre + cell.offset, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t]}

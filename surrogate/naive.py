@@ -8,8 +8,9 @@ import torch
 from gaincell.compact import quantize_readout
 
 from .cellmodel import CellModel
-from .functional import decay_table_for, expand_kv, prepare, ring_size
-from .transfers import Quantization, polyval, quantize_ste, straight_through
+from .decay import decay_terms
+from .functional import expand_kv, prepare, ring_size
+from .transfers import Quantization, TabulatedTransfer, polyval, quantize_ste, straight_through, transfers
 
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
@@ -18,29 +19,36 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention)."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
+    stored_k, stored_v = k, v
     qh, k, v = q.clamp(0.0, 1.0), k.clamp(low, high), v.clamp(low, high)
     if quantization is not None:
         qh = quantize_ste(qh, quantization.q_levels, 0.0, 1.0)
         k = quantize_ste(k, quantization.kv_levels, low, high)
         v = quantize_ste(v, quantization.kv_levels, low, high)
-    fk = multiply(k, cell, linear, linear_backward)
-    fv = multiply(v, cell, linear, linear_backward) * cell.v_over_k
     heads, steps = q.shape[1], q.shape[2]
-    fk, fv = expand_kv(fk, heads), expand_kv(fv, heads)
     _, ring = ring_size(steps, tile, window)
+    terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
+    if terms.aged is None:  # one term: the fitted curve, times the decay table
+        fk = multiply(k, cell, linear, linear_backward)[None]
+        fv = multiply(v, cell, linear, linear_backward)[None] * cell.v_over_k
+    else:  # the aged-voltage decay's terms: tables of the stored voltage (which they clamp and quantize)
+        _, k_terms, v_terms = transfers(cell, quantization, linear, linear_backward, terms.aged)
+        fk, fv = TabulatedTransfer.apply(stored_k, k_terms), TabulatedTransfer.apply(stored_v, v_terms)
+    fk, fv = expand_kv(fk, heads), expand_kv(fv, heads)  # (terms, B, H, T, D)
     positions = torch.arange(steps, device=q.device)
     age = positions[:, None] - positions[None, :]  # (T queries, T keys)
-    table = decay_table_for(decay, ring, cell, q.dtype, q.device)
-    d = torch.where((age >= 0) & (age < ring), table[age.clamp(0, ring - 1)], table.new_zeros(()))
-    scores = torch.matmul(qh, fk.transpose(-1, -2)) * d  # (B, H, T, T)
-    pulses = torch.clamp(scores - cell.offset, 0.0, 1.0) * d
+    tables = terms.tables
+    d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))  # (terms, T, T)
+    scores = sum(torch.matmul(qh, f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))  # (B, H, T, T)
+    phi = torch.clamp(scores - cell.offset, 0.0, 1.0)
     slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
     out = torch.zeros_like(qh)
     for j in range(ring // tile):
         columns = torch.nonzero(slot_tile == j).flatten()
         if columns.numel() == 0:
             continue
-        readout = torch.clamp(torch.matmul(pulses[..., columns], fv[:, :, columns]), -1.0, 1.0)
+        charge = sum(torch.matmul(phi[..., columns] * d_r[:, columns], g[:, :, columns]) for g, d_r in zip(fv, d))
+        readout = torch.clamp(charge, -1.0, 1.0)
         if quantization is not None:
             readout = straight_through(readout, quantize_readout(readout, quantization.out_steps))
         out = out + readout

@@ -1,17 +1,19 @@
 """The element-wise hardware transfers of gain-cell attention: the converters' levels (`Quantization`) and
 the clamp, quantize and fitted-polynomial transfer of q, k and v (`Transfer`, `transfers`), applied with only
 the input saved for the backward pass (`ElementwiseTransfer`; `functional.hardware_inputs` picks it or the
-fused Triton form)."""
+fused Triton form). With the aged-voltage decay (`cellmodel.AgedExpansion`) k and v go through the expansion's
+tabulated terms instead (`Tabulated`, `TabulatedTransfer`): one output per term, stacked in front."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gaincell.compact import quantize
 from gaincell.errors import ConfigError
 
-from .cellmodel import CellModel
+from .cellmodel import AgedExpansion, CellModel
 
 
 def polyval(coefficients: tuple[float, ...], y: torch.Tensor) -> torch.Tensor:
@@ -90,16 +92,72 @@ class ElementwiseTransfer(torch.autograd.Function):
         return grad * slope.mul_(transfer.scale).mul_(inside), None
 
 
+@dataclass(frozen=True, eq=False)
+class Tabulated:
+    """A transfer tabulated on an even grid over [low, high] = the stored range: clamp, optionally quantize
+    (straight-through), then interpolate linearly in each of `values` (terms, G) x scale; the backward pass
+    takes the slope of `slopes` (the same tables, or the least-squares line's for the linear-gradient option)."""
+
+    low: float
+    high: float
+    levels: int
+    values: np.ndarray
+    slopes: np.ndarray
+    scale: float = 1.0
+
+    def clamped(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(self.low, self.high)
+        return quantize(x, self.levels, self.low, self.high) if self.levels else x
+
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid segment index and position 0..1 inside it of the clamped (quantized) x."""
+        position = (self.clamped(x) - self.low) * ((self.values.shape[1] - 1) / (self.high - self.low))
+        index = position.floor().clamp_(0, self.values.shape[1] - 2)
+        return index.long(), position - index
+
+    def table(self, values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(values * self.scale, dtype=like.dtype, device=like.device)
+
+
+class TabulatedTransfer(torch.autograd.Function):
+    """A `Tabulated` transfer: x (...) -> (terms, ...), with only x saved."""
+
+    @staticmethod
+    def forward(ctx, x, transfer: Tabulated):
+        ctx.save_for_backward(x)
+        ctx.transfer = transfer
+        index, weight = transfer.segment(x)
+        table = transfer.table(transfer.values, x)
+        low, high = table[:, index], table[:, index + 1]
+        return low + (high - low) * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), transfer = ctx.saved_tensors, ctx.transfer
+        index, _ = transfer.segment(x)
+        table = transfer.table(transfer.slopes, x) * ((transfer.slopes.shape[1] - 1) / (transfer.high - transfer.low))
+        slope = table[:, index + 1] - table[:, index]
+        inside = (x >= transfer.low) & (x <= transfer.high)
+        return (grad * slope).sum(0) * inside, None
+
+
 def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(i * c for i, c in enumerate(coefficients) if i) or (0.0,)
 
 
-def transfers(cell: CellModel, quantize: Quantization | None, linear: bool, linear_backward: bool):
-    """The element-wise transfers of q (pulse fraction), k (-> f(k)) and v (-> g(v)) for these options."""
+def transfers(cell: CellModel, quantize: Quantization | None, linear: bool, linear_backward: bool,
+              aged: AgedExpansion | None = None):
+    """The element-wise transfers of q (pulse fraction), k (-> f(k)) and v (-> g(v)) for these options; with
+    `aged`, k and v go to the expansion's terms (`Tabulated`)."""
     low, high = cell.stored_range_v
+    q_levels, kv_levels = (quantize.q_levels, quantize.kv_levels) if quantize else (0, 0)
+    query = Transfer(0.0, 1.0, q_levels, (0.0, 1.0), (1.0,))
+    if aged is not None:
+        values = aged.line_values if linear else aged.values
+        slopes = aged.line_values if linear or linear_backward else aged.values
+        return (query, Tabulated(low, high, kv_levels, values, slopes),
+                Tabulated(low, high, kv_levels, values, slopes, cell.v_over_k))
     curve = cell.polynomial(linear)
     slope = _derivative(cell.line if linear_backward else curve)
-    q_levels, kv_levels = (quantize.q_levels, quantize.kv_levels) if quantize else (0, 0)
-    return (Transfer(0.0, 1.0, q_levels, (0.0, 1.0), (1.0,)),
-            Transfer(low, high, kv_levels, curve, slope, cell.y0_v),
+    return (query, Transfer(low, high, kv_levels, curve, slope, cell.y0_v),
             Transfer(low, high, kv_levels, curve, slope, cell.y0_v, cell.v_over_k))

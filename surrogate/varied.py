@@ -14,6 +14,12 @@ noise * sqrt(sum of the pulse fractions read into it): stage 1 per (query, key c
 head-dim row). Noise is drawn from a generator seeded per chunk, so the backward pass, which recomputes every
 chunk, sees the same draws; it carries no gradient. Everything else (clamps, C2P, quantized readout) is as in
 `functional._stage_forward`.
+
+With the aged-voltage decay (several terms f_r(k) d_r(age), see `functional`) each term is contracted as above
+with the same per-cell factor d_ref(age) ** (rho - 1), d_ref the decay of the reference level (`log_table`):
+a cell whose retention differs from the nominal scales its products as the product form would. This is an
+approximation (the exact per-cell form ages each cell's voltage on its own clock) that keeps the spread's
+first-order size; the cell's multiply deviation is one more term, decaying as d_ref.
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ class StageCells:
 
     k_exponent, v_exponent: rho - 1 of the K and V cells (rows, keys, D) or None; offset: converter offsets over
     q_sat (rows, keys) or None; k_noise (over q_sat) and v_noise (readout units): rms per cell and full pulse;
-    noise_seed: this pass's draw; terms: the series' terms; log_decay: ln of the chunk's decay (queries, keys)."""
+    noise_seed: this pass's draw; terms: the series' terms; log_table: ln of the reference level's decay by age
+    (ring,); log_decay: ln of the chunk's decay (queries, keys)."""
 
     k_exponent: torch.Tensor | None
     v_exponent: torch.Tensor | None
@@ -45,6 +52,7 @@ class StageCells:
     v_noise: float
     noise_seed: int
     terms: int
+    log_table: torch.Tensor | None = None
     log_decay: torch.Tensor | None = None
 
     def chunk(self, rows: slice, keys: slice, log_decay: torch.Tensor, where: tuple[int, int]) -> "StageCells":
@@ -155,11 +163,12 @@ def _normal(generator, shape, like: torch.Tensor) -> torch.Tensor:
 
 
 def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCells, keep: bool = False):
-    """`functional._stage_forward` with `cells` (one chunk): out and, with keep, pre-clamp scores, pulses and
-    per-tile readouts."""
+    """`functional._stage_forward` with `cells` (one chunk; fk, fv (terms, rows, keys, D), decay (terms, queries,
+    keys)): out and, with keep, pre-clamp scores, pulses (terms, ...) and per-tile readouts."""
     generator = torch.Generator(device=q.device).manual_seed(cells.noise_seed) if cells.noisy else None
-    x = contract_ck(q, fk, cells.k_exponent, cells.log_decay, cells.terms) * decay
-    valid = decay > 0
+    e_k, log_decay = cells.k_exponent, cells.log_decay
+    x = sum(contract_ck(q, f, e_k, log_decay, cells.terms) * d for f, d in zip(fk, decay))
+    valid = (decay != 0).any(0)
     if cells.k_noise:
         read = q.sum(-1, keepdim=True).clamp_min(0).sqrt()
         x = x + cells.k_noise * read * _normal(generator, x.shape, x) * valid
@@ -168,14 +177,15 @@ def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCel
     if cells.offset is not None:
         x = x - cells.offset[:, None, :]
     phi = x.clamp(0.0, 1.0)
-    pulses = phi * decay
+    pulses = phi[None] * decay[:, None]
     tile = geometry.tile
     readouts: dict[int, torch.Tensor] = {}
     read_time: dict[int, torch.Tensor] = {}
     for i, physical in enumerate(tiles):
         columns = slice(i * tile, (i + 1) * tile)
-        part = contract_cd(pulses[:, :, columns], fv[:, columns], _cut(cells.v_exponent, columns),
-                           cells.log_decay[:, columns], cells.terms)
+        e_v, log_columns = _cut(cells.v_exponent, columns), log_decay[:, columns]
+        part = sum(contract_cd(p[:, :, columns], g[:, columns], e_v, log_columns, cells.terms)
+                   for p, g in zip(pulses, fv))
         readouts[physical] = readouts[physical] + part if physical in readouts else part
         if cells.v_noise:
             spent = (phi[:, :, columns] * valid[:, columns]).sum(-1, keepdim=True)
@@ -199,17 +209,22 @@ def varied_backward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCe
     forward's (same seed) and passes no gradient."""
     _, pre, pulses, readouts = varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep=True)
     tile = geometry.tile
-    grad_pulses = torch.empty_like(pulses)
+    grad_phi = torch.zeros_like(pulses[0])
     grad_fv = torch.empty_like(fv)
     for i, physical in enumerate(tiles):
         columns = slice(i * tile, (i + 1) * tile)
         grad = grad_out * (readouts[physical].abs() <= 1.0)  # quantization: straight through
         e, log_decay = _cut(cells.v_exponent, columns), cells.log_decay[:, columns]
-        grad_pulses[:, :, columns] = contract_ck(grad, fv[:, columns], e, log_decay, cells.terms)
-        grad_fv[:, columns] = contract_kd(pulses[:, :, columns], grad, e, log_decay, cells.terms)
-    grad_signal = grad_pulses * (decay * decay) * ((pre >= 0.0) & (pre <= 1.0))
-    return (contract_cd(grad_signal, fk, cells.k_exponent, cells.log_decay, cells.terms),
-            contract_kd(grad_signal, q, cells.k_exponent, cells.log_decay, cells.terms), grad_fv)
+        for r in range(len(fv)):
+            grad_phi[:, :, columns] += contract_ck(grad, fv[r, :, columns], e, log_decay, cells.terms) * decay[r, :, columns]
+            grad_fv[r, :, columns] = contract_kd(pulses[r, :, :, columns], grad, e, log_decay, cells.terms)
+    grad_signal = grad_phi * ((pre >= 0.0) & (pre <= 1.0))
+    grad_q, grad_fk = torch.zeros_like(q), torch.empty_like(fk)
+    for r in range(len(fk)):
+        scaled = grad_signal * decay[r]
+        grad_q += contract_cd(scaled, fk[r], cells.k_exponent, cells.log_decay, cells.terms)
+        grad_fk[r] = contract_kd(scaled, q, cells.k_exponent, cells.log_decay, cells.terms)
+    return grad_q, grad_fk, grad_fv
 
 
 def log_table(table: torch.Tensor) -> torch.Tensor:

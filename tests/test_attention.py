@@ -13,7 +13,7 @@ from gaincell.errors import ConfigError
 from gaincell.fitting.fit import c2p_paper_default, figures
 from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention
-from gaincell.surrogate.cellmodel import CellModel
+from gaincell.surrogate.cellmodel import AGED_TOLERANCE, CellModel
 from gaincell.errors import SurrogateError
 from gaincell.surrogate.file import Component, Surrogate
 from gaincell.surrogate.functional import attention_internals, gaincell_attention
@@ -50,8 +50,12 @@ def paper_formula_scores(q, k):
 
 
 def test_paper_tile_vectors_are_reproduced(cell, vectors):
+    """The paper's layer multiplies every product by its decay factor: the product form with the reference
+    level's table reproduces its vectors (the circuit's aged-voltage decay, decay="surrogate", is checked
+    against SPICE in test_tile.py)."""
     q, k, v = (torch.tensor(vectors[name])[:, None] for name in "QKV")  # 10 cases as a batch, one head
-    internals = attention_internals(q, k, v, cell, decay="surrogate", tile=64)
+    paper_decay = torch.tensor(cell.decay_table(64))
+    internals = attention_internals(q, k, v, cell, decay=paper_decay, tile=64)
     s_ua = internals["S"][:, 0].numpy() * 80  # C2P saturation units -> the paper's uA x T_max units
     # the stored S are float32 values up to ~100: the float64 evaluation of the file's own formula differs
     # from them by 1.005e-4 at most, so S is checked at 1.5e-4 and against that formula at 1e-8 relative
@@ -60,7 +64,7 @@ def test_paper_tile_vectors_are_reproduced(cell, vectors):
     assert np.abs(s_ua - formula).max() <= 1e-8 * np.abs(formula).max()
     assert np.abs(internals["phi"][:, 0].numpy() - vectors["phi_S"]).max() <= 1e-4
     assert np.abs(internals["output"][:, 0].numpy() - vectors["output"]).max() <= 1e-4
-    fast = gaincell_attention(q, k, v, cell, decay="surrogate", tile=64)  # the training path itself
+    fast = gaincell_attention(q, k, v, cell, decay=paper_decay, tile=64)  # the training path itself
     assert np.abs(fast[:, 0].numpy() - vectors["output"]).max() <= 1e-4
     by_rate = gaincell_attention(q, k, v, cell, decay=1e-4, tile=64)  # the same decay as a rate per step
     assert torch.allclose(by_rate, fast, atol=1e-12)
@@ -250,3 +254,37 @@ def test_scalers_record_target_statistics():
     assert torch.isnan(layer.k_scaler.target_mean).all()  # not tracking: untouched
     layer(q * 2, torch.randn(1, 2, 64, 8), torch.randn(1, 2, 64, 8))
     assert torch.allclose(layer.q_scaler.target_std, 0.9 * first + 0.1 * 2 * first, rtol=1e-4)
+
+
+def test_the_aged_multiply_is_the_fitted_curve_read_at_the_held_voltage():
+    """The layer's decay ages the stored voltage (toward the hold level, by the fitted leakage) and reads it with
+    the fitted multiply: its separable terms equal f(v_held(v, age)) within the expansion's tolerance, at voltages
+    between the grid points and ages between the tables' entries; a longer ring's tables start with a shorter
+    ring's (the terms depend on the window, not on the sequence length)."""
+    cell = CellModel.from_surrogate(synthetic_surrogate(), token_period_s=2e-4)
+    model_id, config, params = cell.decay_model
+    ages = np.arange(64) * 2e-4
+    expansion = cell.aged_expansion(ages, span_s=ages[-1])
+    assert 2 <= expansion.terms <= 16 and expansion.error <= AGED_TOLERANCE < expansion.product_error
+    stored = np.random.default_rng(0).uniform(0.0, 0.9, 500)
+    age = np.random.default_rng(1).integers(0, 64, 500)
+    held = evaluate(model_id, config, params, t_s=ages[age], stored_v=stored)
+    exact = np.polyval(cell.cubic[::-1], held - cell.y0_v)
+    terms = sum(np.interp(stored, expansion.grid_v, values) * table[age]
+                for values, table in zip(expansion.values, expansion.tables))
+    full_scale = np.abs(np.polyval(cell.cubic[::-1], expansion.grid_v - cell.y0_v)).max()
+    assert np.abs(terms - exact).max() <= 2 * AGED_TOLERANCE * full_scale
+    assert held.min() < 0.05 < stored.min() + 0.9  # old cells have leaked to near the hold level (0 V)
+    longer = cell.aged_expansion(np.arange(128) * 2e-4, span_s=ages[-1])
+    assert np.allclose(longer.tables[:, :64], expansion.tables, atol=1e-12)
+
+
+def test_the_aged_decay_runs_on_the_torch_path_and_says_why_not_the_kernel():
+    cell = CellModel.from_surrogate(synthetic_surrogate(), token_period_s=2e-4)
+    q, k, v = random_qkv(batch=1, heads=1, kv_heads=1, tokens=32, dim=8, dtype=torch.float32)
+    with pytest.raises(ConfigError, match="aged-voltage decay.s [0-9]+ terms run on the torch path only"):
+        gaincell_attention(q, 0.45 + 0.1 * k, 0.45 + 0.1 * v, cell, decay="surrogate", tile=16, kernel="triton")
+    out = gaincell_attention(q, 0.45 + 0.1 * k, 0.45 + 0.1 * v, cell, decay="surrogate", tile=16)
+    paper = gaincell_attention(q, 0.45 + 0.1 * k, 0.45 + 0.1 * v, cell, decay=torch.tensor(cell.decay_table(32)),
+                               tile=16)
+    assert torch.isfinite(out).all() and not torch.allclose(out, paper)

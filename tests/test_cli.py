@@ -100,7 +100,7 @@ def test_demo_writes_its_files(tmp_path):
     assert "gaincell attention surrogate.h5" in report and "decoding vs parallel pass" in report
     assert "gaincell energy --surrogate surrogate.h5 --model gpt2" in report and "paper figures: energy per token" in report
     state, _ = render_in_browser(tmp_path / "demo" / "attention-layer.html")
-    assert state["ready"] == "1" and state["traces"] == "3" and "violations" not in state
+    assert state["ready"] == "1" and state["traces"] == "6" and "violations" not in state  # multiply, line, 4 held levels
 
 
 @pytest.mark.slow

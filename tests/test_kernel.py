@@ -135,7 +135,8 @@ def test_kernel_equals_the_torch_path_more_settings(cell, case):
 
 def test_query_blocks_smaller_than_the_tile(cell):
     """Launch settings with 16-row query blocks inside 32-token tiles (rows start inside a tile), ring wraps."""
-    from gaincell.surrogate.functional import decay_table_for, hardware_inputs, tiled_attention
+    from gaincell.surrogate.decay import decay_table_for
+    from gaincell.surrogate.functional import hardware_inputs, tiled_attention
 
     q, k, v = inputs(1, 2, 2, 100, 32, 3)
     qh, fk, fv = hardware_inputs(q, k, v, cell, None, False, False, kernel="torch")

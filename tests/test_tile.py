@@ -87,8 +87,6 @@ def test_an_aged_spice_tile_is_the_tile_of_its_decayed_voltages(surrogate, aged_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 26: the layer multiplies each product by the decay factor, while the "
-                                       "cell's stored voltage decays toward hold_wbl_v (measured phi RMS 0.071)")
 def test_the_layer_s_decay_matches_an_aged_spice_tile(surrogate, aged_tile):
     query, keys, values, ages, _, _, result = aged_tile
     errors = result.compare(tile_reference(surrogate, query, keys, values, ages), surrogate["c2p"].param("t_max_s"))

@@ -121,7 +121,9 @@ def test_read_noise_is_fresh_on_every_call_and_reproducible_from_the_global_seed
 
 
 def per_cell_reference(layer, q, k, v):
-    """The variation's arithmetic written out cell by cell in float64 (no window, no quantization)."""
+    """The variation's arithmetic written out cell by cell in float64 (no window, no quantization): every cell
+    reads its aged multiply (the layer's terms of the aged-voltage decay, interpolated here with numpy) plus its
+    own multiply deviation decaying as the reference level, all times its retention factor d_ref ** (rho - 1)."""
     cell = layer.cell
     qs, ks, vs = (layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v))
     low, high = cell.stored_range_v
@@ -129,28 +131,35 @@ def per_cell_reference(layer, q, k, v):
     b, h, t, d = q.shape
     arrays = layer._cell_arrays(t, t, q)
     group = h // ks.shape[1]
-
-    def per_cell(x, deviation):  # f of every cell: nominal polynomial + its own deviation
-        coefficients = torch.tensor(cell.cubic, dtype=x.dtype)
-        padded = torch.nn.functional.pad(deviation, (0, max(0, 4 - deviation.shape[-1])))
-        return sum((coefficients[i] + padded[..., i]) * (x - cell.y0_v) ** i for i in range(4))
-
-    fk = per_cell(ks, arrays["k"]).repeat_interleave(group, 1)
-    fv = cell.v_over_k * per_cell(vs, arrays["v"]).repeat_interleave(group, 1)
-    rho_k = (1 + arrays["k_exponent"]).repeat_interleave(group, 0)  # (H, T, D)
-    rho_v = (1 + arrays["v_exponent"]).repeat_interleave(group, 0)
-    offset = arrays["offset"].repeat_interleave(group, 0)  # (H, T)
+    terms = layer.decay_terms(t, q)
     age = torch.arange(t)[:, None] - torch.arange(t)[None, :]
-    table = layer.decay_table(t, q)
-    base = torch.where(age >= 0, table[age.clamp(min=0)], torch.zeros(()))  # (T, S)
-    decay_k = base[None, :, :, None] ** rho_k[:, None]  # (H, T, S, D)
-    decay_v = base[None, :, :, None] ** rho_v[:, None]
-    x = torch.einsum("bhtd,bhsd,htsd->bhts", qh, fk, decay_k) - cell.offset - offset[None, :, None, :]
-    phi = x.clamp(0, 1)
+    causal = age >= 0
+
+    def by_age(table):  # (ages,) -> (T, S)
+        return torch.where(causal, table[age.clamp(min=0)], torch.zeros((), dtype=table.dtype))
+
+    def deviation(x, coefficients):  # the cell's own multiply deviation
+        return sum(coefficients[..., i] * (x - cell.y0_v) ** i for i in range(coefficients.shape[-1]))
+
+    def aged(x, dev, rho):  # (B, H_kv, S, D) stored volts -> (B, H, T, S, D): what each cell reads at each age
+        grid = terms.aged.grid_v
+        values = [torch.tensor(np.interp(x.numpy(), grid, row)) for row in terms.aged.values]
+        read = sum(value[:, :, None] * by_age(table)[None, None, :, :, None]
+                   for value, table in zip(values, terms.tables))
+        reference = by_age(layer.decay_table(t, q))[None, None, :, :, None]
+        read = read + deviation(x, dev)[:, :, None] * reference
+        factor = reference.clamp_min(1e-300) ** (rho[None, :, None] - 1)
+        return (read * factor).repeat_interleave(group, 1)
+
+    f_k = aged(ks, arrays["k"], 1 + arrays["k_exponent"])
+    f_v = cell.v_over_k * aged(vs, arrays["v"], 1 + arrays["v_exponent"])
+    offset = arrays["offset"].repeat_interleave(group, 0)  # (H, T)
+    x = torch.einsum("bhtd,bhtsd->bhts", qh, f_k) - cell.offset - offset[None, :, None, :]
+    phi = x.clamp(0, 1) * causal
     out = torch.zeros_like(qh)
     for start in range(0, t, layer.tile):
         keys = slice(start, start + layer.tile)
-        out += torch.einsum("bhts,bhsd,htsd->bhtd", phi[..., keys], fv[:, :, keys], decay_v[:, :, keys]).clamp(-1, 1)
+        out += torch.einsum("bhts,bhtsd->bhtd", phi[..., keys], f_v[:, :, :, keys]).clamp(-1, 1)
     return layer.out_scaler(out)
 
 
