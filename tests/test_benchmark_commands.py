@@ -1,0 +1,33 @@
+"""The benchmarks' commands still run (a user copies them from benchmarks/RESULTS.md): each at a tiny size, its
+two sides compared as the full run compares them."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_bench_attention_runs_both_decay_forms_and_its_sides_agree(tmp_path):
+    common = ("--batch", "1", "--heads", "2", "--tokens", "128", "--window", "64", "--repeats", "1",
+              "--methods", "tiled,naive")
+    out = run("bench_attention.py", *common, cwd=tmp_path)
+    assert "decay: the product form" in out and "tiled and naive agree" in out
+    out = run("bench_attention.py", *common, "--aged-token-period-s", "5.85e-6", cwd=tmp_path)
+    assert "decay: aged voltages at 5.85e-06 s per token" in out and "tiled and naive agree" in out
+
+
+@pytest.mark.slow
+def test_aged_tile_benchmark_runs_and_writes_its_figure(tmp_path):
+    out = run("aged_tile.py", "--random", "1", "--tokens", "6", "--dims", "6", "--figure", str(tmp_path / "aged"),
+              cwd=tmp_path)
+    assert "the layer (aged voltages): phi RMS" in out and "the paper's product form" in out
+    assert (tmp_path / "aged.png").stat().st_size > 10_000
