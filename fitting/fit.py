@@ -13,7 +13,7 @@ import lmfit
 import numpy as np
 
 from gaincell.conditions import read_condition
-from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POLY, STRETCHED, poly_name, poly_terms,
+from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POLY, STRETCHED, FitStart, spec,
                               tau_1e)
 from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
@@ -74,16 +74,15 @@ def _component_from_result(model_id: str, config: dict, result, inputs, data, so
                      validity, _residual_stats(data, result.best_fit, inputs), source)
 
 
-def fit_model(model_id: str, config: dict, inputs: dict[str, np.ndarray], data: np.ndarray,
-              initial: dict[str, float], source: str, bounds: dict | None = None,
-              fixed: tuple[str, ...] = ()) -> FitOutcome:
-    """Least-squares fit of one model id to data; the component carries stderr, covariance, residuals.
-    `fixed` parameters keep their initial value."""
+def fit_model(model_id: str, config: dict, inputs: dict[str, np.ndarray], data: np.ndarray, start: FitStart,
+              source: str) -> FitOutcome:
+    """Least-squares fit of one model id to data from `start` (the model spec's, `gaincell.compact`); the
+    component carries stderr, covariance, residuals. Fixed parameters keep their initial value."""
     model = lmfit_model(model_id, config)
-    params = model.make_params(**initial)
-    for name, (low, high) in (bounds or {}).items():
+    params = model.make_params(**start.initial)
+    for name, (low, high) in start.bounds.items():
         params[name].set(min=low, max=high)
-    for name in fixed:
+    for name in start.fixed:
         params[name].set(vary=False)
     result = model.fit(data, params, **inputs)
     if not result.success:
@@ -125,14 +124,9 @@ def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order
             raise FitError(f"the read sweep has {stored_levels} stored level(s) among its successful points: "
                            "at least 2 are needed to fit the multiply")
         config = {"order": order, "vin_order": vin_order, "y0_v": design.zero_v, "vin0_v": design.v_in_v}
-        initial = {poly_name(i, j): 0.0 for i, j in poly_terms(config["order"], config["vin_order"])}
-        initial[poly_name(1, 0)] = 2e-5
-        bounds = None
     else:
         config = {"vdd_v": design.vdd_v}
-        initial = {"kn": 2e-6, "kp": 2e-6, "vtn": 0.35, "vtp": 0.4, "s": 0.05, "a_vin": 1.0}
-        bounds = {"s": (1e-3, 0.5), "kn": (0, 1e-3), "kp": (0, 1e-3)}
-    return fit_model(model_id, config, inputs, charge, initial, "fit of sweep 'read' (charge_c)", bounds)
+    return fit_model(model_id, config, inputs, charge, spec(model_id).start(config), "fit of sweep 'read' (charge_c)")
 
 
 DECAY_MODELS = {"leakage": LEAKAGE, "stretched": STRETCHED, "exponential": EXPONENTIAL}
@@ -169,17 +163,8 @@ def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") 
     data = np.concatenate(data)
     config = {"hold_v": hold, "ref_v": float(levels[ref])}
     model_id = DECAY_MODELS[model]
-    excess = float(levels[ref] - hold)
-    initial, bounds, fixed = {
-        LEAKAGE: ({"rate_v_per_s": 0.8 * excess / raw_tau, "vt_v": 0.05, "dibl_per_v": 0.0},
-                   {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0), "dibl_per_v": (-0.9 / excess, 50.0)}, ()),
-        STRETCHED: ({"tau_s": raw_tau, "beta": 1.0, "gamma": 0.0},
-                    {"tau_s": (raw_tau / 1e3, raw_tau * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
-        EXPONENTIAL: ({"tau_s": raw_tau}, {"tau_s": (raw_tau / 1e3, raw_tau * 1e3)}, ()),
-    }[model_id]
-    outcome = fit_model(model_id, config, inputs, data, initial,
-                        f"fit of sweep 'retention': v(sn) of the stored levels {', '.join(f'{levels[i]:.4g}' for i in ok)} V",
-                        bounds, fixed)
+    outcome = fit_model(model_id, config, inputs, data, spec(model_id).start(config, tau_s=raw_tau),
+                        f"fit of sweep 'retention': v(sn) of the stored levels {', '.join(f'{levels[i]:.4g}' for i in ok)} V")
     part = outcome.component
     tau, tau_err = _propagate(lambda p: tau_1e(model_id, config, p), part)
     part.residuals.update({"tau_1e_s": tau, "tau_1e_stderr_s": tau_err, "raw_tau_1e_s": raw_tau})
@@ -225,16 +210,6 @@ def c2p_paper_default(t_max_s: float) -> Component:
                      source="paper default (Leroux et al. 2025 code: S_sat = 80, output clamp A/40); no C2P fit yet")
 
 
-def _clipped_linear_guess(charge: np.ndarray, width: np.ndarray, t_max: float) -> dict[str, float]:
-    """Starting values from a line through the unclipped points (the clamp's flat parts give no gradient)."""
-    ramp = (width > 0.05 * t_max) & (width < 0.95 * t_max)
-    if np.count_nonzero(ramp) < 2:
-        raise FitError(f"only {np.count_nonzero(ramp)} conversions between 5 % and 95 % of T_max: the "
-                            "sweep does not resolve the converter's ramp")
-    slope, intercept = np.polyfit(charge[ramp], width[ramp], 1)
-    return {"q_sat_c": t_max / slope, "offset_c": -intercept / slope, "t_max_s": float(np.max(width))}
-
-
 def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[str, float], dict[str, float]]:
     """Fit the characterized converters: `c2p/clipped-linear` on the stage-1 transfer (width vs charge), the
     readout's full scale (the same model on the positive branch of the signed converter) into the config,
@@ -252,7 +227,7 @@ def fit_c2p(unsigned: SweepData, signed: SweepData) -> tuple[FitOutcome, dict[st
             raise FitError(f"only {np.count_nonzero(keep)} usable points in sweep {sweep.name!r}: too few to fit")
         charge, width = branch * inputs["charge_c"][keep], width[keep]
         results.append(fit_model(C2P, {}, {"q_c": charge}, width,
-                                 _clipped_linear_guess(charge, width, t_max),
+                                 spec(C2P).start({}, charge=charge, width=width, t_max_s=t_max),
                                  f"fit of sweep {sweep.name!r} (width_s vs charge_c)"))
     stage1, positive, negative = results
     part = stage1.component

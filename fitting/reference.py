@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gaincell.compact import EXPONENTIAL, POLY, poly_name, poly_terms
+from gaincell.compact import EXPONENTIAL, POLY, spec
 from gaincell.hardware import PAPER_HARDWARE, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S
 from gaincell.design import PRESETS
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
@@ -40,17 +40,15 @@ def fit_reference(iv_path: str | Path) -> Surrogate:
     stored, vin, current = data["Vstore"], data["Vin"], data["Iout"]
     at_09 = int(np.argmin(np.abs(vin - PAPER_REFERENCE.v_in_v)))
     slice_inputs = {"stored_v": stored, "pulse_s": np.ones_like(stored), "vin_v": np.full_like(stored, vin[at_09])}
-    cubic = fit_model(POLY, {"order": 3, "vin_order": 0, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0},
-                      slice_inputs, current[:, at_09],
-                      {poly_name(i, 0): 0.0 for i in range(4)} | {poly_name(1, 0): 1e-5},
+    cubic_config = {"order": 3, "vin_order": 0, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0}
+    cubic = fit_model(POLY, cubic_config, slice_inputs, current[:, at_09], spec(POLY).start(cubic_config),
                       "least-squares cubic of the paper's SPICE IV data at V_in = 0.9 V (charge per second of pulse)")
     cubic.component.validity = {"stored_v": [0.0, PAPER_REFERENCE.vdd_v], "pulse_s": [0.0, T_MAX_S],
                                 "vin_v": [PAPER_REFERENCE.v_in_v] * 2}
     grid_s, grid_v = np.meshgrid(stored, vin, indexing="ij")
     surface_inputs = {"stored_v": grid_s.ravel(), "pulse_s": np.ones(grid_s.size), "vin_v": grid_v.ravel()}
-    surface = fit_model(POLY, {"order": 3, "vin_order": 3, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0},
-                        surface_inputs, current.ravel(),
-                        {poly_name(i, j): 0.0 for i, j in poly_terms(3)} | {poly_name(1, 0): 1e-5},
+    surface_config = {"order": 3, "vin_order": 3, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0}
+    surface = fit_model(POLY, surface_config, surface_inputs, current.ravel(), spec(POLY).start(surface_config),
                         "least-squares cubic surface of the paper's SPICE IV data over V_store and V_in")
     surface.component.validity["pulse_s"] = [0.0, T_MAX_S]
     decay = Component(EXPONENTIAL, ["tau_s"], [5e-3], config={"hold_v": 0.0, "ref_v": 0.45},

@@ -24,16 +24,19 @@ a node discharged by a subthreshold current that is constant far above the hold 
 C2P (charge-to-pulse): pulse width = t_max_s * clamp((q - offset_c) / q_sat_c, 0, 1) (`c2p/clipped-linear`).
 Quantizers: `quantize` (evenly spaced levels of the DACs and pulse generators), `quantize_readout` (the
 signed counter's steps); they work on numpy arrays and torch tensors alike.
+Each model id is one typed spec (`ModelSpec`, `MODELS`): its inputs, config keys and parameter names, its
+equation, each parameter's plausible range with its meaning and unit (`Plausible`: what a surrogate file may
+hold) and where its fit starts (`FitStart`: initial values, bounds, fixed parameters, from scales of the data).
 The token clock lives with the hardware configuration (`gaincell.hardware.token_time_s`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, FitError
 
 FIGURES_MODEL = "figures/v1"  # a component of plain named figures (energies, times), not an equation
 POLY, EKV = "multiply/poly", "multiply/ekv-complementary"
@@ -192,9 +195,79 @@ def quantize_readout(x, steps: int):
 # Model ids
 
 @dataclass(frozen=True)
+class Plausible:
+    """The physically plausible range [low, high] of one parameter, and what the parameter is (in its unit)."""
+
+    meaning: str
+    unit: str
+    low: float
+    high: float
+
+    def allows(self, value: float) -> bool:
+        return bool(self.low <= value <= self.high)
+
+    def describe(self) -> str:
+        return f"{self.meaning} must lie in [{self.low:g}, {self.high:g}]{' ' + self.unit if self.unit else ''}"
+
+
+@dataclass(frozen=True)
+class FitStart:
+    """Where a fit of a model starts: initial values, bounds (low, high; None = open) and parameters held fixed."""
+
+    initial: dict[str, float]
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    fixed: tuple[str, ...] = ()
+
+
+# Wide on purpose: a range catches a zero, a sign error or a unit slip (1e30, 1e-30), never an unusual cell.
+# A gain cell stores fC..pC and reads uA; its converters integrate pC in ns; it retains for us..years. No
+# charge is below one electron's, no pulse or time constant below a femtosecond.
+ELECTRON_C = 1.602e-19
+MAX_CHARGE_C = 1e-6
+MAX_COEFFICIENT = 1e3  # A/V^n: no gain cell's read-current polynomial has a larger coefficient
+_RETENTION = Plausible("the retention time constant", "s", 1e-15, 1e12)
+
+
+def _poly_start(config: dict) -> FitStart:
+    """Linear least squares: any start converges; a positive slope is the signed cell's."""
+    names = [poly_name(i, j) for i, j in poly_terms(config["order"], config.get("vin_order"))]
+    return FitStart({name: 0.0 for name in names} | {poly_name(1, 0): 2e-5})
+
+
+def _ekv_start(config: dict) -> FitStart:
+    return FitStart({"kn": 2e-6, "kp": 2e-6, "vtn": 0.35, "vtp": 0.4, "s": 0.05, "a_vin": 1.0},
+                    {"s": (1e-3, 0.5), "kn": (0, 1e-3), "kp": (0, 1e-3)})
+
+
+def _decay_start(model_id: str):
+    """From the reference level's raw 1/e time `tau_s` (read off its curve) and its excess over the hold level."""
+    def start(config: dict, tau_s: float) -> FitStart:
+        excess = config["ref_v"] - config["hold_v"]
+        return {
+            LEAKAGE: FitStart({"rate_v_per_s": 0.8 * excess / tau_s, "vt_v": 0.05, "dibl_per_v": 0.0},
+                              {"rate_v_per_s": (0, None), "vt_v": (1e-3, 1.0), "dibl_per_v": (-0.9 / excess, 50.0)}),
+            STRETCHED: FitStart({"tau_s": tau_s, "beta": 1.0, "gamma": 0.0},
+                                {"tau_s": (tau_s / 1e3, tau_s * 1e3), "beta": (0.2, 5.0)}, ("gamma",)),
+            EXPONENTIAL: FitStart({"tau_s": tau_s}, {"tau_s": (tau_s / 1e3, tau_s * 1e3)}),
+        }[model_id]
+    return start
+
+
+def _c2p_start(config: dict, charge, width, t_max_s: float) -> FitStart:
+    """From a line through the unclipped conversions (the clamp's flat parts give no gradient)."""
+    ramp = (width > 0.05 * t_max_s) & (width < 0.95 * t_max_s)
+    if np.count_nonzero(ramp) < 2:
+        raise FitError(f"only {np.count_nonzero(ramp)} conversions between 5 % and 95 % of T_max: the sweep does "
+                       "not resolve the converter's ramp")
+    slope, intercept = np.polyfit(charge[ramp], width[ramp], 1)
+    return FitStart({"q_sat_c": t_max_s / slope, "offset_c": -intercept / slope, "t_max_s": float(np.max(width))})
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """A model id: its inputs, the config keys it needs, how its parameter names follow from its config, and
-    how to evaluate it."""
+    """A model id: its inputs, the config keys it needs, how its parameter names follow from its config, how to
+    evaluate it, each parameter's plausible range (`ranges`; "*" for every parameter) and where its fit starts
+    (`start(config, **scales from the data)`)."""
 
     model_id: str
     inputs: tuple[str, ...]
@@ -202,19 +275,50 @@ class ModelSpec:
     config_keys: tuple[str, ...]
     param_names: Callable[[dict], list[str]]
     function: Callable  # function(config, params: dict, **inputs)
+    ranges: dict[str, Plausible]
+    start: Callable[..., FitStart]
 
+    def plausible(self, parameter: str) -> Plausible | None:
+        """The range a parameter must lie in (None: any finite value)."""
+        return self.ranges.get(parameter, self.ranges.get("*"))
+
+
+_LEAKAGE_RANGES = {
+    "rate_v_per_s": Plausible("the storage node's leakage discharge rate", "V/s", 1e-15, 1e12),
+    "vt_v": Plausible("the voltage over which the leakage fades near the hold level", "V", 1e-4, 10.0),
+    "dibl_per_v": Plausible("the drain-induced slope of the leakage", "1/V", -1e3, 1e3)}
+_STRETCHED_RANGES = {
+    "tau_s": _RETENTION, "beta": Plausible("the stretch exponent", "", 1e-3, 10.0),
+    "gamma": Plausible("the exponent of the time constant's dependence on the stored level", "", -10.0, 10.0)}
+_EKV_RANGES = {
+    "kn": Plausible("the NMOS read branch's strength", "A", 0.0, 1.0),
+    "kp": Plausible("the PMOS read branch's strength", "A", 0.0, 1.0),
+    "vtn": Plausible("the NMOS threshold", "V", -10.0, 10.0),
+    "vtp": Plausible("the PMOS threshold", "V", -10.0, 10.0),
+    "s": Plausible("the subthreshold slope voltage", "V", 1e-4, 10.0),
+    "a_vin": Plausible("the read current's sensitivity to the input amplitude", "1/V", -1e3, 1e3)}
+_C2P_RANGES = {
+    "q_sat_c": Plausible("the C2P saturation charge (the column charge that gives the full T_max pulse; the "
+                         "attention divides by it)", "C", ELECTRON_C, MAX_CHARGE_C),
+    "offset_c": Plausible("the charge where the C2P ramp starts", "C", -MAX_CHARGE_C, MAX_CHARGE_C),
+    "t_max_s": Plausible("the longest C2P output pulse", "s", 1e-15, 1e-3)}
+_POLY_RANGES = {"*": Plausible("a read-current coefficient of the multiply polynomial", "A/V^n", -MAX_COEFFICIENT,
+                               MAX_COEFFICIENT)}
 
 MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in (
     ModelSpec(POLY, ("stored_v", "pulse_s", "vin_v"), "charge_c", ("order", "y0_v"),
-              lambda c: [poly_name(i, j) for i, j in poly_terms(c["order"], c.get("vin_order"))], _poly_charge),
+              lambda c: [poly_name(i, j) for i, j in poly_terms(c["order"], c.get("vin_order"))], _poly_charge,
+              _POLY_RANGES, _poly_start),
     ModelSpec(EKV, ("stored_v", "pulse_s", "vin_v"), "charge_c", ("vdd_v",),
-              lambda c: ["kn", "kp", "vtn", "vtp", "s", "a_vin"], _ekv_charge),
-    ModelSpec(EXPONENTIAL, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"), lambda c: ["tau_s"], _decay),
+              lambda c: ["kn", "kp", "vtn", "vtp", "s", "a_vin"], _ekv_charge, _EKV_RANGES, _ekv_start),
+    ModelSpec(EXPONENTIAL, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"), lambda c: ["tau_s"], _decay,
+              {"tau_s": _RETENTION}, _decay_start(EXPONENTIAL)),
     ModelSpec(STRETCHED, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"), lambda c: ["tau_s", "beta", "gamma"],
-              _decay),
+              _decay, _STRETCHED_RANGES, _decay_start(STRETCHED)),
     ModelSpec(LEAKAGE, ("t_s", "stored_v"), "v_sn", ("hold_v", "ref_v"),
-              lambda c: ["rate_v_per_s", "vt_v", "dibl_per_v"], _leakage),
-    ModelSpec(C2P, ("q_c",), "pulse_s", (), lambda c: ["q_sat_c", "offset_c", "t_max_s"], _c2p),
+              lambda c: ["rate_v_per_s", "vt_v", "dibl_per_v"], _leakage, _LEAKAGE_RANGES, _decay_start(LEAKAGE)),
+    ModelSpec(C2P, ("q_c",), "pulse_s", (), lambda c: ["q_sat_c", "offset_c", "t_max_s"], _c2p, _C2P_RANGES,
+              _c2p_start),
 )}
 
 

@@ -18,7 +18,7 @@ Files of schema version 1 (the design as a JSON attribute `design`), 2 (no varia
 group) still load. No pickles. Writing is atomic (the file built in memory, then written whole). Loading (and
 saving) validates everything and refuses, with a `SurrogateError` naming the file, component and parameter: an
 unreadable file, a file pointing into other files (`gaincell.hdf5_trust`), a wrong version, a missing
-component, a non-finite value, a parameter outside its physically plausible range (`PLAUSIBLE`: a zero
+component, a non-finite value, a parameter outside its physically plausible range (the model spec's, `gaincell.compact`: a zero
 saturation charge, a negative time constant, a coefficient of 1e30 A/V^3 ...), a multiply whose read current
 over its validity box exceeds `MAX_READ_CURRENT_A` (a variation: whose cells' mean + one sigma does), a config
 voltage beyond +-10 V (`VOLTAGE`), validity bounds that are not finite and ordered, and a hardware
@@ -37,7 +37,8 @@ import h5py
 import numpy as np
 
 from gaincell import __version__
-from gaincell.compact import EKV, FIGURES_MODEL, LEAKAGE, MODELS, POLY, STRETCHED, C2P, EXPONENTIAL, evaluate
+from gaincell.compact import (ELECTRON_C, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, MODELS, Plausible,
+                              evaluate)
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
@@ -46,7 +47,7 @@ from gaincell.hdf5_trust import check_self_contained
 from gaincell.interrupts import signals_deferred
 from gaincell.store import new_hdf5
 
-from .variation import GROUP as VARIATION_GROUP, MAX_COEFFICIENT, MAX_VOLTAGE_V, Variation
+from .variation import GROUP as VARIATION_GROUP, MAX_VOLTAGE_V, Variation
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)  # 1: the design as a JSON attribute `design`; 3: + `variation`; 4: + `hardware`
@@ -56,53 +57,6 @@ _STR = h5py.string_dtype()
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-@dataclass(frozen=True)
-class Plausible:
-    """The physically plausible range [low, high] of one parameter, and what the parameter is."""
-
-    meaning: str
-    unit: str
-    low: float
-    high: float
-
-    def allows(self, value: float) -> bool:
-        return bool(self.low <= value <= self.high)
-
-    def describe(self) -> str:
-        return f"{self.meaning} must lie in [{self.low:g}, {self.high:g}]{' ' + self.unit if self.unit else ''}"
-
-
-# Wide on purpose: a range catches a zero, a sign error or a unit slip (1e30, 1e-30), never an unusual cell.
-# A gain cell stores fC..pC and reads uA; its converters integrate pC in ns; it retains for us..years. No
-# charge is below one electron's, no pulse or time constant below a femtosecond.
-ELECTRON_C = 1.602e-19
-_RETENTION = Plausible("the retention time constant", "s", 1e-15, 1e12)
-_CHARGE_C = 1e-6
-PLAUSIBLE: dict[str, dict[str, Plausible]] = {
-    C2P: {
-        "q_sat_c": Plausible("the C2P saturation charge (the column charge that gives the full T_max pulse; the "
-                             "attention divides by it)", "C", ELECTRON_C, _CHARGE_C),
-        "offset_c": Plausible("the charge where the C2P ramp starts", "C", -_CHARGE_C, _CHARGE_C),
-        "t_max_s": Plausible("the longest C2P output pulse", "s", 1e-15, 1e-3)},
-    EXPONENTIAL: {"tau_s": _RETENTION},
-    STRETCHED: {
-        "tau_s": _RETENTION,
-        "beta": Plausible("the stretch exponent", "", 1e-3, 10.0),
-        "gamma": Plausible("the exponent of the time constant's dependence on the stored level", "", -10.0, 10.0)},
-    LEAKAGE: {
-        "rate_v_per_s": Plausible("the storage node's leakage discharge rate", "V/s", 1e-15, 1e12),
-        "vt_v": Plausible("the voltage over which the leakage fades near the hold level", "V", 1e-4, 10.0),
-        "dibl_per_v": Plausible("the drain-induced slope of the leakage", "1/V", -1e3, 1e3)},
-    EKV: {
-        "kn": Plausible("the NMOS read branch's strength", "A", 0.0, 1.0),
-        "kp": Plausible("the PMOS read branch's strength", "A", 0.0, 1.0),
-        "vtn": Plausible("the NMOS threshold", "V", -10.0, 10.0),
-        "vtp": Plausible("the PMOS threshold", "V", -10.0, 10.0),
-        "s": Plausible("the subthreshold slope voltage", "V", 1e-4, 10.0),
-        "a_vin": Plausible("the read current's sensitivity to the input amplitude", "1/V", -1e3, 1e3)},
-}
-POLY_COEFFICIENT = Plausible("a read-current coefficient of the multiply polynomial", "A/V^n", -MAX_COEFFICIENT,
-                             MAX_COEFFICIENT)
 VOLTAGE = Plausible("a voltage of the cell (a level, a reference or the supply)", "V", -MAX_VOLTAGE_V, MAX_VOLTAGE_V)
 CONFIG_VOLTAGES = ("y0_v", "vin0_v", "hold_v", "ref_v", "vdd_v")
 # figures/v1 components hold named figures; their unit suffix says what they are
@@ -111,21 +65,20 @@ FIGURES = {"_j": Plausible("an energy per action", "J", 0.0, 1.0), "_w": Plausib
 NAMED_FIGURES = {"t_max_s": Plausible("the read pulse's full width T_max", "s", 1e-15, 1e-3),
                  "latency_per_token_s": Plausible("the time between two tokens", "s", 1e-15, 1.0)}
 CONFIG = {"output_full_scale_c": Plausible("the readout's full-scale charge (the attention divides by it)", "C",
-                                           ELECTRON_C, _CHARGE_C),
+                                           ELECTRON_C, MAX_CHARGE_C),
           "output_full_scale_negative_c": Plausible("the readout's negative full-scale charge", "C", ELECTRON_C,
-                                                    _CHARGE_C)}
+                                                    MAX_CHARGE_C)}
 MAX_READ_CURRENT_A = 1e-2  # no gain cell reads 10 mA: a multiply giving more is a unit or sign slip
 MAX_POLY_ORDER = 9
 
 
 def plausible_range(model_id: str, parameter: str) -> Plausible | None:
-    """The range a parameter of a model must lie in (None: any finite value)."""
-    if model_id == POLY:
-        return POLY_COEFFICIENT
+    """The range a parameter of a model must lie in (None: any finite value): the model's spec, or for a
+    component of figures the figure's unit suffix."""
     if model_id == FIGURES_MODEL:
         return NAMED_FIGURES.get(parameter) or next(
             (rule for suffix, rule in FIGURES.items() if parameter.endswith(suffix)), None)
-    return PLAUSIBLE.get(model_id, {}).get(parameter)
+    return MODELS[model_id].plausible(parameter) if model_id in MODELS else None
 
 
 @dataclass

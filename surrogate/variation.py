@@ -19,13 +19,12 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from gaincell.compact import MAX_CHARGE_C, MAX_COEFFICIENT
 from gaincell.errors import SurrogateError
 
 GROUP = "variation"
-MAX_CHARGE_C = 1e-6  # as the surrogate's charges: a larger spread is a unit slip
 MAX_LN_SIGMA = 10.0
 MAX_VOLTAGE_V = 10.0  # no level of a gain cell (VDD <= 5 V) is beyond +-10 V: a larger one is a unit slip
-MAX_COEFFICIENT = 1e3  # A per V^i, a multiply polynomial's coefficient (mean or sigma); real ones are ~1e-5
 ATTRIBUTES = ("y0_v", "retention_ln_sigma", "offset_sigma_c", "read_noise_c", "cells", "source")
 
 

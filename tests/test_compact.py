@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gaincell.compact import (LEAKAGE, decay_factor, poly_at_input, poly_exponents, poly_name, quantize,
-                              quantize_readout, tau_1e)
+from gaincell.compact import (C2P, EKV, EXPONENTIAL, LEAKAGE, MODELS, POLY, STRETCHED, decay_factor, poly_at_input,
+                              poly_exponents, poly_name, quantize, quantize_readout, spec, tau_1e)
 from gaincell.hardware import PAPER_LATENCY_PER_LAYER_S, phase_durations, token_time_s
 from gaincell.model_shapes import KNOWN
 from gaincell.energy.model import estimate
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, FitError
 from gaincell.fitting.fit import figures
 from gaincell.resources import data_path
 from gaincell.surrogate.cellmodel import CellModel
@@ -93,3 +93,23 @@ def test_the_adaptation_runs_on_the_one_token_clock(llama_folder):
     periods = [layer.cell.token_period_s for layer in gaincell_layers(model)]
     assert group == 2 and len(periods) == config.num_hidden_layers
     assert periods == pytest.approx([expected] * len(periods))
+
+
+def test_every_model_spec_carries_its_parameters_ranges_and_fit_start():
+    """One typed spec per model id: each parameter has a described, unit-bearing plausible range, and the fit
+    starts from a value for each parameter, inside that range."""
+    configs = {POLY: {"order": 3, "vin_order": 1, "y0_v": 0.45}, EKV: {"vdd_v": 0.9},
+               C2P: {}, **{m: {"hold_v": 0.0, "ref_v": 0.45} for m in (EXPONENTIAL, STRETCHED, LEAKAGE)}}
+    scales = {C2P: {"charge": np.linspace(0, 2e-12, 20), "width": np.clip(np.linspace(-2e-9, 18e-9, 20), 0, 15e-9),
+                    "t_max_s": 15e-9}, **{m: {"tau_s": 5e-3} for m in (EXPONENTIAL, STRETCHED, LEAKAGE)}}
+    assert set(configs) == set(MODELS)
+    for model_id, config in configs.items():
+        model = spec(model_id)
+        names = model.param_names(config)
+        start = model.start(config, **scales.get(model_id, {}))
+        assert set(start.initial) == set(names) and set(start.bounds) | set(start.fixed) <= set(names), model_id
+        for name in names:
+            rule = model.plausible(name)
+            assert rule is not None and rule.meaning and rule.allows(start.initial[name]), (model_id, name)
+    with pytest.raises(FitError, match="does not resolve the converter's ramp"):
+        spec(C2P).start({}, charge=np.zeros(3), width=np.zeros(3), t_max_s=15e-9)
