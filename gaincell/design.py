@@ -28,6 +28,7 @@ from .devices import (SHIPPED_MODEL_NAMES, PdkDevice, VtShift, check_spice_name,
                       refuse_command_word)
 from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
+from .pdk_presets import PDK_TABLES
 from .periphery import C2PDesign, DacDesign, Grid
 from .resources import netlist_path
 
@@ -277,7 +278,7 @@ PRESETS: dict[str, CellDesign] = {
 }
 
 
-PDK_PRESETS = ("sky130",)  # presets on an installed PDK package: gaincell.pdk_presets, built when asked for
+PDK_PRESETS = tuple(PDK_TABLES)  # presets on an installed PDK package: design-file tables, read when asked for
 
 
 def preset_names() -> tuple[str, ...]:
@@ -309,9 +310,8 @@ def load_setup(name_or_path: str | Path) -> DesignSetup:
     key = str(name_or_path)
     if key in PRESETS:
         return DesignSetup(PRESETS[key])
-    if key in PDK_PRESETS:
-        from .pdk_presets import pdk_setup  # it builds on this module's classes
-        return pdk_setup(key)
+    if key in PDK_TABLES:
+        return setup_from_table(PDK_TABLES[key](), f"preset {key}")
     path = Path(key)
     try:
         exists = path.exists()
@@ -320,12 +320,19 @@ def load_setup(name_or_path: str | Path) -> DesignSetup:
     if not exists:
         raise ConfigError("design", f"{shown(key)} is neither a preset ({', '.join(preset_names())}) nor a TOML/YAML "
                                      "file")
-    raw = read_design_table(path)
+    return setup_from_table(read_design_table(path), f"design file {path}", path.parent)
+
+
+def setup_from_table(raw, where: str, base_dir: Path | None = None) -> DesignSetup:
+    """A design file's table (the cell's fields with optional [c2p], [dac], [grid] tables) as a DesignSetup;
+    errors name `where`."""
     try:
+        if not isinstance(raw, Mapping):
+            raise ConfigError("design", f"must be a table of design fields, got {shown(raw)}")
         tables = {name: periphery_from_table(name, raw[name]) for name in PERIPHERY if name in raw}
-        cell = design_from_dict({k: v for k, v in raw.items() if k not in PERIPHERY}, base_dir=path.parent)
+        cell = design_from_dict({k: v for k, v in raw.items() if k not in PERIPHERY}, base_dir=base_dir)
     except ConfigError as exc:
-        raise ConfigError(exc.parameter, f"{exc.problem} (in design file {path})") from None
+        raise ConfigError(exc.parameter, f"{exc.problem} (in {where})") from None
     return DesignSetup(cell, **tables)
 
 

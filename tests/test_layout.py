@@ -114,3 +114,38 @@ def test_loading_a_surrogate_file_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["8", "[]"], done.stdout
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at any level of the file, function bodies included)."""
+    names = {path: package if path.stem == "__init__" else f"{package}.{path.stem}"
+             for path, package in package_modules().items()}
+    known = set(names.values())
+    graph = {}
+    for path, package in package_modules().items():
+        found = set()
+        for name in imported_names(path, package):
+            parts = name.split(".")
+            found |= {next((".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in known),
+                           None)} - {None}
+        graph[names[path]] = found - {names[path]}
+    return graph
+
+
+def test_no_module_imports_itself_through_others():
+    """No import cycle in the package (not even through an import inside a function): the design and its PDK
+    presets, the compiled cell and the layer, each depend one way."""
+    graph = module_graph()
+    cycles = []
+    for start in graph:
+        paths = [[start]]
+        seen = set()
+        while paths:
+            path = paths.pop()
+            for nxt in graph[path[-1]]:
+                if nxt == start:
+                    cycles.append(" -> ".join(path + [start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    paths.append(path + [nxt])
+    assert not cycles, cycles[:5]

@@ -13,6 +13,7 @@ from gaincell.circuits.cells import cell_subcircuits
 from gaincell.circuits.mismatch import monte_carlo_estimate, monte_carlo_sweeps
 from gaincell.design import load_design
 from gaincell.errors import ConfigError, GaincellError
+from gaincell.devices import PdkDevice
 from gaincell.pdk_presets import SKY130_PFET, SKY130_WRITE
 from gaincell.resources import data_path
 from gaincell.surrogate.attention import MAX_TILE, MAX_WINDOW, GainCellAttention
@@ -210,7 +211,8 @@ def test_a_partial_devices_table_merges_over_the_base_designs(tmp_path):
                     'unit = "um"\n')
     design = load_design(path)
     assert design.device("nmos_gen").name == "sky130_fd_pr__nfet_01v8_lvt"
-    assert design.device("pmos_gen") == SKY130_PFET and design.device("nmos_gen_hvt") == SKY130_WRITE
+    assert design.device("pmos_gen") == PdkDevice(**SKY130_PFET)
+    assert design.device("nmos_gen_hvt") == PdkDevice(**SKY130_WRITE)
     assert "_gen" not in "\n".join(line for line in cell_subcircuits(design).splitlines() if line[:1] in "mx")
     path.write_text('base = "sky130"\n[devices.nmos_gen]\nparams = {nf = 2}\n')  # no name: updates the base's
     nmos = load_design(path).device("nmos_gen")
