@@ -318,7 +318,9 @@ def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
             (["--stages", "transfer", "--steps", "5"],
              "error: --steps: is read only by the linear and nonlinear stages, which --stages (transfer) does not run"),
             (["--stages", "linear,nonlinear", "--lora-rank", "4"],
-             "error: --lora-rank: is read only by the transfer and distill stages")):
+             "error: --lora-rank: is read only by the transfer and distill stages"),
+            (["--stages", "linear", "--calibration-tokens", "64"],  # transfer and distill read it (benchmarks pass it)
+             "error: --calibration-tokens: is read only by the calibrate, transfer and distill stages")):
         done = _cli(*base, *extra)
         log = done.communicate(timeout=120)[0]
         assert done.returncode == 1 and message in log, log

@@ -31,3 +31,18 @@ def test_aged_tile_benchmark_runs_and_writes_its_figure(tmp_path):
               cwd=tmp_path)
     assert "the layer (aged voltages): phi RMS" in out and "the paper's product form" in out
     assert (tmp_path / "aged.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
+    """The command behind RESULTS.md's SmolLM2 transfer table, at a tiny budget: every `gaincell adapt` and `eval`
+    it runs is accepted (it passes --calibration-tokens to the transfer stage, which reads it)."""
+    text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
+    lambada = tmp_path / "lambada.jsonl"
+    lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
+                       '{"text": "He read the letter twice before he put the letter"}\n')
+    out = run("smollm2_transfer.py", "--work", str(tmp_path / "work"), "--train-text", str(text), "--wikitext", str(text),
+              "--lambada", str(lambada), "--eval-tokens", "96", "--context", "32", "--lambada-items", "2",
+              "--steps-list", "1", "--distill-steps", "1", "--batch", "1", "--seq", "32", "--lora-rank", "2",
+              cwd=tmp_path)
+    assert "| transfer, 1 steps |" in out and "softmax baseline" in out

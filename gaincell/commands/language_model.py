@@ -98,7 +98,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
 STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
     "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"),
-    "distill": ("linear", "nonlinear", "distill"), "calibration_tokens": ("calibrate",),
+    "distill": ("linear", "nonlinear", "distill"),
+    "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
     "calibration_iterations": ("calibrate",),
 }
 
@@ -109,9 +110,9 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
         if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and not set(readers) & set(
                 stages):
             option = "--" + name.replace("_", "-")
-            raise ConfigError(option, f"is read only by the {' and '.join(readers)} stage"
-                                      f"{'s' if len(readers) > 1 else ''}, which --stages ({','.join(stages)}) "
-                                      "does not run")
+            named = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} and {readers[-1]}"
+            raise ConfigError(option, f"is read only by the {named} stage{'s' if len(readers) > 1 else ''}, which "
+                                      f"--stages ({','.join(stages)}) does not run")
 
 
 @click.command(name="eval")
