@@ -71,11 +71,12 @@ def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
     axes[1].xaxis.set_major_formatter(EngFormatter(unit="V"))
     decay = outcomes.get("decay")
     if decay is not None:
-        t = decay.inputs["t_s"]
-        axes[2].plot(t, decay.data, "o", ms=2, label="SPICE")
-        axes[2].plot(t, decay.result.best_fit, lw=1.2, label=decay.component.model_id)
-        tau = decay.component.residuals.get("tau_1e_s", t.max())
-        axes[2].set(title="retention at the reference level", xlabel="time", xlim=(0, min(t.max(), 4 * tau)))
+        curves, limit = retention_curves(decay)
+        for level, t, data, fit in curves:
+            line, = axes[2].plot(t, fit, lw=1.2)
+            axes[2].plot(t, data, "o", ms=2, color=line.get_color(), label=f"stored {level:.3g} V")
+        axes[2].set(title="retention per stored level: SPICE dots, fit lines", xlabel="time",
+                    xlim=(0, limit))
         axes[2].xaxis.set_major_formatter(EngFormatter(unit="s"))
         axes[2].yaxis.set_major_formatter(EngFormatter(unit="V"))
         axes[2].legend(fontsize=7)
@@ -98,14 +99,35 @@ def fit_figure(outcomes: dict[str, FitOutcome]):
         pick = longest & (x["vin_v"] == vin)
         order = np.argsort(x["stored_v"][pick])
         stored = x["stored_v"][pick][order]
-        traces += [Trace(f"SPICE, V_in {vin:.2f} V", stored, current[pick][order], "markers"),
-                   Trace(f"fit, V_in {vin:.2f} V", stored, fitted[pick][order])]
+        index = len(traces) // 2  # SPICE dots and their fit line share a colour
+        traces += [Trace(f"SPICE, V_in {vin:.2f} V", stored, current[pick][order], "markers", color=index),
+                   Trace(f"fit, V_in {vin:.2f} V", stored, fitted[pick][order], color=index)]
     panels = [Panel(traces, "A", "read current", f"read current vs stored voltage ({multiply.component.model_id})",
                     "V", "stored voltage")]
     decay = outcomes.get("decay")
     if decay is not None:
-        t = decay.inputs["t_s"]
-        panels.append(Panel([Trace("SPICE", t, decay.data, "markers"),
-                             Trace(decay.component.model_id, t, decay.result.best_fit)], "V", "storage node",
-                            "retention at the reference level", "s", "time"))
+        curves, limit = retention_curves(decay)
+        retention = []
+        for index, (level, t, data, fit) in enumerate(curves):
+            shown = t <= limit
+            retention += [Trace(f"SPICE, stored {level:.3g} V", t[shown], data[shown], "markers", color=index),
+                          Trace(f"fit, stored {level:.3g} V", t[shown], fit[shown], color=index)]
+        panels.append(Panel(retention, "V", "storage node",
+                            f"retention of every stored level ({decay.component.model_id})", "s", "time"))
     return Figure("surrogate fit", panels, share_x=False)
+
+
+def retention_curves(decay: FitOutcome) -> tuple[list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], float]:
+    """The decay fit's curves, one per stored level: (level, times, SPICE, fit), and the time by which every level
+    has decayed (to 2 % of its start; the sweep's tail beyond it shows nothing)."""
+    t, levels = decay.inputs["t_s"], decay.inputs["stored_v"]
+    curves, limit = [], 0.0
+    for level in np.unique(levels):
+        pick = levels == level
+        order = np.argsort(t[pick])
+        times, data, fit = t[pick][order], decay.data[pick][order], decay.result.best_fit[pick][order]
+        curves.append((float(level), times, data, fit))
+        hold = decay.component.config.get("hold_v", 0.0)
+        above = np.nonzero(np.abs(data - hold) > 0.02 * abs(data[0] - hold))[0]
+        limit = max(limit, float(times[above[-1]]) if above.size else float(times[-1]))
+    return curves, 1.2 * limit if limit > 0 else float(t.max())
