@@ -81,8 +81,10 @@ def stage_host(report, budget, device, smoke: bool) -> None:
     grad_out = torch.randn_like(q)
     flat = [x.detach().reshape(b * h, t, d).contiguous().requires_grad_() for x in (q, k, v)]
     table = torch.exp(-0.01 * torch.arange(window, device=device, dtype=dtype))
-    blocks = fused.decay_blocks(table, tile, window)
-    options = fused._launch_options(flat[0], tile, "forward", None)
+    blocks = fused.decay_blocks(table, tile, window)[None]  # one term (the product form)
+    fk, fv = flat[1][None], flat[2][None]
+    strides = fused._strides(fk, blocks)
+    options = fused._launch_options(flat[0], fk, blocks, tile, "forward", None)
     out = torch.empty_like(flat[0])
     grid = (triton.cdiv(t, options["BLOCK_M"]), b * h)
 
@@ -90,26 +92,26 @@ def stage_host(report, budget, device, smoke: bool) -> None:
         return fused.fused_tiled_attention(*flat, table, tile=tile, ring=window, offset=cell.offset, out_steps=15)
 
     def kernel_prebuilt_blocks():
-        return fused.FusedTiledAttention.apply(*flat, blocks, tile, window, cell.offset, 15, None)
+        return fused.FusedTiledAttention.apply(flat[0], fk, fv, blocks, tile, window, cell.offset, 15, None)
 
     def sdpa():
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     pieces = {"decay blocks": lambda: fused.decay_blocks(table, tile, window),
               "bare forward launch": lambda: fused._forward_kernel[grid](
-                  flat[0], flat[1], flat[2], blocks, out, t, d, window, float(cell.offset), OUT_STEPS=15, **options),
+                  flat[0], fk, fv, blocks, out, t, d, window, float(cell.offset), *strides, OUT_STEPS=15, **options),
               "empty_like": lambda: torch.empty_like(flat[0])}
-    grad_q, grad_k, grad_v = (torch.empty_like(x) for x in flat)
+    grad_q, grad_k, grad_v = torch.empty_like(flat[0]), torch.empty_like(fk), torch.empty_like(fv)
     grad_flat = grad_out.reshape(b * h, t, d)
-    q_options = fused._launch_options(flat[0], tile, "grad_q", None)
-    kv_options = fused._launch_options(flat[0], tile, "grad_kv", None)
+    q_options = fused._launch_options(flat[0], fk, blocks, tile, "grad_q", None)
+    kv_options = fused._launch_options(flat[0], fk, blocks, tile, "grad_kv", None)
     pieces["bare grad_q launch"] = lambda: fused._grad_q_kernel[(triton.cdiv(t, q_options["BLOCK_M"]), b * h)](
-        flat[0], flat[1], flat[2], blocks, grad_flat, grad_q, t, d, window, float(cell.offset), **q_options)
-    pieces["bare grad_kv launch"] = lambda: fused._grad_kv_kernel[(triton.cdiv(t, tile), b * h)](
-        flat[0], flat[1], flat[2], blocks, grad_flat, grad_k, grad_v, t, d, window, float(cell.offset), **kv_options)
+        flat[0], fk, fv, blocks, grad_flat, grad_q, t, d, window, float(cell.offset), *strides, **q_options)
+    pieces["bare grad_kv launch"] = lambda: fused._grad_kv_kernel[(triton.cdiv(t, tile), b * h, 1)](
+        flat[0], fk, fv, blocks, grad_flat, grad_k, grad_v, t, d, window, float(cell.offset), *strides, **kv_options)
 
     class Context:  # what autograd hands the backward: the saved tensors and the geometry
-        saved_tensors = (flat[0], flat[1], flat[2], blocks)
+        saved_tensors = (flat[0], fk, fv, blocks)
         geometry = (tile, window, float(cell.offset), None)
 
     pieces["backward called directly"] = lambda: fused.FusedTiledAttention.backward(Context, grad_flat)
@@ -127,8 +129,9 @@ def stage_host(report, budget, device, smoke: bool) -> None:
     pieces["autograd of one element-wise op in a Python function"] = lambda: torch.autograd.grad(
         Twice.apply(flat[0]), flat[0], grad_flat)
     if not smoke:  # the compiled kernel launched directly: Triton's launcher without binding and cache lookup
-        values = dict(q_ptr=flat[0], fk_ptr=flat[1], fv_ptr=flat[2], blocks=blocks, out_ptr=out, tokens=t, dim=d,
-                      ring=window, offset=float(cell.offset), OUT_STEPS=15,
+        values = dict(q_ptr=flat[0], fk_ptr=fk, fv_ptr=fv, blocks=blocks, out_ptr=out, tokens=t, dim=d,
+                      ring=window, offset=float(cell.offset), term_stride=strides[0], block_stride=strides[1],
+                      OUT_STEPS=15,
                       **{k: v for k, v in options.items() if k not in ("num_warps", "num_stages")})
         try:
             compiled = pieces["bare forward launch"]()

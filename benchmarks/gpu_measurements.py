@@ -144,6 +144,36 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
                        window=window, tile=tile, launch=fused.LAUNCH)
             del q, k, v
 
+    # the circuit's aged-voltage decay: several terms through the same kernel (SmolLM2's clock: 4 for this cell);
+    # agreement with the torch path first (float32, no quantization), then time against the product form
+    aged_cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=5.85e-6)
+    aged = dict(options, decay="surrogate")
+    shape = (1, 2, 80, 16) if smoke else (2, 12, 1536, 64)
+    q, k, v = qkv(*shape, torch.float32, grad=True)
+    outs = [gaincell_attention(q, k, v, aged_cell, kernel=choice, **dict(aged, quantize=False))
+            for choice in ("torch", "triton")]
+    grads = [torch.autograd.grad(out, (q, k, v), torch.ones_like(out)) for out in outs]
+    differences = [relative_difference(outs[1].detach().cpu().numpy(), outs[0].detach().cpu().numpy())]
+    differences += [relative_difference(b.cpu().numpy(), a.cpu().numpy()) for a, b in zip(*grads)]
+    agree = max(differences) <= 1e-4
+    report.add("kernel", f"aged-voltage decay: agreement kernel vs torch path, float32, B{shape[0]} H{shape[1]} "
+                         f"T{shape[2]} D{shape[3]}", "ok" if agree else "FAILED", output_rel_diff=differences[0],
+               grad_q_k_v_rel_diff=differences[1:], allowed=1e-4)
+    del q, k, v, outs, grads
+    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    if agree and (smoke or budget.left() >= 60):
+        q, k, v = qkv(b, h, t, d, dtype, grad=True)
+        sides = {"aged decay, kernel": lambda: gaincell_attention(q, k, v, aged_cell, kernel="triton", **aged),
+                 "aged decay, torch path": lambda: gaincell_attention(q, k, v, aged_cell, kernel="torch", **aged),
+                 "product form, kernel": lambda: gaincell_attention(q, k, v, cell, kernel="triton", **options)}
+        figures = {side: measure(forward, (q, k, v), True) for side, forward in sides.items()}
+        report.add("kernel", f"fwd+bwd aged-voltage decay B{b} H{h} T{t} D{d} {str(dtype)[6:]}", **figures,
+                   aged_kernel_over_product_kernel=figures["aged decay, kernel"].get("ms", float("nan"))
+                   / figures["product form, kernel"].get("ms", float("nan")),
+                   aged_kernel_over_torch=figures["aged decay, kernel"].get("ms", float("nan"))
+                   / figures["aged decay, torch path"].get("ms", float("nan")))
+        del q, k, v
+
     # decode: one new token per sequence against a full ring (torch path; SDPA over the same cache)
     b, h, slots, d = (1, 2, 32, 16) if smoke else (8, 12, 1024, 64)
     q, k, v = qkv(b, h, slots, d, dtype)

@@ -67,13 +67,6 @@ def decay_terms(decay, length: int, cell: CellModel | None, dtype, device, windo
     return DecayTerms(torch.nn.functional.pad(tables, (0, length - tables.shape[1])), aged)
 
 
-def check_kernel_terms(terms: int, kernel: str | None) -> None:
-    """Refuse kernel="triton" for more than one term (the kernel runs one: no decay or the product form)."""
-    if terms > 1 and kernel == "triton":
-        raise ConfigError("kernel", f"the aged-voltage decay's {terms} terms run on the torch path only (the Triton "
-                                    "kernel runs one term: no decay or the product form); use 'auto' or 'torch'")
-
-
 def as_terms(x: torch.Tensor) -> torch.Tensor:
     """f(k) or g(v) with a leading terms dimension: (B, H, T, D) -> (1, B, H, T, D); 5-D stays."""
     return x if x.dim() == 5 else x[None]
@@ -82,8 +75,9 @@ def as_terms(x: torch.Tensor) -> torch.Tensor:
 def term_tables(decay, terms: int, length: int, cell: CellModel | None, dtype, device) -> torch.Tensor:
     """Tables (terms, length): `decay` as given when 2-D, else the product form's one table (`decay_table_for`)."""
     if isinstance(decay, torch.Tensor) and decay.dim() == 2:
-        table = decay.to(dtype=dtype, device=device)[:, :length]
-        table = torch.nn.functional.pad(table, (0, length - table.shape[1]))
+        table = decay.to(dtype=dtype, device=device)  # the same tensor when it fits (the kernel caches by tensor)
+        if table.shape[1] != length:
+            table = torch.nn.functional.pad(table[:, :length], (0, max(0, length - table.shape[1])))
     else:
         table = decay_table_for(decay, length, cell, dtype, device)[None]
     if table.shape[0] != terms:

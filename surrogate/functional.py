@@ -36,7 +36,7 @@ from gaincell.compact import quantize_readout
 from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
-from .decay import as_terms, check_kernel_terms, decay_terms, term_tables
+from .decay import as_terms, decay_terms, term_tables
 from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, transfers
 from .varied import StageCells, varied_backward, varied_forward
 
@@ -267,7 +267,6 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     terms = decay_terms(decay, ring_size(q.shape[2], tile, window)[1], cell, q.dtype, q.device, window)
-    check_kernel_terms(terms.tables.shape[0], kernel)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel, terms.aged)
     return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window,
                            out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
@@ -324,7 +323,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
     with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
     ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
-    `use_triton`; the Triton kernel runs one term). `cells`: per-cell variation and read noise with arrays of
+    `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
     cell)."""
     b, h, t, d = q.shape
@@ -334,12 +333,13 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
     if cells is not None and kernel == "triton":
         raise ConfigError("kernel", "per-cell variation and read noise run on the torch path only (the Triton kernel "
                                     "has one decay table and one converter offset for all cells); use 'auto' or 'torch'")
-    check_kernel_terms(len(fk), kernel)
-    if cells is None and len(fk) == 1 and use_triton(q, tile, kernel):
+    if cells is None and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
-        out = fused_tiled_attention(q.reshape(b * h, t, d), fk[0].reshape(b * h, t, d), fv[0].reshape(b * h, t, d),
-                                    table[0], tile=tile, ring=ring, offset=cell.offset, out_steps=out_steps)
+        terms = len(fk)
+        out = fused_tiled_attention(q.reshape(b * h, t, d), fk.reshape(terms, b * h, t, d),
+                                    fv.reshape(terms, b * h, t, d), table, tile=tile, ring=ring, offset=cell.offset,
+                                    out_steps=out_steps)
         return out.view(b, h, t, d)
     span = min(padded, ring + tile)
     width = len(fk) * b * h * tile * span  # elements of one query tile's scores and pulses over all terms

@@ -6,7 +6,13 @@ memory and never writes a (T x T) matrix. Inputs are the hardware-domain q (0..1
 multiplies f(k), g(v) (the fitted polynomial stays an element-wise torch op in front, so its gradient flows
 through autograd).
 
-Decay. Query blocks are aligned to tiles (BLOCK_M divides the tile), so the decay x causal/window mask of a
+Terms. The decay comes as separable terms (`decay.py`: f_r(k), g_r(v) with a table d_r each; one for no decay or
+the paper's product form, a few for the circuit's aged voltages): the score sums q . f_r(k) d_r over the terms,
+stage 2 sums (phi d_r) . g_r(v), and the backward kernels the matching gradients (`_grad_kv_kernel` one program
+per term, each recomputing the tile's sums). Terms loop inside the kernels (not unrolled), so shared memory does
+not grow with them.
+
+Decay. Query blocks are aligned to tiles (BLOCK_M divides the tile), so each term's decay x causal/window mask of a
 query block against a key tile depends only on their distance in tiles and the block's row offset inside its
 tile: the host lays the decay table out once as `blocks[distance, row, key]` (ring / tile + 1 matrices of
 tile x tile) and the kernels read one contiguous block per key tile instead of gathering by age.
@@ -64,37 +70,53 @@ def _store_rows(base, values, rows, tokens, columns, dim, EVEN: tl.constexpr):
 
 
 @triton.jit
-def _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE: tl.constexpr, EVEN: tl.constexpr):
-    """f(k), g(v) of aligned key tile `tile_index`, (TILE, BLOCK_D), zero past the sequence."""
-    keys = tile_index * TILE + tl.arange(0, TILE)
-    return _rows(fk_base, keys, tokens, columns, dim, EVEN), _rows(fv_base, keys, tokens, columns, dim, EVEN)
-
-
-@triton.jit
-def _scores(q, fk, blocks, distance, row_offset, offset, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
-            PRECISION: tl.constexpr):
-    """Against a key tile `distance` tiles before the query block (whose first row is `row_offset` into its
-    tile): the pre-clamp score pre = (q . f(k)) d - offset and the decay d (0 outside the causal window),
-    both (BLOCK_M, TILE)."""
+def _decay(blocks, distance, row_offset, TILE: tl.constexpr, BLOCK_M: tl.constexpr):
+    """One term's decay (x causal/window mask) of the query block (first row `row_offset` into its tile) against
+    the key tile `distance` tiles before it, (BLOCK_M, TILE) float32."""
     block_rows = row_offset + tl.arange(0, BLOCK_M)
-    decay = tl.load(blocks + distance * (TILE * TILE) + block_rows[:, None] * TILE
-                    + tl.arange(0, TILE)[None, :]).to(tl.float32)
-    return tl.dot(q, tl.trans(fk), input_precision=PRECISION) * decay - offset, decay
+    return tl.load(blocks + distance * (TILE * TILE) + block_rows[:, None] * TILE
+                   + tl.arange(0, TILE)[None, :]).to(tl.float32)
 
 
 @triton.jit
-def _pulses(pre, decay):
-    """Stage-2 input of each key: clamp(pre, 0, 1) d (the C2P pulse, decayed again in the V array)."""
-    return tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay
+def _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
+            block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr, EVEN: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """The pre-clamp score of the query block against aligned key tile `tile_index`, `distance` tiles back:
+    pre = sum_r (q . f_r(k)) d_r - offset, (BLOCK_M, TILE)."""
+    keys = tile_index * TILE + tl.arange(0, TILE)
+    pre = tl.full((BLOCK_M, TILE), 0.0, tl.float32)
+    for r in range(TERMS):
+        fk = _rows(fk_base + r * term_stride, keys, tokens, columns, dim, EVEN)
+        pre += tl.dot(q, tl.trans(fk), input_precision=PRECISION) * _decay(blocks + r * block_stride, distance,
+                                                                             row_offset, TILE, BLOCK_M)
+    return pre - offset
+
+
+@triton.jit
+def _stage2(pre, fv_base, blocks, tile_index, distance, row_offset, tokens, columns, dim, term_stride, block_stride,
+            TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+            EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """Stage 2 over one aligned key tile: sum_r (clamp(pre, 0, 1) d_r) . g_r(v), (BLOCK_M, BLOCK_D) float32."""
+    keys = tile_index * TILE + tl.arange(0, TILE)
+    phi = tl.minimum(tl.maximum(pre, 0.0), 1.0)
+    a = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+    for r in range(TERMS):
+        fv = _rows(fv_base + r * term_stride, keys, tokens, columns, dim, EVEN)
+        pulses = phi * _decay(blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
+        a += tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
+    return a
 
 
 @triton.jit
 def _partial_readout(q, fk_base, fv_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim,
-                     TILE: tl.constexpr, BLOCK_M: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
-    """Stage 2 over one aligned key tile: sum of clamp(pre, 0, 1) d g(v) over its keys, (BLOCK_M, BLOCK_D) float32."""
-    fk, fv = _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE, EVEN)
-    pre, decay = _scores(q, fk, blocks, distance, row_offset, offset, TILE, BLOCK_M, PRECISION)
-    return tl.dot(_pulses(pre, decay).to(fv.dtype), fv, input_precision=PRECISION)
+                     term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """Both stages over one aligned key tile: its partial readout before the clamp, (BLOCK_M, BLOCK_D) float32."""
+    pre = _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
+                  block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
+    return _stage2(pre, fv_base, blocks, tile_index, distance, row_offset, tokens, columns, dim, term_stride,
+                   block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
 
 
 @triton.jit
@@ -107,12 +129,20 @@ def _readout(a, OUT_STEPS: tl.constexpr):
 
 
 @triton.jit
-def _grad_scores(grad_out, a, fv, pre, decay, PRECISION: tl.constexpr):
-    """Gradient of the scores q . f(k) of one tile: the output gradient where the readout clamp passes it
-    (|a| <= 1; the quantizer is straight through), times g(v), through pulses = clamp(x d - offset, 0, 1) d."""
+def _grad_scores(grad_out, a, pre, fv_base, blocks, tile_index, distance, row_offset, tokens, columns, dim,
+                 term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                 EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """Gradient of the pre-clamp scores of one key tile: the output gradient where the readout clamp passes it
+    (|a| <= 1; the quantizer is straight through), through pulses_r = clamp(pre, 0, 1) d_r into g_r(v), and the
+    C2P clamp; returns it and the gated output gradient."""
+    keys = tile_index * TILE + tl.arange(0, TILE)
     gate = tl.where(tl.abs(a) <= 1.0, grad_out, 0.0)
-    grad_x = tl.dot(gate.to(fv.dtype), tl.trans(fv), input_precision=PRECISION) * (decay * decay)
-    return tl.where((pre >= 0.0) & (pre <= 1.0), grad_x, 0.0), gate
+    grad_phi = tl.full((BLOCK_M, TILE), 0.0, tl.float32)
+    for r in range(TERMS):
+        fv = _rows(fv_base + r * term_stride, keys, tokens, columns, dim, EVEN)
+        grad_phi += tl.dot(gate.to(fv.dtype), tl.trans(fv), input_precision=PRECISION) * _decay(
+            blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
+    return tl.where((pre >= 0.0) & (pre <= 1.0), grad_phi, 0.0), gate
 
 
 @triton.jit
@@ -124,9 +154,9 @@ def _query_block(tokens, dim, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset, TILE: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, OUT_STEPS: tl.constexpr, EVEN: tl.constexpr,
-                    PRECISION: tl.constexpr):
+def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset, term_stride, block_stride,
+                    TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                    OUT_STEPS: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """out[rows] = sum over physical tiles of readout(partial sums) for one query block."""
     start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
@@ -136,30 +166,41 @@ def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, o
     ring_tiles = ring // TILE
     oldest = current - ring_tiles  # same physical tile as `current` when >= 0 (the ring has wrapped)
     shared = _partial_readout(q, fk_base, fv_base, blocks, current, 0, row_offset, tokens, offset, columns, dim,
-                              TILE, BLOCK_M, EVEN, PRECISION)
+                              term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
     if oldest >= 0:
         shared += _partial_readout(q, fk_base, fv_base, blocks, oldest, ring_tiles, row_offset, tokens, offset,
-                                   columns, dim, TILE, BLOCK_M, EVEN, PRECISION)
+                                   columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
+                                   PRECISION)
     out = _readout(shared, OUT_STEPS)
     for j in range(tl.maximum(oldest + 1, 0), current):
         out += _readout(_partial_readout(q, fk_base, fv_base, blocks, j, current - j, row_offset, tokens, offset,
-                                         columns, dim, TILE, BLOCK_M, EVEN, PRECISION), OUT_STEPS)
+                                         columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
+                                         PRECISION), OUT_STEPS)
     _store_rows(out_ptr + base, out, rows, tokens, columns, dim, EVEN)
 
 
 @triton.jit
-def _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, distance, row_offset, offset, TILE: tl.constexpr,
-                    BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
-    """dq from one key tile whose slot's readout before the clamp is `a`."""
-    pre, decay = _scores(q, fk, blocks, distance, row_offset, offset, TILE, BLOCK_M, PRECISION)
-    grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-    return tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
+def _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, tile_index, distance, row_offset, tokens, offset,
+                    columns, dim, term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """dq from one key tile whose slot's readout before the clamp is `a`: sum_r (grad_pre d_r) . f_r(k)."""
+    keys = tile_index * TILE + tl.arange(0, TILE)
+    pre = _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
+                  block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
+    grad_pre, gate = _grad_scores(grad_out, a, pre, fv_base, blocks, tile_index, distance, row_offset, tokens,
+                                  columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
+    grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+    for r in range(TERMS):
+        fk = _rows(fk_base + r * term_stride, keys, tokens, columns, dim, EVEN)
+        scaled = grad_pre * _decay(blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
+        grad_q += tl.dot(scaled.to(fk.dtype), fk, input_precision=PRECISION)
+    return grad_q
 
 
 @triton.jit
-def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset,
-                   TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
-                   PRECISION: tl.constexpr):
+def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset, term_stride,
+                   block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """dq of one query block."""
     start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
@@ -170,91 +211,99 @@ def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, toke
     ring_tiles = ring // TILE
     oldest = current - ring_tiles
     # the current tile, sharing its slot (and readout) with the oldest one once the ring has wrapped
-    a = _partial_readout(q, fk_base, fv_base, blocks, current, 0, row_offset, tokens, offset, columns, dim, TILE,
-                         BLOCK_M, EVEN, PRECISION)
+    a = _partial_readout(q, fk_base, fv_base, blocks, current, 0, row_offset, tokens, offset, columns, dim,
+                         term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
     if oldest >= 0:
         a += _partial_readout(q, fk_base, fv_base, blocks, oldest, ring_tiles, row_offset, tokens, offset, columns,
-                              dim, TILE, BLOCK_M, EVEN, PRECISION)
-        fk, fv = _key_rows(fk_base, fv_base, oldest, tokens, columns, dim, TILE, EVEN)
-        grad_q = _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, ring_tiles, row_offset, offset, TILE, BLOCK_M,
+                              dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
+        grad_q = _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, oldest, ring_tiles, row_offset, tokens,
+                                 offset, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
                                  PRECISION)
     else:
         grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
-    fk, fv = _key_rows(fk_base, fv_base, current, tokens, columns, dim, TILE, EVEN)
-    grad_q += _grad_q_of_tile(q, grad_out, fk, fv, a, blocks, 0, row_offset, offset, TILE, BLOCK_M, PRECISION)
+    grad_q += _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, current, 0, row_offset, tokens, offset,
+                              columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
     for j in range(tl.maximum(oldest + 1, 0), current):  # tiles alone in their physical slot
-        fk, fv = _key_rows(fk_base, fv_base, j, tokens, columns, dim, TILE, EVEN)
-        pre, decay = _scores(q, fk, blocks, current - j, row_offset, offset, TILE, BLOCK_M, PRECISION)
-        a = tl.dot(_pulses(pre, decay).to(fv.dtype), fv, input_precision=PRECISION)
-        grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-        grad_q += tl.dot(grad_x.to(fk.dtype), fk, input_precision=PRECISION)
+        a = _partial_readout(q, fk_base, fv_base, blocks, j, current - j, row_offset, tokens, offset, columns, dim,
+                             term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
+        grad_q += _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, j, current - j, row_offset, tokens,
+                                  offset, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
+                                  PRECISION)
     _store_rows(grad_q_ptr + base, grad_q, rows, tokens, columns, dim, EVEN)
 
 
 @triton.jit
-def _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, partner,
-                   partner_distance, tokens, offset, columns, dim, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
-                   EVEN: tl.constexpr, PRECISION: tl.constexpr, PARTNER: tl.constexpr):
-    """Contributions to d f(k), d g(v) of key tile `tile_index` (rows fk, fv) from the query block at `start`;
-    with PARTNER, the slot's readout also holds tile `partner` (`partner_distance` tiles before the queries)."""
+def _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_index, partner, partner_distance,
+                   tokens, offset, columns, dim, term_stride, block_stride, term, TERMS: tl.constexpr,
+                   TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+                   PRECISION: tl.constexpr, PARTNER: tl.constexpr):
+    """Contributions to d f_term(k), d g_term(v) of key tile `tile_index` from the query block at `start`; with
+    PARTNER, the slot's readout also holds tile `partner` (`partner_distance` tiles before the queries)."""
     rows = start + tl.arange(0, BLOCK_M)
     q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     grad_out = _rows(grad_out_base, rows, tokens, columns, dim, EVEN).to(tl.float32)
     query_tile = start // TILE
     row_offset = start - query_tile * TILE
-    pre, decay = _scores(q, fk, blocks, query_tile - tile_index, row_offset, offset, TILE, BLOCK_M, PRECISION)
-    pulses = _pulses(pre, decay)
-    a = tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
+    distance = query_tile - tile_index
+    pre = _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
+                  block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
+    a = _stage2(pre, fv_base, blocks, tile_index, distance, row_offset, tokens, columns, dim, term_stride,
+                block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
     if PARTNER:
         a += _partial_readout(q, fk_base, fv_base, blocks, partner, partner_distance, row_offset, tokens, offset,
-                              columns, dim, TILE, BLOCK_M, EVEN, PRECISION)
-    grad_x, gate = _grad_scores(grad_out, a, fv, pre, decay, PRECISION)
-    grad_fv = tl.dot(tl.trans(pulses).to(fv.dtype), gate.to(fv.dtype), input_precision=PRECISION)
-    grad_fk = tl.dot(tl.trans(grad_x).to(q.dtype), q, input_precision=PRECISION)
+                              columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
+    grad_pre, gate = _grad_scores(grad_out, a, pre, fv_base, blocks, tile_index, distance, row_offset, tokens,
+                                  columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
+    decay = _decay(blocks + term * block_stride, distance, row_offset, TILE, BLOCK_M)
+    pulses = tl.minimum(tl.maximum(pre, 0.0), 1.0) * decay
+    grad_fv = tl.dot(tl.trans(pulses).to(q.dtype), gate.to(q.dtype), input_precision=PRECISION)
+    grad_fk = tl.dot(tl.trans(grad_pre * decay).to(q.dtype), q, input_precision=PRECISION)
     return grad_fk, grad_fv
 
 
 @triton.jit
 def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, grad_fv_ptr, tokens, dim, ring, offset,
-                    TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
-                    PRECISION: tl.constexpr):
-    """d f(k) and d g(v) of one key tile from every query block that reaches it: those of its own tile (whose
-    slot, once the ring has wrapped, also holds tile - ring_tiles), those between, and those ring_tiles
-    later (for which it is the oldest in their slot); grid (key tiles, batch x heads)."""
+                    term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """d f_r(k) and d g_r(v) of one key tile and term r from every query block that reaches it: those of its own
+    tile (whose slot, once the ring has wrapped, also holds tile - ring_tiles), those between, and those
+    ring_tiles later (for which it is the oldest in their slot); grid (key tiles, batch x heads, terms)."""
     tile_index = tl.program_id(0)
     base = tl.program_id(1).to(tl.int64) * tokens * dim
+    term = tl.program_id(2)
     q_base, fk_base, fv_base, grad_out_base = q_ptr + base, fk_ptr + base, fv_ptr + base, grad_out_ptr + base
     columns = tl.arange(0, BLOCK_D)
     ring_tiles = ring // TILE
-    fk, fv = _key_rows(fk_base, fv_base, tile_index, tokens, columns, dim, TILE, EVEN)
     grad_fk = tl.full((TILE, BLOCK_D), 0.0, tl.float32)
     grad_fv = tl.full((TILE, BLOCK_D), 0.0, tl.float32)
     own = tile_index * TILE
     for start in range(own, tl.minimum(own + TILE, tokens), BLOCK_M):
         if tile_index >= ring_tiles:
-            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index,
-                                    tile_index - ring_tiles, ring_tiles, tokens, offset, columns, dim, TILE, BLOCK_M,
-                                    EVEN, PRECISION, True)
+            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_index,
+                                    tile_index - ring_tiles, ring_tiles, tokens, offset, columns, dim, term_stride,
+                                    block_stride, term, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION, True)
         else:
-            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, 0, 0,
-                                    tokens, offset, columns, dim, TILE, BLOCK_M, EVEN, PRECISION, False)
+            dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_index, 0, 0, tokens,
+                                    offset, columns, dim, term_stride, block_stride, term, TERMS, TILE, BLOCK_M,
+                                    BLOCK_D, EVEN, PRECISION, False)
         grad_fk += dk
         grad_fv += dv
     last = own + ring_tiles * TILE  # the query tile for which this one is the oldest in the slot
     for start in range(own + TILE, tl.minimum(last, tokens), BLOCK_M):
-        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index, 0, 0,
-                                tokens, offset, columns, dim, TILE, BLOCK_M, EVEN, PRECISION, False)
+        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_index, 0, 0, tokens,
+                                offset, columns, dim, term_stride, block_stride, term, TERMS, TILE, BLOCK_M, BLOCK_D,
+                                EVEN, PRECISION, False)
         grad_fk += dk
         grad_fv += dv
     for start in range(last, tl.minimum(last + TILE, tokens), BLOCK_M):
-        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, fk, fv, blocks, start, tile_index,
-                                tile_index + ring_tiles, 0, tokens, offset, columns, dim, TILE, BLOCK_M, EVEN,
-                                PRECISION, True)
+        dk, dv = _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_index,
+                                tile_index + ring_tiles, 0, tokens, offset, columns, dim, term_stride, block_stride,
+                                term, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION, True)
         grad_fk += dk
         grad_fv += dv
     keys = own + tl.arange(0, TILE)
-    _store_rows(grad_fk_ptr + base, grad_fk, keys, tokens, columns, dim, EVEN)
-    _store_rows(grad_fv_ptr + base, grad_fv, keys, tokens, columns, dim, EVEN)
+    _store_rows(grad_fk_ptr + term * term_stride + base, grad_fk, keys, tokens, columns, dim, EVEN)
+    _store_rows(grad_fv_ptr + term * term_stride + base, grad_fv, keys, tokens, columns, dim, EVEN)
 
 
 @triton.jit
@@ -335,10 +384,10 @@ def supports(q: torch.Tensor, tile: int | None) -> str | None:
 
 def decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
     """The decay (x causal and window mask) of query row r against key c of the aligned tile `distance`
-    tiles back: blocks[distance, r, c] = table[distance * tile + r - c] for ages 0..ring-1, else 0;
-    distance 0..ring // tile. `table` holds at least `ring` ages."""
+    tiles back: blocks[..., distance, r, c] = table[..., distance * tile + r - c] for ages 0..ring-1, else 0;
+    distance 0..ring // tile. `table` ((terms,) ages) holds at least `ring` ages."""
     age, valid = _block_ages(tile, ring, table.device)
-    return torch.where(valid, table[age], table.new_zeros(()))
+    return torch.where(valid, table[..., age], table.new_zeros(()))
 
 
 @functools.cache
@@ -349,29 +398,32 @@ def _block_ages(tile: int, ring: int, device: torch.device) -> tuple[torch.Tenso
     return age.clamp(0, ring - 1), (age >= 0) & (age < ring)
 
 
-def _launch_options(q: torch.Tensor, tile: int, kernel: str, launch: dict | None) -> dict:
-    """Constexprs and launch settings of `kernel` for q (B*H, T, D); `launch` overrides LAUNCH."""
+def _launch_options(q: torch.Tensor, fk: torch.Tensor, blocks: torch.Tensor, tile: int, kernel: str,
+                   launch: dict | None) -> dict:
+    """Constexprs and launch settings of `kernel` for q (B*H, T, D) and the terms of f(k); `launch` overrides
+    LAUNCH."""
     block_m, warps, stages = (launch or LAUNCH)[kernel]
     tokens, dim = q.shape[1:]
     block_d = max(16, triton.next_power_of_2(dim))
     block_m = min(block_m, tile)
-    return dict(TILE=tile, BLOCK_M=block_m, BLOCK_D=block_d, EVEN=tokens % tile == 0 and dim == block_d,
+    return dict(TERMS=len(fk), TILE=tile, BLOCK_M=block_m, BLOCK_D=block_d, EVEN=tokens % tile == 0 and dim == block_d,
                 PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=warps,
                 num_stages=1 if q.dtype == torch.float32 else stages)  # float32 tiles are large: no pipelining
 
 
 class FusedTiledAttention(torch.autograd.Function):
-    """The kernel's autograd function on contiguous (B*H, T, D) q, f(k), g(v) and the decay `blocks`."""
+    """The kernel's autograd function on contiguous q (B*H, T, D), f(k), g(v) (terms, B*H, T, D) and the decay
+    `blocks` (terms, ring / tile + 1, tile, tile)."""
 
     @staticmethod
     def forward(ctx, q, fk, fv, blocks, tile: int, ring: int, offset: float, out_steps: int, launch: dict | None):
-        q, fk, fv = (x.contiguous() for x in (q, fk, fv))
+        q, fk, fv, blocks = (x.contiguous() for x in (q, fk, fv, blocks))
         rows, tokens, dim = q.shape
-        options = _launch_options(q, tile, "forward", launch)
+        options = _launch_options(q, fk, blocks, tile, "forward", launch)
         out = torch.empty_like(q)
         grid = (triton.cdiv(tokens, options["BLOCK_M"]), rows)
-        _forward_kernel[grid](q, fk, fv, blocks, out, tokens, dim, ring, float(offset), OUT_STEPS=out_steps,
-                              **options)
+        _forward_kernel[grid](q, fk, fv, blocks, out, tokens, dim, ring, float(offset), *_strides(fk, blocks),
+                              OUT_STEPS=out_steps, **options)
         ctx.save_for_backward(q, fk, fv, blocks)
         ctx.geometry = (tile, ring, float(offset), launch)
         return out
@@ -383,21 +435,32 @@ class FusedTiledAttention(torch.autograd.Function):
         rows, tokens, dim = q.shape
         grad_out = grad_out.contiguous()
         grad_q, grad_fk, grad_fv = torch.empty_like(q), torch.empty_like(fk), torch.empty_like(fv)
-        options = _launch_options(q, tile, "grad_q", launch)
+        options = _launch_options(q, fk, blocks, tile, "grad_q", launch)
         _grad_q_kernel[(triton.cdiv(tokens, options["BLOCK_M"]), rows)](
-            q, fk, fv, blocks, grad_out, grad_q, tokens, dim, ring, offset, **options)
-        _grad_kv_kernel[(triton.cdiv(tokens, tile), rows)](
-            q, fk, fv, blocks, grad_out, grad_fk, grad_fv, tokens, dim, ring, offset,
-            **_launch_options(q, tile, "grad_kv", launch))
+            q, fk, fv, blocks, grad_out, grad_q, tokens, dim, ring, offset, *_strides(fk, blocks), **options)
+        _grad_kv_kernel[(triton.cdiv(tokens, tile), rows, len(fk))](
+            q, fk, fv, blocks, grad_out, grad_fk, grad_fv, tokens, dim, ring, offset, *_strides(fk, blocks),
+            **_launch_options(q, fk, blocks, tile, "grad_kv", launch))
         return grad_q, grad_fk, grad_fv, None, None, None, None, None, None
+
+
+def _strides(fk: torch.Tensor, blocks: torch.Tensor) -> tuple[int, int]:
+    """Elements between two terms of f(k) (and g(v)) and of the decay blocks."""
+    return fk[0].numel(), blocks[0].numel()
 
 
 def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: float, out_steps: int,
                           launch: dict | None = None) -> torch.Tensor:
-    """Gain-cell attention of (B*H, T, D) q, f(k), g(v); `table` holds the decay by age (zero past its end).
-    `launch`: {kernel: (query rows per block, warps, stages)} for all of KERNELS instead of LAUNCH."""
-    return FusedTiledAttention.apply(q, fk, fv, cached_decay_blocks(table, tile, ring), tile, ring, offset,
-                                     out_steps, launch)
+    """Gain-cell attention of (B*H, T, D) q and f(k), g(v) ((terms,) B*H, T, D); `table` ((terms,) ages) holds
+    each term's decay by age (zero past its end). `launch`: {kernel: (query rows per block, warps, stages)} for all
+    of KERNELS instead of LAUNCH."""
+    fk, fv = (x if x.dim() == 4 else x[None] for x in (fk, fv))
+    blocks = cached_decay_blocks(table, tile, ring)
+    blocks = blocks if blocks.dim() == 4 else blocks[None]
+    if len(blocks) != len(fk):
+        raise ValueError(f"{len(blocks)} decay table(s) for {len(fk)} term(s) of f(k), g(v)")
+    out = FusedTiledAttention.apply(q, fk, fv, blocks, tile, ring, offset, out_steps, launch)
+    return out
 
 
 _BLOCKS = WeakIdKeyDictionary()  # table -> {(tile, ring, table version): decay blocks}
@@ -412,7 +475,7 @@ def cached_decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tens
         for stale in [k for k in per_table if k[2] != table._version]:
             del per_table[stale]
         padded = table.detach()
-        if padded.numel() < ring:
-            padded = torch.cat([padded, padded.new_zeros(ring - padded.numel())])
+        if padded.shape[-1] < ring:
+            padded = torch.nn.functional.pad(padded, (0, ring - padded.shape[-1]))
         per_table[key] = decay_blocks(padded, tile, ring)
     return per_table[key]

@@ -10,8 +10,8 @@ from triton.compiler import ASTSource
 from gaincell.surrogate import kernel
 
 POINTER = "*bf16"
-SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset="fp32")
-ATTENTION = dict(TILE=64, BLOCK_M=64, BLOCK_D=64, EVEN=True, PRECISION=None)
+SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset="fp32", term_stride="i32", block_stride="i32")
+ATTENTION = dict(TERMS=1, TILE=64, BLOCK_M=64, BLOCK_D=64, EVEN=True, PRECISION=None)
 KERNELS = {
     "_forward_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "out_ptr"), SCALARS, dict(ATTENTION, OUT_STEPS=15)),
     "_grad_q_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_q_ptr"), SCALARS, ATTENTION),
@@ -27,7 +27,7 @@ def main() -> int:
     failed = 0
     for name, (pointers, scalars, constants) in KERNELS.items():
         function = getattr(kernel, name)
-        variants = [{}, {"EVEN": False, "BLOCK_M": 32}] if "EVEN" in constants else [{}]
+        variants = [{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}] if "EVEN" in constants else [{}]
         for variant in variants:
             values = dict(constants, **variant)
             signature = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}

@@ -20,6 +20,7 @@ pytest.importorskip("triton", reason="the fused kernel needs the triton package 
 from gaincell.errors import ConfigError  # noqa: E402
 from gaincell.resources import data_path  # noqa: E402
 from gaincell.surrogate.cellmodel import CellModel  # noqa: E402
+from gaincell.surrogate.decay import decay_terms  # noqa: E402
 from gaincell.surrogate.functional import gaincell_attention, use_triton  # noqa: E402
 from gaincell.surrogate.transfers import Quantization  # noqa: E402
 
@@ -131,6 +132,15 @@ def test_kernel_equals_the_torch_path(cell, case):
 @pytest.mark.parametrize("case", SLOW_CASES)
 def test_kernel_equals_the_torch_path_more_settings(cell, case):
     check_parity(cell, *SLOW_CASES[case])
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_kernel_runs_the_aged_voltage_decay_s_terms(cell, quantize):
+    """The circuit's decay is several separable terms (a slow token clock: the stored voltages leak within the
+    window); the kernel sums them in both stages and their gradients as the torch path does."""
+    slow = dataclasses.replace(cell, token_period_s=2e-4)
+    assert decay_terms("surrogate", 32, slow, torch.float32, "cpu", 32).tables.shape[0] >= 3
+    check_parity(slow, (1, 2, 1, 56, 16), dict(tile=16, window=32, decay="surrogate", quantize=quantize))
 
 
 def test_query_blocks_smaller_than_the_tile(cell):
@@ -260,13 +270,14 @@ def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
 
 @pytest.mark.slow
 def test_the_kernels_compile_for_a_gpu(tmp_path):
-    """The kernels compile for an sm_90 GPU (Triton's compiler, no GPU needed; a fresh cache)."""
+    """The kernels compile for an sm_90 GPU (Triton's compiler, no GPU needed; a fresh cache), with one term and
+    with the four of an aged-voltage decay."""
     environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     environment["TRITON_CACHE_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "kernel_compile.py")], capture_output=True, text=True,
                           timeout=600, env=environment, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("compiled") == 7
+    assert done.stdout.count("compiled") == 10
 
 
 @pytest.mark.slow
