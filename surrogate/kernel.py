@@ -94,18 +94,28 @@ def _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset
 
 
 @triton.jit
+def _weighted_terms(x, base, blocks, tile_index, distance, row_offset, tokens, columns, dim, term_stride,
+                    block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """sum_r (x d_r) . rows_r over the terms, rows_r the key tile's rows of term r of `base` (g_r(v) or f_r(k)),
+    x (BLOCK_M, TILE): (BLOCK_M, BLOCK_D) float32."""
+    keys = tile_index * TILE + tl.arange(0, TILE)
+    total = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
+    for r in range(TERMS):
+        rows = _rows(base + r * term_stride, keys, tokens, columns, dim, EVEN)
+        weighted = x * _decay(blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
+        total += tl.dot(weighted.to(rows.dtype), rows, input_precision=PRECISION)
+    return total
+
+
+@triton.jit
 def _stage2(pre, fv_base, blocks, tile_index, distance, row_offset, tokens, columns, dim, term_stride, block_stride,
             TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
             EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """Stage 2 over one aligned key tile: sum_r (clamp(pre, 0, 1) d_r) . g_r(v), (BLOCK_M, BLOCK_D) float32."""
-    keys = tile_index * TILE + tl.arange(0, TILE)
-    phi = tl.minimum(tl.maximum(pre, 0.0), 1.0)
-    a = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
-    for r in range(TERMS):
-        fv = _rows(fv_base + r * term_stride, keys, tokens, columns, dim, EVEN)
-        pulses = phi * _decay(blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
-        a += tl.dot(pulses.to(fv.dtype), fv, input_precision=PRECISION)
-    return a
+    return _weighted_terms(tl.minimum(tl.maximum(pre, 0.0), 1.0), fv_base, blocks, tile_index, distance, row_offset,
+                           tokens, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
+                           PRECISION)
 
 
 @triton.jit
@@ -184,17 +194,12 @@ def _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, tile_index, distan
                     columns, dim, term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """dq from one key tile whose slot's readout before the clamp is `a`: sum_r (grad_pre d_r) . f_r(k)."""
-    keys = tile_index * TILE + tl.arange(0, TILE)
     pre = _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
                   block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
     grad_pre, gate = _grad_scores(grad_out, a, pre, fv_base, blocks, tile_index, distance, row_offset, tokens,
                                   columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
-    grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
-    for r in range(TERMS):
-        fk = _rows(fk_base + r * term_stride, keys, tokens, columns, dim, EVEN)
-        scaled = grad_pre * _decay(blocks + r * block_stride, distance, row_offset, TILE, BLOCK_M)
-        grad_q += tl.dot(scaled.to(fk.dtype), fk, input_precision=PRECISION)
-    return grad_q
+    return _weighted_terms(grad_pre, fk_base, blocks, tile_index, distance, row_offset, tokens, columns, dim,
+                           term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
 
 
 @triton.jit
