@@ -10,11 +10,13 @@ Each term is a transfer of the stored voltage (k -> f_r(k), v -> g_r(v)) times a
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from gaincell.errors import ConfigError
 
@@ -84,3 +86,39 @@ def term_tables(decay, terms: int, length: int, cell: CellModel | None, dtype, d
         raise ConfigError("decay", f"has {table.shape[0]} table(s) for the {terms} term(s) of f(k), g(v); the "
                                    "aged-voltage decay's tables and transfers come together from `decay_terms`")
     return table
+
+
+# The decay tables as the Triton kernels read them (`kernel.py`): one contiguous block per key tile distance.
+
+def decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
+    """The decay (x causal and window mask) of query row r against key c of the aligned tile `distance`
+    tiles back: blocks[..., distance, r, c] = table[..., distance * tile + r - c] for ages 0..ring-1, else 0;
+    distance 0..ring // tile. `table` ((terms,) ages) holds at least `ring` ages."""
+    age, valid = _block_ages(tile, ring, table.device)
+    return torch.where(valid, table[..., age], table.new_zeros(()))
+
+
+@functools.cache
+def _block_ages(tile: int, ring: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ages of `decay_blocks` (clamped into the table) and where they are inside the window."""
+    steps = torch.arange(tile, device=device)
+    age = torch.arange(ring // tile + 1, device=device)[:, None, None] * tile + steps[None, :, None] - steps[None, None, :]
+    return age.clamp(0, ring - 1), (age >= 0) & (age < ring)
+
+
+_BLOCKS = WeakIdKeyDictionary()  # table -> {(tile, ring, table version): decay blocks}
+
+
+def cached_decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
+    """`decay_blocks` of `table` (zero past its end), built once while the table lives unchanged: the attention
+    layer keeps one table per length, and building the blocks costs three launches per call."""
+    per_table = _BLOCKS.setdefault(table, {})
+    key = (tile, ring, table._version)
+    if key not in per_table:
+        for stale in [k for k in per_table if k[2] != table._version]:
+            del per_table[stale]
+        padded = table.detach()
+        if padded.shape[-1] < ring:
+            padded = torch.nn.functional.pad(padded, (0, ring - padded.shape[-1]))
+        per_table[key] = decay_blocks(padded, tile, ring)
+    return per_table[key]

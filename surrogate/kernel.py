@@ -6,16 +6,14 @@ memory and never writes a (T x T) matrix. Inputs are the hardware-domain q (0..1
 multiplies f(k), g(v) (the fitted polynomial stays an element-wise torch op in front, so its gradient flows
 through autograd).
 
-Terms. The decay comes as separable terms (`decay.py`: f_r(k), g_r(v) with a table d_r each; one for no decay or
-the paper's product form, a few for the circuit's aged voltages): the score sums q . f_r(k) d_r over the terms,
-stage 2 sums (phi d_r) . g_r(v), and the backward kernels the matching gradients (`_grad_kv_kernel` one program
-per term, each recomputing the tile's sums). Terms loop inside the kernels (not unrolled), so shared memory does
-not grow with them.
+Terms (`decay.py`: f_r(k), g_r(v) with a table d_r each; one for the product form, a few for aged voltages): the
+score sums q . f_r(k) d_r, stage 2 (phi d_r) . g_r(v), the backward the matching gradients (`_grad_kv_kernel`: a
+program per term). Terms loop inside the kernels (not unrolled): shared memory does not grow with them.
 
 Decay. Query blocks are aligned to tiles (BLOCK_M divides the tile), so each term's decay x causal/window mask of a
 query block against a key tile depends only on their distance in tiles and the block's row offset inside its
-tile: the host lays the decay table out once as `blocks[distance, row, key]` (ring / tile + 1 matrices of
-tile x tile) and the kernels read one contiguous block per key tile instead of gathering by age.
+tile: the host lays each decay table out once as `blocks[distance, row, key]` (`decay.decay_blocks`) and the
+kernels read one contiguous block per key tile instead of gathering by age.
 
 Tiles and the ring. With n = ring // tile, the aligned key tiles a query tile b reaches are b - n .. b; b - n
 and b are the same physical tile of the ring (its oldest and newest tokens), so their partial readouts are
@@ -34,12 +32,11 @@ warps, pipeline stages) per kernel are in LAUNCH; `benchmarks/gpu_check.py` meas
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
-from torch.utils.weak import WeakIdKeyDictionary
+
+from .decay import cached_decay_blocks, decay_blocks  # noqa: F401 (decay_blocks: the layout the kernels read)
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TILES = (16, 32, 64, 128)
@@ -387,22 +384,6 @@ def supports(q: torch.Tensor, tile: int | None) -> str | None:
     return None
 
 
-def decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
-    """The decay (x causal and window mask) of query row r against key c of the aligned tile `distance`
-    tiles back: blocks[..., distance, r, c] = table[..., distance * tile + r - c] for ages 0..ring-1, else 0;
-    distance 0..ring // tile. `table` ((terms,) ages) holds at least `ring` ages."""
-    age, valid = _block_ages(tile, ring, table.device)
-    return torch.where(valid, table[..., age], table.new_zeros(()))
-
-
-@functools.cache
-def _block_ages(tile: int, ring: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ages of `decay_blocks` (clamped into the table) and where they are inside the window."""
-    steps = torch.arange(tile, device=device)
-    age = torch.arange(ring // tile + 1, device=device)[:, None, None] * tile + steps[None, :, None] - steps[None, None, :]
-    return age.clamp(0, ring - 1), (age >= 0) & (age < ring)
-
-
 def _launch_options(q: torch.Tensor, fk: torch.Tensor, blocks: torch.Tensor, tile: int, kernel: str,
                    launch: dict | None) -> dict:
     """Constexprs and launch settings of `kernel` for q (B*H, T, D) and the terms of f(k); `launch` overrides
@@ -466,21 +447,3 @@ def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: flo
         raise ValueError(f"{len(blocks)} decay table(s) for {len(fk)} term(s) of f(k), g(v)")
     out = FusedTiledAttention.apply(q, fk, fv, blocks, tile, ring, offset, out_steps, launch)
     return out
-
-
-_BLOCKS = WeakIdKeyDictionary()  # table -> {(tile, ring, table version): decay blocks}
-
-
-def cached_decay_blocks(table: torch.Tensor, tile: int, ring: int) -> torch.Tensor:
-    """`decay_blocks` of `table` (zero past its end), built once while the table lives unchanged: the attention
-    layer keeps one table per length, and building the blocks costs three launches per call."""
-    per_table = _BLOCKS.setdefault(table, {})
-    key = (tile, ring, table._version)
-    if key not in per_table:
-        for stale in [k for k in per_table if k[2] != table._version]:
-            del per_table[stale]
-        padded = table.detach()
-        if padded.shape[-1] < ring:
-            padded = torch.nn.functional.pad(padded, (0, ring - padded.shape[-1]))
-        per_table[key] = decay_blocks(padded, tile, ring)
-    return per_table[key]
