@@ -118,15 +118,12 @@ def describe_decay(args) -> str:
     """The decay the run uses, with the aged-voltage form's number of terms."""
     if args.aged_token_period_s is None:
         return f"the product form, {args.decay_per_step:g} per step"
-    import numpy as np
-
     from gaincell.resources import data_path
-    from gaincell.surrogate.cellmodel import AGED_TOLERANCE, CellModel
+    from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.surrogate.decay import decay_terms
 
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=args.aged_token_period_s)
-    ages = np.arange(args.window) * args.aged_token_period_s
-    aged = cell.aged_expansion(ages, ages[-1])
-    terms = 1 if aged.product_error <= AGED_TOLERANCE else aged.terms
+    terms = decay_terms("surrogate", args.window, cell, torch.float32, "cpu", args.window).tables.shape[0]
     return f"aged voltages at {args.aged_token_period_s:g} s per token: {terms} term(s)"
 
 

@@ -61,6 +61,7 @@ class CellModel:
     notes: dict = field(default_factory=dict)
     variation: LayerVariation | None = field(default=None, compare=False)
     hardware: HardwareConfig = PAPER_HARDWARE  # the converters' levels, array, window and read phases
+    _aged: dict = field(default_factory=dict, init=False, compare=False, repr=False)  # aged_expansion results
 
     @classmethod
     def from_surrogate(cls, surrogate: "Surrogate | str", *, token_period_s: float | None = None, layers: int = 1,
@@ -135,7 +136,13 @@ class CellModel:
         if self.decay_model is None:
             raise ConfigError("decay", f"the cell {self.name!r} has no retention model to age its stored voltages")
         span = AGED_SPAN_TAU * tau_1e(*self.decay_model) if span_s is None else float(span_s)
-        return AgedExpansion.build(self, np.asarray(ages_s, dtype=float), span)
+        ages = np.asarray(ages_s, dtype=float)
+        key = (ages.tobytes(), span)
+        if key not in self._aged:  # a layer's few rings: an SVD each, not one per call
+            if len(self._aged) >= 8:
+                self._aged.clear()
+            self._aged[key] = AgedExpansion.build(self, ages, span)
+        return self._aged[key]
 
     def polynomial(self, linear: bool = False) -> tuple[float, ...]:
         """Coefficients (of y^0, y^1, ...) of multiply_k, or of its least-squares line."""
