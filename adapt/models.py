@@ -320,7 +320,8 @@ def set_mode(model, mode: str, **switches) -> None:
         layer.mode = mode
         for name, value in switches.items():
             if not hasattr(layer, name):
-                raise ConfigError(name, "is not a GainCellAttention switch (quantize, decay, linear_backward)")
+                raise ConfigError(name, "is not a GainCellAttention switch (quantize, quantization, decay, saturate, "
+                                       "linear_backward, window)")
             setattr(layer, name, value)
 
 

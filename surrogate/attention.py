@@ -12,7 +12,9 @@ configuration (`gaincell.hardware`, stored in the surrogate); an explicit value 
 Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the paper's intermediate
 model), "ideal" (plain softmax attention on the unscaled q, k, v, windowed and causal: what the module
 replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backward` (the paper's option:
-forward with the fitted curve, backward with the line's gradient).
+forward with the fitted curve, backward with the line's gradient), `saturate` (off: the C2P neither saturates
+nor the readout clips, an ablation on the torch path). `quantization` sets the converters' levels, 0 for an
+exact converter (an ablation of one converter).
 
 Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
 parallel pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write
@@ -135,7 +137,8 @@ class GainCellAttention(nn.Module):
                  quantize: bool = True, decay: bool = True, linear_backward: bool = False,
                  quantization: Quantization | None = None,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
-                 variation_scale: float = 0.0, read_noise_scale: float = 0.0, variation_seed: int = 0):
+                 variation_scale: float = 0.0, read_noise_scale: float = 0.0, variation_seed: int = 0,
+                 saturate: bool = True):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("heads", heads), ("head_dim", head_dim), ("kv_heads", kv_heads)):
@@ -156,6 +159,7 @@ class GainCellAttention(nn.Module):
         self.kernel = kernel  # implementation of the transfers and the parallel pass (use_triton); None: the env
         self.mode = mode
         self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
+        self.saturate = saturate
         middle = 0.5 * sum(cell.stored_range_v)
         self.q_scaler = AffineScaler(heads, 1.0, 0.5)
         self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
@@ -234,7 +238,7 @@ class GainCellAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"cell={self.cell.name}, heads={self.heads}, kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
                 f"tile={self.tile}, window={self.window}, mode={self.mode}, quantize={self.quantize}, "
-                f"decay={self.decay}" + (f", variation_scale={self.variation_scale:g}, read_noise_scale="
+                f"decay={self.decay}" + ("" if self.saturate else ", saturate=False") + (f", variation_scale={self.variation_scale:g}, read_noise_scale="
                                          f"{self.read_noise_scale:g}, variation_seed={self.variation_seed}"
                                          if self.varied else ""))
 
@@ -287,12 +291,15 @@ class GainCellAttention(nn.Module):
                                                    self._transfer_stored(ks, vs))
             y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
-                                kernel=self.kernel, cells=cells)
+                                kernel=self.kernel, cells=cells, full_scale=self._full_scale())
             if cache is not None:
                 cache.write(*self._stored(ks, vs))
         else:
             y = self._decode(qs, ks, vs, cache, linear)
         return self.out_scaler(y)
+
+    def _full_scale(self) -> float:
+        return 1.0 if self.saturate else math.inf
 
     def _out_steps(self) -> int:
         quantization = self._quantization()
@@ -381,7 +388,7 @@ class GainCellAttention(nn.Module):
                                                   (cache.k, cache.v))
             outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
                                        cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps(), cells=cells))
+                                       out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale()))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

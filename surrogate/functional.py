@@ -32,12 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
-from gaincell.compact import quantize_readout
 from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
 from .decay import as_terms, decay_terms, term_tables
-from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, transfers
+from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, readout_sum, transfers
 from .varied import StageCells, varied_backward, varied_forward
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
@@ -54,6 +53,7 @@ class Geometry:
     offset: float
     out_steps: int  # readout magnitude steps (levels of the counter - 1); 0 = no quantization
     rows: int = 1 << 30  # batch x head rows per chunk
+    full_scale: float = 1.0  # where the C2P saturates and the readout clips; inf: neither (an ablation)
 
     @property
     def n_slots_tiles(self) -> int:
@@ -104,16 +104,13 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
     if geometry.offset:
         x.sub_(geometry.offset)
     pre = x.clone() if keep else None
-    phi = x.clamp_(0.0, 1.0)
+    phi = x.clamp_(0.0, geometry.full_scale)
     pulses = phi.mul_(decay[0])[None] if len(decay) == 1 else phi[None] * decay[:, None]  # phi * d_r
     readouts: dict[int, torch.Tensor] = {}
     for p, g in zip(pulses, fv):
         _tile_readouts(p, g, tiles, geometry.tile, readouts)
-    out = torch.zeros_like(q)
-    for a in readouts.values():
-        readout = a.clamp(-1.0, 1.0)
-        out += quantize_readout(readout, geometry.out_steps) if geometry.out_steps else readout
-    return out, pre, pulses, readouts
+    return readout_sum(readouts.values(), geometry.full_scale, geometry.out_steps), pre, pulses, readouts
+
 
 
 def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out, cells: StageCells | None = None):
@@ -122,7 +119,7 @@ def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad
         return varied_backward(q, fk, fv, decay, tiles, geometry, cells, grad_out)
     _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True)
     tile = geometry.tile
-    grad_readout = {j: grad_out * (a.abs() <= 1.0) for j, a in readouts.items()}  # quantization: straight through
+    grad_readout = {j: grad_out * (a.abs() <= geometry.full_scale) for j, a in readouts.items()}  # quantization: straight through
     grad_phi = torch.zeros_like(pulses[0])
     grad_fv = torch.empty_like(fv)
     for r in range(len(fv)):
@@ -131,7 +128,7 @@ def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad
             grad_phi[:, :, columns].addcmul_(torch.bmm(grad_readout[physical], fv[r, :, columns].transpose(1, 2)),
                                              decay[r, :, columns])
             grad_fv[r, :, columns] = torch.bmm(pulses[r, :, :, columns].transpose(1, 2), grad_readout[physical])
-    grad_x = grad_phi.mul_((pre >= 0.0) & (pre <= 1.0))  # through phi * d_r and the clamp
+    grad_x = grad_phi.mul_((pre >= 0.0) & (pre <= geometry.full_scale))  # through phi * d_r and the clamp
     grad_q = torch.zeros_like(q)
     grad_fk = torch.empty_like(fk)
     for r in range(len(fk)):
@@ -319,21 +316,23 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
-                    cells: StageCells | None = None) -> torch.Tensor:
+                    cells: StageCells | None = None, full_scale: float = 1.0) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
     with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
     ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
     `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
-    cell)."""
+    cell). `full_scale`: where the C2P saturates and the readout clips (1; inf for an ablation without either,
+    torch path only)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
     table = term_tables(decay, len(fk), ring, cell, q.dtype, q.device)
-    if cells is not None and kernel == "triton":
-        raise ConfigError("kernel", "per-cell variation and read noise run on the torch path only (the Triton kernel "
-                                    "has one decay table and one converter offset for all cells); use 'auto' or 'torch'")
-    if cells is None and use_triton(q, tile, kernel):
+    if (cells is not None or full_scale != 1.0) and kernel == "triton":
+        raise ConfigError("kernel", "per-cell variation, read noise and unsaturated converters run on the torch path "
+                                    "only (the Triton kernel has one decay table, one converter offset for all cells "
+                                    "and the converters' full scale); use 'auto' or 'torch'")
+    if cells is None and full_scale == 1.0 and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
         terms = len(fk)
@@ -345,7 +344,8 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
     width = len(fk) * b * h * tile * span  # elements of one query tile's scores and pulses over all terms
     tiles_per_chunk = max(1, chunk_elements // max(1, width))  # query tiles per chunk
     rows = max(1, min(b * h, chunk_elements // (len(fk) * tile * span)))  # when one query tile is already too much
-    geometry = Geometry(tile, ring, padded, min(padded, tiles_per_chunk * tile), cell.offset, out_steps, rows)
+    geometry = Geometry(tile, ring, padded, min(padded, tiles_per_chunk * tile), cell.offset, out_steps, rows,
+                        full_scale)
 
     def flat(x):  # (..., B, H, T, D) -> (..., B*H, padded, D)
         x = x.reshape(*x.shape[:-4], b * h, t, d)
@@ -356,7 +356,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
-                cells: StageCells | None = None) -> torch.Tensor:
+                cells: StageCells | None = None, full_scale: float = 1.0) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H, slots, D) in slot
     order; ages (slots,) in tokens, negative for empty slots; table: (terms, ages) or one product table (ages,);
     `cells` with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query
@@ -373,7 +373,7 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
 
     decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
     aged_k, aged_v = ((x.reshape(terms, b * h, slots, d) * decay).sum(0, keepdim=True) for x in (fk_ring, fv_ring))
-    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps)
+    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale)
     if cells is not None:
         cells = cells.chunk(slice(None), slice(None), by_age(cells.log_table[None, :length]), (0, 0))
     out = _stage_forward(q.reshape(b * h, 1, d), aged_k, aged_v, valid.to(q.dtype)[None, None],

@@ -21,8 +21,9 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
     low, high = cell.stored_range_v
     stored_k, stored_v = k, v
     qh, k, v = q.clamp(0.0, 1.0), k.clamp(low, high), v.clamp(low, high)
-    if quantization is not None:
+    if quantization is not None and quantization.q_levels:
         qh = quantize_ste(qh, quantization.q_levels, 0.0, 1.0)
+    if quantization is not None and quantization.kv_levels:
         k = quantize_ste(k, quantization.kv_levels, low, high)
         v = quantize_ste(v, quantization.kv_levels, low, high)
     heads, steps = q.shape[1], q.shape[2]
@@ -49,7 +50,7 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
             continue
         charge = sum(torch.matmul(phi[..., columns] * d_r[:, columns], g[:, :, columns]) for g, d_r in zip(fv, d))
         readout = torch.clamp(charge, -1.0, 1.0)
-        if quantization is not None:
+        if quantization is not None and quantization.out_steps:
             readout = straight_through(readout, quantize_readout(readout, quantization.out_steps))
         out = out + readout
     return out

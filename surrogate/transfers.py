@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gaincell.compact import quantize
+from gaincell.compact import quantize, quantize_readout
 from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
@@ -36,7 +36,8 @@ def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch
 
 @dataclass(frozen=True)
 class Quantization:
-    """Levels of the hardware's converters (the paper's: 16 pulse widths, 8 stored levels, 32 readout)."""
+    """Levels of the hardware's converters (the paper's: 16 pulse widths, 8 stored levels, 32 readout); 0 makes
+    one converter exact (an ablation)."""
 
     q_levels: int = 16
     kv_levels: int = 8
@@ -45,15 +46,16 @@ class Quantization:
     def __post_init__(self):
         for name in ("q_levels", "kv_levels", "out_levels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 2:
-                raise ConfigError(name, f"must be an integer >= 2; got {value!r}")
-        if self.out_levels % 2:
-            raise ConfigError("out_levels", f"is sign + counter levels and must be even; got {self.out_levels}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+                raise ConfigError(name, f"must be an integer >= 2 (or 0: exact); got {value!r}")
+        if self.out_levels % 2 or self.out_levels == 2:
+            raise ConfigError("out_levels", f"is sign + counter levels: even and >= 4 (or 0: exact); got "
+                                            f"{self.out_levels}")
 
     @property
     def out_steps(self) -> int:
-        """Sign-magnitude readout: magnitudes 0, 1, ..., out_levels/2 - 1 (over its full scale)."""
-        return self.out_levels // 2 - 1
+        """Sign-magnitude readout: magnitudes 0, 1, ..., out_levels/2 - 1 (over its full scale); 0 when exact."""
+        return max(0, self.out_levels // 2 - 1)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,17 @@ class TabulatedTransfer(torch.autograd.Function):
         slope = table[:, index + 1] - table[:, index]
         inside = (x >= transfer.low) & (x <= transfer.high)
         return (grad * slope).sum(0) * inside, None
+
+
+def readout_sum(readouts, full_scale: float, out_steps: int) -> torch.Tensor:
+    """The digital sum of per-tile signed readouts, each clipped to +-full_scale and quantized to 1 / out_steps
+    (0: exact)."""
+    total = None
+    for a in readouts:
+        readout = a.clamp(-full_scale, full_scale)
+        readout = quantize_readout(readout, out_steps) if out_steps else readout
+        total = readout if total is None else total + readout
+    return total
 
 
 def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:

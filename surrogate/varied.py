@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from gaincell.compact import quantize_readout
+from .transfers import readout_sum
+
 
 SERIES_TOLERANCE = 1e-7
 MAX_TERMS = 12
@@ -176,7 +177,7 @@ def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCel
         x = x - geometry.offset
     if cells.offset is not None:
         x = x - cells.offset[:, None, :]
-    phi = x.clamp(0.0, 1.0)
+    phi = x.clamp(0.0, geometry.full_scale)
     pulses = phi[None] * decay[:, None]
     tile = geometry.tile
     readouts: dict[int, torch.Tensor] = {}
@@ -193,11 +194,7 @@ def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCel
     if cells.v_noise:
         for physical, a in readouts.items():
             readouts[physical] = a + cells.v_noise * read_time[physical].sqrt() * _normal(generator, a.shape, a)
-    out = torch.zeros_like(q)
-    for a in readouts.values():
-        readout = a.clamp(-1.0, 1.0)
-        out += quantize_readout(readout, geometry.out_steps) if geometry.out_steps else readout
-    return out, (x if keep else None), pulses, readouts
+    return readout_sum(readouts.values(), geometry.full_scale, geometry.out_steps), (x if keep else None), pulses, readouts
 
 
 def _cut(x, columns):
@@ -213,12 +210,12 @@ def varied_backward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCe
     grad_fv = torch.empty_like(fv)
     for i, physical in enumerate(tiles):
         columns = slice(i * tile, (i + 1) * tile)
-        grad = grad_out * (readouts[physical].abs() <= 1.0)  # quantization: straight through
+        grad = grad_out * (readouts[physical].abs() <= geometry.full_scale)  # quantization: straight through
         e, log_decay = _cut(cells.v_exponent, columns), cells.log_decay[:, columns]
         for r in range(len(fv)):
             grad_phi[:, :, columns] += contract_ck(grad, fv[r, :, columns], e, log_decay, cells.terms) * decay[r, :, columns]
             grad_fv[r, :, columns] = contract_kd(pulses[r, :, :, columns], grad, e, log_decay, cells.terms)
-    grad_signal = grad_phi * ((pre >= 0.0) & (pre <= 1.0))
+    grad_signal = grad_phi * ((pre >= 0.0) & (pre <= geometry.full_scale))
     grad_q, grad_fk = torch.zeros_like(q), torch.empty_like(fk)
     for r in range(len(fk)):
         scaled = grad_signal * decay[r]

@@ -80,7 +80,9 @@ def random_qkv(batch=2, heads=4, kv_heads=2, tokens=150, dim=16, dtype=torch.flo
 
 
 @pytest.mark.parametrize("tokens,window,tile,quantize", [(150, 64, 32, False), (150, 64, 32, True),
-                                                          (130, None, 64, True), (257, 128, 64, False)])
+                                                          (130, None, 64, True), (257, 128, 64, False),
+                                                          (150, 64, 32, Quantization(0, 8, 32)),
+                                                          (150, 64, 32, Quantization(16, 0, 0))])
 def test_tiled_path_equals_the_naive_full_matrix_one(cell, tokens, window, tile, quantize):
     offset_cell = dataclasses.replace(cell, offset=0.05)  # a C2P offset exercises the masked-score handling
     q, k, v = random_qkv(tokens=tokens)
@@ -126,6 +128,38 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, wi
     mixed = torch.cat([layer(q[:, :, :90], k[:, :, :90], v[:, :, :90], cache=prompt),
                        layer(q[:, :, 90:], k[:, :, 90:], v[:, :, 90:], cache=prompt)], dim=2)
     assert (mixed - parallel).abs().max() <= 1e-5
+
+
+def test_unsaturated_converters_are_a_rectified_sum_over_the_window(cell):
+    """saturate=False (an ablation): phi = relu(S - offset) and the tile readouts add without clipping, in the
+    forward and backward pass, on the parallel pass and when decoding; the default saturates on the same input."""
+    layer = GainCellAttention(dataclasses.replace(cell, offset=0.05), 2, 32, tile=16, window=32, quantize=False,
+                              decay=False, saturate=False).double()
+    q, k, v = random_qkv(batch=1, heads=2, kv_heads=2, tokens=48, dim=32, seed=5)
+    q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    out = layer(q, k, v)
+    qh = layer.q_scaler(q).clamp(0, 1)
+    fk, fv = (naive_multiply(x, cell) for x in (layer.k_scaler(k), layer.v_scaler(v)))
+    age = torch.arange(48)[:, None] - torch.arange(48)[None, :]
+    phi = torch.relu(qh @ fk.transpose(-1, -2) - 0.05) * ((age >= 0) & (age < 32))
+    reference = layer.out_scaler(phi @ (fv * cell.v_over_k))
+    assert phi.max() > 1.5 and torch.allclose(out, reference, atol=1e-10)
+    weights = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), weights), torch.autograd.grad(reference, (q, k, v), weights)):
+        assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-9)
+    with torch.no_grad():
+        cache = layer.new_cache()
+        steps = torch.cat([layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
+                           for t in range(48)], dim=2)
+        assert torch.allclose(steps, out, atol=1e-10)
+        layer.saturate = True
+        assert (layer(q, k, v) - out).abs().max() > 0.1
+
+
+def naive_multiply(stored, cell):
+    """f(k) of the fitted polynomial on the clamped stored voltage (plain autograd)."""
+    y = stored.clamp(*cell.stored_range_v) - cell.y0_v
+    return sum(c * y**i for i, c in enumerate(cell.polynomial()))
 
 
 def test_gradcheck_float64(cell):

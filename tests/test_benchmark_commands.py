@@ -35,8 +35,9 @@ def test_aged_tile_benchmark_runs_and_writes_its_figure(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
-    """The command behind RESULTS.md's SmolLM2 transfer table, at a tiny budget: every `gaincell adapt` and `eval`
-    it runs is accepted (it passes --calibration-tokens to the transfer stage, which reads it)."""
+    """The commands behind RESULTS.md's SmolLM2 transfer and ablation tables, at a tiny budget: every `gaincell
+    adapt` and `eval` the transfer script runs is accepted (it passes --calibration-tokens to the transfer stage,
+    which reads it), and the ablation runs on the folder it adapted."""
     text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
     lambada = tmp_path / "lambada.jsonl"
     lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
@@ -46,3 +47,9 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
               "--steps-list", "1", "--distill-steps", "1", "--batch", "1", "--seq", "32", "--lora-rank", "2",
               cwd=tmp_path)
     assert "| transfer, 1 steps |" in out and "softmax baseline" in out
+    # the ablation's command on the adapted folder it made: every row scored, the probe over every layer
+    out = run("ablation.py", "--model", str(tmp_path / "work" / "transfer-1"), "--work", str(tmp_path / "ablation"),
+              "--wikitext", str(text), "--lambada", str(lambada), "--eval-tokens", "64", "--context", "32",
+              "--lambada-items", "2", "--probe-items", "1", cwd=tmp_path)
+    assert "| as adapted: every hardware effect |" in out and "| - C2P and readout saturation |" in out
+    assert "| 29 |" in out and "| mean |" in out

@@ -1,0 +1,241 @@
+"""What each hardware effect costs an adapted model, and why long-range retrieval fails (benchmarks/RESULTS.md).
+
+Part 1, the cost table: the adapted model (`gaincell adapt --out FOLDER`) is scored as adapted, then with one
+hardware effect removed at a time - the nonlinear multiply (its least-squares line instead), the query's pulse
+widths and the stored levels (exact), the per-tile readout's levels (exact), the retention decay, the C2P's and
+the readout's saturation - then with all of them removed, and with the surrogate's variation or read noise
+added (`--variation-surrogate`, a fit with a Monte Carlo component). Each row: WikiText-2 perplexity (disjoint
+`--context` windows) and LAMBADA accuracy (greedy last word), beside the unmodified softmax model.
+Part 2, the retrieval probe: on LAMBADA passages, the query that has to find the answer (the last context
+token) in every layer - how many keys the softmax teacher attends to (1 / sum p^2), how many the adapted gain-cell
+layer does ((sum phi)^2 / sum phi^2), the share of keys with a pulse, of saturated pulses, and of per-tile
+readouts clipped at full scale or rounded to zero although charge arrived.
+
+Every row is kept in --work (a rerun reuses finished rows). A tiny run for the test suite: --eval-tokens 64
+--context 32 --lambada-items 2 --probe-items 1.
+
+    .venv/bin/python benchmarks/ablation.py --model runs/transfer-400 --work runs/ablation
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from smollm2_adaptation import evaluation_arguments  # noqa: E402
+
+LAMBADA_NOTE = "LAMBADA passages"
+
+
+def rows(layer, variation: bool) -> list[tuple[str, dict]]:
+    """(label, layer switches) of every row; `layer` is an adapted layer (its converters' levels)."""
+    from gaincell.surrogate.transfers import Quantization
+
+    levels = layer.quantization
+    exact = Quantization(0, 0, 0)
+    table = [("as adapted: every hardware effect", {}),
+             ("- nonlinear multiply (its least-squares line)", {"mode": "linear"}),
+             ("- query pulse-width and stored levels (exact)", {"quantization": Quantization(0, 0, levels.out_levels)}),
+             ("- per-tile readout levels (exact)", {"quantization": Quantization(levels.q_levels, levels.kv_levels, 0)}),
+             ("- retention decay", {"decay": False}),
+             ("- C2P and readout saturation", {"saturate": False}),
+             ("every effect removed (line, exact, no decay, no saturation)",
+              {"mode": "linear", "quantization": exact, "decay": False, "saturate": False})]
+    if variation:
+        table += [("+ cell-to-cell variation (x1)", {"variation_scale": 1.0}),
+                  ("+ read noise (x1)", {"read_noise_scale": 1.0})]
+    return table
+
+
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")[:60]
+
+
+def score(model, tokenizer, options) -> dict:
+    from gaincell.adapt.evaluate import lambada_accuracy, perplexity
+    from gaincell.adapt.text import token_stream
+
+    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
+    ppl = perplexity(model, tokens, options.context, options.context, progress=False)
+    lambada = lambada_accuracy(model, tokenizer, options.lambada, options.lambada_items, progress=False)
+    return {"perplexity": ppl["perplexity"], "tokens_scored": ppl["tokens_scored"], "lambada": lambada["accuracy"],
+            "items": lambada["items"]}
+
+
+def apply(model, switches: dict, base: dict) -> None:
+    """Put every layer back to the adapted configuration `base`, then set `switches`."""
+    from gaincell.adapt.models import gaincell_layers
+
+    for layer in gaincell_layers(model):
+        for name, value in {**base, **switches}.items():
+            setattr(layer, name, value)
+
+
+def cost_table(model, tokenizer, options, variation) -> list[dict]:
+    from gaincell.adapt.models import apply_variation, gaincell_layers, load_pretrained
+
+    layer = gaincell_layers(model)[0]
+    base = {"mode": layer.mode, "quantization": layer.quantization, "quantize": layer.quantize, "decay": layer.decay,
+            "saturate": True, "variation_scale": 0.0, "read_noise_scale": 0.0}
+    if variation is not None:
+        from gaincell.surrogate.file import Surrogate
+
+        apply_variation(model, Surrogate.load(options.model / "surrogate.h5"), variation, scale=0.0)
+    results = []
+    cached = options.work / "row-softmax.json"
+    if not cached.is_file():
+        softmax, _, _ = load_pretrained("smollm2" if options.base is None else options.base)
+        write_json(cached, score(softmax, tokenizer, options))
+    results.append({"label": "softmax (unmodified model)", **json.loads(cached.read_text())})
+    for label, switches in rows(layer, variation is not None):
+        cached = options.work / f"row-{slug(label)}.json"
+        if not cached.is_file():
+            apply(model, switches, base)
+            write_json(cached, score(model, tokenizer, options))
+            print(f"  {label}: {json.loads(cached.read_text())}", flush=True)
+        results.append({"label": label, **json.loads(cached.read_text())})
+    apply(model, {}, base)
+    return results
+
+
+def write_json(path: Path, value) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=1))
+    os.replace(temporary, path)
+
+
+def capture(model, ids) -> list[tuple]:
+    """The (q, k, v) every gain-cell layer receives on `ids` (one sequence), in layer order."""
+    from gaincell.adapt.models import gaincell_layers
+
+    seen, hooks = [], []
+    for layer in gaincell_layers(model):
+        hooks.append(layer.register_forward_pre_hook(lambda module, args: seen.append(tuple(a.detach() for a in args[:3]))))
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def softmax_concentration(q, k, scale: float) -> dict:
+    """The last query's softmax over its causal keys, per head: effective keys 1 / sum p^2 and the top weight."""
+    from gaincell.surrogate.functional import expand_kv
+
+    k = expand_kv(k, q.shape[1])
+    p = (q[0, :, -1:] @ k[0].transpose(-1, -2) * scale).softmax(-1)[:, 0]  # (heads, keys)
+    return {"effective_keys": (1 / (p**2).sum(-1)).mean().item(), "top_weight": p.max(-1).values.mean().item()}
+
+
+def gaincell_concentration(layer, q, k, v) -> dict:
+    """The last query of an adapted layer: its pulses phi over the keys (with the decay) and per-tile readouts."""
+    from gaincell.surrogate.functional import expand_kv, hardware_inputs, ring_size
+
+    tokens = q.shape[2]
+    _, ring = ring_size(tokens, layer.tile, layer.window)
+    terms = layer.decay_terms(ring, q)
+    with torch.no_grad():
+        qh, fk, fv = hardware_inputs(layer.q_scaler(q)[:, :, -1:], layer.k_scaler(k), layer.v_scaler(v), layer.cell,
+                                     layer._quantization(), layer.mode == "linear", False, "torch", terms.aged)
+        fk, fv = (expand_kv(x if x.dim() == 5 else x[None], layer.heads)[:, 0] for x in (fk, fv))  # (terms, H, T, D)
+        ages = torch.arange(tokens - 1, -1, -1)
+        decay = terms.tables[:, ages.clamp(max=terms.tables.shape[1] - 1)] * (ages < ring)  # (terms, T)
+        x = sum((qh[0] @ f.transpose(-1, -2))[:, 0] * d for f, d in zip(fk, decay))  # (H, T)
+        phi = (x - layer.cell.offset).clamp(0.0, 1.0)
+        slots = (torch.arange(tokens) % ring) // layer.tile
+        readouts = torch.stack([sum(((phi * d)[:, slots == j, None] * g[:, slots == j]).sum(1) for g, d in zip(fv, decay))
+                                for j in range(int(slots.max()) + 1)])  # (tiles, H, D)
+    steps = layer._out_steps()
+    arrived = readouts != 0
+    rounded_away = (readouts.abs() < 0.5 / steps) & arrived if steps else torch.zeros_like(arrived)
+    total = phi.sum(-1)
+    return {"effective_keys": torch.where(total > 0, total**2 / (phi**2).sum(-1).clamp_min(1e-30), 0 * total).mean().item(),
+            "top_share": torch.where(total > 0, phi.max(-1).values / total.clamp_min(1e-30), 0 * total).mean().item(),
+            "active_keys": (phi > 0).float().mean().item(), "saturated_keys": (phi >= 1).float().mean().item(),
+            "clipped_readouts": (readouts.abs() > 1).float().mean().item(),
+            "rounded_to_zero": rounded_away.float().sum().item() / max(1, arrived.sum().item())}
+
+
+def retrieval_probe(model, tokenizer, options) -> list[dict]:
+    """Per layer, averaged over the first --probe-items LAMBADA passages: the teacher's and the adapted layer's
+    concentration on the last context token's query."""
+    from gaincell.adapt.models import gaincell_layers, load_pretrained, swap_attention
+    from gaincell.adapt.text import read_items, split_last_word
+
+    teacher, _, _ = load_pretrained("smollm2" if options.base is None else options.base)
+    swap_attention(teacher, options.model / "surrogate.h5", mode="ideal")
+    layers = gaincell_layers(model)
+    per_layer: list[list[dict]] = [[] for _ in layers]
+    for number, text in enumerate(read_items(options.lambada, "--lambada")[:options.probe_items], 1):
+        context, _ = split_last_word(text, options.lambada, number)
+        ids = torch.tensor([tokenizer(context, add_special_tokens=False)["input_ids"]])
+        for i, ((tq, tk, _), (q, k, v)) in enumerate(zip(capture(teacher, ids), capture(model, ids))):
+            scale = layers[i].softmax_scale or 1 / math.sqrt(tq.shape[-1])
+            per_layer[i].append({**{f"softmax_{n}": x for n, x in softmax_concentration(tq, tk, scale).items()},
+                                 **gaincell_concentration(layers[i], q, k, v)})
+    return [{name: sum(r[name] for r in records) / len(records) for name in records[0]} for records in per_layer]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="an adapted folder (gaincell adapt --out)")
+    parser.add_argument("--base", default=None, help="its base model (default: the one its manifest names)")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--variation-surrogate", type=Path, default=None,
+                        help="a surrogate with a variation component (from characterize --mc N): adds the variation "
+                             "and read-noise rows")
+    parser.add_argument("--probe-items", type=int, default=50)
+    evaluation_arguments(parser, lambada_items=200)
+    options = parser.parse_args()
+    options.work.mkdir(parents=True, exist_ok=True)
+    from gaincell.adapt.models import gaincell_layers, load_adapted, read_manifest
+
+    options.base = options.base or read_manifest(options.model)["base_model"]
+    model, tokenizer = load_adapted(options.model)
+    variation = None
+    if options.variation_surrogate is not None:
+        from gaincell.surrogate.file import Surrogate
+
+        variation = Surrogate.load(options.variation_surrogate)
+    table = cost_table(model, tokenizer, options, variation)
+    layer = gaincell_layers(model)[0]
+    print(f"\nAblation of {options.model} (window {layer.window} tokens, tile {layer.tile}; every scored context is "
+          f"at most {options.context} tokens, so the window never cuts one: its cost here is zero)\n")
+    softmax = table[0]
+    print(f"| configuration | WikiText-2 ppl ({softmax['tokens_scored']} tokens) | x softmax | LAMBADA "
+          f"({softmax['items']} items) |")
+    print("|---|---|---|---|")
+    for row in table:
+        print(f"| {row['label']} | {row['perplexity']:.4g} | {row['perplexity'] / softmax['perplexity']:.2f} | "
+              f"{100 * row['lambada']:.1f} % |")
+    if variation is None:
+        print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
+    probe = retrieval_probe(model, tokenizer, options)
+    write_json(options.work / "probe.json", probe)
+    print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "
+          "per layer (keys: effective number attended to; pulses: share of keys with phi > 0, with phi = 1; "
+          "readouts: share of per-tile readouts clipped at full scale, and of those with charge rounded to zero)\n")
+    print("| layer | softmax keys | softmax top weight | gain-cell keys | gain-cell top share | pulses > 0 | "
+          "pulses = 1 | readouts clipped | readouts rounded to 0 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(probe):
+        print(f"| {i} | {r['softmax_effective_keys']:.1f} | {r['softmax_top_weight']:.2f} | {r['effective_keys']:.1f} | "
+              f"{r['top_share']:.2f} | {100 * r['active_keys']:.0f} % | {100 * r['saturated_keys']:.1f} % | "
+              f"{100 * r['clipped_readouts']:.1f} % | {100 * r['rounded_to_zero']:.0f} % |")
+    mean = {name: sum(r[name] for r in probe) / len(probe) for name in probe[0]}
+    print(f"| mean | {mean['softmax_effective_keys']:.1f} | {mean['softmax_top_weight']:.2f} | "
+          f"{mean['effective_keys']:.1f} | {mean['top_share']:.2f} | {100 * mean['active_keys']:.0f} % | "
+          f"{100 * mean['saturated_keys']:.1f} % | {100 * mean['clipped_readouts']:.1f} % | "
+          f"{100 * mean['rounded_to_zero']:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
