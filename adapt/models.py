@@ -32,6 +32,7 @@ from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 from .checkpoint import load_tensors, save_tensors
+from .shipped import SHIPPED, shipped_model_folder
 from .manifest import (ADAPTED_MANIFEST, GAINCELL_WEIGHTS, LEGACY_WEIGHTS, STAGING, check_layer_options,  # noqa: F401
                        check_staging, finish_interrupted_save, read_manifest)
 
@@ -85,9 +86,11 @@ def resolve_model(spec: str | Path) -> Path:
     """--model value -> a folder: a packaged name (smollm2) or a path holding config.json."""
     if str(spec) in PACKAGED:
         return packaged_model_folder(str(spec))
+    if str(spec) in SHIPPED:
+        return shipped_model_folder(str(spec))
     folder = Path(spec)
     if not (folder / "config.json").is_file():
-        names = ", ".join(PACKAGED)
+        names = ", ".join((*PACKAGED, *SHIPPED))
         raise ConfigError("--model", f"must be {names} or a folder with a Hugging Face config.json; "
                                      f"{str(spec)!r} is neither")
     return folder
