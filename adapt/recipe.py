@@ -8,6 +8,9 @@ The cheap recipe: `transfer` (every layer's gain-cell attention trained to repro
 teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end KL divergence to the softmax
 model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
 projections, merged into the weights when the stage ends.
+Starting from an adapted model (an adapted folder, or a shipped one such as `smollm2-gaincell`) re-targets it to
+the surrogate (`adapt.retarget`): its layers move to the new cell with their scalers carried over, and transfer
+and distill learn from its base model.
 After each stage the folder `out` is saved (`save_adapted`) and its manifest lists the stages done; a stage
 interrupted mid-way resumes from `out/checkpoints/<stage>.safetensors`, and running the same command again skips the
 stages already done.
@@ -27,6 +30,7 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from .calibrate import calibrate, softmax_targets
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
+from .retarget import retarget
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
 from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
@@ -100,7 +104,8 @@ def adapt(options: AdaptOptions, say=print) -> dict:
     finish_interrupted_save(out)
     if (out / ADAPTED_MANIFEST).is_file():
         manifest = read_manifest(out)
-        if manifest.get("base_model") != str(options.model) or manifest.get("surrogate_sha256") != surrogate_sha:
+        if (manifest.get("adapted_from", manifest.get("base_model")) != str(options.model)
+                or manifest.get("surrogate_sha256") != surrogate_sha):
             raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
                                        "model; choose a new --out")
         if manifest["layer"].get("hardware", {}) != options.hardware:
@@ -110,13 +115,22 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         if not isinstance(manifest.setdefault("stages", {}), dict):
             raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")
         model, tokenizer = load_adapted(out)
+        fresh = False
     else:
+        model, tokenizer, source = load_pretrained(options.model)
         manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
                     "stages": {}}
-        model, tokenizer, _ = load_pretrained(options.model)
-        swap_attention(model, options.surrogate, hardware=options.hardware)
+        if gaincell_layers(model):  # an adapted model, re-targeted to this surrogate below
+            manifest.update(base_model=read_manifest(source)["base_model"], adapted_from=str(options.model))
+        else:
+            swap_attention(model, options.surrogate, hardware=options.hardware)
+        fresh = True
+    base = manifest["base_model"]
     model.to(device)
     todo = [s for s in options.stages if s not in manifest["stages_done"]]
+    retargeted = "adapted_from" in manifest
+    if retargeted and any(s in todo for s in ("linear", "calibrate", "nonlinear")):
+        raise ConfigError("--stages", f"{options.model} is an adapted model: re-target it with transfer and distill")
     if "transfer" in todo and any(s in manifest["stages_done"] for s in ("linear", "nonlinear", "distill")):
         raise ConfigError("--stages", f"{out} has been fine-tuned ({', '.join(manifest['stages_done'])}): transfer "
                                       "needs the unmodified weights as its teacher; choose a new --out")
@@ -126,6 +140,9 @@ def adapt(options: AdaptOptions, say=print) -> dict:
     stream = token_stream(options.train_text, tokenizer, options.max_train_tokens, "--train-text")
     calibration_batch = stream[: options.calibration_tokens].unsqueeze(0)
     say(f"training text: {stream.numel()} tokens from {options.train_text}; stages to run: {', '.join(todo)}")
+    if retargeted and fresh:
+        retarget(model, options.surrogate, calibration_batch, options.hardware)
+        say(f"re-targeted {options.model} to {options.surrogate}: scalers carried over, outputs matched per head")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stage in todo:
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -134,7 +151,8 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         if stage == "calibrate":
             record = _calibrate(model, calibration_batch, options, say)
         elif stage in ("transfer", "distill"):
-            model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say)
+            model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
+                                             base if retargeted else None)
         else:
             record = _finetune(model, stream, options, stage, checkpoint, device)
         record["seconds"] = round(time.perf_counter() - started, 1)
@@ -172,26 +190,30 @@ def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path
         set_mode(model, "linear", linear_backward=False)
     else:
         set_mode(model, "nonlinear", linear_backward=True)
-    teacher = _frozen_teacher(options, device) if config.distill_weight > 0 else None
+    teacher = _frozen_teacher(options.model, device) if config.distill_weight > 0 else None
     result = finetune(model, stream, config, checkpoint, teacher=teacher, track_statistics=stage == "linear")
     return {**result, "config": asdict(config)}
 
 
-def _frozen_teacher(options: AdaptOptions, device):
+def _frozen_teacher(base: str, device):
     """The unmodified base model, frozen, for distillation and for measuring per-layer errors."""
-    return load_pretrained(options.model)[0].to(device).eval().requires_grad_(False)
+    return load_pretrained(base)[0].to(device).eval().requires_grad_(False)
 
 
-def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say):
+def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say,
+                     base: str | None = None):
     """The transfer or distill stage: scalers and LoRA adapters train, the rest is frozen; returns the model with
     the adapters merged, and the stage's record (including the per-layer error before and after, measured
-    against the unmodified model)."""
+    against the unmodified model). `base`: the base model of a re-targeted adapted model (the teacher of both
+    stages; else the transfer's teacher is the model's own softmax pass and distill's `options.model`)."""
     config = options.transfer if stage == "transfer" else options.distill
     set_mode(model, "nonlinear", linear_backward=False)
     if stage == "transfer":
-        model, result = train_transfer(model, stream, batch, config, checkpoint, lora_rank=options.lora_rank)
+        teacher = _frozen_teacher(base, device) if base else None
+        model, result = train_transfer(model, stream, batch, config, checkpoint, lora_rank=options.lora_rank,
+                                       teacher=teacher)
     else:
-        teacher = _frozen_teacher(options, device)
+        teacher = _frozen_teacher(base or options.model, device)
         before = layer_errors(model, batch, teacher)
         model = add_adapters(model, options.lora_rank, seed=config.seed)
         result = finetune(model, stream, config, checkpoint, teacher=teacher,

@@ -115,10 +115,12 @@ class _LastAttentionDone(Exception):
 
 
 class AttentionTaps:
-    """Hooks recording every attention module's call (arguments) and output while `recording` is on."""
+    """Hooks recording every attention module's call (arguments) and output while `recording` is on; the students
+    are the attention modules of `student` (default: the same model's)."""
 
-    def __init__(self, model):
+    def __init__(self, model, student=None):
         self.modules = attention_modules(model)
+        self.students = self.modules if student is None else attention_modules(student)
         self.calls: list = [None] * len(self.modules)
         self.outputs: list = [None] * len(self.modules)
         self.recording = False
@@ -157,7 +159,7 @@ class AttentionTaps:
     def student(self, index: int) -> torch.Tensor:
         """Layer `index`'s attention output, gain-cell attention on the teacher's recorded inputs."""
         args, kwargs = self.calls[index]
-        output = self.modules[index](*args, **kwargs)
+        output = self.students[index](*args, **kwargs)
         return output[0] if isinstance(output, tuple) else output
 
     def remove(self) -> None:
@@ -176,9 +178,9 @@ class TransferObjective:
     layer (or of the layers numbered in `layers`) back-propagated at once; returns their mean. `last_errors` holds
     the per-layer errors of the latest call."""
 
-    def __init__(self, model, layers: list[int] | None = None):
-        self.taps = AttentionTaps(model)
-        self.model = model
+    def __init__(self, model, layers: list[int] | None = None, teacher=None):
+        self.taps = AttentionTaps(model, None) if teacher is None else AttentionTaps(teacher, model)
+        self.model = model if teacher is None else teacher  # the model whose softmax pass is recorded
         self.layers = list(range(len(self.taps.modules))) if layers is None else list(layers)
         self.last_errors: list[float] = []
 
@@ -213,7 +215,7 @@ def match_statistics(model, batch: torch.Tensor) -> None:
             hook.remove()
         for index, layer in enumerate(layers):
             for scaler, (mean, std) in zip((layer.q_scaler, layer.k_scaler, layer.v_scaler), raw[index]):
-                _set_affine(scaler, mean, std)
+                set_affine(scaler, mean, std)
             scaler = layer.out_scaler
             scaler.a.fill_(1.0)
             scaler.b.fill_(0.0)
@@ -222,14 +224,14 @@ def match_statistics(model, batch: torch.Tensor) -> None:
                 taps.student(index)
             finally:
                 scaler.record_batch = False
-            _set_affine(scaler, scaler.batch_mean, scaler.batch_std)
+            set_affine(scaler, scaler.batch_mean, scaler.batch_std)
     finally:
         for hook in hooks:
             hook.remove()
         taps.remove()
 
 
-def _set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
+def set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
     """Make `scaler` map inputs of per-head `mean`, `std` onto its target mean and std. A head whose input is
     (nearly) constant on the batch - e.g. a readout that quantizes to one level - keeps a gain of 1: dividing
     by its std would blow its output up."""
@@ -261,21 +263,24 @@ def layer_errors(model, batch: torch.Tensor, teacher=None) -> list[float]:
 
 
 def train_transfer(model, stream: torch.Tensor, batch: torch.Tensor, config, checkpoint, *, lora_rank: int,
-                   progress: bool = True):
+                   progress: bool = True, teacher=None):
     """The transfer stage on a swapped model whose weights are the teacher's: statistics match on `batch`, LoRA
     adapters, `train.finetune` with the transfer objective (resuming from `checkpoint`), per-layer errors on
     `batch` before and after (adapters still separate, so the teacher is the original model), adapters merged.
+    With `teacher` (the base model of an adapted model being re-targeted, `adapt.retarget`) the softmax passes
+    are the teacher's and the scalers start where re-targeting put them.
     Returns (model, finetune's result with 'layer_errors': {'before', 'after'})."""
     from .train import finetune
 
-    match_statistics(model, batch)  # cheap and deterministic; a checkpoint being resumed overwrites the scalers
-    before = layer_errors(model, batch)
+    if teacher is None:
+        match_statistics(model, batch)  # cheap and deterministic; a checkpoint being resumed overwrites the scalers
+    before = layer_errors(model, batch, teacher)
     model = add_adapters(model, lora_rank, seed=config.seed)
-    objective = TransferObjective(model)
+    objective = TransferObjective(model, teacher=teacher)
     try:
         result = finetune(model, stream, config, checkpoint, groups=layer_groups(model, config.lr, config.scaler_lr),
                           objective=objective, dropout=False, desc="transfer", progress=progress)
     finally:
         objective.taps.remove()
-    after = layer_errors(model, batch)
+    after = layer_errors(model, batch, teacher)
     return merge_adapters(model).eval(), {**result, "layer_errors": {"before": before, "after": after}}

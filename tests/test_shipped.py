@@ -1,17 +1,19 @@
 """Shipped adapted models (adapt.shipped): exported as low-rank differences, rebuilt into the same model, and
-refused for another base model or altered files."""
+refused for another base model or altered files; re-targeting an adapted model to another cell (adapt.retarget)."""
 import json
 
 import pytest
 import torch
 
-from gaincell.adapt.models import load_adapted
+from gaincell.adapt.models import load_adapted, load_pretrained, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
+from gaincell.adapt.retarget import retarget
 from gaincell.adapt.shipped import FORMAT, export_shipped, shipped_files, shipped_model_folder
 from gaincell.adapt.train import TrainConfig
-from gaincell.errors import ModelLoadError
+from gaincell.adapt.transfer import layer_errors
+from gaincell.errors import ConfigError, ModelLoadError
 from gaincell.resources import data_path
-from gaincell.surrogate.file import sha256_of
+from gaincell.surrogate.file import Surrogate, sha256_of
 from lm_helpers import TEXT, tiny_llama
 
 
@@ -66,3 +68,38 @@ def test_another_base_model_or_altered_files_are_refused(adapted, tmp_path, monk
     with pytest.raises(ModelLoadError, match="do not match; reinstall"):
         shipped_model_folder("tiny-gaincell", source=tmp_path / "ship")
 
+
+
+def stronger_cell(path):
+    """The paper's surrogate with a 1.5x stronger multiply: another cell for re-targeting."""
+    surrogate = Surrogate.load(data_path("paper_reference.h5"))
+    surrogate.components["multiply"].values = surrogate.components["multiply"].values * 1.5
+    return surrogate.save(path)
+
+
+def test_re_targeting_carries_the_adaptation_to_another_cell(adapted, tmp_path):
+    """An adapted model re-targeted to a new cell starts near where it was (scalers carried, outputs matched per
+    head; better than the naive swap), and its transfer learns from the base model."""
+    cell = stronger_cell(tmp_path / "stronger.h5")
+    model, tokenizer = load_adapted(adapted / "adapted")
+    base, _, _ = load_pretrained(adapted / "base")
+    batch = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:64]])
+    before = sum(layer_errors(model, batch, base))
+    retarget(model, cell, batch)
+    carried = sum(layer_errors(model, batch, base))
+    naive, _ = load_adapted(adapted / "adapted")
+    swap_attention(naive, cell)
+    assert carried <= 1.5 * before and carried < sum(layer_errors(naive, batch, base))
+    text = adapted / "train.txt"
+    out = tmp_path / "retargeted"
+    manifest = adapt(AdaptOptions(model=str(adapted / "adapted"), surrogate=cell, out=out, train_text=text,
+                                  stages=("transfer",), lora_rank=4, calibration_tokens=64,
+                                  transfer=TrainConfig(steps=3, batch=2, seq=32, lr=1e-2, scaler_lr=3e-2,
+                                                       checkpoint_every=10)), say=lambda *a: None)
+    assert manifest["base_model"] == str(adapted / "base") and manifest["adapted_from"] == str(adapted / "adapted")
+    errors = manifest["stages"]["transfer"]["layer_errors"]
+    assert sum(errors["after"]) < sum(errors["before"]) <= 1.5 * before
+    assert load_adapted(out)[0].config and sha256_of(out / "surrogate.h5") == sha256_of(cell)
+    with pytest.raises(ConfigError, match="re-target it with transfer and distill"):
+        adapt(AdaptOptions(model=str(adapted / "adapted"), surrogate=cell, out=tmp_path / "other", train_text=text,
+                           stages=("calibrate",)), say=lambda *a: None)

@@ -16,7 +16,9 @@ from .options import Quantity, force_option, hardware_option, surrogate_file
 
 @click.command()
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
-              help="smollm2 (packaged SmolLM2-135M) or a Hugging Face model folder (e.g. a GPT-2).")
+              help="smollm2 (packaged SmolLM2-135M), a Hugging Face model folder (e.g. a GPT-2), or an adapted "
+                   "model - smollm2-gaincell (shipped, adapted to the paper's cell) or an adapted folder - which is "
+                   "re-targeted to --surrogate (scalers carried over, then transfer/distill from its base model).")
 @click.option("--surrogate", "surrogate", default="paper", show_default=True,
               help="'paper' (shipped fit of the paper's cell) or a surrogate file from `gaincell fit`.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -117,7 +119,8 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
 
 @click.command(name="eval")
 @click.option("--model", "model_spec", required=True,
-              help="An adapted folder (gaincell adapt), smollm2, or a Hugging Face model folder.")
+              help="An adapted folder (gaincell adapt), smollm2-gaincell (shipped), smollm2, or a Hugging Face model "
+                   "folder.")
 @click.option("--data", "data_paths", multiple=True, required=True,
               help="Text file (.txt: sliding-window perplexity) or LAMBADA .jsonl (last-word accuracy); repeatable.")
 @click.option("--surrogate", default=None,
@@ -220,7 +223,8 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
 
 @click.command(name="generate")
 @click.option("--model", "model_spec", required=True,
-              help="An adapted folder (gaincell adapt), or smollm2 / a Hugging Face model folder with --surrogate.")
+              help="An adapted folder (gaincell adapt) or smollm2-gaincell (shipped), or smollm2 / a Hugging Face "
+                   "model folder with --surrogate.")
 @click.option("--prompt", required=True, help="The text to continue.")
 @click.option("--max-new-tokens", type=click.IntRange(1, 1 << 20), default=32, show_default=True,
               help="Tokens to generate (prompt + these must fit the model's context).")

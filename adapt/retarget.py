@@ -1,0 +1,56 @@
+"""Re-targeting: an adapted model moved to another cell, keeping what its adaptation learnt.
+
+An adapted model's projections and scalers are fitted to its cell. For a new cell (`retarget`), every layer gets
+a gain-cell attention built from the new surrogate whose scalers start from the old ones: the query's pulse
+widths stay as they were, the stored k and v voltages keep their place within the stored range (the old range
+mapped affinely onto the new one), and the output scaler is set so that each head's output has the mean and
+standard deviation the old layer gave on the same inputs (the new cell's multiply has another gain and shape).
+A short transfer against the base model's softmax attention (`adapt --stages transfer`) then fits the rest.
+"""
+from __future__ import annotations
+
+import torch
+
+from gaincell.surrogate.attention import head_statistics
+
+from .models import gaincell_layers, swap_attention
+from .transfer import set_affine
+
+
+@torch.no_grad()
+def retarget(model, surrogate, batch: torch.Tensor, hardware: dict | None = None) -> None:
+    """Move every gain-cell layer of the adapted `model` to `surrogate` (path or Surrogate), its scalers carried
+    over as described above, using the layers' inputs on `batch` (B, T)."""
+    old_layers = gaincell_layers(model)
+    inputs, outputs, hooks = {}, {}, []
+    for index, layer in enumerate(old_layers):
+        hooks.append(layer.register_forward_pre_hook(
+            lambda module, args, index=index: inputs.__setitem__(index, tuple(a.detach() for a in args[:3]))))
+        hooks.append(layer.register_forward_hook(
+            lambda module, args, output, index=index: outputs.__setitem__(index, head_statistics(output))))
+    try:
+        model(batch.to(next(model.parameters()).device), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    options = {"mode": old_layers[0].mode, "quantize": old_layers[0].quantize, "decay": old_layers[0].decay}
+    swap_attention(model, surrogate, hardware=hardware, **options)
+    for index, (old, new) in enumerate(zip(old_layers, gaincell_layers(model))):
+        new.q_scaler.a.copy_(old.q_scaler.a)
+        new.q_scaler.b.copy_(old.q_scaler.b)
+        (old_low, old_high), (low, high) = old.cell.stored_range_v, new.cell.stored_range_v
+        stretch = (high - low) / (old_high - old_low)
+        for before, after in ((old.k_scaler, new.k_scaler), (old.v_scaler, new.v_scaler)):
+            after.a.copy_(before.a * stretch)
+            after.b.copy_(low + (before.b - old_low) * stretch)
+        mean, std = outputs[index]
+        new.out_scaler.target_mean.copy_(mean)
+        new.out_scaler.target_std.copy_(std)
+        new.out_scaler.a.fill_(1.0)
+        new.out_scaler.b.fill_(0.0)
+        new.out_scaler.record_batch = True
+        try:
+            new(*inputs[index])
+        finally:
+            new.out_scaler.record_batch = False
+        set_affine(new.out_scaler, new.out_scaler.batch_mean, new.out_scaler.batch_std)
