@@ -14,7 +14,7 @@ readouts clipped at full scale or rounded to zero although charge arrived.
 Every row is kept in --work (a rerun reuses finished rows). A tiny run for the test suite: --eval-tokens 64
 --context 32 --lambada-items 2 --probe-items 1.
 
-    .venv/bin/python benchmarks/ablation.py --model runs/transfer-400 --work runs/ablation
+    .venv/bin/python benchmarks/ablation.py --model runs/transfer-100 --work runs/ablation --figure benchmarks/ablation
 """
 from __future__ import annotations
 
@@ -184,6 +184,26 @@ def retrieval_probe(model, tokenizer, options) -> list[dict]:
     return [{name: sum(r[name] for r in records) / len(records) for name in records[0]} for records in per_layer]
 
 
+def probe_figure(probe: list[dict]):
+    """Per layer: how many keys the last query attends to, and the strongest key's weight, softmax vs gain-cell."""
+    import numpy as np
+
+    from gaincell.plotting import Figure, Panel, Trace
+
+    layers = np.arange(len(probe))
+
+    def series(name):
+        return np.array([r[name] for r in probe])
+
+    return Figure("retrieval probe: the last context token's query on LAMBADA passages",
+                  [Panel([Trace("softmax (unmodified model)", layers, series("softmax_effective_keys")),
+                          Trace("gain-cell (adapted)", layers, series("effective_keys"))],
+                         y_label="keys attended to (effective number)", x_label="layer"),
+                   Panel([Trace("softmax: weight of the top key", layers, series("softmax_top_weight")),
+                          Trace("gain-cell: top key's share of the pulses", layers, series("top_share"))],
+                         y_label="strongest key's weight (fraction)", x_label="layer")])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="an adapted folder (gaincell adapt --out)")
@@ -193,6 +213,7 @@ def main() -> None:
                         help="a surrogate with a variation component (from characterize --mc N): adds the variation "
                              "and read-noise rows")
     parser.add_argument("--probe-items", type=int, default=50)
+    parser.add_argument("--figure", type=Path, default=None, help="write the probe's figure as FIGURE.png/.html")
     evaluation_arguments(parser, lambada_items=200)
     options = parser.parse_args()
     options.work.mkdir(parents=True, exist_ok=True)
@@ -230,6 +251,11 @@ def main() -> None:
         print(f"| {i} | {r['softmax_effective_keys']:.1f} | {r['softmax_top_weight']:.2f} | {r['effective_keys']:.1f} | "
               f"{r['top_share']:.2f} | {100 * r['active_keys']:.0f} % | {100 * r['saturated_keys']:.1f} % | "
               f"{100 * r['clipped_readouts']:.1f} % | {100 * r['rounded_to_zero']:.0f} % |")
+    if options.figure:
+        from gaincell.plotting import save_png_and_html
+
+        save_png_and_html(probe_figure(probe), options.figure)
+        print(f"(figure: {options.figure}.png and .html)")
     mean = {name: sum(r[name] for r in probe) / len(probe) for name in probe[0]}
     print(f"| mean | {mean['softmax_effective_keys']:.1f} | {mean['softmax_top_weight']:.2f} | "
           f"{mean['effective_keys']:.1f} | {mean['top_share']:.2f} | {100 * mean['active_keys']:.0f} % | "

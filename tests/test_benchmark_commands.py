@@ -50,6 +50,6 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
     # the ablation's command on the adapted folder it made: every row scored, the probe over every layer
     out = run("ablation.py", "--model", str(tmp_path / "work" / "transfer-1"), "--work", str(tmp_path / "ablation"),
               "--wikitext", str(text), "--lambada", str(lambada), "--eval-tokens", "64", "--context", "32",
-              "--lambada-items", "2", "--probe-items", "1", cwd=tmp_path)
+              "--lambada-items", "2", "--probe-items", "1", "--figure", str(tmp_path / "probe"), cwd=tmp_path)
     assert "| as adapted: every hardware effect |" in out and "| - C2P and readout saturation |" in out
-    assert "| 29 |" in out and "| mean |" in out
+    assert "| 29 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
