@@ -1,5 +1,5 @@
 """Shipped adapted models (adapt.shipped): exported as low-rank differences, rebuilt into the same model, and
-refused for another base model or altered files; re-targeting an adapted model to another cell (adapt.retarget)."""
+refused for another base model or altered files; the packaged smollm2-gaincell's files agree; re-targeting an adapted model to another cell (adapt.retarget)."""
 import json
 
 import pytest
@@ -103,3 +103,12 @@ def test_re_targeting_carries_the_adaptation_to_another_cell(adapted, tmp_path):
     with pytest.raises(ConfigError, match="re-target it with transfer and distill"):
         adapt(AdaptOptions(model=str(adapted / "adapted"), surrogate=cell, out=tmp_path / "other", train_text=text,
                            stages=("calibrate",)), say=lambda *a: None)
+
+
+def test_the_packaged_model_s_files_agree():
+    weights, manifest = shipped_files("smollm2-gaincell")
+    record = json.loads(manifest.read_text())
+    assert record["format"] == FORMAT and sha256_of(weights) == record["weights_sha256"]
+    assert record["base_model"] == "smollm2" and record["surrogate"] == "paper"
+    assert record["surrogate_sha256"] == sha256_of(data_path("paper_reference.h5"))
+    assert weights.stat().st_size < 16 * 2**20 and record["command"] and record["scores"]
