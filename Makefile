@@ -5,8 +5,10 @@
 setup:
 	@bash scripts/bootstrap.sh
 
+LAMBADA := ../shared/data/lambada/lambada_test.jsonl
+
 demo: setup
-	.venv/bin/gaincell demo --out demo-output
+	.venv/bin/gaincell demo --out demo-output $(if $(wildcard $(LAMBADA)),--lambada $(LAMBADA))
 
 # pytest's exit status 5 means it collected no test: that is a failure, said as such.
 test: setup

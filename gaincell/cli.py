@@ -122,16 +122,20 @@ def fail(exc: Exception) -> None:
 @click.option("--design", default="cmos-generic", show_default=True, help="Design preset or TOML/YAML file.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Simulator processes (default: one per core).")
 @click.option("--lm/--no-lm", default=True, show_default=True,
-              help="Run the language-model stage (SmolLM2 on CPU: naive swap vs calibration; ~2-4 min).")
+              help="Run the language-model stage (the shipped gain-cell SmolLM2-135M re-targeted to this cell, on "
+                   "CPU; a few minutes).")
+@click.option("--lambada", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A LAMBADA .jsonl the language-model stage also scores (make demo gives ../shared's when present).")
 @force_option
-def demo(out_dir, design, workers, lm, force):
+def demo(out_dir, design, workers, lm, lambada, force):
     """The main job on embedded defaults: simulate the default cell, characterize, fit, validate, build the
     attention layer, and write report.html listing every stage."""
     from .demo import check_demo_folder, run_demo
 
     folder = check_demo_folder(Path(out_dir), design_inputs(design), force)
     with output_lock(folder / ".gaincell-demo"):
-        report, seconds = run_demo(folder, design, workers, lm, say=click.echo)
+        report, seconds = run_demo(folder, design, workers, lm, say=click.echo,
+                                   lambada=Path(lambada).resolve() if lambada else None)
     click.echo(f"done in {seconds:.1f} s: {report}")
 
 

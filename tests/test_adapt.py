@@ -256,17 +256,33 @@ def test_smollm2_ideal_mode_reproduces_the_packaged_model():
 
 
 @pytest.mark.slow
-def test_demo_language_model_stage_transfer_beats_calibration_beats_the_naive_swap():
+def test_demo_language_model_stage_runs_the_commands_its_report_quotes(tmp_path, monkeypatch):
+    """The demo's stage re-targets the shipped model with `gaincell adapt`, scores it and softmax with `gaincell
+    eval` and continues a prompt with `gaincell generate` (tiny budgets here), and reports what those wrote."""
     _smollm2_or_skip()
-    from gaincell.adapt.quick import adaptation_check
+    import shutil
 
-    result = adaptation_check(PAPER, calibration_tokens=64, eval_tokens=256, context=256, iterations=12,
-                              transfer=TrainConfig(steps=4, batch=1, seq=128, lr=2e-3, scaler_lr=1e-2), new_tokens=4,
-                              say=lambda text: None)
-    assert result["softmax"] < 100 < result["naive_swap"]
-    assert result["calibrated"] < result["naive_swap"] / 10
-    assert result["transferred"] < result["calibrated"]
-    assert len(result["transfer_losses"]) == 4 and result["softmax_continuation"] and result["gaincell_continuation"]
+    from gaincell import demo_lm
+
+    monkeypatch.setattr(demo_lm, "DISTILL_STEPS", 1)
+    monkeypatch.setattr(demo_lm, "LAMBADA_ITEMS", 2)
+    shutil.copyfile(PAPER, tmp_path / "surrogate.h5")
+    lambada = tmp_path / "lambada.jsonl"
+    lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
+                       '{"text": "He read the letter twice before he put the letter"}\n')
+    said = []
+    stage = demo_lm.demo_lm_stage(tmp_path, said.append, lambada)
+    assert stage.status == "done" and "gaincell adapt --model smollm2-gaincell --surrogate surrogate.h5" in stage.command
+    assert "gaincell generate --model lm-adapted" in stage.command and "--limit 2" in stage.command
+    table = dict(stage.table)
+    softmax, gaincell = (json.loads((tmp_path / f"lm-eval-{n}.json").read_text()) for n in ("softmax", "gaincell"))
+    assert f"{softmax[0]['perplexity']:.4g} / {gaincell[0]['perplexity']:.4g}" in table[
+        "perplexity on held-out text (lm-eval.txt), softmax / gain-cell"]
+    assert softmax[1]["items"] == 2 and "LAMBADA last-word accuracy, softmax / gain-cell" in table
+    generated = json.loads((tmp_path / "lm-generate.json").read_text())
+    assert table[generated["gaincell"]["label"]] == generated["gaincell"]["text"]
+    assert (tmp_path / "lm-adaptation.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "lm-adapted" / "adapted.json").read_text())["adapted_from"] == "smollm2-gaincell"
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Shipped adapted models (adapt.shipped): exported as low-rank differences, rebuilt into the same model, and
-refused for another base model or altered files; the packaged smollm2-gaincell's files agree; re-targeting an adapted model to another cell (adapt.retarget)."""
+refused for another base model or altered files; the packaged smollm2-gaincell's files agree; re-targeting an
+adapted model to another cell (adapt.retarget)."""
 import json
 
 import pytest
