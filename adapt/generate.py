@@ -26,8 +26,8 @@ import torch
 
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 
-from .models import (ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained,
-                     read_manifest, resolve_model, swap_attention)
+from .models import ADAPTED_MANIFEST, gaincell_layers, load_adapted, load_pretrained, read_manifest, swap_attention
+from .shipped import model_folder
 
 
 MIN_TEMPERATURE = 1e-3  # below it sampling is greedy in effect, and logits / temperature can overflow to inf
@@ -226,7 +226,7 @@ class GenerationModels:
 def load_generation_models(model_spec: str | Path, surrogate: str | Path | None = None) -> GenerationModels:
     """An adapted folder (its gain-cell model, and its manifest's base model as the softmax model), or a plain
     model with a surrogate (the naive swap, and the plain model itself)."""
-    folder = resolve_model(model_spec)
+    folder = model_folder(model_spec)
     if (folder / ADAPTED_MANIFEST).is_file():
         if surrogate is not None:
             raise ConfigError("--surrogate", "is for plain models; an adapted folder carries its own")

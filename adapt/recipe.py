@@ -31,6 +31,7 @@ from .calibrate import calibrate, softmax_targets
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .retarget import retarget
+from .shipped import model_folder
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
 from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
@@ -117,7 +118,7 @@ def adapt(options: AdaptOptions, say=print) -> dict:
         model, tokenizer = load_adapted(out)
         fresh = False
     else:
-        model, tokenizer, source = load_pretrained(options.model)
+        model, tokenizer, source = load_pretrained(model_folder(options.model))
         manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
                     "stages": {}}
         if gaincell_layers(model):  # an adapted model, re-targeted to this surrogate below

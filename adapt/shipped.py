@@ -24,17 +24,22 @@ from gaincell.resources import data_path
 from gaincell.surrogate.file import sha256_of
 
 from .checkpoint import load_tensors, save_tensors
-
-SHIPPED = ("smollm2-gaincell",)
+from .models import (PACKAGED, SHIPPED, base_state, gaincell_state, load_adapted, load_pretrained, model_cache_dir,
+                     read_manifest, resolve_model, save_adapted, swap_attention)
 SURROGATES = {"paper": "paper_reference.h5"}  # surrogate names a shipped model may be made for -> package data
 RANK_TOLERANCE = 1e-4  # singular values below this fraction of the largest are dropped
 FORMAT = "gaincell-shipped-adaptation/1"
 
 
+def model_folder(spec) -> Path:
+    """A --model value -> a folder: a shipped adapted model (built on first use), else as `models.resolve_model`."""
+    if str(spec) in SHIPPED:
+        return shipped_model_folder(str(spec))
+    return resolve_model(spec)
+
+
 def base_fingerprint(spec: str) -> str:
     """sha256 of the installed base model's weights: the packaged model's source file, or a folder's safetensors."""
-    from .models import PACKAGED, resolve_model
-
     if spec in PACKAGED:
         import importlib.util
 
@@ -57,8 +62,6 @@ def low_rank(delta: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Te
 
 def export_shipped(folder: Path, out: Path, name: str, surrogate: str, made_by: dict, max_rank: int = 64) -> dict:
     """Write `out/<name>.safetensors` and `out/<name>.json` from the adapted `folder`; returns the manifest."""
-    from .models import base_state, gaincell_state, load_adapted, load_pretrained, read_manifest
-
     manifest = read_manifest(folder)
     base_name = manifest["base_model"]
     if sha256_of(folder / "surrogate.h5") != sha256_of(data_path(SURROGATES[surrogate])):
@@ -104,8 +107,6 @@ def shipped_files(name: str, source: Path | None = None) -> tuple[Path, Path]:
 def shipped_model_folder(name: str, progress=print, source: Path | None = None) -> Path:
     """The adapted folder of shipped model `name`, built under the model cache on first use (and again when the
     package's files change); refused when the installed base model is not the one it was made for."""
-    from .models import load_pretrained, model_cache_dir, save_adapted, swap_attention
-
     weights, manifest = shipped_files(name, source)
     record = json.loads(manifest.read_text())
     if record.get("format") != FORMAT or sha256_of(weights) != record["weights_sha256"]:

@@ -135,7 +135,7 @@ def demo(out_dir, design, workers, lm, lambada, force):
     folder = check_demo_folder(Path(out_dir), design_inputs(design), force)
     with output_lock(folder / ".gaincell-demo"):
         report, seconds = run_demo(folder, design, workers, lm, say=click.echo,
-                                   lambada=Path(lambada).resolve() if lambada else None)
+                                   lambada=Path(lambada).resolve() if lambada else None, gaincell=main)
     click.echo(f"done in {seconds:.1f} s: {report}")
 
 

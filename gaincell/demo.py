@@ -32,9 +32,10 @@ def check_demo_folder(folder: Path, inputs: list[Path], force: bool) -> Path:
     return folder
 
 
-def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: Path | None = None) -> tuple[Path, float]:
-    """Run every stage into `folder` (`lambada`: a LAMBADA .jsonl the language-model stage also scores); returns
-    report.html's path and the wall time."""
+def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: Path | None = None,
+             gaincell=None) -> tuple[Path, float]:
+    """Run every stage into `folder` (`lambada`: a LAMBADA .jsonl the language-model stage also scores, running
+    the commands through `gaincell`, the CLI's click group); returns report.html's path and the wall time."""
     from .demo_lm import LM_STAGE_TITLE, demo_lm_stage
     from .report import Stage, write_report
 
@@ -44,7 +45,7 @@ def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: P
     try:
         _demo_stages(folder, design, workers, stages, say)
         if lm:
-            stages.append(demo_lm_stage(folder, say, lambada))
+            stages.append(demo_lm_stage(folder, say, lambada, gaincell))
         else:
             stages.append(Stage(LM_STAGE_TITLE, "skipped", "Not run (gaincell demo --no-lm)."))
     except GaincellError:

@@ -57,12 +57,10 @@ def split_sample(folder: Path) -> None:
     atomic_write_text(folder / "lm-train.txt", text[cut:].strip() + "\n")
 
 
-def run_in_folder(folder: Path, command: list[str], say) -> None:
+def run_in_folder(gaincell, folder: Path, command: list[str], say) -> None:
     """One gaincell command, in this process, with the demo folder as working directory; a failing command (its
     error already printed) fails the stage."""
     import os
-
-    from .cli import main as gaincell
 
     say(f"      $ gaincell {shlex.join(command)}")
     before = Path.cwd()
@@ -76,8 +74,9 @@ def run_in_folder(folder: Path, command: list[str], say) -> None:
         os.chdir(before)
 
 
-def demo_lm_stage(folder: Path, say, lambada: Path | None = None):
-    """Stage 7 (see the module's docstring); returns its `report.Stage`."""
+def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None):
+    """Stage 7 (see the module's docstring), running the commands through `gaincell` (the CLI's click group,
+    `gaincell.cli.main`); returns its `report.Stage`."""
     from .plotting import Figure, Panel, Trace, save_png_and_html
     from .report import ReportFigure, Stage
 
@@ -95,7 +94,7 @@ def demo_lm_stage(folder: Path, say, lambada: Path | None = None):
     split_sample(folder)
     commands = lm_commands(lambada)
     for command in commands:
-        run_in_folder(folder, command, say)
+        run_in_folder(gaincell, folder, command, say)
     softmax, gaincell = (json.loads((folder / f"lm-eval-{name}.json").read_text()) for name in ("softmax", "gaincell"))
     generated = json.loads((folder / "lm-generate.json").read_text())
     manifest = json.loads((adapted / "adapted.json").read_text())

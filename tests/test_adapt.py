@@ -271,7 +271,9 @@ def test_demo_language_model_stage_runs_the_commands_its_report_quotes(tmp_path,
     lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
                        '{"text": "He read the letter twice before he put the letter"}\n')
     said = []
-    stage = demo_lm.demo_lm_stage(tmp_path, said.append, lambada)
+    from gaincell.cli import main
+
+    stage = demo_lm.demo_lm_stage(tmp_path, said.append, lambada, main)
     assert stage.status == "done" and "gaincell adapt --model smollm2-gaincell --surrogate surrogate.h5" in stage.command
     assert "gaincell generate --model lm-adapted" in stage.command and "--limit 2" in stage.command
     table = dict(stage.table)

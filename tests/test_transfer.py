@@ -186,13 +186,13 @@ def test_resuming_with_another_lora_rank_is_a_clear_error(tmp_path, folder):
 
 
 def test_a_head_with_a_constant_readout_keeps_a_unit_gain():
-    from gaincell.adapt.transfer import _set_affine
+    from gaincell.adapt.transfer import set_affine
     from gaincell.surrogate.attention import AffineScaler
 
     scaler = AffineScaler(3)
     scaler.target_mean.fill_(0.0)
     scaler.target_std.fill_(1.0)
     with torch.no_grad():  # as in match_statistics
-        _set_affine(scaler, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.0, 1e-9]))
+        set_affine(scaler, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.0, 1e-9]))
     assert torch.allclose(scaler.a, torch.tensor([2.0, 1.0, 1.0]))  # not 1e12: a constant head is not blown up
     assert torch.allclose(scaler.b, torch.tensor([-1.0, -0.5, -0.5]))

@@ -156,7 +156,8 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
     from ..adapt.evaluate import evaluate_path
     from ..adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
-    from ..adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained, resolve_model,
+    from ..adapt.shipped import model_folder
+    from ..adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained,
                                 swap_attention)
     from ..adapt.recipe import pick_device
     from ..adapt.text import check_text_file
@@ -170,7 +171,7 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
         raise ConfigError("--variation", "needs --variation-scale or --read-noise-scale above 0")
     if harness:
         require_lm_eval()  # before loading the model
-    folder = resolve_model(model_spec)
+    folder = model_folder(model_spec)
     if (folder / ADAPTED_MANIFEST).is_file():
         if surrogate or hardware:
             raise ConfigError("--surrogate" if surrogate else "--hardware",
