@@ -5,7 +5,7 @@ a gain-cell attention built from the new surrogate whose scalers start from the 
 widths stay as they were, the stored k and v voltages keep their place within the stored range (the old range
 mapped affinely onto the new one), and the output scaler is set so that each head's output has the mean and
 standard deviation the old layer gave on the same inputs (the new cell's multiply has another gain and shape).
-A short transfer against the base model's softmax attention (`adapt --stages transfer`) then fits the rest.
+A short transfer or distillation against the base model (`adapt --stages transfer` or `distill`) fits the rest.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from gaincell.surrogate.attention import head_statistics
 
 from .models import gaincell_layers, swap_attention
-from .transfer import set_affine
+from .transfer import fit_output_scaler
 
 
 @torch.no_grad()
@@ -46,11 +46,4 @@ def retarget(model, surrogate, batch: torch.Tensor, hardware: dict | None = None
         mean, std = outputs[index]
         new.out_scaler.target_mean.copy_(mean)
         new.out_scaler.target_std.copy_(std)
-        new.out_scaler.a.fill_(1.0)
-        new.out_scaler.b.fill_(0.0)
-        new.out_scaler.record_batch = True
-        try:
-            new(*inputs[index])
-        finally:
-            new.out_scaler.record_batch = False
-        set_affine(new.out_scaler, new.out_scaler.batch_mean, new.out_scaler.batch_std)
+        fit_output_scaler(new, lambda: new(*inputs[index]))

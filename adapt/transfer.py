@@ -216,19 +216,25 @@ def match_statistics(model, batch: torch.Tensor) -> None:
         for index, layer in enumerate(layers):
             for scaler, (mean, std) in zip((layer.q_scaler, layer.k_scaler, layer.v_scaler), raw[index]):
                 set_affine(scaler, mean, std)
-            scaler = layer.out_scaler
-            scaler.a.fill_(1.0)
-            scaler.b.fill_(0.0)
-            scaler.record_batch = True
-            try:
-                taps.student(index)
-            finally:
-                scaler.record_batch = False
-            set_affine(scaler, scaler.batch_mean, scaler.batch_std)
+            fit_output_scaler(layer, lambda: taps.student(index))
     finally:
         for hook in hooks:
             hook.remove()
         taps.remove()
+
+
+def fit_output_scaler(layer, run) -> None:
+    """Set `layer`'s out scaler (its targets already set) so that the pass `run()` through the layer gives each
+    head its target mean and std."""
+    scaler = layer.out_scaler
+    scaler.a.fill_(1.0)
+    scaler.b.fill_(0.0)
+    scaler.record_batch = True
+    try:
+        run()
+    finally:
+        scaler.record_batch = False
+    set_affine(scaler, scaler.batch_mean, scaler.batch_std)
 
 
 def set_affine(scaler, mean: torch.Tensor, std: torch.Tensor) -> None:
