@@ -136,23 +136,15 @@ def softmax_concentration(q, k, scale: float) -> dict:
 
 
 def gaincell_concentration(layer, q, k, v) -> dict:
-    """The last query of an adapted layer: its pulses phi over the keys (with the decay) and per-tile readouts."""
-    from gaincell.surrogate.functional import expand_kv, hardware_inputs, ring_size
+    """The last query of an adapted layer: its pulses phi over the keys and its per-tile readouts
+    (`functional.attention_internals`, the layer's own arithmetic)."""
+    from gaincell.surrogate.functional import attention_internals
 
-    tokens = q.shape[2]
-    _, ring = ring_size(tokens, layer.tile, layer.window)
-    terms = layer.decay_terms(ring, q)
     with torch.no_grad():
-        qh, fk, fv = hardware_inputs(layer.q_scaler(q)[:, :, -1:], layer.k_scaler(k), layer.v_scaler(v), layer.cell,
-                                     layer._quantization(), layer.mode == "linear", False, "torch", terms.aged)
-        fk, fv = (expand_kv(x if x.dim() == 5 else x[None], layer.heads)[:, 0] for x in (fk, fv))  # (terms, H, T, D)
-        ages = torch.arange(tokens - 1, -1, -1)
-        decay = terms.tables[:, ages.clamp(max=terms.tables.shape[1] - 1)] * (ages < ring)  # (terms, T)
-        x = sum((qh[0] @ f.transpose(-1, -2))[:, 0] * d for f, d in zip(fk, decay))  # (H, T)
-        phi = (x - layer.cell.offset).clamp(0.0, 1.0)
-        slots = (torch.arange(tokens) % ring) // layer.tile
-        readouts = torch.stack([sum(((phi * d)[:, slots == j, None] * g[:, slots == j]).sum(1) for g, d in zip(fv, decay))
-                                for j in range(int(slots.max()) + 1)])  # (tiles, H, D)
+        inside = attention_internals(layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v), layer.cell,
+                                     decay="surrogate" if layer.decay else None, tile=layer.tile, window=layer.window,
+                                     quantize=layer._quantization() or False, linear=layer.mode == "linear")
+    phi, readouts = inside["phi"][0, :, -1], inside["readouts"][:, 0, :, -1]  # (H, keys), (tiles, H, D)
     steps = layer._out_steps()
     arrived = readouts != 0
     rounded_away = (readouts.abs() < 0.5 / steps) & arrived if steps else torch.zeros_like(arrived)

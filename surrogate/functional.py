@@ -384,8 +384,9 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                         quantize: bool | Quantization = False, linear: bool = False) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
-    the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), from the same arithmetic as the fast
-    path; `decay` as in `gaincell_attention`."""
+    the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
+    their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
+    `gaincell_attention`."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
@@ -400,8 +401,10 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
 
     with torch.no_grad():
         first, last = geometry.key_tiles(0, padded)
-        out, pre, _, _ = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
+        out, pre, _, readouts = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
                                         _chunk_decay(terms.tables, geometry, 0, padded, first, last),
                                         geometry.physical_tiles(first, last), geometry, keep=True)
     pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
-    return {"S": pre + cell.offset, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t]}
+    tiles = torch.stack([a.view(b, h, padded, d)[:, :, :t] for a in readouts.values()])
+    return {"S": pre + cell.offset, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
+            "readouts": tiles}
