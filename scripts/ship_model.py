@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--surrogate", default="paper", help="the packaged surrogate it was adapted to")
     parser.add_argument("--command", required=True, help="the command line(s) that made the folder")
     parser.add_argument("--train-text", required=True, help="what the training text was")
-    parser.add_argument("--scores", type=Path, nargs="+", default=[], help="gaincell eval --out files of the folder")
+    parser.add_argument("--scores", type=Path, nargs="+", default=[], help="gaincell eval --out files: the shipped model's scores (gaincell eval --model NAME, after a first export)")
     parser.add_argument("--max-rank", type=int, default=64)
     options = parser.parse_args()
     scores = [result for path in options.scores for result in json.loads(path.read_text())]
