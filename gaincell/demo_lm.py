@@ -23,8 +23,8 @@ from .outputs import atomic_write_text
 from .resources import data_path
 
 LM_STAGE_TITLE = "language model: the shipped gain-cell SmolLM2-135M re-targeted to this cell"
-LM_FILES = ["lm-train.txt", "lm-eval.txt", "lm-eval-softmax.json", "lm-eval-gaincell.json", "lm-generate.json",
-            "lm-adaptation.png", "lm-adaptation.html"]
+LM_DATA = ["lm-train.txt", "lm-eval.txt", "lm-eval-softmax.json", "lm-eval-gaincell.json", "lm-generate.json"]
+LM_FILES = [*LM_DATA, "lm-adaptation.png", "lm-adaptation.html"]
 LM_FOLDER = "lm-adapted"
 PROMPT = "The history of the city"
 DISTILL_STEPS = 12
@@ -98,8 +98,8 @@ def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None)
     softmax, gaincell = (json.loads((folder / f"lm-eval-{name}.json").read_text()) for name in ("softmax", "gaincell"))
     generated = json.loads((folder / "lm-generate.json").read_text())
     manifest = json.loads((adapted / "adapted.json").read_text())
-    transfer = manifest["stages"]["distill"]
-    errors = transfer["layer_errors"]
+    distilled = manifest["stages"]["distill"]
+    errors = distilled["layer_errors"]
     layers = list(range(len(errors["before"])))
     figure = Figure("re-targeting the shipped gain-cell SmolLM2-135M to this cell",
                     [Panel([Trace("after re-targeting (scalers carried over)", layers, errors["before"],
@@ -117,8 +117,8 @@ def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None)
                      f"(first {softmax[1]['items']} items)"))
     else:
         rows.append(("LAMBADA", "not scored: give gaincell demo --lambada FILE (make demo does when ../shared has it)"))
-    rows += [("re-targeting", f"{DISTILL_STEPS} distillation steps ({transfer['tokens_seen']} tokens, "
-                              f"{transfer['seconds']:.0f} s)"
+    rows += [("re-targeting", f"{DISTILL_STEPS} distillation steps ({distilled['tokens_seen']} tokens, "
+                              f"{distilled['seconds']:.0f} s)"
                               f"; mean per-layer error {sum(errors['before']) / len(layers):.3f} -> "
                               f"{sum(errors['after']) / len(layers):.3f}"),
              ("the shipped model on the paper's cell", "; ".join(_score(s) for s in shipped["scores"])),
@@ -129,7 +129,7 @@ def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None)
                "re-targeting of the shipped adaptation; the continuations show what that difference reads like.")
     say(f"      {meaning}")
     return Stage(LM_STAGE_TITLE, "done", meaning, f"cd {shlex.quote(str(folder))} && " + made_by(commands),
-                 [*LM_FILES[:5], LM_FOLDER + "/"],
+                 [*LM_DATA, LM_FOLDER + "/"],
                  [ReportFigure("lm-adaptation.png", "per-layer error of the re-targeted model before and after the "
                                                     "distillation", "lm-adaptation.html")], rows,
                  time.perf_counter() - clock)
