@@ -13,7 +13,8 @@ Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the 
 model), "ideal" (plain softmax attention on the unscaled q, k, v, windowed and causal: what the module
 replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backward` (the paper's option:
 forward with the fitted curve, backward with the line's gradient), `saturate` (off: the C2P neither saturates
-nor the readout clips, an ablation on the torch path). `quantization` sets the converters' levels, 0 for an
+nor the readout clips, an ablation on the torch path), `thresholds` (off: every head's C2P at the cell's offset,
+whatever `c2p_threshold` holds). `quantization` sets the converters' levels, 0 for an
 exact converter (an ablation of one converter).
 
 Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
@@ -160,11 +161,15 @@ class GainCellAttention(nn.Module):
         self.mode = mode
         self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
         self.saturate = saturate
+        self.thresholds = True
         middle = 0.5 * sum(cell.stored_range_v)
         self.q_scaler = AffineScaler(heads, 1.0, 0.5)
         self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.v_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.out_scaler = AffineScaler(heads, 1.0, 0.0)
+        # per query head, the C2P's comparator reference raised above the cell's offset (C2P saturation units):
+        # only keys scoring above it give a pulse; trained with the scalers, 0 = the cell as characterized
+        self.c2p_threshold = nn.Parameter(torch.zeros(heads))
         self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
         self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
@@ -291,12 +296,16 @@ class GainCellAttention(nn.Module):
                                                    self._transfer_stored(ks, vs))
             y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
-                                kernel=self.kernel, cells=cells, full_scale=self._full_scale())
+                                kernel=self.kernel, cells=cells, full_scale=self._full_scale(),
+                                threshold=self._threshold())
             if cache is not None:
                 cache.write(*self._stored(ks, vs))
         else:
             y = self._decode(qs, ks, vs, cache, linear)
         return self.out_scaler(y)
+
+    def _threshold(self) -> torch.Tensor | None:
+        return self.c2p_threshold if self.thresholds else None
 
     def _full_scale(self) -> float:
         return 1.0 if self.saturate else math.inf
@@ -388,7 +397,8 @@ class GainCellAttention(nn.Module):
                                                   (cache.k, cache.v))
             outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
                                        cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale()))
+                                       out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale(),
+                                       threshold=self._threshold()))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

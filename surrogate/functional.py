@@ -2,10 +2,12 @@
 
 What one head computes for a query at step t over the keys s of its window (t - window < s <= t):
     x[t, s]   = sum_r (q_t . f_r(k_s)) * d_r(t - s)                stage 1: Q pulses x K array, aged
-    phi[t, s] = clamp(x[t, s] - offset, 0, 1)                        charge-to-pulse (HardSigmoid), no softmax
+    phi[t, s] = clamp(x[t, s] - offset - theta_h, 0, 1)              charge-to-pulse (HardSigmoid), no softmax
     a_j[t]    = sum_{s in tile j} sum_r phi[t, s] d_r(t - s) g_r(v_s)  stage 2: phi pulses x V array, per tile j
     out[t]    = sum_j quantize(clamp(a_j[t], -1, 1))                 per-tile signed readout, summed digitally
-with f, g the fitted multiply in C2P / readout units (see `cellmodel`) of a cell aged t - s tokens, written as
+with theta_h the head's C2P threshold (its comparator reference raised above the cell's offset: only keys whose
+score passes it give a pulse; 0 by default, trainable in the layer), and
+f, g the fitted multiply in C2P / readout units (see `cellmodel`) of a cell aged t - s tokens, written as
 terms r: each term a transfer of the stored voltage (f_r, g_r) times a table by age in tokens (d_r). The
 retention decay comes in two forms (`decay_terms`): "surrogate", the circuit's, where the stored voltage
 leaks toward the hold level and the aged cell reads f(v_held) (`cellmodel.AgedExpansion`, a few terms); or the
@@ -92,17 +94,20 @@ def _tile_readouts(pulses, fv, tiles: list[int], tile: int, readouts: dict | Non
 
 
 def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep: bool = False,
-                   cells: StageCells | None = None):
+                   cells: StageCells | None = None, threshold: torch.Tensor | None = None):
     """One chunk. q (BH, C, D); fk, fv (terms, BH, K, D) with K = len(tiles) * tile; decay (terms, C, K);
-    `cells`: this chunk's per-cell variation and read noise (`varied.varied_forward`). Returns out (BH, C, D)
-    and, with keep, the pre-clamp scores, the pulses (terms, BH, C, K) and the per-tile readouts."""
+    `cells`: this chunk's per-cell variation and read noise (`varied.varied_forward`); `threshold`: each row's
+    C2P threshold (BH,) or None. Returns out (BH, C, D) and, with keep, the pre-clamp scores, the pulses
+    (terms, BH, C, K) and the per-tile readouts."""
     if cells is not None:
-        return varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep)
+        return varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep, threshold)
     x = torch.bmm(q, fk[0].transpose(1, 2)).mul_(decay[0])  # (BH, C, K) = sum_r (q . f_r(k)) d_r
     for f, d in zip(fk[1:], decay[1:]):
         x.add_(torch.bmm(q, f.transpose(1, 2)).mul_(d))
     if geometry.offset:
         x.sub_(geometry.offset)
+    if threshold is not None:
+        x.sub_(threshold[:, None, None])
     pre = x.clone() if keep else None
     phi = x.clamp_(0.0, geometry.full_scale)
     pulses = phi.mul_(decay[0])[None] if len(decay) == 1 else phi[None] * decay[:, None]  # phi * d_r
@@ -113,11 +118,13 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
 
 
 
-def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out, cells: StageCells | None = None):
-    """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (terms, BH, K, D)."""
+def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad_out, cells: StageCells | None = None,
+                    threshold: torch.Tensor | None = None):
+    """Gradients of one chunk, recomputed from q, f(k), g(v): dq (BH, C, D), dfk and dfv (terms, BH, K, D) and
+    the C2P threshold's (BH,)."""
     if cells is not None:
-        return varied_backward(q, fk, fv, decay, tiles, geometry, cells, grad_out)
-    _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True)
+        return varied_backward(q, fk, fv, decay, tiles, geometry, cells, grad_out, threshold)
+    _, pre, pulses, readouts = _stage_forward(q, fk, fv, decay, tiles, geometry, keep=True, threshold=threshold)
     tile = geometry.tile
     grad_readout = {j: grad_out * (a.abs() <= geometry.full_scale) for j, a in readouts.items()}  # quantization: straight through
     grad_phi = torch.zeros_like(pulses[0])
@@ -135,7 +142,7 @@ def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad
         scaled = grad_x * decay[r]  # through x = sum_r (q . f_r(k)) d_r
         grad_q.add_(torch.bmm(scaled, fk[r]))
         grad_fk[r] = torch.bmm(scaled.transpose(1, 2), q)
-    return grad_q, grad_fk, grad_fv
+    return grad_q, grad_fk, grad_fv, -grad_x.sum((1, 2))
 
 
 def _chunks(geometry: Geometry, total_rows: int):
@@ -151,7 +158,7 @@ class _TiledAttention(torch.autograd.Function):
     table (terms, ring)."""
 
     @staticmethod
-    def forward(ctx, q, fk, fv, table, geometry: Geometry, cells: StageCells | None = None):
+    def forward(ctx, q, fk, fv, table, threshold, geometry: Geometry, cells: StageCells | None = None):
         out = q.new_empty(q.shape)
         tile = geometry.tile
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
@@ -160,30 +167,31 @@ class _TiledAttention(torch.autograd.Function):
             out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
                                                    geometry.physical_tiles(first, last), geometry,
                                                    cells=_chunk_cells(cells, geometry, rows, start, stop, first,
-                                                                      last))[0]
-        ctx.save_for_backward(q, fk, fv, table)
+                                                                      last), threshold=threshold[rows])[0]
+        ctx.save_for_backward(q, fk, fv, table, threshold)
         ctx.geometry, ctx.cells = geometry, cells
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, fk, fv, table = ctx.saved_tensors
+        q, fk, fv, table, threshold = ctx.saved_tensors
         geometry = ctx.geometry
         tile = geometry.tile
-        grad_q = torch.zeros_like(q)
-        grad_k = torch.zeros_like(fk)
-        grad_v = torch.zeros_like(fv)
+        grad_q, grad_k, grad_v, grad_threshold = (torch.zeros_like(x) for x in (q, fk, fv, threshold))
         grad_out = grad_out.contiguous()
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
-            dq, dk, dv = _stage_backward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
-                                         geometry.physical_tiles(first, last), geometry, grad_out[rows, start:stop],
-                                         _chunk_cells(ctx.cells, geometry, rows, start, stop, first, last))
+            dq, dk, dv, dt = _stage_backward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
+                                             geometry.physical_tiles(first, last), geometry,
+                                             grad_out[rows, start:stop],
+                                             _chunk_cells(ctx.cells, geometry, rows, start, stop, first, last),
+                                             threshold[rows])
             grad_q[rows, start:stop] += dq
             grad_k[:, rows, keys] += dk
             grad_v[:, rows, keys] += dv
-        return grad_q, grad_k, grad_v, None, None, None
+            grad_threshold[rows] += dt
+        return grad_q, grad_k, grad_v, None, grad_threshold, None, None
 
 
 def _chunk_cells(cells: StageCells | None, geometry: Geometry, rows: slice, start: int, stop: int, first: int,
@@ -235,10 +243,10 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
                     linear_backward: bool, kernel: str | None = None, aged: AgedExpansion | None = None):
     """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v), with the terms of
     `aged` stacked in front of f(k) and g(v) where given. Where `use_triton` allows (`kernel`), each polynomial
-    transfer runs as one Triton kernel each way (`kernel.FusedTransfer`)."""
+    transfer runs as one Triton kernel each way (`transfer_kernel.FusedTransfer`)."""
     apply = ElementwiseTransfer.apply
     if use_triton(q, None, kernel):
-        from .kernel import FusedTransfer
+        from .transfer_kernel import FusedTransfer
 
         apply = FusedTransfer.apply
     query, key, value = transfers(cell, quantize, linear, linear_backward, aged)
@@ -250,7 +258,7 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
                        window: int | None = None, quantize: bool | Quantization = False, linear: bool = False,
                        linear_backward: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                       kernel: str | None = None) -> torch.Tensor:
+                       kernel: str | None = None, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention on hardware-domain tensors.
 
     q: (B, H, T, D) read pulse widths as fractions of T_max; k, v: (B, H_kv, T, D) stored volts (clamped
@@ -259,7 +267,8 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     "surrogate" (the circuit's aged-voltage decay) or an `AgedExpansion` (see `decay_terms`).
     `window`: ring size (a multiple of `tile`; None = the whole sequence). `quantize`: True for the paper's
     levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve. `kernel`:
-    "auto" / "triton" / "torch" (see `use_triton`; default from GAINCELL_KERNEL, else "auto").
+    "auto" / "triton" / "torch" (see `use_triton`; default from GAINCELL_KERNEL, else "auto"). `threshold`: each
+    query head's C2P threshold (H,) above the cell's offset (None: 0).
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
@@ -267,7 +276,7 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel, terms.aged)
     return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window,
                            out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
-                           kernel=kernel)
+                           kernel=kernel, threshold=threshold)
 
 
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -316,14 +325,15 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
-                    cells: StageCells | None = None, full_scale: float = 1.0) -> torch.Tensor:
+                    cells: StageCells | None = None, full_scale: float = 1.0,
+                    threshold: torch.Tensor | None = None) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
     with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
     ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
     `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
     cell). `full_scale`: where the C2P saturates and the readout clips (1; inf for an ablation without either,
-    torch path only)."""
+    torch path only). `threshold`: each query head's C2P threshold (H,) over the cell's offset, or None (0)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
@@ -338,7 +348,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         terms = len(fk)
         out = fused_tiled_attention(q.reshape(b * h, t, d), fk.reshape(terms, b * h, t, d),
                                     fv.reshape(terms, b * h, t, d), table, tile=tile, ring=ring, offset=cell.offset,
-                                    out_steps=out_steps)
+                                    out_steps=out_steps, threshold=None if threshold is None else head_rows(threshold, b, h, q))
         return out.view(b, h, t, d)
     span = min(padded, ring + tile)
     width = len(fk) * b * h * tile * span  # elements of one query tile's scores and pulses over all terms
@@ -351,12 +361,20 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         x = x.reshape(*x.shape[:-4], b * h, t, d)
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
-    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, geometry, cells)
+    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
     return out[:, :t].reshape(b, h, t, d)
 
 
+def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torch.Tensor) -> torch.Tensor:
+    """A per-head C2P threshold (H,) as one value per (batch x head) row; zeros for None."""
+    if threshold is None:
+        return like.new_zeros(batch * heads)
+    return threshold.to(like.dtype).expand(batch, heads).reshape(batch * heads)
+
+
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
-                cells: StageCells | None = None, full_scale: float = 1.0) -> torch.Tensor:
+                cells: StageCells | None = None, full_scale: float = 1.0,
+                threshold: torch.Tensor | None = None) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H, slots, D) in slot
     order; ages (slots,) in tokens, negative for empty slots; table: (terms, ages) or one product table (ages,);
     `cells` with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query
@@ -377,12 +395,14 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     if cells is not None:
         cells = cells.chunk(slice(None), slice(None), by_age(cells.log_table[None, :length]), (0, 0))
     out = _stage_forward(q.reshape(b * h, 1, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
-                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells)[0]
+                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells,
+                         threshold=head_rows(threshold, b, h, q))[0]
     return out.view(b, h, 1, d)
 
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
-                        quantize: bool | Quantization = False, linear: bool = False) -> dict[str, torch.Tensor]:
+                        quantize: bool | Quantization = False, linear: bool = False,
+                        threshold: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
     the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
     their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
@@ -403,8 +423,10 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
         first, last = geometry.key_tiles(0, padded)
         out, pre, _, readouts = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
                                         _chunk_decay(terms.tables, geometry, 0, padded, first, last),
-                                        geometry.physical_tiles(first, last), geometry, keep=True)
+                                        geometry.physical_tiles(first, last), geometry, keep=True,
+                                        threshold=head_rows(threshold, b, h, q))
+    shift = head_rows(threshold, b, h, q).view(b, h, 1, 1)
     pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
     tiles = torch.stack([a.view(b, h, padded, d)[:, :, :t] for a in readouts.values()])
-    return {"S": pre + cell.offset, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
+    return {"S": pre + cell.offset + shift, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
             "readouts": tiles}

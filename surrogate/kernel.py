@@ -67,6 +67,18 @@ def _store_rows(base, values, rows, tokens, columns, dim, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _total(x):
+    """Sum of a 2-D block (tl.reduce with this module's combine: tl.sum fails in the interpreter when triton was
+    imported before TRITON_INTERPRET was set)."""
+    return tl.reduce(tl.reduce(x, 1, _add), 0, _add)
+
+
+@triton.jit
 def _decay(blocks, distance, row_offset, TILE: tl.constexpr, BLOCK_M: tl.constexpr):
     """One term's decay (x causal/window mask) of the query block (first row `row_offset` into its tile) against
     the key tile `distance` tiles before it, (BLOCK_M, TILE) float32."""
@@ -161,11 +173,13 @@ def _query_block(tokens, dim, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset, term_stride, block_stride,
+def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, offset_ptr, term_stride, block_stride,
                     TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                     OUT_STEPS: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
-    """out[rows] = sum over physical tiles of readout(partial sums) for one query block."""
+    """out[rows] = sum over physical tiles of readout(partial sums) for one query block; offset_ptr: the C2P
+    offset of each (batch x head) row."""
     start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
+    offset = tl.load(offset_ptr + tl.program_id(1))
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
     q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     current = start // TILE  # the query block's own (aligned) tile
@@ -190,21 +204,24 @@ def _forward_kernel(q_ptr, fk_ptr, fv_ptr, blocks, out_ptr, tokens, dim, ring, o
 def _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, tile_index, distance, row_offset, tokens, offset,
                     columns, dim, term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
-    """dq from one key tile whose slot's readout before the clamp is `a`: sum_r (grad_pre d_r) . f_r(k)."""
+    """dq from one key tile whose slot's readout before the clamp is `a`: sum_r (grad_pre d_r) . f_r(k), and the
+    sum of grad_pre (the offset's gradient, negated)."""
     pre = _scores(q, fk_base, blocks, tile_index, distance, row_offset, tokens, offset, columns, dim, term_stride,
                   block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
     grad_pre, gate = _grad_scores(grad_out, a, pre, fv_base, blocks, tile_index, distance, row_offset, tokens,
                                   columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, EVEN, PRECISION)
     return _weighted_terms(grad_pre, fk_base, blocks, tile_index, distance, row_offset, tokens, columns, dim,
-                           term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
+                           term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION), _total(grad_pre)
 
 
 @triton.jit
-def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, tokens, dim, ring, offset, term_stride,
-                   block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
-    """dq of one query block."""
+def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, grad_offset_ptr, tokens, dim, ring,
+                   offset_ptr, term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
+    """dq of one query block, and the sum of its score gradients (minus the offset's) at
+    grad_offset[row, query block]."""
     start, base, rows, columns = _query_block(tokens, dim, BLOCK_M, BLOCK_D)
+    offset = tl.load(offset_ptr + tl.program_id(1))
     q_base, fk_base, fv_base = q_ptr + base, fk_ptr + base, fv_ptr + base
     q = _rows(q_base, rows, tokens, columns, dim, EVEN)
     grad_out = _rows(grad_out_ptr + base, rows, tokens, columns, dim, EVEN).to(tl.float32)
@@ -218,20 +235,26 @@ def _grad_q_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_q_ptr, toke
     if oldest >= 0:
         a += _partial_readout(q, fk_base, fv_base, blocks, oldest, ring_tiles, row_offset, tokens, offset, columns,
                               dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
-        grad_q = _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, oldest, ring_tiles, row_offset, tokens,
-                                 offset, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
-                                 PRECISION)
+        grad_q, grad_scores = _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, oldest, ring_tiles,
+                                              row_offset, tokens, offset, columns, dim, term_stride, block_stride,
+                                              TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
     else:
-        grad_q = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32)
-    grad_q += _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, current, 0, row_offset, tokens, offset,
-                              columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
+        grad_q, grad_scores = tl.full((BLOCK_M, BLOCK_D), 0.0, tl.float32), 0.0
+    part, part_sum = _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, current, 0, row_offset, tokens, offset,
+                                     columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
+                                     PRECISION)
+    grad_q += part
+    grad_scores += part_sum
     for j in range(tl.maximum(oldest + 1, 0), current):  # tiles alone in their physical slot
         a = _partial_readout(q, fk_base, fv_base, blocks, j, current - j, row_offset, tokens, offset, columns, dim,
                              term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN, PRECISION)
-        grad_q += _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, j, current - j, row_offset, tokens,
-                                  offset, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M, BLOCK_D, EVEN,
-                                  PRECISION)
+        part, part_sum = _grad_q_of_tile(q, grad_out, fk_base, fv_base, a, blocks, j, current - j, row_offset,
+                                         tokens, offset, columns, dim, term_stride, block_stride, TERMS, TILE, BLOCK_M,
+                                         BLOCK_D, EVEN, PRECISION)
+        grad_q += part
+        grad_scores += part_sum
     _store_rows(grad_q_ptr + base, grad_q, rows, tokens, columns, dim, EVEN)
+    tl.store(grad_offset_ptr + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0), -grad_scores)
 
 
 @triton.jit
@@ -264,7 +287,7 @@ def _grad_kv_block(q_base, fk_base, fv_base, grad_out_base, blocks, start, tile_
 
 
 @triton.jit
-def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, grad_fv_ptr, tokens, dim, ring, offset,
+def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, grad_fv_ptr, tokens, dim, ring, offset_ptr,
                     term_stride, block_stride, TERMS: tl.constexpr, TILE: tl.constexpr, BLOCK_M: tl.constexpr,
                     BLOCK_D: tl.constexpr, EVEN: tl.constexpr, PRECISION: tl.constexpr):
     """d f_r(k) and d g_r(v) of one key tile and term r from every query block that reaches it: those of its own
@@ -272,6 +295,7 @@ def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, gr
     ring_tiles later (for which it is the oldest in their slot); grid (key tiles, batch x heads, terms)."""
     tile_index = tl.program_id(0)
     base = tl.program_id(1).to(tl.int64) * tokens * dim
+    offset = tl.load(offset_ptr + tl.program_id(1))
     term = tl.program_id(2)
     q_base, fk_base, fv_base, grad_out_base = q_ptr + base, fk_ptr + base, fv_ptr + base, grad_out_ptr + base
     columns = tl.arange(0, BLOCK_D)
@@ -308,63 +332,6 @@ def _grad_kv_kernel(q_ptr, fk_ptr, fv_ptr, blocks, grad_out_ptr, grad_fk_ptr, gr
     _store_rows(grad_fv_ptr + term * term_stride + base, grad_fv, keys, tokens, columns, dim, EVEN)
 
 
-@triton.jit
-def _transfer_kernel(x_ptr, grad_ptr, out_ptr, coefficients, elements, low, high, step, y0, scale,
-                     DEGREE: tl.constexpr, LEVELS: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
-    """One element-wise hardware transfer (`transfers.Transfer`) in float32: scale * sum_i c_i (t - y0)^i
-    with t = x clamped to [low, high] (rounded to LEVELS levels when LEVELS > 0); BACKWARD: the incoming
-    gradient times that polynomial (the slope's coefficients), zero where x is outside [low, high]."""
-    index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside_array = index < elements
-    x = tl.load(x_ptr + index, mask=inside_array, other=0.0).to(tl.float32)
-    t = tl.minimum(tl.maximum(x, low), high)
-    if LEVELS > 0:
-        t = (((t - low) / step + ROUNDING) - ROUNDING) * step + low
-    t = t - y0
-    result = tl.full((BLOCK,), 0.0, tl.float32) + tl.load(coefficients + DEGREE - 1)
-    for i in tl.static_range(DEGREE - 2, -1, -1):
-        result = result * t + tl.load(coefficients + i)
-    result = result * scale
-    if BACKWARD:
-        grad = tl.load(grad_ptr + index, mask=inside_array, other=0.0).to(tl.float32)
-        result = tl.where((x >= low) & (x <= high), grad * result, 0.0)
-    tl.store(out_ptr + index, result.to(out_ptr.dtype.element_ty), mask=inside_array)
-
-
-_COEFFICIENTS: dict[tuple, torch.Tensor] = {}
-
-
-def _transfer(x: torch.Tensor, transfer, coefficients: tuple[float, ...], grad: torch.Tensor | None = None):
-    x = x.contiguous()
-    out = torch.empty_like(x)
-    key = (coefficients, x.device)
-    if key not in _COEFFICIENTS:  # one small copy to the device per polynomial, not one per call
-        _COEFFICIENTS[key] = torch.tensor(coefficients, dtype=torch.float32, device=x.device)
-    table = _COEFFICIENTS[key]
-    step = (transfer.high - transfer.low) / (transfer.levels - 1) if transfer.levels else 1.0
-    block = 1024
-    _transfer_kernel[(triton.cdiv(x.numel(), block),)](
-        x, x if grad is None else grad.contiguous(), out, table, x.numel(), float(transfer.low),
-        float(transfer.high), float(step), float(transfer.y0), float(transfer.scale), DEGREE=len(coefficients),
-        LEVELS=transfer.levels, BACKWARD=grad is not None, BLOCK=block, num_warps=4)
-    return out
-
-
-class FusedTransfer(torch.autograd.Function):
-    """`transfers.Transfer` applied by one kernel each way (the torch form runs ~10 element-wise ops)."""
-
-    @staticmethod
-    def forward(ctx, x, transfer):
-        ctx.save_for_backward(x)
-        ctx.transfer = transfer
-        return _transfer(x, transfer, transfer.coefficients)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,), transfer = ctx.saved_tensors, ctx.transfer
-        return _transfer(x, transfer, transfer.slope, grad), None
-
-
 def interpreted() -> bool:
     """True when the kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
     return type(_forward_kernel).__name__ == "InterpretedFunction"
@@ -399,35 +366,40 @@ def _launch_options(q: torch.Tensor, fk: torch.Tensor, blocks: torch.Tensor, til
 
 class FusedTiledAttention(torch.autograd.Function):
     """The kernel's autograd function on contiguous q (B*H, T, D), f(k), g(v) (terms, B*H, T, D) and the decay
-    `blocks` (terms, ring / tile + 1, tile, tile)."""
+    `blocks` (terms, ring / tile + 1, tile, tile); `offsets` (B*H,) float32: each row's C2P offset (the cell's
+    plus the head's threshold), with its gradient."""
 
     @staticmethod
-    def forward(ctx, q, fk, fv, blocks, tile: int, ring: int, offset: float, out_steps: int, launch: dict | None):
+    def forward(ctx, q, fk, fv, blocks, offsets, tile: int, ring: int, out_steps: int, launch: dict | None):
         q, fk, fv, blocks = (x.contiguous() for x in (q, fk, fv, blocks))
+        offsets = offsets.to(torch.float32).contiguous()
         rows, tokens, dim = q.shape
         options = _launch_options(q, fk, blocks, tile, "forward", launch)
         out = torch.empty_like(q)
         grid = (triton.cdiv(tokens, options["BLOCK_M"]), rows)
-        _forward_kernel[grid](q, fk, fv, blocks, out, tokens, dim, ring, float(offset), *_strides(fk, blocks),
+        _forward_kernel[grid](q, fk, fv, blocks, out, tokens, dim, ring, offsets, *_strides(fk, blocks),
                               OUT_STEPS=out_steps, **options)
-        ctx.save_for_backward(q, fk, fv, blocks)
-        ctx.geometry = (tile, ring, float(offset), launch)
+        ctx.save_for_backward(q, fk, fv, blocks, offsets)
+        ctx.geometry = (tile, ring, launch)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, fk, fv, blocks = ctx.saved_tensors
-        tile, ring, offset, launch = ctx.geometry
+        q, fk, fv, blocks, offsets = ctx.saved_tensors
+        tile, ring, launch = ctx.geometry
         rows, tokens, dim = q.shape
         grad_out = grad_out.contiguous()
         grad_q, grad_fk, grad_fv = torch.empty_like(q), torch.empty_like(fk), torch.empty_like(fv)
         options = _launch_options(q, fk, blocks, tile, "grad_q", launch)
-        _grad_q_kernel[(triton.cdiv(tokens, options["BLOCK_M"]), rows)](
-            q, fk, fv, blocks, grad_out, grad_q, tokens, dim, ring, offset, *_strides(fk, blocks), **options)
+        query_blocks = triton.cdiv(tokens, options["BLOCK_M"])
+        grad_offsets = torch.empty(rows, query_blocks, dtype=torch.float32, device=q.device)  # per query block
+        _grad_q_kernel[(query_blocks, rows)](
+            q, fk, fv, blocks, grad_out, grad_q, grad_offsets, tokens, dim, ring, offsets, *_strides(fk, blocks),
+            **options)
         _grad_kv_kernel[(triton.cdiv(tokens, tile), rows, len(fk))](
-            q, fk, fv, blocks, grad_out, grad_fk, grad_fv, tokens, dim, ring, offset, *_strides(fk, blocks),
+            q, fk, fv, blocks, grad_out, grad_fk, grad_fv, tokens, dim, ring, offsets, *_strides(fk, blocks),
             **_launch_options(q, fk, blocks, tile, "grad_kv", launch))
-        return grad_q, grad_fk, grad_fv, None, None, None, None, None, None
+        return grad_q, grad_fk, grad_fv, None, grad_offsets.sum(1), None, None, None, None
 
 
 def _strides(fk: torch.Tensor, blocks: torch.Tensor) -> tuple[int, int]:
@@ -436,14 +408,16 @@ def _strides(fk: torch.Tensor, blocks: torch.Tensor) -> tuple[int, int]:
 
 
 def fused_tiled_attention(q, fk, fv, table, *, tile: int, ring: int, offset: float, out_steps: int,
-                          launch: dict | None = None) -> torch.Tensor:
+                          launch: dict | None = None, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention of (B*H, T, D) q and f(k), g(v) ((terms,) B*H, T, D); `table` ((terms,) ages) holds
-    each term's decay by age (zero past its end). `launch`: {kernel: (query rows per block, warps, stages)} for all
-    of KERNELS instead of LAUNCH."""
+    each term's decay by age (zero past its end); `offset` the cell's C2P offset, `threshold` (B*H,) each row's C2P
+    threshold above it (None: 0). `launch`: {kernel: (query rows per block, warps, stages)} for all of KERNELS
+    instead of LAUNCH."""
     fk, fv = (x if x.dim() == 4 else x[None] for x in (fk, fv))
     blocks = cached_decay_blocks(table, tile, ring)
     blocks = blocks if blocks.dim() == 4 else blocks[None]
     if len(blocks) != len(fk):
         raise ValueError(f"{len(blocks)} decay table(s) for {len(fk)} term(s) of f(k), g(v)")
-    out = FusedTiledAttention.apply(q, fk, fv, blocks, tile, ring, offset, out_steps, launch)
+    offsets = (q.new_zeros(q.shape[0], dtype=torch.float32) if threshold is None else threshold.float()) + offset
+    out = FusedTiledAttention.apply(q, fk, fv, blocks, offsets, tile, ring, out_steps, launch)
     return out

@@ -15,7 +15,7 @@ from .transfers import Quantization, TabulatedTransfer, polyval, quantize_ste, s
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                              quantize: bool | Quantization = False, linear: bool = False,
-                             linear_backward: bool = False) -> torch.Tensor:
+                             linear_backward: bool = False, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention)."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
@@ -41,7 +41,8 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
     tables = terms.tables
     d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))  # (terms, T, T)
     scores = sum(torch.matmul(qh, f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))  # (B, H, T, T)
-    phi = torch.clamp(scores - cell.offset, 0.0, 1.0)
+    shift = 0.0 if threshold is None else threshold.view(1, -1, 1, 1)  # each head's C2P threshold
+    phi = torch.clamp(scores - cell.offset - shift, 0.0, 1.0)
     slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
     out = torch.zeros_like(qh)
     for j in range(ring // tile):

@@ -163,7 +163,8 @@ def _normal(generator, shape, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCells, keep: bool = False):
+def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCells, keep: bool = False,
+                   threshold: torch.Tensor | None = None):
     """`functional._stage_forward` with `cells` (one chunk; fk, fv (terms, rows, keys, D), decay (terms, queries,
     keys)): out and, with keep, pre-clamp scores, pulses (terms, ...) and per-tile readouts."""
     generator = torch.Generator(device=q.device).manual_seed(cells.noise_seed) if cells.noisy else None
@@ -177,6 +178,8 @@ def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCel
         x = x - geometry.offset
     if cells.offset is not None:
         x = x - cells.offset[:, None, :]
+    if threshold is not None:
+        x = x - threshold[:, None, None]
     phi = x.clamp(0.0, geometry.full_scale)
     pulses = phi[None] * decay[:, None]
     tile = geometry.tile
@@ -201,10 +204,11 @@ def _cut(x, columns):
     return None if x is None else x[:, columns]
 
 
-def varied_backward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCells, grad_out):
-    """Gradients of one chunk (dq, df(k), dg(v)), recomputed as in `functional._stage_backward`; the noise is the
-    forward's (same seed) and passes no gradient."""
-    _, pre, pulses, readouts = varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep=True)
+def varied_backward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCells, grad_out,
+                    threshold: torch.Tensor | None = None):
+    """Gradients of one chunk (dq, df(k), dg(v), d threshold), recomputed as in `functional._stage_backward`; the
+    noise is the forward's (same seed) and passes no gradient."""
+    _, pre, pulses, readouts = varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep=True, threshold=threshold)
     tile = geometry.tile
     grad_phi = torch.zeros_like(pulses[0])
     grad_fv = torch.empty_like(fv)
@@ -221,7 +225,7 @@ def varied_backward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCe
         scaled = grad_signal * decay[r]
         grad_q += contract_cd(scaled, fk[r], cells.k_exponent, cells.log_decay, cells.terms)
         grad_fk[r] = contract_kd(scaled, q, cells.k_exponent, cells.log_decay, cells.terms)
-    return grad_q, grad_fk, grad_fv
+    return grad_q, grad_fk, grad_fv, -grad_signal.sum((1, 2))
 
 
 def log_table(table: torch.Tensor) -> torch.Tensor:

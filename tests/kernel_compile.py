@@ -7,17 +7,19 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gaincell.surrogate import kernel
+from gaincell.surrogate import kernel, transfer_kernel
 
 POINTER = "*bf16"
-SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset="fp32", term_stride="i32", block_stride="i32")
+SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset_ptr="*fp32", term_stride="i32", block_stride="i32")
 ATTENTION = dict(TERMS=1, TILE=64, BLOCK_M=64, BLOCK_D=64, EVEN=True, PRECISION=None)
 KERNELS = {
-    "_forward_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "out_ptr"), SCALARS, dict(ATTENTION, OUT_STEPS=15)),
-    "_grad_q_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_q_ptr"), SCALARS, ATTENTION),
-    "_grad_kv_kernel": (("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_fk_ptr", "grad_fv_ptr"),
+    "_forward_kernel": (kernel, ("q_ptr", "fk_ptr", "fv_ptr", "blocks", "out_ptr"), SCALARS,
+                        dict(ATTENTION, OUT_STEPS=15)),
+    "_grad_q_kernel": (kernel, ("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_q_ptr"),
+                       dict(SCALARS, grad_offset_ptr="*fp32"), ATTENTION),
+    "_grad_kv_kernel": (kernel, ("q_ptr", "fk_ptr", "fv_ptr", "blocks", "grad_out_ptr", "grad_fk_ptr", "grad_fv_ptr"),
                         SCALARS, ATTENTION),
-    "_transfer_kernel": (("x_ptr", "grad_ptr", "out_ptr"),
+    "_transfer_kernel": (transfer_kernel, ("x_ptr", "grad_ptr", "out_ptr"),
                          dict(coefficients="*fp32", elements="i32", low="fp32", high="fp32", step="fp32",
                               y0="fp32", scale="fp32"), dict(DEGREE=4, LEVELS=8, BACKWARD=True, BLOCK=1024)),
 }
@@ -25,12 +27,13 @@ KERNELS = {
 
 def main() -> int:
     failed = 0
-    for name, (pointers, scalars, constants) in KERNELS.items():
-        function = getattr(kernel, name)
+    for name, (module, pointers, scalars, constants) in KERNELS.items():
+        function = getattr(module, name)
         variants = [{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}] if "EVEN" in constants else [{}]
         for variant in variants:
             values = dict(constants, **variant)
-            signature = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}
+            types = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}
+            signature = {name: types[name] for name in function.arg_names}  # in the kernel's argument order
             source = ASTSource(fn=function, signature=signature,
                                constexprs={(function.arg_names.index(k),): v for k, v in values.items()})
             try:

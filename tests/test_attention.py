@@ -96,6 +96,27 @@ def test_tiled_path_equals_the_naive_full_matrix_one(cell, tokens, window, tile,
         assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-11)
 
 
+@pytest.mark.parametrize("chunk_elements", [4000, 1 << 22])
+def test_per_head_thresholds_equal_the_naive_path_and_learn(cell, chunk_elements):
+    """Each head's C2P threshold shifts only its own scores, on the tiled path as on the full-matrix one (forward
+    and every gradient, its own included), and a raised threshold gives fewer pulses."""
+    q, k, v = (x.requires_grad_() for x in random_qkv(tokens=150, heads=2, kv_heads=2))
+    threshold = torch.tensor([0.0, 0.2], dtype=q.dtype, requires_grad=True)
+    options = dict(decay=0.01, tile=32, window=64, quantize=True, threshold=threshold)
+    fast = gaincell_attention(q, k, v, cell, chunk_elements=chunk_elements, **options)
+    slow = naive_gaincell_attention(q, k, v, cell, **options)
+    assert torch.allclose(fast, slow, atol=1e-12)
+    weights = torch.randn_like(fast)
+    inputs = (q, k, v, threshold)
+    for a, b in zip(torch.autograd.grad(fast, inputs, weights), torch.autograd.grad(slow, inputs, weights)):
+        assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-11)
+    internals = attention_internals(q, k, v, cell, decay=0.01, tile=32, window=64, threshold=threshold.detach())
+    plain = attention_internals(q, k, v, cell, decay=0.01, tile=32, window=64)
+    assert torch.allclose(internals["S"], plain["S"])  # the stage-1 score is the cell's; the threshold acts after it
+    pulses = (internals["phi"] > 0).float().mean((0, 2, 3))
+    assert torch.equal(internals["phi"][:, 0], plain["phi"][:, 0]) and pulses[1] < 0.9 * pulses[0]
+
+
 def test_ideal_mode_equals_sdpa():
     torch.manual_seed(0)
     layer = GainCellAttention.from_surrogate(REFERENCE, 4, 32, mode="ideal", window=256)
@@ -109,14 +130,16 @@ def test_ideal_mode_equals_sdpa():
     assert (layer.double()(q, k, v) - scores.softmax(-1) @ v).abs().max() <= 1e-10
 
 
-@pytest.mark.parametrize("mode,quantize,window", [("nonlinear", False, 64), ("linear", True, 64),
-                                                  ("nonlinear", True, None)])
-def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, window):
+@pytest.mark.parametrize("mode,quantize,window,threshold", [("nonlinear", False, 64, 0.0), ("linear", True, 64, 0.0),
+                                                            ("nonlinear", True, None, 0.0),
+                                                            ("nonlinear", True, 64, 0.1)])
+def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, window, threshold):
     layer = GainCellAttention.from_surrogate(REFERENCE, 4, 16, kv_heads=2, tile=32, window=window, mode=mode,
                                              quantize=quantize, token_period_s=20e-6)
     with torch.no_grad():
         for scaler in (layer.q_scaler, layer.k_scaler, layer.v_scaler):
             scaler.a.fill_(0.25)
+        layer.c2p_threshold.copy_(threshold * torch.arange(4.0))  # a different C2P threshold per head
     generator = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, h, 200, 16, generator=generator) for h in (4, 2, 2))  # 200 tokens > window 64
     parallel = layer(q, k, v)

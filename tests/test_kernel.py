@@ -46,8 +46,10 @@ def interpreter():
 
 with interpreter():
     kernel = importlib.import_module("gaincell.surrogate.kernel")
+    transfer_kernel = importlib.import_module("gaincell.surrogate.transfer_kernel")
     if DEVICE == "cpu" and not kernel.interpreted():  # imported earlier for the GPU: rebuild for the interpreter
         kernel = importlib.reload(kernel)
+        transfer_kernel = importlib.reload(transfer_kernel)
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +103,26 @@ SLOW_CASES = {
     "window longer than the sequence, decay by the surrogate": ((1, 1, 1, 56, 16), dict(tile=16, window=128,
                                                                                         decay="surrogate")),
 }
+
+
+def test_kernel_equals_the_torch_path_with_per_head_thresholds(cell):
+    """Each head's C2P threshold reaches the kernel's scores, and its gradient (summed over the scores it shifts)
+    equals the torch path's; the ring wraps."""
+    q, k, v = inputs(2, 3, 3, 56, 16, 4)
+    threshold = torch.tensor([0.0, 0.05, 0.15], device=DEVICE, requires_grad=True)
+    weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(9)).to(DEVICE)
+    results = []
+    for choice in ("torch", "triton"):
+        out = gaincell_attention(q, k, v, cell, kernel=choice, tile=16, window=32, decay=0.02, threshold=threshold)
+        results.append((out.detach(), torch.autograd.grad(out, (q, k, v, threshold), weights)))
+    (out, grads), (fused_out, fused_grads) = results
+    assert (fused_out - out).abs().max() <= RELATIVE * out.abs().max()
+    for name, exact, fused in zip(("q", "k", "v", "threshold"), grads, fused_grads):
+        assert exact.abs().max() > 0, name
+        assert (fused - exact).abs().max() <= RELATIVE * exact.abs().max(), name
+    unshifted = gaincell_attention(q, k, v, cell, kernel="triton", tile=16, window=32, decay=0.02)
+    assert (unshifted[:, 1:] - fused_out[:, 1:]).abs().max() > 0.01  # the thresholds change the heads they shift
+    assert torch.allclose(unshifted[:, 0], fused_out[:, 0])
 
 
 def check_parity(cell, shape, options):
@@ -234,7 +256,7 @@ def test_a_layer_built_for_the_torch_path_ignores_the_environment(cell, monkeypa
         raise AssertionError("the fused transfers ran")
 
     monkeypatch.setenv("GAINCELL_KERNEL", "triton")
-    monkeypatch.setattr(kernel.FusedTransfer, "apply", refuse)
+    monkeypatch.setattr(transfer_kernel.FusedTransfer, "apply", refuse)
     layer = GainCellAttention(cell, 2, 16, tile=16, window=32, kernel="torch")
     q, k, v = (x.detach().cpu() for x in inputs(1, 2, 2, 40, 16, 0))
     assert layer(q, k, v).shape == q.shape
