@@ -1,5 +1,5 @@
 """Hostile design files and design field values: each is a valid CellDesign or one ConfigError naming the
-file or field, never a traceback, a hang or an extra netlist line (see README, trust policy)."""
+file or field, never a traceback, a hang or an extra netlist line (see docs/trust.md)."""
 import dataclasses
 import math
 import os

@@ -26,7 +26,7 @@ def test_paper_cubic_is_reproduced_to_1e_4(reference):
     fitted_ua = [cubic.param(f"c{i}0") * 1e6 for i in range(4)]
     np.testing.assert_allclose(fitted_ua, PAPER_CUBIC_UA, rtol=1e-4)
     assert cubic.residuals["rms"] == pytest.approx(0.13e-6, abs=0.01e-6)  # the paper: RMS 0.13 uA
-    assert reference["multiply_2d"].residuals["rms_rel_full_scale"] < 0.05  # stated in the file and the README
+    assert reference["multiply_2d"].residuals["rms_rel_full_scale"] < 0.05  # stated in the file and docs/fitting.md
 
 
 def test_shipped_reference_surrogate_matches_a_fresh_fit(reference):
@@ -117,7 +117,7 @@ def test_default_cell_surrogate_meets_its_targets(tmp_path):
     assert report.rms_rel_full_scale <= 0.01  # held-out points, relative to full scale
     decay = surrogate["decay"].residuals
     # one model fitted to the four retention levels at once: its 1/e time at the reference level agrees with
-    # the raw curve's to 0.5 %, its RMS over all curves is a few mV (measured 0.3 % and 2.1 mV, see the README)
+    # the raw curve's to 0.5 %, its RMS over all curves is a few mV (measured 0.3 % and 2.1 mV, see docs/fitting.md)
     assert decay["tau_1e_s"] == pytest.approx(decay["raw_tau_1e_s"], rel=5e-3)
     assert decay["rms"] < 3e-3  # volts
     assert 1e-3 < decay["tau_1e_s"] < 20e-3
