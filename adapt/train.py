@@ -45,6 +45,7 @@ class TrainConfig:
     clip: float = 1.0
     distill_weight: float = 0.0
     scaler_lr: float | None = None  # peak rate of the gain-cell scalers when adapters train beside them (None: lr)
+    attention_weight: float = 0.0  # transfer: weight of the attention-weight divergence beside the output error
     temperature: float = 1.0
     checkpoint_every: int = 50
     seed: int = 0
@@ -58,6 +59,8 @@ class TrainConfig:
             raise ConfigError("--lr", f"must be > 0; got {self.lr}")
         if self.scaler_lr is not None and not self.scaler_lr > 0:
             raise ConfigError("--scaler-lr", f"must be > 0; got {self.scaler_lr}")
+        if not 0 <= self.attention_weight <= 100:
+            raise ConfigError("--attention-weight", f"must be in [0, 100]; got {self.attention_weight}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
         if self.warmup is None:

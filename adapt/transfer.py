@@ -16,6 +16,7 @@ Source ideas: LoLCATs and Hedgehog (Zhang et al. 2024), which transfer softmax a
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 
 import torch
@@ -23,6 +24,7 @@ import torch
 from gaincell.errors import ConfigError
 
 from gaincell.surrogate.attention import head_statistics
+from gaincell.surrogate.functional import expand_kv
 
 from .calibrate import softmax_targets
 from .models import attention_modules, gaincell_layers
@@ -174,26 +176,74 @@ def relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (student - teacher).pow(2).mean() / teacher.var().clamp_min(1e-12)
 
 
+def attention_divergence(layer, teacher: tuple, student: tuple, queries: int) -> torch.Tensor:
+    """KL(p || w) per query, averaged, over the last `queries` queries: p the softmax teacher's attention weights
+    on its q, k (windowed, causal), w the gain-cell layer's C2P pulses on the student's q, k, v normalised over the
+    keys. 0 when the layer spreads each query's pulses as softmax spreads its weights; large when it spreads them
+    over keys the teacher ignores or misses the keys the teacher picks."""
+    tq, tk = teacher[0].float(), expand_kv(teacher[1], teacher[0].shape[1]).float()
+    tokens = tq.shape[2]
+    queries = min(queries, tokens)
+    scale = layer.softmax_scale or 1 / math.sqrt(tq.shape[-1])
+    age = torch.arange(tokens - queries, tokens, device=tq.device)[:, None] - torch.arange(tokens, device=tq.device)
+    visible = (age >= 0) & (age < (layer.window or tokens))
+    p = (tq[:, :, -queries:] @ tk.transpose(-1, -2) * scale).masked_fill(~visible, float("-inf")).softmax(-1)
+    phi = layer.pulses(*student, queries=queries).float()
+    w = phi / phi.sum(-1, keepdim=True).clamp_min(1e-6)
+    return (p * (torch.log(p.clamp_min(1e-12)) - torch.log(w + 1e-4))).sum(-1).mean()
+
+
 class TransferObjective:
     """The transfer loss of one micro-batch (for `train.finetune`): teacher pass, then the relative error of every
-    layer (or of the layers numbered in `layers`) back-propagated at once; returns their mean. `last_errors` holds
-    the per-layer errors of the latest call."""
+    layer (or of the layers numbered in `layers`), plus `attention_weight` x its `attention_divergence` on the last
+    `attention_queries` queries, back-propagated at once; returns the mean relative error. `last_errors` and
+    `last_divergences` hold the per-layer figures of the latest call."""
 
-    def __init__(self, model, layers: list[int] | None = None, teacher=None):
+    def __init__(self, model, layers: list[int] | None = None, teacher=None, attention_weight: float = 0.0,
+                 attention_queries: int = 64):
         self.taps = AttentionTaps(model, None) if teacher is None else AttentionTaps(teacher, model)
         self.model = model if teacher is None else teacher  # the model whose softmax pass is recorded
         self.layers = list(range(len(self.taps.modules))) if layers is None else list(layers)
+        self.attention_weight, self.attention_queries = attention_weight, attention_queries
         self.last_errors: list[float] = []
+        self.last_divergences: list[float] = []
+        self.inputs: dict[str, dict] = {"teacher": {}, "student": {}}  # every gain-cell layer's q, k, v per pass
+        self._hooks = []
+        if attention_weight:
+            layers_seen = {}
+            for source in (self.model, model):
+                for index, layer in enumerate(gaincell_layers(source)):
+                    layers_seen[id(layer)] = (index, layer)
+            for index, layer in layers_seen.values():
+                self._hooks.append(layer.register_forward_pre_hook(self._keep_inputs(index)))
+
+    def _keep_inputs(self, index: int):
+        def hook(module, args):
+            self.inputs["teacher" if self.taps.recording else "student"][index] = args[:3]
+        return hook
 
     def __call__(self, trained, window: torch.Tensor, scale: float) -> float:
         self.taps.record(self.model, window[:, :-1])
-        errors = []
+        errors, divergences = [], []
+        layers = gaincell_layers(trained)
         for index in self.layers:
             error = relative_error(self.taps.student(index), self.taps.outputs[index])
-            (error * scale).backward()
+            loss = error
+            if self.attention_weight:
+                divergence = attention_divergence(layers[index], self.inputs["teacher"][index],
+                                                  self.inputs["student"][index], self.attention_queries)
+                loss = error + self.attention_weight * divergence
+                divergences.append(divergence.item())
+            (loss * scale).backward()
             errors.append(error.item())
-        self.last_errors = errors
+        self.inputs = {"teacher": {}, "student": {}}
+        self.last_errors, self.last_divergences = errors, divergences
         return sum(errors) / len(errors)
+
+    def remove(self) -> None:
+        self.taps.remove()
+        for hook in self._hooks:
+            hook.remove()
 
 
 @torch.no_grad()
@@ -283,11 +333,11 @@ def train_transfer(model, stream: torch.Tensor, batch: torch.Tensor, config, che
         match_statistics(model, batch)  # cheap and deterministic; a checkpoint being resumed overwrites the scalers
     before = layer_errors(model, batch, teacher)
     model = add_adapters(model, lora_rank, seed=config.seed)
-    objective = TransferObjective(model, teacher=teacher)
+    objective = TransferObjective(model, teacher=teacher, attention_weight=config.attention_weight)
     try:
         result = finetune(model, stream, config, checkpoint, groups=layer_groups(model, config.lr, config.scaler_lr),
                           objective=objective, dropout=False, desc="transfer", progress=progress)
     finally:
-        objective.taps.remove()
+        objective.remove()
     after = layer_errors(model, batch, teacher)
     return merge_adapters(model).eval(), {**result, "layer_errors": {"before": before, "after": after}}

@@ -125,7 +125,7 @@ def noise_aware_transfer(model, stream: torch.Tensor, steps: int, seq: int, lr: 
             optimizer.step()
             print(f"  transfer step {step + 1}/{steps}: mean layer error {losses[-1]:.3f}", flush=True)
     finally:
-        objective.taps.remove()
+        objective.remove()
         model.requires_grad_(False)
     return {"steps": steps, "seq": seq, "lr": lr, "losses": losses, "seconds": round(time.time() - started, 1)}
 

@@ -45,6 +45,7 @@ from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
 from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decode_step, expand_kv, hardware_inputs, ring_size,
                          tiled_attention)
+from .naive import naive_pulses
 from .transfers import Quantization, straight_through, transfers
 from .varied import CellDraws, StageCells, log_table, multiply_deviation, series_terms
 
@@ -303,6 +304,14 @@ class GainCellAttention(nn.Module):
         else:
             y = self._decode(qs, ks, vs, cache, linear)
         return self.out_scaler(y)
+
+    def pulses(self, q, k, v, queries: int | None = None) -> torch.Tensor:
+        """The C2P outputs phi (B, heads, queries, T) of the last `queries` queries of (unscaled) q, k, v against
+        every key, differentiable (`naive.naive_pulses`): where each query's weight goes."""
+        return naive_pulses(self.q_scaler(q), self.k_scaler(k), self.v_scaler(v), self.cell,
+                            decay="surrogate" if self.decay else None, tile=self.tile, window=self.window,
+                            quantize=self._quantization() or False, linear=self.mode == "linear",
+                            threshold=self._threshold(), queries=queries)
 
     def _threshold(self) -> torch.Tensor | None:
         return self.c2p_threshold if self.thresholds else None

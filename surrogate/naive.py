@@ -17,6 +17,35 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
                              quantize: bool | Quantization = False, linear: bool = False,
                              linear_backward: bool = False, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention)."""
+    phi, fv, d, quantization, ring = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward,
+                                             threshold, q.shape[2])
+    positions = torch.arange(q.shape[2], device=q.device)
+    slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
+    out = torch.zeros_like(q)
+    for j in range(ring // tile):
+        columns = torch.nonzero(slot_tile == j).flatten()
+        if columns.numel() == 0:
+            continue
+        charge = sum(torch.matmul(phi[..., columns] * d_r[:, columns], g[:, :, columns]) for g, d_r in zip(fv, d))
+        readout = torch.clamp(charge, -1.0, 1.0)
+        if quantization is not None and quantization.out_steps:
+            readout = straight_through(readout, quantize_readout(readout, quantization.out_steps))
+        out = out + readout
+    return out
+
+
+def naive_pulses(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
+                 quantize: bool | Quantization = False, linear: bool = False, threshold: torch.Tensor | None = None,
+                 queries: int | None = None) -> torch.Tensor:
+    """The C2P outputs phi (B, H, queries, T) of the last `queries` queries (all by default) against every key,
+    by plain autograd (zero outside each query's causal window): where each query's weight goes."""
+    return _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, threshold,
+                   q.shape[2] if queries is None else queries)[0]
+
+
+def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward, threshold, queries: int):
+    """phi of the last `queries` queries, g(v) (terms, B, H, T, D), their decay x window tables (terms, queries,
+    T), the quantization and the ring size."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
     stored_k, stored_v = k, v
@@ -37,24 +66,12 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
         fk, fv = TabulatedTransfer.apply(stored_k, k_terms), TabulatedTransfer.apply(stored_v, v_terms)
     fk, fv = expand_kv(fk, heads), expand_kv(fv, heads)  # (terms, B, H, T, D)
     positions = torch.arange(steps, device=q.device)
-    age = positions[:, None] - positions[None, :]  # (T queries, T keys)
+    age = positions[steps - queries:, None] - positions[None, :]  # (queries, T keys)
     tables = terms.tables
-    d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))  # (terms, T, T)
-    scores = sum(torch.matmul(qh, f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))  # (B, H, T, T)
+    d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))
+    scores = sum(torch.matmul(qh[:, :, steps - queries:], f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))
     shift = 0.0 if threshold is None else threshold.view(1, -1, 1, 1)  # each head's C2P threshold
-    phi = torch.clamp(scores - cell.offset - shift, 0.0, 1.0)
-    slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
-    out = torch.zeros_like(qh)
-    for j in range(ring // tile):
-        columns = torch.nonzero(slot_tile == j).flatten()
-        if columns.numel() == 0:
-            continue
-        charge = sum(torch.matmul(phi[..., columns] * d_r[:, columns], g[:, :, columns]) for g, d_r in zip(fv, d))
-        readout = torch.clamp(charge, -1.0, 1.0)
-        if quantization is not None and quantization.out_steps:
-            readout = straight_through(readout, quantize_readout(readout, quantization.out_steps))
-        out = out + readout
-    return out
+    return torch.clamp(scores - cell.offset - shift, 0.0, 1.0), fv, d, quantization, ring
 
 
 def multiply(stored: torch.Tensor, cell: CellModel, linear: bool = False, linear_backward: bool = False):

@@ -86,6 +86,37 @@ def test_all_layers_at_once_equal_each_layer_trained_alone(tmp_path, folder):
     assert moved == len(a)  # every scaler and adapter trained
 
 
+def test_the_attention_weight_objective_moves_the_pulses_toward_the_teachers_weights(tmp_path, folder):
+    """--attention-weight: the KL of the teacher's attention weights to the normalised C2P pulses is finite and
+    non-negative, reaches the thresholds and scalers, and training with it lowers it more than without it."""
+    config = dict(steps=10, batch=2, seq=48, lr=1e-2, scaler_lr=3e-2, checkpoint_every=100)
+    window = _stream(load_pretrained(folder)[1])[:97].view(1, 97).repeat(2, 1)
+
+    def divergence(model):
+        probe = TransferObjective(model, attention_weight=1.0, attention_queries=32)
+        try:
+            probe(model, window, 0.0)
+        finally:
+            probe.remove()
+        model.zero_grad()
+        return sum(probe.last_divergences) / len(probe.last_divergences)
+
+    ends = {}
+    for weight in (0.0, 1.0):
+        model, stream = _student(folder)
+        start = divergence(model)
+        assert 0 <= start < 20
+        objective = TransferObjective(model, attention_weight=weight, attention_queries=32)
+        finetune(model, stream, TrainConfig(attention_weight=weight, **config), tmp_path / f"w{weight}.safetensors",
+                 groups=layer_groups(model, 1e-2, 3e-2), objective=objective, dropout=False, progress=False)
+        objective.remove()
+        assert len(objective.last_divergences) == (len(gaincell_layers(model)) if weight else 0)
+        ends[weight] = divergence(model)
+        if weight:
+            assert all(layer.c2p_threshold.abs().max() > 0 for layer in gaincell_layers(model))
+    assert ends[1.0] < ends[0.0] and ends[1.0] < start
+
+
 def test_transfer_lowers_every_layers_error_and_merging_keeps_the_function(tmp_path, folder):
     model, stream = _student(folder)
     batch = stream[:96].unsqueeze(0)

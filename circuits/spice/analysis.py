@@ -1,7 +1,7 @@
 """Analyses as small validated dataclasses that render to one SPICE control card.
 
 Every transient gaincell builds carries an explicit TMAX (`max_step_s`): ngspice's default,
-min(print step, (stop - start) / 50), made a 100 us retention run 1000x slower on these machines (README).
+min(print step, (stop - start) / 50), made a 100 us retention run 1000x slower on these machines (docs/circuits.md).
 """
 from __future__ import annotations
 

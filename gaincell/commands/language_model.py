@@ -38,6 +38,9 @@ from .options import Quantity, force_option, hardware_option, surrogate_file
               help="Rank of the LoRA adapters on the attention projections in transfer/distill (0: scalers only).")
 @click.option("--scaler-lr", type=Quantity("", 0.0, 10.0), default=1e-2, show_default=True,
               help="Peak learning rate of the scalers in transfer/distill (--lr is the adapters').")
+@click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
+              help="Transfer stage: weight of the attention-weight divergence (KL of the softmax teacher's weights "
+                   "to the normalised C2P pulses, last 64 queries of each sequence) beside the output error.")
 @click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="Sequences per micro-batch.")
 @click.option("--seq", type=click.IntRange(2, 1 << 20), default=256, show_default=True, help="Tokens per training sequence.")
 @click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
@@ -56,7 +59,7 @@ from .options import Quantity, force_option, hardware_option, surrogate_file
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @hardware_option
 def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_steps, distill_steps, lora_rank,
-          scaler_lr, batch, seq, accumulate, lr, distill, calibration_tokens, calibration_iterations, max_train_tokens,
+          scaler_lr, attention_weight, batch, seq, accumulate, lr, distill, calibration_tokens, calibration_iterations, max_train_tokens,
           checkpoint_every, seed, device, hardware):
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
@@ -87,7 +90,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
                            stage_names,
                            TrainConfig(steps=steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
                            TrainConfig(steps=steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
-                           TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr, **train),
+                           TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr,
+                                       attention_weight=attention_weight, **train),
                            TrainConfig(steps=distill_steps, lr=rate("distill"), scaler_lr=scaler_lr,
                                        distill_weight=1.0 if distill is None else distill, **train),
                            lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
@@ -99,7 +103,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
 
 STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
-    "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"),
+    "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"), "attention_weight": ("transfer",),
     "distill": ("linear", "nonlinear", "distill"),
     "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
     "calibration_iterations": ("calibrate",),
