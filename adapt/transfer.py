@@ -177,10 +177,11 @@ def relative_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 
 def attention_divergence(layer, teacher: tuple, student: tuple, queries: int) -> torch.Tensor:
-    """KL(p || w) per query, averaged, over the last `queries` queries: p the softmax teacher's attention weights
-    on its q, k (windowed, causal), w the gain-cell layer's C2P pulses on the student's q, k, v normalised over the
-    keys. 0 when the layer spreads each query's pulses as softmax spreads its weights; large when it spreads them
-    over keys the teacher ignores or misses the keys the teacher picks."""
+    """KL(w || p) per query, averaged, over the last `queries` queries: w the gain-cell layer's C2P pulses on the
+    student's q, k, v normalised over the keys, p the softmax teacher's attention weights on its q, k (windowed,
+    causal). 0 when the layer spreads each query's pulses as softmax spreads its weights; large when it puts pulses
+    on keys the teacher ignores. This direction seeks the teacher's strongest keys: KL(p || w), tried first, made
+    the pulses cover every key the teacher touches, and attention broader (benchmarks/RESULTS.md)."""
     tq, tk = teacher[0].float(), expand_kv(teacher[1], teacher[0].shape[1]).float()
     tokens = tq.shape[2]
     queries = min(queries, tokens)
@@ -190,7 +191,7 @@ def attention_divergence(layer, teacher: tuple, student: tuple, queries: int) ->
     p = (tq[:, :, -queries:] @ tk.transpose(-1, -2) * scale).masked_fill(~visible, float("-inf")).softmax(-1)
     phi = layer.pulses(*student, queries=queries).float()
     w = phi / phi.sum(-1, keepdim=True).clamp_min(1e-6)
-    return (p * (torch.log(p.clamp_min(1e-12)) - torch.log(w + 1e-4))).sum(-1).mean()
+    return (w * (torch.log(w.clamp_min(1e-12)) - torch.log(p.clamp_min(1e-12)))).sum(-1).mean()  # finite gradients
 
 
 class TransferObjective:

@@ -162,13 +162,40 @@ def format_conditions(summaries: dict[Condition, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def format_summary(figures: dict[str, float]) -> str:
-    """The summary as a small table with engineering units."""
+SUMMARY_LABELS = {  # what each `summarize` figure is, in words (the report's table)
+    "read_current_min_a": "read current, lowest stored level (longest pulse, highest input)",
+    "read_current_max_a": "read current, highest stored level",
+    "zero_crossing_v": "stored voltage where the read current crosses zero",
+    "charge_vs_pulse_1_minus_r2_max": "charge vs pulse width: worst 1 - R^2 of a straight line",
+    "read_disturb_max_v": "largest storage-node disturbance by a read",
+    "e_read_mean_j": "energy per read, mean", "e_read_max_j": "energy per read, largest",
+    "e_read_per_s_mean_w": "read power during the pulse, mean",
+    "write_error_max_abs_v": "largest write error", "e_write_mean_j": "energy per write, mean",
+    "retention_tau_1e_at_max_level_s": "retention 1/e time of the highest level",
+    "retention_tau_1e_min_s": "retention 1/e time, shortest of the levels",
+    "retention_t_loss10_min_s": "time to lose 10 % of the stored excess, shortest",
+    "retention_extrapolated": "retention fitted beyond the simulated time (1: yes)",
+    "retention_max_level_v": "highest stored level of the retention sweep",
+    "e_c2p_conversion_mean_j": "charge-to-pulse conversion energy, mean (unsigned)",
+    "e_c2p_signed_conversion_mean_j": "charge-to-pulse conversion energy, mean (signed)",
+    "e_dac_conversion_mean_j": "write-DAC conversion energy, mean", "dac_settle_max_s": "write-DAC settling time, longest",
+    "dac_write_error_max_abs_v": "write-DAC largest error of the written value", "failed_points": "failed simulation points",
+}
+
+
+def summary_rows(figures: dict[str, float]) -> list[tuple[str, str]]:
+    """(what it is, value with its unit) per figure."""
     from matplotlib.ticker import EngFormatter
 
-    lines = []
+    rows = []
     for name, value in figures.items():
         unit = unit_of(name)
-        text = EngFormatter(unit=unit, places=4)(value) if unit and np.isfinite(value) else f"{value:.6g}"
-        lines.append(f"{name:34s} {text}")
-    return "\n".join(lines)
+        rows.append((SUMMARY_LABELS.get(name, name),
+                     EngFormatter(unit=unit, places=4)(value) if unit and np.isfinite(value) else f"{value:.6g}"))
+    return rows
+
+
+def format_summary(figures: dict[str, float]) -> str:
+    """The summary as a small table with engineering units, one `name  value` line per figure."""
+    names = list(figures)
+    return "\n".join(f"{name:34s} {text}" for name, (_, text) in zip(names, summary_rows(figures)))

@@ -178,9 +178,15 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, c
               Phase("stage 1: C2P", *_phase(t_c2p, c.read_phases)),
               Phase("stage 2: phi pulses", t_max, c.read_phases, "surrogate timing.t_max_s", DESIGN),
               Phase("stage 2: signed C2P + counter", *_phase(t_c2p, c.read_phases))]
-    area = [("KV arrays", c.cells_held * cell_area_um2 * 1e-6 / model.heads,
-             f"cells in the decode's ring x {cell_area_um2:g} um^2 per cell"
-             + (f" ({F.PAPER_CELL_AREA_UM2.source})" if cell_area_um2 == F.PAPER_CELL_AREA_UM2.value else ""))]
+    cells = c.cells_held / model.heads
+    implied = F.PAPER_AREA_KV_HEAD_MM2.value * 1e6 / cells  # um^2 per cell of the paper's KV-array area
+    area = [("KV arrays", cells * cell_area_um2 * 1e-6,
+             f"{cells:,.0f} cells per query head (the decode's ring: K and V cells of every stored token) x "
+             f"{cell_area_um2:g} um^2 per cell"
+             + (f" ({F.PAPER_CELL_AREA_UM2.source}; the paper's 'KV arrays of one head' "
+                f"{F.PAPER_AREA_KV_HEAD_MM2.value:g} mm^2 over as many cells means {implied:.2g} um^2 per cell: its two "
+                "area figures disagree, and --cell-area-um2 sets the one to use)"
+                if cell_area_um2 == F.PAPER_CELL_AREA_UM2.value else ""))]
     return Estimate("surrogate", model, counts, parts, phases, area)
 
 

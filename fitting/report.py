@@ -17,6 +17,15 @@ from gaincell.surrogate.file import Surrogate  # noqa: E402
 from .fit import FitOutcome  # noqa: E402
 
 
+POINT_NAMES = {"stored_v": ("stored", 1.0, "V"), "pulse_s": ("pulse", 1e9, "ns"), "vin_v": ("V_in", 1.0, "V")}
+
+
+def describe_point(point: dict) -> str:
+    """'stored 0.431 V, pulse 6.12 ns, V_in 0.300 V' for a read point {stored_v, pulse_s, vin_v}."""
+    return ", ".join(f"{POINT_NAMES[k][0]} {v * POINT_NAMES[k][1]:.3g} {POINT_NAMES[k][2]}" if k in POINT_NAMES
+                     else f"{k} {v:.4g}" for k, v in point.items())
+
+
 def text_report(surrogate: Surrogate) -> str:
     """Parameters with standard errors, residual statistics and worst point of every component."""
     lines = [f"gaincell fit report: surrogate of {surrogate.source_path or 'reference data'} (sha256 {surrogate.source_sha256[:16]})"]
@@ -33,7 +42,7 @@ def text_report(surrogate: Surrogate) -> str:
         if "rms_rel_full_scale" in res:
             lines.append(f"  RMS error {res['rms']:.3e} = {100 * res['rms_rel_full_scale']:.3f} % of full scale "
                          f"({res['full_scale']:.3e}); worst {100 * res['max_rel_full_scale']:.3f} % at "
-                         f"{res['worst_point']}; {res['n_points']} points")
+                         f"{describe_point(res['worst_point'])}; {res['n_points']} points")
         elif "rms" in res:
             lines.append(f"  RMS error {res['rms']:.3e}; {res.get('n_points', '?')} points")
         if "tau_1e_s" in res:

@@ -1,7 +1,7 @@
 """Validation of a surrogate against fresh SPICE at random points the fit never saw."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from gaincell.sweep_data import OK
 from gaincell.surrogate.file import Surrogate
 
 from .reference import PAPER_REFERENCE
+from .report import describe_point
 
 
 @dataclass
@@ -25,10 +26,34 @@ class ValidationReport:
     max_rel_full_scale: float
     worst_point: dict
     full_scale_c: float
+    inputs: dict = field(default_factory=dict, repr=False)  # the points' stored_v, pulse_s, vin_v
+    measured_c: np.ndarray | None = field(default=None, repr=False)  # SPICE charge per point
+    predicted_c: np.ndarray | None = field(default=None, repr=False)  # the surrogate's
 
     def __str__(self) -> str:
         return (f"{self.n_points} fresh SPICE points: RMS error {100 * self.rms_rel_full_scale:.3f} % of full scale "
-                f"({self.full_scale_c:.4g} C), worst {100 * self.max_rel_full_scale:.3f} % at {self.worst_point}")
+                f"({self.full_scale_c:.4g} C), worst {100 * self.max_rel_full_scale:.3f} % at "
+                f"{describe_point(self.worst_point)}")
+
+
+def parity_figure(report: ValidationReport):
+    """The surrogate's charge against fresh SPICE's at every validation point (on the diagonal: exact), and its
+    error per point in % of the fit's full scale against the stored voltage, one colour per input amplitude."""
+    from gaincell.plotting import Figure, Panel, Trace
+
+    measured, predicted, inputs = report.measured_c, report.predicted_c, report.inputs
+    span = np.array([min(measured.min(), predicted.min()), max(measured.max(), predicted.max())])
+    parity, errors = [Trace("exact (surrogate = SPICE)", span, span, color=0)], []
+    for index, vin in enumerate(np.unique(inputs["vin_v"]), 1):
+        pick = inputs["vin_v"] == vin
+        name = f"V_in {vin:.3g} V"
+        parity.append(Trace(name, measured[pick], predicted[pick], "markers", color=index))
+        errors.append(Trace(name, inputs["stored_v"][pick],
+                            100 * (predicted[pick] - measured[pick]) / report.full_scale_c, "markers", color=index))
+    return Figure(f"surrogate vs fresh SPICE at {report.n_points} random read points", [
+        Panel(parity, "C", "surrogate charge", "charge per read: surrogate against SPICE", "C", "SPICE charge"),
+        Panel(errors, "", "error (% of full scale)", "surrogate - SPICE per point", "V", "stored voltage")],
+        share_x=False)
 
 
 def random_read_grid(surrogate: Surrogate, counts=(7, 5, 3), seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,4 +98,4 @@ def validate_cell(surrogate: Surrogate, design: CellDesign | None, out: str | Pa
     worst = int(np.argmax(np.abs(error)))
     return ValidationReport(int(measured.size), float(np.sqrt(np.mean(error**2)) / full_scale),
                             float(np.abs(error[worst]) / full_scale), {k: float(v[worst]) for k, v in inputs.items()},
-                            full_scale)
+                            full_scale, inputs, measured, np.asarray(predicted, dtype=float))

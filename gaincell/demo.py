@@ -16,7 +16,8 @@ from .outputs import REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_o
 DEMO_FILES = {SWEEP_FILE: ["cell.h5", "char.h5", "validation.h5"], SURROGATE: ["surrogate.h5"],
               REPORT: ["cell.png", "cell.html", "char-read.png", "char-read.html", "char-retention.png",
                        "char-retention.html", "surrogate-fit.png", "surrogate-fit.txt", "surrogate-fit-curves.png",
-                       "surrogate-fit-curves.html", "attention-layer.png", "attention-layer.html",
+                       "surrogate-fit-curves.html", "validation-parity.png", "validation-parity.html",
+                       "attention-layer.png", "attention-layer.html",
                        "energy-breakdown.png", "energy-breakdown.html", *LM_FILES, "summary.txt", "report.html"]}
 
 
@@ -49,16 +50,16 @@ def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: P
         else:
             stages.append(Stage(LM_STAGE_TITLE, "skipped", "Not run (gaincell demo --no-lm)."))
     except GaincellError:
-        write_report(folder, f"gaincell demo: {design} (failed)", stages)
+        write_report(folder, f"gaincell demo: {design} (failed)", stages, recap(stages))
         raise
-    report = write_report(folder, f"gaincell demo: {design}", stages)
+    report = write_report(folder, f"gaincell demo: {design}", stages, recap(stages))
     say(recap(stages))
     return report, time.perf_counter() - started
 
 
 def recap(stages) -> str:
     """The headline of every stage (its first table row, or its status), for the end of the console output."""
-    lines = ["", "recap:"]
+    lines = ["", "recap:"]  # the report's summary too
     for stage in stages:
         if stage.status != "done":
             lines.append(f"  {stage.title}: {stage.status}")
@@ -74,12 +75,12 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     import numpy as np
 
     from .circuits.characterize import characterize as run_characterization
-    from .circuits.characterize import format_summary, summarize
+    from .circuits.characterize import format_summary, summarize, summary_rows
     from .commands.circuits import save_result, simulate_cell
     from .design import load_setup
     from .fitting.fit import fit_characterization
-    from .fitting.report import fit_figure, plot_report, text_report
-    from .fitting.validate import validate_cell
+    from .fitting.report import describe_point, fit_figure, plot_report, text_report
+    from .fitting.validate import parity_figure, validate_cell
     from .inspect import sweep_figure
     from .plotting import save_png_and_html, waveform_figure
     from .report import ReportFigure, Stage
@@ -119,21 +120,22 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
                                         ("retention", "v(sn)", "0,1,2,3", "char-retention")):
         save_png_and_html(sweep_figure(folder / "char.h5", sweep, [signal], [int(p) for p in points.split(",")]),
                           folder / name)
-        charts.append(ReportFigure(f"{name}.png", f"{sweep} sweep: {signal} at points {points}", f"{name}.html"))
+        charts.append(ReportFigure(f"{name}.png", f"{sweep} sweep: {signal} at points {points}", f"{name}.html",
+                                   f"gaincell plot char.h5 --sweep {sweep} --signal '{signal}' --points {points} "
+                                   f"--out {name}.png"))
     stages.append(Stage("characterization of the cell and its converters", "done",
                         "Read (multiply), write and retention sweeps of the cell; transfer curves and energy per "
                         "conversion of the charge-to-pulse converters (unsigned and signed); the write DAC's "
                         "conversions (energy, settling, written value).",
-                        f"gaincell characterize --design {design} --c2p --dac --out char.h5   (figures: gaincell plot char.h5 "
-                        f"--sweep read --signal i_cell_a --points {ends} --out char-read.html)",
-                        ["char.h5"], charts, [tuple(line.split(None, 1)) for line in summary.splitlines()],
+                        f"gaincell characterize --design {design} --c2p --dac --out char.h5",
+                        ["char.h5"], charts, summary_rows(figures),
                         time.perf_counter() - clock))
 
-    clock = stage(3, "fit the compact model -> surrogate.h5, surrogate-fit.png/.txt, surrogate-fit-curves.html")
+    clock = stage(3, "fit the compact model -> surrogate.h5, surrogate-fit.png/.txt, surrogate-fit-curves.png/.html")
     surrogate, outcomes = fit_characterization(folder / "char.h5")
     surrogate.save(folder / "surrogate.h5")
     atomic_write_text(folder / "surrogate-fit.txt", text_report(surrogate))
-    plot_report(folder / "surrogate-fit.png", outcomes)
+    plot_report(folder / "surrogate-fit.png", outcomes)  # the files and figures of `gaincell fit`
     save_png_and_html(fit_figure(outcomes), folder / "surrogate-fit-curves")
     multiply, decay = surrogate["multiply"], surrogate["decay"]
     fit_rows = [("multiply model", multiply.model_id),
@@ -147,13 +149,18 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
                          ReportFigure("surrogate-fit-curves.png", "SPICE vs fit", "surrogate-fit-curves.html")],
                         fit_rows, time.perf_counter() - clock))
 
-    clock = stage(4, "validate the surrogate against fresh SPICE at random points -> validation.h5")
+    clock = stage(4, "validate the surrogate against fresh SPICE at random points -> validation.h5, "
+                     "validation-parity.png/.html")
     validation = validate_cell(surrogate, chosen, folder / "validation.h5", workers=workers)
+    save_png_and_html(parity_figure(validation), folder / "validation-parity")
     stages.append(Stage("validation against fresh SPICE points", "done", str(validation),
-                        f"gaincell validate surrogate.h5 --design {design} --out validation.h5", ["validation.h5"],
-                        table=[("held-out RMS error", f"{100 * validation.rms_rel_full_scale:.3f} % of full scale"),
-                               ("worst", f"{100 * validation.max_rel_full_scale:.3f} %")],
-                        seconds=time.perf_counter() - clock))
+                        "gaincell validate surrogate.h5 --out validation.h5", ["validation.h5"],
+                        [ReportFigure("validation-parity.png", "surrogate against fresh SPICE, and the error per point",
+                                      "validation-parity.html")],
+                        [("held-out RMS error", f"{100 * validation.rms_rel_full_scale:.3f} % of full scale"),
+                         ("worst point", f"{100 * validation.max_rel_full_scale:.3f} % of full scale at "
+                                         f"{describe_point(validation.worst_point)}")],
+                        time.perf_counter() - clock))
 
     clock = stage(5, "attention layer built from surrogate.h5 -> attention-layer.png/.html")
     check = layer_check(folder / "surrogate.h5", folder)

@@ -19,6 +19,7 @@ class ReportFigure:
     png: str
     caption: str
     html_page: str | None = None
+    command: str = ""  # the command that remakes this PNG (default: its stage's)
 
 
 @dataclass
@@ -35,13 +36,17 @@ class Stage:
     seconds: float | None = None
 
 
-def write_report(folder: str | Path, title: str, stages: list[Stage]) -> Path:
-    """Write FOLDER/report.html (images embedded as data URIs; links to the files and interactive pages)."""
+def write_report(folder: str | Path, title: str, stages: list[Stage], headline: str = "") -> Path:
+    """Write FOLDER/report.html (images embedded as data URIs; links to the files and interactive pages): the
+    `headline` (the stages' main figures) and a table of contents first, then every stage."""
     folder = Path(folder)
-    rows = []
+    contents = "".join(f'<li><a href="#stage-{number}">{html.escape(stage.title)}</a> [{html.escape(stage.status)}]'
+                       f"</li>" for number, stage in enumerate(stages, 1))
+    rows = [f"<h2>Summary</h2><pre>{html.escape(headline.strip())}</pre>" if headline.strip() else "",
+            f"<h2>Contents</h2><ol>{contents}</ol>"]
     for number, stage in enumerate(stages, 1):
         timing = f" ({stage.seconds:.1f} s)" if stage.seconds is not None else ""
-        parts = [f'<section data-stage="{number}" data-status="{html.escape(stage.status)}">',
+        parts = [f'<section id="stage-{number}" data-stage="{number}" data-status="{html.escape(stage.status)}">',
                  f"<h2>{number}. {html.escape(stage.title)} <small>[{html.escape(stage.status)}{timing}]</small></h2>"]
         if stage.summary:
             parts.append(f"<p>{html.escape(stage.summary)}</p>")
@@ -60,7 +65,7 @@ def write_report(folder: str | Path, title: str, stages: list[Stage]) -> Path:
                 links += f' &middot; interactive: <a href="{html.escape(figure.html_page)}">{html.escape(figure.html_page)}</a>'
             parts.append(f'<figure><img alt="{html.escape(figure.caption)}" src="data:image/png;base64,{image}">'
                          f"<figcaption>{html.escape(figure.caption)} ({links}; made by: "
-                         f"<code>{html.escape(stage.command)}</code>)</figcaption></figure>")
+                         f"<code>{html.escape(figure.command or stage.command)}</code>)</figcaption></figure>")
         rows.append("\n".join(parts + ["</section>"]))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="generator" content="gaincell">

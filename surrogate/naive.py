@@ -39,8 +39,9 @@ def naive_pulses(q, k, v, cell, *, decay=None, tile: int = 64, window: int | Non
                  queries: int | None = None) -> torch.Tensor:
     """The C2P outputs phi (B, H, queries, T) of the last `queries` queries (all by default) against every key,
     by plain autograd (zero outside each query's causal window): where each query's weight goes."""
-    return _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, threshold,
-                   q.shape[2] if queries is None else queries)[0]
+    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, threshold,
+                              q.shape[2] if queries is None else queries)
+    return phi * (d != 0).any(0)  # a key outside the window gives no pulse (its cell is not read)
 
 
 def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward, threshold, queries: int):

@@ -93,14 +93,41 @@ def test_demo_writes_its_files(tmp_path):
     currents = read.scalars["i_mid_a"][:, -1, -1]
     assert currents[0] < -8e-6 and currents[-1] > 8e-6  # the signed cell: about +-10 uA
     report = (tmp_path / "demo" / "report.html").read_text()
-    stages = re.findall(r'<section data-stage="(\d)" data-status="([^"]+)">', report)
+    stages = re.findall(r'<section id="stage-\d" data-stage="(\d)" data-status="([^"]+)">', report)
     assert [s for _, s in stages] == ["done"] * 6 + ["skipped"]
-    for link in re.findall(r'href="([^"]+)"', report):  # every linked file and interactive page exists
+    for link in re.findall(r'href="([^"#][^"]*)"', report):  # every linked file and interactive page exists
         assert (tmp_path / "demo" / link).is_file(), link
+    for anchor in re.findall(r'href="#([^"]+)"', report):  # the contents link to the stages
+        assert f'id="{anchor}"' in report
     assert "gaincell attention surrogate.h5" in report and "decoding vs parallel pass" in report
     assert "gaincell energy --surrogate surrogate.h5 --model gpt2" in report and "paper figures: energy per token" in report
     state, _ = render_in_browser(tmp_path / "demo" / "attention-layer.html")
     assert state["ready"] == "1" and state["traces"] == "6" and "violations" not in state  # multiply, line, 4 held levels
+    assert report.index("<h2>Summary</h2>") < report.index("<h2>Contents</h2>") < report.index('id="stage-1"')
+    assert "held-out RMS error" in report and "{'stored_v'" not in report  # a worst point in words, not a dict
+    remakes_every_figure(tmp_path / "demo", report, tmp_path / "remade")
+
+
+def remakes_every_figure(demo, report: str, remade):
+    """Every figure's "made by" command, run in a folder holding only the demo's characterization, writes the
+    same picture as the report's (pixel for pixel)."""
+    import shlex
+    import shutil
+
+    from matplotlib.image import imread
+
+    remade.mkdir()
+    shutil.copy(demo / "char.h5", remade / "char.h5")
+    made = re.findall(r'<a href="([^"]+\.png)">[^<]+</a>(?: &middot; interactive: <a href="[^"]+">[^<]+</a>)?; made by: '
+                      r"<code>([^<]+)</code>", report)
+    assert len(made) == 8, made  # cell, read, retention, fit, fit curves, parity, layer, energy
+    for png, command in made:
+        words = shlex.split(command.replace("&#x27;", "'"))
+        assert words[0] == "gaincell", command
+        done = subprocess.run([sys.executable, "-m", "gaincell.cli", *words[1:]], capture_output=True, text=True,
+                              cwd=remade)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert np.array_equal(imread(remade / png), imread(demo / png)), f"{command} does not remake {png}"
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ from .options import (Quantity, condition_options, design_inputs, force_option, 
 @click.option("--decay-model", type=click.Choice(["leakage", "stretched", "exponential"]), default="leakage",
               show_default=True, help="Retention model.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the fit report (fit.png, fit.txt); default: beside --out.")
+              help="Folder for the fit report (OUT-fit.png, OUT-fit.txt, OUT-fit-curves.png/.html); default: "
+                   "beside --out.")
 @condition_options(several=False)
 @force_option
 def fit(characterization, out, model, order, decay_model, report_dir, corners, temps, force):
@@ -32,14 +33,16 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
     A file characterized at several corners or temperatures gives one surrogate per condition: choose it with
     --corner/--temp; the surrogate's design record names that corner and temperature."""
     from ..fitting.fit import fit_characterization
-    from ..fitting.report import plot_report, text_report
+    from ..fitting.report import fit_figure, plot_report, text_report
+    from ..plotting import save_png_and_html
 
     corner, temp_c = one_condition(corners, temps)
     folder = Path(report_dir) if report_dir else Path(out).parent
     stem = Path(out).stem
     png, txt = folder / f"{stem}-fit.png", folder / f"{stem}-fit.txt"
+    curves = folder / f"{stem}-fit-curves"  # .png and .html: SPICE against the fit, per input and stored level
     guard_output(out, SURROGATE, [characterization], force)
-    for report_file in (png, txt):
+    for report_file in (png, txt, curves.with_suffix(".png"), curves.with_suffix(".html")):
         guard_output(report_file, REPORT, [characterization, out], force, option="--report")
     with output_lock(out):
         try:
@@ -52,10 +55,11 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
                                  f"attributes gaincell does not write ({type(exc).__name__}: {str(exc)[:200]})") from None
         text = text_report(surrogate)
         plot_report(png, outcomes)
+        save_png_and_html(fit_figure(outcomes), curves)
         atomic_write_text(txt, text)
         surrogate.save(out)
     click.echo(text)
-    click.echo(f"wrote {out}, {png}, {txt}")
+    click.echo(f"wrote {out}, {png}, {txt}, {curves}.png/.html")
 
 
 
@@ -71,9 +75,11 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
               help="Where to keep the fresh SPICE results (default: beside the surrogate).")
 @force_option
 def validate(surrogate_path, design, points, seed, out, force):
-    """Check a surrogate against fresh SPICE runs at random points; report its error."""
+    """Check a surrogate against fresh SPICE runs at random points; report its error, with a parity figure
+    (OUT-parity.png/.html beside --out: the surrogate's charge against SPICE's, and the error per point)."""
     from ..design import CellDesign, load_design
-    from ..fitting.validate import validate_cell
+    from ..fitting.validate import parity_figure, validate_cell
+    from ..plotting import save_png_and_html
     from ..surrogate.file import Surrogate
 
     match = re.fullmatch(r"\s*(\d{1,3})\s*x\s*(\d{1,3})\s*x\s*(\d{1,3})\s*", points.lower())
@@ -84,13 +90,18 @@ def validate(surrogate_path, design, points, seed, out, force):
     target = out or str(Path(surrogate_path).with_suffix(".validation.h5"))
     surrogate = Surrogate.load(surrogate_path)
     libraries = [CellDesign.library_path(library) for library in surrogate.design.model_libraries]
-    guard_output(target, SWEEP_FILE, [surrogate_path, *(design_inputs(design) if design else libraries)], force)
+    inputs = [surrogate_path, *(design_inputs(design) if design else libraries)]
+    guard_output(target, SWEEP_FILE, inputs, force)
+    parity = Path(target).with_name(Path(target).stem + "-parity")
+    for figure_file in (parity.with_suffix(".png"), parity.with_suffix(".html")):
+        guard_output(figure_file, REPORT, inputs + [target], force, option="--out")
     with output_lock(target):
         if force:
             discard_other_kind(target, SWEEP_FILE)
         report = validate_cell(surrogate, load_design(design) if design else None, target, counts, seed)
+        png, page = save_png_and_html(parity_figure(report), parity)
     click.echo(f"multiply ({surrogate['multiply'].model_id}): {report}")
-    click.echo(f"fresh SPICE results in {target}")
+    click.echo(f"fresh SPICE results in {target}; parity figure {png}, {page}")
 
 
 
