@@ -50,9 +50,9 @@ def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: P
         else:
             stages.append(Stage(LM_STAGE_TITLE, "skipped", "Not run (gaincell demo --no-lm)."))
     except GaincellError:
-        write_report(folder, f"gaincell demo: {design} (failed)", stages, recap(stages))
+        write_report(folder, f"gaincell demo: {design} (failed)", stages, recap(stages).split("recap:\n")[-1])
         raise
-    report = write_report(folder, f"gaincell demo: {design}", stages, recap(stages))
+    report = write_report(folder, f"gaincell demo: {design}", stages, recap(stages).split("recap:\n")[-1])
     say(recap(stages))
     return report, time.perf_counter() - started
 
