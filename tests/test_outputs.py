@@ -219,7 +219,8 @@ def test_kill_9_of_fit_at_random_moments_never_leaves_a_half_written_file(char_f
     np.testing.assert_allclose(Surrogate.load(work / "s.h5")["multiply"].values, expected["multiply"].values,
                                rtol=1e-9)  # the same fit on the same data: only float round-off may differ
     assert _complete_png(work / "s-fit.png") and (work / "s-fit.txt").read_text() == expected_text
-    assert sorted(p.name for p in work.iterdir()) == ["s-fit.png", "s-fit.txt", "s.h5"]
+    assert sorted(p.name for p in work.iterdir()) == ["s-fit-curves.html", "s-fit-curves.png", "s-fit.png", "s-fit.txt",
+                                                      "s.h5"]
 
 
 def test_force_never_replaces_a_file_the_netlist_includes(tmp_path):
