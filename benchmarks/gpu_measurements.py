@@ -50,7 +50,8 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     from gaincell.surrogate import kernel as fused
     from gaincell.surrogate.cellmodel import CellModel
     from gaincell.surrogate.decay import decay_table_for
-    from gaincell.surrogate.functional import decode_step, gaincell_attention, hardware_inputs
+    from gaincell.surrogate.decoding import decode_step
+    from gaincell.surrogate.functional import gaincell_attention, hardware_inputs
 
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
     dtype = torch.float32 if smoke else torch.bfloat16

@@ -5,8 +5,9 @@ cache with a window of tokens (the layer's own parallel prefill), then decodes a
 while an `ArrayProbe` (a torch function mode) watches the operations the layer performs:
 - a write into the ring cache's K or V tensor is a column of cells written (one DAC conversion per cell);
 - a batched matrix product `bmm(pulses (rows, 1, K), array (rows, K, N))` is a read of a K x N block of
-  cells by K input pulses. If its pulses are the output of an earlier product (a C2P converted them), it is
-  stage 2 (phi x V, one call per sub-tile); otherwise stage 1 (Q x K, the input pulse generators).
+  cells by K input pulses. If its pulses are the output of an earlier product (a C2P converted them), or
+  that output rearranged (reshaped, transposed: the sub-tiles of one read as a batch), it is stage 2 (phi x V,
+  one batch entry per sub-tile); otherwise stage 1 (Q x K, the input pulse generators).
   Each output element is a conversion (stage 1: a C2P per column; stage 2: a signed C2P + counter).
   Pulse widths are in units of T_max, so sum(pulses) x N is the read time of the cells, in T_max.
 `closed_form_counts` is the same from the architecture's formulas, for cross-checking.
@@ -25,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 from gaincell.errors import ConfigError
 
 Q_STD, KV_STD = 0.22, 0.17
+LAYOUT = (torch.Tensor.reshape, torch.Tensor.transpose, torch.Tensor.contiguous)  # rearrange, same values
 
 
 @dataclass
@@ -82,15 +84,20 @@ class ArrayProbe(TorchFunctionMode):
             self.counts.cells_written += value.numel() / value.shape[0]  # per sequence
         elif func is torch.bmm:
             self._read(args[0], args[1], result)
+        elif func in LAYOUT and isinstance(result, torch.Tensor) and self._is_converted(args[0]):
+            self._converted.append(result)  # the C2P's pulses rearranged (a copy when not a view)
         return result
+
+    def _is_converted(self, tensor: torch.Tensor) -> bool:
+        storage = tensor.untyped_storage().data_ptr()
+        return any(storage == t.untyped_storage().data_ptr() for t in self._converted)
 
     def _read(self, pulses: torch.Tensor, array: torch.Tensor, out: torch.Tensor) -> None:
         c = self.counts
         rows, queries, k = pulses.shape
         n = array.shape[-1]
         batch = self.cache.k.shape[0]
-        storage = pulses.untyped_storage().data_ptr()
-        stage2 = any(storage == t.untyped_storage().data_ptr() for t in self._converted)
+        stage2 = self._is_converted(pulses)
         cells = rows * queries * k * n / batch
         pulse_cells = float(pulses.detach().double().sum()) * n / batch
         conversions = out.numel() / batch

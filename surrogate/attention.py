@@ -43,7 +43,8 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
-from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, decode_step, expand_kv, hardware_inputs, ring_size,
+from .decoding import RingCache, decode_step
+from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, expand_kv, hardware_inputs, ring_size,
                          tiled_attention)
 from .naive import naive_pulses
 from .transfers import Quantization, straight_through, transfers
@@ -98,37 +99,6 @@ def head_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head mean and std (float32) of a (B, heads, T, D) tensor."""
     flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
     return flat.mean(1), flat.std(1)
-
-
-class RingCache:
-    """Decoding state of one layer: `slots` stored k, v voltages (B, H_kv, slots, D) and write steps."""
-
-    def __init__(self, slots: int):
-        self.slots = slots
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.write_step = torch.full((slots,), -1, dtype=torch.long)
-        self.next_step = 0
-
-    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store tokens (B, H_kv, n, D) at the next steps; slot = step mod slots (the oldest is overwritten)."""
-        if self.k is None:
-            b, h, _, d = k.shape
-            self.k = k.new_zeros(b, h, self.slots, d)
-            self.v = v.new_zeros(b, h, self.slots, d)
-            self.write_step = self.write_step.to(k.device)
-        n = k.shape[2]
-        keep = min(n, self.slots)
-        steps = torch.arange(self.next_step + n - keep, self.next_step + n, device=k.device)
-        slots = steps % self.slots
-        self.k[:, :, slots] = k[:, :, n - keep:]
-        self.v[:, :, slots] = v[:, :, n - keep:]
-        self.write_step[slots] = steps
-        self.next_step += n
-
-    def ages(self, now: int) -> torch.Tensor:
-        """Age in tokens of every slot at step `now` (negative where empty)."""
-        return torch.where(self.write_step >= 0, now - self.write_step, torch.full_like(self.write_step, -1))
 
 
 class GainCellAttention(nn.Module):
@@ -300,7 +270,7 @@ class GainCellAttention(nn.Module):
                                 kernel=self.kernel, cells=cells, full_scale=self._full_scale(),
                                 threshold=self._threshold())
             if cache is not None:
-                cache.write(*self._stored(ks, vs))
+                self._write(cache, qs, ks, vs, linear)
         else:
             y = self._decode(qs, ks, vs, cache, linear)
         return self.out_scaler(y)
@@ -391,21 +361,29 @@ class GainCellAttention(nn.Module):
         return fk, fv, tables, cells
 
     @torch.no_grad()
+    def _write(self, cache: RingCache, qs, ks, vs, linear: bool) -> torch.Tensor:
+        """Write tokens into the ring (the voltages the DACs store and their transfers, for the ring's decay
+        terms); returns the hardware q of the same tokens."""
+        k, v = self._stored(ks, vs)
+        qh, fk, fv = hardware_inputs(qs, k, v, self.cell, self._quantization(), linear, False, self.kernel,
+                                     self.decay_terms(cache.slots, qs).aged)
+        cache.write(k, v, fk, fv)
+        return qh
+
+    @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
+        """Token by token: write each token's k, v into the ring, then read the ring with its q."""
         if cache.slots % self.tile:
             raise ConfigError("cache", f"has {cache.slots} slots, not a multiple of the tile {self.tile}")
         outputs = []
         for i in range(qs.shape[2]):
-            cache.write(*self._stored(ks[:, :, i:i + 1], vs[:, :, i:i + 1]))
-            terms = self.decay_terms(cache.slots, qs)
-            qh, fk, fv = hardware_inputs(qs[:, :, i:i + 1], cache.k, cache.v, self.cell, self._quantization(), linear,
-                                         False, self.kernel, terms.aged)
-            table, cells = terms.tables, None
-            if self.varied:
+            qh = self._write(cache, qs[:, :, i:i + 1], ks[:, :, i:i + 1], vs[:, :, i:i + 1], linear)
+            fk, fv, table, cells = cache.fk, cache.fv, self.decay_terms(cache.slots, qs).tables, None
+            if self.varied:  # per-cell arrays: one row per query head
                 fk, fv, table, cells = self._vary(fk, fv, table, cache.slots, cache.slots, qs.shape[0],
                                                   (cache.k, cache.v))
-            outputs.append(decode_step(qh, expand_kv(fk, self.heads), expand_kv(fv, self.heads),
-                                       cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
+                fk, fv = expand_kv(fk, self.heads), expand_kv(fv, self.heads)
+            outputs.append(decode_step(qh, fk, fv, cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
                                        out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale(),
                                        threshold=self._threshold()))
         return torch.cat(outputs, dim=2)

@@ -85,11 +85,13 @@ def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int,
 
 def _tile_readouts(pulses, fv, tiles: list[int], tile: int, readouts: dict | None = None) -> dict[int, torch.Tensor]:
     """Stage 2 per physical tile: sum of (pulses of the keys stored in it) @ g(v), added to `readouts`.
-    pulses (BH, C, K), fv (BH, K, D)."""
+    pulses (BH, C, K), fv (BH, K, D); all tiles in one batched product."""
     readouts = {} if readouts is None else readouts
+    rows, queries, n = pulses.shape[0], pulses.shape[1], len(tiles)
+    parts = torch.bmm(pulses.reshape(rows, queries, n, tile).transpose(1, 2).reshape(rows * n, queries, tile),
+                      fv.reshape(rows * n, tile, fv.shape[-1])).view(rows, n, queries, -1)
     for i, physical in enumerate(tiles):
-        part = torch.bmm(pulses[:, :, i * tile:(i + 1) * tile], fv[:, i * tile:(i + 1) * tile])  # (BH, C, D)
-        readouts[physical] = readouts[physical] + part if physical in readouts else part
+        readouts[physical] = readouts[physical] + parts[:, i] if physical in readouts else parts[:, i]
     return readouts
 
 
@@ -97,7 +99,7 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
                    cells: StageCells | None = None, threshold: torch.Tensor | None = None):
     """One chunk. q (BH, C, D); fk, fv (terms, BH, K, D) with K = len(tiles) * tile; decay (terms, C, K);
     `cells`: this chunk's per-cell variation and read noise (`varied.varied_forward`); `threshold`: each row's
-    C2P threshold (BH,) or None. Returns out (BH, C, D) and, with keep, the pre-clamp scores, the pulses
+    C2P threshold (BH,), or each query's (BH, C, 1), or None. Returns out (BH, C, D) and, with keep, the pre-clamp scores, the pulses
     (terms, BH, C, K) and the per-tile readouts."""
     if cells is not None:
         return varied_forward(q, fk, fv, decay, tiles, geometry, cells, keep, threshold)
@@ -107,7 +109,7 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
     if geometry.offset:
         x.sub_(geometry.offset)
     if threshold is not None:
-        x.sub_(threshold[:, None, None])
+        x.sub_(threshold.view(len(threshold), -1, 1))
     pre = x.clone() if keep else None
     phi = x.clamp_(0.0, geometry.full_scale)
     pulses = phi.mul_(decay[0])[None] if len(decay) == 1 else phi[None] * decay[:, None]  # phi * d_r
@@ -370,34 +372,6 @@ def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torc
     if threshold is None:
         return like.new_zeros(batch * heads)
     return threshold.to(like.dtype).expand(batch, heads).reshape(batch * heads)
-
-
-def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
-                cells: StageCells | None = None, full_scale: float = 1.0,
-                threshold: torch.Tensor | None = None) -> torch.Tensor:
-    """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H, slots, D) in slot
-    order; ages (slots,) in tokens, negative for empty slots; table: (terms, ages) or one product table (ages,);
-    `cells` with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query
-    every slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)),
-    and each stage is one product of the physical pulses with them."""
-    b, h, _, d = q.shape
-    fk_ring, fv_ring = as_terms(fk_ring), as_terms(fv_ring)
-    table = table if table.dim() == 2 else table[None]
-    terms, slots, length = len(fk_ring), fk_ring.shape[3], table.shape[1]
-    valid = (ages >= 0) & (ages < length)
-
-    def by_age(values):  # (n, length) -> (n, slots), zero at empty slots
-        return torch.where(valid, values[:, ages.clamp(0, length - 1)], values.new_zeros(()))
-
-    decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
-    aged_k, aged_v = ((x.reshape(terms, b * h, slots, d) * decay).sum(0, keepdim=True) for x in (fk_ring, fv_ring))
-    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale)
-    if cells is not None:
-        cells = cells.chunk(slice(None), slice(None), by_age(cells.log_table[None, :length]), (0, 0))
-    out = _stage_forward(q.reshape(b * h, 1, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
-                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells,
-                         threshold=head_rows(threshold, b, h, q))[0]
-    return out.view(b, h, 1, d)
 
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,

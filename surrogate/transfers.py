@@ -145,13 +145,9 @@ class TabulatedTransfer(torch.autograd.Function):
 
 def readout_sum(readouts, full_scale: float, out_steps: int) -> torch.Tensor:
     """The digital sum of per-tile signed readouts, each clipped to +-full_scale and quantized to 1 / out_steps
-    (0: exact)."""
-    total = None
-    for a in readouts:
-        readout = a.clamp(-full_scale, full_scale)
-        readout = quantize_readout(readout, out_steps) if out_steps else readout
-        total = readout if total is None else total + readout
-    return total
+    (0: exact); all tiles at once."""
+    stacked = torch.stack(list(readouts)).clamp_(-full_scale, full_scale)
+    return (quantize_readout(stacked, out_steps) if out_steps else stacked).sum(0)
 
 
 def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:

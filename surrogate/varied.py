@@ -179,7 +179,7 @@ def varied_forward(q, fk, fv, decay, tiles: list[int], geometry, cells: StageCel
     if cells.offset is not None:
         x = x - cells.offset[:, None, :]
     if threshold is not None:
-        x = x - threshold[:, None, None]
+        x = x - threshold.view(len(threshold), -1, 1)
     phi = x.clamp(0.0, geometry.full_scale)
     pulses = phi[None] * decay[:, None]
     tile = geometry.tile

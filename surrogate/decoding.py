@@ -1,0 +1,92 @@
+"""Decoding one token at a time: the ring buffer of a layer's stored keys and values, and one query against it.
+
+`RingCache` holds what the K and V arrays hold: the stored voltages the DACs wrote (B, H_kv, slots, D), and
+their transfers f(k), g(v) ((terms,) B, H_kv, slots, D), computed once when a token is written (a stored
+voltage does not change; its age enters through the decay table at read time). `decode_step` reads the ring
+with one query token per head; the query heads that share a kv head (grouped-query attention) read the same
+arrays without copying them.
+"""
+from __future__ import annotations
+
+import torch
+
+from .cellmodel import CellModel
+from .decay import as_terms
+from .functional import Geometry, _stage_forward, head_rows
+from .varied import StageCells
+
+
+class RingCache:
+    """Decoding state of one layer: `slots` stored k, v voltages (B, H_kv, slots, D), their transfers and write
+    steps."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.fk: torch.Tensor | None = None  # f(k) of every slot, (B, H_kv, slots, D) or (terms, ...)
+        self.fv: torch.Tensor | None = None
+        self.write_step = torch.full((slots,), -1, dtype=torch.long)
+        self.next_step = 0
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, fk: torch.Tensor | None = None,
+              fv: torch.Tensor | None = None) -> None:
+        """Store tokens (B, H_kv, n, D) at the next steps; slot = step mod slots (the oldest is overwritten).
+        fk, fv: their transfers f(k), g(v) ((terms,) B, H_kv, n, D), kept beside them."""
+        if self.k is None:
+            b, h, _, d = k.shape
+            self.k = k.new_zeros(b, h, self.slots, d)
+            self.v = v.new_zeros(b, h, self.slots, d)
+            self.write_step = self.write_step.to(k.device)
+        n = k.shape[2]
+        keep = min(n, self.slots)
+        steps = torch.arange(self.next_step + n - keep, self.next_step + n, device=k.device)
+        slots = steps % self.slots
+        self.k[:, :, slots] = k[:, :, n - keep:]
+        self.v[:, :, slots] = v[:, :, n - keep:]
+        if fk is not None:
+            if self.fk is None:
+                shape = (*fk.shape[:-2], self.slots, fk.shape[-1])
+                self.fk, self.fv = fk.new_zeros(shape), fv.new_zeros(shape)
+            self.fk[..., slots, :] = fk[..., n - keep:, :]
+            self.fv[..., slots, :] = fv[..., n - keep:, :]
+        self.write_step[slots] = steps
+        self.next_step += n
+
+    def ages(self, now: int) -> torch.Tensor:
+        """Age in tokens of every slot at step `now` (negative where empty)."""
+        return torch.where(self.write_step >= 0, now - self.write_step, torch.full_like(self.write_step, -1))
+
+
+def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
+                cells: StageCells | None = None, full_scale: float = 1.0,
+                threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H_kv, slots, D) in
+    slot order, H_kv dividing H (the H / H_kv query heads of a group read its arrays); ages (slots,) in tokens,
+    negative for empty slots; table: (terms, ages) or one product table (ages,); `cells` (only with H_kv = H)
+    with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query every
+    slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)), and
+    each stage is one product of the physical pulses with them. Only the tiles holding a token are read (the
+    ring fills from slot 0)."""
+    b, h, _, d = q.shape
+    table = table if table.dim() == 2 else table[None]
+    length, kv_heads = table.shape[1], fk_ring.shape[-3]
+    group = h // kv_heads
+    filled = -(-int((ages >= 0).sum()) // tile) * tile  # the ring's slots in use, whole tiles
+    fk_ring, fv_ring, ages = as_terms(fk_ring)[..., :filled, :], as_terms(fv_ring)[..., :filled, :], ages[:filled]
+    terms, slots = len(fk_ring), filled
+    valid = (ages >= 0) & (ages < length)
+
+    def by_age(values):  # (n, length) -> (n, slots), zero at empty slots
+        return torch.where(valid, values[:, ages.clamp(0, length - 1)], values.new_zeros(()))
+
+    decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
+    aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, d) * decay).sum(0, keepdim=True)
+                      for x in (fk_ring, fv_ring))
+    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale)
+    if cells is not None:
+        cells = cells.chunk(slice(None), slice(0, slots), by_age(cells.log_table[None, :length]), (0, 0))
+    shift = head_rows(threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold
+    out = _stage_forward(q.reshape(b * kv_heads, group, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
+                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells, threshold=shift)[0]
+    return out.view(b, h, 1, d)
