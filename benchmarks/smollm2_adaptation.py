@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -25,8 +23,16 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def gaincell(*args: str) -> None:
+    """Run `gaincell ARGS` as the command line does, in this process (one interpreter and one set of imports
+    for all the runs); a failing command ends the script with its status."""
+    from gaincell.cli import main
+
     print("$ gaincell " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "gaincell.cli", *args], check=True)
+    try:
+        main.main(args=list(args), prog_name="gaincell")
+    except SystemExit as exit:
+        if exit.code not in (0, None):
+            raise SystemExit(f"benchmark: `gaincell {' '.join(args)}` failed (exit status {exit.code})") from None
 
 
 def evaluate(name: str, model: str, work: Path, options, *extra: str) -> dict:

@@ -1,6 +1,9 @@
 """Compile the fused kernels for an sm_90 GPU without one (run as a script, without TRITON_INTERPRET): what
 Triton's CPU interpreter lets through but the compiler refuses (types that differ between branches, shapes,
-shared memory) fails here. Prints one line per kernel and variant; exit status 1 when any failed."""
+shared memory) fails here. Prints one line per kernel and variant; exit status 1 when any failed.
+
+`kernel_compile.py PART PARTS` compiles only every PARTS-th variant from the PART-th (0-based), so that several
+processes can share the work."""
 import sys
 
 import triton
@@ -25,26 +28,31 @@ KERNELS = {
 }
 
 
-def main() -> int:
+def variants() -> list[tuple[str, dict]]:
+    """(kernel, constants that differ from its defaults): three variants of each attention kernel, one transfer."""
+    return [(name, variant) for name, (_, _, _, constants) in KERNELS.items()
+            for variant in ([{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}] if "EVEN" in constants else [{}])]
+
+
+def main(part: int = 0, parts: int = 1) -> int:
     failed = 0
-    for name, (module, pointers, scalars, constants) in KERNELS.items():
+    for name, variant in variants()[part::parts]:
+        module, pointers, scalars, constants = KERNELS[name]
         function = getattr(module, name)
-        variants = [{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}] if "EVEN" in constants else [{}]
-        for variant in variants:
-            values = dict(constants, **variant)
-            types = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}
-            signature = {name: types[name] for name in function.arg_names}  # in the kernel's argument order
-            source = ASTSource(fn=function, signature=signature,
-                               constexprs={(function.arg_names.index(k),): v for k, v in values.items()})
-            try:
-                compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                          options={"num_warps": 4, "num_stages": 2})
-                print(f"{name} {variant}: compiled, {compiled.metadata.shared} bytes of shared memory")
-            except Exception as exc:  # the compiler's own message is the point of this check
-                failed += 1
-                print(f"{name} {variant}: FAILED {type(exc).__name__}: {str(exc)[:2000]}")
+        values = dict(constants, **variant)
+        types = {**{p: POINTER for p in pointers}, **scalars, **{k: "constexpr" for k in values}}
+        signature = {arg: types[arg] for arg in function.arg_names}  # in the kernel's argument order
+        source = ASTSource(fn=function, signature=signature,
+                           constexprs={(function.arg_names.index(k),): v for k, v in values.items()})
+        try:
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                      options={"num_warps": 4, "num_stages": 2})
+            print(f"{name} {variant}: compiled, {compiled.metadata.shared} bytes of shared memory")
+        except Exception as exc:  # the compiler's own message is the point of this check
+            failed += 1
+            print(f"{name} {variant}: FAILED {type(exc).__name__}: {str(exc)[:2000]}")
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*map(int, sys.argv[1:3])))

@@ -185,6 +185,7 @@ def naive_multiply(stored, cell):
     return sum(c * y**i for i, c in enumerate(cell.polynomial()))
 
 
+@pytest.mark.slow
 def test_gradcheck_float64(cell):
     q, k, v = random_qkv(batch=1, heads=2, kv_heads=1, tokens=20, dim=4, seed=3)
     q, k, v = q.requires_grad_(), (0.2 + 0.5 * k).requires_grad_(), v.requires_grad_()

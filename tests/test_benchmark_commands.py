@@ -25,6 +25,14 @@ def test_bench_attention_runs_both_decay_forms_and_its_sides_agree(tmp_path):
     assert "decay: aged voltages at 5.85e-06 s per token" in out and "tiled and naive agree" in out
 
 
+def test_decode_benchmark_runs_and_its_ring_decode_equals_the_parallel_pass(tmp_path, llama_folder):
+    from gaincell.resources import data_path
+
+    out = run("bench_decode.py", "--model", str(llama_folder), "--surrogate", str(data_path("paper_reference.h5")),
+              "--new-tokens", "6,12", "--check-steps", "12", "--threads", "1", cwd=tmp_path)
+    assert "| 12 |" in out and "gain-cell ring decode = parallel pass over 12 steps" in out
+
+
 @pytest.mark.slow
 def test_aged_tile_benchmark_runs_and_writes_its_figure(tmp_path):
     out = run("aged_tile.py", "--random", "1", "--tokens", "6", "--dims", "6", "--figure", str(tmp_path / "aged"),

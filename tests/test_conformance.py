@@ -15,9 +15,14 @@ The runs go through the project's worker pool (two processes): a reference task 
 netlist's folder, a gaincell task does what `gaincell simulate FILE` does (the file's text prepared with its
 folder as base_dir, then the backend's engine, `simulate_in_worker` as `simulator.run` uses it); the CLI path
 itself is checked on an AC netlist and on a plot without points.
+
+Every run reads a writable copy of the folder in the test's temporary folder (ngspice writes logs beside the
+netlist it runs), and plain ngspice's results are kept between test runs (tests/reference_cache.py: outside
+the project, recomputed when the ngspice binary, the folder or reference_run changes).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -36,6 +41,7 @@ from gaincell.circuits.spice.rawfile import read_raw
 from gaincell.circuits.spice.trust import CONTROL_RULE
 from gaincell.circuits.spice.workers import Task, WorkerPool, simulate_in_worker
 from gaincell.errors import NetlistError, SimulationError, SimulationTimeout, WorkerCrashed
+import reference_cache
 
 RTOL = 1e-9
 REFERENCE_LIMIT_S = 20.0  # the slowest agreeing netlist (bsim3soifd/ring51) takes ~10 s in ngspice here
@@ -94,6 +100,34 @@ def reference_run(path: str, limit_s: float):
             return ("failed", f"exit code {done.returncode}, {'a' if raw.exists() else 'no'} raw file")
         return ("ok", [(plot.name, [(name.lower(), values) for name, values in plot.columns])
                        for plot in read_raw(raw)])
+
+
+@pytest.fixture(scope="module")
+def netlist_folder(shared_dir, tmp_path_factory) -> Path:
+    """A writable copy of ../shared/reference/ngspice-tests: the only folder these tests run netlists in."""
+    return reference_cache.writable_copy(shared_dir / "reference" / "ngspice-tests",
+                                         tmp_path_factory.mktemp("ngspice-tests"))
+
+
+@pytest.fixture(scope="module")
+def reference_key(netlist_folder) -> str:
+    """The cache key of plain ngspice's results: the binary, every file of the folder, how reference_run runs."""
+    return reference_cache.cache_key(netlist_folder, inspect.getsource(reference_run), SPICEINIT, REFERENCE_LIMIT_S)
+
+
+def reference_of(folder: Path, key: str, name: str):
+    """Plain ngspice's result for one netlist of the folder: the cached one, else a fresh run."""
+    cached = reference_cache.load(key)
+    if cached is not None and name in cached:
+        return cached[name]
+    return reference_run(str(folder / name), REFERENCE_LIMIT_S)
+
+
+def cacheable(references: dict) -> bool:
+    """Only results as every netlist's expected outcome has them are kept (a timeout on a loaded machine, a
+    crashed worker are not): a failure is never replayed from the cache."""
+    wanted = {AGREE: ("ok",), NGSPICE_FAILS: ("failed",), NGSPICE_SLOW: ("ok", "failed", "timeout")}
+    return all(isinstance(result, tuple) and result[0] in wanted[outcome(name)] for name, result in references.items())
 
 
 def gaincell_run(path: str, backend: str, timeout_s: float):
@@ -170,22 +204,29 @@ def _check_refused(path: Path, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_ngspice_regression_netlists_run_as_in_ngspice(shared_dir):
-    folder = shared_dir / "reference" / "ngspice-tests"
+def test_ngspice_regression_netlists_run_as_in_ngspice(netlist_folder, reference_key):
+    folder = netlist_folder
     netlists = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*.cir"))}
     assert len(netlists) > 100, f"{folder} holds only {len(netlists)} netlists"
     assert set(EXPECTED) <= set(netlists), f"listed but missing: {sorted(set(EXPECTED) - set(netlists))}"
     start = time.perf_counter()
+    cached = reference_cache.load(reference_key) or {}
     tasks = []
     for name, path in netlists.items():
         if outcome(name) in (CONTROL, NO_ANALYSIS):
             _check_refused(path, name)
             continue
         slow = outcome(name) == NGSPICE_SLOW
-        tasks.append(Task((name, "ngspice"), reference_run, (str(path), REFERENCE_LIMIT_S), REFERENCE_LIMIT_S + 30))
+        if name not in cached:
+            tasks.append(Task((name, "ngspice"), reference_run, (str(path), REFERENCE_LIMIT_S),
+                              REFERENCE_LIMIT_S + 30))
         for backend in BACKENDS:
             limit = SLOW_TIMEOUT_S if slow else RUN_TIMEOUT_S
-            tasks.append(Task((name, backend), gaincell_run, (str(path), backend, limit), limit + (0 if slow else 30)))
+            # a slow netlist in the shared backend is stopped by the pool (the worker and its libngspice killed at
+            # the limit); the batch engine stops its own ngspice process at the limit, before the pool would kill
+            # the worker and leave that process running for minutes beside the next tests
+            margin = 0 if slow and backend == "shared" else 30
+            tasks.append(Task((name, backend), gaincell_run, (str(path), backend, limit), limit + margin))
     # the slowest first, so that the two workers finish together
     tasks.sort(key=lambda task: outcome(task.key[0]) != NGSPICE_SLOW and "ring51" not in task.key[0])
     # a CPL circuit leaves libngspice unable to run another (engines.SharedEngine): each in a fresh worker
@@ -197,6 +238,10 @@ def test_ngspice_regression_netlists_run_as_in_ngspice(shared_dir):
     for task in after_cpl:
         with WorkerPool(1) as pool:
             results.update(pool.run([task]))
+    computed = {name: result for (name, kind), result in results.items() if kind == "ngspice"}
+    if computed and cacheable(computed):
+        reference_cache.store(reference_key, {**cached, **computed})
+    results.update({(name, "ngspice"): result for name, result in cached.items()})
     problems = []
     for name in netlists:
         expected = outcome(name)
@@ -235,21 +280,22 @@ def test_ngspice_regression_netlists_run_as_in_ngspice(shared_dir):
                 if not isinstance(got, SimulationTimeout):
                     problems.append(f"{name} ({backend}): expected SimulationTimeout, got {got!r}")
     counts = Counter(outcome(name) for name in netlists)
-    print(f"\nconformance: {dict(counts)} in {time.perf_counter() - start:.0f} s")
+    print(f"\nconformance: {dict(counts)} in {time.perf_counter() - start:.0f} s "
+          f"(ngspice's results {'from the cache' if cached else 'computed'})")
     assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_cli_stores_an_ac_result_as_ngspice_computes_it(shared_dir, tmp_path, backend):
+def test_cli_stores_an_ac_result_as_ngspice_computes_it(netlist_folder, reference_key, tmp_path, backend):
     """`gaincell simulate` of an .ac netlist: complex vectors in the file, equal to ngspice's on its grid."""
     from gaincell.cli import main
     from gaincell.store import read_sweep
 
-    path = shared_dir / "reference" / "ngspice-tests" / "tests" / "filters" / "lowpass.cir"
+    path = netlist_folder / "tests" / "filters" / "lowpass.cir"
     out = tmp_path / "lowpass.h5"
     result = CliRunner().invoke(main, ["simulate", str(path), "--out", str(out), "--backend", backend])
     assert result.exit_code == 0, result.output
-    status, reference = reference_run(str(path), REFERENCE_LIMIT_S)
+    status, reference = reference_of(netlist_folder, reference_key, "tests/filters/lowpass.cir")
     assert status == "ok"
     [columns] = [columns for plot_name, columns in reference if plot_kind(plot_name) == "ac"]
     data = read_sweep(out, "ac")
@@ -263,11 +309,11 @@ def test_cli_stores_an_ac_result_as_ngspice_computes_it(shared_dir, tmp_path, ba
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_cli_stores_a_plot_without_points_as_empty_with_a_note(shared_dir, tmp_path, backend):
+def test_cli_stores_a_plot_without_points_as_empty_with_a_note(netlist_folder, tmp_path, backend):
     from gaincell.cli import main
     from gaincell.store import read_sweep
 
-    path = shared_dir / "reference" / "ngspice-tests" / "ac_zero_points.cir"
+    path = netlist_folder / "ac_zero_points.cir"
     out = tmp_path / "zero.h5"
     result = CliRunner().invoke(main, ["simulate", str(path), "--out", str(out), "--backend", backend])
     assert result.exit_code == 0, result.output
@@ -279,12 +325,13 @@ def test_cli_stores_a_plot_without_points_as_empty_with_a_note(shared_dir, tmp_p
     assert "note: the simulator returned this analysis without any points" in described.output
 
 
-def test_empty_circuit_runs_alike_in_both_backends(shared_dir):
+def test_empty_circuit_runs_alike_in_both_backends(netlist_folder, reference_key):
     """A circuit without elements (only node 0): ngspice runs its .op, .tran and .ac; so do both backends."""
-    path = shared_dir / "reference" / "ngspice-tests" / "tests" / "regression" / "misc" / "empty-1.noctl.cir"
+    name = "tests/regression/misc/empty-1.noctl.cir"
+    path = netlist_folder / name
     from gaincell.circuits.spice.simulator import run
 
-    status, reference = reference_run(str(path), REFERENCE_LIMIT_S)
+    status, reference = reference_of(netlist_folder, reference_key, name)
     assert status == "ok" and len(reference) == 3
     for backend in BACKENDS:
         result = run(read_netlist_file(path), backend=backend, base_dir=path.parent, source_name=str(path))

@@ -1,8 +1,7 @@
-"""kill -9 of `characterize` (the runner and its ngspice workers) at random moments and inside each kind of
+"""kill -9 of `characterize` (the runner and its ngspice workers) at each step of its work and inside each kind of
 write: nothing half-written at the destination, and re-runs finish with the results of an uninterrupted run."""
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
@@ -89,21 +88,33 @@ def log_of(folder: Path) -> str:
 
 
 def kill_group(run: subprocess.Popen) -> None:
+    """kill -9 of the runner's process group and of its simulator workers (each in a process group of its own,
+    circuits/spice/workers.py)."""
+    workers = worker_pids(run.pid)
     with contextlib.suppress(ProcessLookupError):  # the run may have ended on its own just now
-        os.killpg(run.pid, signal.SIGKILL)  # the runner and its ngspice workers
+        os.killpg(run.pid, signal.SIGKILL)  # the runner (and anything else of its group)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     run.wait()
 
 
-def workers_running(group: int) -> int:
-    """Processes of a process group other than its leader (the simulator workers); 0 without /proc."""
-    count = 0
+def worker_pids(parent: int) -> list[int]:
+    """The live child processes of `parent` (the runner's simulator workers); none without /proc."""
+    pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
-        count += int(fields[2]) == group and int(stat.parent.name) != group and fields[0] != "Z"
-    return count
+        if int(fields[1]) == parent and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def workers_running(runner: int) -> int:
+    """How many simulator workers the runner has up."""
+    return len(worker_pids(runner))
 
 
 def sweeps_of(path: Path) -> dict[str, SweepData]:
@@ -203,23 +214,48 @@ def check_after_kill(folder: Path, reference: dict[str, SweepData]) -> list[str]
     return sorted(set(left))
 
 
+def new_parts(folder: Path, sweep: str, since: float) -> int:
+    """Chunk files of `sweep` saved since `since` (time.time())."""
+    count = 0
+    for part in (folder / f"{OUT}.parts" / sweep).glob("[0-9]*.npz"):
+        try:
+            count += part.stat().st_mtime >= since
+        except FileNotFoundError:  # merged and removed since it was listed
+            pass
+    return count
+
+
+# Where the runs are killed, one run each, in this order, each resuming what the ones before it saved: a
+# condition on the output folder and the run, polled every half millisecond (not a random moment: the same
+# places whatever the machine's load).
+KILL_POINTS = [
+    ("the output lock taken, no worker up yet", lambda folder, run, since: (folder / f".{OUT}.lock").exists()),
+    ("workers up, nothing saved yet", lambda folder, run, since: workers_running(run.pid) > 0),
+    ("the write sweep's chunk saved", lambda folder, run, since: new_parts(folder, "write", since) > 0),
+    ("the retention sweep's chunk saved", lambda folder, run, since: new_parts(folder, "retention", since) > 0),
+    ("the first read chunk saved", lambda folder, run, since: new_parts(folder, "read", since) > 0),
+    ("three more read chunks saved", lambda folder, run, since: new_parts(folder, "read", since) >= 3),
+]
+
+
 @pytest.mark.slow
-def test_kill_9_of_characterize_at_random_moments_resumes_to_the_uninterrupted_result(runner, uninterrupted,
-                                                                                    tmp_path):
+def test_kill_9_of_characterize_at_each_step_resumes_to_the_uninterrupted_result(runner, uninterrupted, tmp_path):
+    """kill -9 of the runner and its workers at each step of a characterization (start-up, simulating, after a
+    chunk of each sweep), each run resuming the last: nothing half-written after any kill, and the last run
+    ends with the uninterrupted run's results."""
     reference, duration = uninterrupted
     totals = {name: data.status.size for name, data in reference.items()}
-    folder, rng, phases, finished_first = tmp_path / "killed", random.Random(14), Counter(), 0
+    folder, phases, finished_first = tmp_path / "killed", Counter(), []
     folder.mkdir()
-    while sum(phases.values()) < 6:
-        assert sum(phases.values()) + finished_first < 12, "most runs ended before their kill"
-        before = progress_of(folder)
+    for point, reached in KILL_POINTS:
+        before, since = progress_of(folder), time.time() - 0.05  # file times lag the clock by a tick
         run = start(runner, folder)
-        time.sleep(rng.uniform(0.1, 0.95) * duration)
-        if run.poll() is not None:  # a resumed run has less to do and may end first: a finished re-run too
+        while run.poll() is None and not reached(folder, run, since):
+            time.sleep(0.0005)  # leaves the cores to the run
+        if run.poll() is not None:  # ended before its kill point (a resumed run has less to do)
             assert run.returncode == 0, log_of(folder)
             assert_results_like(folder, reference)
-            finished_first += 1
-            print("a run finished before its kill")
+            finished_first.append(point)
             shutil.rmtree(folder)  # start over, so that the next kills land in work again
             folder.mkdir()
             continue
@@ -227,10 +263,11 @@ def test_kill_9_of_characterize_at_random_moments_resumes_to_the_uninterrupted_r
         kill_group(run)
         left = check_after_kill(folder, reference)
         phase = phase_of(before, progress_of(folder), totals, workers) + "".join(f"; {x}" for x in left)
-        print(f"kill {sum(phases.values()) + 1}: {phase}")  # shown with a failure
+        print(f"kill at {point!r}: {phase}")  # shown with a failure
         phases[phase] += 1
-    print(f"uninterrupted run {duration:.1f} s; kills: {dict(phases)}; runs that finished before their kill: "
+    print(f"uninterrupted run {duration:.1f} s; kills: {dict(phases)}; runs that ended before their kill point: "
           f"{finished_first}")
+    assert len(finished_first) <= 1, finished_first
     run_to_end(runner, folder)
     assert_finished_like(folder, reference)
 

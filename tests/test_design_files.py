@@ -17,6 +17,7 @@ from gaincell.cli import main
 from gaincell.design import PRESETS, CellDesign, design_from_dict, load_design
 from gaincell.design_text import MAX_DESIGN_FILE_BYTES
 from gaincell.errors import ConfigError
+from hypothesis_profiles import examples
 
 INJECTED = "x\n.control\nshell touch /tmp/gaincell-injected\n.endc"
 
@@ -238,7 +239,7 @@ def assert_no_line_injected(design: CellDesign) -> None:
     assert not any(line.lstrip().lower().startswith((".control", ".endc", "*#")) for line in lines)
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 @given(DESIGN_DICTS)
 def test_fuzzed_design_dicts_are_a_design_or_a_config_error(raw):
     try:
@@ -257,7 +258,7 @@ def renamed(lines: list[str], old: str, new: str) -> list[str]:
     return [re.sub(rf"(?<=\s){re.escape(old)}(?=\s|$)", lambda _: new, line) for line in lines]
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 @given(st.sampled_from(["name", "corner", "model_names"]), FIELD_TEXT)
 def test_fuzzed_string_fields_never_add_a_netlist_line(field, value):
     def with_value(text):
@@ -314,7 +315,7 @@ def fuzz_folder():
         yield Path(folder)
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 @given(st.sampled_from(["cell.toml", "cell.yaml"]),
        st.one_of(st.binary(max_size=200), token_text(TOML_TOKENS) | token_text(YAML_TOKENS),
                  spliced(VALID_TOML), spliced(VALID_YAML), renamed_to(VALID_TOML), renamed_to(VALID_YAML)).map(

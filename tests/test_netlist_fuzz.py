@@ -1,5 +1,6 @@
 """Property-based fuzzing of netlist text given to `prepare()` and the trust policy (about 600 generated
-cases per run, plus about 50 accepted decks run through `ngspice -b`): every case is a prepared `Netlist` or a
+cases per run, plus about 50 accepted decks run through `ngspice -b`; a quarter of that outside CI, see
+tests/hypothesis_profiles.py): every case is a prepared `Netlist` or a
 `GaincellError`, never another exception or a hang; hostile lines are always refused with their line; a deck
 that is accepted holds no line the policy forbids, and running it creates no marker file."""
 import itertools
@@ -15,6 +16,7 @@ from gaincell.circuits.spice.engines import BatchEngine
 from gaincell.circuits.spice.netlist import Netlist, read_netlist_file
 from gaincell.circuits.spice.trust import line_problem, parse_reference
 from gaincell.errors import GaincellError, NetlistError, SimulationError
+from hypothesis_profiles import examples
 
 FUZZ = settings(database=None, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
 _names = itertools.count()
@@ -128,7 +130,7 @@ def test_any_bytes_as_a_netlist_file_or_an_included_file(fuzz_dir, data, include
     prepare_or_refuse(text)
 
 
-@settings(database=None, deadline=None, max_examples=70, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, deadline=None, max_examples=examples(70), suppress_health_check=[HealthCheck.too_slow])
 @given(valid_decks, st.lists(st.tuples(st.integers(0, 10_000), st.one_of(specials, hostile_lines)), max_size=4))
 def test_accepted_decks_run_no_command_in_ngspice(fuzz_dir, text, edits):
     """Decks carry payloads that create a marker when run as ngspice commands; mutations try to bring them

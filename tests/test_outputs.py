@@ -1,10 +1,11 @@
 """Outputs never destroy inputs: refused destinations, atomic writes, locks, kill -9 at any moment."""
 import os
-import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from gaincell.circuits.characterize import characterize
-from gaincell.periphery import Grid
 from gaincell.cli import main
 from gaincell.design import load_design
 from gaincell.errors import OutputError
-from gaincell.outputs import REPORT, SURROGATE, SWEEP_FILE, atomic_path, guard_output, output_lock
+from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_path, guard_output, output_lock
+from gaincell.periphery import Grid
 from gaincell.resources import data_path
 from gaincell.surrogate.file import Surrogate
 
@@ -46,10 +47,20 @@ def deck(tmp_path):
 
 @pytest.fixture(scope="module")
 def char_file(tmp_path_factory):
+    """A real characterization (16 x 3 x 6 read points) for the kill -9 test of `fit`."""
     out = tmp_path_factory.mktemp("char") / "char.h5"
     characterize(load_design("cmos-generic"), out, Grid(pulse_levels=3, retention_stop_s=20e-3), workers=2,
                  progress=False)
     return out
+
+
+@pytest.fixture()
+def sweep_file(tmp_path):
+    """A copy of a gaincell characterization (the golden cell sweeps): what `fit` reads, for the refusals that
+    come before any reading."""
+    path = tmp_path / "char.h5"
+    shutil.copyfile(Path(__file__).parent / "golden" / "cell_golden.h5", path)
+    return path
 
 
 def test_out_equal_to_the_input_netlist_is_refused_and_the_netlist_kept(deck):
@@ -94,14 +105,14 @@ def test_a_sweep_file_is_extended_and_a_surrogate_replaced_without_force(deck, t
         guard_output(surrogate, SWEEP_FILE)
 
 
-def test_fit_refuses_its_input_as_output_and_foreign_report_files(char_file, tmp_path):
-    before = char_file.read_bytes()
-    refused(invoke("fit", char_file, "--out", char_file), "is also an input")
-    assert char_file.read_bytes() == before
+def test_fit_refuses_its_input_as_output_and_foreign_report_files(sweep_file, tmp_path):
+    before = sweep_file.read_bytes()
+    refused(invoke("fit", sweep_file, "--out", sweep_file), "is also an input")
+    assert sweep_file.read_bytes() == before
     report = tmp_path / "rep"
     report.mkdir()
     (report / "s-fit.txt").write_text("a text file that is not a gaincell report\n")
-    refused(invoke("fit", char_file, "--out", tmp_path / "s.h5", "--report", report), "s-fit.txt", "--force")
+    refused(invoke("fit", sweep_file, "--out", tmp_path / "s.h5", "--report", report), "s-fit.txt", "--force")
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -183,44 +194,78 @@ def _complete_png(path):
     return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
 
 
+# Where a `gaincell fit` run is killed, in the order it gets there: a file (a glob under the output folder; {pid}
+# is the run's process id) that the run itself wrote, seen by polling every half millisecond.
+FIT_KILL_POINTS = {
+    "fitting (the output lock held, nothing written yet)": ".s.h5.lock",
+    "inside the report figure's write": ".s-fit.png.{pid}.tmp.png",
+    "the figure in place, the curves figure, the text report and the surrogate next": "s-fit.png",
+    "the text report in place, the surrogate being written": "s-fit.txt",
+}
+
+
+def _written_since(path: Path, started: float) -> bool:
+    try:
+        return path.stat().st_mtime >= started
+    except FileNotFoundError:  # renamed or removed since it was listed
+        return False
+
+
+def _kill_when_written(command, folder: Path, pattern: str) -> bool:
+    """Run `command` and kill -9 it as soon as a file matching `pattern` that it wrote appears in `folder`; False
+    when the run finished first (a window too short for polling)."""
+    started = time.time() - 0.05  # file times lag the clock by a tick
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    glob = pattern.format(pid=proc.pid)
+    while proc.poll() is None:
+        if any(_written_since(path, started) for path in folder.glob(glob)):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.0005)
+    assert proc.returncode == 0
+    return False
+
+
 @pytest.mark.slow
-def test_kill_9_of_fit_at_random_moments_never_leaves_a_half_written_file(char_file, tmp_path):
+def test_kill_9_of_fit_at_each_step_never_leaves_a_half_written_file(char_file, tmp_path):
+    """kill -9 of `gaincell fit` at each step of its work (deterministic kill points, not random moments that
+    depend on the machine's load): each destination is absent or whole, and a re-run in the same folder (with
+    what the killed runs left there) gives the uninterrupted run's files."""
     reference = tmp_path / "reference"
     reference.mkdir()
     assert invoke("fit", char_file, "--out", reference / "s.h5").exit_code == 0
     expected = Surrogate.load(reference / "s.h5")
     expected_text = (reference / "s-fit.txt").read_text()
+    destinations = sorted(p.name for p in reference.iterdir())  # the surrogate and every report file
+    assert {"s.h5", "s-fit.png", "s-fit.txt"} <= set(destinations)
     work = tmp_path / "work"
     work.mkdir()
     command = [sys.executable, "-m", "gaincell.cli", "fit", str(char_file), "--out", str(work / "s.h5")]
-    started = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True)
-    duration = time.perf_counter() - started
-    for path in work.iterdir():
-        path.unlink()
-    rng = random.Random(14)
-    for _ in range(6):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.0) * duration)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        for name in ("s.h5", "s-fit.png", "s-fit.txt"):  # each destination is absent or whole
+    landed = []
+    for phase, pattern in FIT_KILL_POINTS.items():
+        if _kill_when_written(command, work, pattern):
+            landed.append(phase)
+        for name in destinations:  # each destination is absent or whole
             path = work / name
             if not path.exists():
                 continue
             if name == "s.h5":
                 np.testing.assert_allclose(Surrogate.load(path)["multiply"].values, expected["multiply"].values,
                                            rtol=1e-9)
-            elif name == "s-fit.png":
+            elif name.endswith(".png"):
                 assert _complete_png(path)
+            elif name.endswith(".html"):
+                assert path.read_text().rstrip().endswith("</html>"), name
             else:
                 assert path.read_text() == expected_text
+    print(f"kills landed: {landed}")  # the later steps take milliseconds: a run may finish before its kill
+    assert landed[:1] == list(FIT_KILL_POINTS)[:1], landed  # the fit itself lasts long enough to be hit
     subprocess.run(command, capture_output=True, check=True)
     np.testing.assert_allclose(Surrogate.load(work / "s.h5")["multiply"].values, expected["multiply"].values,
                                rtol=1e-9)  # the same fit on the same data: only float round-off may differ
     assert _complete_png(work / "s-fit.png") and (work / "s-fit.txt").read_text() == expected_text
-    assert sorted(p.name for p in work.iterdir()) == ["s-fit-curves.html", "s-fit-curves.png", "s-fit.png", "s-fit.txt",
-                                                      "s.h5"]
+    assert sorted(p.name for p in work.iterdir()) == destinations  # no temporary or lock file left
 
 
 def test_force_never_replaces_a_file_the_netlist_includes(tmp_path):
