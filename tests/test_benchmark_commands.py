@@ -30,7 +30,7 @@ def test_decode_benchmark_runs_and_its_ring_decode_equals_the_parallel_pass(tmp_
 
     out = run("bench_decode.py", "--model", str(llama_folder), "--surrogate", str(data_path("paper_reference.h5")),
               "--new-tokens", "6,12", "--check-steps", "12", "--threads", "1", cwd=tmp_path)
-    assert "| 12 |" in out and "gain-cell ring decode = parallel pass over 12 steps" in out
+    assert "| 12 |" in out and "gain-cell ring decode = parallel pass, every layer, over the prompt and 12 tokens" in out
 
 
 @pytest.mark.slow
