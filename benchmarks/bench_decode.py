@@ -23,22 +23,20 @@ import torch
 from agreement import require
 
 PROMPT = "The history of the city"
-# A layer's ring decode against its parallel pass on the same inputs (float32 sums in another order). The
-# whole models are not compared: the rest of the model computes the prompt's projections in a batch of another
-# size (round-off of 1e-6), and the converters' quantizers turn such a difference into a level now and then.
-LAYER_TOLERANCE = 1e-5
+# A layer's ring decode against its parallel pass on the same inputs: float32 sums in another order (1e-6),
+# except where a tile's readout sits on a boundary of the readout quantizer and moves by one level (a few
+# hundredths of the layer's full scale). Allowed: outputs off by more than FLIP in at most FLIP_FRACTION of the
+# elements (measured on smollm2-gaincell, 64 tokens: see benchmarks/RESULTS.md). The whole models are not
+# compared: the rest of the model computes the prompt's projections in batches of another size, and the
+# quantizers turn that round-off into a level now and then too.
+FLIP, FLIP_FRACTION = 1e-4, 1e-4
 
 
-def require_close_value(what: str, difference: float) -> float:
-    require(what, difference <= LAYER_TOLERANCE, f"{difference:.1e} of full scale, allowed {LAYER_TOLERANCE:.0e}")
-    return difference
-
-
-def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> float:
+def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> tuple[float, float]:
     """The ring decode against the parallel pass, layer by layer, on the same inputs: every gain-cell layer's
     q, k, v recorded in one parallel pass over prompt + tokens, then fed to the layer as decoding feeds it (the
-    prompt in one pass, then token by token through a ring cache). The largest difference of their outputs,
-    relative to each layer's largest output."""
+    prompt in one pass, then token by token through a ring cache). Returns the fraction of output elements that
+    differ by more than FLIP of their layer's largest output, and the largest difference (same scale)."""
     from gaincell.surrogate.attention import GainCellAttention
 
     layers = [m for m in model.modules() if isinstance(m, GainCellAttention)]
@@ -56,7 +54,7 @@ def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> floa
     finally:
         for hook in hooks:
             hook.remove()
-    worst = 0.0
+    flipped, elements, worst = 0, 0, 0.0
     with torch.no_grad():
         for layer in layers:
             q, k, v = inputs[layer]
@@ -64,9 +62,11 @@ def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> floa
             steps = [layer(q[:, :, :prompt], k[:, :, :prompt], v[:, :, :prompt], cache=cache)]
             steps += [layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
                       for t in range(prompt, text.shape[1])]
-            scale = float(parallel.abs().max()) or 1.0
-            worst = max(worst, float((torch.cat(steps, dim=2) - parallel).abs().max()) / scale)
-    return worst
+            difference = (torch.cat(steps, dim=2) - parallel).abs() / (float(parallel.abs().max()) or 1.0)
+            flipped += int((difference > FLIP).sum())
+            elements += difference.numel()
+            worst = max(worst, float(difference.max()))
+    return flipped / elements, worst
 
 
 def timed(function, *args):
@@ -117,10 +117,12 @@ def main() -> None:
           "model is the same)")
 
     steps = min(args.check_steps, len(longest["gaincell"].tokens))
-    worst = require_close_value("gain-cell ring decode vs the parallel pass, every layer on the same q, k, v",
-                                layer_replay_difference(models.gaincell, ids, longest["gaincell"].tokens[:steps]))
-    print(f"gain-cell ring decode = parallel pass, every layer, over the prompt and {steps} tokens (largest "
-          f"difference {worst:.1e} of a layer's full scale)")
+    fraction, worst = layer_replay_difference(models.gaincell, ids, longest["gaincell"].tokens[:steps])
+    require("gain-cell ring decode vs the parallel pass, every layer on the same q, k, v", fraction <= FLIP_FRACTION,
+            f"{fraction:.1e} of the outputs differ by more than {FLIP:g} of full scale, allowed {FLIP_FRACTION:g}")
+    print(f"gain-cell ring decode = parallel pass, every layer, over the prompt and {steps} tokens ({fraction:.1e} of "
+          f"the outputs off by more than {FLIP:g} of full scale, at most by {worst:.1e}: readout levels moved by "
+          f"round-off)")
 
 if __name__ == "__main__":
     main()
