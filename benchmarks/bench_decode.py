@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ablation import capture
 from agreement import require
 
 PROMPT = "The history of the city"
@@ -37,23 +38,11 @@ def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> tupl
     q, k, v recorded in one parallel pass over prompt + tokens, then fed to the layer as decoding feeds it (the
     prompt in one pass, then token by token through a ring cache). Returns the fraction of output elements that
     differ by more than FLIP of their layer's largest output, and the largest difference (same scale)."""
-    from gaincell.surrogate.attention import GainCellAttention
+    from gaincell.adapt.models import gaincell_layers
 
-    layers = [m for m in model.modules() if isinstance(m, GainCellAttention)]
-    inputs = {}
-
-    def record(layer, args, output):  # returns None: the output stays as it is
-        inputs[layer] = args[:3]
-
-    hooks = [layer.register_forward_hook(record) for layer in layers]
     text = torch.cat([ids, ids.new_tensor([tokens])], dim=1)
-    prompt = ids.shape[1]
-    try:
-        with torch.no_grad():
-            model(text, use_cache=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    prompt, layers = ids.shape[1], gaincell_layers(model)
+    inputs = dict(zip(layers, capture(model, text)))
     flipped, elements, worst = 0, 0, 0.0
     with torch.no_grad():
         for layer in layers:
