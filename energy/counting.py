@@ -154,7 +154,7 @@ def count_decode_actions(cell, heads: int, kv_heads: int, head_dim: int, *, wind
     counts.kv_arrays = float(cache.k.shape[1])
     counts.cells_held = float(cache.k[0].numel() + cache.v[0].numel())
     tiles_per_head = counts.tile_reads_av / counts.query_heads
-    counts.adds = counts.query_heads * max(tiles_per_head - 1, 0.0) * head_dim
+    counts.adds = counts.query_heads * max(tiles_per_head - 1, 0.0) * cache.v.shape[-1]  # with a reference column
     return counts
 
 

@@ -19,6 +19,9 @@ from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
 
 INPUT_ENCODINGS = ("pulse-width",)  # the paper's: the query sets the read pulse's width at a fixed amplitude
+# how a head's readout is scaled: "none" (the paper's) or "reference-column" (divided by a reference column's)
+NORMALIZATIONS = ("none", "reference-column")
+ADDED_FIELDS = {"normalization": "none"}  # fields added after files were written: their value when absent
 PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
 PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
 # what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the
@@ -45,6 +48,10 @@ class HardwareConfig:
     t_max_s: float = quantity("longest read pulse, T_max (one read stage)", "s", 1e-12, 1e-3, default=15e-9)
     write_time_s: float = quantity("writing the new token's K and V column", "s", 0.0, 1e-3, default=0.0)
     conversion_s: float = quantity("one C2P conversion after a read stage", "s", 0.0, 1e-3, default=17.5e-9)
+    normalization: str = described("how a head's readout is scaled: 'none' (the paper's: the summed tile readouts) "
+                                   "or 'reference-column' (each V array has one more column, written with the DAC's "
+                                   "top level; the digital periphery divides the head's readouts by that column's, "
+                                   "so a query's pulses weigh the values as weights summing to one)", default="none")
     source: str = described("where the configuration comes from", default="the paper's configuration")
     overrides: tuple[str, ...] = described("fields a user set explicitly, 'name=value'", default=())
 
@@ -52,6 +59,9 @@ class HardwareConfig:
         if self.input_encoding not in INPUT_ENCODINGS:
             raise ConfigError("input_encoding", f"must be one of {', '.join(INPUT_ENCODINGS)}; got "
                                                 f"{shown(self.input_encoding)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError("normalization", f"must be one of {', '.join(NORMALIZATIONS)}; got "
+                                               f"{shown(self.normalization)}")
         if self.readout_levels % 2:
             raise ConfigError("readout_levels", f"is sign x counter levels and must be even; got {self.readout_levels}")
         if self.window_tokens % self.rows_per_tile:
@@ -86,6 +96,9 @@ class HardwareConfig:
         """Read back `to_attrs`; anything missing, of another type or out of range is a ConfigError naming it."""
         values = {}
         for name, field in FIELDS_ALL.items():
+            if name not in attrs and name in ADDED_FIELDS:
+                values[name] = ADDED_FIELDS[name]
+                continue
             if name not in attrs:
                 raise ConfigError(f"hardware.{name}", f"is missing in {where}")
             value = attrs[name]
@@ -164,7 +177,8 @@ def describe(hardware: HardwareConfig) -> list[str]:
     h = hardware
     lines = [f"hardware: {h.source}",
              f"  input {h.input_levels} pulse-width levels ({h.input_encoding}), stored K/V {h.stored_levels} levels, "
-             f"readout {h.readout_levels} levels (sign x {h.readout_levels // 2})",
+             f"readout {h.readout_levels} levels (sign x {h.readout_levels // 2})"
+             + ("" if h.normalization == "none" else f", normalized by a {h.normalization}"),
              f"  arrays of {h.rows_per_tile} tokens, window {h.window_tokens} tokens",
              f"  read phase {h.phase_s * 1e9:.4g} ns (2 x (T_max {h.t_max_s * 1e9:.4g} ns + conversion "
              f"{h.conversion_s * 1e9:.4g} ns)), write {h.write_time_s * 1e9:.4g} ns"]

@@ -198,6 +198,9 @@ class GainCellAttention(nn.Module):
     def _checked_scale(self, name: str, value: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             raise ConfigError(name, f"must be a finite number >= 0 (0: off, 1: the fitted figure); got {value!r}")
+        if value and self.normalized:
+            raise ConfigError(name, "is not modelled for the reference column of normalization='reference-column' "
+                                    "(its cells would need their own draws); use normalization=none")
         if value and self.cell.variation is None:
             raise ConfigError(name, f"needs a surrogate with a variation component; the one of cell {self.cell.name!r} "
                                     "has none (fit one from a Monte Carlo characterization: characterize --mc N)")
@@ -255,7 +258,7 @@ class GainCellAttention(nn.Module):
         if self.mode == "ideal":
             return self._ideal(q, k, v, cache)
         linear = self.mode == "linear"
-        qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self.v_scaler(v)
+        qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self._with_reference(self.v_scaler(v))
         if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
             terms = self.decay_terms(ring, q)
@@ -273,7 +276,27 @@ class GainCellAttention(nn.Module):
                 self._write(cache, qs, ks, vs, linear)
         else:
             y = self._decode(qs, ks, vs, cache, linear)
-        return self.out_scaler(y)
+        return self.out_scaler(self._normalized(y))
+
+    @property
+    def normalized(self) -> bool:
+        """Whether the readouts are divided by a reference column's (the hardware's `normalization`)."""
+        return self.cell.hardware.normalization == "reference-column"
+
+    def _with_reference(self, vs: torch.Tensor) -> torch.Tensor:
+        """With normalization, the V array's reference column: one more column written with the DAC's top level."""
+        if not self.normalized:
+            return vs
+        return torch.cat([vs, vs.new_full((*vs.shape[:-1], 1), self.cell.stored_range_v[1])], dim=-1)
+
+    def _normalized(self, y: torch.Tensor) -> torch.Tensor:
+        """With normalization, the value readouts divided by the reference column's (which sums the pulses, each
+        weighted by the top level's aged multiply): weights that sum to one. A reference below one readout step
+        (no key pulsed) divides by that step."""
+        if not self.normalized:
+            return y
+        step = 1.0 / self._out_steps() if self._out_steps() else 1e-6
+        return y[..., :-1] / y[..., -1:].clamp_min(step)
 
     def pulses(self, q, k, v, queries: int | None = None) -> torch.Tensor:
         """The C2P outputs phi (B, heads, queries, T) of the last `queries` queries of (unscaled) q, k, v against

@@ -34,9 +34,9 @@ class RingCache:
         """Store tokens (B, H_kv, n, D) at the next steps; slot = step mod slots (the oldest is overwritten).
         fk, fv: their transfers f(k), g(v) ((terms,) B, H_kv, n, D), kept beside them."""
         if self.k is None:
-            b, h, _, d = k.shape
-            self.k = k.new_zeros(b, h, self.slots, d)
-            self.v = v.new_zeros(b, h, self.slots, d)
+            b, h = k.shape[:2]
+            self.k = k.new_zeros(b, h, self.slots, k.shape[-1])
+            self.v = v.new_zeros(b, h, self.slots, v.shape[-1])
             self.write_step = self.write_step.to(k.device)
         n = k.shape[2]
         keep = min(n, self.slots)
@@ -46,8 +46,7 @@ class RingCache:
         self.v[:, :, slots] = v[:, :, n - keep:]
         if fk is not None:
             if self.fk is None:
-                shape = (*fk.shape[:-2], self.slots, fk.shape[-1])
-                self.fk, self.fv = fk.new_zeros(shape), fv.new_zeros(shape)
+                self.fk, self.fv = (x.new_zeros(*x.shape[:-2], self.slots, x.shape[-1]) for x in (fk, fv))
             self.fk[..., slots, :] = fk[..., n - keep:, :]
             self.fv[..., slots, :] = fv[..., n - keep:, :]
         self.write_step[slots] = steps
@@ -81,7 +80,7 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
         return torch.where(valid, values[:, ages.clamp(0, length - 1)], values.new_zeros(()))
 
     decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
-    aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, d) * decay).sum(0, keepdim=True)
+    aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, x.shape[-1]) * decay).sum(0, keepdim=True)
                       for x in (fk_ring, fv_ring))
     geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale)
     if cells is not None:
@@ -89,4 +88,4 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     shift = head_rows(threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold
     out = _stage_forward(q.reshape(b * kv_heads, group, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
                          geometry.physical_tiles(0, slots // tile), geometry, cells=cells, threshold=shift)[0]
-    return out.view(b, h, 1, d)
+    return out.view(b, h, 1, fv_ring.shape[-1])

@@ -161,7 +161,7 @@ class _TiledAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, fk, fv, table, threshold, geometry: Geometry, cells: StageCells | None = None):
-        out = q.new_empty(q.shape)
+        out = q.new_empty(*q.shape[:-1], fv.shape[-1])
         tile = geometry.tile
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
             decay = _chunk_decay(table, geometry, start, stop, first, last)
@@ -344,7 +344,11 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         raise ConfigError("kernel", "per-cell variation, read noise and unsaturated converters run on the torch path "
                                     "only (the Triton kernel has one decay table, one converter offset for all cells "
                                     "and the converters' full scale); use 'auto' or 'torch'")
-    if cells is None and full_scale == 1.0 and use_triton(q, tile, kernel):
+    columns = fv.shape[-1]  # the values' columns (one more than d with a reference column)
+    if columns != d and kernel == "triton":
+        raise ConfigError("kernel", "the Triton kernel reads as many value columns as query columns; a reference "
+                                    "column runs on the torch path ('auto' or 'torch')")
+    if cells is None and full_scale == 1.0 and columns == d and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
         terms = len(fk)
@@ -360,11 +364,11 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
                         full_scale)
 
     def flat(x):  # (..., B, H, T, D) -> (..., B*H, padded, D)
-        x = x.reshape(*x.shape[:-4], b * h, t, d)
+        x = x.reshape(*x.shape[:-4], b * h, t, x.shape[-1])
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
     out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
-    return out[:, :t].reshape(b, h, t, d)
+    return out[:, :t].reshape(b, h, t, columns)
 
 
 def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""The reference-column normalization (hardware field `normalization`): each V array has one more column written
+with the DAC's top level, and the head's value readouts are divided by that column's readout, so a query's pulses
+weigh the values as weights that sum to one."""
+import dataclasses
+
+import h5py
+import pytest
+import torch
+
+from gaincell.errors import ConfigError
+from gaincell.hardware import PAPER_HARDWARE, HardwareConfig
+from gaincell.resources import data_path
+from gaincell.surrogate.attention import GainCellAttention
+from gaincell.surrogate.cellmodel import CellModel
+from gaincell.surrogate.functional import tiled_attention
+from gaincell.surrogate.transfers import ElementwiseTransfer, transfers
+
+HEADS, KV_HEADS, D = 4, 2, 8
+
+
+def layer(normalization="reference-column", **options):
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"), read_phases=HEADS // KV_HEADS)
+    cell = dataclasses.replace(cell, hardware=cell.hardware.overridden(normalization=normalization))
+    return GainCellAttention(cell, HEADS, D, kv_heads=KV_HEADS, tile=16, window=64, **options)
+
+
+def inputs(t=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, HEADS, t, D, generator=g), torch.rand(1, KV_HEADS, t, D, generator=g),
+            torch.rand(1, KV_HEADS, t, D, generator=g))
+
+
+def test_weights_sum_to_one_equal_values_read_back_as_their_level():
+    """With every stored value at one level v0, the output is g(v0) / g(top) wherever a key pulsed, whatever the
+    pulses (exact converters, no saturation, no decay: the arithmetic alone)."""
+    attention = layer(quantize=False, decay=False, saturate=False)
+    q, k, _ = inputs()
+    v0 = 0.7
+    with torch.no_grad():
+        attention.v_scaler.a.zero_(); attention.v_scaler.b.fill_(v0)  # every value stored at v0
+        out = attention(q, k, torch.zeros_like(k))
+        phi = attention.pulses(q, k, torch.zeros_like(k))
+    value = transfers(attention.cell, None, False, False)[2]
+    levels = torch.tensor([v0, attention.cell.stored_range_v[1]])
+    g0, top = ElementwiseTransfer.apply(levels, value)
+    pulsed = phi.sum(-1) > 0
+    assert pulsed.float().mean() > 0.5
+    torch.testing.assert_close(out[pulsed], torch.full_like(out[pulsed], float(g0 / top)), rtol=1e-4, atol=1e-5)
+
+
+def test_the_layer_equals_a_naive_normalized_sum_forward_and_backward():
+    """phi = relu(q . f(k) - offset) over the causal window, out = (phi @ g(v)) / (phi @ g(top)): the same numbers
+    and gradients from plain autograd (exact converters, no saturation, no decay)."""
+    attention = layer(quantize=False, decay=False, saturate=False).double()
+    cell = attention.cell
+    q, k, v = (x.double().requires_grad_() for x in inputs(t=48, seed=3))
+    with torch.no_grad():
+        attention.q_scaler.a.fill_(0.5)
+    out = attention(q, k, v)
+    _, key, value = transfers(cell, None, False, False)
+    qh = attention.q_scaler(q).clamp(0, 1)
+    fk, fv = (ElementwiseTransfer.apply(scaler(x), t).repeat_interleave(HEADS // KV_HEADS, dim=1)
+              for scaler, x, t in ((attention.k_scaler, k, key), (attention.v_scaler, v, value)))
+    top = ElementwiseTransfer.apply(torch.tensor([cell.stored_range_v[1]], dtype=torch.float64), value)
+    age = torch.arange(48)[:, None] - torch.arange(48)[None, :]
+    phi = torch.relu(qh @ fk.transpose(-1, -2) - cell.offset) * ((age >= 0) & (age < 64))
+    reference = attention.out_scaler((phi @ fv) / (phi.sum(-1, keepdim=True) * top).clamp_min(1e-6))
+    assert torch.allclose(out, reference, atol=1e-10)
+    weights = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), weights), torch.autograd.grad(reference, (q, k, v), weights)):
+        assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-8)
+
+
+def test_decoding_token_by_token_reproduces_the_parallel_pass():
+    attention = layer()  # the paper's converters and decay; 100 tokens wrap the 64-token window
+    with torch.no_grad():
+        for scaler in (attention.q_scaler, attention.k_scaler, attention.v_scaler):
+            scaler.a.fill_(0.25)
+    q, k, v = (torch.randn_like(x) for x in inputs(t=100, seed=5))
+    with torch.no_grad():
+        parallel = attention(q, k, v)
+        cache = attention.new_cache()
+        steps = torch.cat([attention(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
+                           for t in range(100)], dim=2)
+    assert parallel.shape == q.shape and parallel.abs().max() > 0.1
+    assert (steps - parallel).abs().max() <= 1e-5
+
+
+def test_the_option_is_checked_and_what_it_cannot_run_is_refused():
+    with pytest.raises(ConfigError, match="normalization"):
+        HardwareConfig(normalization="softmax")
+    attention = layer()
+    with pytest.raises(ConfigError, match="reference column"):
+        attention.variation_scale = 1.0
+    q, k, _ = inputs(t=16)
+    with pytest.raises(ConfigError, match="reference column"):  # the fused kernel reads d value columns
+        tiled_attention(q, k, torch.rand(1, KV_HEADS, 16, D + 1), attention.cell, decay=None, tile=16, window=64,
+                        out_steps=15, kernel="triton")
+
+
+def test_files_written_before_the_field_read_as_none_and_an_override_is_recorded(tmp_path):
+    attrs = PAPER_HARDWARE.to_attrs()
+    del attrs["normalization"]
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.create_group("hardware").attrs.update(attrs)
+    with h5py.File(tmp_path / "old.h5", "r") as f:
+        assert HardwareConfig.from_attrs(f["hardware"].attrs, "old.h5").normalization == "none"
+    changed = PAPER_HARDWARE.overridden(normalization="reference-column")
+    assert changed.overrides == ("normalization=reference-column",)
+    assert HardwareConfig.from_attrs(changed.to_attrs(), "new") == changed
+    assert not layer("none").normalized and layer().normalized
