@@ -35,6 +35,8 @@ def adaptation_cost(folder: Path, stages: list[str], batch) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2", help="the base model (a name or folder `gaincell adapt` takes; "
+                                                               "the test suite's smoke run: a tiny Llama)")
     parser.add_argument("--train-text", default=str(SHARED / "wikitext-2" / "valid.txt"))
     parser.add_argument("--work", type=Path, default=Path("runs/smollm2-transfer"))
     evaluation_arguments(parser, lambada_items=200)
@@ -49,17 +51,17 @@ def main() -> None:
     options = parser.parse_args()
     work = options.work
     work.mkdir(parents=True, exist_ok=True)
-    common = ["--model", "smollm2", "--surrogate", options.surrogate, "--train-text", options.train_text,
+    common = ["--model", options.model, "--surrogate", options.surrogate, "--train-text", options.train_text,
               "--batch", str(options.batch), "--seq", str(options.seq), "--scaler-lr", str(options.scaler_lr),
               "--lora-rank", str(options.lora_rank), "--calibration-tokens", str(options.context),
               "--checkpoint-every", "20"]
-    rows = [("softmax baseline (unmodified)", None, evaluate("softmax", "smollm2", work, options)),
-            ("naive swap (initial scalers)", None, evaluate("naive", "smollm2", work, options,
+    rows = [("softmax baseline (unmodified)", None, evaluate("softmax", options.model, work, options)),
+            ("naive swap (initial scalers)", None, evaluate("naive", options.model, work, options,
                                                           "--surrogate", options.surrogate))]
     from gaincell.adapt.models import load_tokenizer, resolve_model
     from gaincell.adapt.text import token_stream
 
-    tokenizer = load_tokenizer(resolve_model("smollm2"))
+    tokenizer = load_tokenizer(resolve_model(options.model))
     batch = token_stream(options.train_text, tokenizer, options.context).unsqueeze(0)  # the calibration batch
     budgets = sorted(int(s) for s in options.steps_list.split(","))
     for steps in budgets:

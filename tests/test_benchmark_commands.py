@@ -42,15 +42,16 @@ def test_aged_tile_benchmark_runs_and_writes_its_figure(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
+def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
     """The commands behind RESULTS.md's SmolLM2 transfer and ablation tables, at a tiny budget: every `gaincell
     adapt` and `eval` the transfer script runs is accepted (it passes --calibration-tokens to the transfer stage,
-    which reads it), and the ablation runs on the folder it adapted."""
+    which reads it), and the ablation runs on the folder it adapted; on a tiny Llama (the commands are SmolLM2's
+    but for --model)."""
     text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
     lambada = tmp_path / "lambada.jsonl"
     lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
                        '{"text": "He read the letter twice before he put the letter"}\n')
-    out = run("smollm2_transfer.py", "--work", str(tmp_path / "work"), "--train-text", str(text), "--wikitext", str(text),
+    out = run("smollm2_transfer.py", "--model", str(llama_folder), "--work", str(tmp_path / "work"), "--train-text", str(text), "--wikitext", str(text),
               "--lambada", str(lambada), "--eval-tokens", "96", "--context", "32", "--lambada-items", "2",
               "--steps-list", "1", "--distill-steps", "1", "--batch", "1", "--seq", "32", "--lora-rank", "2",
               cwd=tmp_path)
@@ -60,4 +61,4 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path):
               "--wikitext", str(text), "--lambada", str(lambada), "--eval-tokens", "64", "--context", "32",
               "--lambada-items", "2", "--probe-items", "1", "--figure", str(tmp_path / "probe"), cwd=tmp_path)
     assert "| as adapted: every hardware effect |" in out and "| - C2P and readout saturation |" in out
-    assert "| 29 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
+    assert "| 1 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
