@@ -145,7 +145,7 @@ def gaincell_concentration(layer, q, k, v) -> dict:
         inside = attention_internals(layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v), layer.cell,
                                      decay="surrogate" if layer.decay else None, tile=layer.tile, window=layer.window,
                                      quantize=layer._quantization() or False, linear=layer.mode == "linear",
-                                     threshold=layer._threshold())
+                                     threshold=layer._threshold(), peak=layer.peak_reference)
     phi, readouts = inside["phi"][0, :, -1], inside["readouts"][:, 0, :, -1]  # (H, keys), (tiles, H, D)
     steps = layer._out_steps()
     arrived = readouts != 0

@@ -21,7 +21,9 @@ from .fields import check_quantities, described, quantity, shown
 INPUT_ENCODINGS = ("pulse-width",)  # the paper's: the query sets the read pulse's width at a fixed amplitude
 # how a head's readout is scaled: "none" (the paper's) or "reference-column" (divided by a reference column's)
 NORMALIZATIONS = ("none", "reference-column")
-ADDED_FIELDS = {"normalization": "none"}  # fields added after files were written: their value when absent
+# the C2P comparators' reference: the cell's offset (the paper's) or each query's peak score
+C2P_REFERENCES = ("offset", "peak")
+ADDED_FIELDS = {"normalization": "none", "c2p_reference": "offset"}  # fields added after files were written: their value when absent
 PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
 PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
 # what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the
@@ -52,6 +54,11 @@ class HardwareConfig:
                                    "or 'reference-column' (each V array has one more column, written with the DAC's "
                                    "top level; the digital periphery divides the head's readouts by that column's, "
                                    "so a query's pulses weigh the values as weights summing to one)", default="none")
+    c2p_reference: str = described("where the C2P comparators' reference sits: 'offset' (the cell's offset plus "
+                                    "the head's threshold, the paper's) or 'peak' (each query's largest score less "
+                                    "one saturation unit plus the head's threshold: a peak detector across the rows "
+                                    "sets it, so a key's pulse depends on how far it scores below the best key)",
+                                    default="offset")
     source: str = described("where the configuration comes from", default="the paper's configuration")
     overrides: tuple[str, ...] = described("fields a user set explicitly, 'name=value'", default=())
 
@@ -62,6 +69,9 @@ class HardwareConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError("normalization", f"must be one of {', '.join(NORMALIZATIONS)}; got "
                                                f"{shown(self.normalization)}")
+        if self.c2p_reference not in C2P_REFERENCES:
+            raise ConfigError("c2p_reference", f"must be one of {', '.join(C2P_REFERENCES)}; got "
+                                               f"{shown(self.c2p_reference)}")
         if self.readout_levels % 2:
             raise ConfigError("readout_levels", f"is sign x counter levels and must be even; got {self.readout_levels}")
         if self.window_tokens % self.rows_per_tile:
@@ -178,7 +188,8 @@ def describe(hardware: HardwareConfig) -> list[str]:
     lines = [f"hardware: {h.source}",
              f"  input {h.input_levels} pulse-width levels ({h.input_encoding}), stored K/V {h.stored_levels} levels, "
              f"readout {h.readout_levels} levels (sign x {h.readout_levels // 2})"
-             + ("" if h.normalization == "none" else f", normalized by a {h.normalization}"),
+             + ("" if h.normalization == "none" else f", normalized by a {h.normalization}")
+             + ("" if h.c2p_reference == "offset" else ", C2P reference at each query's peak score"),
              f"  arrays of {h.rows_per_tile} tokens, window {h.window_tokens} tokens",
              f"  read phase {h.phase_s * 1e9:.4g} ns (2 x (T_max {h.t_max_s * 1e9:.4g} ns + conversion "
              f"{h.conversion_s * 1e9:.4g} ns)), write {h.write_time_s * 1e9:.4g} ns"]

@@ -198,9 +198,9 @@ class GainCellAttention(nn.Module):
     def _checked_scale(self, name: str, value: float) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
             raise ConfigError(name, f"must be a finite number >= 0 (0: off, 1: the fitted figure); got {value!r}")
-        if value and self.normalized:
-            raise ConfigError(name, "is not modelled for the reference column of normalization='reference-column' "
-                                    "(its cells would need their own draws); use normalization=none")
+        if value and (self.normalized or self.peak_reference):
+            raise ConfigError(name, "is not modelled for normalization='reference-column' (its reference cells "
+                                    "would need their own draws) nor c2p_reference='peak'; use the paper's settings")
         if value and self.cell.variation is None:
             raise ConfigError(name, f"needs a surrogate with a variation component; the one of cell {self.cell.name!r} "
                                     "has none (fit one from a Monte Carlo characterization: characterize --mc N)")
@@ -271,12 +271,17 @@ class GainCellAttention(nn.Module):
             y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile,
                                 window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
                                 kernel=self.kernel, cells=cells, full_scale=self._full_scale(),
-                                threshold=self._threshold())
+                                threshold=self._threshold(), peak=self.peak_reference)
             if cache is not None:
                 self._write(cache, qs, ks, vs, linear)
         else:
             y = self._decode(qs, ks, vs, cache, linear)
         return self.out_scaler(self._normalized(y))
+
+    @property
+    def peak_reference(self) -> bool:
+        """Whether the C2P reference follows each query's peak score (the hardware's `c2p_reference`)."""
+        return self.cell.hardware.c2p_reference == "peak"
 
     @property
     def normalized(self) -> bool:
@@ -304,7 +309,7 @@ class GainCellAttention(nn.Module):
         return naive_pulses(self.q_scaler(q), self.k_scaler(k), self.v_scaler(v), self.cell,
                             decay="surrogate" if self.decay else None, tile=self.tile, window=self.window,
                             quantize=self._quantization() or False, linear=self.mode == "linear",
-                            threshold=self._threshold(), queries=queries)
+                            threshold=self._threshold(), queries=queries, peak=self.peak_reference)
 
     def _threshold(self) -> torch.Tensor | None:
         return self.c2p_threshold if self.thresholds else None
@@ -408,7 +413,7 @@ class GainCellAttention(nn.Module):
                 fk, fv = expand_kv(fk, self.heads), expand_kv(fv, self.heads)
             outputs.append(decode_step(qh, fk, fv, cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
                                        out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale(),
-                                       threshold=self._threshold()))
+                                       threshold=self._threshold(), peak=self.peak_reference))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

@@ -59,14 +59,14 @@ class RingCache:
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
                 cells: StageCells | None = None, full_scale: float = 1.0,
-                threshold: torch.Tensor | None = None) -> torch.Tensor:
+                threshold: torch.Tensor | None = None, peak: bool = False) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H_kv, slots, D) in
     slot order, H_kv dividing H (the H / H_kv query heads of a group read its arrays); ages (slots,) in tokens,
     negative for empty slots; table: (terms, ages) or one product table (ages,); `cells` (only with H_kv = H)
     with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query every
     slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)), and
     each stage is one product of the physical pulses with them. Only the tiles holding a token are read (the
-    ring fills from slot 0)."""
+    ring fills from slot 0). `peak`: the C2P reference follows the query's peak score (`functional.peak_reference`)."""
     b, h, _, d = q.shape
     table = table if table.dim() == 2 else table[None]
     length, kv_heads = table.shape[1], fk_ring.shape[-3]
@@ -82,7 +82,7 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
     aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, x.shape[-1]) * decay).sum(0, keepdim=True)
                       for x in (fk_ring, fv_ring))
-    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale)
+    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale, peak=peak)
     if cells is not None:
         cells = cells.chunk(slice(None), slice(0, slots), by_age(cells.log_table[None, :length]), (0, 0))
     shift = head_rows(threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold

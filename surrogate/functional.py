@@ -56,6 +56,7 @@ class Geometry:
     out_steps: int  # readout magnitude steps (levels of the counter - 1); 0 = no quantization
     rows: int = 1 << 30  # batch x head rows per chunk
     full_scale: float = 1.0  # where the C2P saturates and the readout clips; inf: neither (an ablation)
+    peak: bool = False  # the C2P reference follows each query's peak score (`peak_reference`), not the offset
 
     @property
     def n_slots_tiles(self) -> int:
@@ -83,6 +84,13 @@ def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int,
     return torch.where(valid, table[:, age.clamp(0, length - 1)], table.new_zeros(()))
 
 
+def peak_reference(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each query's largest score over the keys it reads (`valid`, broadcast over x's last dimension) less one C2P
+    saturation unit: the comparators' reference when it follows the peak (0 for a query that reads no key)."""
+    peak = x.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
+    return torch.where(torch.isfinite(peak), peak - 1.0, torch.zeros_like(peak))
+
+
 def _tile_readouts(pulses, fv, tiles: list[int], tile: int, readouts: dict | None = None) -> dict[int, torch.Tensor]:
     """Stage 2 per physical tile: sum of (pulses of the keys stored in it) @ g(v), added to `readouts`.
     pulses (BH, C, K), fv (BH, K, D); all tiles in one batched product."""
@@ -106,7 +114,9 @@ def _stage_forward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, keep:
     x = torch.bmm(q, fk[0].transpose(1, 2)).mul_(decay[0])  # (BH, C, K) = sum_r (q . f_r(k)) d_r
     for f, d in zip(fk[1:], decay[1:]):
         x.add_(torch.bmm(q, f.transpose(1, 2)).mul_(d))
-    if geometry.offset:
+    if geometry.peak:
+        x.sub_(peak_reference(x, decay[0] != 0))
+    elif geometry.offset:
         x.sub_(geometry.offset)
     if threshold is not None:
         x.sub_(threshold.view(len(threshold), -1, 1))
@@ -138,13 +148,17 @@ def _stage_backward(q, fk, fv, decay, tiles: list[int], geometry: Geometry, grad
                                              decay[r, :, columns])
             grad_fv[r, :, columns] = torch.bmm(pulses[r, :, :, columns].transpose(1, 2), grad_readout[physical])
     grad_x = grad_phi.mul_((pre >= 0.0) & (pre <= geometry.full_scale))  # through phi * d_r and the clamp
+    grad_threshold = -grad_x.sum((1, 2))
+    if geometry.peak:  # the reference follows the peak key's score: it moves every score of its query
+        top = pre.masked_fill(decay[0] == 0, float("-inf")).argmax(-1, keepdim=True)
+        grad_x.scatter_add_(-1, top, -grad_x.sum(-1, keepdim=True))
     grad_q = torch.zeros_like(q)
     grad_fk = torch.empty_like(fk)
     for r in range(len(fk)):
         scaled = grad_x * decay[r]  # through x = sum_r (q . f_r(k)) d_r
         grad_q.add_(torch.bmm(scaled, fk[r]))
         grad_fk[r] = torch.bmm(scaled.transpose(1, 2), q)
-    return grad_q, grad_fk, grad_fv, -grad_x.sum((1, 2))
+    return grad_q, grad_fk, grad_fv, grad_threshold
 
 
 def _chunks(geometry: Geometry, total_rows: int):
@@ -328,27 +342,31 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
                     cells: StageCells | None = None, full_scale: float = 1.0,
-                    threshold: torch.Tensor | None = None) -> torch.Tensor:
+                    threshold: torch.Tensor | None = None, peak: bool = False) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
     with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
     ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
     `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
     cell). `full_scale`: where the C2P saturates and the readout clips (1; inf for an ablation without either,
-    torch path only). `threshold`: each query head's C2P threshold (H,) over the cell's offset, or None (0)."""
+    torch path only). `threshold`: each query head's C2P threshold (H,) over the cell's offset, or None (0).
+    `peak`: the C2P reference follows each query's peak score instead of the offset (torch path only)."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
     table = term_tables(decay, len(fk), ring, cell, q.dtype, q.device)
-    if (cells is not None or full_scale != 1.0) and kernel == "triton":
+    if peak and (cells is not None or full_scale != 1.0):
+        raise ConfigError("c2p_reference", "'peak' runs without per-cell variation and with saturating converters")
+    if (cells is not None or full_scale != 1.0 or peak) and kernel == "triton":
         raise ConfigError("kernel", "per-cell variation, read noise and unsaturated converters run on the torch path "
                                     "only (the Triton kernel has one decay table, one converter offset for all cells "
-                                    "and the converters' full scale); use 'auto' or 'torch'")
+                                    "and the converters' full scale, and its C2P reference is the offset); use "
+                                    "'auto' or 'torch'")
     columns = fv.shape[-1]  # the values' columns (one more than d with a reference column)
     if columns != d and kernel == "triton":
         raise ConfigError("kernel", "the Triton kernel reads as many value columns as query columns; a reference "
                                     "column runs on the torch path ('auto' or 'torch')")
-    if cells is None and full_scale == 1.0 and columns == d and use_triton(q, tile, kernel):
+    if cells is None and full_scale == 1.0 and not peak and columns == d and use_triton(q, tile, kernel):
         from .kernel import fused_tiled_attention
 
         terms = len(fk)
@@ -361,7 +379,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
     tiles_per_chunk = max(1, chunk_elements // max(1, width))  # query tiles per chunk
     rows = max(1, min(b * h, chunk_elements // (len(fk) * tile * span)))  # when one query tile is already too much
     geometry = Geometry(tile, ring, padded, min(padded, tiles_per_chunk * tile), cell.offset, out_steps, rows,
-                        full_scale)
+                        full_scale, peak)
 
     def flat(x):  # (..., B, H, T, D) -> (..., B*H, padded, D)
         x = x.reshape(*x.shape[:-4], b * h, t, x.shape[-1])
@@ -380,17 +398,18 @@ def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torc
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                         quantize: bool | Quantization = False, linear: bool = False,
-                        threshold: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        threshold: torch.Tensor | None = None, peak: bool = False) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
     the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
     their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
-    `gaincell_attention`."""
+    `gaincell_attention`; with `peak` (the C2P reference at each query's peak), S is counted from that reference."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, "torch", terms.aged)
-    geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0)
+    geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0,
+                        peak=peak)
     pad = (0, 0, 0, padded - t)
 
     def flat(x):  # (..., B, H(_kv), T, D) -> (..., B*H, padded, D)
@@ -406,5 +425,5 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
     shift = head_rows(threshold, b, h, q).view(b, h, 1, 1)
     pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
     tiles = torch.stack([a.view(b, h, padded, d)[:, :, :t] for a in readouts.values()])
-    return {"S": pre + cell.offset + shift, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
+    return {"S": pre + (0.0 if peak else cell.offset) + shift, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
             "readouts": tiles}

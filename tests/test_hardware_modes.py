@@ -1,6 +1,8 @@
-"""The reference-column normalization (hardware field `normalization`): each V array has one more column written
-with the DAC's top level, and the head's value readouts are divided by that column's readout, so a query's pulses
-weigh the values as weights that sum to one."""
+"""Two hardware options of the layer beside the paper's: the reference-column normalization (hardware field
+`normalization`: each V array has one more column written with the DAC's top level, and the head's value readouts
+are divided by that column's readout, so a query's pulses weigh the values as weights that sum to one) and the C2P
+reference at each query's peak score (`c2p_reference = "peak"`: a key's pulse depends on how far it scores below
+the best key)."""
 import dataclasses
 
 import h5py
@@ -13,14 +15,16 @@ from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.functional import tiled_attention
+from gaincell.surrogate.naive import naive_gaincell_attention
 from gaincell.surrogate.transfers import ElementwiseTransfer, transfers
 
 HEADS, KV_HEADS, D = 4, 2, 8
 
 
-def layer(normalization="reference-column", **options):
+def layer(normalization="reference-column", c2p_reference="offset", **options):
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"), read_phases=HEADS // KV_HEADS)
-    cell = dataclasses.replace(cell, hardware=cell.hardware.overridden(normalization=normalization))
+    cell = dataclasses.replace(cell, hardware=cell.hardware.overridden(normalization=normalization,
+                                                                       c2p_reference=c2p_reference))
     return GainCellAttention(cell, HEADS, D, kv_heads=KV_HEADS, tile=16, window=64, **options)
 
 
@@ -89,9 +93,11 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass():
 def test_the_option_is_checked_and_what_it_cannot_run_is_refused():
     with pytest.raises(ConfigError, match="normalization"):
         HardwareConfig(normalization="softmax")
-    attention = layer()
-    with pytest.raises(ConfigError, match="reference column"):
-        attention.variation_scale = 1.0
+    with pytest.raises(ConfigError, match="c2p_reference"):
+        HardwareConfig(c2p_reference="mean")
+    for attention in (layer(), layer("none", "peak")):
+        with pytest.raises(ConfigError, match="not modelled"):
+            attention.variation_scale = 1.0
     q, k, _ = inputs(t=16)
     with pytest.raises(ConfigError, match="reference column"):  # the fused kernel reads d value columns
         tiled_attention(q, k, torch.rand(1, KV_HEADS, 16, D + 1), attention.cell, decay=None, tile=16, window=64,
@@ -109,3 +115,57 @@ def test_files_written_before_the_field_read_as_none_and_an_override_is_recorded
     assert changed.overrides == ("normalization=reference-column",)
     assert HardwareConfig.from_attrs(changed.to_attrs(), "new") == changed
     assert not layer("none").normalized and layer().normalized
+
+
+@pytest.mark.parametrize("normalization", ["none", "reference-column"])
+def test_peak_reference_equals_the_naive_layer_forward_and_backward(normalization):
+    """The fast path's peak reference (its custom backward included) against plain autograd on full score matrices,
+    with the aged-voltage decay and a per-head threshold."""
+    attention = layer(normalization, "peak", quantize=False).double()
+    with torch.no_grad():
+        attention.q_scaler.a.fill_(0.5)
+        attention.c2p_threshold.copy_(torch.linspace(-0.2, 0.3, HEADS))
+    q, k, v = (x.double().requires_grad_() for x in inputs(t=48, seed=7))
+    out = attention(q, k, v)
+    qs, ks, vs = attention.q_scaler(q), attention.k_scaler(k), attention.v_scaler(v)
+
+    def naive(values):
+        return naive_gaincell_attention(qs, ks, values, attention.cell, decay="surrogate", tile=16, window=64,
+                                        threshold=attention.c2p_threshold, peak=True)
+
+    y = naive(vs)
+    if attention.normalized:  # the reference column: a value column holding the top level for every token
+        y = torch.cat([y, naive(torch.full_like(vs, attention.cell.stored_range_v[1]))[..., :1]], dim=-1)
+    reference = attention.out_scaler(attention._normalized(y))
+    assert torch.allclose(out, reference, atol=1e-9)
+    weights = torch.randn_like(out)
+    inputs_and_threshold = (q, k, v, attention.c2p_threshold)
+    for a, b in zip(torch.autograd.grad(out, inputs_and_threshold, weights),
+                    torch.autograd.grad(reference, inputs_and_threshold, weights)):
+        assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-8)
+
+
+def test_with_the_peak_reference_the_best_key_of_every_query_gives_a_full_pulse():
+    attention = layer("none", "peak")
+    q, k, v = inputs(t=40, seed=9)
+    with torch.no_grad():
+        phi = attention.pulses(q, k, v)
+        attention.c2p_threshold.fill_(0.75)
+        raised = attention.pulses(q, k, v)
+    torch.testing.assert_close(phi.amax(-1), torch.ones(phi.shape[:-1]))
+    torch.testing.assert_close(raised.amax(-1), torch.full(phi.shape[:-1], 0.25))
+    assert (raised > 0).sum() < (phi > 0).sum()  # a higher threshold: fewer keys within the margin of the best
+
+
+def test_decoding_with_the_peak_reference_reproduces_the_parallel_pass():
+    attention = layer("reference-column", "peak")
+    with torch.no_grad():
+        for scaler in (attention.q_scaler, attention.k_scaler, attention.v_scaler):
+            scaler.a.fill_(0.25)
+    q, k, v = (torch.randn_like(x) for x in inputs(t=100, seed=11))
+    with torch.no_grad():
+        parallel = attention(q, k, v)
+        cache = attention.new_cache()
+        steps = torch.cat([attention(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
+                           for t in range(100)], dim=2)
+    assert parallel.abs().max() > 0.1 and (steps - parallel).abs().max() <= 1e-5
