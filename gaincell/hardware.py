@@ -23,7 +23,9 @@ INPUT_ENCODINGS = ("pulse-width",)  # the paper's: the query sets the read pulse
 NORMALIZATIONS = ("none", "reference-column")
 # the C2P comparators' reference: the cell's offset (the paper's) or each query's peak score
 C2P_REFERENCES = ("offset", "peak")
-ADDED_FIELDS = {"normalization": "none", "c2p_reference": "offset"}  # fields added after files were written: their value when absent
+ADDED_FIELDS = {"normalization": "none", "c2p_reference": "offset"}
+# what the layer computes rather than a converter's level: a model adapted with them keeps them on another cell
+COMPUTATION_FIELDS = ("normalization", "c2p_reference")  # fields added after files were written: their value when absent
 PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
 PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
 # what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the

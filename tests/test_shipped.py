@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from gaincell.adapt.models import load_adapted, load_pretrained, swap_attention
+from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.retarget import retarget
 from gaincell.adapt.shipped import FORMAT, export_shipped, shipped_files, shipped_model_folder
@@ -104,6 +104,24 @@ def test_re_targeting_carries_the_adaptation_to_another_cell(adapted, tmp_path):
     with pytest.raises(ConfigError, match="re-target it with transfer and distill"):
         adapt(AdaptOptions(model=str(adapted / "adapted"), surrogate=cell, out=tmp_path / "other", train_text=text,
                            stages=("calibrate",)), say=lambda *a: None)
+
+
+def test_re_targeting_keeps_how_the_layer_computes_and_its_thresholds(adapted, tmp_path):
+    """A model adapted with the reference-column normalization and the peak C2P reference keeps both (and its
+    heads' thresholds) on the new cell; a user's --hardware still overrides them."""
+    model, tokenizer, _ = load_pretrained(adapted / "base")
+    swap_attention(model, data_path("paper_reference.h5"),
+                   hardware={"normalization": "reference-column", "c2p_reference": "peak"})
+    with torch.no_grad():
+        for layer in gaincell_layers(model):
+            layer.c2p_threshold.copy_(torch.linspace(-0.1, 0.2, layer.heads))
+    batch = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:64]])
+    retarget(model, stronger_cell(tmp_path / "stronger.h5"), batch)
+    for layer in gaincell_layers(model):
+        assert layer.normalized and layer.peak_reference
+        torch.testing.assert_close(layer.c2p_threshold.detach(), torch.linspace(-0.1, 0.2, layer.heads))
+    retarget(model, tmp_path / "stronger.h5", batch, hardware={"c2p_reference": "offset"})
+    assert all(layer.normalized and not layer.peak_reference for layer in gaincell_layers(model))
 
 
 def test_the_packaged_model_s_files_agree():
