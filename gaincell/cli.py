@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .commands import circuits, files, language_model, surrogate
+from .commands import circuits, explore, files, language_model, surrogate
 from .commands.options import design_inputs, force_option
 from .errors import GaincellError
 from .interrupts import STOP_SIGNALS, stop_on_signals
@@ -141,7 +141,7 @@ def demo(out_dir, design, workers, lm, lambada, force):
 
 for command in (circuits.simulate, circuits.characterize, surrogate.fit, surrogate.validate, surrogate.attention,
                 surrogate.energy, language_model.adapt, language_model.eval_command, language_model.generate_command,
-                files.inspect, files.plot, files.export, demo):
+                files.inspect, files.plot, files.export, explore.explore, demo):
     main.add_command(command)
 
 

@@ -71,7 +71,7 @@ def pytest_runtest_makereport(item, call):
 # The modules whose tests run ngspice or load, adapt or score a language model: `make check` (the fast tier,
 # `-m "not slow and not spice and not lm"`) leaves them out; `make test` runs everything.
 SPICE_MODULES = {"test_arrays", "test_backends", "test_benchmarks", "test_c2p", "test_cells", "test_cells_devices",
-                 "test_cli", "test_conditions", "test_conformance", "test_crash_safety", "test_dac",
+                 "test_cli", "test_conditions", "test_conformance", "test_explore", "test_crash_safety", "test_dac",
                  "test_design_record", "test_errors", "test_example_deck", "test_fitting", "test_golden",
                  "test_hardware", "test_hdf5_indirection", "test_hostile_files", "test_inspect", "test_mismatch",
                  "test_netlist_fuzz", "test_outputs", "test_signals", "test_sky130", "test_sweep", "test_tile",

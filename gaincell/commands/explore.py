@@ -1,0 +1,47 @@
+"""`gaincell explore`: a design-space exploration (`gaincell.explore`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--design", default="cmos-generic", show_default=True, help="The base design: a preset or a TOML/YAML file.")
+@click.option("--vary", "varies", multiple=True, required=True, metavar="FIELD=V1,V2,...",
+              help="A design field and its values (repeat for more fields; every combination is a point): a cell "
+                   "field (cs_f=2f,4f; SPICE suffixes allowed), TABLE.FIELD for [c2p], [dac], [grid] and the "
+                   "transistors (c2p.counter_levels=8,16; write.w_m=0.2u,0.4u).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder of the exploration: points/NAME/ per point, exploration.nc, report.html. A re-run with "
+                   "the same plan resumes it.")
+@click.option("--scheduler", default="local", show_default=True,
+              help="'local' for a Dask LocalCluster on this machine, or a Dask scheduler's address "
+                   "(tcp://host:8786) whose workers share this file system.")
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Points run at once on the local cluster (one process each).")
+@click.option("--spice-workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="ngspice processes inside each point.")
+@click.option("--lm-steps", type=click.IntRange(0, 10_000), default=12, show_default=True,
+              help="Distillation steps re-targeting the shipped gain-cell SmolLM2-135M to each point's cell before "
+                   "it is scored (0: no language model; a few CPU minutes per point).")
+@click.option("--lambada", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A LAMBADA .jsonl each point's model is also scored on (first --lambada-items items).")
+@click.option("--lambada-items", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--max-validation-error", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05,
+              show_default=True, help="A point whose fit errs more than this (fraction of full scale) at fresh SPICE "
+                                      "points is recorded as out of tolerance and not scored further.")
+def explore(design, varies, out_dir, scheduler, workers, spice_workers, lm_steps, lambada, lambada_items,
+            max_validation_error):
+    """Every combination of the given design-field values, each taken through characterize (with the
+    periphery), fit, validate, retention at 85 C, latency and energy per token and the re-targeted language
+    model; one dataset (exploration.nc, xarray-readable) and report.html with the Pareto front."""
+    from ..explore import explore as run, parse_varies
+    from ..explore_point import PointSettings
+
+    settings = PointSettings(spice_workers=spice_workers, max_validation_rms=max_validation_error, lm_steps=lm_steps,
+                             lambada=str(Path(lambada).resolve()) if lambada else None, lambada_items=lambada_items)
+    report, results = run(Path(out_dir), design, parse_varies(varies), settings, scheduler=scheduler,
+                          workers=workers, say=click.echo, gaincell=click.get_current_context().find_root().command)
+    done = sum(r.get("status") == "ok" for r in results)
+    click.echo(f"{done} of {len(results)} points ok; dataset {Path(out_dir) / 'exploration.nc'}; report {report}")

@@ -1,0 +1,87 @@
+"""gaincell explore: the points of a plan (checked before anything runs), their stages on a Dask LocalCluster of
+2 workers, the dataset xarray reads, the report's Pareto front, and a kill -9 mid-run that a re-run finishes
+running only the missing points."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gaincell.errors import ConfigError
+from gaincell.explore import parse_value, parse_varies, plan_points
+from gaincell.explore_report import pareto_front
+
+TINY = """base = "cmos-generic"
+name = "tiny"
+
+[grid]
+stored_levels = 5
+pulse_levels = 2
+vin_levels = 1
+retention_stop_s = 20e-3
+"""
+
+
+def test_a_plan_is_every_combination_and_a_bad_field_or_value_is_refused_first(tmp_path):
+    assert parse_value("2f") == pytest.approx(2e-15) and parse_value("1.5meg") == pytest.approx(1.5e6)
+    assert parse_value("8") == 8 and parse_value("tt") == "tt"
+    points, _ = plan_points("cmos-generic", parse_varies(["cs_f=2f,4f", "c2p.counter_levels=8,16,32"]))
+    assert len(points) == 6 and len({p.name for p in points}) == 6
+    assert points[-1].table == {"base": "cmos-generic", "cs_f": 4e-15, "c2p": {"counter_levels": 32}}
+    for varies, message in ((["cs_f"], "is not FIELD=V1,V2"), (["cs_f=2f", "cs_f=3f"], "given twice"),
+                            (["cs_f=2f,2f"], "lists a value twice"), (["cs_f=2q"], "is not a number"),
+                            (["nonsense=1,2"], "is not a design field"), (["c2p.bogus=1"], "is not a field of"),
+                            (["cs_f=-1"], "cs_f")):
+        with pytest.raises(ConfigError, match=message):
+            plan_points("cmos-generic", parse_varies(varies))
+    with pytest.raises(ConfigError, match="neither a preset"):
+        plan_points(str(tmp_path / "missing.toml"), parse_varies(["cs_f=2f"]))
+
+
+def test_the_pareto_front_keeps_the_points_nothing_beats_on_both_figures():
+    x, y = [1.0, 2.0, 3.0, 1.5, float("nan")], [5.0, 1.0, 0.5, 6.0, 0.1]
+    assert pareto_front(x, y) == [0, 1, 2]
+
+
+def explore_command(folder):
+    return [sys.executable, "-m", "gaincell.cli", "explore", "--design", str(folder / "tiny.toml"), "--vary",
+            "cs_f=2f,4f", "--lm-steps", "0", "--out", str(folder / "out")]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_a_re_run_finishes_only_the_missing_point_and_the_outputs_read(tmp_path):
+    xarray = pytest.importorskip("xarray")
+    (tmp_path / "tiny.toml").write_text(TINY)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(explore_command(tmp_path) + ["--workers", "1"], stdout=handle,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    results = tmp_path / "out" / "points"
+    deadline = time.time() + 300
+    while first.poll() is None and time.time() < deadline and not list(results.glob("*/result.json")):
+        time.sleep(0.05)
+    assert first.poll() is None, log.read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the command and its Dask workers, as a crash would
+    first.wait()
+    (done,) = list(results.glob("*/result.json"))
+    before = done.stat().st_mtime_ns
+    second = subprocess.run(explore_command(tmp_path), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "2 points: 1 finished before, 1 to run" in second.stdout and done.stat().st_mtime_ns == before
+    with xarray.open_dataset(tmp_path / "out" / "exploration.nc", engine="h5netcdf") as data:
+        assert list(data["cs_f"].values) == pytest.approx([2e-15, 4e-15])
+        assert list(data["status"].values) == ["ok", "ok"]
+        for name in ("energy_per_token_j", "latency_per_token_s", "retention_27c_s", "retention_85c_s"):
+            assert (data[name].values > 0).all(), name
+        assert (data["retention_85c_s"].values < data["retention_27c_s"].values).all()  # leakage grows with heat
+        assert data["energy_per_token_j"].attrs["units"] == "J"
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Pareto front" in report and "gaincell explore --design" in report
+    for point in ("cs_f-2e-15", "cs_f-4e-15"):
+        assert f'href="points/{point}/surrogate.h5"' in report
+        assert json.loads((results / point / "result.json").read_text())["status"] == "ok"
+    third = subprocess.run(explore_command(tmp_path), capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and "2 finished before, 0 to run" in third.stdout
