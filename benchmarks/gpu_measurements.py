@@ -17,8 +17,8 @@ def timed(function, device, repeats: int) -> tuple[float, float]:
     """(median seconds, peak bytes above the memory in use before) of `function()`, synchronised."""
     import torch
 
-    function()  # warm-up (compiles the kernels on the first call)
     if device.type == "cuda":
+        function()  # warm-up (compiles the kernels on the first call; on the CPU nothing compiles)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
