@@ -124,9 +124,14 @@ def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None)
              ("the shipped model on the paper's cell", "; ".join(_score(s) for s in shipped["scores"])),
              ("prompt", PROMPT), (generated["softmax"]["label"], generated["softmax"]["text"]),
              (generated["gaincell"]["label"], generated["gaincell"]["text"])]
-    meaning = (f"Gain-cell attention on this cell, with no softmax normalisation, quantized converters and decaying "
-               f"storage, scores {ppl[1] / ppl[0]:.2f}x the softmax model's perplexity after a {DISTILL_STEPS}-step "
-               "re-targeting of the shipped adaptation; the continuations show what that difference reads like.")
+    hardware = manifest["layer"].get("hardware", {})
+    circuit = ("with C2P pulses normalised by a reference column instead of softmax"
+               if hardware.get("normalization") == "reference-column" else "with no softmax normalisation")
+    if hardware.get("c2p_reference") == "peak":
+        circuit += " and a C2P reference at each query's best score"
+    meaning = (f"Gain-cell attention on this cell, {circuit}, quantized converters and decaying storage, scores "
+               f"{ppl[1] / ppl[0]:.2f}x the softmax model's perplexity after a {DISTILL_STEPS}-step re-targeting of "
+               "the shipped adaptation; the continuations show what that difference reads like.")
     say(f"      {meaning}")
     return Stage(LM_STAGE_TITLE, "done", meaning, f"cd {shlex.quote(str(folder))} && " + made_by(commands),
                  [*LM_DATA, LM_FOLDER + "/"],
