@@ -22,8 +22,9 @@ def queued(function, device, calls: int = CALLS, repeats: int = 3) -> dict:
     the median of `repeats` runs, and every run's queued time (the host of a shared machine is noisy)."""
     import torch
 
-    function()
     cuda = device.type == "cuda"
+    if cuda:
+        function()  # warm-up (compiles the kernels on the first call; on the CPU nothing compiles)
     host, total = [], []
     for _ in range(repeats):
         if cuda:
