@@ -65,7 +65,12 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
     command = "gaincell explore --design " + shlex.quote(design) + "".join(
         f" --vary {field}={','.join(_shown(v) for v in values)}" for field, values in varies) + f" --out {out.name}"
     front_names = ", ".join(points[i].name for i in front) or "none (no point finished with every figure)"
-    stages = [Stage("Pareto front", "done", f"{len(points)} points; on the front: {front_names}.", command,
+    reference = ""
+    if (out / "softmax-eval.json").is_file():  # the unmodified model on the same text (explore._softmax_reference)
+        softmax = json.loads((out / "softmax-eval.json").read_text())
+        reference = f" The softmax SmolLM2-135M on the same text: perplexity {softmax[0]['perplexity']:.4g}" + (
+            f", LAMBADA {100 * softmax[1]['accuracy']:.0f} %" if len(softmax) > 1 else "") + "."
+    stages = [Stage("Pareto front", "done", f"{len(points)} points; on the front: {front_names}.{reference}", command,
                     ["exploration.nc", "exploration.json"],
                     [ReportFigure("pareto.png", "energy per token against "
                                   + ("perplexity" if scored else "the fit's error") + "; the front joins the points "
