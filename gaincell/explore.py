@@ -220,11 +220,10 @@ def _run_on_dask(out: Path, points: list[Point], base_dir: Path, settings, sched
 def _softmax_reference(out: Path, settings, gaincell) -> None:
     """The unmodified SmolLM2-135M scored on the same text once (the report's reference line)."""
     from .demo_lm import run_in_folder, split_sample
+    from .explore_point import scoring
 
     if (out / "softmax-eval.json").is_file():
         return
     split_sample(out)
-    data = ["--data", "lm-eval.txt"] + (["--data", settings.lambada] if settings.lambada else [])
-    run_in_folder(gaincell, out, ["eval", "--model", "smollm2", *data, "--max-tokens", "1024", "--context", "512",
-                              "--stride", "512", "--limit", str(settings.lambada_items), "--out",
-                              "softmax-eval.json"], lambda *a: None)
+    run_in_folder(gaincell, out, ["eval", "--model", "smollm2", *scoring(settings), "--out", "softmax-eval.json"],
+                  lambda *a: None)

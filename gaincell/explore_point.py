@@ -40,22 +40,30 @@ class PointSettings:
     lambada_items: int = 50
 
 
+def scoring(settings: PointSettings) -> list[str]:
+    """The `gaincell eval` arguments every scored model shares: the sample's held-out text, LAMBADA if given."""
+    data = ["--data", "lm-eval.txt"] + (["--data", settings.lambada] if settings.lambada else [])
+    return [*data, "--max-tokens", "1024", "--context", "512", "--stride", "512", "--limit",
+            str(settings.lambada_items)]
+
+
+def lm_commands(settings: PointSettings) -> list[list[str]]:
+    """The language-model commands of a point: re-target the shipped model to its cell, then score it."""
+    from .demo_lm import LM_FOLDER
+
+    return [["adapt", "--model", "smollm2-gaincell", "--surrogate", "surrogate.h5", "--train-text", "lm-train.txt",
+             "--stages", "distill", "--distill-steps", str(settings.lm_steps), "--batch", "1", "--seq", "512",
+             "--calibration-tokens", "512", "--out", LM_FOLDER],
+            ["eval", "--model", LM_FOLDER, *scoring(settings), "--out", "lm-eval.json"]]
+
+
 def point_commands(settings: PointSettings) -> list[list[str]]:
     """The gaincell commands a point runs, in its folder (what its report line says remakes it)."""
     commands = [["characterize", "--design", DESIGN_FILE, "--c2p", "--dac", "--out", "char.h5"],
                 ["fit", "char.h5", "--out", "surrogate.h5"],
                 ["validate", "surrogate.h5", "--out", "validation.h5"],
                 ["energy", "--surrogate", "surrogate.h5", "--model", "smollm2", "--out", "."]]
-    if settings.lm_steps:
-        from .demo_lm import LM_FOLDER
-
-        data = ["--data", "lm-eval.txt"] + (["--data", settings.lambada] if settings.lambada else [])
-        commands += [["adapt", "--model", "smollm2-gaincell", "--surrogate", "surrogate.h5", "--train-text",
-                      "lm-train.txt", "--stages", "distill", "--distill-steps", str(settings.lm_steps), "--batch", "1",
-                      "--seq", "512", "--calibration-tokens", "512", "--out", LM_FOLDER],
-                     ["eval", "--model", LM_FOLDER, *data, "--max-tokens", "1024", "--context", "512", "--stride",
-                      "512", "--limit", str(settings.lambada_items), "--out", "lm-eval.json"]]
-    return commands
+    return commands + (lm_commands(settings) if settings.lm_steps else [])
 
 
 def run_point(folder: str, table: dict, base_dir: str, settings: PointSettings, gaincell=None) -> dict:
@@ -121,7 +129,7 @@ def _language_model_figures(folder: Path, settings: PointSettings, gaincell) -> 
     from .demo_lm import run_in_folder, split_sample
 
     split_sample(folder)
-    for command in point_commands(settings)[4:]:
+    for command in lm_commands(settings):
         run_in_folder(gaincell, folder, command, lambda *a: None)
     scores = json.loads((folder / "lm-eval.json").read_text())
     return {"perplexity": scores[0]["perplexity"],

@@ -300,8 +300,8 @@ class GainCellAttention(nn.Module):
         (no key pulsed) divides by that step."""
         if not self.normalized:
             return y
-        step = 1.0 / self._out_steps() if self._out_steps() else 1e-6
-        return y[..., :-1] / y[..., -1:].clamp_min(step)
+        steps = self._out_steps()
+        return y[..., :-1] / y[..., -1:].clamp_min(1.0 / steps if steps else 1e-6)
 
     def pulses(self, q, k, v, queries: int | None = None) -> torch.Tensor:
         """The C2P outputs phi (B, heads, queries, T) of the last `queries` queries of (unscaled) q, k, v against
