@@ -28,7 +28,9 @@ from pathlib import Path
 
 from gaincell.hardware import PAPER_C2P_CONVERSION_S, token_time_s
 from gaincell.errors import ConfigError
+from gaincell.layout import ArrayShape, head_area
 from gaincell.model_shapes import ModelConfig, load_model_config
+from gaincell.periphery import C2PDesign, DacDesign
 
 from . import figures as F
 from .counting import ActionCounts, count_decode_actions
@@ -86,6 +88,7 @@ class Estimate:
     parts: list[Part]
     phases: list[Phase]
     area: list[tuple[str, float, str]]  # (what, mm^2 per query head, source)
+    area_head_mm2: float  # the whole (the paper's parts overlap: its head area includes its KV arrays)
 
     @property
     def latency_layer_s(self) -> float:
@@ -137,7 +140,7 @@ def _spice_or_paper(surrogate, component: str, name: str, paper_value: float, pa
     return paper_value, paper_note, NOT_CHARACTERIZED
 
 
-def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, cell_area_um2: float = 1.0,
+def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, window: int, tile: int,
                        digital_scale: float = 1.0, where: str = "surrogate") -> Estimate:
     """This project's figures: SPICE from the surrogate, cited digital periphery, labelled paper fallbacks."""
     t_max = _required(surrogate, "timing", "t_max_s", where)
@@ -178,16 +181,20 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, c
               Phase("stage 1: C2P", *_phase(t_c2p, c.read_phases)),
               Phase("stage 2: phi pulses", t_max, c.read_phases, "surrogate timing.t_max_s", DESIGN),
               Phase("stage 2: signed C2P + counter", *_phase(t_c2p, c.read_phases))]
-    cells = c.cells_held / model.heads
-    implied = F.PAPER_AREA_KV_HEAD_MM2.value * 1e6 / cells  # um^2 per cell of the paper's KV-array area
-    area = [("KV arrays", cells * cell_area_um2 * 1e-6,
-             f"{cells:,.0f} cells per query head (the decode's ring: K and V cells of every stored token) x "
-             f"{cell_area_um2:g} um^2 per cell"
-             + (f" ({F.PAPER_CELL_AREA_UM2.source}; the paper's 'KV arrays of one head' "
-                f"{F.PAPER_AREA_KV_HEAD_MM2.value:g} mm^2 over as many cells means {implied:.2g} um^2 per cell: its two "
-                "area figures disagree, and --cell-area-um2 sets the one to use)"
-                if cell_area_um2 == F.PAPER_CELL_AREA_UM2.value else ""))]
-    return Estimate("surrogate", model, counts, parts, phases, area)
+    area = design_area(surrogate, model, ArrayShape(window, model.head_dim, tile))
+    return Estimate("surrogate", model, counts, parts, phases, area, sum(mm2 for _, mm2, _ in area))
+
+
+def design_area(surrogate, model: ModelConfig, shape: ArrayShape) -> list[tuple[str, float, str]]:
+    """(part, mm^2 per query head, how) of the surrogate's design drawn with its layout rules
+    (`gaincell.layout`): the KV head's arrays and periphery, shared by the query heads that read it."""
+    defaults = "" if surrogate.c2p_design and surrogate.dac_design else " (periphery not recorded in the surrogate: " \
+                                                                        "the default C2P and DAC designs)"
+    area = head_area(surrogate.design, surrogate.c2p_design or C2PDesign(), surrogate.dac_design or DacDesign(), shape)
+    share = model.kv_heads / model.heads
+    return [(f"{item.label} ({area.note}{defaults})" if item.label == "cells" else item.label,
+             item.um2 * 1e-6 * share, f"{item.count:,.0f} x {item.um2_each:.3g} um^2: {item.how}")
+            for item in area.items]
 
 
 def _phase(figure: tuple[float, str, str], repeats: float) -> tuple[float, float, str, str]:
@@ -213,7 +220,7 @@ def paper_estimate(model: ModelConfig, counts: ActionCounts) -> Estimate:
                     F.PAPER_LATENCY_S.source, CITED)]
     area = [("head with control", F.PAPER_AREA_HEAD_MM2.value, F.PAPER_AREA_HEAD_MM2.source),
             ("KV arrays", F.PAPER_AREA_KV_HEAD_MM2.value, F.PAPER_AREA_KV_HEAD_MM2.source)]
-    return Estimate("paper", model, counts, parts, phases, area)
+    return Estimate("paper", model, counts, parts, phases, area, F.PAPER_AREA_HEAD_MM2.value)
 
 
 @dataclass
@@ -236,8 +243,7 @@ class EnergyReport:
 
 def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None, *, figures: str = "surrogate",
              window: int | None = None, tile: int | None = None, tokens: int = 4, seed: int = 0,
-             gpu_baseline: str | Path | None = None, cell_area_um2: float = F.PAPER_CELL_AREA_UM2.value,
-             digital_scale: float = 1.0, hardware: dict | None = None) -> EnergyReport:
+             gpu_baseline: str | Path | None = None, digital_scale: float = 1.0, hardware: dict | None = None) -> EnergyReport:
     """Latency, energy and area per token of `model` (gpt2, smollm2, a config folder or a ModelConfig).
 
     The action counts come from decoding `tokens` tokens of one layer built from the surrogate (the shipped
@@ -248,9 +254,8 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
 
     if figures not in FIGURE_SETS:
         raise ConfigError("--figures", f"must be one of {', '.join(FIGURE_SETS)}; got {figures!r}")
-    for name, value in (("--cell-area-um2", cell_area_um2), ("--digital-scale", digital_scale)):
-        if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-            raise ConfigError(name, f"must be a positive number; got {value!r}")
+    if not isinstance(digital_scale, (int, float)) or not digital_scale > 0 or digital_scale == float("inf"):
+        raise ConfigError("--digital-scale", f"must be a positive number; got {digital_scale!r}")
     config = model if isinstance(model, ModelConfig) else load_model_config(model)
     if surrogate_path is None and figures == "surrogate":
         raise ConfigError("--surrogate", "is needed for --figures surrogate (this project's SPICE figures); give a "
@@ -267,7 +272,7 @@ def estimate(model: str | ModelConfig, surrogate_path: str | Path | None = None,
     own = None
     if surrogate_path is not None:
         try:
-            own = surrogate_estimate(surrogate, config, counts, cell_area_um2=cell_area_um2,
+            own = surrogate_estimate(surrogate, config, counts, window=window, tile=tile,
                                      digital_scale=digital_scale, where=str(path))
         except ConfigError:
             if figures == "surrogate":

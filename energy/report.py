@@ -57,6 +57,9 @@ def summary_rows(report: EnergyReport) -> list[tuple[str, str]]:
         for what, per_head, source in estimate.area:
             rows.append((f"{who}: area, {what}", f"{per_head:.4g} mm^2 per query head, "
                                                  f"{per_head * m.heads * m.layers:.4g} mm^2 for the model ({source})"))
+        total = estimate.area_head_mm2
+        rows.append((f"{who}: area in all", f"{total:.4g} mm^2 per query head, {total * m.heads * m.layers:.4g} mm^2 "
+                                            "for the model"))
     return rows
 
 

@@ -326,7 +326,8 @@ def fit_characterization(path: str | Path, model: str = "poly", order: int = 5, 
                           + ("; t_dac_settle_s: worst settling of sweep 'dac'" if "t_dac_settle_s" in timing else "")),
     }
     hardware = from_design(design, c2p_design, dac_design, timing)  # the converters and array the layer computes
-    surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path), hardware=hardware)
+    surrogate = Surrogate(components, design, str(path.resolve()), sha256_of(path), hardware=hardware,
+                          c2p_design=c2p_design, dac_design=dac_design)
     from .variation import fit_variation, has_monte_carlo
 
     if has_monte_carlo(path):  # Monte Carlo cells in the file: the cell-to-cell spread (fitting/variation.py)

@@ -28,12 +28,13 @@ from .devices import (SHIPPED_MODEL_NAMES, PdkDevice, VtShift, check_spice_name,
                       refuse_command_word)
 from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
+from .layout import Layout
 from .pdk_presets import PDK_TABLES
 from .periphery import C2PDesign, DacDesign, Grid
 from .resources import netlist_path
 
 DEVICE_FIELDS = ("write", "read_n", "read_p", "switch_n", "switch_p", "logic_n", "logic_p")
-LATER_FIELDS = ("devices", "logic_n", "logic_p", "temp_c", "vt_shift")  # recorded only when not at the default
+LATER_FIELDS = ("devices", "logic_n", "logic_p", "temp_c", "vt_shift", "layout")  # recorded only when not at the default
 PERIPHERY = {"c2p": C2PDesign, "dac": DacDesign, "grid": Grid}  # design-file tables beside the cell's fields
 
 SHIPPED_LIBRARY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.lib")
@@ -92,6 +93,8 @@ class CellDesign:
     temp_c: float = quantity("circuit temperature (every netlist's .temp)", "C", -60.0, 200.0, default=27.0)
     vt_shift: VtShift = described("threshold shift per cell transistor (a DC source in series with its gate)",
                                   nested=VtShift, default=VtShift())
+    layout: Layout = described("how it is drawn, for the area estimate (gaincell.layout)", nested=Layout,
+                               default=Layout())
     source: str = described("provenance / citation of the design (one line of text)", default="")
 
     def __post_init__(self):
@@ -111,6 +114,8 @@ class CellDesign:
             raise ConfigError("vt_shift", f"must be a VtShift(write, read_n, read_p, switch_n, switch_p), got "
                                           f"{shown(self.vt_shift)}")
         check_quantities(self.vt_shift, "vt_shift.")
+        if not isinstance(self.layout, Layout):
+            raise ConfigError("layout", f"must be a Layout(rules, storage_cap), got {shown(self.layout)}")
         for name in DEVICE_FIELDS:
             device = getattr(self, name)
             if not isinstance(device, Device):
@@ -413,8 +418,8 @@ def design_from_dict(raw: Mapping, base_dir: Path | None = None, check_libraries
                                        "each with a [devices.NAME] table, got " + shown(value))
             value = tuple((shipped, _device_from_table(shipped, table, dict(base_design.devices).get(shipped)))
                           for shipped, table in value.items())
-        elif key == "vt_shift":
-            value = nested_from_table(VtShift, key, value)
+        elif key in ("vt_shift", "layout"):
+            value = nested_from_table(VtShift if key == "vt_shift" else Layout, key, value)
         changes[key] = value
     _merged_devices(base_design, changes)
     design = dataclasses.replace(base_design, **changes)

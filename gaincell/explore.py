@@ -24,6 +24,14 @@ from .outputs import atomic_write_text, output_lock
 
 PLAN = "exploration.json"  # the plan (base design, varied fields) a re-run must match
 DATASET = "exploration.nc"
+LAYOUTS = ("grid", "one-at-a-time")  # every combination, or the base (every field's first value) and one change each
+# Small explorations on the presets (`--preset`): one field changed at a time from the design's own values
+PRESETS = {
+    "cmos-generic-small": ("cmos-generic", [("cs_f", [3e-15, 6e-15]), ("write.w_m", [100e-9, 200e-9]),
+                                            ("dac_levels", [8, 4]), ("c2p.counter_levels", [16, 8])]),
+    "sky130-small": ("sky130", [("cs_f", [10e-15, 20e-15]), ("write.w_m", [0.42e-6, 0.84e-6]),
+                                ("dac_levels", [8, 4]), ("c2p.counter_levels", [16, 8])]),
+}
 SPICE_SUFFIXES = {"t": 1e12, "g": 1e9, "meg": 1e6, "k": 1e3, "m": 1e-3, "u": 1e-6, "n": 1e-9, "p": 1e-12,
                   "f": 1e-15, "a": 1e-18}
 
@@ -94,16 +102,25 @@ def base_table(design: str) -> tuple[dict, Path]:
     return json.loads(json.dumps(dict(read_design_table(path)))), path.resolve().parent
 
 
-def plan_points(design: str, varies: list[tuple[str, list]]) -> tuple[list[Point], Path]:
-    """Every combination of the varied values as a Point, each checked as a design (a bad field or value is
-    refused before anything runs, naming it)."""
+def combinations(varies: list[tuple[str, list]], layout: str = "grid") -> list[tuple]:
+    """The points' values: every combination ("grid"), or the first values and each other value alone
+    ("one-at-a-time")."""
+    if layout == "grid":
+        return list(itertools.product(*(values for _, values in varies)))
+    base = tuple(values[0] for _, values in varies)
+    return [base] + [base[:i] + (value,) + base[i + 1:] for i, (_, values) in enumerate(varies) for value in values[1:]]
+
+
+def plan_points(design: str, varies: list[tuple[str, list]], layout: str = "grid") -> tuple[list[Point], Path]:
+    """The plan's points (`combinations`), each checked as a design (a bad field or value is refused before
+    anything runs, naming it)."""
     from .design import setup_from_table
 
     table, base_dir = base_table(design)
     if isinstance(table.get("model_libraries"), list):  # the point files live elsewhere: paths made absolute
         table["model_libraries"] = [str((base_dir / p).resolve()) for p in table["model_libraries"]]
     points = []
-    for combination in itertools.product(*(values for _, values in varies)):
+    for combination in combinations(varies, layout):
         point_table = json.loads(json.dumps(table))
         for (field, _), value in zip(varies, combination):
             group, dot, key = field.partition(".")
@@ -123,11 +140,11 @@ def plan_points(design: str, varies: list[tuple[str, list]]) -> tuple[list[Point
     return points, base_dir
 
 
-def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings) -> None:
+def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings, layout: str = "grid") -> None:
     """Record the plan in a new exploration folder; a re-run must give the same one (it resumes), and a folder
     that is not an exploration is refused."""
     plan = {"design": design, "vary": [[field, values] for field, values in varies],
-            "settings": dataclasses.asdict(settings)}
+            "settings": dataclasses.asdict(settings)} | ({"layout": layout} if layout != "grid" else {})
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -145,16 +162,16 @@ def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings)
     atomic_write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
 
 
-def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *, scheduler: str = "local",
-            workers: int = 2, say=print, gaincell=None) -> tuple[Path, list[dict]]:
+def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *, layout: str = "grid",
+            scheduler: str = "local", workers: int = 2, say=print, gaincell=None) -> tuple[Path, list[dict]]:
     """Run every point not yet finished on Dask (`scheduler`: "local" for a LocalCluster of `workers` processes,
     or a scheduler's address), then write the dataset and the report; returns the report's path and the results
     in the order of the points. `gaincell`: the CLI's click group, which runs the language-model commands."""
     from .explore_point import RESULT
     from .explore_report import write_dataset, write_exploration_report
 
-    points, base_dir = plan_points(design, varies)
-    check_plan(out, design, varies, settings)
+    points, base_dir = plan_points(design, varies, layout)
+    check_plan(out, design, varies, settings, layout)
     with output_lock(out / ".gaincell-explore"):
         results: dict[str, dict] = {}
         for point in points:
@@ -171,7 +188,7 @@ def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *,
         if settings.lm_steps:
             _softmax_reference(out, settings, gaincell)
         write_dataset(out / DATASET, varies, points, ordered)
-        report = write_exploration_report(out, design, varies, points, ordered, settings)
+        report = write_exploration_report(out, design, varies, points, ordered, settings, layout)
     return report, ordered
 
 

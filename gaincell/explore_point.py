@@ -19,7 +19,8 @@ FIGURES = {
     "lambada": ("", "LAMBADA last-word accuracy of the re-targeted SmolLM2-135M (0 .. 1)"),
     "energy_per_token_j": ("J", "attention energy per token of SmolLM2-135M (30 layers)"),
     "latency_per_token_s": ("s", "attention latency per token of SmolLM2-135M (layers in sequence)"),
-    "kv_area_mm2_per_head": ("mm^2", "KV-array area per query head (cells x the energy model's area per cell)"),
+    "area_mm2_per_head": ("mm^2", "silicon area per query head: cell arrays, DACs, C2Ps, counters, drawn with the "
+                                  "design's layout rules (gaincell.layout)"),
     "retention_27c_s": ("s", "shortest retention 1/e time over the stored levels at 27 C"),
     "retention_85c_s": ("s", "shortest retention 1/e time over the stored levels at 85 C"),
     "fit_rms": ("", "multiply fit RMS error on the characterization grid, fraction of full scale"),
@@ -117,7 +118,7 @@ def _circuit_figures(folder: Path, table: dict, base_dir: Path, settings: PointS
     report = estimate("smollm2", folder / "surrogate.h5", tokens=2)
     own = report.own
     return {"energy_per_token_j": own.energy_model_j, "latency_per_token_s": own.latency_model_s,
-            "kv_area_mm2_per_head": sum(mm2 for _, mm2, _ in own.area),
+            "area_mm2_per_head": own.area_head_mm2,
             "retention_27c_s": summary["retention_tau_1e_min_s"], "retention_85c_s": float(min(tau_hot)),
             "fit_rms": surrogate["multiply"].residuals["rms_rel_full_scale"],
             "validation_rms": validation.rms_rel_full_scale,

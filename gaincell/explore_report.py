@@ -20,12 +20,19 @@ def write_dataset(path: Path, varies, points, results: list[dict]) -> Path:
 
     dims = [field for field, _ in varies]
     shape = tuple(len(values) for _, values in varies)
+    # each point at its values' place in the grid; a plan that is not the whole grid leaves the rest empty
+    where = [tuple(values.index(value) for (_, values), (_, value) in zip(varies, p.values)) for p in points]
     variables = {}
     for name, (unit, description) in FIGURES.items():
-        data = np.array([float(r.get(name, math.nan)) for r in results], dtype=float).reshape(shape)
+        data = np.full(shape, math.nan)
+        for index, result in zip(where, results):
+            data[index] = float(result.get(name, math.nan))
         variables[name] = (dims, data, {"units": unit, "long_name": description})
-    for name, meaning in (("status", "ok, out of tolerance or failed"), ("reason", "why a point failed")):
-        data = np.array([str(r.get(name, "")) for r in results], dtype=object).reshape(shape)
+    for name, meaning in (("status", "ok, out of tolerance or failed; 'not planned' off a one-at-a-time plan"),
+                          ("reason", "why a point failed")):
+        data = np.full(shape, "not planned" if name == "status" else "", dtype=object)
+        for index, result in zip(where, results):
+            data[index] = str(result.get(name, ""))
         variables[name] = (dims, data, {"long_name": meaning})
     coords = {field: (field, np.array(values)) for field, values in varies}
     dataset = xr.Dataset(variables, coords=coords, attrs={"title": "gaincell design-space exploration",
@@ -43,27 +50,26 @@ def pareto_front(x: list[float], y: list[float]) -> list[int]:
     return sorted(front, key=lambda i: x[i])
 
 
-def write_exploration_report(out: Path, design: str, varies, points, results: list[dict], settings) -> Path:
+def write_exploration_report(out: Path, design: str, varies, points, results: list[dict], settings,
+                             layout: str = "grid") -> Path:
     from .explore_point import FIGURES, point_commands
-    from .plotting import Figure, Panel, Trace, save_png_and_html
+    from .plotting import Figure, save_png_and_html
     from .report import ReportFigure, Stage, write_report
 
     scored = any(math.isfinite(r.get("perplexity", math.nan)) for r in results)
     y_name = "perplexity" if scored else "validation_rms"
     ok = [i for i, r in enumerate(results) if r.get("status") == "ok"]
-    x = [results[i].get("energy_per_token_j", math.nan) for i in ok]
-    y = [results[i].get(y_name, math.nan) for i in ok]
-    front = [ok[i] for i in pareto_front(x, y)]
     y_label = "perplexity (re-targeted SmolLM2-135M)" if scored else "fit error (fraction of full scale)"
-    front_x, front_y = (np.array([results[i][name] for i in front]) for name in ("energy_per_token_j", y_name))
-    traces = [Trace("design points", np.array(x), np.array(y), "markers", 0),
-              Trace("on the Pareto front", front_x, front_y, "markers", 1), Trace("Pareto front", front_x, front_y,
-                                                                                  "line", 1)]
-    figure = Figure("energy per token against " + ("perplexity" if scored else "the fit's error"),
-                    [Panel(traces, y_label=y_label, x_unit="J", x_label="attention energy per token (SmolLM2-135M)")])
+    energy_panel, front = _front_panel(results, ok, "energy_per_token_j", y_name, y_label,
+                                       "J", "attention energy per token (SmolLM2-135M)")
+    area_panel, _ = _front_panel(results, ok, "area_mm2_per_head", y_name, y_label,
+                                 "", "silicon area per query head (mm^2)")
+    figure = Figure("energy per token and area against " + ("perplexity" if scored else "the fit's error"),
+                    [energy_panel, area_panel], share_x=False)
     save_png_and_html(figure, out / "pareto")
     command = "gaincell explore --design " + shlex.quote(design) + "".join(
-        f" --vary {field}={','.join(_shown(v) for v in values)}" for field, values in varies) + f" --out {out.name}"
+        f" --vary {field}={','.join(_shown(v) for v in values)}" for field, values in varies) + (
+        f" --layout {layout}" if layout != "grid" else "") + f" --out {out.name}"
     front_names = ", ".join(points[i].name for i in front) or "none (no point finished with every figure)"
     reference = ""
     if (out / "softmax-eval.json").is_file():  # the unmodified model on the same text (explore._softmax_reference)
@@ -72,8 +78,8 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
             f", LAMBADA {100 * softmax[1]['accuracy']:.0f} %" if len(softmax) > 1 else "") + "."
     stages = [Stage("Pareto front", "done", f"{len(points)} points; on the front: {front_names}.{reference}", command,
                     ["exploration.nc", "exploration.json"],
-                    [ReportFigure("pareto.png", "energy per token against "
-                                  + ("perplexity" if scored else "the fit's error") + "; the front joins the points "
+                    [ReportFigure("pareto.png", "energy per token (top) and area per query head (bottom) against "
+                                  + ("perplexity" if scored else "the fit's error") + "; each front joins the points "
                                   "no other point beats on both", "pareto.html")])]
     steps = " && ".join("gaincell " + shlex.join(c) for c in point_commands(settings))
     for point, result in zip(points, results):
@@ -93,6 +99,21 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
                          + (f", {r['energy_per_token_j'] * 1e9:.4g} nJ per token" if "energy_per_token_j" in r else "")
                          for p, r in zip(points, results))
     return write_report(out, f"gaincell explore: {design}", stages, headline)
+
+
+def _front_panel(results: list[dict], ok: list[int], x_name: str, y_name: str, y_label: str, x_unit: str,
+                 x_label: str):
+    """A panel of the finished points (x_name against y_name) and their Pareto front; the front's indices."""
+    from .plotting import Panel, Trace
+
+    x = [results[i].get(x_name, math.nan) for i in ok]
+    y = [results[i].get(y_name, math.nan) for i in ok]
+    front = [ok[i] for i in pareto_front(x, y)]
+    front_x, front_y = (np.array([results[i][name] for i in front]) for name in (x_name, y_name))
+    traces = [Trace("design points", np.array(x), np.array(y), "markers", 0),
+              Trace("on the Pareto front", front_x, front_y, "markers", 1),
+              Trace("Pareto front", front_x, front_y, "line", 1)]
+    return Panel(traces, y_label=y_label, x_unit=x_unit, x_label=x_label), front
 
 
 def _shown(value) -> str:

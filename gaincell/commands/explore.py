@@ -5,13 +5,21 @@ from pathlib import Path
 
 import click
 
+from ..explore import PRESETS
+
 
 @click.command()
-@click.option("--design", default="cmos-generic", show_default=True, help="The base design: a preset or a TOML/YAML file.")
-@click.option("--vary", "varies", multiple=True, required=True, metavar="FIELD=V1,V2,...",
+@click.option("--design", default=None, help="The base design: a preset or a TOML/YAML file [default: cmos-generic].")
+@click.option("--vary", "varies", multiple=True, metavar="FIELD=V1,V2,...",
               help="A design field and its values (repeat for more fields; every combination is a point): a cell "
                    "field (cs_f=2f,4f; SPICE suffixes allowed), TABLE.FIELD for [c2p], [dac], [grid] and the "
                    "transistors (c2p.counter_levels=8,16; write.w_m=0.2u,0.4u).")
+@click.option("--layout", type=click.Choice(["grid", "one-at-a-time"]), default=None,
+              help="Which points: every combination (grid, the default), or the first values and each other value "
+                   "alone (one-at-a-time: 1 + the other values' count points).")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="A small exploration instead of --design/--vary: Cs, write-transistor width, DAC levels and readout "
+                   "levels, each changed alone from the design's own values (5 points; wall times in the README).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder of the exploration: points/NAME/ per point, exploration.nc, report.html. A re-run with "
                    "the same plan resumes it.")
@@ -31,17 +39,28 @@ import click
 @click.option("--max-validation-error", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05,
               show_default=True, help="A point whose fit errs more than this (fraction of full scale) at fresh SPICE "
                                       "points is recorded as out of tolerance and not scored further.")
-def explore(design, varies, out_dir, scheduler, workers, spice_workers, lm_steps, lambada, lambada_items,
-            max_validation_error):
-    """Every combination of the given design-field values, each taken through characterize (with the
-    periphery), fit, validate, retention at 85 C, latency and energy per token and the re-targeted language
-    model; one dataset (exploration.nc, xarray-readable) and report.html with the Pareto front."""
+def explore(design, varies, layout, preset, out_dir, scheduler, workers, spice_workers, lm_steps, lambada,
+            lambada_items, max_validation_error):
+    """Every combination of the given design-field values (or one change at a time, or a --preset), each
+    taken through characterize (with the periphery), fit, validate, retention at 85 C, latency, energy and area
+    per token and the re-targeted language model; one dataset (exploration.nc, xarray-readable) and report.html
+    with the Pareto fronts."""
+    from ..errors import ConfigError
     from ..explore import explore as run, parse_varies
     from ..explore_point import PointSettings
 
+    if preset:
+        if design or varies or layout:
+            raise ConfigError("--preset", f"{preset} sets the design, the fields and the layout; give it without "
+                                          "--design, --vary and --layout")
+        design, plan = PRESETS[preset]
+        layout = "one-at-a-time"
+    else:
+        plan = parse_varies(varies)  # refuses an empty --vary, naming it
+
     settings = PointSettings(spice_workers=spice_workers, max_validation_rms=max_validation_error, lm_steps=lm_steps,
                              lambada=str(Path(lambada).resolve()) if lambada else None, lambada_items=lambada_items)
-    report, results = run(Path(out_dir), design, parse_varies(varies), settings, scheduler=scheduler,
-                          workers=workers, say=click.echo, gaincell=click.get_current_context().find_root().command)
+    report, results = run(Path(out_dir), design or "cmos-generic", plan, settings, layout=layout or "grid",
+                          scheduler=scheduler, workers=workers, say=click.echo, gaincell=click.get_current_context().find_root().command)
     done = sum(r.get("status") == "ok" for r in results)
     click.echo(f"{done} of {len(results)} points ok; dataset {Path(out_dir) / 'exploration.nc'}; report {report}")

@@ -139,18 +139,17 @@ def attention(surrogate_path, out_dir, layers, force):
               help="Seed of the synthetic activations.")
 @click.option("--gpu-baseline", type=click.Path(dir_okay=False), default=None,
               help="JSON from benchmarks/gpu_attention_baseline.py (default: the paper's GPU measurements).")
-@click.option("--cell-area-um2", type=Quantity("", 1e-6, 1e6), default=1.0, show_default=True,
-              help="Cell area for the own area estimate (default: the paper's 'about 1 um^2').")
 @click.option("--digital-scale", type=Quantity("", 1e-6, 1e6), default=1.0, show_default=True,
               help="Factor on the cited 45 nm adder/counter energies (node scaling of your choice).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder for energy-breakdown.png/.html.")
 @hardware_option
 @force_option
-def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_baseline, cell_area_um2, digital_scale,
-           out_dir, hardware, force):
+def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_baseline, digital_scale, out_dir,
+           hardware, force):
     """Latency, energy (per head, layer, model; by component) and area per token, with the ratio to GPU
-    attention; counts from a real decode of the attention layer, figures from the surrogate and citations."""
+    attention; counts from a real decode of the attention layer, figures from the surrogate and citations,
+    area from the surrogate's design drawn with its layout rules (the design's [layout] table)."""
     from ..energy.model import estimate
     from ..energy.report import breakdown_figure, format_report
     from ..plotting import save_png_and_html
@@ -158,7 +157,7 @@ def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_basel
     inputs = [p for p in (surrogate_path, gpu_baseline) if p]
     folder = report_folder(out_dir, ["energy-breakdown.png", "energy-breakdown.html"], inputs, force)
     report = estimate(model, surrogate_path, figures=figures, window=window, tile=tile, tokens=tokens, seed=seed,
-                      gpu_baseline=gpu_baseline, cell_area_um2=cell_area_um2, digital_scale=digital_scale,
+                      gpu_baseline=gpu_baseline, digital_scale=digital_scale,
                       hardware=hardware)
     png, page = save_png_and_html(breakdown_figure(report), folder / "energy-breakdown")
     click.echo(format_report(report))
