@@ -202,7 +202,8 @@ def _run_on_dask(out: Path, points: list[Point], base_dir: Path, settings, sched
         raise GaincellError("gaincell explore needs dask.distributed: pip install 'dask[distributed]'") from None
     cluster = None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")  # a free port: explorations side by side do not collide
         client = Client(cluster)
     else:
         try:

@@ -1,6 +1,6 @@
 """gaincell explore: the points of a plan (checked before anything runs), their stages on a Dask LocalCluster of
-2 workers, the dataset xarray reads, the report's Pareto front, and a kill -9 mid-run that a re-run finishes
-running only the missing points."""
+2 workers, the dataset xarray reads, the report's Pareto front, and a kill -9 mid-run that a re-run (on a
+cluster's scheduler address) finishes running only the missing points."""
 import json
 import os
 import signal
@@ -94,15 +94,23 @@ def test_kill_9_mid_run_then_a_re_run_finishes_only_the_missing_point_and_the_ou
     first.wait()
     (done,) = list(results.glob("*/result.json"))
     before = done.stat().st_mtime_ns
-    second = subprocess.run(explore_command(tmp_path) + ["--workers", "1"], capture_output=True, text=True,
-                            timeout=600)
+    # the re-run on a cluster's scheduler, as on several machines: a LocalCluster of 2 workers started here
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        second = subprocess.run(explore_command(tmp_path) + ["--scheduler", cluster.scheduler_address],
+                                capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"1 to run on {cluster.scheduler_address}" in second.stdout
     assert "2 points: 1 finished before, 1 to run" in second.stdout and done.stat().st_mtime_ns == before
     with xarray.open_dataset(tmp_path / "out" / "exploration.nc", engine="h5netcdf") as data:
         assert list(data["cs_f"].values) == pytest.approx([2e-15, 4e-15])
         assert list(data["status"].values) == ["ok", "ok"]
-        for name in ("energy_per_token_j", "latency_per_token_s", "retention_27c_s", "retention_85c_s"):
+        for name in ("energy_per_token_j", "latency_per_token_s", "retention_27c_s", "retention_85c_s",
+                     "area_mm2_per_head"):
             assert (data[name].values > 0).all(), name
+        area = data["area_mm2_per_head"].values
+        assert area[1] > area[0]  # 4 fF outgrows the transistors: a larger cell (gaincell.layout)
         assert (data["retention_85c_s"].values < data["retention_27c_s"].values).all()  # leakage grows with heat
         assert data["energy_per_token_j"].attrs["units"] == "J"
     report = (tmp_path / "out" / "report.html").read_text()
