@@ -81,9 +81,6 @@ LM_MODULES = {"test_adapt", "test_benchmark_commands", "test_generate", "test_ha
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the ngspice and language-model modules' tests, and run the slow tests first: the two xdist workers
-    then end together instead of one finishing a long test alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
         if module in SPICE_MODULES:

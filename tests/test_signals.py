@@ -85,9 +85,9 @@ def test_fit_stopped_while_writing_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr("gaincell.plotting.save_png_and_html", lambda *args: None)
     real_record = surrogate_file.design_record
 
-    def record_then_stop(design):
+    def record_then_stop(*args):
         os.kill(os.getpid(), signal.SIGTERM)
-        return real_record(design)
+        return real_record(*args)
 
     monkeypatch.setattr(surrogate_file, "design_record", record_then_stop)
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
