@@ -39,6 +39,9 @@ def timed(function, device, repeats: int) -> tuple[float, float]:
     return sorted(times)[len(times) // 2], float("nan")
 
 
+# smoke runs (the CPU, Triton's interpreter): the smallest shapes that still run every code path; B H T D
+SMOKE_SHAPE = (1, 1, 32, 16)
+SMOKE_RING_SHAPE = (1, 1, 48, 16)  # longer than the 32-token window: the ring wraps
 SWEEP = [(rows, warps, stages) for rows in (32, 64) for warps in (4, 8) for stages in (2, 3)]
 
 
@@ -65,7 +68,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
         return [x.requires_grad_(grad) for x in (q, k, v)]
 
     # the sides must agree before any time means anything (float32, no quantization: no level flips)
-    shape = (1, 2, 80, 16) if smoke else (2, 12, 1536, 64)
+    shape = SMOKE_RING_SHAPE if smoke else (2, 12, 1536, 64)
     q, k, v = qkv(*shape, torch.float32, grad=True)
     exact = dict(options, quantize=False)
     outs = [gaincell_attention(q, k, v, cell, kernel=choice, **exact) for choice in ("torch", "triton")]
@@ -108,7 +111,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
             return {"error": f"out of memory: {str(exc)[:120]}"}
 
     # launch settings: every (query rows, warps, stages) of SWEEP for all three kernels, B8 H12 T1024
-    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    b, h, t, d = SMOKE_SHAPE if smoke else (8, 12, 1024, 64)
     q, k, v = qkv(b, h, t, d, dtype, grad=True)
     for settings in SWEEP[:1] if smoke else SWEEP:
         if budget.left() < 240 and not smoke:
@@ -121,7 +124,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
                    fwd=forward, fwd_bwd=both, defaults=fused.LAUNCH)
     del q, k, v
 
-    shapes = [(1, 2, 64, 16)] if smoke else [(8, 12, 1024, 64), (1, 12, 4096, 64)]
+    shapes = [SMOKE_SHAPE] if smoke else [(8, 12, 1024, 64), (1, 12, 4096, 64)]
     for b, h, t, d in shapes:
         for backward in (False, True):
             if budget.left() < 60 and not smoke:
@@ -149,7 +152,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     # agreement with the torch path first (float32, no quantization), then time against the product form
     aged_cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=5.85e-6)
     aged = dict(options, decay="surrogate")
-    shape = (1, 2, 80, 16) if smoke else (2, 12, 1536, 64)
+    shape = SMOKE_RING_SHAPE if smoke else (2, 12, 1536, 64)
     q, k, v = qkv(*shape, torch.float32, grad=True)
     outs = [gaincell_attention(q, k, v, aged_cell, kernel=choice, **dict(aged, quantize=False))
             for choice in ("torch", "triton")]
@@ -161,7 +164,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
                          f"T{shape[2]} D{shape[3]}", "ok" if agree else "FAILED", output_rel_diff=differences[0],
                grad_q_k_v_rel_diff=differences[1:], allowed=1e-4)
     del q, k, v, outs, grads
-    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    b, h, t, d = SMOKE_SHAPE if smoke else (8, 12, 1024, 64)
     if agree and (smoke or budget.left() >= 60):
         q, k, v = qkv(b, h, t, d, dtype, grad=True)
         sides = {"aged decay, kernel": lambda: gaincell_attention(q, k, v, aged_cell, kernel="triton", **aged),
@@ -199,7 +202,7 @@ def stage_profile(report, budget, device, smoke: bool) -> None:
     from gaincell.surrogate.functional import gaincell_attention
 
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
-    b, h, t, d = (1, 2, 64, 16) if smoke else (8, 12, 1024, 64)
+    b, h, t, d = SMOKE_SHAPE if smoke else (8, 12, 1024, 64)
     dtype = torch.float32 if smoke else torch.bfloat16
     generator = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.rand(b, h, t, d, device=device, generator=generator).to(dtype).requires_grad_()
