@@ -19,6 +19,7 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError, InputFileError
 from gaincell.hardware import from_design
+from gaincell.paper import PAPER_READOUT_CURRENT_A, PAPER_S_SAT_CURRENT_A
 from gaincell.periphery import C2PDesign
 from gaincell.store import list_sweeps, unfinished_sweeps
 from gaincell.sweep_data import OK, SweepData
@@ -205,8 +206,8 @@ def _more_figures(component: Component, values: dict[str, float], note: str) -> 
 def c2p_paper_default(t_max_s: float) -> Component:
     """The paper's charge-to-pulse transfer until a C2P circuit is characterized: S_sat = 80 uA x T_max,
     no offset; stage-2 output full scale 40 uA x T_max (its readout clamps A / 40 to [-1, 1])."""
-    return Component(C2P, ["q_sat_c", "offset_c", "t_max_s"], [80e-6 * t_max_s, 0.0, t_max_s],
-                     config={"output_full_scale_c": 40e-6 * t_max_s},
+    return Component(C2P, ["q_sat_c", "offset_c", "t_max_s"], [PAPER_S_SAT_CURRENT_A * t_max_s, 0.0, t_max_s],
+                     config={"output_full_scale_c": PAPER_READOUT_CURRENT_A * t_max_s},
                      source="paper default (Leroux et al. 2025 code: S_sat = 80, output clamp A/40); no C2P fit yet")
 
 

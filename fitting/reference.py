@@ -18,20 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from gaincell.compact import EXPONENTIAL, POLY, spec
-from gaincell.hardware import PAPER_HARDWARE, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S
+from gaincell.hardware import PAPER_HARDWARE
+from gaincell.paper import (PAPER_CUBIC_UA, PAPER_E_AV_HEAD_J, PAPER_E_DAC_HEAD_J,  # noqa: F401 (PAPER_CUBIC_UA: tests)
+                            PAPER_E_DIGITAL_HEAD_J, PAPER_E_QK_HEAD_J, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S)
 from gaincell.design import PRESETS
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
 from .fit import c2p_paper_default, figures, fit_model
 
-PAPER_CUBIC_UA = (0.52136, 13.61226, -2.62045, 46.05484)
 T_MAX_S = PAPER_T_MAX_S
 PAPER_REFERENCE = dataclasses.replace(
     PRESETS["cmos-generic"], name="paper-reference", vdd_v=0.9, v_in_v=0.9, t_max_s=T_MAX_S,
     source="Leroux et al., Nat. Comput. Sci. 5, 813 (2025), doi 10.1038/s43588-025-00854-1")
-PAPER_FIGURES = {"latency_per_token_s": PAPER_LATENCY_PER_LAYER_S, "e_qk_stage_per_token_head_j": 1120e-12,
-                 "e_av_stage_per_token_head_j": 700e-12, "e_digital_per_token_head_j": 4000e-12,
-                 "e_dac_per_token_head_j": 330e-12}
+PAPER_FIGURES = {"latency_per_token_s": PAPER_LATENCY_PER_LAYER_S, "e_qk_stage_per_token_head_j": PAPER_E_QK_HEAD_J.value,
+                 "e_av_stage_per_token_head_j": PAPER_E_AV_HEAD_J.value,
+                 "e_digital_per_token_head_j": PAPER_E_DIGITAL_HEAD_J.value, "e_dac_per_token_head_j": PAPER_E_DAC_HEAD_J.value}
 
 
 def fit_reference(iv_path: str | Path) -> Surrogate:

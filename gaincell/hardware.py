@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .fields import check_quantities, described, quantity, shown
+from .paper import PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S
 
 INPUT_ENCODINGS = ("pulse-width",)  # the paper's: the query sets the read pulse's width at a fixed amplitude
 # how a head's readout is scaled: "none" (the paper's) or "reference-column" (divided by a reference column's)
@@ -26,8 +27,6 @@ C2P_REFERENCES = ("offset", "peak")
 ADDED_FIELDS = {"normalization": "none", "c2p_reference": "offset"}
 # what the layer computes rather than a converter's level: a model adapted with them keeps them on another cell
 COMPUTATION_FIELDS = ("normalization", "c2p_reference")  # fields added after files were written: their value when absent
-PAPER_LATENCY_PER_LAYER_S = 65e-9  # paper: one token through one layer's attention, all heads in parallel
-PAPER_T_MAX_S = 15e-9  # paper: the longest read pulse
 # what the paper's 65 ns leaves per conversion after its two 15 ns pulse phases (inferred; it also covers the
 # paper's write, counter and digital time)
 PAPER_C2P_CONVERSION_S = (PAPER_LATENCY_PER_LAYER_S - 2 * PAPER_T_MAX_S) / 2

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .fields import check_quantities, described, is_number, quantity, shown
+from .paper import PAPER_READOUT_CURRENT_A, PAPER_S_SAT_CURRENT_A
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,9 @@ class C2PDesign:
 
     cint_f: float = quantity("integration capacitor", "F", 1e-18, 1e-6, default=4e-12)
     iref_a: float = quantity("stage-1 reference current; saturation charge iref x T_max (the paper's S_sat = "
-                             "80 uA x T_max)", "A", 1e-12, 1.0, default=80e-6)
+                             "80 uA x T_max)", "A", 1e-12, 1.0, default=PAPER_S_SAT_CURRENT_A)
     iref_signed_a: float = quantity("readout reference current; full scale iref x T_max (the paper's clamp A / 40)",
-                                    "A", 1e-12, 1.0, default=40e-6)
+                                    "A", 1e-12, 1.0, default=PAPER_READOUT_CURRENT_A)
     gain: float = quantity("integrator op-amp gain", "", 1.0, 1e12, default=1e4)
     counter_levels: int = quantity("counter levels of the signed readout (magnitude)", low=2, high=1024,
                                    default=16, integer=True)

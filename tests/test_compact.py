@@ -8,7 +8,8 @@ import torch
 
 from gaincell.compact import (C2P, EKV, EXPONENTIAL, LEAKAGE, MODELS, POLY, STRETCHED, decay_factor, poly_at_input,
                               poly_exponents, poly_name, quantize, quantize_readout, spec, tau_1e)
-from gaincell.hardware import PAPER_LATENCY_PER_LAYER_S, phase_durations, token_time_s
+from gaincell.hardware import phase_durations, token_time_s
+from gaincell.paper import PAPER_LATENCY_PER_LAYER_S
 from gaincell.model_shapes import KNOWN
 from gaincell.energy.model import estimate
 from gaincell.errors import ConfigError, FitError
