@@ -236,7 +236,7 @@ class SharedEngine:
         here because success and failure are judged from the text (see `find_errors`)."""
         try:
             self._ng.exec_command(command)
-        except Exception:  # NgSpiceCommandError for any stderr line, e.g. a gmin-stepping note
+        except NameError:  # PySpice's NgSpiceCommandError (a NameError) for any stderr line, e.g. a gmin note
             pass
         return self._output()
 
@@ -289,7 +289,7 @@ class SharedEngine:
         try:
             try:
                 self._ng.load_circuit(netlist.text)
-            except Exception:
+            except NameError:  # PySpice's NgSpiceCircuitError for any stderr line: ngspice's text is judged below
                 pass
             log_parts.append(self._output())
             _check(log_parts[-1], netlist)
