@@ -81,7 +81,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     from .fitting.fit import fit_characterization
     from .fitting.report import describe_point, fit_figure, plot_report, text_report
     from .fitting.validate import parity_figure, validate_cell
-    from .inspect import sweep_figure
+    from .inspection import sweep_figure
     from .plotting import save_png_and_html, waveform_figure
     from .report import ReportFigure, Stage
     from .energy.model import estimate as estimate_energy

@@ -14,7 +14,7 @@ from gaincell.circuits.spice.simulator import run
 from gaincell.cli import main
 from gaincell.commands.circuits import save_result
 from gaincell.errors import InputFileError
-from gaincell.inspect import sweep_figure
+from gaincell.inspection import sweep_figure
 from gaincell.resources import data_path
 from gaincell.store import list_sweeps, read_sweep, save_sweeps
 from gaincell.sweep_data import SweepData, run_as_sweep

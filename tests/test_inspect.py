@@ -110,7 +110,7 @@ def test_html_page_renders_its_traces_offline_in_chromium(faulty_file, tmp_path)
 
 def test_a_labelled_coordinate_is_shown_by_its_names():
     """A corner coordinate (integer indices with names) reads as its names, other coordinates with units."""
-    from gaincell.inspect import point_label
+    from gaincell.inspection import point_label
     from gaincell.sweep_data import SweepData
 
     data = SweepData("read", {"corner": np.arange(2), "temp_c": np.array([27.0, 85.0])},

@@ -120,7 +120,7 @@ def test_each_entry_module_imports_first(module, fresh_imports):
 
 # the application on top of the stages: it may import anything; nothing below it imports it
 APPLICATION = ("gaincell.cli", "gaincell.commands", "gaincell.demo", "gaincell.demo_lm", "gaincell.explore",
-               "gaincell.explore_point", "gaincell.explore_report", "gaincell.inspect", "gaincell.report")
+               "gaincell.explore_point", "gaincell.explore_report", "gaincell.inspection", "gaincell.report")
 
 
 def test_no_stage_or_shared_module_imports_the_application():

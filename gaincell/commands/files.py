@@ -13,7 +13,7 @@ from .options import force_option, point_list
               help="Failed/missing points listed per sweep.")
 def inspect(file, max_listed):
     """List what a gaincell HDF5 file holds: sweeps, signals and units, provenance, failed and missing points."""
-    from ..inspect import describe
+    from ..inspection import describe
 
     click.echo(describe(file, max_listed))
 
@@ -28,7 +28,7 @@ def inspect(file, max_listed):
 @force_option
 def plot(file, sweep, signals, points, out, force):
     """Draw waveforms of selected points of a sweep to PNG or interactive HTML."""
-    from ..inspect import sweep_figure
+    from ..inspection import sweep_figure
     from ..plotting import save_figure
 
     guard_output(out, REPORT, [file], force)
@@ -46,7 +46,7 @@ def plot(file, sweep, signals, points, out, force):
 @force_option
 def export(file, sweep, fmt, points, signals, out, force):
     """Export a sweep's completed points as an ngspice raw file or CSV."""
-    from ..inspect import export as run_export
+    from ..inspection import export as run_export
 
     guard_output(out, REPORT, [file], force)
     click.echo(run_export(file, sweep, fmt, out, point_list(points), list(signals) or None))
