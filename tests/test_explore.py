@@ -67,6 +67,21 @@ def test_one_at_a_time_and_the_presets_change_one_field_each_from_the_base(tmp_p
     assert missing.exit_code == 1 and "--vary" in missing.output
 
 
+def test_points_are_scored_on_the_shipped_lambada_sample_by_default(tmp_path, monkeypatch):
+    from gaincell import explore as explore_module
+    from gaincell.resources import data_path
+
+    lines = data_path("lambada-test-first200.jsonl").read_text().splitlines()
+    assert len(lines) == 200 and all(json.loads(line)["text"].strip() for line in lines)
+    seen = []
+    monkeypatch.setattr(explore_module, "explore", lambda out, design, varies, settings, **kw: seen.append(settings)
+                        or (out / "report.html", []))
+    for extra, expected in (([], str(data_path("lambada-test-first200.jsonl"))), (["--lambada-items", "0"], None)):
+        done = CliRunner().invoke(main, ["explore", "--vary", "cs_f=2f", "--out", str(tmp_path / "o"), *extra])
+        assert done.exit_code == 0, done.output
+        assert seen[-1].lambada == expected
+
+
 def test_the_pareto_front_keeps_the_points_nothing_beats_on_both_figures():
     x, y = [1.0, 2.0, 3.0, 1.5, float("nan")], [5.0, 1.0, 0.5, 6.0, 0.1]
     assert pareto_front(x, y) == [0, 1, 2]

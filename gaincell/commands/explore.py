@@ -7,6 +7,8 @@ import click
 
 from ..explore import PRESETS
 
+SHIPPED_LAMBADA = "lambada-test-first200.jsonl"  # package data: the first 200 items of LAMBADA's test set
+
 
 @click.command()
 @click.option("--design", default=None, help="The base design: a preset or a TOML/YAML file [default: cmos-generic].")
@@ -34,8 +36,10 @@ from ..explore import PRESETS
               help="Distillation steps re-targeting the shipped gain-cell SmolLM2-135M to each point's cell before "
                    "it is scored (0: no language model; a few CPU minutes per point).")
 @click.option("--lambada", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="A LAMBADA .jsonl each point's model is also scored on (first --lambada-items items).")
-@click.option("--lambada-items", type=click.IntRange(1, 100_000), default=50, show_default=True)
+              help="A LAMBADA .jsonl each point's model is also scored on (first --lambada-items items) [default: "
+                   "the first 200 items of LAMBADA's test set, shipped with gaincell].")
+@click.option("--lambada-items", type=click.IntRange(0, 100_000), default=50, show_default=True,
+              help="LAMBADA items scored per point (0: none).")
 @click.option("--max-validation-error", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05,
               show_default=True, help="A point whose fit errs more than this (fraction of full scale) at fresh SPICE "
                                       "points is recorded as out of tolerance and not scored further.")
@@ -58,8 +62,13 @@ def explore(design, varies, layout, preset, out_dir, scheduler, workers, spice_w
     else:
         plan = parse_varies(varies)  # refuses an empty --vary, naming it
 
+    if lambada is None and lambada_items:
+        from ..resources import data_path
+
+        lambada = data_path(SHIPPED_LAMBADA)
     settings = PointSettings(spice_workers=spice_workers, max_validation_rms=max_validation_error, lm_steps=lm_steps,
-                             lambada=str(Path(lambada).resolve()) if lambada else None, lambada_items=lambada_items)
+                             lambada=str(Path(lambada).resolve()) if lambada and lambada_items else None,
+                             lambada_items=lambada_items)
     report, results = run(Path(out_dir), design or "cmos-generic", plan, settings, layout=layout or "grid",
                           scheduler=scheduler, workers=workers, say=click.echo, gaincell=click.get_current_context().find_root().command)
     done = sum(r.get("status") == "ok" for r in results)
