@@ -59,12 +59,13 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
     scored = any(math.isfinite(r.get("perplexity", math.nan)) for r in results)
     y_name = "perplexity" if scored else "validation_rms"
     ok = [i for i, r in enumerate(results) if r.get("status") == "ok"]
-    y_label = "perplexity (re-targeted SmolLM2-135M)" if scored else "fit error (fraction of full scale)"
+    y_label = "perplexity" if scored else "fit error (fraction)"  # short: two panels share the height
     energy_panel, front = _front_panel(results, ok, "energy_per_token_j", y_name, y_label,
                                        "J", "attention energy per token (SmolLM2-135M)")
     area_panel, _ = _front_panel(results, ok, "area_mm2_per_head", y_name, y_label,
                                  "", "silicon area per query head (mm^2)")
-    figure = Figure("energy per token and area against " + ("perplexity" if scored else "the fit's error"),
+    figure = Figure("energy per token and area against " + ("the re-targeted SmolLM2-135M's perplexity" if scored
+                                                            else "the fit's error (fraction of full scale)"),
                     [energy_panel, area_panel], share_x=False)
     save_png_and_html(figure, out / "pareto")
     command = "gaincell explore --design " + shlex.quote(design) + "".join(
