@@ -12,9 +12,7 @@ Sources
 """
 from __future__ import annotations
 
-from gaincell.paper import (PAPER, PAPER_AREA_HEAD_MM2, PAPER_AREA_KV_HEAD_MM2, PAPER_CELL_AREA_UM2,  # noqa: F401
-                            PAPER_E_AV_HEAD_J, PAPER_E_DAC_HEAD_J, PAPER_E_DIGITAL_HEAD_J, PAPER_E_QK_HEAD_J,
-                            PAPER_HEAD_DIM, PAPER_LATENCY_S, PAPER_TILE, PAPER_WINDOW, Cited)
+from gaincell.paper import PAPER_HEAD_DIM, PAPER_TILE, PAPER_WINDOW, Cited
 
 HOROWITZ = "Horowitz, ISSCC 2014, 45 nm / 0.9 V table"
 HOROWITZ_ADD8_J = Cited(0.03e-12, "J", f"{HOROWITZ}: 8-bit integer add")

@@ -30,6 +30,7 @@ from gaincell.hardware import PAPER_C2P_CONVERSION_S, token_time_s
 from gaincell.errors import ConfigError
 from gaincell.layout import ArrayShape, head_area
 from gaincell.model_shapes import ModelConfig, load_model_config
+from gaincell import paper as P
 from gaincell.periphery import C2PDesign, DacDesign
 
 from . import figures as F
@@ -149,12 +150,12 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, w
     e_write = _required(surrogate, "energy", "e_write_cell_j", where)
     conv1, conv2 = F.paper_conversions_per_head()
     dac = _spice_or_paper(surrogate, "energy", "e_dac_write_j",
-                          F.PAPER_E_DAC_HEAD_J.value / F.paper_cells_written_per_head(),
+                          P.PAPER_E_DAC_HEAD_J.value / F.paper_cells_written_per_head(),
                           "paper's DACs 330 pJ / 128 cells written per head")
-    c2p1 = _spice_or_paper(surrogate, "energy", "e_c2p_conversion_j", F.PAPER_E_QK_HEAD_J.value / conv1,
+    c2p1 = _spice_or_paper(surrogate, "energy", "e_c2p_conversion_j", P.PAPER_E_QK_HEAD_J.value / conv1,
                            f"paper's QK stage 1120 pJ / {conv1} conversions per head (includes its array reads: "
                            "an upper bound)")
-    c2p2 = _spice_or_paper(surrogate, "energy", "e_c2p_signed_conversion_j", F.PAPER_E_AV_HEAD_J.value / conv2,
+    c2p2 = _spice_or_paper(surrogate, "energy", "e_c2p_signed_conversion_j", P.PAPER_E_AV_HEAD_J.value / conv2,
                            f"paper's AV stage 700 pJ / {conv2} conversions per head (includes its array reads and "
                            "counters: an upper bound)")
     add = (F.HOROWITZ_ADD8_J.value * digital_scale,
@@ -171,7 +172,7 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, w
             ("counters", "readout counters", "AV stage", c.counter_ticks, "counter increment", add),
             ("adder", "adder tree", "digital", c.adds, "addition", add),
             ("control", "control and routing", "digital", c.query_heads, "query head",
-             (F.PAPER_E_DIGITAL_HEAD_J.value, F.PAPER_E_DIGITAL_HEAD_J.source, CITED))]
+             (P.PAPER_E_DIGITAL_HEAD_J.value, P.PAPER_E_DIGITAL_HEAD_J.source, CITED))]
     parts = [Part(key, label, group, count, action, *figure) for key, label, group, count, action, figure in rows]
     t_c2p = _spice_or_paper(surrogate, "timing", "t_c2p_conversion_s", PAPER_C2P_CONVERSION_S,
                             "half of what the paper's 65 ns leaves after two 15 ns pulse phases (inferred; also "
@@ -188,8 +189,8 @@ def surrogate_estimate(surrogate, model: ModelConfig, counts: ActionCounts, *, w
 def design_area(surrogate, model: ModelConfig, shape: ArrayShape) -> list[tuple[str, float, str]]:
     """(part, mm^2 per query head, how) of the surrogate's design drawn with its layout rules
     (`gaincell.layout`): the KV head's arrays and periphery, shared by the query heads that read it."""
-    defaults = "" if surrogate.c2p_design and surrogate.dac_design else " (periphery not recorded in the surrogate: " \
-                                                                        "the default C2P and DAC designs)"
+    recorded = surrogate.c2p_design and surrogate.dac_design
+    defaults = "" if recorded else " (periphery not recorded in the surrogate: the default C2P and DAC designs)"
     area = head_area(surrogate.design, surrogate.c2p_design or C2PDesign(), surrogate.dac_design or DacDesign(), shape)
     share = model.kv_heads / model.heads
     return [(f"{item.label} ({area.note}{defaults})" if item.label == "cells" else item.label,
@@ -207,20 +208,20 @@ def paper_estimate(model: ModelConfig, counts: ActionCounts) -> Estimate:
     cells = F.paper_cells_read_per_head()
     written = F.paper_cells_written_per_head()
     c = counts
-    rows = [("qk", "QK stage", "QK stage", c.cells_read_qk, "cell read", F.PAPER_E_QK_HEAD_J, cells),
-            ("av", "AV stage", "AV stage", c.cells_read_av, "cell read", F.PAPER_E_AV_HEAD_J, cells),
+    rows = [("qk", "QK stage", "QK stage", c.cells_read_qk, "cell read", P.PAPER_E_QK_HEAD_J, cells),
+            ("av", "AV stage", "AV stage", c.cells_read_av, "cell read", P.PAPER_E_AV_HEAD_J, cells),
             ("digital", "digital control and routing", "digital", c.query_heads, "query head",
-             F.PAPER_E_DIGITAL_HEAD_J, 1),
-            ("dac", "DACs", "DACs", c.cells_written, "cell written", F.PAPER_E_DAC_HEAD_J, written)]
+             P.PAPER_E_DIGITAL_HEAD_J, 1),
+            ("dac", "DACs", "DACs", c.cells_written, "cell written", P.PAPER_E_DAC_HEAD_J, written)]
     parts = [Part(key, label, group, count, action, cited.value / per_head,
                   f"{cited.source}" + (f" / {per_head} per head (paper design)" if per_head != 1 else ""),
                   PAPER_INFERRED if per_head != 1 else CITED)
              for key, label, group, count, action, cited, per_head in rows]
-    phases = [Phase("token, all phases (not split in the paper)", F.PAPER_LATENCY_S.value, c.read_phases,
-                    F.PAPER_LATENCY_S.source, CITED)]
-    area = [("head with control", F.PAPER_AREA_HEAD_MM2.value, F.PAPER_AREA_HEAD_MM2.source),
-            ("KV arrays", F.PAPER_AREA_KV_HEAD_MM2.value, F.PAPER_AREA_KV_HEAD_MM2.source)]
-    return Estimate("paper", model, counts, parts, phases, area, F.PAPER_AREA_HEAD_MM2.value)
+    phases = [Phase("token, all phases (not split in the paper)", P.PAPER_LATENCY_S.value, c.read_phases,
+                    P.PAPER_LATENCY_S.source, CITED)]
+    area = [("head with control", P.PAPER_AREA_HEAD_MM2.value, P.PAPER_AREA_HEAD_MM2.source),
+            ("KV arrays", P.PAPER_AREA_KV_HEAD_MM2.value, P.PAPER_AREA_KV_HEAD_MM2.source)]
+    return Estimate("paper", model, counts, parts, phases, area, P.PAPER_AREA_HEAD_MM2.value)
 
 
 @dataclass

@@ -19,8 +19,8 @@ import numpy as np
 
 from gaincell.compact import EXPONENTIAL, POLY, spec
 from gaincell.hardware import PAPER_HARDWARE
-from gaincell.paper import (PAPER_CUBIC_UA, PAPER_E_AV_HEAD_J, PAPER_E_DAC_HEAD_J,  # noqa: F401 (PAPER_CUBIC_UA: tests)
-                            PAPER_E_DIGITAL_HEAD_J, PAPER_E_QK_HEAD_J, PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S)
+from gaincell.paper import (PAPER_E_AV_HEAD_J, PAPER_E_DAC_HEAD_J, PAPER_E_DIGITAL_HEAD_J, PAPER_E_QK_HEAD_J,
+                            PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S)
 from gaincell.design import PRESETS
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 

@@ -24,7 +24,7 @@ from .outputs import atomic_write_text, output_lock
 
 PLAN = "exploration.json"  # the plan (base design, varied fields) a re-run must match
 DATASET = "exploration.nc"
-LAYOUTS = ("grid", "one-at-a-time")  # every combination, or the base (every field's first value) and one change each
+SAMPLINGS = ("grid", "one-at-a-time")  # every combination, or the base (every field's first value) and one change each
 # Small explorations on the presets (`--preset`): one field changed at a time from the design's own values
 PRESETS = {
     "cmos-generic-small": ("cmos-generic", [("cs_f", [3e-15, 6e-15]), ("write.w_m", [100e-9, 200e-9]),
@@ -102,16 +102,16 @@ def base_table(design: str) -> tuple[dict, Path]:
     return json.loads(json.dumps(dict(read_design_table(path)))), path.resolve().parent
 
 
-def combinations(varies: list[tuple[str, list]], layout: str = "grid") -> list[tuple]:
+def combinations(varies: list[tuple[str, list]], sampling: str = "grid") -> list[tuple]:
     """The points' values: every combination ("grid"), or the first values and each other value alone
     ("one-at-a-time")."""
-    if layout == "grid":
+    if sampling == "grid":
         return list(itertools.product(*(values for _, values in varies)))
     base = tuple(values[0] for _, values in varies)
     return [base] + [base[:i] + (value,) + base[i + 1:] for i, (_, values) in enumerate(varies) for value in values[1:]]
 
 
-def plan_points(design: str, varies: list[tuple[str, list]], layout: str = "grid") -> tuple[list[Point], Path]:
+def plan_points(design: str, varies: list[tuple[str, list]], sampling: str = "grid") -> tuple[list[Point], Path]:
     """The plan's points (`combinations`), each checked as a design (a bad field or value is refused before
     anything runs, naming it)."""
     from .design import setup_from_table
@@ -120,7 +120,7 @@ def plan_points(design: str, varies: list[tuple[str, list]], layout: str = "grid
     if isinstance(table.get("model_libraries"), list):  # the point files live elsewhere: paths made absolute
         table["model_libraries"] = [str((base_dir / p).resolve()) for p in table["model_libraries"]]
     points = []
-    for combination in combinations(varies, layout):
+    for combination in combinations(varies, sampling):
         point_table = json.loads(json.dumps(table))
         for (field, _), value in zip(varies, combination):
             group, dot, key = field.partition(".")
@@ -140,11 +140,11 @@ def plan_points(design: str, varies: list[tuple[str, list]], layout: str = "grid
     return points, base_dir
 
 
-def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings, layout: str = "grid") -> None:
+def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings, sampling: str = "grid") -> None:
     """Record the plan in a new exploration folder; a re-run must give the same one (it resumes), and a folder
     that is not an exploration is refused."""
     plan = {"design": design, "vary": [[field, values] for field, values in varies],
-            "settings": dataclasses.asdict(settings)} | ({"layout": layout} if layout != "grid" else {})
+            "settings": dataclasses.asdict(settings)} | ({"sampling": sampling} if sampling != "grid" else {})
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out} is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -162,7 +162,7 @@ def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings,
     atomic_write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
 
 
-def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *, layout: str = "grid",
+def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *, sampling: str = "grid",
             scheduler: str = "local", workers: int = 2, say=print, gaincell=None) -> tuple[Path, list[dict]]:
     """Run every point not yet finished on Dask (`scheduler`: "local" for a LocalCluster of `workers` processes,
     or a scheduler's address), then write the dataset and the report; returns the report's path and the results
@@ -170,8 +170,8 @@ def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *,
     from .explore_point import RESULT
     from .explore_report import write_dataset, write_exploration_report
 
-    points, base_dir = plan_points(design, varies, layout)
-    check_plan(out, design, varies, settings, layout)
+    points, base_dir = plan_points(design, varies, sampling)
+    check_plan(out, design, varies, settings, sampling)
     with output_lock(out / ".gaincell-explore"):
         results: dict[str, dict] = {}
         for point in points:
@@ -188,7 +188,7 @@ def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *,
         if settings.lm_steps:
             _softmax_reference(out, settings, gaincell)
         write_dataset(out / DATASET, varies, points, ordered)
-        report = write_exploration_report(out, design, varies, points, ordered, settings, layout)
+        report = write_exploration_report(out, design, varies, points, ordered, settings, sampling)
     return report, ordered
 
 

@@ -51,7 +51,7 @@ def pareto_front(x: list[float], y: list[float]) -> list[int]:
 
 
 def write_exploration_report(out: Path, design: str, varies, points, results: list[dict], settings,
-                             layout: str = "grid") -> Path:
+                             sampling: str = "grid") -> Path:
     from .explore_point import FIGURES, point_commands
     from .plotting import Figure, save_png_and_html
     from .report import ReportFigure, Stage, write_report
@@ -70,7 +70,7 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
     save_png_and_html(figure, out / "pareto")
     command = "gaincell explore --design " + shlex.quote(design) + "".join(
         f" --vary {field}={','.join(_shown(v) for v in values)}" for field, values in varies) + (
-        f" --layout {layout}" if layout != "grid" else "") + f" --out {out.name}"
+        f" --sampling {sampling}" if sampling != "grid" else "") + f" --out {out.name}"
     front_names = ", ".join(points[i].name for i in front) or "none (no point finished with every figure)"
     reference = ""
     if (out / "softmax-eval.json").is_file():  # the unmodified model on the same text (explore._softmax_reference)

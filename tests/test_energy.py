@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gaincell.energy import figures as F
+from gaincell.paper import PAPER_LATENCY_S
 from gaincell.model_shapes import load_model_config
 from gaincell.energy.counting import ArrayProbe, closed_form_counts, count_decode_actions
 from gaincell.energy.gpu import load_gpu_baseline, paper_gpu_baselines
@@ -174,7 +174,7 @@ def test_paper_gpu_measurements_give_the_papers_ratios():
     gpus = {g.label.split(" (")[0]: g for g in paper_gpu_baselines()}
     rtx, jetson = gpus["NVIDIA RTX 4090"], gpus["NVIDIA Jetson Nano"]
     assert (rtx.batch, rtx.heads, rtx.head_dim, rtx.tokens) == (64, 12, 64, 1024)
-    analog_s, analog_j = F.PAPER_LATENCY_S.value, 12 * 6150e-12
+    analog_s, analog_j = PAPER_LATENCY_S.value, 12 * 6150e-12
     assert 300 <= rtx.latency_per_step_s / analog_s < 400 and 7000 <= jetson.latency_per_step_s / analog_s < 8000
     assert 90e3 <= rtx.energy_per_step_j / analog_j < 100e3 and 40e3 <= jetson.energy_per_step_j / analog_j < 50e3
 

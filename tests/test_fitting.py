@@ -9,7 +9,8 @@ from gaincell.compact import decay_factor, evaluate, tau_1e
 from gaincell.design import load_design
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.fitting.fit import fit_characterization
-from gaincell.fitting.reference import PAPER_CUBIC_UA, fit_reference
+from gaincell.fitting.reference import fit_reference
+from gaincell.paper import PAPER_CUBIC_UA
 from gaincell.fitting.validate import validate_cell
 from gaincell.periphery import Grid
 from gaincell.resources import data_path

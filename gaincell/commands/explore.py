@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..explore import PRESETS
+from ..explore import PRESETS, SAMPLINGS
 
 SHIPPED_LAMBADA = "lambada-test-first200.jsonl"  # package data: the first 200 items of LAMBADA's test set
 
@@ -16,7 +16,7 @@ SHIPPED_LAMBADA = "lambada-test-first200.jsonl"  # package data: the first 200 i
               help="A design field and its values (repeat for more fields; every combination is a point): a cell "
                    "field (cs_f=2f,4f; SPICE suffixes allowed), TABLE.FIELD for [c2p], [dac], [grid] and the "
                    "transistors (c2p.counter_levels=8,16; write.w_m=0.2u,0.4u).")
-@click.option("--layout", type=click.Choice(["grid", "one-at-a-time"]), default=None,
+@click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
               help="Which points: every combination (grid, the default), or the first values and each other value "
                    "alone (one-at-a-time: 1 + the other values' count points).")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
@@ -43,7 +43,7 @@ SHIPPED_LAMBADA = "lambada-test-first200.jsonl"  # package data: the first 200 i
 @click.option("--max-validation-error", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05,
               show_default=True, help="A point whose fit errs more than this (fraction of full scale) at fresh SPICE "
                                       "points is recorded as out of tolerance and not scored further.")
-def explore(design, varies, layout, preset, out_dir, scheduler, workers, spice_workers, lm_steps, lambada,
+def explore(design, varies, sampling, preset, out_dir, scheduler, workers, spice_workers, lm_steps, lambada,
             lambada_items, max_validation_error):
     """Every combination of the given design-field values (or one change at a time, or a --preset), each
     taken through characterize (with the periphery), fit, validate, retention at 85 C, latency, energy and area
@@ -54,22 +54,24 @@ def explore(design, varies, layout, preset, out_dir, scheduler, workers, spice_w
     from ..explore_point import PointSettings
 
     if preset:
-        if design or varies or layout:
-            raise ConfigError("--preset", f"{preset} sets the design, the fields and the layout; give it without "
-                                          "--design, --vary and --layout")
+        if design or varies or sampling:
+            raise ConfigError("--preset", f"{preset} sets the design, the fields and the sampling; give it without "
+                                          "--design, --vary and --sampling")
         design, plan = PRESETS[preset]
-        layout = "one-at-a-time"
+        sampling = "one-at-a-time"
     else:
         plan = parse_varies(varies)  # refuses an empty --vary, naming it
 
-    if lambada is None and lambada_items:
+    if not lambada_items:
+        lambada = None
+    elif lambada is None:
         from ..resources import data_path
 
         lambada = data_path(SHIPPED_LAMBADA)
     settings = PointSettings(spice_workers=spice_workers, max_validation_rms=max_validation_error, lm_steps=lm_steps,
-                             lambada=str(Path(lambada).resolve()) if lambada and lambada_items else None,
-                             lambada_items=lambada_items)
-    report, results = run(Path(out_dir), design or "cmos-generic", plan, settings, layout=layout or "grid",
-                          scheduler=scheduler, workers=workers, say=click.echo, gaincell=click.get_current_context().find_root().command)
+                             lambada=str(Path(lambada).resolve()) if lambada else None, lambada_items=lambada_items)
+    root = click.get_current_context().find_root().command
+    report, results = run(Path(out_dir), design or "cmos-generic", plan, settings, sampling=sampling or "grid",
+                          scheduler=scheduler, workers=workers, say=click.echo, gaincell=root)
     done = sum(r.get("status") == "ok" for r in results)
     click.echo(f"{done} of {len(results)} points ok; dataset {Path(out_dir) / 'exploration.nc'}; report {report}")
