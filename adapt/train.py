@@ -136,16 +136,12 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     loss multiplied by `scale` before backward), returning the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
     mode (deterministic forward passes, as the transfer stage needs). Returns {'steps', 'tokens_seen',
     'loss' (mean of the last 10 %), 'seconds', 'cpu_seconds', 'losses' (per step)}."""
-    from .models import gaincell_layers
-
     if config.distill_weight > 0 and teacher is None and objective is None:
         raise ConfigError("--distill", "needs the unmodified model as teacher")
     checkpoint = Path(checkpoint)
     rank, world = distributed()
     device = next(model.parameters()).device
-    for layer in gaincell_layers(model):
-        for scaler in layer.scalers().values():
-            scaler.track_statistics = track_statistics
+    _track_statistics(model, track_statistics)
     groups = [{"params": list(model.parameters())}] if groups is None else [
         {**g, "params": list(g["params"])} if isinstance(g, dict) else {"params": list(g)} for g in groups]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
@@ -153,24 +149,7 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(config))
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.is_file():
-        saved = load_state(checkpoint, device)
-        if not (isinstance(saved.get("config"), dict) and isinstance(saved.get("model"), dict)
-                and all(isinstance(v, torch.Tensor) for v in saved["model"].values())
-                and isinstance(saved.get("step"), int) and isinstance(saved.get("losses"), list)):
-            raise InputFileError(f"{checkpoint}: not a gaincell training checkpoint (no config, model tensors, step "
-                                 "or losses); delete it to start over")
-        written = {**asdict(TrainConfig(steps=1)), **saved["config"]}  # a field added later: its default
-        if any(written[k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every", "warmup")):
-            raise ConfigError("--resume", f"{checkpoint} was written with other training options "
-                                          f"({saved['config']}); use another --out or the same options")
-        _load_trainable(model, saved["model"], checkpoint)
-        try:
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
-            raise InputFileError(f"{checkpoint}: its optimizer or schedule state does not fit this run ({exc}); "
-                                 "delete it to start over, or use another --out") from None
-        state = {k: saved.get(k, 0.0) for k in state}
+        state = _resume(checkpoint, config, model, optimizer, scheduler, list(state), device)
         if rank == 0 and progress:
             tqdm.write(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
     trained = model
@@ -217,13 +196,43 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
         raise KeyboardInterrupt(f"interrupted at step {state['step']}; checkpoint {checkpoint} (run again to resume)")
     finally:
         bar.close()  # before any error message
-        for layer in gaincell_layers(model):
-            for scaler in layer.scalers().values():
-                scaler.track_statistics = False
+        _track_statistics(model, False)
         model.eval()
     tail = state["losses"][-max(1, len(state["losses"]) // 10):]
     return {"steps": state["step"], "tokens_seen": state["tokens_seen"], "loss": sum(tail) / len(tail),
             "seconds": state["seconds"], "cpu_seconds": state["cpu_seconds"], "losses": list(state["losses"])}
+
+
+def _track_statistics(model, on: bool) -> None:
+    """Let the gain-cell scalers follow their inputs' statistics while training (the linear stage), or not."""
+    from .models import gaincell_layers
+
+    for layer in gaincell_layers(model):
+        for scaler in layer.scalers().values():
+            scaler.track_statistics = on
+
+
+def _resume(checkpoint: Path, config: TrainConfig, model, optimizer, scheduler, keys: list[str], device) -> dict:
+    """Load a training checkpoint written with the same options into the model, optimizer and schedule; returns
+    the saved training state (`keys`)."""
+    saved = load_state(checkpoint, device)
+    if not (isinstance(saved.get("config"), dict) and isinstance(saved.get("model"), dict)
+            and all(isinstance(v, torch.Tensor) for v in saved["model"].values())
+            and isinstance(saved.get("step"), int) and isinstance(saved.get("losses"), list)):
+        raise InputFileError(f"{checkpoint}: not a gaincell training checkpoint (no config, model tensors, step "
+                             "or losses); delete it to start over")
+    written = {**asdict(TrainConfig(steps=1)), **saved["config"]}  # a field added later: its default
+    if any(written[k] != v for k, v in asdict(config).items() if k not in ("steps", "checkpoint_every", "warmup")):
+        raise ConfigError("--resume", f"{checkpoint} was written with other training options "
+                                      f"({saved['config']}); use another --out or the same options")
+    _load_trainable(model, saved["model"], checkpoint)
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise InputFileError(f"{checkpoint}: its optimizer or schedule state does not fit this run ({exc}); "
+                             "delete it to start over, or use another --out") from None
+    return {k: saved.get(k, 0.0) for k in keys}
 
 
 def _load_trainable(model, saved: dict, checkpoint: Path) -> None:

@@ -25,7 +25,7 @@ SHARED = ROOT.parent / "shared" / "data"
 def gaincell(*args: str) -> None:
     """Run `gaincell ARGS` as the command line does, in this process (one interpreter and one set of imports
     for all the runs); a failing command ends the script with its status."""
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     print("$ gaincell " + " ".join(args), flush=True)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from gaincell.cli import main as gaincell_main
+from gaincell.app.cli import main as gaincell_main
 from gaincell.design import PRESETS, CellDesign, preset_names
 from gaincell.devices import DEVICE_KINDS, GEOMETRY_UNITS, SHIPPED_MODEL_NAMES
 from gaincell.fields import field_quantity, is_number

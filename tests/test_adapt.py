@@ -199,7 +199,7 @@ def test_lambada_accuracy_counts_exact_last_words(tmp_path, gpt2_folder):
 
 
 def _cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "gaincell.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gaincell.app.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -230,7 +230,7 @@ def test_adapt_command_resumes_after_interruption_and_the_folder_evaluates(tmp_p
     assert not checkpoint.exists()
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     evaluation = CliRunner().invoke(main, ["eval", "--model", str(out), "--data", str(text), "--max-tokens", "200",
                                            "--context", "100", "--stride", "50", "--out", str(tmp_path / "eval.json")])
@@ -281,7 +281,7 @@ def test_demo_language_model_stage_runs_the_commands_its_report_quotes(tmp_path,
     lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n'
                        '{"text": "He read the letter twice before he put the letter"}\n')
     said = []
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     stage = demo_lm.demo_lm_stage(tmp_path, said.append, lambada, main)
     assert stage.status == "done" and "gaincell adapt --model smollm2-gaincell --surrogate surrogate.h5" in stage.command
@@ -332,12 +332,12 @@ def test_kill_9_of_adapt_at_each_step_resumes_to_the_uninterrupted_result(tmp_pa
 
     def start(out):
         with open(log, "a") as handle:  # a file, not a pipe: a killed run never blocks on a full pipe
-            return subprocess.Popen([sys.executable, "-m", "gaincell.cli", *args(out)], stdout=handle,
+            return subprocess.Popen([sys.executable, "-m", "gaincell.app.cli", *args(out)], stdout=handle,
                                     stderr=subprocess.STDOUT)
 
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     whole = CliRunner().invoke(main, args(tmp_path / "whole"))  # the uninterrupted run, in this process
     assert whole.exit_code == 0, whole.output[-3000:]
@@ -368,7 +368,7 @@ def test_kill_9_of_adapt_at_each_step_resumes_to_the_uninterrupted_result(tmp_pa
 def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     text = tmp_path / "train.txt"
     text.write_text(TEXT)
@@ -393,7 +393,7 @@ def test_eval_with_device_variation_and_read_noise(tmp_path, gpt2_folder):
     the same seed the same perplexity, a large scale another; a surrogate without variation is refused."""
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
     from gaincell.surrogate.file import Surrogate
     from test_surrogate_file_variation import example_variation
 

@@ -11,7 +11,7 @@ from gaincell.circuits.arrays import ArrayRead, CellStatesRead, ColumnsRead
 from gaincell.circuits.builtins import ir_drop
 from gaincell.circuits.cells import CellRead
 from gaincell.circuits.wires import Wires
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.design import load_design
 from gaincell.errors import ConfigError
 

@@ -9,7 +9,7 @@ import pytest
 
 from browser_helpers import render_in_browser
 from click.testing import CliRunner
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.store import read_sweep
 from gaincell.surrogate.file import Surrogate
 
@@ -25,7 +25,7 @@ C1 out 0 1n
 
 
 def gaincell(*args):
-    return subprocess.run([sys.executable, "-m", "gaincell.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "gaincell.app.cli", *args], capture_output=True, text=True)
 
 
 def test_help_lists_the_verbs():
@@ -70,7 +70,7 @@ def test_simulate_cell_writes_the_stored_value(tmp_path):
     (["simulate", "cell", "--pulse", "ten", "--out", "x.h5"], "not a number like"),
 ])
 def test_bad_input_names_the_parameter(tmp_path, args, message):
-    done = subprocess.run([sys.executable, "-m", "gaincell.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", *args], capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.returncode != 0
     assert message in done.stderr
@@ -168,7 +168,7 @@ def test_every_analysis_is_stored_under_one_name_with_its_length(tmp_path, backe
     """Group and vector names are the same in both backends; `n_samples` is each analysis' length."""
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     deck, out = tmp_path / "every.cir", tmp_path / "every.h5"
     deck.write_text(EVERY_ANALYSIS)
@@ -197,7 +197,7 @@ def test_a_plot_without_points_is_stored_empty_beside_the_others(tmp_path, backe
     """An .ac over zero frequencies (ngspice exits 0): an empty group with a note, the .op and .tran intact."""
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     deck, out = tmp_path / "zero.cir", tmp_path / "zero.h5"
     deck.write_text("zero-point ac\nv1 1 0 dc 1 ac 1\nr1 1 0 1k\n.op\n.ac dec 1 1kHz 1kHz\n.tran 1u 2u\n.end\n")

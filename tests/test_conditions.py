@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.conditions import Conditions, library_sections, select_condition, sweep_conditions
 from gaincell.design import load_design
 from gaincell.design_record import DESIGN_RECORD, design_record
 from gaincell.errors import ConfigError
-from gaincell.commands.options import temperature_list
+from gaincell.app.commands.options import temperature_list
 from gaincell.periphery import Grid
 from gaincell.store import read_sweep, save_sweeps
 from gaincell.sweep_data import OK, PENDING, SweepData

@@ -131,7 +131,7 @@ def cacheable(references: dict) -> bool:
 
 
 def gaincell_run(path: str, backend: str, timeout_s: float):
-    """What `gaincell simulate FILE --backend BACKEND` runs (see gaincell/commands/circuits.py): the file's text,
+    """What `gaincell simulate FILE --backend BACKEND` runs (see gaincell/app/commands/circuits.py): the file's text,
     prepared with its folder as base_dir, run by the backend's engine; the plots as (kind, {name: values}) and
     the simulator."""
     path = Path(path)
@@ -288,7 +288,7 @@ def test_ngspice_regression_netlists_run_as_in_ngspice(netlist_folder, reference
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cli_stores_an_ac_result_as_ngspice_computes_it(netlist_folder, reference_key, tmp_path, backend):
     """`gaincell simulate` of an .ac netlist: complex vectors in the file, equal to ngspice's on its grid."""
-    from gaincell.cli import main
+    from gaincell.app.cli import main
     from gaincell.store import read_sweep
 
     path = netlist_folder / "tests" / "filters" / "lowpass.cir"
@@ -310,7 +310,7 @@ def test_cli_stores_an_ac_result_as_ngspice_computes_it(netlist_folder, referenc
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cli_stores_a_plot_without_points_as_empty_with_a_note(netlist_folder, tmp_path, backend):
-    from gaincell.cli import main
+    from gaincell.app.cli import main
     from gaincell.store import read_sweep
 
     path = netlist_folder / "ac_zero_points.cir"

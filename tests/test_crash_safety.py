@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaincell.inspection import describe
+from gaincell.app.inspection import describe
 from gaincell.store import list_sweeps, read_sweep
 from gaincell.sweep_data import FAILED, OK, SweepData
 

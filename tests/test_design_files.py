@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gaincell.circuits.cells import cell_transient
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.design import PRESETS, CellDesign, design_from_dict, load_design
 from gaincell.design_text import MAX_DESIGN_FILE_BYTES
 from gaincell.errors import ConfigError

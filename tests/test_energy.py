@@ -79,7 +79,7 @@ def test_paper_figures_give_the_papers_numbers_for_its_design():
 
 @pytest.mark.slow
 def test_energy_command_with_paper_figures_reproduces_65ns_and_6150pJ(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "gaincell.cli", "energy", "--figures", "paper", "--model", "gpt2",
+    done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", "energy", "--figures", "paper", "--model", "gpt2",
                            "--tokens", "1", "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = done.stdout

@@ -76,7 +76,7 @@ def test_cli_writes_nothing_on_failure(tmp_path):
     deck = tmp_path / "broken.cir"
     deck.write_text("broken\nv1 a 0 1\nxfoo a b nosuch\n.tran 1n 10n\n")
     out = tmp_path / "result.h5"
-    done = subprocess.run([sys.executable, "-m", "gaincell.cli", "simulate", str(deck), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", "simulate", str(deck), "--out", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert "unknown subckt" in done.stderr

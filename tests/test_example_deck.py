@@ -16,7 +16,7 @@ DECK = ROOT / "netlists" / "examples" / "signed_write_read.cir"
 
 def test_example_deck_writes_and_reads_both_cells(tmp_path):
     out, png = tmp_path / "example.h5", tmp_path / "example.png"
-    done = subprocess.run([sys.executable, "-m", "gaincell.cli", "simulate", str(DECK), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", "simulate", str(DECK), "--out", str(out),
                            "--png", str(png)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     wave = read_sweep(out, "tran").point((0,))

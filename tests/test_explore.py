@@ -11,10 +11,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.errors import ConfigError
-from gaincell.explore import PRESETS, parse_value, parse_varies, plan_points
-from gaincell.explore_report import pareto_front, write_dataset
+from gaincell.app.explore import PRESETS, parse_value, parse_varies, plan_points
+from gaincell.app.explore_report import pareto_front, write_dataset
 
 TINY = """base = "cmos-generic"
 name = "tiny"
@@ -92,7 +92,7 @@ def test_the_pareto_front_keeps_the_points_nothing_beats_on_both_figures():
 
 
 def explore_command(folder):
-    return [sys.executable, "-m", "gaincell.cli", "explore", "--design", str(folder / "tiny.toml"), "--vary",
+    return [sys.executable, "-m", "gaincell.app.cli", "explore", "--design", str(folder / "tiny.toml"), "--vary",
             "cs_f=2f,4f", "--lm-steps", "0", "--out", str(folder / "out")]
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.resources import data_path
 from lm_helpers import TEXT
 
@@ -46,7 +46,7 @@ def one_clear_error(code, text, folder):
 @pytest.mark.slow
 def test_characterize_onto_a_full_disk_is_one_error_and_resumes_elsewhere(small_disk, tmp_path):
     disk = small_disk("2m")
-    done = subprocess.run([sys.executable, "-m", "gaincell.cli", "characterize", "--out", str(disk / "c.h5"),
+    done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", "characterize", "--out", str(disk / "c.h5"),
                            "--workers", "2"], capture_output=True, text=True, timeout=600)
     one_clear_error(done.returncode, done.stdout + done.stderr, disk)
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from gaincell.adapt.generate import (Decoding, gaincell_continuation, load_generation_models, prompt_ids,
                                      ring_caches, softmax_continuation)
 from gaincell.adapt.models import load_pretrained, save_adapted, swap_attention
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.errors import ConfigError
 from gaincell.resources import data_path
 

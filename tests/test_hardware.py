@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hardware import PAPER_HARDWARE, HardwareConfig
 from gaincell.resources import data_path

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.errors import InputFileError, SurrogateError
 from gaincell.hdf5_trust import outside_reference
 from gaincell.resources import data_path

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from browser_helpers import render_in_browser
 from gaincell.circuits.spice.rawfile import read_raw
 from gaincell.circuits.spice.simulator import run
-from gaincell.cli import main
-from gaincell.commands.circuits import save_result
+from gaincell.app.cli import main
+from gaincell.app.commands.circuits import save_result
 from gaincell.errors import InputFileError
-from gaincell.inspection import sweep_figure
+from gaincell.app.inspection import sweep_figure
 from gaincell.resources import data_path
 from gaincell.store import list_sweeps, read_sweep, save_sweeps
 from gaincell.sweep_data import SweepData, run_as_sweep

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.spice.rawfile import read_raw
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.plotting import Figure, Panel, Trace, render_html
 from gaincell.store import read_sweep
 from browser_helpers import render_in_browser
@@ -110,7 +110,7 @@ def test_html_page_renders_its_traces_offline_in_chromium(faulty_file, tmp_path)
 
 def test_a_labelled_coordinate_is_shown_by_its_names():
     """A corner coordinate (integer indices with names) reads as its names, other coordinates with units."""
-    from gaincell.inspection import point_label
+    from gaincell.app.inspection import point_label
     from gaincell.sweep_data import SweepData
 
     data = SweepData("read", {"corner": np.arange(2), "temp_c": np.array([27.0, 85.0])},

@@ -103,7 +103,7 @@ def test_read_noise_integrates_the_noise_density_over_the_pulse(tmp_path):
 def test_characterize_mc_then_fit_adds_the_variation(tmp_path):
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
     from gaincell.surrogate.file import Surrogate
 
     design = tmp_path / "small.toml"
@@ -126,7 +126,7 @@ def test_monte_carlo_runs_at_one_condition_only(tmp_path):
     """--mc with several temperatures is refused before anything is simulated (its cells run at one condition)."""
     from click.testing import CliRunner
 
-    from gaincell.cli import main
+    from gaincell.app.cli import main
 
     out = tmp_path / "mc.h5"
     result = CliRunner().invoke(main, ["characterize", "--design", "cmos-generic", "--temp=27,85", "--mc", "4",

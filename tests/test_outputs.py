@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from gaincell.circuits.characterize import characterize
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.design import load_design
 from gaincell.errors import OutputError
 from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_path, guard_output, output_lock
@@ -156,7 +156,7 @@ def test_cli_numbers_parse_strictly(tmp_path):
         result = invoke("simulate", "cell", "--pulse", bad, "--out", tmp_path / "c.h5")
         assert result.exit_code == 2 and "--pulse" in result.output and "Traceback" not in result.output, bad
     assert not (tmp_path / "c.h5").exists()
-    from gaincell.commands.options import parse_si
+    from gaincell.app.commands.options import parse_si
 
     assert parse_si("10n", "p", "s") == pytest.approx(1e-8)
     assert parse_si("10ns", "p", "s") == pytest.approx(1e-8)
@@ -182,7 +182,7 @@ def test_atomic_path_keeps_the_old_file_on_error_and_leaves_no_temporary(tmp_pat
 def test_a_second_writer_of_the_same_file_is_refused(deck, tmp_path):
     out = tmp_path / "r.h5"
     with output_lock(out):
-        done = subprocess.run([sys.executable, "-m", "gaincell.cli", "simulate", str(deck), "--out", str(out)],
+        done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", "simulate", str(deck), "--out", str(out)],
                               capture_output=True, text=True)
     assert done.returncode == 1 and "another gaincell process is writing" in done.stderr, done.stderr
     assert not out.exists()
@@ -241,7 +241,7 @@ def test_kill_9_of_fit_at_each_step_never_leaves_a_half_written_file(char_file, 
     assert {"s.h5", "s-fit.png", "s-fit.txt"} <= set(destinations)
     work = tmp_path / "work"
     work.mkdir()
-    command = [sys.executable, "-m", "gaincell.cli", "fit", str(char_file), "--out", str(work / "s.h5")]
+    command = [sys.executable, "-m", "gaincell.app.cli", "fit", str(char_file), "--out", str(work / "s.h5")]
     landed = []
     for phase, pattern in FIT_KILL_POINTS.items():
         if _kill_when_written(command, work, pattern):

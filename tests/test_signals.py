@@ -11,7 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from gaincell.cli import main
+from gaincell.app.cli import main
 from lm_helpers import TEXT
 
 STOPPED = re.compile(r"stopped by SIG(INT|TERM): stopped; temporary files were removed")
@@ -22,7 +22,7 @@ def stop_when(args, marker: str, number: int, cwd, timeout_s: float = 180):
     (exit status, everything printed)."""
     log = cwd / "console.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gaincell.cli", *map(str, args)], stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "gaincell.app.cli", *map(str, args)], stdout=out,
                                    stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while marker not in log.read_text(errors="replace"):

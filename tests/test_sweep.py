@@ -130,7 +130,7 @@ def test_kill_9_loses_at_most_the_chunks_in_flight_and_rerun_resumes(tmp_path):
     done_in_file = data.counts()["ok"]
     assert 0 < done_in_file < 120
     parts = list((tmp_path / "big.h5.parts" / "big").glob("[0-9]*.npz"))  # finished chunks (a kill may cut a .tmp)
-    from gaincell.inspection import describe  # what `gaincell inspect` shows of the interrupted sweep
+    from gaincell.app.inspection import describe  # what `gaincell inspect` shows of the interrupted sweep
     shown = describe(out)
     done = done_in_file + sum(len(np.load(p)["index"]) for p in parts)
     assert f"points: 120 total, {done} completed, 0 failed, {120 - done} missing" in shown, shown

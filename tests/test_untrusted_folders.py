@@ -12,7 +12,7 @@ from gaincell.adapt.checkpoint import load_state, save_state
 from gaincell.adapt.models import (ADAPTED_MANIFEST, GAINCELL_WEIGHTS, STAGING, load_adapted, load_pretrained,
                                    save_adapted, swap_attention)
 from gaincell.adapt.train import TrainConfig, finetune
-from gaincell.cli import main
+from gaincell.app.cli import main
 from gaincell.errors import InputFileError, ModelLoadError
 from gaincell.resources import data_path
 from gaincell.surrogate.file import sha256_of

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .outputs import atomic_path
+from ..outputs import atomic_path
 
 
 def write_dataset(path: Path, varies, points, results: list[dict]) -> Path:
@@ -53,7 +53,7 @@ def pareto_front(x: list[float], y: list[float]) -> list[int]:
 def write_exploration_report(out: Path, design: str, varies, points, results: list[dict], settings,
                              sampling: str = "grid") -> Path:
     from .explore_point import FIGURES, point_commands
-    from .plotting import Figure, save_png_and_html
+    from ..plotting import Figure, save_png_and_html
     from .report import ReportFigure, Stage, write_report
 
     scored = any(math.isfinite(r.get("perplexity", math.nan)) for r in results)
@@ -105,7 +105,7 @@ def write_exploration_report(out: Path, design: str, varies, points, results: li
 def _front_panel(results: list[dict], ok: list[int], x_name: str, y_name: str, y_label: str, x_unit: str,
                  x_label: str):
     """A panel of the finished points (x_name against y_name) and their Pareto front; the front's indices."""
-    from .plotting import Panel, Trace
+    from ..plotting import Panel, Trace
 
     x = [results[i].get(x_name, math.nan) for i in ok]
     y = [results[i].get(y_name, math.nan) for i in ok]

@@ -2,9 +2,9 @@
 
 Every verb checks its inputs before work starts and never writes over an input or over a file of another kind
 (`gaincell.outputs`); any `GaincellError` is printed as one `error:` paragraph with exit status 1 (see
-`GaincellGroup`), never as a traceback. The verbs live in `gaincell.commands` by theme: `circuits` (simulate,
+`GaincellGroup`), never as a traceback. The verbs live in `gaincell.app.commands` by theme: `circuits` (simulate,
 characterize), `surrogate` (fit, validate, attention, energy), `language_model` (adapt, eval, generate) and
-`files` (inspect, plot, export); `demo` (below) runs the whole pipeline (`gaincell.demo`).
+`files` (inspect, plot, export); `demo` (below) runs the whole pipeline (`gaincell.app.demo`).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .. import __version__
 from .commands import circuits, explore, files, language_model, surrogate
 from .commands.options import design_inputs, force_option
-from .errors import GaincellError
-from .interrupts import STOP_SIGNALS, stop_on_signals
-from .outputs import disk_full, is_disk_full, output_lock
+from ..errors import GaincellError
+from ..interrupts import STOP_SIGNALS, stop_on_signals
+from ..outputs import disk_full, is_disk_full, output_lock
 
 
 def torch_out_of_memory() -> tuple[type, ...]:
@@ -146,7 +146,7 @@ for command in (circuits.simulate, circuits.characterize, surrogate.fit, surroga
 
 
 def run() -> None:
-    """The `gaincell` command (console script and `python -m gaincell.cli`): `main`, and once it is done, signals
+    """The `gaincell` command (console script and `python -m gaincell.app.cli`): `main`, and once it is done, signals
     no longer interrupt the exit (a late Ctrl-C would print a traceback from the interpreter's shutdown)."""
     if hasattr(sys.stdout, "reconfigure"):  # a redirected log keeps stage lines in order with stderr's
         sys.stdout.reconfigure(line_buffering=True)

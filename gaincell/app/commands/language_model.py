@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
-from ..errors import ConfigError, GaincellError
-from ..outputs import REPORT, atomic_write_text, guard_output, output_lock
+from ... import __version__
+from ...errors import ConfigError, GaincellError
+from ...outputs import REPORT, atomic_write_text, guard_output, output_lock
 from .options import Quantity, force_option, hardware_option, surrogate_file
 
 @click.command()
@@ -63,10 +63,10 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
           checkpoint_every, seed, device, hardware):
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
-    from ..adapt.models import ADAPTED_MANIFEST, STAGING
-    from ..adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
-    from ..adapt.text import check_text_file
-    from ..adapt.train import TrainConfig
+    from ...adapt.models import ADAPTED_MANIFEST, STAGING
+    from ...adapt.recipe import STAGE_LR, AdaptOptions, adapt as run_adapt
+    from ...adapt.text import check_text_file
+    from ...adapt.train import TrainConfig
 
     check_text_file(train_text, "--train-text")  # before any model is loaded
     stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
@@ -158,14 +158,14 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
 def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, variation_scale,
                  read_noise_scale, variation_path, variation_seed, out_json, device, hardware, force):
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
-    from ..adapt.evaluate import evaluate_path
-    from ..adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
-    from ..adapt.shipped import model_folder
-    from ..adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained,
+    from ...adapt.evaluate import evaluate_path
+    from ...adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
+    from ...adapt.shipped import model_folder
+    from ...adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained,
                                 swap_attention)
-    from ..adapt.recipe import pick_device
-    from ..adapt.text import check_text_file
-    from ..surrogate.file import Surrogate
+    from ...adapt.recipe import pick_device
+    from ...adapt.text import check_text_file
+    from ...surrogate.file import Surrogate
 
     if out_json:
         guard_output(out_json, REPORT, [*data_paths, model_spec, *([surrogate] if surrogate else []),
@@ -246,8 +246,8 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
 def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, seed, surrogate, out_json, device, force):
     """Continue a prompt with the softmax model (transformers' generate) and with the gain-cell model decoding
     token by token through every layer's ring cache (the hardware's decode path); both decoded alike."""
-    from ..adapt.generate import Decoding, generate_both, load_generation_models
-    from ..adapt.recipe import pick_device
+    from ...adapt.generate import Decoding, generate_both, load_generation_models
+    from ...adapt.recipe import pick_device
 
     decoding = Decoding(max_new_tokens, temperature, top_k, seed)
     if out_json:

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, GaincellError
-from .fields import shown
-from .outputs import atomic_write_text, output_lock
+from ..errors import ConfigError, GaincellError
+from ..fields import shown
+from ..outputs import atomic_write_text, output_lock
 
 PLAN = "exploration.json"  # the plan (base design, varied fields) a re-run must match
 DATASET = "exploration.nc"
@@ -85,9 +85,9 @@ def parse_varies(items) -> list[tuple[str, list]]:
 
 def base_table(design: str) -> tuple[dict, Path]:
     """The design-file table a preset or a file stands for, and the folder its relative paths start from."""
-    from .design import PRESETS
-    from .design_text import read_design_table
-    from .pdk_presets import PDK_TABLES
+    from ..design import PRESETS
+    from ..design_text import read_design_table
+    from ..pdk_presets import PDK_TABLES
 
     if design in PRESETS:
         return {"base": design}, Path.cwd()
@@ -95,7 +95,7 @@ def base_table(design: str) -> tuple[dict, Path]:
         return dict(PDK_TABLES[design]()), Path.cwd()
     path = Path(design)
     if not path.is_file():
-        from .design import preset_names
+        from ..design import preset_names
 
         raise ConfigError("--design", f"{shown(design)} is neither a preset ({', '.join(preset_names())}) nor a "
                                       "TOML/YAML file")
@@ -114,7 +114,7 @@ def combinations(varies: list[tuple[str, list]], sampling: str = "grid") -> list
 def plan_points(design: str, varies: list[tuple[str, list]], sampling: str = "grid") -> tuple[list[Point], Path]:
     """The plan's points (`combinations`), each checked as a design (a bad field or value is refused before
     anything runs, naming it)."""
-    from .design import setup_from_table
+    from ..design import setup_from_table
 
     table, base_dir = base_table(design)
     if isinstance(table.get("model_libraries"), list):  # the point files live elsewhere: paths made absolute

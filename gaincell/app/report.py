@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .outputs import atomic_write_text
+from .. import __version__
+from ..outputs import atomic_write_text
 
 
 @dataclass

@@ -18,9 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import ConfigError, GaincellError
-from .outputs import atomic_write_text
-from .resources import data_path
+from ..errors import ConfigError, GaincellError
+from ..outputs import atomic_write_text
+from ..resources import data_path
 
 LM_STAGE_TITLE = "language model: the shipped gain-cell SmolLM2-135M re-targeted to this cell"
 LM_DATA = ["lm-train.txt", "lm-eval.txt", "lm-eval-softmax.json", "lm-eval-gaincell.json", "lm-generate.json"]
@@ -76,8 +76,8 @@ def run_in_folder(gaincell, folder: Path, command: list[str], say) -> None:
 
 def demo_lm_stage(folder: Path, say, lambada: Path | None = None, gaincell=None):
     """Stage 7 (see the module's docstring), running the commands through `gaincell` (the CLI's click group,
-    `gaincell.cli.main`); returns its `report.Stage`."""
-    from .plotting import Figure, Panel, Trace, save_png_and_html
+    `gaincell.app.cli.main`); returns its `report.Stage`."""
+    from ..plotting import Figure, Panel, Trace, save_png_and_html
     from .report import ReportFigure, Stage
 
     say(f"[7/7] language model: smollm2-gaincell re-targeted to surrogate.h5 ({DISTILL_STEPS} distillation steps), "

@@ -8,8 +8,8 @@ import math
 import time
 from pathlib import Path
 
-from .errors import GaincellError
-from .outputs import atomic_write_text, output_lock
+from ..errors import GaincellError
+from ..outputs import atomic_write_text, output_lock
 
 RESULT = "result.json"
 DESIGN_FILE = "design.yaml"
@@ -94,13 +94,13 @@ def run_point(folder: str, table: dict, base_dir: str, settings: PointSettings, 
 
 
 def _circuit_figures(folder: Path, table: dict, base_dir: Path, settings: PointSettings) -> dict:
-    from .circuits.characterize import characterization_sweeps, characterize, summarize
-    from .circuits.sweep import run_sweep
-    from .design import setup_from_table
-    from .energy.model import estimate
-    from .fitting.fit import fit_characterization
-    from .fitting.validate import validate_cell
-    from .store import read_sweep
+    from ..circuits.characterize import characterization_sweeps, characterize, summarize
+    from ..circuits.sweep import run_sweep
+    from ..design import setup_from_table
+    from ..energy.model import estimate
+    from ..fitting.fit import fit_characterization
+    from ..fitting.validate import validate_cell
+    from ..store import read_sweep
 
     atomic_write_text(folder / DESIGN_FILE, json.dumps(table, indent=1) + "\n")  # JSON is YAML: a design file
     setup = setup_from_table(table, f"point {folder.name}", base_dir)

@@ -1,4 +1,4 @@
-"""`gaincell explore`: a design-space exploration (`gaincell.explore`)."""
+"""`gaincell explore`: a design-space exploration (`gaincell.app.explore`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,7 +49,7 @@ def explore(design, varies, sampling, preset, out_dir, scheduler, workers, spice
     taken through characterize (with the periphery), fit, validate, retention at 85 C, latency, energy and area
     per token and the re-targeted language model; one dataset (exploration.nc, xarray-readable) and report.html
     with the Pareto fronts."""
-    from ..errors import ConfigError
+    from ...errors import ConfigError
     from ..explore import explore as run, parse_varies
     from ..explore_point import PointSettings
 
@@ -65,7 +65,7 @@ def explore(design, varies, sampling, preset, out_dir, scheduler, workers, spice
     if not lambada_items:
         lambada = None
     elif lambada is None:
-        from ..resources import data_path
+        from ...resources import data_path
 
         lambada = data_path(SHIPPED_LAMBADA)
     settings = PointSettings(spice_workers=spice_workers, max_validation_rms=max_validation_error, lm_steps=lm_steps,

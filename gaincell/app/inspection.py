@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import EngFormatter
 
-from .circuits.spice.parts import PART_GLOB, apply_part, parts_folder
-from .errors import ConfigError, InputFileError
-from .outputs import SURROGATE, atomic_path
-from .store import list_sweeps, open_hdf5, read_sweep
-from .sweep_data import FAILED, OK, PENDING, SweepData, unit_of
+from ..circuits.spice.parts import PART_GLOB, apply_part, parts_folder
+from ..errors import ConfigError, InputFileError
+from ..outputs import SURROGATE, atomic_path
+from ..store import list_sweeps, open_hdf5, read_sweep
+from ..sweep_data import FAILED, OK, PENDING, SweepData, unit_of
 
 RAW_PLOT_NAMES = {"time": "Transient Analysis", "frequency": "AC Analysis"}
 
@@ -176,7 +176,7 @@ def sweep_figure(path: str | Path, sweep: str, signals: list[str], points: list[
     if scale is None:
         raise ConfigError("sweep", f"{sweep!r} has no time, frequency or sweep axis to draw against; "
                                    "`gaincell export --format csv` writes its values")
-    from .plotting import DB, DEGREES
+    from ..plotting import DB, DEGREES
 
     xs, values, units = {}, {}, {}
     complex_signals = [s for s in signals if data.is_complex(s)]
@@ -200,7 +200,7 @@ def sweep_figure(path: str | Path, sweep: str, signals: list[str], points: list[
     title = f"{Path(path).name}: sweep {sweep}"
     if complex_signals:
         title += " (complex signals: Bode plot, magnitude in dB and phase in degrees)"
-    from .plotting import waveform_figure  # matplotlib: imported once there is something to draw
+    from ..plotting import waveform_figure  # matplotlib: imported once there is something to draw
 
     figure = waveform_figure(xs, values, title, units, x_label=scale, x_unit=data.units.get(scale) or unit_of(scale))
     figure.x_log = scale == "frequency" and all(np.all(np.asarray(x) > 0) for x in xs.values())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
-from ..outputs import REPORT, guard_output
+from ...errors import ConfigError
+from ...outputs import REPORT, guard_output
 
 _SI_PREFIX = {"f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "meg": 1e6, "g": 1e9, "t": 1e12}
 _QUANTITY = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(meg|[fpnumkgt])?\s*([a-z]*)")
@@ -65,7 +65,7 @@ def design_inputs(design: str) -> list[Path]:
     path = Path(design)
     if not path.is_file():
         return []
-    from ..design import CellDesign, load_design
+    from ...design import CellDesign, load_design
 
     chosen = load_design(design)
     return [path] + [CellDesign.library_path(library) for library in chosen.model_libraries]
@@ -85,11 +85,11 @@ def hardware_option(command):
     """--hardware FIELD=VALUE (repeatable): a field of the surrogate's hardware configuration set for a study,
     recorded in what the verb writes."""
     def parse(ctx, param, values):
-        from ..hardware import parse_overrides
+        from ...hardware import parse_overrides
 
         return parse_overrides(values)
 
-    from ..hardware import FIELDS
+    from ...hardware import FIELDS
 
     return click.option("--hardware", "hardware", multiple=True, metavar="FIELD=VALUE", callback=parse,
                         help="Set a field of the surrogate's hardware configuration for a study (repeatable; "
@@ -99,7 +99,7 @@ def hardware_option(command):
 
 def surrogate_file(value: str) -> Path:
     """--surrogate: 'paper' (the shipped fit of the paper's cell) or a surrogate file."""
-    from ..resources import data_path
+    from ...resources import data_path
 
     if value == "paper":
         return data_path("paper_reference.h5")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
-from ..design import preset_names
-from ..errors import ConfigError, InputFileError
-from ..outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
+from ... import __version__
+from ...design import preset_names
+from ...errors import ConfigError, InputFileError
+from ...outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
 from .options import SECONDS, Quantity, condition_options, corner_list, design_inputs, force_option, temperature_list
 
 BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
@@ -29,8 +29,8 @@ def _provenance(simulator: str, backend: str, **extra) -> dict:
 
 def save_result(result, out: str, backend: str, **extra) -> list:
     """Store every plot of a `SimResult` as its own group of `out` (tran, op, ...)."""
-    from ..store import save_sweeps
-    from ..sweep_data import run_as_sweep
+    from ...store import save_sweeps
+    from ...sweep_data import run_as_sweep
 
     sweeps, seen = [], {}
     for kind, vectors in result.plots:
@@ -97,8 +97,8 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
     if built:
         inputs = design_inputs(design)
     else:
-        from ..circuits.spice.netlist import read_netlist_file
-        from ..circuits.spice.trust import files_read
+        from ...circuits.spice.netlist import read_netlist_file
+        from ...circuits.spice.trust import files_read
 
         inputs = [path, *files_read(read_netlist_file(path), str(path), path.parent.resolve())]
     guard_output(out, SWEEP_FILE, inputs, force)
@@ -108,8 +108,8 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
         if force:
             discard_other_kind(out, SWEEP_FILE)
         if target in ("array", "c2p", "tile") and built:
-            from ..circuits.builtins import simulate_array, simulate_c2p, simulate_tile
-            from ..design import load_setup
+            from ...circuits.builtins import simulate_array, simulate_c2p, simulate_tile
+            from ...design import load_setup
 
             setup = load_setup(design)  # the cell with its design file's [c2p], [dac] and [grid] tables
             chosen = setup.cell
@@ -124,8 +124,8 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
                 lines = simulate_tile(chosen, rows, cols, seed, out, workers, setup.c2p)
             click.echo("\n".join(lines))
             return
-        from ..circuits.spice.netlist import read_netlist_file
-        from ..circuits.spice.simulator import run
+        from ...circuits.spice.netlist import read_netlist_file
+        from ...circuits.spice.simulator import run
 
         if built:
             result, extra = simulate_cell(design, stored, pulse, backend, timeout)
@@ -142,9 +142,9 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
 
 def simulate_cell(design_name: str, stored_v: float, pulse_s: float, backend: str, timeout: float):
     """One write + read transient of a design's cell: the `SimResult` and the attributes stored with it."""
-    from ..circuits.cells import cell_transient
-    from ..circuits.spice.simulator import run
-    from ..design import load_design
+    from ...circuits.cells import cell_transient
+    from ...circuits.spice.simulator import run
+    from ...design import load_design
 
     design = load_design(design_name)
     circuit, analysis, save = cell_transient(design, stored_v, pulse_s)
@@ -154,7 +154,7 @@ def simulate_cell(design_name: str, stored_v: float, pulse_s: float, backend: st
 
 def _plot_result(result, png: str, title: str) -> None:
     """The last analysis's waveforms to a PNG file (transients only)."""
-    from ..plotting import plot_waveforms
+    from ...plotting import plot_waveforms
 
     vectors = result.vectors
     if "time" not in vectors:
@@ -192,10 +192,10 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
     With --corner and/or --temp every sweep runs at each condition (they are its leading coordinates); the
     figures are then given per condition, and with several conditions the retention against temperature is
     written beside --out (OUT-retention.txt, OUT-retention.png)."""
-    from ..circuits.characterize import characterization_sweeps, format_conditions, summarize_conditions
-    from ..circuits.sweep import run_sweep
-    from ..conditions import Condition, Conditions, at_condition
-    from ..design import load_setup
+    from ...circuits.characterize import characterization_sweeps, format_conditions, summarize_conditions
+    from ...circuits.sweep import run_sweep
+    from ...conditions import Condition, Conditions, at_condition
+    from ...design import load_setup
 
     started = time.perf_counter()
     inputs = design_inputs(design)
@@ -210,7 +210,7 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
     monte_carlo_cell = at_condition(cell, Condition((conditions.corners or [cell.corner])[0],
                                                     (conditions.temps_c or [cell.temp_c])[0]))
     if mc:
-        from ..circuits.mismatch import monte_carlo_estimate, monte_carlo_sweeps
+        from ...circuits.mismatch import monte_carlo_estimate, monte_carlo_sweeps
 
         click.echo(monte_carlo_estimate(monte_carlo_sweeps(monte_carlo_cell, mc, seed, setup.grid, c2p=setup.c2p)))
     stem = Path(out).with_suffix("")
@@ -229,13 +229,13 @@ def characterize(design, out, workers, scheduler, restart, with_c2p, with_dac, c
             for message in report.messages[:5]:
                 click.echo(f"  failed: {message}")
         if mc:
-            from ..circuits.mismatch import run_monte_carlo
+            from ...circuits.mismatch import run_monte_carlo
 
             click.echo("\n".join(run_monte_carlo(monte_carlo_cell, out, mc, seed, setup.grid, setup.c2p, workers,
                                                  scheduler, restart)))
         summaries = summarize_conditions(out)
         if several:
-            from ..circuits.retention_report import write_retention_report
+            from ...circuits.retention_report import write_retention_report
 
             retention_files = write_retention_report(out, stem)
     click.echo(format_conditions(summaries))

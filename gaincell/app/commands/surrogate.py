@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError, GaincellError, InputFileError
-from ..outputs import (REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output,
+from ...errors import ConfigError, GaincellError, InputFileError
+from ...outputs import (REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output,
                        output_lock)
 from .options import (Quantity, condition_options, design_inputs, force_option, hardware_option, one_condition,
                       report_folder)
@@ -32,9 +32,9 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
 
     A file characterized at several corners or temperatures gives one surrogate per condition: choose it with
     --corner/--temp; the surrogate's design record names that corner and temperature."""
-    from ..fitting.fit import fit_characterization
-    from ..fitting.report import fit_figure, plot_report, text_report
-    from ..plotting import save_png_and_html
+    from ...fitting.fit import fit_characterization
+    from ...fitting.report import fit_figure, plot_report, text_report
+    from ...plotting import save_png_and_html
 
     corner, temp_c = one_condition(corners, temps)
     folder = Path(report_dir) if report_dir else Path(out).parent
@@ -77,10 +77,10 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
 def validate(surrogate_path, design, points, seed, out, force):
     """Check a surrogate against fresh SPICE runs at random points; report its error, with a parity figure
     (OUT-parity.png/.html beside --out: the surrogate's charge against SPICE's, and the error per point)."""
-    from ..design import CellDesign, load_design
-    from ..fitting.validate import parity_figure, validate_cell
-    from ..plotting import save_png_and_html
-    from ..surrogate.file import Surrogate
+    from ...design import CellDesign, load_design
+    from ...fitting.validate import parity_figure, validate_cell
+    from ...plotting import save_png_and_html
+    from ...surrogate.file import Surrogate
 
     match = re.fullmatch(r"\s*(\d{1,3})\s*x\s*(\d{1,3})\s*x\s*(\d{1,3})\s*", points.lower())
     counts = tuple(int(p) for p in match.groups()) if match else ()
@@ -114,7 +114,7 @@ def validate(surrogate_path, design, points, seed, out, force):
 @force_option
 def attention(surrogate_path, out_dir, layers, force):
     """Build the attention layer from a surrogate; show what it compiled to and check decoding and gradients."""
-    from ..surrogate.layer_check import layer_check
+    from ...surrogate.layer_check import layer_check
 
     folder = report_folder(out_dir, ["attention-layer.png", "attention-layer.html"], [surrogate_path], force)
     for name, value in layer_check(surrogate_path, folder, layers)["rows"]:
@@ -150,9 +150,9 @@ def energy(surrogate_path, model, figures, window, tile, tokens, seed, gpu_basel
     """Latency, energy (per head, layer, model; by component) and area per token, with the ratio to GPU
     attention; counts from a real decode of the attention layer, figures from the surrogate and citations,
     area from the surrogate's design drawn with its layout rules (the design's [layout] table)."""
-    from ..energy.model import estimate
-    from ..energy.report import breakdown_figure, format_report
-    from ..plotting import save_png_and_html
+    from ...energy.model import estimate
+    from ...energy.report import breakdown_figure, format_report
+    from ...plotting import save_png_and_html
 
     inputs = [p for p in (surrogate_path, gpu_baseline) if p]
     folder = report_folder(out_dir, ["energy-breakdown.png", "energy-breakdown.html"], inputs, force)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..outputs import REPORT, guard_output
+from ...outputs import REPORT, guard_output
 from .options import force_option, point_list
 
 @click.command()
@@ -29,7 +29,7 @@ def inspect(file, max_listed):
 def plot(file, sweep, signals, points, out, force):
     """Draw waveforms of selected points of a sweep to PNG or interactive HTML."""
     from ..inspection import sweep_figure
-    from ..plotting import save_figure
+    from ...plotting import save_figure
 
     guard_output(out, REPORT, [file], force)
     click.echo(save_figure(sweep_figure(file, sweep, list(signals), point_list(points)), out))

@@ -1,2 +1,0 @@
-"""The verbs of the `gaincell` command by theme; `gaincell.cli` gathers them into one group with one error
-handler."""
