@@ -1,20 +1,13 @@
-"""Fit reports: a PNG (measured vs fitted read surface, residuals, decay) and a text summary."""
+"""Fit reports: a figure (the read current and the retention, SPICE against the fit, and the residuals) and a
+text summary."""
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
-
-from gaincell.plotting import write_png  # noqa: E402
 from gaincell.hardware import describe as describe_hardware
-from gaincell.surrogate.file import Surrogate  # noqa: E402
+from gaincell.surrogate.file import Surrogate
 
-from .fit import FitOutcome  # noqa: E402
+from .fit import FitOutcome
 
 
 POINT_NAMES = {"stored_v": ("stored", 1.0, "V"), "pulse_s": ("pulse", 1e9, "ns"), "vin_v": ("V_in", 1.0, "V")}
@@ -54,65 +47,30 @@ def text_report(surrogate: Surrogate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(path: str | Path, outcomes: dict[str, FitOutcome]) -> Path:
-    """Measured vs fitted read current (charge / pulse) vs stored voltage per input amplitude, the charge
-    residuals, and the decay fit."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    multiply = outcomes["multiply"]
-    x = multiply.inputs
-    current, fitted = multiply.data / x["pulse_s"], multiply.result.best_fit / x["pulse_s"]
-    longest = x["pulse_s"] == x["pulse_s"].max()
-    for vin in np.unique(x["vin_v"]):
-        pick = longest & (x["vin_v"] == vin)
-        order = np.argsort(x["stored_v"][pick])
-        line, = axes[0].plot(x["stored_v"][pick][order], fitted[pick][order], lw=1)
-        axes[0].plot(x["stored_v"][pick][order], current[pick][order], "o", ms=3, color=line.get_color(),
-                     label=f"V_in {vin:.2f} V")
-    axes[0].set(title=f"read current ({multiply.component.model_id}): SPICE dots, fit lines", xlabel="stored")
-    axes[0].xaxis.set_major_formatter(EngFormatter(unit="V"))
-    axes[0].yaxis.set_major_formatter(EngFormatter(unit="A"))
-    axes[0].legend(fontsize=7)
-    full_scale = np.max(np.abs(multiply.data))
-    residual = 100 * (multiply.result.best_fit - multiply.data) / full_scale
-    scatter = axes[1].scatter(x["stored_v"], residual, c=x["vin_v"], s=6, cmap="viridis")
-    fig.colorbar(scatter, ax=axes[1], label="V_in (V)")
-    axes[1].set(title="charge residual (% of full scale)", xlabel="stored")
-    axes[1].xaxis.set_major_formatter(EngFormatter(unit="V"))
-    decay = outcomes.get("decay")
-    if decay is not None:
-        curves, limit = retention_curves(decay)
-        for level, t, data, fit in curves:
-            line, = axes[2].plot(t, fit, lw=1.2)
-            axes[2].plot(t, data, "o", ms=2, color=line.get_color(), label=f"stored {level:.3g} V")
-        axes[2].set(title="retention per stored level: SPICE dots, fit lines", xlabel="time",
-                    xlim=(0, limit))
-        axes[2].xaxis.set_major_formatter(EngFormatter(unit="s"))
-        axes[2].yaxis.set_major_formatter(EngFormatter(unit="V"))
-        axes[2].legend(fontsize=7)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return write_png(fig, path, dpi=110)
-
-
 def fit_figure(outcomes: dict[str, FitOutcome]):
-    """The same comparison through gaincell's plotting layer (PNG or interactive HTML): read current per
-    input amplitude (SPICE dots, fit lines) and the retention fit."""
-    from gaincell.plotting import Figure, Panel, Trace
+    """The fit against SPICE (PNG or interactive HTML through gaincell's plotting layer): the read current per
+    input amplitude at the longest pulse (SPICE dots, fit lines), the charge residual of every point per input
+    amplitude, and the retention fit of every stored level."""
+    from gaincell.plotting import PERCENT, Figure, Panel, Trace
 
     multiply = outcomes["multiply"]
     x = multiply.inputs
     current, fitted = multiply.data / x["pulse_s"], multiply.result.best_fit / x["pulse_s"]
+    residual = 100 * (multiply.result.best_fit - multiply.data) / np.max(np.abs(multiply.data))
     longest = x["pulse_s"] == x["pulse_s"].max()
-    traces = []
-    for vin in np.unique(x["vin_v"]):
+    traces, residuals = [], []
+    for index, vin in enumerate(np.unique(x["vin_v"])):  # SPICE dots and their fit line share a colour
         pick = longest & (x["vin_v"] == vin)
         order = np.argsort(x["stored_v"][pick])
         stored = x["stored_v"][pick][order]
-        index = len(traces) // 2  # SPICE dots and their fit line share a colour
         traces += [Trace(f"SPICE, V_in {vin:.2f} V", stored, current[pick][order], "markers", color=index),
                    Trace(f"fit, V_in {vin:.2f} V", stored, fitted[pick][order], color=index)]
-    panels = [Panel(traces, "A", "read current", f"read current vs stored voltage ({multiply.component.model_id})",
-                    "V", "stored voltage")]
+        every = x["vin_v"] == vin
+        residuals.append(Trace(f"V_in {vin:.2f} V", x["stored_v"][every], residual[every], "markers", color=index))
+    panels = [Panel(traces, "A", "read current", f"read current vs stored voltage, longest pulse "
+                    f"({multiply.component.model_id})", "V", "stored voltage"),
+              Panel(residuals, PERCENT, "fit - SPICE", "charge residual of every grid point (% of full scale)", "V",
+                    "stored voltage")]
     decay = outcomes.get("decay")
     if decay is not None:
         curves, limit = retention_curves(decay)
@@ -123,7 +81,7 @@ def fit_figure(outcomes: dict[str, FitOutcome]):
                           Trace(f"fit, stored {level:.3g} V", t[shown], fit[shown], color=index)]
         panels.append(Panel(retention, "V", "storage node",
                             f"retention of every stored level ({decay.component.model_id})", "s", "time"))
-    return Figure("surrogate fit", panels, share_x=False)
+    return Figure("surrogate fit: SPICE against the compact model", panels, share_x=False)
 
 
 def retention_curves(decay: FitOutcome) -> tuple[list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], float]:

@@ -22,8 +22,8 @@ from .outputs import atomic_path  # noqa: E402
 from .sweep_data import unit_of  # noqa: E402
 
 MAX_POINTS_PER_TRACE = 4000
-DB, DEGREES = "dB", "°"
-PLAIN_UNITS = (DB, DEGREES)  # drawn as plain numbers: no SI prefix (not "-500 mdB")
+DB, DEGREES, PERCENT = "dB", "°", "%"
+PLAIN_UNITS = (DB, DEGREES, PERCENT)  # drawn as plain numbers: no SI prefix (not "-500 mdB")
 
 
 @dataclass

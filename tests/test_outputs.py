@@ -199,7 +199,7 @@ def _complete_png(path):
 FIT_KILL_POINTS = {
     "fitting (the output lock held, nothing written yet)": ".s.h5.lock",
     "inside the report figure's write": ".s-fit.png.{pid}.tmp.png",
-    "the figure in place, the curves figure, the text report and the surrogate next": "s-fit.png",
+    "the figure in place, its HTML page, the text report and the surrogate next": "s-fit.png",
     "the text report in place, the surrogate being written": "s-fit.txt",
 }
 
@@ -238,7 +238,7 @@ def test_kill_9_of_fit_at_each_step_never_leaves_a_half_written_file(char_file, 
     expected = Surrogate.load(reference / "s.h5")
     expected_text = (reference / "s-fit.txt").read_text()
     destinations = sorted(p.name for p in reference.iterdir())  # the surrogate and every report file
-    assert {"s.h5", "s-fit.png", "s-fit.txt"} <= set(destinations)
+    assert {"s.h5", "s-fit.png", "s-fit.html", "s-fit.txt"} == set(destinations)
     work = tmp_path / "work"
     work.mkdir()
     command = [sys.executable, "-m", "gaincell.app.cli", "fit", str(char_file), "--out", str(work / "s.h5")]

@@ -80,7 +80,6 @@ def test_fit_stopped_while_writing_leaves_nothing(tmp_path, monkeypatch):
     characterization = tmp_path / "c.h5"
     characterization.write_bytes(b"")  # never read: the fit is replaced by the paper's surrogate
     monkeypatch.setattr(fitting, "fit_characterization", lambda *args, **kwargs: (paper, {}))
-    monkeypatch.setattr("gaincell.fitting.report.plot_report", lambda *args: None)
     monkeypatch.setattr("gaincell.fitting.report.fit_figure", lambda *args: None)  # no fit outcomes to draw
     monkeypatch.setattr("gaincell.plotting.save_png_and_html", lambda *args: None)
     real_record = surrogate_file.design_record

@@ -15,8 +15,7 @@ from ..outputs import REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_
 # The files the demo writes into its folder, by kind (checked before any work so nothing foreign is replaced).
 DEMO_FILES = {SWEEP_FILE: ["cell.h5", "char.h5", "validation.h5"], SURROGATE: ["surrogate.h5"],
               REPORT: ["cell.png", "cell.html", "char-read.png", "char-read.html", "char-retention.png",
-                       "char-retention.html", "surrogate-fit.png", "surrogate-fit.txt", "surrogate-fit-curves.png",
-                       "surrogate-fit-curves.html", "validation-parity.png", "validation-parity.html",
+                       "char-retention.html", "surrogate-fit.png", "surrogate-fit.html", "surrogate-fit.txt", "validation-parity.png", "validation-parity.html",
                        "attention-layer.png", "attention-layer.html",
                        "energy-breakdown.png", "energy-breakdown.html", *LM_FILES, "summary.txt", "report.html"]}
 
@@ -78,7 +77,7 @@ def _demo_stages(folder: Path, design: str, workers, stages: list, say) -> None:
     steps = [(f"one write + read transient of the {setup.cell.name} cell -> cell.h5, cell.png, cell.html", _cell_stage),
              ("characterization: write, retention, read/multiply, charge-to-pulse and DAC sweeps -> char.h5",
               _characterization_stage),
-             ("fit the compact model -> surrogate.h5, surrogate-fit.png/.txt, surrogate-fit-curves.png/.html", _fit_stage),
+             ("fit the compact model -> surrogate.h5, surrogate-fit.png/.html/.txt", _fit_stage),
              ("validate the surrogate against fresh SPICE at random points -> validation.h5, validation-parity.png/.html",
               _validation_stage),
              ("attention layer built from surrogate.h5 -> attention-layer.png/.html", _layer_stage),
@@ -148,15 +147,14 @@ def _characterization_stage(folder: Path, design: str, setup, workers, say):
 
 def _fit_stage(folder: Path, design: str, setup, workers, say):
     from ..fitting.fit import fit_characterization
-    from ..fitting.report import fit_figure, plot_report, text_report
+    from ..fitting.report import fit_figure, text_report
     from ..plotting import save_png_and_html
     from .report import ReportFigure, Stage
 
     surrogate, outcomes = fit_characterization(folder / "char.h5")
     surrogate.save(folder / "surrogate.h5")
     atomic_write_text(folder / "surrogate-fit.txt", text_report(surrogate))
-    plot_report(folder / "surrogate-fit.png", outcomes)  # the files and figures of `gaincell fit`
-    save_png_and_html(fit_figure(outcomes), folder / "surrogate-fit-curves")
+    save_png_and_html(fit_figure(outcomes), folder / "surrogate-fit")  # the files of `gaincell fit`
     multiply, decay = surrogate["multiply"], surrogate["decay"]
     rows = [("multiply model", multiply.model_id),
             ("multiply RMS error on the grid", f"{100 * multiply.residuals['rms_rel_full_scale']:.3f} % of full scale"),
@@ -165,8 +163,8 @@ def _fit_stage(folder: Path, design: str, setup, workers, say):
              f"{decay.residuals['tau_1e_s'] * 1e3:.4g} ms / {decay.residuals['raw_tau_1e_s'] * 1e3:.4g} ms")]
     return Stage("fit the compact model into the surrogate file", "done", "", "gaincell fit char.h5 --out surrogate.h5",
                  ["surrogate.h5", "surrogate-fit.txt"],
-                 [ReportFigure("surrogate-fit.png", "fit, residuals and retention"),
-                  ReportFigure("surrogate-fit-curves.png", "SPICE vs fit", "surrogate-fit-curves.html")],
+                 [ReportFigure("surrogate-fit.png", "read current, residuals and retention: SPICE against the fit",
+                               "surrogate-fit.html")],
                  rows), _rows_text(rows)
 
 

@@ -23,26 +23,24 @@ from .options import (Quantity, condition_options, design_inputs, force_option, 
 @click.option("--decay-model", type=click.Choice(["leakage", "stretched", "exponential"]), default="leakage",
               show_default=True, help="Retention model.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the fit report (OUT-fit.png, OUT-fit.txt, OUT-fit-curves.png/.html); default: "
-                   "beside --out.")
+              help="Folder for the fit report (OUT-fit.png, OUT-fit.html, OUT-fit.txt); default: beside --out.")
 @condition_options(several=False)
 @force_option
 def fit(characterization, out, model, order, decay_model, report_dir, corners, temps, force):
-    """Fit a characterization file into a surrogate HDF5 file, with a report (PNG + text).
+    """Fit a characterization file into a surrogate HDF5 file, with a report (figure as PNG and HTML, text).
 
     A file characterized at several corners or temperatures gives one surrogate per condition: choose it with
     --corner/--temp; the surrogate's design record names that corner and temperature."""
     from ...fitting.fit import fit_characterization
-    from ...fitting.report import fit_figure, plot_report, text_report
+    from ...fitting.report import fit_figure, text_report
     from ...plotting import save_png_and_html
 
     corner, temp_c = one_condition(corners, temps)
     folder = Path(report_dir) if report_dir else Path(out).parent
     stem = Path(out).stem
-    png, txt = folder / f"{stem}-fit.png", folder / f"{stem}-fit.txt"
-    curves = folder / f"{stem}-fit-curves"  # .png and .html: SPICE against the fit, per input and stored level
+    figure, txt = folder / f"{stem}-fit", folder / f"{stem}-fit.txt"  # figure: .png and .html
     guard_output(out, SURROGATE, [characterization], force)
-    for report_file in (png, txt, curves.with_suffix(".png"), curves.with_suffix(".html")):
+    for report_file in (figure.with_suffix(".png"), figure.with_suffix(".html"), txt):
         guard_output(report_file, REPORT, [characterization, out], force, option="--report")
     with output_lock(out):
         try:
@@ -54,12 +52,11 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
             raise InputFileError(f"{characterization}: its sweeps cannot be fitted, the file holds values or "
                                  f"attributes gaincell does not write ({type(exc).__name__}: {str(exc)[:200]})") from None
         text = text_report(surrogate)
-        plot_report(png, outcomes)
-        save_png_and_html(fit_figure(outcomes), curves)
+        save_png_and_html(fit_figure(outcomes), figure)
         atomic_write_text(txt, text)
         surrogate.save(out)
     click.echo(text)
-    click.echo(f"wrote {out}, {png}, {txt}, {curves}.png/.html")
+    click.echo(f"wrote {out}, {figure}.png/.html, {txt}")
 
 
 
