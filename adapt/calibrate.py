@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from gaincell.errors import ConfigError
+from gaincell.progress import bar as progress_bar
 from gaincell.surrogate.attention import head_statistics
 
 from .models import gaincell_layers, set_mode
@@ -96,7 +96,7 @@ def calibrate(model, batch: torch.Tensor, *, iterations: int = 100, tolerance: f
             scaler.b.fill_(0.0)
         scaler.record_batch = True
     result = CalibrationResult(0, False)
-    bar = tqdm(range(iterations), desc="calibration", unit="it", disable=not progress, leave=False)
+    bar = progress_bar(range(iterations), desc="calibration", unit="it", enabled=progress, transient=True)
     try:
         for iteration in bar:
             model(batch, use_cache=False)

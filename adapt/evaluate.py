@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm import tqdm
 
 from gaincell.errors import ConfigError
+from gaincell.progress import bar as progress_bar
 
 from .text import read_items, split_last_word, token_stream
 
@@ -27,7 +27,7 @@ def perplexity(model, tokens: torch.Tensor, context: int = 1024, stride: int = 5
         raise ConfigError("--data", "needs at least 2 tokens")
     device, total, scored, previous_end = _device(model), 0.0, 0, 0
     starts = list(range(0, max(tokens.numel() - 1, 1), stride))
-    bar = tqdm(starts, desc="perplexity", unit="window", disable=not progress, leave=False)
+    bar = progress_bar(starts, desc="perplexity", unit="window", enabled=progress, transient=True)
     for start in bar:
         end = min(start + context, tokens.numel())
         window = tokens[start:end].unsqueeze(0).to(device)
@@ -49,7 +49,7 @@ def lambada_accuracy(model, tokenizer, path, limit: int | None = None, progress:
     word), given the rest of the passage."""
     items = read_items(path, "--data")[:limit]
     device, correct = _device(model), 0
-    bar = tqdm(items, desc="lambada", unit="item", disable=not progress, leave=False)
+    bar = progress_bar(items, desc="lambada", unit="item", enabled=progress, transient=True)
     for number, text in enumerate(bar, 1):
         context, word = split_last_word(text, path, number)
         prefix = tokenizer(context, add_special_tokens=False)["input_ids"]

@@ -27,6 +27,7 @@ from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 from gaincell.hardware import parse_overrides
 from gaincell.model_shapes import model_config_from_dict
 from gaincell.outputs import disk_full, is_disk_full
+from gaincell.progress import say
 from gaincell.surrogate.attention import FROM_HARDWARE, MODES, GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
@@ -48,7 +49,7 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
-def packaged_model_folder(name: str, progress=print) -> Path:
+def packaged_model_folder(name: str, progress=say) -> Path:
     """The normal HF folder of a packaged model, converting it from its GGUF file on first use."""
     package, gguf_name, folder_name = PACKAGED[name]
     folder = model_cache_dir() / folder_name

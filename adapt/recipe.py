@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from gaincell.errors import ConfigError
+from gaincell import progress
 from gaincell.surrogate.file import Surrogate, sha256_of
 
 from .calibrate import calibrate, softmax_targets
@@ -94,7 +95,7 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def adapt(options: AdaptOptions, say=print) -> dict:
+def adapt(options: AdaptOptions, say=progress.say) -> dict:
     """Run the stages not done yet; returns the final manifest."""
     out, device = Path(options.out), pick_device(options.device)
     rank, world = distributed()

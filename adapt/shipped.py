@@ -21,6 +21,7 @@ import torch
 
 from gaincell.errors import ModelLoadError
 from gaincell.outputs import atomic_write_text
+from gaincell.progress import say
 from gaincell.resources import data_path
 from gaincell.surrogate.file import sha256_of
 
@@ -109,7 +110,7 @@ def shipped_files(name: str, source: Path | None = None) -> tuple[Path, Path]:
     return source / f"{name}.safetensors", source / f"{name}.json"
 
 
-def shipped_model_folder(name: str, progress=print, source: Path | None = None) -> Path:
+def shipped_model_folder(name: str, progress=say, source: Path | None = None) -> Path:
     """The adapted folder of shipped model `name`, built under the model cache on first use (and again when the
     package's files change); refused when the installed base model is not the one it was made for."""
     weights, manifest = shipped_files(name, source)

@@ -24,9 +24,9 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from gaincell.errors import ConfigError, InputFileError
+from gaincell.progress import bar as progress_bar, say
 
 from .checkpoint import load_state, save_state
 
@@ -151,7 +151,7 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     if checkpoint.is_file():
         state = _resume(checkpoint, config, model, optimizer, scheduler, list(state), device)
         if rank == 0 and progress:
-            tqdm.write(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
+            say(f"resuming from step {state['step']} of {config.steps} ({checkpoint})")
     trained = model
     if world > 1 and objective is None:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -164,7 +164,7 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 
     model.train(dropout)
-    bar = tqdm(total=config.steps, initial=state["step"], desc=desc, unit="step", disable=not progress or rank)
+    bar = progress_bar(total=config.steps, initial=state["step"], desc=desc, unit="step", enabled=progress and not rank)
     started, cpu_started = time.perf_counter() - state["seconds"], time.process_time() - state["cpu_seconds"]
     stop = StopAfterStep()
     try:

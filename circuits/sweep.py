@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from gaincell import __version__
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record
 from gaincell.errors import ConfigError, NetlistError, WorkerStartError
 from gaincell.outputs import output_lock
+from gaincell.progress import bar as progress_bar
 from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.store import read_sweep
 from gaincell.sweep_data import OK, SweepData
@@ -261,7 +261,7 @@ def _run_locked(sweep: Sweep, out: Path, workers, backend: str, scheduler, progr
     serial = itertools.count(int(time.time() * 1000) * 1000)
     todo.sort(key=lambda ix: sweep.testbench.pack_key(sweep.point(ix)))  # stable: grid order within a key
     queue: deque = deque(_chunks(sweep, todo, size))
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="pt", disable=not progress, smoothing=0.1)
+    bar = progress_bar(total=len(todo), desc=f"sweep {sweep.name}", unit="pt", enabled=progress)
     last_save = time.monotonic()
     refused = False
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import ConfigError, GaincellError
 from .demo_lm import LM_FILES
 from ..outputs import REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output
+from .. import progress
 
 # The files the demo writes into its folder, by kind (checked before any work so nothing foreign is replaced).
 DEMO_FILES = {SWEEP_FILE: ["cell.h5", "char.h5", "validation.h5"], SURROGATE: ["surrogate.h5"],
@@ -32,7 +33,7 @@ def check_demo_folder(folder: Path, inputs: list[Path], force: bool) -> Path:
     return folder
 
 
-def run_demo(folder: Path, design: str, workers, lm: bool, say=print, lambada: Path | None = None,
+def run_demo(folder: Path, design: str, workers, lm: bool, say=progress.say, lambada: Path | None = None,
              gaincell=None) -> tuple[Path, float]:
     """Run every stage into `folder` (`lambada`: a LAMBADA .jsonl the language-model stage also scores, running
     the commands through `gaincell`, the CLI's click group); returns report.html's path and the wall time."""

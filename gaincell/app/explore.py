@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import ConfigError, GaincellError
 from ..fields import shown
 from ..outputs import atomic_write_text, output_lock
+from .. import progress
 
 PLAN = "exploration.json"  # the plan (base design, varied fields) a re-run must match
 DATASET = "exploration.nc"
@@ -163,7 +164,7 @@ def check_plan(out: Path, design: str, varies: list[tuple[str, list]], settings,
 
 
 def explore(out: Path, design: str, varies: list[tuple[str, list]], settings, *, sampling: str = "grid",
-            scheduler: str = "local", workers: int = 2, say=print, gaincell=None) -> tuple[Path, list[dict]]:
+            scheduler: str = "local", workers: int = 2, say=progress.say, gaincell=None) -> tuple[Path, list[dict]]:
     """Run every point not yet finished on Dask (`scheduler`: "local" for a LocalCluster of `workers` processes,
     or a scheduler's address), then write the dataset and the report; returns the report's path and the results
     in the order of the points. `gaincell`: the CLI's click group, which runs the language-model commands."""
