@@ -267,7 +267,7 @@ def test_demo_language_model_stage_runs_the_commands_its_report_quotes(tmp_path,
     _smollm2_or_skip()
     import shutil
 
-    from gaincell import demo_lm
+    from gaincell.app import demo_lm
 
     monkeypatch.setattr(demo_lm, "DISTILL_STEPS", 1)
     monkeypatch.setattr(demo_lm, "LAMBADA_ITEMS", 2)

@@ -123,7 +123,7 @@ def remakes_every_figure(demo, report: str, remade):
     shutil.copy(demo / "char.h5", remade / "char.h5")
     made = re.findall(r'<a href="([^"]+\.png)">[^<]+</a>(?: &middot; interactive: <a href="[^"]+">[^<]+</a>)?; made by: '
                       r"<code>([^<]+)</code>", report)
-    assert len(made) == 8, made  # cell, read, retention, fit, fit curves, parity, layer, energy
+    assert len(made) == 7, made  # cell, read, retention, fit, parity, layer, energy
     for png, command in made:
         words = shlex.split(command.replace("&#x27;", "'"))
         assert words[0] == "gaincell", command

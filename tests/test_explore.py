@@ -68,7 +68,7 @@ def test_one_at_a_time_and_the_presets_change_one_field_each_from_the_base(tmp_p
 
 
 def test_points_are_scored_on_the_shipped_lambada_sample_by_default(tmp_path, monkeypatch):
-    from gaincell import explore as explore_module
+    from gaincell.app import explore as explore_module
     from gaincell.resources import data_path
 
     lines = data_path("lambada-test-first200.jsonl").read_text().splitlines()
