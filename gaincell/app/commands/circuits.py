@@ -11,7 +11,7 @@ from ... import __version__
 from ...design import preset_names
 from ...errors import ConfigError, InputFileError
 from ...outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
-from .options import SECONDS, Quantity, condition_options, corner_list, design_inputs, force_option, temperature_list
+from .options import SECONDS, Quantity, condition_options, option_group, corner_list, design_inputs, force_option, temperature_list
 
 BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
                   "array": "a --rows x --cols array read (random DAC levels and pulse widths, --seed; wires optional)",
@@ -57,31 +57,36 @@ def save_result(result, out: str, backend: str, **extra) -> list:
               help="cell: value to write, volts (0..VDD).")
 @click.option("--pulse", type=Quantity("s", 1e-12, 1e-3), default="10n", show_default=True,
               help="cell: read pulse width, seconds (e.g. 10n or 10ns).")
-@click.option("--rows", type=click.IntRange(1, 4096), default=64, show_default=True, help="array/tile: rows (head dimension).")
-@click.option("--cols", type=click.IntRange(1, 4096), default=64, show_default=True, help="array/tile: columns (stored tokens).")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-              help="array/tile: seed of the random inputs.")
-@click.option("--bitline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
-              help="array: bit-line resistance per cell (ohm).")
-@click.option("--bitline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
-              help="array: bit-line capacitance per cell (F).")
-@click.option("--wordline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
-              help="array: word-line resistance per cell (ohm).")
-@click.option("--wordline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
-              help="array: word-line capacitance per cell (F).")
-@click.option("--driver-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
-              help="array: row-driver resistance (ohm).")
-@click.option("--write-path", is_flag=True, help="array: write the stored values through the write path (not .ic).")
-@click.option("--all-cells", is_flag=True,
-              help="array without wires: simulate every cell (default: each distinct stored value x pulse width once, "
-                   "exact because such cells are independent).")
-@click.option("--max-seconds", type=Quantity("s", 0.0, 1e6), default=300.0, show_default=True,
-              help="array: refuse an array whose estimated simulation time is longer.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="array/c2p/tile: simulator processes (default: one per core).")
+@option_group("array",
+              click.option("--rows", type=click.IntRange(1, 4096), default=64, show_default=True,
+                           help="array/tile: rows (head dimension)."),
+              click.option("--cols", type=click.IntRange(1, 4096), default=64, show_default=True,
+                           help="array/tile: columns (stored tokens)."),
+              click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                           help="array/tile: seed of the random inputs."))
+@option_group("wires",
+              click.option("--bitline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+                           help="array: bit-line resistance per cell (ohm)."),
+              click.option("--bitline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
+                           help="array: bit-line capacitance per cell (F)."),
+              click.option("--wordline-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+                           help="array: word-line resistance per cell (ohm)."),
+              click.option("--wordline-c", type=Quantity("F", 0.0, 1e-9), default="0", show_default=True,
+                           help="array: word-line capacitance per cell (F)."),
+              click.option("--driver-r", type=Quantity("ohm", 0.0, 1e9), default="0", show_default=True,
+                           help="array: row-driver resistance (ohm)."))
+@option_group("array_run",
+              click.option("--write-path", is_flag=True,
+                           help="array: write the stored values through the write path (not .ic)."),
+              click.option("--all-cells", is_flag=True,
+                           help="array without wires: simulate every cell (default: each distinct stored value x "
+                                "pulse width once, exact because such cells are independent)."),
+              click.option("--max-seconds", type=Quantity("s", 0.0, 1e6), default=300.0, show_default=True,
+                           help="array: refuse an array whose estimated simulation time is longer."),
+              click.option("--workers", type=click.IntRange(1, 256), default=None,
+                           help="array/c2p/tile: simulator processes (default: one per core)."))
 @force_option
-def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, cols, seed, bitline_r, bitline_c,
-             wordline_r, wordline_c, driver_r, write_path, all_cells, max_seconds, workers, force):
+def simulate(target, out, backend, timeout, png, design, stored, pulse, array, wires, array_run, force):
     """Simulate TARGET and store every vector in --out (HDF5).
 
     TARGET is a SPICE netlist file with its own analysis lines (.tran, .op, ...), or a built circuit:
@@ -113,15 +118,14 @@ def simulate(target, out, backend, timeout, png, design, stored, pulse, rows, co
 
             setup = load_setup(design)  # the cell with its design file's [c2p], [dac] and [grid] tables
             chosen = setup.cell
+            workers = array_run.workers
             if target == "array":
-                wires = {"bitline_r": bitline_r, "bitline_c": bitline_c, "wordline_r": wordline_r,
-                         "wordline_c": wordline_c, "driver_r": driver_r}
-                lines = simulate_array(chosen, rows, cols, seed, wires, write_path, out, workers, max_seconds,
-                                       merge_identical=not all_cells)
+                lines = simulate_array(chosen, array.rows, array.cols, array.seed, vars(wires), array_run.write_path,
+                                       out, workers, array_run.max_seconds, merge_identical=not array_run.all_cells)
             elif target == "c2p":
                 lines = simulate_c2p(chosen, out, workers, setup.c2p)
             else:
-                lines = simulate_tile(chosen, rows, cols, seed, out, workers, setup.c2p)
+                lines = simulate_tile(chosen, array.rows, array.cols, array.seed, out, workers, setup.c2p)
             click.echo("\n".join(lines))
             return
         from ...circuits.spice.netlist import read_netlist_file

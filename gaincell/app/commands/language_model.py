@@ -12,7 +12,7 @@ import click
 from ... import __version__
 from ...errors import ConfigError, GaincellError
 from ...outputs import REPORT, atomic_write_text, guard_output, output_lock
-from .options import Quantity, force_option, hardware_option, surrogate_file
+from .options import Quantity, force_option, hardware_option, option_group, surrogate_file
 
 @click.command()
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
@@ -28,39 +28,46 @@ from .options import Quantity, force_option, hardware_option, surrogate_file
 @click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
               help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill (run in that order): the "
                    "paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill.")
-@click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
-              help="Optimizer steps of the linear and nonlinear stages.")
-@click.option("--transfer-steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
-              help="Optimizer steps of the transfer stage.")
-@click.option("--distill-steps", type=click.IntRange(1, 10**7), default=50, show_default=True,
-              help="Optimizer steps of the distill stage.")
+@option_group("steps",
+              click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
+                           help="Optimizer steps of the linear and nonlinear stages."),
+              click.option("--transfer-steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
+                           help="Optimizer steps of the transfer stage."),
+              click.option("--distill-steps", type=click.IntRange(1, 10**7), default=50, show_default=True,
+                           help="Optimizer steps of the distill stage."))
 @click.option("--lora-rank", type=click.IntRange(0, 4096), default=16, show_default=True,
               help="Rank of the LoRA adapters on the attention projections in transfer/distill (0: scalers only).")
-@click.option("--scaler-lr", type=Quantity("", 0.0, 10.0), default=1e-2, show_default=True,
-              help="Peak learning rate of the scalers in transfer/distill (--lr is the adapters').")
-@click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
-              help="Transfer stage: weight of the attention-weight divergence (KL of the softmax teacher's weights "
-                   "to the normalised C2P pulses, last 64 queries of each sequence) beside the output error.")
-@click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True, help="Sequences per micro-batch.")
-@click.option("--seq", type=click.IntRange(2, 1 << 20), default=256, show_default=True, help="Tokens per training sequence.")
-@click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
-              help="Micro-batches per optimizer step.")
-@click.option("--lr", type=Quantity("", 0.0, 10.0), default=None,
-              help="Peak learning rate (AdamW) of every stage run; default per stage: linear and nonlinear 2e-4, "
-                   "transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill).")
-@click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
-              help="Weight of knowledge distillation from the unmodified model in the loss (0..1): default 0 in "
-                   "the linear/nonlinear stages, 1 (KL only) in the distill stage.")
-@click.option("--calibration-tokens", type=click.IntRange(1, 1 << 24), default=512, show_default=True)
-@click.option("--calibration-iterations", type=click.IntRange(1, 10**6), default=100, show_default=True)
-@click.option("--max-train-tokens", type=click.IntRange(1, None), default=None, help="Use only the first N tokens of the text.")
-@click.option("--checkpoint-every", type=click.IntRange(1, None), default=50, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@option_group("objective",
+              click.option("--lr", type=Quantity("", 0.0, 10.0), default=None,
+                           help="Peak learning rate (AdamW) of every stage run; default per stage: linear and "
+                                "nonlinear 2e-4, transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill)."),
+              click.option("--scaler-lr", type=Quantity("", 0.0, 10.0), default=1e-2, show_default=True,
+                           help="Peak learning rate of the scalers in transfer/distill (--lr is the adapters')."),
+              click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
+                           help="Weight of knowledge distillation from the unmodified model in the loss (0..1): "
+                                "default 0 in the linear/nonlinear stages, 1 (KL only) in the distill stage."),
+              click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
+                           help="Transfer stage: weight of the attention-weight divergence (KL of the softmax "
+                                "teacher's weights to the normalised C2P pulses, last 64 queries of each sequence) "
+                                "beside the output error."))
+@option_group("loop",
+              click.option("--batch", type=click.IntRange(1, 4096), default=4, show_default=True,
+                           help="Sequences per micro-batch."),
+              click.option("--seq", type=click.IntRange(2, 1 << 20), default=256, show_default=True,
+                           help="Tokens per training sequence."),
+              click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
+                           help="Micro-batches per optimizer step."),
+              click.option("--checkpoint-every", type=click.IntRange(1, None), default=50, show_default=True),
+              click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True))
+@option_group("calibration",
+              click.option("--calibration-tokens", type=click.IntRange(1, 1 << 24), default=512, show_default=True),
+              click.option("--calibration-iterations", type=click.IntRange(1, 10**6), default=100, show_default=True),
+              click.option("--max-train-tokens", type=click.IntRange(1, None), default=None,
+                           help="Use only the first N tokens of the text."))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @hardware_option
-def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_steps, distill_steps, lora_rank,
-          scaler_lr, attention_weight, batch, seq, accumulate, lr, distill, calibration_tokens, calibration_iterations, max_train_tokens,
-          checkpoint_every, seed, device, hardware):
+def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, objective, loop, calibration, device,
+          hardware):
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
     from ...adapt.models import ADAPTED_MANIFEST, STAGING
@@ -82,20 +89,21 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, transfer_st
     for source in (train_text, surrogate, model_spec):
         if Path(source).exists() and out.resolve() in (Path(source).resolve(), *Path(source).resolve().parents):
             raise ConfigError("--out", f"{out_dir} holds the input {source}; choose a folder outside it")
-    train = {"batch": batch, "seq": seq, "accumulate": accumulate, "checkpoint_every": checkpoint_every, "seed": seed}
+    train = vars(loop)
+    lr, distill = objective.lr, objective.distill
 
     def rate(stage: str) -> float:
         return STAGE_LR[stage] if lr is None else lr
     options = AdaptOptions(model_spec, surrogate_file(surrogate), out, Path(train_text),
                            stage_names,
-                           TrainConfig(steps=steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
-                           TrainConfig(steps=steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
-                           TrainConfig(steps=transfer_steps, lr=rate("transfer"), scaler_lr=scaler_lr,
-                                       attention_weight=attention_weight, **train),
-                           TrainConfig(steps=distill_steps, lr=rate("distill"), scaler_lr=scaler_lr,
+                           TrainConfig(steps=steps.steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=steps.steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=steps.transfer_steps, lr=rate("transfer"), scaler_lr=objective.scaler_lr,
+                                       attention_weight=objective.attention_weight, **train),
+                           TrainConfig(steps=steps.distill_steps, lr=rate("distill"), scaler_lr=objective.scaler_lr,
                                        distill_weight=1.0 if distill is None else distill, **train),
-                           lora_rank, calibration_tokens, calibration_iterations, max_train_tokens=max_train_tokens,
-                           device=device, hardware=hardware)
+                           lora_rank, calibration.calibration_tokens, calibration.calibration_iterations,
+                           max_train_tokens=calibration.max_train_tokens, device=device, hardware=hardware)
     with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
@@ -132,31 +140,35 @@ def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ..
                    "file) with initial scalers (the naive swap).")
 @click.option("--mode", type=click.Choice(["nonlinear", "linear", "ideal"]), default=None,
               help="Gain-cell mode (default: the adapted folder's, or nonlinear for a naive swap).")
-@click.option("--max-tokens", type=click.IntRange(2, None), default=None, help="Perplexity on the first N tokens only.")
-@click.option("--context", type=click.IntRange(2, 1 << 20), default=1024, show_default=True, help="Perplexity window.")
-@click.option("--stride", type=click.IntRange(1, 1 << 20), default=512, show_default=True, help="Perplexity window step.")
-@click.option("--limit", type=click.IntRange(1, None), default=None, help="LAMBADA: the first N items only.")
+@option_group("scoring",
+              click.option("--max-tokens", type=click.IntRange(2, None), default=None,
+                           help="Perplexity on the first N tokens only."),
+              click.option("--context", type=click.IntRange(2, 1 << 20), default=1024, show_default=True,
+                           help="Perplexity window."),
+              click.option("--stride", type=click.IntRange(1, 1 << 20), default=512, show_default=True,
+                           help="Perplexity window step."),
+              click.option("--limit", type=click.IntRange(1, None), default=None, help="LAMBADA: the first N items only."))
 @click.option("--harness", is_flag=True, default=False,
               help="Also evaluate each --data through lm-evaluation-harness (lm-eval, in the 'lm' extra) on a task "
                    "built from the local file (no hub): a .txt as one document scored in disjoint windows of "
                    "--context tokens after a prefix token (token/word/byte perplexity, bits per byte; gaincell's "
                    "evaluator on those same windows is printed beside it), a .jsonl as LAMBADA (accuracy).")
-@click.option("--variation-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
-              help="Device variation: every cell of every layer's arrays a frozen draw of the fitted cell-to-cell "
-                   "variation, at this multiple of its sigma (0: off).")
-@click.option("--read-noise-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
-              help="Read noise, fresh per read, at this multiple of the fitted figure (0: off).")
-@click.option("--variation", "variation_path", type=click.Path(dir_okay=False), default=None,
-              help="Surrogate whose fitted variation component to use (gaincell characterize --mc N, then fit); "
-                   "default: the model's own surrogate.")
-@click.option("--variation-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
-              help="Which cells the variation draws (layer i: its own cells from this seed).")
+@option_group("variation",
+              click.option("--variation-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
+                           help="Device variation: every cell of every layer's arrays a frozen draw of the fitted "
+                                "cell-to-cell variation, at this multiple of its sigma (0: off)."),
+              click.option("--read-noise-scale", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
+                           help="Read noise, fresh per read, at this multiple of the fitted figure (0: off)."),
+              click.option("--variation", "variation_path", type=click.Path(dir_okay=False), default=None,
+                           help="Surrogate whose fitted variation component to use (gaincell characterize --mc N, "
+                                "then fit); default: the model's own surrogate."),
+              click.option("--variation-seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+                           help="Which cells the variation draws (layer i: its own cells from this seed)."))
 @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write results as JSON.")
 @click.option("--device", default="auto", show_default=True)
 @hardware_option
 @force_option
-def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, stride, limit, harness, variation_scale,
-                 read_noise_scale, variation_path, variation_seed, out_json, device, hardware, force):
+def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, variation, out_json, device, hardware, force):
     """Perplexity and LAMBADA accuracy of an adapted or plain model (the same code for baselines)."""
     from ...adapt.evaluate import evaluate_path
     from ...adapt.harness import evaluate_with_harness, harness_summary, require_lm_eval
@@ -167,6 +179,9 @@ def eval_command(model_spec, data_paths, surrogate, mode, max_tokens, context, s
     from ...adapt.text import check_text_file
     from ...surrogate.file import Surrogate
 
+    max_tokens, context, stride, limit = scoring.max_tokens, scoring.context, scoring.stride, scoring.limit
+    variation_scale, read_noise_scale = variation.variation_scale, variation.read_noise_scale
+    variation_path, variation_seed = variation.variation_path, variation.variation_seed
     if out_json:
         guard_output(out_json, REPORT, [*data_paths, model_spec, *([surrogate] if surrogate else []),
                                         *([variation_path] if variation_path else [])], force)

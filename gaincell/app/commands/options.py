@@ -2,9 +2,11 @@
 every verb checks before work starts."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
@@ -52,6 +54,25 @@ class Quantity(click.ParamType):
 
 
 SECONDS = Quantity("s", 1e-12, 1e6)
+
+
+def option_group(name: str, *options):
+    """Click options handed to the verb as one parameter `name` (a namespace of their values, by option name):
+    a verb takes the groups its pipeline feeds (the training loop, the array, the wires) instead of each option.
+    The options keep their names, help and checks."""
+    def decorate(function):
+        @functools.wraps(function)
+        def verb(*args, **kwargs):
+            kwargs[name] = SimpleNamespace(**{key: kwargs.pop(key) for key in keys})
+            return function(*args, **kwargs)
+
+        verb.__dict__.pop("__click_params__", None)  # functools.wraps shares the function's list: start a new one
+        for option in reversed(options):
+            verb = option(verb)
+        keys = [parameter.name for parameter in verb.__click_params__]
+        verb.__click_params__ = [*getattr(function, "__click_params__", []), *verb.__click_params__]
+        return verb
+    return decorate
 
 
 def force_option(function):
