@@ -134,7 +134,7 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
                   say=quiet)
     per_step = {stage: probe["stages"][stage]["seconds"] / probe_steps for stage in ("transfer", "distill")}
     shutil.rmtree(work / "probe")
-    train_budget_s = min(train_budget_s, budget.left() - 120 - (time.monotonic() - started))
+    train_budget_s = min(train_budget_s, budget.left() - 150)  # the rest: the stages' own set-up, scoring, export
     steps = {"transfer": max(2, int(TRANSFER_SHARE * train_budget_s / per_step["transfer"])),
              "distill": max(2, int((1 - TRANSFER_SHARE) * train_budget_s / per_step["distill"]))}
     if smoke:
