@@ -41,6 +41,18 @@ def shared_dir():
 
 
 @pytest.fixture(scope="session")
+def ac_file(tmp_path_factory):
+    """A real `.ac` run of an RC low-pass (sweep_helpers.RC_AC) stored the way `gaincell simulate` stores it."""
+    from gaincell.app.commands.circuits import save_result
+    from gaincell.circuits.spice.simulator import run
+    from sweep_helpers import RC_AC
+
+    out = tmp_path_factory.mktemp("ac") / "ac.h5"
+    save_result(run(RC_AC, backend="batch"), str(out), "batch")
+    return out
+
+
+@pytest.fixture(scope="session")
 def gpt2_folder(tmp_path_factory):
     """A tiny random-init GPT-2 as a Hugging Face folder (tests/lm_helpers.py)."""
     from lm_helpers import tiny_gpt2

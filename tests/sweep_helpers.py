@@ -5,6 +5,15 @@ from dataclasses import dataclass
 
 from gaincell.circuits.testbenches import RCStep
 
+R_OHM, C_F = 1e3, 1e-6
+RC_AC = f"""* RC low-pass, AC sweep
+V1 in 0 dc 0 ac 1
+R1 in out {R_OHM:g}
+C1 out 0 {C_F:g}
+.ac dec 10 1 1e6
+.end
+"""
+
 
 @dataclass(frozen=True)
 class FaultyRC(RCStep):

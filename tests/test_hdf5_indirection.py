@@ -13,7 +13,6 @@ from gaincell.hdf5_trust import outside_reference
 from gaincell.resources import data_path
 from gaincell.store import read_sweep
 from gaincell.surrogate.file import Surrogate
-from test_hostile_files import ac_file  # noqa: F401  (a real .ac run, stored as `simulate` stores it)
 
 SECRET = b"SECRET-LINE-OF-ANOTHER-FILE\n" * 64
 def _other_files(folder):

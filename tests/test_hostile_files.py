@@ -22,22 +22,7 @@ from gaincell.surrogate.cellmodel import probe_layer
 from gaincell.errors import SurrogateError
 from gaincell.surrogate.file import Surrogate
 
-R_OHM, C_F = 1e3, 1e-6
-RC_AC = f"""* RC low-pass, AC sweep
-V1 in 0 dc 0 ac 1
-R1 in out {R_OHM:g}
-C1 out 0 {C_F:g}
-.ac dec 10 1 1e6
-.end
-"""
-
-
-@pytest.fixture(scope="module")
-def ac_file(tmp_path_factory):
-    """A real `.ac` run stored the way `gaincell simulate` stores it."""
-    out = tmp_path_factory.mktemp("ac") / "ac.h5"
-    save_result(run(RC_AC, backend="batch"), str(out), "batch")
-    return out
+from sweep_helpers import C_F, R_OHM  # the RC of the `ac_file` fixture (tests/conftest.py)
 
 
 def invoke(*args):
