@@ -48,6 +48,9 @@ def rows(layer, variation: bool) -> list[tuple[str, dict]]:
              ("- per-head C2P thresholds (the cell's offset)", {"thresholds": False}),
              ("every effect removed (line, exact, no decay, no saturation)",
               {"mode": "linear", "quantization": exact, "decay": False, "saturate": False})]
+    if layer.peak_reference:  # its reference sits one saturation unit below the best score
+        table = [(label.replace(", no saturation", ""), {k: v for k, v in switches.items() if k != "saturate"})
+                 for label, switches in table if label != "- C2P and readout saturation"]
     if variation:
         table += [("+ cell-to-cell variation (x1)", {"variation_scale": 1.0}),
                   ("+ read noise (x1)", {"read_noise_scale": 1.0})]

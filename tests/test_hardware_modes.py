@@ -156,3 +156,24 @@ def test_with_the_peak_reference_the_best_key_of_every_query_gives_a_full_pulse(
     torch.testing.assert_close(phi.amax(-1), torch.ones(phi.shape[:-1]))
     torch.testing.assert_close(raised.amax(-1), torch.full(phi.shape[:-1], 0.25))
     assert (raised > 0).sum() < (phi > 0).sum()  # a higher threshold: fewer keys within the margin of the best
+
+
+@pytest.mark.parametrize("c2p_reference", ["offset", "peak"])
+def test_every_ablation_row_runs_on_the_layer_it_ablates(c2p_reference):
+    """benchmarks/ablation.py's rows (one effect switched off each) all run on a layer with either C2P reference:
+    a peak-following reference sits one saturation unit below the best score, so its rows keep the saturation."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from ablation import rows
+
+    attention = layer(c2p_reference=c2p_reference)
+    base = {"mode": attention.mode, "quantization": attention.quantization, "decay": attention.decay,
+            "saturate": True, "thresholds": True}
+    table = rows(attention, variation=False)
+    assert any(label == "- C2P and readout saturation" for label, _ in table) == (c2p_reference == "offset")
+    for label, switches in table:
+        for name, value in {**base, **switches}.items():  # as ablation.apply sets every layer of a model
+            setattr(attention, name, value)
+        assert torch.isfinite(attention(*inputs())).all(), label
