@@ -1,7 +1,7 @@
 """Progress of long jobs, one interface for the whole package: library code calls `bar` for counted work and
 `say` for a line of news; how it shows is chosen here, not by the caller: a live bar where stderr is a
-terminal, and in a log (stderr redirected to a file, a CI job) plain lines, one at least every `LOG_EVERY_S`
-seconds and one at the end, never the carriage-return redraws a bar leaves in a file."""
+terminal, and in a log (stderr redirected to a file, a CI job) plain lines, one when the work starts, one at
+least every `LOG_EVERY_S` seconds and one at the end, never the carriage-return redraws a bar leaves in a file."""
 from __future__ import annotations
 
 import sys
@@ -28,13 +28,15 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
 
 
 class LogLines:
-    """A bar for logs: 'DESC: N/TOTAL UNIT, RATE, POSTFIX' on stderr every LOG_EVERY_S seconds and at the end."""
+    """A bar for logs: 'DESC: N/TOTAL UNIT, RATE, POSTFIX' on stderr when it opens, every LOG_EVERY_S seconds
+    and at the end."""
 
     def __init__(self, iterable=None, *, total=None, desc="", unit="it", initial=0, enabled=True):
         self.iterable, self.desc, self.unit, self.enabled = iterable, desc, unit, enabled
         self.total = total if total is not None or iterable is None else _length(iterable)
         self.n, self.start_n, self.postfix, self.closed = initial, initial, {}, False
         self.started = self.last = time.monotonic()
+        self._line()  # the work has started
 
     def __iter__(self):
         for item in self.iterable:
