@@ -315,10 +315,19 @@ def test_the_kernels_compile_for_a_gpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_check_smoke_run_writes_its_summary(tmp_path):
-    """benchmarks/gpu_check.py --smoke: every stage on the CPU at tiny sizes, results written as they come."""
+def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
+    """benchmarks/gpu_check.py --smoke: every stage on the CPU at tiny sizes, results written as they come; the
+    adapt_real stage (what a lent GPU runs on SmolLM2) on a tiny Llama: it times a probe, adapts with the shipped
+    layer's hardware fields, scores both texts and brings back the adapter package."""
+    text = (ROOT / "data" / "pride_and_prejudice_ch1-3.txt").read_text()
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "train.txt").write_text(text)
+    (texts / "wikitext-test.txt").write_text(text[-4000:])
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=240, cwd=ROOT)
+                           str(tmp_path), "--stages", "kernel,host,profile,energy,tests,adapt,adapt_real",
+                           "--adapt-model", str(llama_folder), "--adapt-texts", str(texts)],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (tmp_path / "summary.md").read_text()
     assert "kernel vs torch" in summary and "FAILED" not in summary
@@ -327,3 +336,9 @@ def test_gpu_check_smoke_run_writes_its_summary(tmp_path):
     # a measurement skipped because its code raised (a kernel's signature changed, say) would hide on a GPU too
     broken = [r for r in records if r["status"] == "skipped" and re.match(r"\w+(Error|Exception)\b", r.get("why", ""))]
     assert not broken, broken
+    scored = next(r for r in records if r["name"] == "adapted and scored")
+    assert scored["perplexity"] > 1 and 0 <= scored["lambada_accuracy"] <= 1 and scored["tokens_seen"] > 0
+    package = json.loads((tmp_path / "adapter" / "smollm2-gaincell-gpu.json").read_text())
+    assert package["layer"]["hardware"] == {"normalization": "reference-column", "c2p_reference": "peak"}
+    assert [s["kind"] for s in package["scores"]] == ["perplexity", "lambada"]
+    assert (tmp_path / "adapter" / "smollm2-gaincell-gpu.safetensors").stat().st_size > 1000
