@@ -116,11 +116,10 @@ def _options(model: str, out: Path, train_text: Path, transfer_steps: int, disti
 def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2", train_budget_s: float = 360.0,
                      texts: Path | None = None) -> None:
     """The stage (see the module's docstring); `model` and `texts` other than the defaults serve the smoke run."""
-    from gaincell.adapt.evaluate import lambada_accuracy, perplexity
+    from gaincell.adapt.evaluate import evaluate_path
     from gaincell.adapt.models import load_adapted
     from gaincell.adapt.recipe import adapt
     from gaincell.adapt.shipped import export_shipped
-    from gaincell.adapt.text import token_stream
     from gaincell.resources import data_path
 
     texts = texts or CARRY_2
@@ -147,12 +146,9 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
     train_seconds = time.monotonic() - trained
     adapted, tokenizer = load_adapted(work / "adapted")
     adapted.to(device)
-    wikitext = token_stream(texts / "wikitext-test.txt", tokenizer, 2048)
-    context = 32 if smoke else 512
-    scores = [{"data": "WikiText-2 test (first 2048 tokens)", "kind": "perplexity",
-               **perplexity(adapted, wikitext, context, context, progress=False)},
-              {"data": "LAMBADA (first 200 items)", "kind": "lambada",
-               **lambada_accuracy(adapted, tokenizer, data_path("lambada-test-first200.jsonl"), 200, progress=False)}]
+    context = 32 if smoke else 512  # what `gaincell eval --max-tokens 2048 --context 512 --stride 512 --limit 200` scores
+    scores = [evaluate_path(adapted, tokenizer, path, 2048, context, context, 200, progress=False)
+              for path in (texts / "wikitext-test.txt", data_path("lambada-test-first200.jsonl"))]
     tokens = sum(manifest["stages"][s].get("tokens_seen", 0) for s in ("transfer", "distill"))
     report.add("adapt_real", "adapted and scored", perplexity=scores[0]["perplexity"],
                lambada_accuracy=scores[1]["accuracy"], train_seconds=train_seconds, tokens_seen=tokens,
