@@ -22,6 +22,7 @@ from PySpice.Spice.Netlist import Circuit
 
 from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.cells import CellRead, cell_subcircuits, library_lines, read_drive_lines
+from gaincell.circuits.spice.elements import options
 from gaincell.circuits.spice.engines import libngspice_path
 from gaincell.design import load_design
 
@@ -53,7 +54,7 @@ def naive(design, bench: CellRead, points):
         circuit.V("wbl", "wbl", circuit.gnd, design.zero_v)
         circuit.V("rbl", "rbl", circuit.gnd, design.zero_v)
         circuit.raw_spice += "\n".join(read_drive_lines(design, point["pulse_s"], point["vin_v"], bench.delay_s))
-        circuit.raw_spice += f"\n{bench.cell_line()}\n.options method=gear\n"
+        circuit.raw_spice += f"\n{bench.cell_line()}\n{options({'method': 'gear'})}\n"
         simulator = circuit.simulator(simulator="ngspice-shared", ngspice_shared=ngspice)
         simulator.initial_condition(**{"xc.sn": point["stored_v"]})
         tran = bench.analysis([point])

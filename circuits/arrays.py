@@ -38,6 +38,7 @@ from gaincell.errors import ConfigError
 from .array_read import CACHE_CELLS, ArrayResult, ReadPlan
 from .cells import CellTestbench, cell_instance, drawn_energy, read_drive_lines, row_inverter
 from .spice.analysis import Transient
+from .spice.elements import GROUND, Pulse, Pwl, initial_condition, param, resistor, voltage
 from .sweep import Sweep, SweepReport
 from .wires import Wires, ladder
 
@@ -209,10 +210,11 @@ class CellStatesRead(ArrayRead):
     def subcircuit(self) -> str:
         """One independent cell (stored value `s` by `.ic`) on its own held bit line `vbl` and supply `vdd`."""
         d = self.design
-        return "\n".join([f".subckt acell rwl rwlb params: s={d.zero_v}", f"vdd vdd 0 {d.vdd_v}",
-                          f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0", f"vbl bl 0 {d.zero_v}",
-                          cell_instance(d, "1", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="bl", vdd="vdd"),
-                          ".ic v(x1.sn)={s}", ".ends acell"])
+        return self.point_subcircuit({"s": d.zero_v}, [
+            voltage("dd", "vdd", GROUND, d.vdd_v), voltage("wbl", "wbl", GROUND, d.zero_v),
+            voltage("wwl", "wwl", GROUND, 0), voltage("bl", "bl", GROUND, d.zero_v),
+            cell_instance(d, "1", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="bl", vdd="vdd"),
+            initial_condition("x1.sn", param("s"))])
 
     def instance_params(self, point):
         return {"s": float(self.state_stored_v[int(point["cell"])])}
@@ -282,19 +284,17 @@ class ColumnsRead(ArrayRead):
         ports = [f"rwl{r}" for r in range(rows)] + [f"rwlb{r}" for r in range(rows)]
         if self.write:
             ports += [f"wwl{r}" for r in range(rows)]
-        params = " ".join(f"s{r}={d.zero_v}" for r in range(rows))
-        lines = [f".subckt column {' '.join(ports)} params: {params}", f"vdd vdd 0 {d.vdd_v}",
-                 f"vbl bl 0 {d.zero_v}"]
+        lines = [voltage("dd", "vdd", GROUND, d.vdd_v), voltage("bl", "bl", GROUND, d.zero_v)]
         if self.write:  # the column's write bit line carries each row's value during that row's slot
-            knots = ["0 {s0}"]
+            knots = [(0, param("s0"))]
             for r in range(1, rows):
                 change = self._write_slot(r) - 0.5e-9
-                knots += [f"{change:.12g} {{s{r - 1}}}", f"{change + 50e-12:.12g} {{s{r}}}"]
+                knots += [(change, param(f"s{r - 1}")), (change + 50e-12, param(f"s{r}"))]
             park = self._write_slot(rows - 1) + d.write_time_s + 0.5e-9
-            knots += [f"{park:.12g} {{s{rows - 1}}}", f"{park + 50e-12:.12g} {d.zero_v}"]
-            lines.append(f"vwbl wbl 0 PWL({' '.join(knots)})")
+            knots += [(park, param(f"s{rows - 1}")), (park + 50e-12, d.zero_v)]
+            lines.append(voltage("wbl", "wbl", GROUND, Pwl(tuple(knots))))
         else:
-            lines += [f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0"]
+            lines += [voltage("wbl", "wbl", GROUND, d.zero_v), voltage("wwl", "wwl", GROUND, 0)]
         w = self.wires
         if w.bitline_r_ohm > 0 or w.bitline_c_f > 0:
             cell_nodes = [f"b{r}" for r in range(rows)]
@@ -304,9 +304,8 @@ class ColumnsRead(ArrayRead):
         for r in range(rows):
             lines.append(cell_instance(d, str(r), wwl=f"wwl{r}" if self.write else "wwl", wbl="wbl", rwl=f"rwl{r}",
                                        rwlb=f"rwlb{r}", rbl=cell_nodes[r], vdd="vdd"))
-            lines.append(f".ic v(x{r}.sn)=" + (f"{d.zero_v}" if self.write else f"{{s{r}}}"))
-        lines.append(".ends column")
-        return "\n".join(lines)
+            lines.append(initial_condition(f"x{r}.sn", d.zero_v if self.write else param(f"s{r}")))
+        return self.point_subcircuit({f"s{r}": d.zero_v for r in range(rows)}, lines, ports)
 
     def _line_nodes(self, kind: str, row: int) -> list[str]:
         """The node of row `row`'s line `kind` (rwl/rwlb) at each column."""
@@ -330,7 +329,7 @@ class ColumnsRead(ArrayRead):
         """Row drivers (ideal complementary pulses, or a pulse and a row inverter), the word-line wires and
         the write word lines."""
         d, w = self.design, self.wires
-        lines = [f"vddrow vddrow 0 {d.vdd_v}"] if self.row_inverters else []
+        lines = [voltage("ddrow", "vddrow", GROUND, d.vdd_v)] if self.row_inverters else []
         for r in range(self.rows):
             suffix = f"{r}_drv" if w.couples_columns else f"{r}"
             drive = read_drive_lines(d, self.pulse_s[r], d.v_in_v, self.read_start_s, suffix)
@@ -343,13 +342,13 @@ class ColumnsRead(ArrayRead):
                 for kind in ("rwl", "rwlb"):
                     start = f"{kind}{r}_drv"
                     if w.driver_r_ohm > 0:
-                        lines.append(f"rdrv{kind}{r} {start} {kind}{r}_out {w.driver_r_ohm:.12g}")
+                        lines.append(resistor(f"drv{kind}{r}", start, f"{kind}{r}_out", w.driver_r_ohm))
                         start = f"{kind}{r}_out"
                     lines += ladder(f"{kind}{r}_", start, self._line_nodes(kind, r), w.wordline_r_ohm,
                                      w.wordline_c_f)
             if self.write:
-                lines.append(f"vwwl{r} wwl{r} 0 PULSE(0 {d.write_wl_v} {self._write_slot(r):.12g} 50p 50p "
-                             f"{d.write_time_s:.12g} 1)")
+                lines.append(voltage(f"wwl{r}", f"wwl{r}", GROUND,
+                                     Pulse(0, d.write_wl_v, self._write_slot(r), width=d.write_time_s)))
         return "\n".join(lines)
 
     def read_widths(self, points) -> list[float]:

@@ -21,6 +21,7 @@ from gaincell.periphery import C2PDesign
 from .cells import CellTestbench, drawn_energy, shipped_subcircuits
 from .instances import shipped_subcircuit
 from .spice.analysis import Transient
+from .spice.elements import GROUND, Pulse, comment, current, expression, voltage
 from .sweep import Sweep
 
 C2P_FILE = "c2p.sub"
@@ -41,8 +42,10 @@ def converter_lines(name: str, column_node: str, out: str, design: C2PDesign, si
 def window_lines(design: CellDesign, opens_s: float, read_starts_s: float) -> list[str]:
     """The integrators' reset (released when the read starts), the conversion window (T_max from `opens_s`)
     and the signed converters' sign-tracking line."""
-    return [f"vrst rst 0 PULSE({design.vdd_v} 0 {read_starts_s - 0.1e-9:.12g} 50p 50p 1 2)",f"vwin win 0 PULSE(0 {design.vdd_v} {opens_s:.12g} 50p 50p {design.t_max_s:.12g} 1)",
-            f"vtrk trk 0 PULSE({design.vdd_v} 0 {opens_s - 0.1e-9:.12g} 50p 50p 1 2)"]
+    vdd = design.vdd_v
+    return [voltage("rst", "rst", GROUND, Pulse(vdd, 0, read_starts_s - 0.1e-9, width=1, period=2)),
+            voltage("win", "win", GROUND, Pulse(0, vdd, opens_s, width=design.t_max_s)),
+            voltage("trk", "trk", GROUND, Pulse(vdd, 0, opens_s - 0.1e-9, width=1, period=2))]
 
 
 def pulse_width(t: np.ndarray, v: np.ndarray, vdd: float) -> float:
@@ -91,13 +94,12 @@ class C2PTransfer(CellTestbench):
         d = self.design
         start, width = 0.2e-9, d.t_max_s
         outs = "outp outn" if self.signed else "out"
-        return "\n".join([
-            ".subckt c2ppoint win trk rst params: charge_c=0",
-            f"vdd vdd 0 {d.vdd_v}",
-            f"iin in 0 PULSE(0 {{charge_c / {width + EDGE_S:.12g}}} {start:.12g} 50p 50p {width:.12g} 1)",
+        drawn = expression("charge_c", "/", width + EDGE_S)  # the charge over the pulse's width, edges included
+        return self.point_subcircuit({"charge_c": 0}, [
+            voltage("dd", "vdd", GROUND, d.vdd_v),
+            current("in", "in", GROUND, Pulse(0, drawn, start, EDGE_S, EDGE_S, width)),
             *converter_lines("c", "in", "out", self.c2p, self.signed),
-            f"* outputs: {outs}",
-            ".ends c2ppoint"])
+            comment(f"outputs: {outs}")])
 
     ports = ("win", "trk", "rst")
 

@@ -7,12 +7,10 @@ ngspice current is the negative of that, so `i_cell = -i(vrbl)`.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PySpice.Spice.Netlist import Circuit
 
 from gaincell.design import CellDesign
 from gaincell.devices import SHIPPED_MODEL_NAMES
@@ -20,6 +18,8 @@ from gaincell.errors import ConfigError, NetlistError
 
 from .instances import shipped_subcircuit, shipped_text
 from .spice.analysis import Transient
+from .spice.elements import (GROUND, Pulse, Pwl, expression, fill_shipped, include, initial_condition, library, options,
+                             param, temperature, title, transistor, voltage)
 from .sweep import Testbench
 
 CELL_FILE = "gaincell_signed.sub"
@@ -28,9 +28,9 @@ CELL_FILE = "gaincell_signed.sub"
 def library_lines(design: CellDesign) -> list[str]:
     """`.include` (or `.lib FILE CORNER`) lines for the design's model libraries, absolute paths."""
     lines = []
-    for library in design.model_libraries:
-        path = design.library_path(library)
-        lines.append(f".lib {path} {design.corner}" if design.corner else f".include {path}")
+    for name in design.model_libraries:
+        path = design.library_path(name)
+        lines.append(library(path, design.corner) if design.corner else include(path))
     return lines
 
 
@@ -49,20 +49,14 @@ def device_line(design: CellDesign, line: str) -> str:
     values = dict(word.split("=", 1) for word in words[6:])
     if not {"w", "l"} <= set(values):
         raise NetlistError(f"shipped transistor line {line.strip()!r} lacks w= or l=")
-    extra = " ".join(f"{key}={value}" for key, value in values.items() if key not in ("w", "l"))
-    return design.device(words[5]).line(words[0][1:], " ".join(words[1:5]), values["w"], values["l"], extra)
+    extra = {key: value for key, value in values.items() if key not in ("w", "l")}
+    return transistor(design.device(words[5]), words[0][1:], words[1:5], values["w"], values["l"], extra)
 
 
 def shipped_subcircuits(design: CellDesign, name: str) -> str:
     """A shipped .sub file (netlists/NAME) for the design: every transistor (`m`) line becomes the design's
     device line (model or PDK subcircuit, in its geometry unit), the placeholders its numbers."""
-    text = shipped_text(name)
-    for placeholder, value in geometry_placeholders(design).items():
-        text = text.replace("{" + placeholder + "}", f"{value:.6g}")
-    return _TRANSISTOR_LINE.sub(lambda match: device_line(design, match.group(0)), text)
-
-
-_TRANSISTOR_LINE = re.compile(r"^m[^\n]*", re.IGNORECASE | re.MULTILINE)
+    return fill_shipped(shipped_text(name), geometry_placeholders(design), lambda line: device_line(design, line))
 
 
 def cell_subcircuits(design: CellDesign) -> str:
@@ -80,7 +74,7 @@ def cell_instance(design: CellDesign, name: str, shifts: Mapping[str, float | st
 
 def temperature_line(design: CellDesign) -> str:
     """The `.temp` card of every netlist built from the design."""
-    return f".temp {design.temp_c:.6g}"
+    return temperature(design.temp_c)
 
 
 def row_inverter(name: str, rwl: str, rwlb: str, vdd: str) -> str:
@@ -91,7 +85,7 @@ def row_inverter(name: str, rwl: str, rwlb: str, vdd: str) -> str:
 def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: float | None = None):
     """One write of `stored_v` through the write transistor, then one read pulse of `pulse_s`.
 
-    Returns (PySpice Circuit, Transient, save list). Timeline: the write word line is high for
+    Returns (netlist text, Transient, save list). Timeline: the write word line is high for
     `design.write_time_s` from 1 ns; the read pulse starts 10 ns after it falls; the run ends 5 ns
     after `design.t_max_s` would have ended.
     """
@@ -104,25 +98,19 @@ def cell_transient(design: CellDesign, stored_v: float, pulse_s: float, v_in_v: 
     t_write_end = 1e-9 + design.write_time_s
     t_read = t_write_end + 10e-9
     stop = t_read + design.t_max_s + 5e-9
-    circuit = Circuit(f"gaincell {design.name}: write {stored_v:.4g} V, read {pulse_s:.4g} s")
-    for line in library_lines(design) + [temperature_line(design)]:
-        circuit.raw_spice += line + "\n"
-    circuit.raw_spice += cell_subcircuits(design) + "\n"
-    circuit.V("dd", "vdd", circuit.gnd, design.vdd_v)
-    circuit.PulseVoltageSource("wwl", "wwl", circuit.gnd, initial_value=0, pulsed_value=design.write_wl_v,
-                               delay_time=1e-9, rise_time=edge, fall_time=edge,
-                               pulse_width=design.write_time_s, period=1.0)
-    circuit.PieceWiseLinearVoltageSource("wbl", "wbl", circuit.gnd, values=[
-        (0, stored_v), (t_write_end + 1e-9, stored_v), (t_write_end + 1e-9 + edge, design.zero_v)])
-    circuit.PulseVoltageSource("rwl", "rwl", circuit.gnd, initial_value=0, pulsed_value=v_in, delay_time=t_read,
-                               rise_time=edge, fall_time=edge, pulse_width=pulse_s, period=1.0)
-    circuit.V("rbl", "rbl", circuit.gnd, design.zero_v)
-    circuit.raw_spice += row_inverter("inv", "rwl", "rwlb", "vdd") + "\n"
-    circuit.raw_spice += cell_instance(design, "cell", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl",
-                                       vdd="vdd") + "\n"
-    circuit.raw_spice += ".options method=gear\n"  # trapezoidal integration rings on the ideal sources
+    lines = [title(f"gaincell {design.name}: write {stored_v:.4g} V, read {pulse_s:.4g} s"), *library_lines(design),
+             temperature_line(design), cell_subcircuits(design),
+             voltage("dd", "vdd", GROUND, design.vdd_v),
+             voltage("wwl", "wwl", GROUND, Pulse(0, design.write_wl_v, 1e-9, edge, edge, design.write_time_s)),
+             voltage("wbl", "wbl", GROUND, Pwl(((0, stored_v), (t_write_end + 1e-9, stored_v),
+                                                (t_write_end + 1e-9 + edge, design.zero_v)))),
+             voltage("rwl", "rwl", GROUND, Pulse(0, v_in, t_read, edge, edge, pulse_s)),
+             voltage("rbl", "rbl", GROUND, design.zero_v),
+             row_inverter("inv", "rwl", "rwlb", "vdd"),
+             cell_instance(design, "cell", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl", vdd="vdd"),
+             options({"method": "gear"})]  # trapezoidal integration rings on the ideal sources
     save = ["v(xcell.sn)", "v(wwl)", "v(wbl)", "v(rwl)", "v(rwlb)", "i(vrbl)", "i(vdd)"]
-    return circuit, Transient(step_s=20e-12, stop_s=stop, max_step_s=20e-12), save
+    return "\n".join(lines), Transient(step_s=20e-12, stop_s=stop, max_step_s=20e-12), save
 
 
 def read_drive_lines(design: CellDesign, pulse_s: float, vin_v: float, delay_s: float, suffix: str = "") -> list[str]:
@@ -130,9 +118,9 @@ def read_drive_lines(design: CellDesign, pulse_s: float, vin_v: float, delay_s: 
     `vrwl{suffix}`, `vrwlb{suffix}` on nodes `rwl{suffix}`, `rwlb{suffix}`); a zero width holds both idle."""
     rwl, rwlb = f"rwl{suffix}", f"rwlb{suffix}"
     if pulse_s <= 0:
-        return [f"v{rwl} {rwl} 0 0", f"v{rwlb} {rwlb} 0 {design.vdd_v}"]
-    timing = f"{delay_s:.12g} 50p 50p {pulse_s:.12g} 1"
-    return [f"v{rwl} {rwl} 0 PULSE(0 {vin_v:.12g} {timing})", f"v{rwlb} {rwlb} 0 PULSE({design.vdd_v} 0 {timing})"]
+        return [voltage(rwl, rwl, GROUND, 0), voltage(rwlb, rwlb, GROUND, design.vdd_v)]
+    return [voltage(rwl, rwl, GROUND, Pulse(0, vin_v, delay_s, width=pulse_s)),
+            voltage(rwlb, rwlb, GROUND, Pulse(design.vdd_v, 0, delay_s, width=pulse_s))]
 
 
 def drawn_energy(t: np.ndarray, v: np.ndarray | float, i_source: np.ndarray) -> float:
@@ -158,7 +146,12 @@ class CellTestbench(Testbench):
 
     def cell_line(self) -> str:
         """The testbench's cell `xc`, each port on the node of the same name."""
-        return cell_instance(self.design, "c", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl", vdd="vdd")
+        return cell_instance(self.design, "c", self.cell_shifts_params(), wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb",
+                             rbl="rbl", vdd="vdd")
+
+    def cell_shifts_params(self) -> dict[str, str]:
+        """Threshold shifts of the cell `xc` taken from the point's own parameters (none: the design's)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -189,16 +182,10 @@ class CellRead(CellTestbench):
 
     def subcircuit(self) -> str:
         d = self.design
-        return "\n".join([
-            f".subckt readpoint rwl rwlb params: stored_v={d.zero_v} pulse_s={d.t_max_s} vin_v={d.v_in_v}",
-            f"vdd vdd 0 {d.vdd_v}",
-            "vwwl wwl 0 0",
-            f"vwbl wbl 0 {d.zero_v}",
-            f"vrbl rbl 0 {d.zero_v}",
-            self.cell_line(),
-            ".ic v(xc.sn)={stored_v}",
-            ".ends readpoint",
-        ])
+        return self.point_subcircuit({"stored_v": d.zero_v, "pulse_s": d.t_max_s, "vin_v": d.v_in_v}, [
+            voltage("dd", "vdd", GROUND, d.vdd_v), voltage("wwl", "wwl", GROUND, 0),
+            voltage("wbl", "wbl", GROUND, d.zero_v), voltage("rbl", "rbl", GROUND, d.zero_v), self.cell_line(),
+            initial_condition("xc.sn", param("stored_v"))])
 
     def pack_key(self, point):
         return (point["pulse_s"], point["vin_v"])  # instances of a netlist then share their pulse edges
@@ -255,18 +242,14 @@ class CellWrite(CellTestbench):
         d = self.design
         fall, _ = self._times()
         park = fall + 1e-9
-        return "\n".join([
-            f".subckt writepoint params: level_v={d.zero_v}",
-            f"vdd vdd 0 {d.vdd_v}",
-            f"vwwl wwl 0 PULSE(0 {d.write_wl_v} 1n 50p 50p {d.write_time_s:.12g} 1)",
-            f"vwbl wbl 0 PWL(0 {{level_v}} {park:.12g} {{level_v}} {park + 50e-12:.12g} {d.zero_v})",
-            "vrwl rwl 0 0",
-            f"vrwlb rwlb 0 {d.vdd_v}",
-            f"vrbl rbl 0 {d.zero_v}",
-            self.cell_line(),
-            f".ic v(xc.sn)={{{d.vdd_v} - level_v}}",
-            ".ends writepoint",
-        ])
+        return self.point_subcircuit({"level_v": d.zero_v}, [
+            voltage("dd", "vdd", GROUND, d.vdd_v),
+            voltage("wwl", "wwl", GROUND, Pulse(0, d.write_wl_v, 1e-9, width=d.write_time_s)),
+            voltage("wbl", "wbl", GROUND, Pwl(((0, param("level_v")), (park, param("level_v")),
+                                               (park + 50e-12, d.zero_v)))),
+            voltage("rwl", "rwl", GROUND, 0), voltage("rwlb", "rwlb", GROUND, d.vdd_v),
+            voltage("rbl", "rbl", GROUND, d.zero_v), self.cell_line(),
+            initial_condition("xc.sn", expression(d.vdd_v, "-", "level_v"))])
 
     def analysis(self, points) -> Transient:
         _, end = self._times()
@@ -305,24 +288,17 @@ class CellRetention(CellTestbench):
 
     def subcircuit(self) -> str:
         d = self.design
-        return "\n".join([
-            f".subckt holdpoint params: stored_v={d.zero_v}",
-            f"vdd vdd 0 {d.vdd_v}",
-            "vwwl wwl 0 0",
-            f"vwbl wbl 0 {d.hold_wbl_v}",
-            "vrwl rwl 0 0",
-            f"vrwlb rwlb 0 {d.vdd_v}",
-            f"vrbl rbl 0 {d.zero_v}",
-            self.cell_line(),
-            ".ic v(xc.sn)={stored_v}",
-            ".ends holdpoint",
-        ])
+        return self.point_subcircuit({"stored_v": d.zero_v}, [
+            voltage("dd", "vdd", GROUND, d.vdd_v), voltage("wwl", "wwl", GROUND, 0),
+            voltage("wbl", "wbl", GROUND, d.hold_wbl_v), voltage("rwl", "rwl", GROUND, 0),
+            voltage("rwlb", "rwlb", GROUND, d.vdd_v), voltage("rbl", "rbl", GROUND, d.zero_v), self.cell_line(),
+            initial_condition("xc.sn", param("stored_v"))])
 
     def analysis(self, points) -> Transient:
         return Transient(step_s=1e-6, stop_s=self.stop_s, max_step_s=self.max_step_s)
 
     def options(self) -> dict:
-        return {"gmin": f"{self.design.retention_gmin_s:g}"}
+        return {"gmin": self.design.retention_gmin_s}
 
     def extract(self, vectors, point):
         t, sn = vectors["time"], vectors["v(xc.sn)"]

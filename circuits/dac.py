@@ -31,6 +31,8 @@ from gaincell.errors import ConfigError
 from .cells import CellTestbench, drawn_energy, shipped_subcircuits
 from .instances import shipped_subcircuit
 from .spice.analysis import Transient
+from .spice.elements import (GROUND, Pulse, Pwl, capacitor, expression, initial_condition, param, resistor, transistor,
+                             voltage)
 from .sweep import Sweep
 
 DAC_FILE = "dac.sub"
@@ -100,27 +102,29 @@ class DacConversion(CellTestbench):
         rseg = dac.r_string_ohm / (n - 1) * dac.dacs_per_string  # this DAC's share of the shared string
         taps = ["0"] + [f"t{k}" for k in range(1, n - 1)] + ["ref"]
         on, off = SWITCH_AT_S, SWITCH_AT_S + EDGE_S
-        params = " ".join(f"a{k}=0 b{k}=0" for k in range(n)) + " level=0"
-        lines = [f".subckt dacpoint params: {params}", f"vdd vdd 0 {d.vdd_v}", f"vref ref 0 {d.vdd_v}"]
-        lines += [f"rs{k} {taps[k]} {taps[k + 1]} {rseg:.6g}" for k in range(n - 1)]
+        params = {name: 0 for k in range(n) for name in (f"a{k}", f"b{k}")} | {"level": 0}
+        lines = [voltage("dd", "vdd", GROUND, d.vdd_v), voltage("ref", "ref", GROUND, d.vdd_v)]
+        lines += [resistor(f"s{k}", taps[k], taps[k + 1], rseg) for k in range(n - 1)]
         gate = shipped_subcircuit(DAC_FILE, "dac_tg")
         for k in range(n):
-            lines += [f"vs{k} s{k} 0 PWL(0 {{a{k}}} {on:.12g} {{a{k}}} {off:.12g} {{b{k}}})",
-                      f"vsb{k} sb{k} 0 PWL(0 {{{d.vdd_v} - a{k}}} {on:.12g} {{{d.vdd_v} - a{k}}} {off:.12g} "
-                      f"{{{d.vdd_v} - b{k}}})",
+            a, b = f"a{k}", f"b{k}"
+            lines += [voltage(f"s{k}", f"s{k}", GROUND, Pwl(((0, param(a)), (on, param(a)), (off, param(b))))),
+                      voltage(f"sb{k}", f"sb{k}", GROUND, Pwl(((0, expression(d.vdd_v, "-", a)),
+                                                               (on, expression(d.vdd_v, "-", a)),
+                                                               (off, expression(d.vdd_v, "-", b))))),
                       gate.instance(f"g{k}", {"a": taps[k], "b": "wbl", "s": f"s{k}", "sb": f"sb{k}", "vdd": "vdd"},
                                     {"wn": dac.wn_m, "wp": dac.wp_m})]
         others = dac.load_cells - 1
-        lines += [f"vwwl wwl 0 PULSE(0 {d.write_wl_v} {on:.12g} {EDGE_S:.12g} {EDGE_S:.12g} {d.write_time_s:.12g} 1)",
-                  "vrwl rwl 0 0", f"vrwlb rwlb 0 {d.vdd_v}", f"vrbl rbl 0 {d.zero_v}", self.cell_line(),
-                  f".ic v(xc.sn)={{{d.vdd_v} - level}}",  # the worst case: the opposite of the new level
-                  f"cwire wbl 0 {dac.load_cells * dac.wire_c_per_cell_f:.6g}"]
+        lines += [voltage("wwl", "wwl", GROUND, Pulse(0, d.write_wl_v, on, EDGE_S, EDGE_S, d.write_time_s)),
+                  voltage("rwl", "rwl", GROUND, 0), voltage("rwlb", "rwlb", GROUND, d.vdd_v),
+                  voltage("rbl", "rbl", GROUND, d.zero_v), self.cell_line(),
+                  initial_condition("xc.sn", expression(d.vdd_v, "-", "level")),  # the worst case: the opposite level
+                  capacitor("wire", "wbl", GROUND, dac.load_cells * dac.wire_c_per_cell_f)]
         if others:  # the other cells' write transistors on this line, held off, as one device of m = others
-            lines += [write_transistor(d).line("load", "wbl 0 snl 0", f"{d.write.w_m:.6g}", f"{d.write.l_m:.6g}",
-                                               f"m={others}"), f"cload snl 0 {others * d.cs_f:.6g}",
-                      f".ic v(snl)={d.zero_v}"]
-        lines.append(".ends dacpoint")
-        return "\n".join(lines)
+            lines += [transistor(write_transistor(d), "load", ["wbl", "0", "snl", "0"], d.write.w_m, d.write.l_m,
+                                 {"m": others}),
+                      capacitor("load", "snl", GROUND, others * d.cs_f), initial_condition("snl", d.zero_v)]
+        return self.point_subcircuit(params, lines)
 
     def analysis(self, points) -> Transient:
         return Transient(step_s=20e-12, stop_s=self.write_ends_s + 2e-9, max_step_s=0.1e-9)

@@ -3,7 +3,7 @@ generators write an instance line, ports by name.
 
     inverter = shipped_subcircuit("gaincell_signed.sub", "rwl_inv")     # .subckt rwl_inv in out vdd params: ...
     inverter.instance("inv3", {"in": "rwl3", "out": "rwlb3", "vdd": "vddrow"}, {"wn": 400e-9})
-    # -> "xinv3 rwl3 rwlb3 vddrow rwl_inv params: wn=4e-07"
+    # -> "xinv3 rwl3 rwlb3 vddrow rwl_inv params: wn=4e-07" (written by spice/elements.py)
 
 A port left out, a port or a parameter the subcircuit does not declare is a `NetlistError` naming the
 subcircuit, so two nodes can never be swapped by their position in a line.
@@ -18,6 +18,8 @@ from functools import lru_cache
 from gaincell.errors import NetlistError
 from gaincell.resources import netlist_path
 
+from .spice.elements import instance
+
 
 @dataclass(frozen=True)
 class Subcircuit:
@@ -29,8 +31,7 @@ class Subcircuit:
 
     def instance(self, name: str, nodes: Mapping[str, str], params: Mapping[str, float | str] | None = None) -> str:
         """The line of instance `x{name}`: `nodes` maps every port to the node it connects to, `params` (numbers,
-        written to 6 significant digits, or `{name}` of an enclosing subcircuit's parameter) overrides declared
-        parameters."""
+        or `{name}` of an enclosing subcircuit's parameter) overrides declared parameters."""
         params = params or {}
         missing = [port for port in self.ports if port not in nodes]
         unknown = [port for port in nodes if port not in self.ports]
@@ -41,23 +42,7 @@ class Subcircuit:
         if undeclared:
             raise NetlistError(f"instance x{name} of {self.name}: no parameter {', '.join(undeclared)} (it declares "
                                f"{', '.join(self.params) or 'none'})")
-        line = f"x{name} {' '.join(nodes[port] for port in self.ports)} {self.name}"
-        if params:
-            line += " params: " + " ".join(f"{key}={_param_value(self.name, key, value)}" for key, value in params.items())
-        return line
-
-
-def _param_value(subcircuit: str, key: str, value) -> str:
-    """A number (6 significant digits) or `{name}`, a parameter of the enclosing subcircuit."""
-    if isinstance(value, str):
-        if not _PARAM_REFERENCE.fullmatch(value):
-            raise NetlistError(f"parameter {key} of {subcircuit}: a text value must be {{name}} (a parameter of the "
-                               f"enclosing subcircuit), got {value!r}")
-        return value
-    return f"{value:.6g}"
-
-
-_PARAM_REFERENCE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]{0,31}\}")
+        return instance(name, [nodes[port] for port in self.ports], self.name, params)
 
 
 def declared_subcircuits(text: str) -> dict[str, Subcircuit]:

@@ -36,6 +36,7 @@ from gaincell.store import list_sweeps, save_sweeps
 from gaincell.sweep_data import SweepData
 
 from .cells import CellRead, CellRetention, cell_instance, cell_subcircuits, library_lines
+from .spice.elements import GROUND, SmallSignal, comment, control, param, resistor, transresistance, voltage
 from .sweep import Sweep
 
 MC_READ, MC_RETENTION, READ_NOISE = "mc_read", "mc_retention", "read_noise"
@@ -149,13 +150,11 @@ class MismatchBench:
         params = {k: v for k, v in point.items() if k != "cell"}
         return params | {SHIFT_PARAMS[role]: v for role, v in self.cell_shifts(int(point["cell"])).items()}
 
-    def subcircuit(self) -> str:
-        head, rest = super().subcircuit().split("\n", 1)
-        return head + " " + " ".join(f"{p}=0" for p in SHIFT_PARAMS.values()) + "\n" + rest
+    def extra_params(self) -> dict:
+        return {p: 0 for p in SHIFT_PARAMS.values()}
 
-    def cell_line(self) -> str:
-        line = re.sub(r"\s(?:" + "|".join(SHIFT_PARAMS.values()) + r")=\S+", "", super().cell_line())
-        return line + " " + " ".join(f"{p}={{{p}}}" for p in SHIFT_PARAMS.values())
+    def cell_shifts_params(self) -> dict[str, str]:
+        return {p: param(p) for p in SHIFT_PARAMS.values()}
 
     def describe(self) -> dict:
         return super().describe() | {"mismatch": dataclasses.asdict(self.mismatch)}
@@ -235,12 +234,14 @@ def read_noise_netlist(design: CellDesign, stored_v: float) -> str:
     on, bit line held at VDD/2), with its bit-line current as the output voltage of a 1-ohm transresistance:
     ngspice `.noise` gives the current noise density of the cell's transistors."""
     return "\n".join([
-        f"* gaincell read noise at stored {stored_v:.6g} V", *library_lines(design), cell_subcircuits(design),
-        f"vdd vdd 0 {design.vdd_v}", "vwwl wwl 0 0", f"vwbl wbl 0 {design.zero_v}", f"vrwl rwl 0 {design.v_in_v}",
-        "vrwlb rwlb 0 0", f"vsn xc.sn 0 dc {stored_v:.12g} ac 1", f"vrbl rbl 0 {design.zero_v}",
+        comment(f"gaincell read noise at stored {stored_v:.6g} V"), *library_lines(design), cell_subcircuits(design),
+        voltage("dd", "vdd", GROUND, design.vdd_v), voltage("wwl", "wwl", GROUND, 0),
+        voltage("wbl", "wbl", GROUND, design.zero_v), voltage("rwl", "rwl", GROUND, design.v_in_v),
+        voltage("rwlb", "rwlb", GROUND, 0), voltage("sn", "xc.sn", GROUND, SmallSignal(stored_v, 1)),
+        voltage("rbl", "rbl", GROUND, design.zero_v),
         cell_instance(design, "c", wwl="wwl", wbl="wbl", rwl="rwl", rwlb="rwlb", rbl="rbl", vdd="vdd"),
-        "hout out 0 vrbl 1", "rout out 0 1meg",
-        f".noise v(out) vsn dec 20 {NOISE_BAND_HZ[0]:g} {NOISE_BAND_HZ[1]:g}"])
+        transresistance("out", "out", GROUND, "vrbl", 1), resistor("out", "out", GROUND, 1e6),
+        control(".noise", "v(out)", "vsn", "dec", 20, *NOISE_BAND_HZ)])
 
 
 def integrated_charge_noise(frequency_hz: np.ndarray, density_a: np.ndarray, window_s: float) -> float:

@@ -36,6 +36,7 @@ from gaincell.sweep_data import OK, SweepData
 
 from .spice.analysis import Analysis
 from .spice.chunks import execute_chunks, instance_vector
+from .spice.elements import comment, instance, subcircuit
 from .spice.netlist import Netlist, prepare
 from .spice.parts import PART_GLOB, apply_part, checkpoint, parts_folder, record_outcome, save_part
 from .spice.simulator import check_backend
@@ -102,14 +103,22 @@ class Testbench:
         `shared_probes` and `n_instances` (points in this netlist, to share a common driver's energy)."""
         return dict(vectors)
 
+    def point_subcircuit(self, params: dict, body: list[str], ports: Sequence[str] | None = None) -> str:
+        """The `.subckt` of one point: `subckt_name` on `ports` (default: `self.ports`), declaring `params` (each
+        sweep parameter with its default) and `extra_params()`, around the element lines `body`."""
+        return subcircuit(self.subckt_name, self.ports if ports is None else ports, params | self.extra_params(), body)
+
+    def extra_params(self) -> dict:
+        """Parameters every point's subcircuit declares besides the testbench's own (e.g. Monte Carlo shifts)."""
+        return {}
+
     def netlist(self, points: list[dict[str, float]]) -> Netlist:
         """The packed deck for a chunk: one instance per point."""
-        lines = [f"* gaincell {self.name}: {len(points)} packed point(s)", self.preamble().strip(),
+        lines = [comment(f"gaincell {self.name}: {len(points)} packed point(s)"), self.preamble().strip(),
                  self.subcircuit().strip(), self.shared_lines(points).strip()]
         for i, point in enumerate(points):
-            params = " ".join(f"{k}={v:.12g}" for k, v in self.instance_params(point).items())
-            ports = " ".join(self.instance_ports(point))
-            lines.append(f"X{i} {ports} {self.subckt_name} params: {params}".replace("  ", " "))
+            params = {k: float(v) for k, v in self.instance_params(point).items()}
+            lines.append(instance(str(i), self.instance_ports(point), self.subckt_name, params))
         save = [instance_vector(probe, i) for i in range(len(points)) for probe in self.probes]
         save += list(self.shared_probes)
         if self.probes:

@@ -8,6 +8,7 @@ import numpy as np
 from gaincell.errors import ConfigError
 
 from .spice.analysis import Transient
+from .spice.elements import GROUND, Pulse, behavioral_current, capacitor, param, resistor, voltage
 from .sweep import Testbench
 
 
@@ -37,14 +38,11 @@ class RCStep(Testbench):
     def subcircuit(self) -> str:
         # `runaway` (0 or 1 per point) adds a current source with exploding positive feedback: ngspice
         # then stops with "timestep too small", the canonical non-converging point for tests.
-        return "\n".join([
-            ".subckt rcstep params: r=1k c=1n runaway=0",
-            f"vdrive drive 0 PULSE(0 {self.v_step} 0 1p 1p 1 2)",
-            "r1 drive out {r}",
-            "c1 out 0 {c}",
-            "bfb 0 out I = {runaway} * exp(400 * v(out)) * v(drive)",
-            ".ends rcstep",
-        ])
+        return self.point_subcircuit({"r": 1e3, "c": 1e-9, "runaway": 0}, [
+            voltage("drive", "drive", GROUND, Pulse(0, self.v_step, 0, 1e-12, 1e-12, 1, 2)),
+            resistor("1", "drive", "out", param("r")),
+            capacitor("1", "out", GROUND, param("c")),
+            behavioral_current("fb", GROUND, "out", "{runaway} * exp(400 * v(out)) * v(drive)")])
 
     def analysis(self, points) -> Transient:
         return Transient(step_s=self.step_s, stop_s=self.stop_s, max_step_s=self.step_s)

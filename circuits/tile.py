@@ -29,6 +29,7 @@ from .c2p import (C2P_FILE, FIRED_MIN_FRACTION, C2PDesign, converter_lines, neve
                   window_lines)
 from .cells import CellTestbench, cell_instance, drawn_energy, read_drive_lines, shipped_subcircuits
 from .spice.analysis import Transient
+from .spice.elements import GROUND, initial_condition, param, voltage
 from .sweep import Sweep, SweepReport, run_sweep
 
 MAX_TILE = 64
@@ -72,15 +73,13 @@ class TileColumn(CellTestbench):
 
     def subcircuit(self) -> str:
         d = self.design
-        params = " ".join(f"s{r}={d.zero_v}" for r in range(self.rows))
-        lines = [f".subckt tilecol {' '.join(self.ports)} params: {params}", f"vdd vdd 0 {d.vdd_v}",
-                 f"vwbl wbl 0 {d.zero_v}", "vwwl wwl 0 0"]
+        lines = [voltage("dd", "vdd", GROUND, d.vdd_v), voltage("wbl", "wbl", GROUND, d.zero_v),
+                 voltage("wwl", "wwl", GROUND, 0)]
         for r in range(self.rows):
             lines += [cell_instance(d, str(r), wwl="wwl", wbl="wbl", rwl=f"rwl{r}", rwlb=f"rwlb{r}", rbl="col",
-                                    vdd="vdd"), f".ic v(x{r}.sn)={{s{r}}}"]
+                                    vdd="vdd"), initial_condition(f"x{r}.sn", param(f"s{r}"))]
         lines += converter_lines("c", "col", "out", self.c2p, self.signed)
-        lines.append(".ends tilecol")
-        return "\n".join(lines)
+        return self.point_subcircuit({f"s{r}": d.zero_v for r in range(self.rows)}, lines)
 
     def instance_params(self, point):
         c = int(point["column"])

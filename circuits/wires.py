@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from gaincell.errors import ConfigError
 
+from .spice.elements import GROUND, capacitor, resistor
+
 
 @dataclass(frozen=True)
 class Wires:
@@ -38,8 +40,8 @@ def ladder(prefix: str, start: str, nodes: list[str], r_ohm: float, c_f: float) 
     lines, previous = [], start
     for k, node in enumerate(nodes):
         if r_ohm > 0:
-            lines.append(f"r{prefix}{k} {previous} {node} {r_ohm:.12g}")
+            lines.append(resistor(f"{prefix}{k}", previous, node, r_ohm))
         if c_f > 0:
-            lines.append(f"c{prefix}{k} {node} 0 {c_f:.12g}")
+            lines.append(capacitor(f"{prefix}{k}", node, GROUND, c_f))
         previous = node
     return lines

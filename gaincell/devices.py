@@ -77,20 +77,6 @@ class PdkDevice:
         """Factor from metres to the device's geometry unit."""
         return GEOMETRY_UNITS[self.unit]
 
-    def line(self, name: str, nodes: str, w: str, l: str, extra: str = "") -> str:
-        """The instance line of this device: `nodes` d g s b, `w`/`l` SPICE expressions in metres (a number
-        or a `{...}` expression), `extra` e.g. `m=3`."""
-        letter = "m" if self.kind == "model" else "x"
-        words = [f"{letter}{name}", nodes, self.name, f"w={self._scaled(w)}", f"l={self._scaled(l)}"]
-        words += [f"{key}={value:.12g}" for key, value in self.params] + ([extra] if extra else [])
-        return " ".join(words)
-
-    def _scaled(self, value: str) -> str:
-        if self.scale == 1.0:
-            return value
-        inner = value[1:-1] if value.startswith("{") and value.endswith("}") else value
-        return f"{{({inner})*{self.scale:g}}}"
-
 
 def _checked_params(params) -> tuple[tuple[str, float], ...]:
     items = params.items() if isinstance(params, dict) else params

@@ -31,8 +31,8 @@ def test_generic_text_keeps_its_models_and_takes_periphery_sizes_from_the_design
 def test_a_subcircuit_device_is_an_x_line_in_its_geometry_unit():
     design = dataclasses.replace(CMOS, devices=(("nmos_gen", NFET),))
     text = shipped_subcircuits(design, "gaincell_signed.sub")
-    assert "xrn dn grn 0 0 nfet w={(wrn)*1e+06} l={(lrn)*1e+06} nf=1" in text
-    assert "xn out in 0 0 nfet w={(wn)*1e+06} l={(3e-08)*1e+06} nf=1" in text
+    assert "xrn dn grn 0 0 nfet w={(wrn)*1000000} l={(lrn)*1000000} nf=1" in text
+    assert "xn out in 0 0 nfet w={(wn)*1000000} l={(3e-08)*1000000} nf=1" in text
     assert "mrp dp grp vdd vdd pmos_gen w={wrp} l={lrp}" in text  # the PMOS stays a model
 
 

@@ -29,7 +29,7 @@ def test_the_preset_builds_on_the_wheels_models():
                                design.logic_n, design.logic_p)) >= 0.42e-6
     assert setup.dac.wn_m >= 0.42e-6 and setup.dac.wp_m >= 0.42e-6
     text = cell_subcircuits(design)
-    assert "xrn dn grn 0 0 sky130_fd_pr__nfet_01v8 w={(wrn)*1e+06} l={(lrn)*1e+06} nf=1" in text
+    assert "xrn dn grn 0 0 sky130_fd_pr__nfet_01v8 w={(wrn)*1000000} l={(lrn)*1000000} nf=1" in text
     assert "xw wbl gw sn 0 sky130_fd_pr__nfet_g5v0d10v5 " in text
     for name in ("gaincell_signed.sub", "c2p.sub", "dac.sub"):
         assert "_gen" not in "\n".join(l for l in shipped_subcircuits(design, name).splitlines() if l[:1] in "mx")

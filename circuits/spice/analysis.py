@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from gaincell.errors import ConfigError
 
+from .elements import control
+
 
 def _positive(name: str, value: float) -> None:
     if not (value > 0):
@@ -38,8 +40,7 @@ class Transient:
         return self.step_s if self.max_step_s is None else self.max_step_s
 
     def card(self) -> str:
-        uic = " uic" if self.uic else ""
-        return f".tran {self.step_s:.6g} {self.stop_s:.6g} {self.start_s:.6g} {self.tmax_s:.6g}{uic}"
+        return control(".tran", self.step_s, self.stop_s, self.start_s, self.tmax_s, *(["uic"] if self.uic else []))
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class OperatingPoint:
     """`.op`: the DC operating point."""
 
     def card(self) -> str:
-        return ".op"
+        return control(".op")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class DCSweep:
             raise ConfigError("step", "must be non-zero")
 
     def card(self) -> str:
-        return f".dc {self.source} {self.start:.6g} {self.stop:.6g} {self.step:.6g}"
+        return control(".dc", self.source, self.start, self.stop, self.step)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class AC:
             raise ConfigError("stop_hz", f"must be > start_hz={self.start_hz}, got {self.stop_hz!r}")
 
     def card(self) -> str:
-        return f".ac {self.variation} {self.points} {self.start_hz:.6g} {self.stop_hz:.6g}"
+        return control(".ac", self.variation, self.points, self.start_hz, self.stop_hz)
 
 
 Analysis = Transient | OperatingPoint | DCSweep | AC

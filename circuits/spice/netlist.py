@@ -18,6 +18,7 @@ from pathlib import Path
 from gaincell.errors import NetlistError
 
 from .analysis import Analysis
+from .elements import END, options as options_card, save as save_card
 from .params import Scope, assignments, spice_number
 from .trust import DeckPolicy, card_of, check_text_characters, read_netlist_file
 
@@ -113,7 +114,7 @@ def _options_line(options: dict) -> str:
         if not _OPTION_NAME.fullmatch(str(key)) or not _OPTION_VALUE.fullmatch(str(value)):
             raise NetlistError(f"options: {key!r}={value!r} is not an ngspice option (a name and a number or "
                                "word, e.g. gmin=1e-15 or method=gear)")
-    return ".options " + " ".join(f"{k}={v}" for k, v in options.items())
+    return options_card(options)
 
 
 def prepare(source, analysis: Analysis | None = None, save=(), options: dict | None = None,
@@ -166,12 +167,12 @@ def prepare(source, analysis: Analysis | None = None, save=(), options: dict | N
         if not isinstance(name, str) or not _SAVE_NAME.fullmatch(name):
             raise NetlistError(f"save: {name!r} is not a vector name like v(node) or i(vsource)")
     if save:
-        out.append(".save " + " ".join(save))
+        out.append(save_card(save))
     if options:
         out.append(_options_line(options))
     if analysis is not None:
         out.append(analysis.card())
-    out.append(".end")
+    out.append(END)
     for line in "\n".join(out[len(kept):]).splitlines():
         policy.check_line(None, line)  # the lines added here obey the same rules
     return Netlist("\n".join(out) + "\n")

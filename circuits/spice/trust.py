@@ -28,6 +28,8 @@ from pathlib import Path
 from gaincell.errors import NetlistError
 from gaincell.spice_words import FORBIDDEN_WORD
 
+from .elements import include, library
+
 MAX_INCLUDE_DEPTH = 16
 MAX_FILES = 20000  # distinct files one netlist may reach (a full PDK has a few hundred)
 
@@ -379,12 +381,11 @@ class DeckPolicy:
                 raise NetlistError(f"{self.name} line {number}: the library path {text!r} holds a blank or a "
                                    "quote, which ngspice's .lib line cannot carry; move or link the library to a "
                                    "path without them")
-            return f".lib {text} {reference.section}"
+            return library(text, reference.section)
         if '"' in text and "'" in text:
             raise NetlistError(f"{self.name} line {number}: the path {text!r} holds both kinds of quote, which "
                                "an .include line cannot carry; move or link the file to a plainer path")
-        quote = "'" if '"' in text else '"'
-        return f".include {quote}{text}{quote}"
+        return include(text)
 
 
 def files_read(text: str, name: str, base_dir: Path) -> list[Path]:
