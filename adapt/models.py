@@ -31,6 +31,7 @@ from gaincell.progress import say
 from gaincell.surrogate.attention import FROM_HARDWARE, MODES, GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate, sha256_of
+from gaincell.surrogate.options import Converters
 
 from .checkpoint import load_tensors, save_tensors
 from .manifest import (ADAPTED_MANIFEST, GAINCELL_WEIGHTS, LEGACY_WEIGHTS, STAGING, check_layer_options,  # noqa: F401
@@ -309,7 +310,7 @@ def swap_attention(model, surrogate, *, mode: str = "nonlinear", tile: int | str
     parameter = next(model.parameters())
     for module in attention_modules(model):
         layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window, mode=mode,
-                                  quantize=quantize, decay=decay, linear_backward=linear_backward)
+                                  decay=decay, linear_backward=linear_backward, converters=Converters(quantize))
         module.gaincell = layer.to(device=parameter.device)
     model.set_attn_implementation(IMPLEMENTATION)
     model.config.use_cache = False

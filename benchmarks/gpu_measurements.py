@@ -55,11 +55,13 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     from gaincell.surrogate.decay import decay_table_for
     from gaincell.surrogate.decoding import decode_step
     from gaincell.surrogate.functional import gaincell_attention, hardware_inputs
+    from gaincell.surrogate.options import Execution
 
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
     dtype = torch.float32 if smoke else torch.bfloat16
     tile, window = (16, 32) if smoke else (64, 1024)
     options = dict(decay=0.01, tile=tile, window=window, quantize=True)
+    kernel_path, torch_path = Execution(kernel="triton"), Execution(kernel="torch")
 
     def qkv(b, h, t, d, dtype, grad=False):
         generator = torch.Generator(device=device).manual_seed(0)
@@ -71,7 +73,8 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     shape = SMOKE_RING_SHAPE if smoke else (2, 12, 1536, 64)
     q, k, v = qkv(*shape, torch.float32, grad=True)
     exact = dict(options, quantize=False)
-    outs = [gaincell_attention(q, k, v, cell, kernel=choice, **exact) for choice in ("torch", "triton")]
+    outs = [gaincell_attention(q, k, v, cell, execution=Execution(kernel=choice), **exact)
+            for choice in ("torch", "triton")]
     weights = torch.randn_like(outs[0])
     grads = [torch.autograd.grad(out, (q, k, v), weights) for out in outs]
     differences = [relative_difference(outs[1].detach().cpu().numpy(), outs[0].detach().cpu().numpy())]
@@ -133,8 +136,8 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
             q, k, v = qkv(b, h, t, d, dtype, grad=backward)
             sides = {"kernel alone": lambda: kernel_alone(q, k, v),
                      "gain-cell attention (transfers + kernel)": lambda: gaincell_attention(
-                         q, k, v, cell, kernel="triton", **options),
-                     "torch path": lambda: gaincell_attention(q, k, v, cell, kernel="torch", **options),
+                         q, k, v, cell, execution=kernel_path, **options),
+                     "torch path": lambda: gaincell_attention(q, k, v, cell, execution=torch_path, **options),
                      "SDPA flash (causal)": lambda: torch.nn.functional.scaled_dot_product_attention(
                          q, k, v, is_causal=True)}
             figures = {side: measure(forward, (q, k, v), backward) for side, forward in sides.items()}
@@ -154,7 +157,7 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     aged = dict(options, decay="surrogate")
     shape = SMOKE_RING_SHAPE if smoke else (2, 12, 1536, 64)
     q, k, v = qkv(*shape, torch.float32, grad=True)
-    outs = [gaincell_attention(q, k, v, aged_cell, kernel=choice, **dict(aged, quantize=False))
+    outs = [gaincell_attention(q, k, v, aged_cell, execution=Execution(kernel=choice), **dict(aged, quantize=False))
             for choice in ("torch", "triton")]
     grads = [torch.autograd.grad(out, (q, k, v), torch.ones_like(out)) for out in outs]
     differences = [relative_difference(outs[1].detach().cpu().numpy(), outs[0].detach().cpu().numpy())]
@@ -167,9 +170,10 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
     b, h, t, d = SMOKE_SHAPE if smoke else (8, 12, 1024, 64)
     if agree and (smoke or budget.left() >= 60):
         q, k, v = qkv(b, h, t, d, dtype, grad=True)
-        sides = {"aged decay, kernel": lambda: gaincell_attention(q, k, v, aged_cell, kernel="triton", **aged),
-                 "aged decay, torch path": lambda: gaincell_attention(q, k, v, aged_cell, kernel="torch", **aged),
-                 "product form, kernel": lambda: gaincell_attention(q, k, v, cell, kernel="triton", **options)}
+        sides = {"aged decay, kernel": lambda: gaincell_attention(q, k, v, aged_cell, execution=kernel_path, **aged),
+                 "aged decay, torch path": lambda: gaincell_attention(q, k, v, aged_cell, execution=torch_path,
+                                                                      **aged),
+                 "product form, kernel": lambda: gaincell_attention(q, k, v, cell, execution=kernel_path, **options)}
         figures = {side: measure(forward, (q, k, v), True) for side, forward in sides.items()}
         report.add("kernel", f"fwd+bwd aged-voltage decay B{b} H{h} T{t} D{d} {str(dtype)[6:]}", **figures,
                    aged_kernel_over_product_kernel=figures["aged decay, kernel"].get("ms", float("nan"))
@@ -200,6 +204,7 @@ def stage_profile(report, budget, device, smoke: bool) -> None:
     from gaincell.resources import data_path
     from gaincell.surrogate.cellmodel import CellModel
     from gaincell.surrogate.functional import gaincell_attention
+    from gaincell.surrogate.options import Execution
 
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"))
     b, h, t, d = SMOKE_SHAPE if smoke else (8, 12, 1024, 64)
@@ -209,7 +214,7 @@ def stage_profile(report, budget, device, smoke: bool) -> None:
                for _ in range(3))
     grad_out = torch.randn_like(q)
     options = dict(decay=0.01, tile=16 if smoke else 64, window=32 if smoke else 1024, quantize=True,
-                   kernel=None if smoke else "triton")
+                   execution=Execution(kernel=None if smoke else "triton"))
 
     def step():
         torch.autograd.grad(gaincell_attention(q, k, v, cell, **options), (q, k, v), grad_out)

@@ -15,7 +15,8 @@ replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backwa
 forward with the fitted curve, backward with the line's gradient), `saturate` (off: the C2P neither saturates
 nor the readout clips, an ablation on the torch path), `thresholds` (off: every head's C2P at the cell's offset,
 whatever `c2p_threshold` holds). `quantization` sets the converters' levels, 0 for an
-exact converter (an ablation of one converter).
+exact converter (an ablation of one converter). The constructor takes `quantize`, `quantization` and `saturate`
+as one `Converters`, the chunk size and implementation as an `Execution`, the variation below as a `CellVariation`.
 
 Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
 parallel pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write
@@ -44,9 +45,9 @@ from gaincell.errors import ConfigError
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
 from .decoding import RingCache, decode_step
-from .functional import (DEFAULT_CHUNK_ELEMENTS, check_inputs, expand_kv, hardware_inputs, ring_size,
-                         tiled_attention)
+from .functional import check_inputs, expand_kv, hardware_inputs, ring_size, tiled_attention
 from .naive import naive_pulses
+from .options import C2P, CellVariation, Converters, Execution
 from .transfers import Quantization, straight_through, transfers
 from .varied import CellDraws, StageCells, log_table, multiply_deviation, series_terms
 
@@ -106,11 +107,8 @@ class GainCellAttention(nn.Module):
 
     def __init__(self, cell: CellModel, heads: int, head_dim: int, *, kv_heads: int | None = None,
                  tile: int | str = FROM_HARDWARE, window: int | str | None = FROM_HARDWARE, mode: str = "nonlinear",
-                 quantize: bool = True, decay: bool = True, linear_backward: bool = False,
-                 quantization: Quantization | None = None,
-                 chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
-                 variation_scale: float = 0.0, read_noise_scale: float = 0.0, variation_seed: int = 0,
-                 saturate: bool = True):
+                 decay: bool = True, linear_backward: bool = False, converters: Converters = Converters(),
+                 execution: Execution = Execution(), variation: CellVariation = CellVariation()):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         for name, value in (("heads", heads), ("head_dim", head_dim), ("kv_heads", kv_heads)):
@@ -120,6 +118,7 @@ class GainCellAttention(nn.Module):
             raise ConfigError("kv_heads", f"must divide heads={heads}; got {kv_heads}")
         tile = cell.hardware.rows_per_tile if tile == FROM_HARDWARE else tile
         window = cell.hardware.window_tokens if window == FROM_HARDWARE else window
+        quantization = converters.quantization
         quantization = hardware_quantization(cell.hardware) if quantization is None else quantization
         if not is_count(tile, MAX_TILE):
             raise ConfigError("tile", f"must be an integer 1 .. {MAX_TILE}; got {tile!r}")
@@ -127,11 +126,11 @@ class GainCellAttention(nn.Module):
             raise ConfigError("window", f"must be a multiple of the tile size {tile} up to {MAX_WINDOW} (or None); "
                                         f"got {window!r}")
         self.cell, self.heads, self.head_dim, self.kv_heads = cell, heads, head_dim, kv_heads
-        self.tile, self.window, self.quantization, self.chunk_elements = tile, window, quantization, chunk_elements
-        self.kernel = kernel  # implementation of the transfers and the parallel pass (use_triton); None: the env
+        self.tile, self.window, self.quantization = tile, window, quantization
+        self.execution = execution  # chunk size and implementation of the transfers and parallel pass (use_triton)
         self.mode = mode
-        self.quantize, self.decay, self.linear_backward = quantize, decay, linear_backward
-        self.saturate = saturate
+        self.quantize, self.decay, self.linear_backward = converters.quantize, decay, linear_backward
+        self.saturate = converters.saturate
         self.thresholds = True
         middle = 0.5 * sum(cell.stored_range_v)
         self.q_scaler = AffineScaler(heads, 1.0, 0.5)
@@ -145,8 +144,8 @@ class GainCellAttention(nn.Module):
         self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
         self._cells: dict = {}
-        self.variation_seed = variation_seed
-        self.variation_scale, self.read_noise_scale = variation_scale, read_noise_scale
+        self.variation_seed = variation.seed
+        self.variation_scale, self.read_noise_scale = variation.scale, variation.read_noise_scale
 
     @classmethod
     def from_surrogate(cls, path, heads: int, head_dim: int, *, token_period_s: float | None = None, layers: int = 1,
@@ -263,15 +262,13 @@ class GainCellAttention(nn.Module):
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
             terms = self.decay_terms(ring, q)
             qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
-                                         self.kernel, terms.aged)
+                                         self.execution.kernel, terms.aged)
             tables, cells = terms.tables, None
             if self.varied:
                 fk, fv, tables, cells = self._vary(fk, fv, tables, ring, padded, q.shape[0],
                                                    self._transfer_stored(ks, vs))
-            y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile,
-                                window=self.window, out_steps=self._out_steps(), chunk_elements=self.chunk_elements,
-                                kernel=self.kernel, cells=cells, full_scale=self._full_scale(),
-                                threshold=self._threshold(), peak=self.peak_reference)
+            y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile, window=self.window,
+                                out_steps=self._out_steps(), execution=self.execution, cells=cells, c2p=self._c2p())
             if cache is not None:
                 self._write(cache, qs, ks, vs, linear)
         else:
@@ -314,8 +311,10 @@ class GainCellAttention(nn.Module):
     def _threshold(self) -> torch.Tensor | None:
         return self.c2p_threshold if self.thresholds else None
 
-    def _full_scale(self) -> float:
-        return 1.0 if self.saturate else math.inf
+    def _c2p(self) -> C2P:
+        """The C2P settings of a pass: the heads' thresholds (unless `thresholds` is off), the hardware's reference,
+        and the full scale (inf with `saturate` off)."""
+        return C2P(self._threshold(), self.peak_reference, 1.0 if self.saturate else math.inf)
 
     def _out_steps(self) -> int:
         quantization = self._quantization()
@@ -393,7 +392,7 @@ class GainCellAttention(nn.Module):
         """Write tokens into the ring (the voltages the DACs store and their transfers, for the ring's decay
         terms); returns the hardware q of the same tokens."""
         k, v = self._stored(ks, vs)
-        qh, fk, fv = hardware_inputs(qs, k, v, self.cell, self._quantization(), linear, False, self.kernel,
+        qh, fk, fv = hardware_inputs(qs, k, v, self.cell, self._quantization(), linear, False, self.execution.kernel,
                                      self.decay_terms(cache.slots, qs).aged)
         cache.write(k, v, fk, fv)
         return qh
@@ -412,8 +411,7 @@ class GainCellAttention(nn.Module):
                                                   (cache.k, cache.v))
                 fk, fv = expand_kv(fk, self.heads), expand_kv(fv, self.heads)
             outputs.append(decode_step(qh, fk, fv, cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps(), cells=cells, full_scale=self._full_scale(),
-                                       threshold=self._threshold(), peak=self.peak_reference))
+                                       out_steps=self._out_steps(), cells=cells, c2p=self._c2p()))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

@@ -13,6 +13,7 @@ import torch
 from .cellmodel import CellModel
 from .decay import as_terms
 from .functional import Geometry, _stage_forward, head_rows
+from .options import C2P
 from .varied import StageCells
 
 
@@ -58,15 +59,15 @@ class RingCache:
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
-                cells: StageCells | None = None, full_scale: float = 1.0,
-                threshold: torch.Tensor | None = None, peak: bool = False) -> torch.Tensor:
+                cells: StageCells | None = None, c2p: C2P = C2P()) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H_kv, slots, D) in
     slot order, H_kv dividing H (the H / H_kv query heads of a group read its arrays); ages (slots,) in tokens,
     negative for empty slots; table: (terms, ages) or one product table (ages,); `cells` (only with H_kv = H)
     with arrays (B x H, slots, ...) in slot order. Same arithmetic as the parallel pass; with one query every
     slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)), and
     each stage is one product of the physical pulses with them. Only the tiles holding a token are read (the
-    ring fills from slot 0). `peak`: the C2P reference follows the query's peak score (`functional.peak_reference`)."""
+    ring fills from slot 0). `c2p`: the heads' C2P thresholds, the reference (the cell's offset or the query's
+    peak score, `functional.peak_reference`) and the full scale, as in `functional.tiled_attention`."""
     b, h, _, d = q.shape
     table = table if table.dim() == 2 else table[None]
     length, kv_heads = table.shape[1], fk_ring.shape[-3]
@@ -82,10 +83,10 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
     aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, x.shape[-1]) * decay).sum(0, keepdim=True)
                       for x in (fk_ring, fv_ring))
-    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=full_scale, peak=peak)
+    geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=c2p.full_scale, peak=c2p.peak)
     if cells is not None:
         cells = cells.chunk(slice(None), slice(0, slots), by_age(cells.log_table[None, :length]), (0, 0))
-    shift = head_rows(threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold
+    shift = head_rows(c2p.threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold
     out = _stage_forward(q.reshape(b * kv_heads, group, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
                          geometry.physical_tiles(0, slots // tile), geometry, cells=cells, threshold=shift)[0]
     return out.view(b, h, 1, fv_ring.shape[-1])

@@ -38,10 +38,9 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
 from .decay import as_terms, decay_terms, term_tables
+from .options import C2P, Execution
 from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, readout_sum, transfers
 from .varied import StageCells, varied_backward, varied_forward
-
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -273,8 +272,8 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
 
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
                        window: int | None = None, quantize: bool | Quantization = False, linear: bool = False,
-                       linear_backward: bool = False, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                       kernel: str | None = None, threshold: torch.Tensor | None = None) -> torch.Tensor:
+                       linear_backward: bool = False, execution: Execution = Execution(),
+                       threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention on hardware-domain tensors.
 
     q: (B, H, T, D) read pulse widths as fractions of T_max; k, v: (B, H_kv, T, D) stored volts (clamped
@@ -282,17 +281,17 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     Surrogate or a surrogate path. `decay`: None, a rate per step or a table by age (the product form),
     "surrogate" (the circuit's aged-voltage decay) or an `AgedExpansion` (see `decay_terms`).
     `window`: ring size (a multiple of `tile`; None = the whole sequence). `quantize`: True for the paper's
-    levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve. `kernel`:
-    "auto" / "triton" / "torch" (see `use_triton`; default from GAINCELL_KERNEL, else "auto"). `threshold`: each
-    query head's C2P threshold (H,) above the cell's offset (None: 0).
+    levels or a `Quantization`. `linear`: the least-squares line instead of the fitted curve. `execution`: the
+    chunk size and the implementation, "auto" / "triton" / "torch" (see `use_triton`). `threshold`: each query
+    head's C2P threshold (H,) above the cell's offset (None: 0).
     Returns (B, H, T, D) in readout units: the sum over sub-tiles of each tile's [-1, 1] readout.
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     terms = decay_terms(decay, ring_size(q.shape[2], tile, window)[1], cell, q.dtype, q.device, window)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, kernel, terms.aged)
+    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, execution.kernel, terms.aged)
     return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window,
-                           out_steps=quantization.out_steps if quantization else 0, chunk_elements=chunk_elements,
-                           kernel=kernel, threshold=threshold)
+                           out_steps=quantization.out_steps if quantization else 0, execution=execution,
+                           c2p=C2P(threshold))
 
 
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -340,21 +339,20 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
 
 
 def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int | None, out_steps: int,
-                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, kernel: str | None = None,
-                    cells: StageCells | None = None, full_scale: float = 1.0,
-                    threshold: torch.Tensor | None = None, peak: bool = False) -> torch.Tensor:
+                    execution: Execution = Execution(), cells: StageCells | None = None,
+                    c2p: C2P = C2P()) -> torch.Tensor:
     """The parallel pass on q (0..1) and the already evaluated multiplies f(k), g(v), each (B, H_kv, T, D) or
     with the terms of an aged-voltage decay in front (terms, B, H_kv, T, D); `decay`: their tables (terms,
-    ring) or a product form for one term (see `decay_table_for`). `kernel` picks the implementation (see
-    `use_triton`). `cells`: per-cell variation and read noise with arrays of
+    ring) or a product form for one term (see `decay_table_for`). `execution`: the chunk size and the
+    implementation (see `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
-    cell). `full_scale`: where the C2P saturates and the readout clips (1; inf for an ablation without either,
-    torch path only). `threshold`: each query head's C2P threshold (H,) over the cell's offset, or None (0).
-    `peak`: the C2P reference follows each query's peak score instead of the offset (torch path only)."""
+    cell). `c2p`: the heads' C2P thresholds, the reference (offset or each query's peak) and the full scale."""
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
     table = term_tables(decay, len(fk), ring, cell, q.dtype, q.device)
+    kernel, chunk_elements = execution.kernel, execution.chunk_elements
+    threshold, peak, full_scale = c2p.threshold, c2p.peak, c2p.full_scale
     if peak and (cells is not None or full_scale != 1.0):
         raise ConfigError("c2p_reference", "'peak' runs without per-cell variation and with saturating converters")
     if (cells is not None or full_scale != 1.0 or peak) and kernel == "triton":

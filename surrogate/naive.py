@@ -10,6 +10,7 @@ from gaincell.compact import quantize_readout
 from .cellmodel import CellModel
 from .decay import decay_terms
 from .functional import expand_kv, peak_reference, prepare, ring_size
+from .options import C2P
 from .transfers import Quantization, TabulatedTransfer, polyval, quantize_ste, straight_through, transfers
 
 
@@ -20,7 +21,7 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention; `peak`: the C2P
     reference at each query's peak score)."""
     phi, fv, d, quantization, ring = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward,
-                                             threshold, q.shape[2], peak)
+                                             C2P(threshold, peak), q.shape[2])
     positions = torch.arange(q.shape[2], device=q.device)
     slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
     out = torch.zeros_like(q)
@@ -41,15 +42,14 @@ def naive_pulses(q, k, v, cell, *, decay=None, tile: int = 64, window: int | Non
                  queries: int | None = None, peak: bool = False) -> torch.Tensor:
     """The C2P outputs phi (B, H, queries, T) of the last `queries` queries (all by default) against every key,
     by plain autograd (zero outside each query's causal window): where each query's weight goes."""
-    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, threshold,
-                              q.shape[2] if queries is None else queries, peak)
+    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, C2P(threshold, peak),
+                              q.shape[2] if queries is None else queries)
     return phi * (d != 0).any(0)  # a key outside the window gives no pulse (its cell is not read)
 
 
-def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward, threshold, queries: int,
-            peak: bool = False):
-    """phi of the last `queries` queries, g(v) (terms, B, H, T, D), their decay x window tables (terms, queries,
-    T), the quantization and the ring size."""
+def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward, c2p: C2P, queries: int):
+    """phi of the last `queries` queries through the C2P converters `c2p` (threshold, reference, full scale),
+    g(v) (terms, B, H, T, D), their decay x window tables (terms, queries, T), the quantization and the ring size."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
     stored_k, stored_v = k, v
@@ -74,9 +74,9 @@ def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backwar
     tables = terms.tables
     d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))
     scores = sum(torch.matmul(qh[:, :, steps - queries:], f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))
-    shift = 0.0 if threshold is None else threshold.view(1, -1, 1, 1)  # each head's C2P threshold
-    reference = peak_reference(scores, (d != 0).any(0)) if peak else cell.offset
-    return torch.clamp(scores - reference - shift, 0.0, 1.0), fv, d, quantization, ring
+    shift = 0.0 if c2p.threshold is None else c2p.threshold.view(1, -1, 1, 1)  # each head's C2P threshold
+    reference = peak_reference(scores, (d != 0).any(0)) if c2p.peak else cell.offset
+    return torch.clamp(scores - reference - shift, 0.0, c2p.full_scale), fv, d, quantization, ring
 
 
 def multiply(stored: torch.Tensor, cell: CellModel, linear: bool = False, linear_backward: bool = False):

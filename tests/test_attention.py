@@ -19,6 +19,7 @@ from gaincell.surrogate.file import Component, Surrogate
 from gaincell.surrogate.functional import attention_internals, gaincell_attention
 from gaincell.surrogate.transfers import Quantization
 from gaincell.surrogate.naive import naive_gaincell_attention
+from gaincell.surrogate.options import Converters, Execution
 
 REFERENCE = data_path("paper_reference.h5")
 # the tile vectors' decay is exp(-1e-4 per step) on the whole product; the reference surrogate's retention is
@@ -88,7 +89,7 @@ def test_tiled_path_equals_the_naive_full_matrix_one(cell, tokens, window, tile,
     q, k, v = random_qkv(tokens=tokens)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     options = dict(decay=0.01, tile=tile, window=window, quantize=quantize)
-    fast = gaincell_attention(q, k, v, offset_cell, chunk_elements=4000, **options)  # many small chunks
+    fast = gaincell_attention(q, k, v, offset_cell, execution=Execution(4000), **options)  # many small chunks
     slow = naive_gaincell_attention(q, k, v, offset_cell, **options)
     assert fast.abs().max() > 0.05 and torch.allclose(fast, slow, atol=1e-12)
     weights = torch.randn_like(fast)
@@ -103,7 +104,7 @@ def test_per_head_thresholds_equal_the_naive_path_and_learn(cell, chunk_elements
     q, k, v = (x.requires_grad_() for x in random_qkv(tokens=150, heads=2, kv_heads=2))
     threshold = torch.tensor([0.0, 0.2], dtype=q.dtype, requires_grad=True)
     options = dict(decay=0.01, tile=32, window=64, quantize=True, threshold=threshold)
-    fast = gaincell_attention(q, k, v, cell, chunk_elements=chunk_elements, **options)
+    fast = gaincell_attention(q, k, v, cell, execution=Execution(chunk_elements), **options)
     slow = naive_gaincell_attention(q, k, v, cell, **options)
     assert torch.allclose(fast, slow, atol=1e-12)
     weights = torch.randn_like(fast)
@@ -135,7 +136,7 @@ def test_ideal_mode_equals_sdpa():
                                                             ("nonlinear", True, 64, 0.1)])
 def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, window, threshold):
     layer = GainCellAttention.from_surrogate(REFERENCE, 4, 16, kv_heads=2, tile=32, window=window, mode=mode,
-                                             quantize=quantize, token_period_s=20e-6)
+                                             converters=Converters(quantize), token_period_s=20e-6)
     with torch.no_grad():
         for scaler in (layer.q_scaler, layer.k_scaler, layer.v_scaler):
             scaler.a.fill_(0.25)
@@ -156,8 +157,8 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, wi
 def test_unsaturated_converters_are_a_rectified_sum_over_the_window(cell):
     """saturate=False (an ablation): phi = relu(S - offset) and the tile readouts add without clipping, in the
     forward and backward pass, on the parallel pass and when decoding; the default saturates on the same input."""
-    layer = GainCellAttention(dataclasses.replace(cell, offset=0.05), 2, 32, tile=16, window=32, quantize=False,
-                              decay=False, saturate=False).double()
+    layer = GainCellAttention(dataclasses.replace(cell, offset=0.05), 2, 32, tile=16, window=32, decay=False,
+                              converters=Converters(quantize=False, saturate=False)).double()
     q, k, v = random_qkv(batch=1, heads=2, kv_heads=2, tokens=48, dim=32, seed=5)
     q, k, v = q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
     out = layer(q, k, v)
@@ -191,7 +192,7 @@ def test_gradcheck_float64(cell):
     q, k, v = q.requires_grad_(), (0.2 + 0.5 * k).requires_grad_(), v.requires_grad_()
 
     def function(q, k, v):
-        return gaincell_attention(q, k, v, cell, decay=0.05, tile=4, window=8, chunk_elements=16)
+        return gaincell_attention(q, k, v, cell, decay=0.05, tile=4, window=8, execution=Execution(16))
 
     assert torch.autograd.gradcheck(function, (q, k, v), eps=1e-6, atol=1e-7)
 
@@ -217,8 +218,9 @@ def test_linear_backward_uses_the_line_gradient(cell):
 def test_decay_follows_the_token_clock_in_seconds(cell):
     table = cell.decay_table(5, token_period_s=1e-3)
     assert np.allclose(table, np.exp(-np.arange(5) * 1e-3 / 5e-3))
-    layer = GainCellAttention.from_surrogate(REFERENCE, 1, 8, token_period_s=1e-3, quantize=False)
-    layer_off = GainCellAttention.from_surrogate(REFERENCE, 1, 8, token_period_s=1e-3, quantize=False, decay=False)
+    exact = Converters(quantize=False)
+    layer = GainCellAttention.from_surrogate(REFERENCE, 1, 8, token_period_s=1e-3, converters=exact)
+    layer_off = GainCellAttention.from_surrogate(REFERENCE, 1, 8, token_period_s=1e-3, converters=exact, decay=False)
     q, k, v = random_qkv(batch=1, heads=1, kv_heads=1, tokens=30, dim=8, dtype=torch.float32)
     assert not torch.allclose(layer(q, k, v), layer_off(q, k, v))
 

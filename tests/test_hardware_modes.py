@@ -16,6 +16,7 @@ from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.functional import tiled_attention
 from gaincell.surrogate.naive import naive_gaincell_attention
+from gaincell.surrogate.options import Converters, Execution
 from gaincell.surrogate.transfers import ElementwiseTransfer, transfers
 
 HEADS, KV_HEADS, D = 4, 2, 8
@@ -37,7 +38,7 @@ def inputs(t=40, seed=0):
 def test_weights_sum_to_one_equal_values_read_back_as_their_level():
     """With every stored value at one level v0, the output is g(v0) / g(top) wherever a key pulsed, whatever the
     pulses (exact converters, no saturation, no decay: the arithmetic alone)."""
-    attention = layer(quantize=False, decay=False, saturate=False)
+    attention = layer(decay=False, converters=Converters(quantize=False, saturate=False))
     q, k, _ = inputs()
     v0 = 0.7
     with torch.no_grad():
@@ -55,7 +56,7 @@ def test_weights_sum_to_one_equal_values_read_back_as_their_level():
 def test_the_layer_equals_a_naive_normalized_sum_forward_and_backward():
     """phi = relu(q . f(k) - offset) over the causal window, out = (phi @ g(v)) / (phi @ g(top)): the same numbers
     and gradients from plain autograd (exact converters, no saturation, no decay)."""
-    attention = layer(quantize=False, decay=False, saturate=False).double()
+    attention = layer(decay=False, converters=Converters(quantize=False, saturate=False)).double()
     cell = attention.cell
     q, k, v = (x.double().requires_grad_() for x in inputs(t=48, seed=3))
     with torch.no_grad():
@@ -102,7 +103,7 @@ def test_the_option_is_checked_and_what_it_cannot_run_is_refused():
     q, k, _ = inputs(t=16)
     with pytest.raises(ConfigError, match="reference column"):  # the fused kernel reads d value columns
         tiled_attention(q, k, torch.rand(1, KV_HEADS, 16, D + 1), attention.cell, decay=None, tile=16, window=64,
-                        out_steps=15, kernel="triton")
+                        out_steps=15, execution=Execution(kernel="triton"))
 
 
 def test_files_written_before_the_field_read_as_none_and_an_override_is_recorded(tmp_path):
@@ -122,7 +123,7 @@ def test_files_written_before_the_field_read_as_none_and_an_override_is_recorded
 def test_peak_reference_equals_the_naive_layer_forward_and_backward(normalization):
     """The fast path's peak reference (its custom backward included) against plain autograd on full score matrices,
     with the aged-voltage decay and a per-head threshold."""
-    attention = layer(normalization, "peak", quantize=False).double()
+    attention = layer(normalization, "peak", converters=Converters(quantize=False)).double()
     with torch.no_grad():
         attention.q_scaler.a.fill_(0.5)
         attention.c2p_threshold.copy_(torch.linspace(-0.2, 0.3, HEADS))

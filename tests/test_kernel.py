@@ -24,6 +24,7 @@ from gaincell.resources import data_path  # noqa: E402
 from gaincell.surrogate.cellmodel import CellModel  # noqa: E402
 from gaincell.surrogate.decay import decay_terms  # noqa: E402
 from gaincell.surrogate.functional import gaincell_attention, use_triton  # noqa: E402
+from gaincell.surrogate.options import Execution  # noqa: E402
 from gaincell.surrogate.transfers import Quantization  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def both_paths(cell, shape, seed=0, **options):
     weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
     results = []
     for choice in ("torch", "triton"):
-        out = gaincell_attention(q, k, v, cell, kernel=choice, **options)
+        out = gaincell_attention(q, k, v, cell, execution=Execution(kernel=choice), **options)
         results.append((out.detach(), torch.autograd.grad(out, (q, k, v), weights)))
     return results
 
@@ -116,14 +117,16 @@ def test_kernel_equals_the_torch_path_with_per_head_thresholds(cell):
     weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(9)).to(DEVICE)
     results = []
     for choice in ("torch", "triton"):
-        out = gaincell_attention(q, k, v, cell, kernel=choice, tile=16, window=32, decay=0.02, threshold=threshold)
+        out = gaincell_attention(q, k, v, cell, execution=Execution(kernel=choice), tile=16, window=32, decay=0.02,
+                                 threshold=threshold)
         results.append((out.detach(), torch.autograd.grad(out, (q, k, v, threshold), weights)))
     (out, grads), (fused_out, fused_grads) = results
     assert (fused_out - out).abs().max() <= RELATIVE * out.abs().max()
     for name, exact, fused in zip(("q", "k", "v", "threshold"), grads, fused_grads):
         assert exact.abs().max() > 0, name
         assert (fused - exact).abs().max() <= RELATIVE * exact.abs().max(), name
-    unshifted = gaincell_attention(q, k, v, cell, kernel="triton", tile=16, window=32, decay=0.02)
+    unshifted = gaincell_attention(q, k, v, cell, execution=Execution(kernel="triton"), tile=16, window=32,
+                                   decay=0.02)
     assert (unshifted[:, 1:] - fused_out[:, 1:]).abs().max() > 0.01  # the thresholds change the heads they shift
     assert torch.allclose(unshifted[:, 0], fused_out[:, 0])
 
@@ -177,7 +180,8 @@ def test_query_blocks_smaller_than_the_tile(cell):
 
     q, k, v = inputs(1, 2, 2, 100, 32, 3)
     qh, fk, fv = hardware_inputs(q, k, v, cell, None, False, False, kernel="torch")
-    reference = tiled_attention(qh, fk, fv, cell, decay=0.02, tile=32, window=64, out_steps=0, kernel="torch")
+    reference = tiled_attention(qh, fk, fv, cell, decay=0.02, tile=32, window=64, out_steps=0,
+                                execution=Execution(kernel="torch"))
     table = decay_table_for(0.02, 64, cell, q.dtype, q.device)
     small = {name: (16, 4, 2) for name in kernel.KERNELS}
     qh, fk, fv = hardware_inputs(q, k, v, cell, None, False, False, kernel="torch")
@@ -233,7 +237,8 @@ def test_the_inputs_reach_both_sides_of_every_clamp(cell):
     phi = internals["phi"][internals["S"] != 0]
     for inside in ((phi == 0), (phi == 1), (phi > 0) & (phi < 1)):
         assert inside.float().mean() > 0.03
-    per_tile = gaincell_attention(q, k, v, cell, decay=0.02, tile=16, window=16, kernel="torch")  # one tile each
+    per_tile = gaincell_attention(q, k, v, cell, decay=0.02, tile=16, window=16,
+                                  execution=Execution(kernel="torch"))  # one tile each
     assert 0.2 < (per_tile.abs() == 1).float().mean() < 0.8
 
 
@@ -253,7 +258,7 @@ def test_the_switch(cell, monkeypatch):
 
 
 def test_a_layer_built_for_the_torch_path_ignores_the_environment(cell, monkeypatch):
-    """kernel="torch" (as the surrogate's CPU probe builds its layer) holds for the transfers too, whatever
+    """Execution(kernel="torch") (as the surrogate's CPU probe builds its layer) holds for the transfers too, whatever
     GAINCELL_KERNEL says."""
     from gaincell.surrogate.attention import GainCellAttention
 
@@ -262,7 +267,7 @@ def test_a_layer_built_for_the_torch_path_ignores_the_environment(cell, monkeypa
 
     monkeypatch.setenv("GAINCELL_KERNEL", "triton")
     monkeypatch.setattr(transfer_kernel.FusedTransfer, "apply", refuse)
-    layer = GainCellAttention(cell, 2, 16, tile=16, window=32, kernel="torch")
+    layer = GainCellAttention(cell, 2, 16, tile=16, window=32, execution=Execution(kernel="torch"))
     q, k, v = (x.detach().cpu() for x in inputs(1, 2, 2, 40, 16, 0))
     assert layer(q, k, v).shape == q.shape
 
@@ -287,8 +292,9 @@ def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
     # reference: the float32 torch path on the same (bf16-rounded) inputs; the kernel's bf16 products round
     # scores by ~2^-9, which can move a tile's readout across a quantizer level (1/15): allow rare one-level
     # moves per tile, but the typical output must agree far better than one level
-    reference = gaincell_attention(q.float(), k.float(), v.float(), cell, kernel="torch", **options)
-    fused = gaincell_attention(q, k, v, cell, kernel="auto", **options)
+    reference = gaincell_attention(q.float(), k.float(), v.float(), cell, execution=Execution(kernel="torch"),
+                                   **options)
+    fused = gaincell_attention(q, k, v, cell, execution=Execution(kernel="auto"), **options)
     assert fused.dtype == torch.bfloat16
     difference = (fused.float() - reference).abs()
     assert difference.mean() <= 0.01 * reference.abs().max()

@@ -8,6 +8,7 @@ from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention, configure_variation
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.file import Surrogate
+from gaincell.surrogate.options import CellVariation, Converters
 from gaincell.surrogate.varied import CellDraws
 from gaincell.surrogate.varied import EXACT
 from test_surrogate_file_variation import example_variation
@@ -39,7 +40,7 @@ def inputs(tokens=200, seed=1, dtype=torch.float32):
 
 def test_scale_zero_is_bit_identical_to_the_plain_layer(cell):
     plain = make_layer(CellModel.from_surrogate(REFERENCE, token_period_s=20e-6))
-    off = make_layer(cell, variation_scale=0.0, read_noise_scale=0.0, variation_seed=5)
+    off = make_layer(cell, variation=CellVariation(scale=0.0, read_noise_scale=0.0, seed=5))
     q, k, v = (x.requires_grad_() for x in inputs())
     expected = plain(q, k, v)
     (grad_expected,) = torch.autograd.grad(expected.square().sum(), q)
@@ -56,7 +57,8 @@ def test_scale_zero_is_bit_identical_to_the_plain_layer(cell):
 
 @pytest.mark.parametrize("window,quantize", [(64, True), (64, False), (None, False)])
 def test_the_same_cells_serve_training_and_decoding(cell, window, quantize):
-    layer = make_layer(cell, window=window, quantize=quantize, variation_scale=2.0, variation_seed=7)
+    layer = make_layer(cell, window=window, converters=Converters(quantize),
+                       variation=CellVariation(scale=2.0, seed=7))
     q, k, v = inputs()  # 200 tokens: the 64-slot ring wraps three times
     with torch.no_grad():
         parallel = layer(q, k, v)
@@ -77,7 +79,8 @@ def test_the_same_cells_serve_training_and_decoding(cell, window, quantize):
 def test_seeds_select_cells_and_draws_do_not_depend_on_the_ring_length(cell):
     q, k, v = inputs()
     with torch.no_grad():
-        first, again, other = (make_layer(cell, variation_scale=1.0, variation_seed=s)(q, k, v) for s in (3, 3, 4))
+        first, again, other = (make_layer(cell, variation=CellVariation(scale=1.0, seed=s))(q, k, v)
+                               for s in (3, 3, 4))
     assert torch.equal(first, again) and not torch.equal(first, other)
     short, long = CellDraws.draw(9, 2, 64, 16, 4, 32), CellDraws.draw(9, 2, 96, 16, 4, 32)
     assert torch.equal(short.multiply, long.multiply[:, :, :64]) and torch.equal(short.offset, long.offset[:, :64])
@@ -89,7 +92,7 @@ def test_seeds_select_cells_and_draws_do_not_depend_on_the_ring_length(cell):
 
 def test_output_spread_grows_with_the_scale(cell):
     q, k, v = inputs(tokens=128)
-    layer = make_layer(cell, quantize=False)
+    layer = make_layer(cell, converters=Converters(quantize=False))
     with torch.no_grad():
         nominal = layer(q, k, v)
         spread = []
@@ -104,7 +107,7 @@ def test_output_spread_grows_with_the_scale(cell):
 
 
 def test_read_noise_is_fresh_on_every_call_and_reproducible_from_the_global_seed(cell):
-    layer = make_layer(cell, quantize=False, read_noise_scale=1.0)
+    layer = make_layer(cell, converters=Converters(quantize=False), variation=CellVariation(read_noise_scale=1.0))
     q, k, v = (x.requires_grad_() for x in inputs(tokens=96))
     torch.manual_seed(0)
     first = layer(q, k, v)
@@ -173,8 +176,8 @@ def wide_cell():
 
 @pytest.mark.parametrize("wide,terms", [(False, "series"), (True, "exact")])
 def test_per_cell_decay_and_offsets_match_a_cell_by_cell_reference(cell, wide_cell, wide, terms):
-    layer = make_layer(wide_cell if wide else cell, window=None, quantize=False, variation_scale=2.0 if wide else 1.0,
-                       variation_seed=1).double()
+    layer = make_layer(wide_cell if wide else cell, window=None, converters=Converters(quantize=False),
+                       variation=CellVariation(scale=2.0 if wide else 1.0, seed=1)).double()
     q, k, v = inputs(tokens=64, dtype=torch.float64)
     with torch.no_grad():
         got = layer(q, k, v)
@@ -185,8 +188,8 @@ def test_per_cell_decay_and_offsets_match_a_cell_by_cell_reference(cell, wide_ce
 
 @pytest.mark.parametrize("wide", [False, True])
 def test_gradients_with_variation_pass_gradcheck(cell, wide_cell, wide):
-    layer = GainCellAttention(wide_cell if wide else cell, 2, 4, kv_heads=1, tile=4, window=8, quantize=False,
-                              variation_scale=2.0).double()
+    layer = GainCellAttention(wide_cell if wide else cell, 2, 4, kv_heads=1, tile=4, window=8,
+                              converters=Converters(quantize=False), variation=CellVariation(scale=2.0)).double()
     layer.q_scaler.b.data.fill_(0.3)
     generator = torch.Generator().manual_seed(2)
     q = torch.randn(1, 2, 11, 4, generator=generator, dtype=torch.float64).requires_grad_()
@@ -197,13 +200,13 @@ def test_gradients_with_variation_pass_gradcheck(cell, wide_cell, wide):
 def test_a_surrogate_without_variation_refuses_a_nonzero_scale(cell):
     plain = CellModel.from_surrogate(REFERENCE)
     with pytest.raises(ConfigError, match="variation_scale: needs a surrogate with a variation component"):
-        GainCellAttention(plain, 2, 8, variation_scale=1.0)
+        GainCellAttention(plain, 2, 8, variation=CellVariation(scale=1.0))
     layer = GainCellAttention(plain, 2, 8)
     with pytest.raises(ConfigError, match="read_noise_scale: needs a surrogate with a variation component"):
         layer.read_noise_scale = 0.5
     for bad in (-1.0, float("nan"), True):
         with pytest.raises(ConfigError, match="variation_scale"):
-            GainCellAttention(cell, 2, 8, variation_scale=bad)
+            GainCellAttention(cell, 2, 8, variation=CellVariation(scale=bad))
     with pytest.raises(ConfigError, match="variation_seed"):
-        GainCellAttention(cell, 2, 8, variation_seed=-1)
+        GainCellAttention(cell, 2, 8, variation=CellVariation(seed=-1))
     assert np.isclose(cell.variation.retention_beta, 1.0)
