@@ -209,7 +209,7 @@ def test_adapt_command_resumes_after_interruption_and_the_folder_evaluates(tmp_p
     text.write_text(TEXT)
     out = tmp_path / "adapted"
     args = ["adapt", "--model", str(gpt2_folder), "--surrogate", "paper", "--out", str(out), "--train-text", str(text),
-            "--steps", "60", "--batch", "2", "--seq", "32", "--checkpoint-every", "1", "--calibration-tokens", "64",
+            "--steps", "30", "--batch", "2", "--seq", "32", "--checkpoint-every", "1", "--calibration-tokens", "64",
             "--calibration-iterations", "5"]
     first = _cli(*args)
     checkpoint = out / "checkpoints" / "linear.safetensors"
@@ -226,7 +226,7 @@ def test_adapt_command_resumes_after_interruption_and_the_folder_evaluates(tmp_p
     assert "resuming from step" in log
     manifest = json.loads((out / "adapted.json").read_text())
     assert manifest["stages_done"] == ["linear", "calibrate", "nonlinear"]
-    assert manifest["stages"]["linear"]["tokens_seen"] == 60 * 2 * 32
+    assert manifest["stages"]["linear"]["tokens_seen"] == 30 * 2 * 32
     assert not checkpoint.exists()
     from click.testing import CliRunner
 
