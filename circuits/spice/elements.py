@@ -15,6 +15,7 @@ The netlist layer (`netlist.prepare`) still checks every finished deck against t
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,9 +32,9 @@ _EXPRESSION_TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[+\-*/()]")
 
 def number(value: float | int) -> str:
     """The number format of every netlist: 12 significant digits, so float noise (0.1 + 0.2) never shows."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise NetlistError(f"a netlist number must be a finite int or float, got {value!r}")
-    return f"{value:.12g}"
+    return f"{float(value):.12g}" if not isinstance(value, numbers.Integral) else str(int(value))
 
 
 def value(item, what: str = "value") -> str:
