@@ -46,7 +46,8 @@ class Testbench:
     """One sweep point as a parameterised subcircuit; subclasses fill in the circuit-specific parts.
 
     Subclasses are frozen dataclasses (picklable: they travel to worker processes) and define:
-    - `subcircuit()`: the `.subckt NAME ... params: ...` text; every sweep parameter is a subckt param;
+    - `subcircuit()`: the point's `.subckt` block, built with `point_subcircuit` from element lines of
+      `spice/elements.py` (the only place SPICE text is written); every sweep parameter is a subckt param;
     - `analysis(points)`: the analysis for a chunk of points;
     - `probes`: vectors inside one instance to keep (`v(sn)`, `i(v.vbl)` for a source `vbl`);
     - optionally `preamble()` (model libraries, shared sources), `ports` (nodes the instances share,
