@@ -38,11 +38,13 @@ def _swapped(folders, which, mode):
     return model, tokenizer
 
 
-@pytest.mark.parametrize("mode", ["ideal", "nonlinear"])
+@pytest.mark.parametrize("mode", ["nonlinear"])
 @pytest.mark.parametrize("which", ["gpt2", "llama"])
 def test_harness_perplexity_equals_gaincell_evaluator_on_the_same_windows(tmp_path, folders, harness, which, mode):
     """One window (20 tokens < 32) and three full windows (96 tokens): lm-eval's summed loglikelihood of the
-    text equals gaincell's evaluator on [prefix] + tokens with context 33, stride 32 (see adapt.harness)."""
+    text equals gaincell's evaluator on [prefix] + tokens with context 33, stride 32 (see adapt.harness). The
+    gain-cell layers only (unpadded windows: the harness calls the model alike in any mode; the padded batches
+    of the LAMBADA test below run in both modes); the end compares with softmax attention."""
     model, tokenizer = _swapped(folders, which, mode)
     path = tmp_path / "text.txt"
     path.write_text(TEXT)
