@@ -10,6 +10,8 @@ Part 2, the retrieval probe: on LAMBADA passages, the query that has to find the
 token) in every layer - how many keys the softmax teacher attends to (1 / sum p^2), how many the adapted gain-cell
 layer does ((sum phi)^2 / sum phi^2), the share of keys with a pulse, of saturated pulses, and of per-tile
 readouts clipped at full scale or rounded to zero although charge arrived.
+Part 3, context use: the perplexity of the WikiText-2 tokens by how much context precedes them in their window
+(1-15 tokens, 16-63, ...), softmax vs adapted: how much each model gains from context further back.
 
 Every row is kept in --work (a rerun reuses finished rows). A tiny run for the test suite: --eval-tokens 64
 --context 32 --lambada-items 2 --probe-items 1.
@@ -181,6 +183,43 @@ def retrieval_probe(model, tokenizer, options) -> list[dict]:
     return [{name: sum(r[name] for r in records) / len(records) for name in records[0]} for records in per_layer]
 
 
+CONTEXT_EDGES = (1, 16, 64, 128, 256, 512, 1024, 2048)
+
+
+def context_use(model, tokens: torch.Tensor, context: int) -> list[dict]:
+    """Perplexity of the tokens by the context before them (ranges between CONTEXT_EDGES, up to `context`) over the
+    disjoint `context`-token windows of `tokens` (the cost table's windows)."""
+    edges = [e for e in CONTEXT_EDGES if e < context] + [context]
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(tokens) - context + 1, context):
+            window = tokens[start:start + context][None]
+            logits = model(window, use_cache=False).logits[0, :-1].float()
+            losses.append(torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="none"))
+    loss = torch.stack(losses).mean(0)  # index p: the token after p + 1 tokens of context
+    return [{"context": f"{low}-{high - 1}", "perplexity": float(loss[low - 1:high - 1].mean().exp()),
+             "tokens": len(losses) * (high - low)} for low, high in zip(edges, edges[1:])]
+
+
+def print_context_use(model, tokenizer, options) -> None:
+    """Part 3's table: softmax (the unmodified model) and the adapted model on the cost table's windows."""
+    from gaincell.adapt.models import load_pretrained
+    from gaincell.adapt.text import token_stream
+
+    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
+    softmax = context_use(load_pretrained(options.base)[0], tokens, options.context)
+    adapted = context_use(model, tokens, options.context)
+    write_json(options.work / "context-use.json", {"softmax": softmax, "adapted": adapted})
+    print(f"\nContext use: WikiText-2 perplexity of the tokens by the context before them in their "
+          f"{options.context}-token window ({len(tokens) // options.context} windows)\n")
+    print("| context before the token (tokens) | scored tokens | softmax ppl | gain-cell ppl | gain-cell / softmax |")
+    print("|---|---|---|---|---|")
+    for ours, theirs in zip(adapted, softmax):
+        print(f"| {ours['context']} | {ours['tokens']} | {theirs['perplexity']:.4g} | {ours['perplexity']:.4g} | "
+              f"{ours['perplexity'] / theirs['perplexity']:.2f} |")
+    print("(a ratio that grows down the table: the adapted model gains less than softmax from context further back)")
+
+
 def probe_figure(probe: list[dict]):
     """Per layer: how many keys the last query attends to, and the strongest key's weight, softmax vs gain-cell."""
     import numpy as np
@@ -236,6 +275,7 @@ def main() -> None:
               f"{100 * row['lambada']:.1f} % |")
     if variation is None:
         print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
+    print_context_use(model, tokenizer, options)
     probe = retrieval_probe(model, tokenizer, options)
     write_json(options.work / "probe.json", probe)
     print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "

@@ -62,4 +62,5 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
               "--lambada-items", "2", "--probe-items", "1", "--figure", str(tmp_path / "probe"), cwd=tmp_path)
     assert "| as adapted: every hardware effect |" in out and "| - C2P and readout saturation |" in out
     assert "| 1 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
+    assert "| 1-15 | 30 |" in out and "| 16-31 | 32 |" in out  # context use: 2 windows of 32 tokens
 
