@@ -100,3 +100,15 @@ def test_pyspice_builds_no_netlist_of_the_package():
     users = [p.relative_to(ROOT) for folder in ("gaincell", "circuits", "fitting", "surrogate", "adapt", "energy")
              for p in (ROOT / folder).glob("**/*.py") if "PySpice.Spice.Netlist" in p.read_text()]
     assert not users
+
+
+def test_a_library_path_its_line_cannot_carry_is_refused_with_the_deck_s_line(tmp_path):
+    """A relative `.lib` that resolves under a folder with a blank: the element layer cannot write the line, and
+    the refusal names the deck's line."""
+    from gaincell.circuits.spice.netlist import prepare
+
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    (folder / "models.lib").write_text("* models\n.lib tt\n.model nfast nmos level=1\n.endl tt\n")
+    with pytest.raises(NetlistError, match=r"deck line 2: the library path .* holds a blank or a quote"):
+        prepare(".title t\n.lib models.lib tt\nr1 a 0 1k\n.op\n", base_dir=folder, source_name="deck")

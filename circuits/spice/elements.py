@@ -172,11 +172,11 @@ def transistor(device, name: str, nodes: Iterable[str], w, l, extra: Mapping[str
 
 
 def _scaled(length, scale: float) -> str:
+    """A length in metres in a device's unit: `{(length)*scale}` unless the unit is the metre."""
+    written = value(length)
     if scale == 1.0:
-        return value(length)
-    inner = value(length)
-    inner = inner[1:-1] if inner.startswith("{") else inner
-    return f"{{({inner})*{number(scale)}}}"
+        return written
+    return f"{{({written.strip('{}')})*{number(scale)}}}"
 
 
 def _assignments(params: Mapping[str, object], owner: str) -> str:
@@ -213,7 +213,8 @@ def include(path) -> str:
     """`.include "FILE"` (in single quotes when the path holds a double one)."""
     text = str(path)
     if "\n" in text or ('"' in text and "'" in text):
-        raise NetlistError(f"the path {text!r} cannot be written on an .include line (a line break, or both quotes)")
+        raise NetlistError(f"the path {text!r} holds a line break or both kinds of quote, which an .include line "
+                           "cannot carry; move or link the file to a plainer path")
     quote = "'" if '"' in text else '"'
     return f".include {quote}{text}{quote}"
 
@@ -222,7 +223,8 @@ def library(path, section: str) -> str:
     """`.lib FILE SECTION`: one section (e.g. a process corner) of a model library (no blank or quote in FILE)."""
     text = str(path)
     if any(c.isspace() or c in "'\"" for c in text):
-        raise NetlistError(f"the library path {text!r} holds a blank or a quote, which a .lib line cannot carry")
+        raise NetlistError(f"the library path {text!r} holds a blank or a quote, which ngspice's .lib line cannot "
+                           "carry; move or link the library to a path without them")
     return f".lib {text} {_word('library section', section)}"
 
 

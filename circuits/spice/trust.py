@@ -375,17 +375,10 @@ class DeckPolicy:
                                ".lib FILE SECTION, or a whole file with .include FILE")
         path = resolve(reference.path, self.base_dir)
         self._walk.follow(path, reference.section, _Chain().then(self.name, number, reference), ())
-        text = str(path)
-        if reference.kind == "lib":
-            if any(c.isspace() or c in "'\"" for c in text):
-                raise NetlistError(f"{self.name} line {number}: the library path {text!r} holds a blank or a "
-                                   "quote, which ngspice's .lib line cannot carry; move or link the library to a "
-                                   "path without them")
-            return library(text, reference.section)
-        if '"' in text and "'" in text:
-            raise NetlistError(f"{self.name} line {number}: the path {text!r} holds both kinds of quote, which "
-                               "an .include line cannot carry; move or link the file to a plainer path")
-        return include(text)
+        try:  # the element layer refuses a path its line cannot carry
+            return library(path, reference.section) if reference.kind == "lib" else include(path)
+        except NetlistError as exc:
+            raise NetlistError(f"{self.name} line {number}: {exc}") from None
 
 
 def files_read(text: str, name: str, base_dir: Path) -> list[Path]:
