@@ -163,14 +163,21 @@ def gaincell_concentration(layer, q, k, v) -> dict:
             "rounded_to_zero": rounded_away.float().sum().item() / max(1, arrived.sum().item())}
 
 
-def retrieval_probe(model, tokenizer, options) -> list[dict]:
+def softmax_teacher(options):
+    """The unmodified base model with its attention swapped in 'ideal' mode (softmax, the same numbers), so that
+    the probe can read every layer's q, k."""
+    from gaincell.adapt.models import load_pretrained, swap_attention
+
+    teacher, _, _ = load_pretrained(options.base)
+    return swap_attention(teacher, options.model / "surrogate.h5", mode="ideal")
+
+
+def retrieval_probe(model, teacher, tokenizer, options) -> list[dict]:
     """Per layer, averaged over the first --probe-items LAMBADA passages: the teacher's and the adapted layer's
     concentration on the last context token's query."""
-    from gaincell.adapt.models import gaincell_layers, load_pretrained, swap_attention
+    from gaincell.adapt.models import gaincell_layers
     from gaincell.adapt.text import read_items, split_last_word
 
-    teacher, _, _ = load_pretrained("smollm2" if options.base is None else options.base)
-    swap_attention(teacher, options.model / "surrogate.h5", mode="ideal")
     layers = gaincell_layers(model)
     per_layer: list[list[dict]] = [[] for _ in layers]
     for number, text in enumerate(read_items(options.lambada, "--lambada")[:options.probe_items], 1):
@@ -201,13 +208,12 @@ def context_use(model, tokens: torch.Tensor, context: int) -> list[dict]:
              "tokens": len(losses) * (high - low)} for low, high in zip(edges, edges[1:])]
 
 
-def print_context_use(model, tokenizer, options) -> None:
-    """Part 3's table: softmax (the unmodified model) and the adapted model on the cost table's windows."""
-    from gaincell.adapt.models import load_pretrained
+def print_context_use(model, teacher, tokenizer, options) -> None:
+    """Part 3's table: softmax (the unmodified model, `teacher`) and the adapted model on the cost table's windows."""
     from gaincell.adapt.text import token_stream
 
     tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
-    softmax = context_use(load_pretrained(options.base)[0], tokens, options.context)
+    softmax = context_use(teacher, tokens, options.context)
     adapted = context_use(model, tokens, options.context)
     write_json(options.work / "context-use.json", {"softmax": softmax, "adapted": adapted})
     print(f"\nContext use: WikiText-2 perplexity of the tokens by the context before them in their "
@@ -275,8 +281,9 @@ def main() -> None:
               f"{100 * row['lambada']:.1f} % |")
     if variation is None:
         print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
-    print_context_use(model, tokenizer, options)
-    probe = retrieval_probe(model, tokenizer, options)
+    teacher = softmax_teacher(options)
+    print_context_use(model, teacher, tokenizer, options)
+    probe = retrieval_probe(model, teacher, tokenizer, options)
     write_json(options.work / "probe.json", probe)
     print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "
           "per layer (keys: effective number attended to; pulses: share of keys with phi > 0, with phi = 1; "

@@ -118,8 +118,8 @@ class GainCellAttention(nn.Module):
             raise ConfigError("kv_heads", f"must divide heads={heads}; got {kv_heads}")
         tile = cell.hardware.rows_per_tile if tile == FROM_HARDWARE else tile
         window = cell.hardware.window_tokens if window == FROM_HARDWARE else window
-        quantization = converters.quantization
-        quantization = hardware_quantization(cell.hardware) if quantization is None else quantization
+        quantization = (hardware_quantization(cell.hardware) if converters.quantization is None
+                        else converters.quantization)
         if not is_count(tile, MAX_TILE):
             raise ConfigError("tile", f"must be an integer 1 .. {MAX_TILE}; got {tile!r}")
         if window is not None and (not is_count(window, MAX_WINDOW) or window < tile or window % tile):
