@@ -328,7 +328,7 @@ def set_mode(model, mode: str, **switches) -> None:
             setattr(layer, name, value)
 
 
-OPTIONAL_STATE = (".c2p_threshold",)  # absent from folders adapted before it existed: their layers keep 0
+OPTIONAL_STATE = (".c2p_threshold", ".c2p_gain")  # absent from folders adapted before they existed: 0 and 1
 
 
 def gaincell_state(model) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ import torch
 from gaincell.errors import ConfigError
 from gaincell import progress
 from gaincell.surrogate.file import Surrogate, sha256_of
+from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
@@ -62,6 +63,7 @@ class AdaptOptions:
     max_train_tokens: int | None = None
     device: str = "auto"
     hardware: dict = field(default_factory=dict)  # fields of the surrogate's hardware configuration set for a study
+    c2p_gain: float | None = None  # every head's C2P gain before training (None: the model's own; 1 for a base model)
 
     def __post_init__(self):
         unknown = [s for s in self.stages if s not in STAGES]
@@ -78,6 +80,9 @@ class AdaptOptions:
                                           "the linear stage changes them: run transfer without linear")
         if "distill" in self.stages and self.distill.distill_weight == 0:
             raise ConfigError("--distill", "must be > 0 for the distill stage (the weight of the KL term)")
+        if self.c2p_gain is not None and not C2P_GAIN_RANGE[0] <= self.c2p_gain <= C2P_GAIN_RANGE[1]:
+            raise ConfigError("--c2p-gain", f"must be within {C2P_GAIN_RANGE[0]:g} .. {C2P_GAIN_RANGE[1]:g} (the "
+                                            f"integration capacitors the C2P offers); got {self.c2p_gain!r}")
         if self.calibration_tokens < 16:
             raise ConfigError("--calibration-tokens", f"must be >= 16; got {self.calibration_tokens}")
 
@@ -145,6 +150,11 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
     if retargeted and fresh:
         retarget(model, options.surrogate, calibration_batch, options.hardware)
         say(f"re-targeted {options.model} to {options.surrogate}: scalers carried over, outputs matched per head")
+    if fresh and options.c2p_gain is not None:
+        for layer in gaincell_layers(model):
+            layer.c2p_gain.data.fill_(options.c2p_gain)
+        manifest["c2p_gain_start"] = options.c2p_gain
+        say(f"every head's C2P gain set to {options.c2p_gain:g} (trained from there)")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stage in todo:
         started, cpu_started = time.perf_counter(), time.process_time()

@@ -2,7 +2,7 @@
 
 An adapted model's projections and scalers are fitted to its cell. For a new cell (`retarget`), every layer gets
 a gain-cell attention built from the new surrogate whose scalers start from the old ones: the query's pulse
-widths and the C2P thresholds stay as they were, the stored k and v voltages keep their place within the stored
+widths and the C2P thresholds and gains stay as they were, the stored k and v voltages keep their place within the stored
 range (the old range mapped affinely onto the new one), the layer computes as before (its normalization and C2P
 reference, `hardware.COMPUTATION_FIELDS`, unless the user sets them), and the output scaler is set so that each head's output has the mean and
 standard deviation the old layer gave on the same inputs (the new cell's multiply has another gain and shape).
@@ -42,6 +42,7 @@ def retarget(model, surrogate, batch: torch.Tensor, hardware: dict | None = None
         new.q_scaler.a.copy_(old.q_scaler.a)
         new.q_scaler.b.copy_(old.q_scaler.b)
         new.c2p_threshold.copy_(old.c2p_threshold)
+        new.c2p_gain.copy_(old.c2p_gain)
         (old_low, old_high), (low, high) = old.cell.stored_range_v, new.cell.stored_range_v
         stretch = (high - low) / (old_high - old_low)
         for before, after in ((old.k_scaler, new.k_scaler), (old.v_scaler, new.v_scaler)):

@@ -72,6 +72,7 @@ def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
         for scaler in layer.scalers().values():
             scaler.requires_grad_(True)
         layer.c2p_threshold.requires_grad_(True)
+        layer.c2p_gain.requires_grad_(True)
     return model
 
 

@@ -3,8 +3,8 @@
 Part 1, the cost table: the adapted model (`gaincell adapt --out FOLDER`) is scored as adapted, then with one
 hardware effect removed at a time - the nonlinear multiply (its least-squares line instead), the query's pulse
 widths and the stored levels (exact), the per-tile readout's levels (exact), the retention decay, the C2P's and
-the readout's saturation, the heads' trained C2P thresholds - then with all of them removed, and with the surrogate's variation or read noise
-added (`--variation-surrogate`, a fit with a Monte Carlo component). Each row: WikiText-2 perplexity (disjoint
+the readout's saturation, the heads' trained C2P thresholds, their trained C2P gains - then with all of them
+removed, and with the surrogate's variation or read noise added (`--variation-surrogate`, a fit with a Monte Carlo component). Each row: WikiText-2 perplexity (disjoint
 `--context` windows) and LAMBADA accuracy (greedy last word), beside the unmodified softmax model.
 Part 2, the retrieval probe: on LAMBADA passages, the query that has to find the answer (the last context
 token) in every layer - how many keys the softmax teacher attends to (1 / sum p^2), how many the adapted gain-cell
@@ -48,6 +48,7 @@ def rows(layer, variation: bool) -> list[tuple[str, dict]]:
              ("- retention decay", {"decay": False}),
              ("- C2P and readout saturation", {"saturate": False}),
              ("- per-head C2P thresholds (the cell's offset)", {"thresholds": False}),
+             ("- per-head C2P gains (the characterized capacitor)", {"gains": False}),
              ("every effect removed (line, exact, no decay, no saturation)",
               {"mode": "linear", "quantization": exact, "decay": False, "saturate": False})]
     if layer.peak_reference:  # its reference sits one saturation unit below the best score
@@ -88,7 +89,7 @@ def cost_table(model, tokenizer, options, variation) -> list[dict]:
 
     layer = gaincell_layers(model)[0]
     base = {"mode": layer.mode, "quantization": layer.quantization, "quantize": layer.quantize, "decay": layer.decay,
-            "saturate": True, "thresholds": True, "variation_scale": 0.0, "read_noise_scale": 0.0}
+            "saturate": True, "thresholds": True, "gains": True, "variation_scale": 0.0, "read_noise_scale": 0.0}
     if variation is not None:
         from gaincell.surrogate.file import Surrogate
 
@@ -150,7 +151,7 @@ def gaincell_concentration(layer, q, k, v) -> dict:
         inside = attention_internals(layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v), layer.cell,
                                      decay="surrogate" if layer.decay else None, tile=layer.tile, window=layer.window,
                                      quantize=layer._quantization() or False, linear=layer.mode == "linear",
-                                     threshold=layer._threshold(), peak=layer.peak_reference)
+                                     threshold=layer._threshold(), peak=layer.peak_reference, gain=layer._gain())
     phi, readouts = inside["phi"][0, :, -1], inside["readouts"][:, 0, :, -1]  # (H, keys), (tiles, H, D)
     steps = layer._out_steps()
     arrived = readouts != 0

@@ -55,6 +55,7 @@ MODES = ("nonlinear", "linear", "ideal")
 FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configuration (rows per array, window)
 MAX_TILE = 4096  # cells per array side (as `gaincell simulate array --rows/--cols`)
 MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --context`)
+C2P_GAIN_RANGE = (0.25, 8.0)  # integration capacitors from 4x to 1/8 of the characterized one
 
 
 def is_count(value, high: int) -> bool:
@@ -132,6 +133,7 @@ class GainCellAttention(nn.Module):
         self.quantize, self.decay, self.linear_backward = converters.quantize, decay, linear_backward
         self.saturate = converters.saturate
         self.thresholds = True
+        self.gains = True
         middle = 0.5 * sum(cell.stored_range_v)
         self.q_scaler = AffineScaler(heads, 1.0, 0.5)
         self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
@@ -140,6 +142,9 @@ class GainCellAttention(nn.Module):
         # per query head, the C2P's comparator reference raised above the cell's offset (C2P saturation units):
         # only keys scoring above it give a pulse; trained with the scalers, 0 = the cell as characterized
         self.c2p_threshold = nn.Parameter(torch.zeros(heads))
+        # per query head, the C2P's conversion gain (pulse width per unit charge: the head's integration capacitor,
+        # a design-time choice within C2P_GAIN_RANGE); trained with the scalers, 1 = the cell as characterized
+        self.c2p_gain = nn.Parameter(torch.ones(heads))
         self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
         self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
@@ -306,15 +311,20 @@ class GainCellAttention(nn.Module):
         return naive_pulses(self.q_scaler(q), self.k_scaler(k), self.v_scaler(v), self.cell,
                             decay="surrogate" if self.decay else None, tile=self.tile, window=self.window,
                             quantize=self._quantization() or False, linear=self.mode == "linear",
-                            threshold=self._threshold(), queries=queries, peak=self.peak_reference)
+                            threshold=self._threshold(), queries=queries, peak=self.peak_reference,
+                            gain=self._gain())
 
     def _threshold(self) -> torch.Tensor | None:
         return self.c2p_threshold if self.thresholds else None
 
+    def _gain(self) -> torch.Tensor | None:
+        """The heads' C2P gains within C2P_GAIN_RANGE (None with `gains` off: every head at 1)."""
+        return self.c2p_gain.clamp(*C2P_GAIN_RANGE) if self.gains else None
+
     def _c2p(self) -> C2P:
-        """The C2P settings of a pass: the heads' thresholds (unless `thresholds` is off), the hardware's reference,
-        and the full scale (inf with `saturate` off)."""
-        return C2P(self._threshold(), self.peak_reference, 1.0 if self.saturate else math.inf)
+        """The C2P settings of a pass: the heads' thresholds and gains (unless `thresholds`, `gains` are off), the
+        hardware's reference, and the full scale (inf with `saturate` off)."""
+        return C2P(self._threshold(), self.peak_reference, 1.0 if self.saturate else math.inf, self._gain())
 
     def _out_steps(self) -> int:
         quantization = self._quantization()
@@ -360,6 +370,10 @@ class GainCellAttention(nn.Module):
         position mod ring), and the `StageCells` for the stage arithmetic; `stored` are the (clamped, quantized)
         k, v voltages. A multiply deviation adds to the product form's one term, or is one more term decaying as
         the reference level with the aged-voltage decay's."""
+        if self.gains and bool((self.c2p_gain != 1).any()):
+            raise ConfigError("variation_scale", "per-cell variation and read noise are modelled at the characterized "
+                                                 "C2P gain only; this layer's heads have trained gains (set `gains` "
+                                                 "off or use a model adapted without them)")
         arrays = self._cell_arrays(ring, positions, stored[0])
         tokens = stored[0].shape[2]
         if arrays["k"] is not None:

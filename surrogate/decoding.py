@@ -67,7 +67,8 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)), and
     each stage is one product of the physical pulses with them. Only the tiles holding a token are read (the
     ring fills from slot 0). `c2p`: the heads' C2P thresholds, the reference (the cell's offset or the query's
-    peak score, `functional.peak_reference`) and the full scale, as in `functional.tiled_attention`."""
+    peak score, `functional.peak_reference`), the gains and the full scale, as in `functional.tiled_attention`."""
+    q = c2p.amplified(q)
     b, h, _, d = q.shape
     table = table if table.dim() == 2 else table[None]
     length, kv_heads = table.shape[1], fk_ring.shape[-3]

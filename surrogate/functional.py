@@ -346,7 +346,8 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
     ring) or a product form for one term (see `decay_table_for`). `execution`: the chunk size and the
     implementation (see `use_triton`). `cells`: per-cell variation and read noise with arrays of
     (B x H, padded length, ...) (torch path only: the Triton kernel has one decay table and one offset for every
-    cell). `c2p`: the heads' C2P thresholds, the reference (offset or each query's peak) and the full scale."""
+    cell). `c2p`: the heads' C2P thresholds and gains, the reference (offset or each query's peak) and the full scale."""
+    q = c2p.amplified(q)
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     fk, fv = (expand_kv(as_terms(x), h) for x in (fk, fv))
@@ -396,16 +397,19 @@ def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torc
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                         quantize: bool | Quantization = False, linear: bool = False,
-                        threshold: torch.Tensor | None = None, peak: bool = False) -> dict[str, torch.Tensor]:
+                        threshold: torch.Tensor | None = None, peak: bool = False,
+                        gain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
     the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
     their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
-    `gaincell_attention`; with `peak` (the C2P reference at each query's peak), S is counted from that reference."""
+    `gaincell_attention`; with `peak` (the C2P reference at each query's peak), S is counted from that reference;
+    `gain`: each head's C2P gain (S is the amplified score)."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, "torch", terms.aged)
+    qh = C2P(gain=gain).amplified(qh)
     geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0,
                         peak=peak)
     pad = (0, 0, 0, padded - t)

@@ -17,11 +17,11 @@ from .transfers import Quantization, TabulatedTransfer, polyval, quantize_ste, s
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                              quantize: bool | Quantization = False, linear: bool = False,
                              linear_backward: bool = False, threshold: torch.Tensor | None = None,
-                             peak: bool = False) -> torch.Tensor:
+                             peak: bool = False, gain: torch.Tensor | None = None) -> torch.Tensor:
     """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention; `peak`: the C2P
-    reference at each query's peak score)."""
+    reference at each query's peak score; `gain`: each head's C2P gain)."""
     phi, fv, d, quantization, ring = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward,
-                                             C2P(threshold, peak), q.shape[2])
+                                             C2P(threshold, peak, gain=gain), q.shape[2])
     positions = torch.arange(q.shape[2], device=q.device)
     slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
     out = torch.zeros_like(q)
@@ -39,16 +39,18 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
 
 def naive_pulses(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                  quantize: bool | Quantization = False, linear: bool = False, threshold: torch.Tensor | None = None,
-                 queries: int | None = None, peak: bool = False) -> torch.Tensor:
+                 queries: int | None = None, peak: bool = False, gain: torch.Tensor | None = None) -> torch.Tensor:
     """The C2P outputs phi (B, H, queries, T) of the last `queries` queries (all by default) against every key,
-    by plain autograd (zero outside each query's causal window): where each query's weight goes."""
-    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, C2P(threshold, peak),
+    by plain autograd (zero outside each query's causal window): where each query's weight goes. `gain`: each
+    head's C2P gain (None: 1)."""
+    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False,
+                              C2P(threshold, peak, gain=gain),
                               q.shape[2] if queries is None else queries)
     return phi * (d != 0).any(0)  # a key outside the window gives no pulse (its cell is not read)
 
 
 def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward, c2p: C2P, queries: int):
-    """phi of the last `queries` queries through the C2P converters `c2p` (threshold, reference, full scale),
+    """phi of the last `queries` queries through the C2P converters `c2p` (threshold, gain, reference, full scale),
     g(v) (terms, B, H, T, D), their decay x window tables (terms, queries, T), the quantization and the ring size."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     low, high = cell.stored_range_v
@@ -73,6 +75,7 @@ def _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backwar
     age = positions[steps - queries:, None] - positions[None, :]  # (queries, T keys)
     tables = terms.tables
     d = torch.where((age >= 0) & (age < ring), tables[:, age.clamp(0, ring - 1)], tables.new_zeros(()))
+    qh = c2p.amplified(qh)
     scores = sum(torch.matmul(qh[:, :, steps - queries:], f.transpose(-1, -2)) * d_r for f, d_r in zip(fk, d))
     shift = 0.0 if c2p.threshold is None else c2p.threshold.view(1, -1, 1, 1)  # each head's C2P threshold
     reference = peak_reference(scores, (d != 0).any(0)) if c2p.peak else cell.offset

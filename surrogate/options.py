@@ -26,12 +26,23 @@ class Execution:
 class C2P:
     """The charge-to-pulse converters of one pass: `threshold`, each query head's threshold (H,) above the cell's
     offset (None: 0); `peak`, the reference follows each query's peak score (`functional.peak_reference`), not the
-    offset; `full_scale`, where the C2P saturates and the readout clips (inf: neither, an ablation). `peak` and a
-    `full_scale` other than 1 run on the torch path only."""
+    offset; `full_scale`, where the C2P saturates and the readout clips (inf: neither, an ablation); `gain`, each
+    query head's conversion gain (H,): pulse width per unit of bit-line charge, set by the size of the head's
+    integration capacitor (None: 1, the cell as characterized). A gain g scales every score of the head by g
+    before the reference and threshold, so with the peak reference a key pulses when it scores within
+    (1 - threshold) / g of the best one. `peak` and a `full_scale` other than 1 run on the torch path only."""
 
     threshold: torch.Tensor | None = None
     peak: bool = False
     full_scale: float = 1.0
+    gain: torch.Tensor | None = None
+
+    def amplified(self, q: torch.Tensor) -> torch.Tensor:
+        """The hardware queries q (B, H, ..., D) with each head's gain applied: the scores are linear in q, so a
+        gain on the charge is a gain on the query's pulses."""
+        if self.gain is None:
+            return q
+        return q * self.gain.to(q.dtype).view(1, -1, *([1] * (q.dim() - 2)))
 
 
 @dataclass(frozen=True)

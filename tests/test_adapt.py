@@ -100,6 +100,7 @@ def test_adapted_folder_round_trip_and_damage_is_detected(tmp_path, llama_folder
         layer.q_scaler.a.data.fill_(0.3)
         layer.out_scaler.target_mean.fill_(0.7)
         layer.c2p_threshold.data.copy_(0.01 * torch.arange(layer.heads))
+        layer.c2p_gain.data.copy_(1.0 + 0.1 * torch.arange(layer.heads))
     ids = _tokens(tokenizer, 70)
     with torch.no_grad():
         expected = model(ids).logits
@@ -108,6 +109,7 @@ def test_adapted_folder_round_trip_and_damage_is_detected(tmp_path, llama_folder
     layer = gaincell_layers(loaded)[1]
     assert float(layer.q_scaler.a[0].detach()) == pytest.approx(0.3) and float(layer.out_scaler.target_mean[0]) == pytest.approx(0.7)
     assert float(layer.c2p_threshold[-1]) == pytest.approx(0.01 * (layer.heads - 1))
+    assert float(layer.c2p_gain[-1]) == pytest.approx(1.0 + 0.1 * (layer.heads - 1))
     with torch.no_grad():
         # float32 sums may round apart by ~1e-6; a parameter or buffer lost in the round trip moves far more
         torch.testing.assert_close(loaded(ids).logits, expected, rtol=1e-5, atol=1e-5)

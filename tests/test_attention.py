@@ -141,6 +141,7 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, wi
         for scaler in (layer.q_scaler, layer.k_scaler, layer.v_scaler):
             scaler.a.fill_(0.25)
         layer.c2p_threshold.copy_(threshold * torch.arange(4.0))  # a different C2P threshold per head
+        layer.c2p_gain.copy_(1.0 + 10 * threshold * torch.arange(4.0))  # and gain
     generator = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, h, 200, 16, generator=generator) for h in (4, 2, 2))  # 200 tokens > window 64
     parallel = layer(q, k, v)

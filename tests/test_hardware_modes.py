@@ -122,18 +122,19 @@ def test_files_written_before_the_field_read_as_none_and_an_override_is_recorded
 @pytest.mark.parametrize("normalization", ["none", "reference-column"])
 def test_peak_reference_equals_the_naive_layer_forward_and_backward(normalization):
     """The fast path's peak reference (its custom backward included) against plain autograd on full score matrices,
-    with the aged-voltage decay and a per-head threshold."""
+    with the aged-voltage decay and a per-head threshold and gain."""
     attention = layer(normalization, "peak", converters=Converters(quantize=False)).double()
     with torch.no_grad():
         attention.q_scaler.a.fill_(0.5)
         attention.c2p_threshold.copy_(torch.linspace(-0.2, 0.3, HEADS))
+        attention.c2p_gain.copy_(torch.linspace(0.5, 3.0, HEADS))
     q, k, v = (x.double().requires_grad_() for x in inputs(t=48, seed=7))
     out = attention(q, k, v)
     qs, ks, vs = attention.q_scaler(q), attention.k_scaler(k), attention.v_scaler(v)
 
     def naive(values):
         return naive_gaincell_attention(qs, ks, values, attention.cell, decay="surrogate", tile=16, window=64,
-                                        threshold=attention.c2p_threshold, peak=True)
+                                        threshold=attention.c2p_threshold, peak=True, gain=attention.c2p_gain)
 
     y = naive(vs)
     if attention.normalized:  # the reference column: a value column holding the top level for every token
@@ -141,9 +142,9 @@ def test_peak_reference_equals_the_naive_layer_forward_and_backward(normalizatio
     reference = attention.out_scaler(attention._normalized(y))
     assert torch.allclose(out, reference, atol=1e-9)
     weights = torch.randn_like(out)
-    inputs_and_threshold = (q, k, v, attention.c2p_threshold)
-    for a, b in zip(torch.autograd.grad(out, inputs_and_threshold, weights),
-                    torch.autograd.grad(reference, inputs_and_threshold, weights)):
+    inputs_and_c2p = (q, k, v, attention.c2p_threshold, attention.c2p_gain)
+    for a, b in zip(torch.autograd.grad(out, inputs_and_c2p, weights),
+                    torch.autograd.grad(reference, inputs_and_c2p, weights)):
         assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-8)
 
 
@@ -157,6 +158,14 @@ def test_with_the_peak_reference_the_best_key_of_every_query_gives_a_full_pulse(
     torch.testing.assert_close(phi.amax(-1), torch.ones(phi.shape[:-1]))
     torch.testing.assert_close(raised.amax(-1), torch.full(phi.shape[:-1], 0.25))
     assert (raised > 0).sum() < (phi > 0).sum()  # a higher threshold: fewer keys within the margin of the best
+    with torch.no_grad():
+        attention.c2p_threshold.fill_(0.0)
+        attention.c2p_gain.fill_(3.0)
+        sharper = attention.pulses(q, k, v)
+    torch.testing.assert_close(sharper.amax(-1), torch.ones(phi.shape[:-1]))  # a gain keeps the best key's full pulse
+    assert (sharper > 0).sum() < (phi > 0).sum()  # and narrows the margin: (1 - threshold) / gain
+    pulsed = sharper > 0
+    torch.testing.assert_close(1 - sharper[pulsed], 3.0 * (1 - phi[pulsed]))
 
 
 def test_every_ablation_row_runs_on_a_peak_following_layer():
@@ -172,7 +181,7 @@ def test_every_ablation_row_runs_on_a_peak_following_layer():
 
     attention = layer(c2p_reference=c2p_reference)
     base = {"mode": attention.mode, "quantization": attention.quantization, "decay": attention.decay,
-            "saturate": True, "thresholds": True}
+            "saturate": True, "thresholds": True, "gains": True}
     table = rows(attention, variation=False)
     assert not any("saturation" in label for label, _ in table)
     for label, switches in table:

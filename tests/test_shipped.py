@@ -106,20 +106,22 @@ def test_re_targeting_carries_the_adaptation_to_another_cell(adapted, tmp_path):
                            stages=("calibrate",)), say=lambda *a: None)
 
 
-def test_re_targeting_keeps_how_the_layer_computes_and_its_thresholds(adapted, tmp_path):
+def test_re_targeting_keeps_how_the_layer_computes_and_its_thresholds_and_gains(adapted, tmp_path):
     """A model adapted with the reference-column normalization and the peak C2P reference keeps both (and its
-    heads' thresholds) on the new cell; a user's --hardware still overrides them."""
+    heads' thresholds and gains) on the new cell; a user's --hardware still overrides them."""
     model, tokenizer, _ = load_pretrained(adapted / "base")
     swap_attention(model, data_path("paper_reference.h5"),
                    hardware={"normalization": "reference-column", "c2p_reference": "peak"})
     with torch.no_grad():
         for layer in gaincell_layers(model):
             layer.c2p_threshold.copy_(torch.linspace(-0.1, 0.2, layer.heads))
+            layer.c2p_gain.copy_(torch.linspace(1.0, 2.5, layer.heads))
     batch = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:64]])
     retarget(model, stronger_cell(tmp_path / "stronger.h5"), batch)
     for layer in gaincell_layers(model):
         assert layer.normalized and layer.peak_reference
         torch.testing.assert_close(layer.c2p_threshold.detach(), torch.linspace(-0.1, 0.2, layer.heads))
+        torch.testing.assert_close(layer.c2p_gain.detach(), torch.linspace(1.0, 2.5, layer.heads))
     retarget(model, tmp_path / "stronger.h5", batch, hardware={"c2p_reference": "offset"})
     assert all(layer.normalized and not layer.peak_reference for layer in gaincell_layers(model))
 

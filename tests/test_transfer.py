@@ -114,6 +114,7 @@ def test_the_attention_weight_objective_moves_the_pulses_toward_the_teachers_wei
         ends[weight] = divergence(model)
         if weight:
             assert all(layer.c2p_threshold.abs().max() > 0 for layer in gaincell_layers(model))
+            assert all((layer.c2p_gain != 1).any() for layer in gaincell_layers(model))  # the gains train too
     assert ends[1.0] < ends[0.0] and ends[1.0] < start
 
 
@@ -144,9 +145,12 @@ def test_transfer_and_distill_stages_resume_save_and_reload(tmp_path, folder):
     options = dict(model=str(folder), surrogate=PAPER, out=out, train_text=text, stages=("transfer", "distill"),
                    transfer=TrainConfig(steps=4, batch=2, seq=32, lr=1e-2, scaler_lr=3e-2, checkpoint_every=1),
                    distill=TrainConfig(steps=2, batch=2, seq=32, lr=1e-3, distill_weight=1.0, checkpoint_every=1),
-                   lora_rank=4, calibration_tokens=64)
+                   lora_rank=4, calibration_tokens=64, c2p_gain=1.5)
     straight = adapt(AdaptOptions(**options), say=lambda *a: None)
     assert straight["stages_done"] == ["transfer", "distill"]
+    assert straight["c2p_gain_start"] == 1.5  # every head starts at the given gain and trains from there
+    gains = torch.cat([layer.c2p_gain.detach() for layer in gaincell_layers(load_adapted(out)[0])])
+    assert 0 < (gains - 1.5).abs().max() < 0.5
     record = straight["stages"]["transfer"]
     assert record["steps"] == 4 and record["tokens_seen"] == 4 * 2 * 32 and record["lora_rank"] == 4
     errors = record["layer_errors"]
@@ -190,6 +194,8 @@ def test_bad_transfer_options_are_refused(tmp_path, folder):
         TrainConfig(steps=2, scaler_lr=0.0)
     with pytest.raises(ConfigError, match="transfer without linear"):
         AdaptOptions(**base, stages=("linear", "transfer"))
+    with pytest.raises(ConfigError, match=r"--c2p-gain: must be within 0.25 .. 8"):
+        AdaptOptions(**base, stages=("transfer",), c2p_gain=10.0)
     model, _, _ = load_pretrained(folder)
     swap_attention(model, PAPER)
     smallest = 64 if "gpt2" in str(folder) else 32  # width 64; the tiny Llama's k/v projections give 2 x 16

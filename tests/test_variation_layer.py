@@ -210,3 +210,17 @@ def test_a_surrogate_without_variation_refuses_a_nonzero_scale(cell):
     with pytest.raises(ConfigError, match="variation_seed"):
         GainCellAttention(cell, 2, 8, variation=CellVariation(seed=-1))
     assert np.isclose(cell.variation.retention_beta, 1.0)
+
+
+def test_variation_refuses_heads_with_trained_c2p_gains(cell):
+    """The variation and read-noise models hold at the characterized C2P gain: a layer whose heads have other gains
+    says so instead of scaling the noise wrongly; with its gains switched off it runs."""
+    layer = make_layer(cell, variation=CellVariation(scale=1.0, read_noise_scale=1.0))
+    q, k, v = inputs(tokens=64)
+    with torch.no_grad():
+        layer.c2p_gain.fill_(2.0)
+        with pytest.raises(ConfigError, match="variation_scale: per-cell variation and read noise are modelled at "
+                                              "the characterized C2P gain only"):
+            layer(q, k, v)
+        layer.gains = False
+        assert layer(q, k, v).abs().max() > 0
