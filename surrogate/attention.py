@@ -1,37 +1,32 @@
 """`GainCellAttention`: the torch module around `gaincell_attention` (scalers, modes, decoding cache).
 
-The module takes the per-head q, k, v an LLM's projections produce, maps them into the hardware domain
-with per-head affine scalers (q -> pulse-width fraction, k and v -> stored volts), runs the functional
-core, and maps the readout back with a per-head output scaler. Every scaler keeps an exponential moving
-average of the per-head mean and std of its output (the paper's target statistics) while
+The module maps an LLM's per-head q, k, v into the hardware domain with per-head affine scalers (q -> pulse-width
+fraction, k and v -> stored volts), runs the functional core, and maps the readout back with a per-head output
+scaler. Each scaler keeps an EMA of its output's per-head mean and std (the paper's target statistics) while
 `track_statistics` is on.
 
 Hardware: the tile (tokens per array), window and the converters' levels default to the cell's hardware
 configuration (`gaincell.hardware`, stored in the surrogate); an explicit value overrides one for a study.
 
-Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the paper's intermediate
-model), "ideal" (plain softmax attention on the unscaled q, k, v, windowed and causal: what the module
-replaces, for equivalence checks). Switches: `quantize`, `decay`, `linear_backward` (the paper's option:
-forward with the fitted curve, backward with the line's gradient), `saturate` (off: the C2P neither saturates
-nor the readout clips, an ablation on the torch path), `thresholds` (off: every head's C2P at the cell's offset,
-whatever `c2p_threshold` holds). `quantization` sets the converters' levels, 0 for an
-exact converter (an ablation of one converter). The constructor takes `quantize`, `quantization` and `saturate`
-as one `Converters`, the chunk size and implementation as an `Execution`, the variation below as a `CellVariation`.
+Modes: "nonlinear" (the fitted multiply), "linear" (its least-squares line: the paper's intermediate model),
+"ideal" (plain causal, windowed softmax on the unscaled q, k, v: what the module replaces). Switches: `quantize`,
+`decay`, `linear_backward` (forward with the fitted curve, backward with the line's gradient), `saturate` (off: the
+C2P neither saturates nor the readout clips; torch path), `thresholds` and `gains` (off: every head's C2P at the
+cell's offset, at gain 1, whatever `c2p_threshold`, `c2p_gain` hold). `quantization` sets the converters' levels,
+0 for an exact one. The constructor takes `quantize`, `quantization` and `saturate` as one `Converters`, the chunk
+size and implementation as an `Execution`, the variation below as a `CellVariation`.
 
-Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the
-parallel pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write
-step (the token clock converts steps to seconds for the retention model). Inside a language model the
-cache is attached as `layer.decode_cache` (see `adapt.generate.ring_caches`), which the attention-interface
-function passes on.
+Decoding: `cache = layer.new_cache()` then `layer(q, k, v, cache=cache)` token by token reproduces the parallel
+pass; the cache is a ring of `window` slots holding the stored k, v voltages and each slot's write step (the token
+clock converts steps to seconds for the retention model). Inside a language model the cache is attached as
+`layer.decode_cache` (see `adapt.generate.ring_caches`), which the attention-interface function passes on.
 
-Variation (off by default; needs a surrogate with a `variation` component): `variation_scale` > 0 gives every
-physical array a frozen per-cell instance of the fitted spread, x the scale: each ring slot x head-dim cell of the
-K and V arrays (per kv head; the same cells for every sequence of a batch) its own multiply-coefficient deviation
-and retention factor, each column's converter its own offset. The cells are drawn from `variation_seed` slot by
-slot (`varied.CellDraws`), so a token stored in slot s meets the same cells in the parallel pass and in
-decoding. `read_noise_scale` > 0 adds fresh read noise on every forward (`varied.py`). Both run on the torch
-path (the Triton kernel has one decay table and offset for all cells); with both 0 the layer is unchanged.
-`configure_variation` sets them on all layers of a model, with a different seed per layer.
+Variation (off by default; needs a surrogate with a `variation` component): `variation_scale` > 0 gives each ring
+slot x head-dim cell of the K and V arrays (per kv head, shared by a batch) a frozen draw of the fitted spread x the
+scale - its multiply-coefficient deviation and retention factor - and each column's converter its offset, drawn
+from `variation_seed` slot by slot (`varied.CellDraws`): a token in slot s meets the same cells in the parallel pass
+and in decoding. `read_noise_scale` > 0 adds fresh read noise on every forward (`varied.py`). Both run on the torch
+path at C2P gain 1; with both 0 the layer is unchanged. `configure_variation` sets them on every layer.
 """
 from __future__ import annotations
 
@@ -139,12 +134,9 @@ class GainCellAttention(nn.Module):
         self.k_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.v_scaler = AffineScaler(kv_heads, 1.0, middle)
         self.out_scaler = AffineScaler(heads, 1.0, 0.0)
-        # per query head, the C2P's comparator reference raised above the cell's offset (C2P saturation units):
-        # only keys scoring above it give a pulse; trained with the scalers, 0 = the cell as characterized
-        self.c2p_threshold = nn.Parameter(torch.zeros(heads))
-        # per query head, the C2P's conversion gain (pulse width per unit charge: the head's integration capacitor,
-        # a design-time choice within C2P_GAIN_RANGE); trained with the scalers, 1 = the cell as characterized
-        self.c2p_gain = nn.Parameter(torch.ones(heads))
+        # per query head, trained with the scalers: the C2P's comparator reference raised above the reference
+        # (C2P saturation units, 0 as characterized) and its conversion gain (see `_gain`, 1 as characterized)
+        self.c2p_threshold, self.c2p_gain = nn.Parameter(torch.zeros(heads)), nn.Parameter(torch.ones(heads))
         self.softmax_scale: float | None = None  # 'ideal' mode: SDPA's scale (None: 1/sqrt(head_dim))
         self.decode_cache: RingCache | None = None  # the cache a model's attention-interface call decodes through
         self._tables: dict = {}
@@ -292,9 +284,8 @@ class GainCellAttention(nn.Module):
 
     def _with_reference(self, vs: torch.Tensor) -> torch.Tensor:
         """With normalization, the V array's reference column: one more column written with the DAC's top level."""
-        if not self.normalized:
-            return vs
-        return torch.cat([vs, vs.new_full((*vs.shape[:-1], 1), self.cell.stored_range_v[1])], dim=-1)
+        top = vs.new_full((*vs.shape[:-1], 1), self.cell.stored_range_v[1])
+        return torch.cat([vs, top], dim=-1) if self.normalized else vs
 
     def _normalized(self, y: torch.Tensor) -> torch.Tensor:
         """With normalization, the value readouts divided by the reference column's (which sums the pulses, each
@@ -310,15 +301,15 @@ class GainCellAttention(nn.Module):
         every key, differentiable (`naive.naive_pulses`): where each query's weight goes."""
         return naive_pulses(self.q_scaler(q), self.k_scaler(k), self.v_scaler(v), self.cell,
                             decay="surrogate" if self.decay else None, tile=self.tile, window=self.window,
-                            quantize=self._quantization() or False, linear=self.mode == "linear",
-                            threshold=self._threshold(), queries=queries, peak=self.peak_reference,
-                            gain=self._gain())
+                            quantize=self._quantization() or False, linear=self.mode == "linear", c2p=self._c2p(),
+                            queries=queries)
 
     def _threshold(self) -> torch.Tensor | None:
         return self.c2p_threshold if self.thresholds else None
 
     def _gain(self) -> torch.Tensor | None:
-        """The heads' C2P gains within C2P_GAIN_RANGE (None with `gains` off: every head at 1)."""
+        """The heads' C2P gains (pulse width per unit charge: the integration capacitor, a design-time choice)
+        within C2P_GAIN_RANGE; None with `gains` off (every head at 1)."""
         return self.c2p_gain.clamp(*C2P_GAIN_RANGE) if self.gains else None
 
     def _c2p(self) -> C2P:
@@ -372,8 +363,7 @@ class GainCellAttention(nn.Module):
         the reference level with the aged-voltage decay's."""
         if self.gains and bool((self.c2p_gain != 1).any()):
             raise ConfigError("variation_scale", "per-cell variation and read noise are modelled at the characterized "
-                                                 "C2P gain only; this layer's heads have trained gains (set `gains` "
-                                                 "off or use a model adapted without them)")
+                              "C2P gain only; this layer's heads have trained gains (set `gains` off, or adapt without)")
         arrays = self._cell_arrays(ring, positions, stored[0])
         tokens = stored[0].shape[2]
         if arrays["k"] is not None:
@@ -403,8 +393,7 @@ class GainCellAttention(nn.Module):
 
     @torch.no_grad()
     def _write(self, cache: RingCache, qs, ks, vs, linear: bool) -> torch.Tensor:
-        """Write tokens into the ring (the voltages the DACs store and their transfers, for the ring's decay
-        terms); returns the hardware q of the same tokens."""
+        """Write tokens into the ring (the voltages the DACs store and their transfers); returns their hardware q."""
         k, v = self._stored(ks, vs)
         qh, fk, fv = hardware_inputs(qs, k, v, self.cell, self._quantization(), linear, False, self.execution.kernel,
                                      self.decay_terms(cache.slots, qs).aged)

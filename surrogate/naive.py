@@ -16,12 +16,11 @@ from .transfers import Quantization, TabulatedTransfer, polyval, quantize_ste, s
 
 def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                              quantize: bool | Quantization = False, linear: bool = False,
-                             linear_backward: bool = False, threshold: torch.Tensor | None = None,
-                             peak: bool = False, gain: torch.Tensor | None = None) -> torch.Tensor:
-    """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention; `peak`: the C2P
-    reference at each query's peak score; `gain`: each head's C2P gain)."""
+                             linear_backward: bool = False, c2p: C2P = C2P()) -> torch.Tensor:
+    """Gain-cell attention by plain autograd on full score matrices (see gaincell_attention; `c2p`: the heads' C2P
+    thresholds and gains and the reference, as in `functional.tiled_attention`)."""
     phi, fv, d, quantization, ring = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, linear_backward,
-                                             C2P(threshold, peak, gain=gain), q.shape[2])
+                                             c2p, q.shape[2])
     positions = torch.arange(q.shape[2], device=q.device)
     slot_tile = (positions // tile) % (ring // tile)  # the array tile each key is stored in
     out = torch.zeros_like(q)
@@ -38,13 +37,11 @@ def naive_gaincell_attention(q, k, v, cell, *, decay=None, tile: int = 64, windo
 
 
 def naive_pulses(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
-                 quantize: bool | Quantization = False, linear: bool = False, threshold: torch.Tensor | None = None,
-                 queries: int | None = None, peak: bool = False, gain: torch.Tensor | None = None) -> torch.Tensor:
+                 quantize: bool | Quantization = False, linear: bool = False, c2p: C2P = C2P(),
+                 queries: int | None = None) -> torch.Tensor:
     """The C2P outputs phi (B, H, queries, T) of the last `queries` queries (all by default) against every key,
-    by plain autograd (zero outside each query's causal window): where each query's weight goes. `gain`: each
-    head's C2P gain (None: 1)."""
-    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False,
-                              C2P(threshold, peak, gain=gain),
+    by plain autograd (zero outside each query's causal window): where each query's weight goes."""
+    phi, _, d, _, _ = _stage1(q, k, v, cell, decay, tile, window, quantize, linear, False, c2p,
                               q.shape[2] if queries is None else queries)
     return phi * (d != 0).any(0)  # a key outside the window gives no pulse (its cell is not read)
 

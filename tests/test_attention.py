@@ -19,7 +19,7 @@ from gaincell.surrogate.file import Component, Surrogate
 from gaincell.surrogate.functional import attention_internals, gaincell_attention
 from gaincell.surrogate.transfers import Quantization
 from gaincell.surrogate.naive import naive_gaincell_attention
-from gaincell.surrogate.options import Converters, Execution
+from gaincell.surrogate.options import C2P, Converters, Execution
 
 REFERENCE = data_path("paper_reference.h5")
 # the tile vectors' decay is exp(-1e-4 per step) on the whole product; the reference surrogate's retention is
@@ -103,9 +103,9 @@ def test_per_head_thresholds_equal_the_naive_path_and_learn(cell, chunk_elements
     and every gradient, its own included), and a raised threshold gives fewer pulses."""
     q, k, v = (x.requires_grad_() for x in random_qkv(tokens=150, heads=2, kv_heads=2))
     threshold = torch.tensor([0.0, 0.2], dtype=q.dtype, requires_grad=True)
-    options = dict(decay=0.01, tile=32, window=64, quantize=True, threshold=threshold)
-    fast = gaincell_attention(q, k, v, cell, execution=Execution(chunk_elements), **options)
-    slow = naive_gaincell_attention(q, k, v, cell, **options)
+    options = dict(decay=0.01, tile=32, window=64, quantize=True)
+    fast = gaincell_attention(q, k, v, cell, execution=Execution(chunk_elements), threshold=threshold, **options)
+    slow = naive_gaincell_attention(q, k, v, cell, c2p=C2P(threshold), **options)
     assert torch.allclose(fast, slow, atol=1e-12)
     weights = torch.randn_like(fast)
     inputs = (q, k, v, threshold)

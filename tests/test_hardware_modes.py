@@ -16,7 +16,7 @@ from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import CellModel
 from gaincell.surrogate.functional import tiled_attention
 from gaincell.surrogate.naive import naive_gaincell_attention
-from gaincell.surrogate.options import Converters, Execution
+from gaincell.surrogate.options import C2P, Converters, Execution
 from gaincell.surrogate.transfers import ElementwiseTransfer, transfers
 
 HEADS, KV_HEADS, D = 4, 2, 8
@@ -134,7 +134,7 @@ def test_peak_reference_equals_the_naive_layer_forward_and_backward(normalizatio
 
     def naive(values):
         return naive_gaincell_attention(qs, ks, values, attention.cell, decay="surrogate", tile=16, window=64,
-                                        threshold=attention.c2p_threshold, peak=True, gain=attention.c2p_gain)
+                                        c2p=C2P(attention.c2p_threshold, True, gain=attention.c2p_gain))
 
     y = naive(vs)
     if attention.normalized:  # the reference column: a value column holding the top level for every token

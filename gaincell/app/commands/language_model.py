@@ -46,6 +46,9 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
               click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
                            help="Weight of knowledge distillation from the unmodified model in the loss (0..1): "
                                 "default 0 in the linear/nonlinear stages, 1 (KL only) in the distill stage."),
+              click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
+                           help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before "
+                                "training; trained from there. Default: the model's own (1 for a base model)."),
               click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
                            help="Transfer stage: weight of the attention-weight divergence (KL of the softmax "
                                 "teacher's weights to the normalised C2P pulses, last 64 queries of each sequence) "
@@ -64,13 +67,10 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
               click.option("--calibration-iterations", type=click.IntRange(1, 10**6), default=100, show_default=True),
               click.option("--max-train-tokens", type=click.IntRange(1, None), default=None,
                            help="Use only the first N tokens of the text."))
-@click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
-              help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before training; "
-                   "trained from there. Default: the model's own (1 for a base model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @hardware_option
-def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, objective, loop, calibration, c2p_gain,
-          device, hardware):
+def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, objective, loop, calibration, device,
+          hardware):
     """Adapt a pre-trained LM to gain-cell attention: the paper's linear fine-tune -> calibration -> nonlinear
     fine-tune, or layer-wise attention transfer -> distillation."""
     from ...adapt.models import ADAPTED_MANIFEST, STAGING
@@ -107,7 +107,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
                                        distill_weight=1.0 if distill is None else distill, **train),
                            lora_rank, calibration.calibration_tokens, calibration.calibration_iterations,
                            max_train_tokens=calibration.max_train_tokens, device=device, hardware=hardware,
-                           c2p_gain=c2p_gain)
+                           c2p_gain=objective.c2p_gain)
     with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
