@@ -46,6 +46,7 @@ class TrainConfig:
     distill_weight: float = 0.0
     scaler_lr: float | None = None  # peak rate of the gain-cell scalers when adapters train beside them (None: lr)
     attention_weight: float = 0.0  # transfer: weight of the attention-weight divergence beside the output error
+    recall_weight: float = 0.0  # extra weight of the tokens that recall a rare word from far back (`recall_tokens`)
     temperature: float = 1.0
     checkpoint_every: int = 50
     seed: int = 0
@@ -61,6 +62,8 @@ class TrainConfig:
             raise ConfigError("--scaler-lr", f"must be > 0; got {self.scaler_lr}")
         if not 0 <= self.attention_weight <= 100:
             raise ConfigError("--attention-weight", f"must be in [0, 100]; got {self.attention_weight}")
+        if not 0 <= self.recall_weight <= 1000:
+            raise ConfigError("--recall-weight", f"must be in [0, 1000]; got {self.recall_weight}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
         if self.warmup is None:
@@ -156,7 +159,8 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     if world > 1 and objective is None:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if objective is None:
-        objective = partial(_language_model_loss, teacher=teacher, config=config)
+        common = frequent_tokens(stream) if config.recall_weight else None
+        objective = partial(_language_model_loss, teacher=teacher, config=config, common=common)
 
     def save() -> None:
         if rank == 0:
@@ -274,18 +278,46 @@ def _one_step(trained, objective, stream, config: TrainConfig, step: int, rank: 
     return total / config.accumulate
 
 
-def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher, config: TrainConfig) -> float:
-    """Next-token cross-entropy, mixed with the KL divergence to `teacher`'s logits when distilling."""
+RECALL_GAP = 16  # tokens back beyond which a repeated word counts as recalled
+RECALL_RARE = 3  # at most this many earlier occurrences in the window
+COMMON_TOKENS = 300  # the training text's most frequent tokens never count
+
+
+def frequent_tokens(stream: torch.Tensor, count: int = COMMON_TOKENS) -> torch.Tensor:
+    """The `count` most frequent token ids of a token stream."""
+    return torch.bincount(stream).argsort(descending=True)[:count]
+
+
+def recall_tokens(inputs: torch.Tensor, labels: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask of the next tokens that recall a rare word from far back in their window: the label occurs among
+    the inputs at least RECALL_GAP positions back (1 to RECALL_RARE times), not in the last RECALL_GAP, and is not
+    one of the `common` tokens. Predicting them needs one distant key: the retrieval LAMBADA scores."""
+    same = labels[:, :, None] == inputs[:, None, :]  # (B, label position t, input position s)
+    t = torch.arange(labels.shape[1], device=labels.device)
+    far = t[None, :] <= t[:, None] - RECALL_GAP + 1
+    near = ~far & (t[None, :] <= t[:, None])
+    count = (same & far).sum(-1)
+    return (count >= 1) & (count <= RECALL_RARE) & ~(same & near).any(-1) & ~torch.isin(labels, common)
+
+
+def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher, config: TrainConfig,
+                         common: torch.Tensor | None = None) -> float:
+    """Per-token next-token cross-entropy, mixed with the KL divergence to `teacher`'s logits when distilling,
+    averaged over the tokens with weight 1, or 1 + `recall_weight` for the `recall_tokens` (given `common`)."""
     inputs, labels = window[:, :-1], window[:, 1:]
     logits = trained(inputs, use_cache=False).logits.float()
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     if config.distill_weight > 0:
         with torch.no_grad():
             target = teacher(inputs, use_cache=False).logits.float()
         t = config.temperature
         kd = torch.nn.functional.kl_div(torch.log_softmax(logits / t, -1).flatten(0, 1),
                                         torch.log_softmax(target / t, -1).flatten(0, 1),
-                                        log_target=True, reduction="batchmean") * t * t
+                                        log_target=True, reduction="none").sum(-1) * t * t
         loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+    weights = torch.ones_like(loss)
+    if config.recall_weight:
+        weights = weights + config.recall_weight * recall_tokens(inputs, labels, common.to(labels.device)).flatten()
+    loss = (loss * weights).sum() / weights.sum()
     (loss * scale).backward()
     return loss.item()

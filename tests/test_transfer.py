@@ -233,3 +233,45 @@ def test_a_head_with_a_constant_readout_keeps_a_unit_gain():
         set_affine(scaler, torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.0, 1e-9]))
     assert torch.allclose(scaler.a, torch.tensor([2.0, 1.0, 1.0]))  # not 1e12: a constant head is not blown up
     assert torch.allclose(scaler.b, torch.tensor([-1.0, -0.5, -0.5]))
+
+
+def test_recall_tokens_are_rare_words_repeated_from_far_back():
+    """`recall_tokens` marks a next token that repeats a word seen 16 or more tokens back (and not since), unless the
+    word is common in the training text or already occurred more than three times."""
+    from gaincell.adapt.train import recall_tokens
+
+    window = torch.arange(1000, 1041)  # 41 distinct tokens: no label repeats an input
+    window[3] = window[30] = 7  # a rare word 27 tokens back: recalled at label position 29
+    window[5] = window[24] = window[34] = 8  # recalled at 23; at 33 the copy 10 tokens back answers it
+    window[2] = window[38] = 9  # a common word: never counted
+    inputs, labels = window[None, :-1], window[None, 1:]
+    mask = recall_tokens(inputs, labels, common=torch.tensor([9]))
+    assert mask[0].nonzero().flatten().tolist() == [23, 29]
+    window[4] = window[6] = window[8] = window[10] = 7  # five earlier occurrences: too frequent to be a recall
+    assert recall_tokens(window[None, :-1], window[None, 1:], torch.tensor([9]))[0].nonzero().flatten().tolist() == [23]
+
+
+def test_the_recall_weight_weighs_those_tokens_in_the_distillation_loss(folder):
+    """With --recall-weight W the loss is the per-token KL averaged with weight 1 + W on the recall tokens: 0 gives
+    the plain mean, and a weight moves the loss toward those tokens' KL."""
+    from gaincell.adapt.train import _language_model_loss, frequent_tokens, recall_tokens
+
+    student, stream = _student(folder)
+    teacher = load_pretrained(folder)[0]
+    window = stream[:65].view(1, 65)
+    common = frequent_tokens(stream, 20)
+    mask = recall_tokens(window[:, :-1], window[:, 1:], common)
+    assert 0 < mask.sum() < mask.numel()
+    losses = {w: _language_model_loss(student, window, 0.0, teacher=teacher, common=common,
+                                      config=TrainConfig(steps=1, distill_weight=1.0, recall_weight=w))
+              for w in (0.0, 5.0)}
+    with torch.no_grad():
+        inputs = window[:, :-1]
+        kl = torch.nn.functional.kl_div(torch.log_softmax(student(inputs).logits.float(), -1),
+                                        torch.log_softmax(teacher(inputs).logits.float(), -1), log_target=True,
+                                        reduction="none").sum(-1)[0]
+    weights = 1 + 5.0 * mask[0].float()
+    assert losses[0.0] == pytest.approx(kl.mean().item(), rel=1e-5)
+    assert losses[5.0] == pytest.approx(((kl * weights).sum() / weights.sum()).item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="--recall-weight"):
+        TrainConfig(steps=1, recall_weight=-1.0)

@@ -49,6 +49,9 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
               click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
                            help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before "
                                 "training; trained from there. Default: the model's own (1 for a base model)."),
+              click.option("--recall-weight", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
+                           help="Extra weight in the loss of the tokens that recall a rare word from 16 or more tokens "
+                                "back in the window (the retrieval LAMBADA scores; linear, nonlinear, distill)."),
               click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
                            help="Transfer stage: weight of the attention-weight divergence (KL of the softmax "
                                 "teacher's weights to the normalised C2P pulses, last 64 queries of each sequence) "
@@ -94,17 +97,20 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
             raise ConfigError("--out", f"{out_dir} holds the input {source}; choose a folder outside it")
     train = vars(loop)
     lr, distill = objective.lr, objective.distill
+    recall = {"recall_weight": objective.recall_weight}  # the stages trained on the language-model loss
 
     def rate(stage: str) -> float:
         return STAGE_LR[stage] if lr is None else lr
     options = AdaptOptions(model_spec, surrogate_file(surrogate), out, Path(train_text),
                            stage_names,
-                           TrainConfig(steps=steps.steps, lr=rate("linear"), distill_weight=distill or 0.0, **train),
-                           TrainConfig(steps=steps.steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **train),
+                           TrainConfig(steps=steps.steps, lr=rate("linear"), distill_weight=distill or 0.0, **recall,
+                                       **train),
+                           TrainConfig(steps=steps.steps, lr=rate("nonlinear"), distill_weight=distill or 0.0, **recall,
+                                       **train),
                            TrainConfig(steps=steps.transfer_steps, lr=rate("transfer"), scaler_lr=objective.scaler_lr,
                                        attention_weight=objective.attention_weight, **train),
                            TrainConfig(steps=steps.distill_steps, lr=rate("distill"), scaler_lr=objective.scaler_lr,
-                                       distill_weight=1.0 if distill is None else distill, **train),
+                                       distill_weight=1.0 if distill is None else distill, **recall, **train),
                            lora_rank, calibration.calibration_tokens, calibration.calibration_iterations,
                            max_train_tokens=calibration.max_train_tokens, device=device, hardware=hardware,
                            c2p_gain=objective.c2p_gain)
@@ -116,6 +122,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
 STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
     "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"), "attention_weight": ("transfer",),
+    "recall_weight": ("linear", "nonlinear", "distill"),
     "distill": ("linear", "nonlinear", "distill"),
     "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
     "calibration_iterations": ("calibrate",),
