@@ -99,7 +99,8 @@ def model_wheel_on_path() -> None:
     sys.path.insert(0, str(target))
 
 
-def _options(model: str, out: Path, train_text: Path, transfer_steps: int, distill_steps: int, device: str, smoke: bool):
+def _options(model: str, out: Path, train_text: Path, transfer_steps: int, distill_steps: int, device: str, smoke: bool,
+             c2p_gain: float | None = None, recall_weight: float = 0.0):
     from gaincell.adapt.recipe import AdaptOptions
     from gaincell.adapt.train import TrainConfig
     from gaincell.resources import data_path
@@ -108,14 +109,16 @@ def _options(model: str, out: Path, train_text: Path, transfer_steps: int, disti
     shared = dict(batch=batch, seq=seq, scaler_lr=1e-2, checkpoint_every=10_000)
     return AdaptOptions(model, data_path("paper_reference.h5"), out, train_text, ("transfer", "distill"),
                         transfer=TrainConfig(steps=transfer_steps, lr=2e-3, **shared),
-                        distill=TrainConfig(steps=distill_steps, lr=1e-3, distill_weight=1.0, **shared),
+                        distill=TrainConfig(steps=distill_steps, lr=1e-3, distill_weight=1.0, recall_weight=recall_weight,
+                                            **shared),
                         lora_rank=4 if smoke else 16, calibration_tokens=32 if smoke else 512, device=device,
-                        hardware=dict(HARDWARE))
+                        hardware=dict(HARDWARE), c2p_gain=c2p_gain)
 
 
 def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2", train_budget_s: float = 360.0,
-                     texts: Path | None = None) -> None:
-    """The stage (see the module's docstring); `model` and `texts` other than the defaults serve the smoke run."""
+                     texts: Path | None = None, c2p_gain: float | None = None, recall_weight: float = 0.0) -> None:
+    """The stage (see the module's docstring); `model` and `texts` other than the defaults serve the smoke run;
+    `c2p_gain` and `recall_weight` as `gaincell adapt --c2p-gain / --recall-weight`."""
     from gaincell.adapt.evaluate import evaluate_path
     from gaincell.adapt.models import load_adapted
     from gaincell.adapt.recipe import adapt
@@ -142,7 +145,7 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
                steps=steps, train_budget_s=train_budget_s, batch=BATCH if not smoke else 1, seq=SEQ if not smoke else 32)
     trained = time.monotonic()
     manifest = adapt(_options(model, work / "adapted", texts / "train.txt", steps["transfer"], steps["distill"],
-                              str(device), smoke), say=quiet)
+                              str(device), smoke, c2p_gain, recall_weight), say=quiet)
     train_seconds = time.monotonic() - trained
     adapted, tokenizer = load_adapted(work / "adapted")
     adapted.to(device)
@@ -155,7 +158,8 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
                stage_seconds={s: manifest["stages"][s]["seconds"] for s in ("transfer", "distill")},
                hardware=HARDWARE, model=model)
     command = (f"gpu_check.py --stages adapt_real: transfer {steps['transfer']} + distill {steps['distill']} steps, "
-               f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}")
+               f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}, "
+               f"C2P gain {c2p_gain or 'as trained'}, recall weight {recall_weight:g}")
     export_shipped(work / "adapted", report.folder / "adapter", "smollm2-gaincell-gpu", "paper",
                    {"command": command, "train_text": "Jane Austen's novels but Pride and Prejudice + WikiText-2 valid",
                     "scores": scores})

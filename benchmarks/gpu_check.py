@@ -220,6 +220,10 @@ def main(argv=None) -> int:
     parser.add_argument("--adapt-model", default="smollm2", help="adapt_real: the model to adapt")
     parser.add_argument("--adapt-train-budget-s", type=float, default=360.0,
                         help="adapt_real: seconds of training (transfer and distillation together)")
+    parser.add_argument("--adapt-c2p-gain", type=float, default=None,
+                        help="adapt_real: every head's C2P gain before training (gaincell adapt --c2p-gain)")
+    parser.add_argument("--adapt-recall-weight", type=float, default=0.0,
+                        help="adapt_real: the distillation's recall weight (gaincell adapt --recall-weight)")
     parser.add_argument("--adapt-texts", type=Path, default=None,
                         help="adapt_real: folder with train.txt and wikitext-test.txt (default build/gpu-carry-2)")
     args = parser.parse_args(argv)
@@ -258,7 +262,8 @@ def main(argv=None) -> int:
               "energy": lambda: stage_energy(report, budget, env, device, args.smoke),
               "adapt": lambda: measurements.stage_adapt(report, budget, device, args.smoke),
               "adapt_real": lambda: gpu_adapt_real.stage_adapt_real(report, budget, device, args.smoke, args.adapt_model,
-                                                                    args.adapt_train_budget_s, args.adapt_texts),
+                                                                    args.adapt_train_budget_s, args.adapt_texts,
+                                                                    args.adapt_c2p_gain, args.adapt_recall_weight),
               "profile": lambda: measurements.stage_profile(report, budget, device, args.smoke),
               "host": lambda: gpu_host.stage_host(report, budget, device, args.smoke),
               "model_profile": lambda: gpu_host.stage_model_profile(report, budget, device, args.smoke)}

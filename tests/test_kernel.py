@@ -332,7 +332,8 @@ def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
     (texts / "wikitext-test.txt").write_text(text[-4000:])
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out",
                            str(tmp_path), "--stages", "kernel,host,profile,energy,tests,adapt,adapt_real",
-                           "--adapt-model", str(llama_folder), "--adapt-texts", str(texts)],
+                           "--adapt-model", str(llama_folder), "--adapt-texts", str(texts), "--adapt-c2p-gain", "2",
+                           "--adapt-recall-weight", "10"],
                           capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (tmp_path / "summary.md").read_text()
@@ -348,3 +349,4 @@ def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
     assert package["layer"]["hardware"] == {"normalization": "reference-column", "c2p_reference": "peak"}
     assert [s["kind"] for s in package["scores"]] == ["perplexity", "lambada"]
     assert (tmp_path / "adapter" / "smollm2-gaincell-gpu.safetensors").stat().st_size > 1000
+    assert "C2P gain 2.0, recall weight 10" in package["command"]
