@@ -251,13 +251,13 @@ def test_recall_tokens_are_rare_words_repeated_from_far_back():
     assert recall_tokens(window[None, :-1], window[None, 1:], torch.tensor([9]))[0].nonzero().flatten().tolist() == [23]
 
 
-def test_the_recall_weight_weighs_those_tokens_in_the_distillation_loss(folder):
+def test_the_recall_weight_weighs_those_tokens_in_the_distillation_loss(llama_folder):
     """With --recall-weight W the loss is the per-token KL averaged with weight 1 + W on the recall tokens: 0 gives
     the plain mean, and a weight moves the loss toward those tokens' KL."""
     from gaincell.adapt.train import _language_model_loss, frequent_tokens, recall_tokens
 
-    student, stream = _student(folder)
-    teacher = load_pretrained(folder)[0]
+    student, stream = _student(llama_folder)
+    teacher = load_pretrained(llama_folder)[0]
     window = stream[:65].view(1, 65)
     common = frequent_tokens(stream, 20)
     mask = recall_tokens(window[:, :-1], window[:, 1:], common)
