@@ -315,9 +315,10 @@ def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher
                                         torch.log_softmax(target / t, -1).flatten(0, 1),
                                         log_target=True, reduction="none").sum(-1) * t * t
         loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
-    weights = torch.ones_like(loss)
     if config.recall_weight:
-        weights = weights + config.recall_weight * recall_tokens(inputs, labels, common.to(labels.device)).flatten()
-    loss = (loss * weights).sum() / weights.sum()
+        weights = 1.0 + config.recall_weight * recall_tokens(inputs, labels, common.to(labels.device)).flatten()
+        loss = (loss * weights).sum() / weights.sum()
+    else:
+        loss = loss.mean()
     (loss * scale).backward()
     return loss.item()

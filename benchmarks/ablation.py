@@ -84,8 +84,9 @@ def apply(model, switches: dict, base: dict) -> None:
             setattr(layer, name, value)
 
 
-def cost_table(model, tokenizer, options, variation) -> list[dict]:
-    from gaincell.adapt.models import apply_variation, gaincell_layers, load_pretrained
+def cost_table(model, softmax, tokenizer, options, variation) -> list[dict]:
+    """Part 1's rows: `softmax` (the base model) first, then the adapted `model` with one effect removed per row."""
+    from gaincell.adapt.models import apply_variation, gaincell_layers
 
     layer = gaincell_layers(model)[0]
     base = {"mode": layer.mode, "quantization": layer.quantization, "quantize": layer.quantize, "decay": layer.decay,
@@ -97,7 +98,6 @@ def cost_table(model, tokenizer, options, variation) -> list[dict]:
     results = []
     cached = options.work / "row-softmax.json"
     if not cached.is_file():
-        softmax, _, _ = load_pretrained("smollm2" if options.base is None else options.base)
         write_json(cached, score(softmax, tokenizer, options))
     results.append({"label": "softmax (unmodified model)", **json.loads(cached.read_text())})
     for label, switches in rows(layer, variation is not None):
@@ -151,7 +151,7 @@ def gaincell_concentration(layer, q, k, v) -> dict:
         inside = attention_internals(layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v), layer.cell,
                                      decay="surrogate" if layer.decay else None, tile=layer.tile, window=layer.window,
                                      quantize=layer._quantization() or False, linear=layer.mode == "linear",
-                                     threshold=layer._threshold(), peak=layer.peak_reference, gain=layer._gain())
+                                     c2p=layer._c2p())
     phi, readouts = inside["phi"][0, :, -1], inside["readouts"][:, 0, :, -1]  # (H, keys), (tiles, H, D)
     steps = layer._out_steps()
     arrived = readouts != 0
@@ -164,7 +164,7 @@ def gaincell_concentration(layer, q, k, v) -> dict:
             "rounded_to_zero": rounded_away.float().sum().item() / max(1, arrived.sum().item())}
 
 
-def softmax_teacher(options):
+def softmax_base(options):
     """The unmodified base model with its attention swapped in 'ideal' mode (softmax, the same numbers), so that
     the probe can read every layer's q, k."""
     from gaincell.adapt.models import load_pretrained, swap_attention
@@ -269,7 +269,8 @@ def main() -> None:
         from gaincell.surrogate.file import Surrogate
 
         variation = Surrogate.load(options.variation_surrogate)
-    table = cost_table(model, tokenizer, options, variation)
+    softmax_model = softmax_base(options)
+    table = cost_table(model, softmax_model, tokenizer, options, variation)
     layer = gaincell_layers(model)[0]
     print(f"\nAblation of {options.model} (window {layer.window} tokens, tile {layer.tile}; every scored context is "
           f"at most {options.context} tokens, so the window never cuts one: its cost here is zero)\n")
@@ -282,9 +283,8 @@ def main() -> None:
               f"{100 * row['lambada']:.1f} % |")
     if variation is None:
         print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
-    teacher = softmax_teacher(options)
-    print_context_use(model, teacher, tokenizer, options)
-    probe = retrieval_probe(model, teacher, tokenizer, options)
+    print_context_use(model, softmax_model, tokenizer, options)
+    probe = retrieval_probe(model, softmax_model, tokenizer, options)
     write_json(options.work / "probe.json", probe)
     print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "
           "per layer (keys: effective number attended to; pulses: share of keys with phi > 0, with phi = 1; "

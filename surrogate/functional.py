@@ -397,19 +397,19 @@ def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torc
 
 def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
                         quantize: bool | Quantization = False, linear: bool = False,
-                        threshold: torch.Tensor | None = None, peak: bool = False,
-                        gain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        c2p: C2P = C2P()) -> dict[str, torch.Tensor]:
     """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
     the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
     their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
-    `gaincell_attention`; with `peak` (the C2P reference at each query's peak), S is counted from that reference;
-    `gain`: each head's C2P gain (S is the amplified score)."""
+    `gaincell_attention`; `c2p`: the heads' C2P thresholds and gains (S is the amplified score) and the reference (with
+    the peak reference, S is counted from it), as in `tiled_attention`."""
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     b, h, t, d = q.shape
     padded, ring = ring_size(t, tile, window)
     terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
     qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, "torch", terms.aged)
-    qh = C2P(gain=gain).amplified(qh)
+    qh = c2p.amplified(qh)
+    threshold, peak = c2p.threshold, c2p.peak
     geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0,
                         peak=peak)
     pad = (0, 0, 0, padded - t)

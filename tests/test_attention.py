@@ -111,7 +111,7 @@ def test_per_head_thresholds_equal_the_naive_path_and_learn(cell, chunk_elements
     inputs = (q, k, v, threshold)
     for a, b in zip(torch.autograd.grad(fast, inputs, weights), torch.autograd.grad(slow, inputs, weights)):
         assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-11)
-    internals = attention_internals(q, k, v, cell, decay=0.01, tile=32, window=64, threshold=threshold.detach())
+    internals = attention_internals(q, k, v, cell, decay=0.01, tile=32, window=64, c2p=C2P(threshold.detach()))
     plain = attention_internals(q, k, v, cell, decay=0.01, tile=32, window=64)
     assert torch.allclose(internals["S"], plain["S"])  # the stage-1 score is the cell's; the threshold acts after it
     pulses = (internals["phi"] > 0).float().mean((0, 2, 3))
