@@ -414,7 +414,7 @@ class GainCellAttention(nn.Module):
                                                   (cache.k, cache.v))
                 fk, fv = expand_kv(fk, self.heads), expand_kv(fv, self.heads)
             outputs.append(decode_step(qh, fk, fv, cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps(), cells=cells, c2p=self._c2p()))
+                                       out_steps=self._out_steps(), cells=cells, c2p=self._c2p(), kernel=self.execution.kernel))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

@@ -12,7 +12,7 @@ import torch
 
 from .cellmodel import CellModel
 from .decay import as_terms
-from .functional import Geometry, _stage_forward, head_rows
+from .functional import Geometry, _stage_forward, head_rows, use_triton
 from .options import C2P
 from .varied import StageCells
 
@@ -59,7 +59,7 @@ class RingCache:
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,
-                cells: StageCells | None = None, c2p: C2P = C2P()) -> torch.Tensor:
+                cells: StageCells | None = None, c2p: C2P = C2P(), kernel: str | None = None) -> torch.Tensor:
     """One query token against a ring buffer. q (B, H, 1, D); fk_ring, fv_ring ((terms,) B, H_kv, slots, D) in
     slot order, H_kv dividing H (the H / H_kv query heads of a group read its arrays); ages (slots,) in tokens,
     negative for empty slots; table: (terms, ages) or one product table (ages,); `cells` (only with H_kv = H)
@@ -67,27 +67,36 @@ def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int,
     slot has one age, so the terms fold into the arrays a cell of that age reads (sum_r f_r(k) d_r(age)), and
     each stage is one product of the physical pulses with them. Only the tiles holding a token are read (the
     ring fills from slot 0). `c2p`: the heads' C2P thresholds, the reference (the cell's offset or the query's
-    peak score, `functional.peak_reference`), the gains and the full scale, as in `functional.tiled_attention`."""
+    peak score, `functional.peak_reference`), the gains and the full scale, as in `functional.tiled_attention`.
+    `kernel` as in `functional.use_triton`: where it allows, one fused Triton kernel runs the step
+    (`decode_kernel.py`; not with `cells` or unsaturated converters)."""
     q = c2p.amplified(q)
     b, h, _, d = q.shape
     table = table if table.dim() == 2 else table[None]
     length, kv_heads = table.shape[1], fk_ring.shape[-3]
     group = h // kv_heads
     filled = -(-int((ages >= 0).sum()) // tile) * tile  # the ring's slots in use, whole tiles
-    fk_ring, fv_ring, ages = as_terms(fk_ring)[..., :filled, :], as_terms(fv_ring)[..., :filled, :], ages[:filled]
-    terms, slots = len(fk_ring), filled
+    fk_ring, fv_ring = as_terms(fk_ring), as_terms(fv_ring)
     valid = (ages >= 0) & (ages < length)
 
     def by_age(values):  # (n, length) -> (n, slots), zero at empty slots
         return torch.where(valid, values[:, ages.clamp(0, length - 1)], values.new_zeros(()))
 
-    decay = by_age(table)[:, None, :, None]  # (terms, 1, slots, 1)
-    aged_k, aged_v = ((x.reshape(terms, b * kv_heads, slots, x.shape[-1]) * decay).sum(0, keepdim=True)
+    shift = head_rows(c2p.threshold, b, h, q)  # each query head's own C2P threshold
+    if cells is None and c2p.full_scale == 1.0 and use_triton(q, tile, kernel):
+        from .decode_kernel import fused_decode_step
+
+        return fused_decode_step(q.reshape(b * kv_heads, group, d), fk_ring.flatten(1, 2), fv_ring.flatten(1, 2),
+                                 by_age(table), valid, shift, tiles=filled // tile, tile=tile, offset=cell.offset,
+                                 out_steps=out_steps, peak=c2p.peak).view(b, h, 1, fv_ring.shape[-1])
+    fk_ring, fv_ring, slots = fk_ring[..., :filled, :], fv_ring[..., :filled, :], filled
+    decay = by_age(table)[:, None, :filled, None]  # (terms, 1, slots, 1)
+    aged_k, aged_v = ((x.reshape(len(x), b * kv_heads, slots, x.shape[-1]) * decay).sum(0, keepdim=True)
                       for x in (fk_ring, fv_ring))
     geometry = Geometry(tile, slots, slots, 1, cell.offset, out_steps, full_scale=c2p.full_scale, peak=c2p.peak)
     if cells is not None:
-        cells = cells.chunk(slice(None), slice(0, slots), by_age(cells.log_table[None, :length]), (0, 0))
-    shift = head_rows(c2p.threshold, b, h, q).view(b * kv_heads, group, 1)  # each query head's own C2P threshold
-    out = _stage_forward(q.reshape(b * kv_heads, group, d), aged_k, aged_v, valid.to(q.dtype)[None, None],
-                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells, threshold=shift)[0]
+        cells = cells.chunk(slice(None), slice(0, slots), by_age(cells.log_table[None, :length])[:, :filled], (0, 0))
+    out = _stage_forward(q.reshape(b * kv_heads, group, d), aged_k, aged_v, valid[:filled].to(q.dtype)[None, None],
+                         geometry.physical_tiles(0, slots // tile), geometry, cells=cells,
+                         threshold=shift.view(b * kv_heads, group, 1))[0]
     return out.view(b, h, 1, fv_ring.shape[-1])

@@ -10,7 +10,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gaincell.surrogate import kernel, transfer_kernel
+from gaincell.surrogate import decode_kernel, kernel, transfer_kernel
 
 POINTER = "*bf16"
 SCALARS = dict(tokens="i32", dim="i32", ring="i32", offset_ptr="*fp32", term_stride="i32", block_stride="i32")
@@ -25,13 +25,20 @@ KERNELS = {
     "_transfer_kernel": (transfer_kernel, ("x_ptr", "grad_ptr", "out_ptr"),
                          dict(coefficients="*fp32", elements="i32", low="fp32", high="fp32", step="fp32",
                               y0="fp32", scale="fp32"), dict(DEGREE=4, LEVELS=8, BACKWARD=True, BLOCK=1024)),
+    "_decode_kernel": (decode_kernel, ("q_ptr", "fk_ptr", "fv_ptr", "out_ptr"),
+                       dict(decay_ptr="*fp32", valid_ptr="*i8", threshold_ptr="*fp32", group="i32", slots="i32",
+                            dim="i32", dim_v="i32", tiles="i32", offset="fp32", term_stride_k="i32",
+                            term_stride_v="i32"),
+                       dict(TERMS=1, TILE=64, BLOCK_D=64, BLOCK_DV=128, OUT_STEPS=15, PEAK=False)),
 }
+ATTENTION_VARIANTS = [{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}]
+VARIANTS = {"_transfer_kernel": [{}], "_decode_kernel": [{}, {"TERMS": 4, "PEAK": True}]}
 
 
 def variants() -> list[tuple[str, dict]]:
-    """(kernel, constants that differ from its defaults): three variants of each attention kernel, one transfer."""
-    return [(name, variant) for name, (_, _, _, constants) in KERNELS.items()
-            for variant in ([{}, {"EVEN": False, "BLOCK_M": 32}, {"TERMS": 4}] if "EVEN" in constants else [{}])]
+    """(kernel, constants that differ from its defaults): three variants of each parallel-pass kernel, one transfer,
+    two decode steps (one term and the offset reference; four terms and the peak reference)."""
+    return [(name, variant) for name in KERNELS for variant in VARIANTS.get(name, ATTENTION_VARIANTS)]
 
 
 def main(part: int = 0, parts: int = 1) -> int:

@@ -21,6 +21,7 @@ pytest.importorskip("triton", reason="the fused kernel needs the triton package 
 
 from gaincell.errors import ConfigError  # noqa: E402
 from gaincell.resources import data_path  # noqa: E402
+from gaincell.surrogate.attention import GainCellAttention  # noqa: E402
 from gaincell.surrogate.cellmodel import CellModel  # noqa: E402
 from gaincell.surrogate.decay import decay_terms  # noqa: E402
 from gaincell.surrogate.functional import gaincell_attention, use_triton  # noqa: E402
@@ -50,9 +51,11 @@ def interpreter():
 with interpreter():
     kernel = importlib.import_module("gaincell.surrogate.kernel")
     transfer_kernel = importlib.import_module("gaincell.surrogate.transfer_kernel")
+    decode_kernel = importlib.import_module("gaincell.surrogate.decode_kernel")
     if DEVICE == "cpu" and not kernel.interpreted():  # imported earlier for the GPU: rebuild for the interpreter
         kernel = importlib.reload(kernel)
         transfer_kernel = importlib.reload(transfer_kernel)
+        decode_kernel = importlib.reload(decode_kernel)
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +197,43 @@ def test_query_blocks_smaller_than_the_tile(cell):
     assert (fused.view(1, 2, 100, 32) - reference).abs().max() <= RELATIVE * reference.abs().max()
 
 
+DECODE_CASES = {  # (C2P reference, normalization, token period): the paper's converters, quantized
+    "offset reference, product-form decay": ("offset", "none", 20e-6),
+    "peak reference, reference column, aged decay terms": ("peak", "reference-column", 2e-4),
+}
+
+
+@pytest.mark.parametrize("case", DECODE_CASES)
+def test_decode_kernel_equals_the_torch_decode(case):
+    """A prompt of 50 tokens through the parallel pass fills a ring of 32 (it wraps), then 4 tokens one at a time,
+    grouped kv heads, each head with its own C2P threshold and gain: the fused decode kernel's outputs equal the
+    torch decode's (a readout on a quantizer boundary may round to the neighbouring level in one of them)."""
+    reference, normalization, period = DECODE_CASES[case]
+    cell = CellModel.from_surrogate(data_path("paper_reference.h5"), read_phases=2)
+    cell = dataclasses.replace(cell, token_period_s=period, hardware=cell.hardware.overridden(
+        normalization=normalization, c2p_reference=reference))
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, heads, 54, 16, generator=generator).to(DEVICE) for heads in (4, 2, 2))
+    layer = GainCellAttention(cell, 4, 16, kv_heads=2, tile=16, window=32).to(DEVICE)
+    outputs = []
+    with torch.no_grad():
+        for scaler in (layer.q_scaler, layer.k_scaler, layer.v_scaler):
+            scaler.a.fill_(0.25)
+        layer.c2p_threshold.copy_(0.05 * torch.arange(4.0))
+        layer.c2p_gain.copy_(1.0 + 0.5 * torch.arange(4.0))
+        for choice in ("torch", "triton"):
+            layer.execution, cache = Execution(kernel="torch"), layer.new_cache()
+            layer(q[:, :, :50], k[:, :, :50], v[:, :, :50], cache=cache)
+            layer.execution = Execution(kernel=choice)
+            outputs.append(torch.cat([layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
+                                      for t in range(50, 54)], dim=2))
+    assert layer.decay_terms(32, q).tables.shape[0] >= (3 if period > 1e-4 else 1)
+    torch_decode, fused = outputs
+    scale = torch_decode.abs().max()
+    flipped = (fused - torch_decode).abs() > RELATIVE * scale
+    assert scale > 0.1 and flipped.float().mean() <= 0.01, f"{int(flipped.sum())} outputs differ"
+
+
 def test_decay_blocks_are_built_once_per_table_and_rebuilt_when_it_changes():
     """The blocks of a table are kept while it lives unchanged; a table changed in place, or shorter than the
     ring (zeros past its end), gives the blocks built from its current values."""
@@ -304,7 +344,8 @@ def test_bfloat16_on_the_gpu_is_close_to_the_float32_reference(cell):
 @pytest.mark.slow
 def test_the_kernels_compile_for_a_gpu(tmp_path):
     """The kernels compile for an sm_90 GPU (Triton's compiler, no GPU needed), with one term and with the four
-    of an aged-voltage decay: two processes share the ten variants. Triton's cache is kept between test runs
+    of an aged-voltage decay, and the decode step with either C2P reference: two processes share the twelve
+    variants. Triton's cache is kept between test runs
     (tests/reference_cache.py's folder); Triton keys it on the kernels' sources and their dependencies, its own
     version, the target and the options, so a changed kernel is compiled afresh, and a failure is never cached."""
     import reference_cache
@@ -317,7 +358,7 @@ def test_the_kernels_compile_for_a_gpu(tmp_path):
     outputs = [run.communicate(timeout=600) for run in runs]
     for run, (stdout, stderr) in zip(runs, outputs):
         assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    assert "".join(stdout for stdout, _ in outputs).count("compiled") == 10
+    assert "".join(stdout for stdout, _ in outputs).count("compiled") == 12
 
 
 @pytest.mark.slow
@@ -343,6 +384,8 @@ def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
     # a measurement skipped because its code raised (a kernel's signature changed, say) would hide on a GPU too
     broken = [r for r in records if r["status"] == "skipped" and re.match(r"\w+(Error|Exception)\b", r.get("why", ""))]
     assert not broken, broken
+    decode = next(r for r in records if r["name"].startswith("decode step"))  # the decode kernel, timed beside the torch path
+    assert decode["status"] == "ok" and decode["kernel_us"] > 0 and decode["torch_path_us"] > 0
     scored = next(r for r in records if r["name"] == "adapted and scored")
     assert scored["perplexity"] > 1 and 0 <= scored["lambada_accuracy"] <= 1 and scored["tokens_seen"] > 0
     package = json.loads((tmp_path / "adapter" / "smollm2-gaincell-gpu.json").read_text())
