@@ -193,10 +193,10 @@ def stage_kernel(report, budget, device, smoke: bool) -> None:
 
         # a readout on a quantizer boundary may take the neighbouring level in one path: count those, they must be rare
         flipped = float(((step("triton").float() - step("torch").float()).abs() > 1e-3).float().mean())
-        ours, _ = timed(lambda: step("torch"), device, repeats * 20)
-        fused, _ = timed(lambda: step("triton"), device, repeats * 20)
-        sdpa, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q[:, :, -1:], k, v), device,
-                        repeats * 20)
+        steps = 1 if smoke else repeats * 20  # the interpreter takes 0.2 s a step
+        ours, _ = timed(lambda: step("torch"), device, steps)
+        fused, _ = timed(lambda: step("triton"), device, steps)
+        sdpa, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q[:, :, -1:], k, v), device, steps)
     report.add("kernel", f"decode step B{b} H{h} cache {slots} D{d}", "ok" if flipped <= 0.01 else "FAILED",
                torch_path_us=ours * 1e6, kernel_us=fused * 1e6, sdpa_us=sdpa * 1e6, torch_over_sdpa=ours / sdpa,
                kernel_over_sdpa=fused / sdpa, outputs_off_by_a_level=flipped,
