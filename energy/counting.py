@@ -126,6 +126,7 @@ def count_decode_actions(cell, heads: int, kv_heads: int, head_dim: int, *, wind
     prefill of `window` tokens; then `tokens` tokens are decoded one at a time under an `ArrayProbe`."""
     from gaincell.surrogate.attention import GainCellAttention
     from gaincell.surrogate.cellmodel import CellModel
+    from gaincell.surrogate.options import Execution
 
     if not isinstance(tokens, int) or tokens < 1:
         raise ConfigError("--tokens", f"must be a positive integer (tokens decoded while counting); got {tokens!r}")
@@ -135,7 +136,9 @@ def count_decode_actions(cell, heads: int, kv_heads: int, head_dim: int, *, wind
         raise ConfigError("--window", f"must be a positive multiple of --tile ({tile}); got {window!r}")
     if not isinstance(cell, CellModel):
         cell = CellModel.from_surrogate(cell, token_period_s=token_period_s)
-    layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window)
+    # the torch path whatever GAINCELL_KERNEL says: the probe counts its array products (a fused kernel has none)
+    layer = GainCellAttention(cell, heads, head_dim, kv_heads=kv_heads, tile=tile, window=window,
+                              execution=Execution(kernel="torch"))
     generator = torch.Generator().manual_seed(seed)
 
     def activations(n: int):
