@@ -39,7 +39,7 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
-from .decoding import RingCache, decode_step
+from .decoding import RingCache, decode_step, write_tokens
 from .functional import check_inputs, expand_kv, hardware_inputs, ring_size, tiled_attention
 from .naive import naive_pulses
 from .options import C2P, CellVariation, Converters, Execution
@@ -395,10 +395,8 @@ class GainCellAttention(nn.Module):
     def _write(self, cache: RingCache, qs, ks, vs, linear: bool) -> torch.Tensor:
         """Write tokens into the ring (the voltages the DACs store and their transfers); returns their hardware q."""
         k, v = self._stored(ks, vs)
-        qh, fk, fv = hardware_inputs(qs, k, v, self.cell, self._quantization(), linear, False, self.execution.kernel,
-                                     self.decay_terms(cache.slots, qs).aged)
-        cache.write(k, v, fk, fv)
-        return qh
+        return write_tokens(cache, qs, k, v, self.cell, self._quantization(), linear, self.execution.kernel,
+                            self.decay_terms(cache.slots, qs).aged)
 
     @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):

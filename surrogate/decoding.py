@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from .cellmodel import CellModel
+from .cellmodel import AgedExpansion, CellModel
 from .decay import as_terms
-from .functional import Geometry, _stage_forward, head_rows, use_triton
+from .functional import Geometry, _stage_forward, hardware_inputs, hardware_query, head_rows, use_triton
 from .options import C2P
+from .transfers import Quantization, level_index, level_voltages
 from .varied import StageCells
 
 
@@ -27,6 +28,7 @@ class RingCache:
         self.v: torch.Tensor | None = None
         self.fk: torch.Tensor | None = None  # f(k) of every slot, (B, H_kv, slots, D) or (terms, ...)
         self.fv: torch.Tensor | None = None
+        self.level_values: tuple[torch.Tensor, torch.Tensor] | None = None  # f, g of each DAC level ((terms,) levels)
         self.write_step = torch.full((slots,), -1, dtype=torch.long)
         self.next_step = 0
 
@@ -56,6 +58,25 @@ class RingCache:
     def ages(self, now: int) -> torch.Tensor:
         """Age in tokens of every slot at step `now` (negative where empty)."""
         return torch.where(self.write_step >= 0, now - self.write_step, torch.full_like(self.write_step, -1))
+
+
+def write_tokens(cache: RingCache, qs, k, v, cell: CellModel, quantization: Quantization | None, linear: bool,
+                 kernel: str | None, aged: AgedExpansion | None) -> torch.Tensor:
+    """Write the stored voltages k, v (B, H_kv, n, D; clamped and quantized) and their transfers into the ring;
+    returns the hardware q of qs. With quantized k, v the transfers of the DAC's few levels are computed once per
+    ring (the same transfers of the same voltages) and each token's are looked up by its level."""
+    levels = quantization.kv_levels if quantization else 0
+    if not levels:
+        qh, fk, fv = hardware_inputs(qs, k, v, cell, quantization, linear, False, kernel, aged)
+        cache.write(k, v, fk, fv)
+        return qh
+    if cache.level_values is None:
+        voltages = level_voltages(levels, *cell.stored_range_v, k)
+        cache.level_values = hardware_inputs(qs, voltages, voltages, cell, quantization, linear, False, kernel,
+                                             aged)[1:]
+    fk, fv = (values[..., level_index(x, levels, *cell.stored_range_v)] for x, values in zip((k, v), cache.level_values))
+    cache.write(k, v, fk, fv)
+    return hardware_query(qs, cell, quantization, kernel)
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,

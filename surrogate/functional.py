@@ -254,16 +254,26 @@ def prepare(q, k, v, cell, tile: int, window: int | None, quantize) -> tuple[Cel
     return cell, Quantization() if quantize is True else (quantize or None)
 
 
+def _elementwise(q: torch.Tensor, kernel: str | None):
+    """How a polynomial transfer runs: one Triton kernel each way where `use_triton` allows, else torch."""
+    if use_triton(q, None, kernel):
+        from .transfer_kernel import FusedTransfer
+
+        return FusedTransfer.apply
+    return ElementwiseTransfer.apply
+
+
+def hardware_query(q, cell: CellModel, quantize: Quantization | None, kernel: str | None = None) -> torch.Tensor:
+    """The query's transfer of `hardware_inputs` alone: q clamped (and quantized) to [0, 1]."""
+    return _elementwise(q, kernel)(q, transfers(cell, quantize, False, False)[0])
+
+
 def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, linear: bool,
                     linear_backward: bool, kernel: str | None = None, aged: AgedExpansion | None = None):
     """Clamp (and quantize) q to [0, 1] and k, v to the stored range; return q, f(k), g(v), with the terms of
     `aged` stacked in front of f(k) and g(v) where given. Where `use_triton` allows (`kernel`), each polynomial
     transfer runs as one Triton kernel each way (`transfer_kernel.FusedTransfer`)."""
-    apply = ElementwiseTransfer.apply
-    if use_triton(q, None, kernel):
-        from .transfer_kernel import FusedTransfer
-
-        apply = FusedTransfer.apply
+    apply = _elementwise(q, kernel)
     query, key, value = transfers(cell, quantize, linear, linear_backward, aged)
     if aged is not None:
         return apply(q, query), TabulatedTransfer.apply(k, key), TabulatedTransfer.apply(v, value)

@@ -34,6 +34,16 @@ def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch
     return straight_through(x, quantize(x, levels, low, high))
 
 
+def level_voltages(levels: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+    """The `levels` values `quantize` rounds to over [low, high], computed as it computes them."""
+    return torch.arange(levels, dtype=like.dtype, device=like.device) * ((high - low) / (levels - 1)) + low
+
+
+def level_index(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """The index 0 .. levels - 1 of each quantized value x (one of `level_voltages`)."""
+    return ((x - low) / ((high - low) / (levels - 1))).round().long()
+
+
 @dataclass(frozen=True)
 class Quantization:
     """Levels of the hardware's converters (the paper's: 16 pulse widths, 8 stored levels, 32 readout); 0 makes
