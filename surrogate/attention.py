@@ -284,8 +284,9 @@ class GainCellAttention(nn.Module):
 
     def _with_reference(self, vs: torch.Tensor) -> torch.Tensor:
         """With normalization, the V array's reference column: one more column written with the DAC's top level."""
-        top = vs.new_full((*vs.shape[:-1], 1), self.cell.stored_range_v[1])
-        return torch.cat([vs, top], dim=-1) if self.normalized else vs
+        if not self.normalized:
+            return vs
+        return torch.cat([vs, vs.new_full((*vs.shape[:-1], 1), self.cell.stored_range_v[1])], dim=-1)
 
     def _normalized(self, y: torch.Tensor) -> torch.Tensor:
         """With normalization, the value readouts divided by the reference column's (which sums the pulses, each
@@ -412,7 +413,8 @@ class GainCellAttention(nn.Module):
                                                   (cache.k, cache.v))
                 fk, fv = expand_kv(fk, self.heads), expand_kv(fv, self.heads)
             outputs.append(decode_step(qh, fk, fv, cache.ages(cache.next_step - 1), table, self.cell, tile=self.tile,
-                                       out_steps=self._out_steps(), cells=cells, c2p=self._c2p(), kernel=self.execution.kernel))
+                                       out_steps=self._out_steps(), cells=cells, c2p=self._c2p(),
+                                       kernel=self.execution.kernel))
         return torch.cat(outputs, dim=2)
 
     def new_cache(self, max_tokens: int | None = None) -> RingCache:

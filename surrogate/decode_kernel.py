@@ -82,7 +82,7 @@ def fused_decode_step(q, fk, fv, decay, valid, threshold, *, tiles: int, tile: i
     cell's C2P offset (the reference unless `peak`). Returns (rows, group, D_v)."""
     rows, group, dim = q.shape
     terms, _, slots, dim_v = fv.shape
-    q, fk, fv = q.contiguous(), fk.contiguous(), fv.contiguous()  # the ring's arrays are: no copy
+    q, fk, fv = q.contiguous(), fk.contiguous(), fv.contiguous()  # a copy only if not already (the ring's are)
     out = q.new_empty(rows, group, dim_v)
     _decode_kernel[(rows, group)](
         q, fk, fv, decay.float().contiguous(), valid.to(torch.int8).contiguous(), threshold.float().contiguous(), out,

@@ -35,7 +35,7 @@ def quantize_ste(x: torch.Tensor, levels: int, low: float, high: float) -> torch
 
 
 def level_voltages(levels: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
-    """The `levels` values `quantize` rounds to over [low, high], computed as it computes them."""
+    """The `levels` values `compact.quantize` rounds to over [low, high], computed as it computes them (its step)."""
     return torch.arange(levels, dtype=like.dtype, device=like.device) * ((high - low) / (levels - 1)) + low
 
 
