@@ -20,7 +20,7 @@ import torch
 
 from gaincell.errors import ConfigError
 from gaincell.progress import bar as progress_bar
-from gaincell.surrogate.attention import head_statistics
+from gaincell.surrogate.scalers import head_statistics
 
 from .models import gaincell_layers, set_mode
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from gaincell.hardware import COMPUTATION_FIELDS
-from gaincell.surrogate.attention import head_statistics
+from gaincell.surrogate.scalers import head_statistics
 
 from .models import gaincell_layers, swap_attention
 from .transfer import fit_output_scaler

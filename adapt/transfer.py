@@ -23,7 +23,7 @@ import torch
 
 from gaincell.errors import ConfigError
 
-from gaincell.surrogate.attention import head_statistics
+from gaincell.surrogate.scalers import head_statistics
 from gaincell.surrogate.functional import expand_kv
 
 from .calibrate import softmax_targets

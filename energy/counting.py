@@ -69,10 +69,14 @@ class ActionCounts:
 
 
 class ArrayProbe(TorchFunctionMode):
-    """Counts cache writes and array reads (see the module docstring) while active."""
+    """Counts cache writes and array reads (see the module docstring) while active: of the torch decode (a ring in
+    the transfers form; the compiled CPU step's has no torch products to count)."""
 
     def __init__(self, cache, tile: int, out_steps: int):
         super().__init__()
+        if cache.compiled:
+            raise ConfigError("cache", "is in the compiled step's levels form; the probe counts the torch decode's "
+                                       "array products: build the layer with Execution(kernel='torch')")
         self.cache, self.tile, self.out_steps = cache, tile, out_steps
         self.counts = ActionCounts()
         self._converted: list[torch.Tensor] = []  # stage-1 results (the C2P's pulses), kept so memory is not reused

@@ -39,10 +39,12 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
-from .decoding import RingCache, decode_step, write_tokens
-from .functional import check_inputs, expand_kv, hardware_inputs, ring_size, tiled_attention
+from .decoding import RingCache, aged_level_tables, compiled_step_applies, decode_step, write_tokens
+from .functional import (check_inputs, expand_kv, hardware_inputs, head_rows, kernel_choice, ring_size,
+                         tiled_attention)
 from .naive import naive_pulses
 from .options import C2P, CellVariation, Converters, Execution
+from .scalers import AffineScaler
 from .transfers import Quantization, straight_through, transfers
 from .varied import CellDraws, StageCells, log_table, multiply_deviation, series_terms
 
@@ -61,41 +63,6 @@ def is_count(value, high: int) -> bool:
 def hardware_quantization(hardware) -> Quantization:
     """The converters' levels of a `gaincell.hardware.HardwareConfig`: query pulse widths, stored K/V, readout."""
     return Quantization(hardware.input_levels, hardware.stored_levels, hardware.readout_levels)
-
-
-class AffineScaler(nn.Module):
-    """y = a * x + b per head, with an EMA of y's per-head mean and std (the target statistics)."""
-
-    def __init__(self, heads: int, a: float = 1.0, b: float = 0.0, momentum: float = 0.1):
-        super().__init__()
-        self.a = nn.Parameter(torch.full((heads,), float(a)))
-        self.b = nn.Parameter(torch.full((heads,), float(b)))
-        self.momentum = momentum
-        self.register_buffer("target_mean", torch.full((heads,), math.nan))
-        self.register_buffer("target_std", torch.full((heads,), math.nan))
-        self.track_statistics = False  # update the EMA targets on every forward
-        self.record_batch = False  # keep this forward's per-head mean/std in `batch_mean`, `batch_std`
-        self.batch_mean: torch.Tensor | None = None
-        self.batch_std: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, heads, T, D)
-        y = x * self.a.view(1, -1, 1, 1).to(x.dtype) + self.b.view(1, -1, 1, 1).to(x.dtype)
-        if self.track_statistics or self.record_batch:
-            with torch.no_grad():
-                mean, std = head_statistics(y)
-                if self.record_batch:
-                    self.batch_mean, self.batch_std = mean, std
-                if self.track_statistics:
-                    for buffer, value in ((self.target_mean, mean), (self.target_std, std)):
-                        fresh = torch.isnan(buffer)
-                        buffer.copy_(torch.where(fresh, value, (1 - self.momentum) * buffer + self.momentum * value))
-        return y
-
-
-def head_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head mean and std (float32) of a (B, heads, T, D) tensor."""
-    flat = y.detach().transpose(0, 1).reshape(y.shape[1], -1).float()
-    return flat.mean(1), flat.std(1)
 
 
 class GainCellAttention(nn.Module):
@@ -254,8 +221,11 @@ class GainCellAttention(nn.Module):
         if self.mode == "ideal":
             return self._ideal(q, k, v, cache)
         linear = self.mode == "linear"
+        decoding = cache is not None and (cache.next_step > 0 or q.shape[2] == 1)
+        if decoding and self._chosen_form(cache, q).compiled:
+            return self._decode_compiled(q, k, v, cache, linear)
         qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self._with_reference(self.v_scaler(v))
-        if cache is None or (cache.next_step == 0 and q.shape[2] > 1):
+        if not decoding:
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
             terms = self.decay_terms(ring, q)
             qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
@@ -396,18 +366,47 @@ class GainCellAttention(nn.Module):
     def _write(self, cache: RingCache, qs, ks, vs, linear: bool) -> torch.Tensor:
         """Write tokens into the ring (the voltages the DACs store and their transfers); returns their hardware q."""
         k, v = self._stored(ks, vs)
-        return write_tokens(cache, qs, k, v, self.cell, self._quantization(), linear, self.execution.kernel,
-                            self.decay_terms(cache.slots, qs).aged)
+        return write_tokens(self._chosen_form(cache, qs), qs, k, v, self.cell, self._quantization(), linear,
+                            self.execution.kernel, self.decay_terms(cache.slots, qs).aged)
+
+    def _chosen_form(self, cache: RingCache, q) -> RingCache:
+        """At a ring's first write, its form: levels for the compiled CPU step where it applies, else transfers."""
+        if cache.next_step == 0:
+            levels = self.quantization.kv_levels if self.quantize else 0
+            cache.compiled = compiled_step_applies(q, kernel_choice(self.execution.kernel), levels, self.varied,
+                                                   self._c2p().full_scale)
+        return cache
+
+    @torch.no_grad()
+    def _decode_compiled(self, q, k, v, cache: RingCache, linear: bool):
+        """Token by token through the compiled CPU step (`level_decode.py`): each token's scalers, converters, ring
+        write and read, normalization and output scaler in one call."""
+        from .level_decode import StepSettings, decode
+
+        scalers = (self.q_scaler, self.k_scaler, self.v_scaler, self.out_scaler)
+        if any(s.track_statistics or s.record_batch for s in scalers):
+            raise ConfigError("cache", "decodes through the compiled step, which tracks no scaler statistics: "
+                                       "track them on a parallel pass or decode with Execution(kernel='torch')")
+        quantization, c2p = self._quantization(), self._c2p()
+        aged = aged_level_tables(cache, q, self.cell, quantization, linear, self.execution.kernel,
+                                 self.decay_terms(cache.slots, q))
+        gain = c2p.gain if c2p.gain is not None else q.new_ones(self.heads)
+        tables = (*aged, gain.detach().float().contiguous(), head_rows(c2p.threshold, 1, self.heads, q).detach())
+        scales = tuple(torch.stack((s.a, s.b)).detach().float() for s in scalers)
+        settings = StepSettings(self.cell.stored_range_v, quantization.kv_levels, quantization.q_levels,
+                                quantization.out_steps, self.cell.offset, c2p.peak, self.tile, self.normalized)
+        return decode(q.detach(), k.detach(), v.detach(), cache, tables, scales, settings)
 
     @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
         """Token by token: write each token's k, v into the ring, then read the ring with its q."""
         if cache.slots % self.tile:
             raise ConfigError("cache", f"has {cache.slots} slots, not a multiple of the tile {self.tile}")
+        terms = self.decay_terms(cache.slots, qs)
         outputs = []
         for i in range(qs.shape[2]):
             qh = self._write(cache, qs[:, :, i:i + 1], ks[:, :, i:i + 1], vs[:, :, i:i + 1], linear)
-            fk, fv, table, cells = cache.fk, cache.fv, self.decay_terms(cache.slots, qs).tables, None
+            fk, fv, table, cells = cache.fk, cache.fv, terms.tables, None
             if self.varied:  # per-cell arrays: one row per query head
                 fk, fv, table, cells = self._vary(fk, fv, table, cache.slots, cache.slots, qs.shape[0],
                                                   (cache.k, cache.v))

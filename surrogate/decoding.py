@@ -8,10 +8,13 @@ arrays without copying them.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import torch
 
 from .cellmodel import AgedExpansion, CellModel
-from .decay import as_terms
+from .decay import DecayTerms, as_terms
 from .functional import Geometry, _stage_forward, hardware_inputs, hardware_query, head_rows, use_triton
 from .options import C2P
 from .transfers import Quantization, level_index, level_voltages
@@ -19,39 +22,41 @@ from .varied import StageCells
 
 
 class RingCache:
-    """Decoding state of one layer: `slots` stored k, v voltages (B, H_kv, slots, D), their transfers and write
-    steps."""
+    """Decoding state of one layer: its ring of `slots` slots and each slot's write step. In the "transfers" form
+    (the torch and Triton decodes) it holds the stored k, v voltages (B, H_kv, slots, D) and their transfers f(k),
+    g(v) ((terms,) B, H_kv, slots, D); in the "levels" form (`compiled`, the compiled CPU step, `level_decode.py`)
+    each cell's DAC level index (uint8, `k_level`, `v_level`). The form is chosen at the ring's first write."""
 
     def __init__(self, slots: int):
         self.slots = slots
+        self.compiled = False
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.fk: torch.Tensor | None = None  # f(k) of every slot, (B, H_kv, slots, D) or (terms, ...)
         self.fv: torch.Tensor | None = None
+        self.k_level: torch.Tensor | None = None
+        self.v_level: torch.Tensor | None = None
         self.level_values: tuple[torch.Tensor, torch.Tensor] | None = None  # f, g of each DAC level ((terms,) levels)
+        self.aged_levels: tuple[torch.Tensor, torch.Tensor] | None = None  # the same at each age (ages, levels)
         self.write_step = torch.full((slots,), -1, dtype=torch.long)
         self.next_step = 0
 
     def write(self, k: torch.Tensor, v: torch.Tensor, fk: torch.Tensor | None = None,
               fv: torch.Tensor | None = None) -> None:
         """Store tokens (B, H_kv, n, D) at the next steps; slot = step mod slots (the oldest is overwritten).
-        fk, fv: their transfers f(k), g(v) ((terms,) B, H_kv, n, D), kept beside them."""
-        if self.k is None:
-            b, h = k.shape[:2]
-            self.k = k.new_zeros(b, h, self.slots, k.shape[-1])
-            self.v = v.new_zeros(b, h, self.slots, v.shape[-1])
-            self.write_step = self.write_step.to(k.device)
-        n = k.shape[2]
+        fk, fv: their transfers f(k), g(v) ((terms,) B, H_kv, n, D), kept beside them; in the levels form k, v
+        are the level indices."""
+        names = ("k_level", "v_level") if self.compiled else ("k", "v", "fk", "fv")
+        n = k.shape[-2]
         keep = min(n, self.slots)
         steps = torch.arange(self.next_step + n - keep, self.next_step + n, device=k.device)
         slots = steps % self.slots
-        self.k[:, :, slots] = k[:, :, n - keep:]
-        self.v[:, :, slots] = v[:, :, n - keep:]
-        if fk is not None:
-            if self.fk is None:
-                self.fk, self.fv = (x.new_zeros(*x.shape[:-2], self.slots, x.shape[-1]) for x in (fk, fv))
-            self.fk[..., slots, :] = fk[..., n - keep:, :]
-            self.fv[..., slots, :] = fv[..., n - keep:, :]
+        for name, x in zip(names, (k, v, fk, fv)):
+            if x is not None:
+                if getattr(self, name) is None:
+                    setattr(self, name, x.new_zeros(*x.shape[:-2], self.slots, x.shape[-1]))
+                getattr(self, name)[..., slots, :] = x[..., n - keep:, :]
+        self.write_step = self.write_step.to(k.device)
         self.write_step[slots] = steps
         self.next_step += n
 
@@ -60,23 +65,58 @@ class RingCache:
         return torch.where(self.write_step >= 0, now - self.write_step, torch.full_like(self.write_step, -1))
 
 
+def ring_level_values(cache: RingCache, qs, cell: CellModel, quantization: Quantization, linear: bool,
+                      kernel: str | None, aged: AgedExpansion | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """f, g of each of the DAC's levels ((terms,) levels), computed at the ring's first use and kept."""
+    if cache.level_values is None:
+        voltages = level_voltages(quantization.kv_levels, *cell.stored_range_v, qs)
+        cache.level_values = hardware_inputs(qs, voltages, voltages, cell, quantization, linear, False, kernel,
+                                             aged)[1:]
+    return cache.level_values
+
+
 def write_tokens(cache: RingCache, qs, k, v, cell: CellModel, quantization: Quantization | None, linear: bool,
                  kernel: str | None, aged: AgedExpansion | None) -> torch.Tensor:
-    """Write the stored voltages k, v (B, H_kv, n, D; clamped and quantized) and their transfers into the ring;
-    returns the hardware q of qs. With quantized k, v the transfers of the DAC's few levels are computed once per
-    ring (the same transfers of the same voltages) and each token's are looked up by its level."""
+    """Write the stored voltages k, v (B, H_kv, n, D; clamped and quantized) and their transfers (or, in the
+    levels form, their level indices) into the ring; returns the hardware q of qs. With quantized k, v the
+    transfers of the DAC's few levels are computed once per ring (the same transfers of the same voltages) and
+    each token's are looked up by its level."""
     levels = quantization.kv_levels if quantization else 0
     if not levels:
         qh, fk, fv = hardware_inputs(qs, k, v, cell, quantization, linear, False, kernel, aged)
         cache.write(k, v, fk, fv)
         return qh
-    if cache.level_values is None:
-        voltages = level_voltages(levels, *cell.stored_range_v, k)
-        cache.level_values = hardware_inputs(qs, voltages, voltages, cell, quantization, linear, False, kernel,
-                                             aged)[1:]
-    fk, fv = (values[..., level_index(x, levels, *cell.stored_range_v)] for x, values in zip((k, v), cache.level_values))
-    cache.write(k, v, fk, fv)
+    indices = [level_index(x, levels, *cell.stored_range_v) for x in (k, v)]
+    if cache.compiled:
+        cache.write(*(index.to(torch.uint8) for index in indices))
+    else:
+        values = ring_level_values(cache, qs, cell, quantization, linear, kernel, aged)
+        cache.write(k, v, *(table[..., index] for index, table in zip(indices, values)))
     return hardware_query(qs, cell, quantization, kernel)
+
+
+@functools.cache
+def numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def compiled_step_applies(q: torch.Tensor, kernel: str, kv_levels: int, varied: bool, full_scale: float) -> bool:
+    """Whether a layer decodes through the compiled CPU step (`level_decode.py`): `kernel` (resolved, as in
+    `functional.kernel_choice`) "auto", CPU float32 tensors, numba installed, stored k, v quantized (`kv_levels`
+    > 0), no per-cell variation, saturating converters. Elsewhere the torch (or Triton) decode runs."""
+    return (kernel == "auto" and not q.is_cuda and q.dtype == torch.float32 and kv_levels > 0 and not varied
+            and full_scale == 1.0 and numba_installed())
+
+
+def aged_level_tables(cache: RingCache, qs, cell: CellModel, quantization: Quantization, linear: bool,
+                      kernel: str | None, terms: DecayTerms) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(k) and g(v) of each DAC level at each age of the ring, sum_r f_r(level) d_r(age) (ages, levels): what the
+    compiled step looks a cell up in (`level_decode.py`); computed at the ring's first step and kept."""
+    if cache.aged_levels is None:
+        tables = terms.tables.reshape(-1, terms.tables.shape[-1])
+        cache.aged_levels = tuple((x.reshape(len(tables), 1, -1) * tables[:, :, None]).sum(0).contiguous() for x in
+                                  ring_level_values(cache, qs, cell, quantization, linear, kernel, terms.aged))
+    return cache.aged_levels
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,

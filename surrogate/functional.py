@@ -323,6 +323,15 @@ def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def kernel_choice(kernel: str | None) -> str:
+    """`kernel`, or where None the GAINCELL_KERNEL environment variable, else "auto"; one of KERNEL_CHOICES."""
+    choice = kernel if kernel is not None else os.environ.get("GAINCELL_KERNEL", "auto")
+    if choice not in KERNEL_CHOICES:
+        name = "kernel" if kernel is not None else "GAINCELL_KERNEL"
+        raise ConfigError(name, f"must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
+    return choice
+
+
 def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> bool:
     """Whether the parallel pass (for this `tile`; None: the element-wise transfers) runs the fused Triton
     kernels (`kernel.py`) rather than the torch path below.
@@ -330,10 +339,7 @@ def use_triton(q: torch.Tensor, tile: int | None, kernel: str | None = None) -> 
     `kernel` (default: the GAINCELL_KERNEL environment variable, else "auto"): "auto" uses the kernel on CUDA
     tensors when triton is installed and the case is supported; "triton" insists (an error says why it
     cannot); "torch" never uses it. The torch path is the reference the kernel is tested against."""
-    choice = kernel if kernel is not None else os.environ.get("GAINCELL_KERNEL", "auto")
-    if choice not in KERNEL_CHOICES:
-        name = "kernel" if kernel is not None else "GAINCELL_KERNEL"
-        raise ConfigError(name, f"must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
+    choice = kernel_choice(kernel)
     if choice == "torch" or (choice == "auto" and not q.is_cuda):
         return False
     if not triton_installed():

@@ -134,9 +134,13 @@ def test_ideal_mode_equals_sdpa():
 @pytest.mark.parametrize("mode,quantize,window,threshold", [("nonlinear", False, 64, 0.0), ("linear", True, 64, 0.0),
                                                             ("nonlinear", True, None, 0.0),
                                                             ("nonlinear", True, 64, 0.1)])
-def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, window, threshold):
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, window, threshold, kernel):
+    """With quantized k, v on the CPU, "auto" decodes through the compiled step (`level_decode.py`), "torch" through
+    the torch decode: both reproduce the parallel pass, a prompt in one pass then token by token too."""
     layer = GainCellAttention.from_surrogate(REFERENCE, 4, 16, kv_heads=2, tile=32, window=window, mode=mode,
-                                             converters=Converters(quantize), token_period_s=20e-6)
+                                             converters=Converters(quantize), token_period_s=20e-6,
+                                             execution=Execution(kernel=kernel))
     with torch.no_grad():
         for scaler in (layer.q_scaler, layer.k_scaler, layer.v_scaler):
             scaler.a.fill_(0.25)
@@ -149,10 +153,33 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, wi
     steps = torch.cat([layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache) for t in range(200)],
                       dim=2)
     assert parallel.abs().max() > 0.1 and (steps - parallel).abs().max() <= 1e-5
+    assert cache.compiled == (quantize and kernel == "auto")
     prompt = layer.new_cache(max_tokens=200)  # a prompt in one pass, then token by token
     mixed = torch.cat([layer(q[:, :, :90], k[:, :, :90], v[:, :, :90], cache=prompt),
                        layer(q[:, :, 90:], k[:, :, 90:], v[:, :, 90:], cache=prompt)], dim=2)
-    assert (mixed - parallel).abs().max() <= 1e-5
+    assert (mixed - parallel).abs().max() <= 1e-5 and prompt.compiled == cache.compiled
+
+
+def test_the_compiled_decode_needs_numba_and_falls_back_without_it(monkeypatch):
+    """Without numba the layer decodes through the torch decode, to the same outputs."""
+    from gaincell.surrogate import decoding
+
+    layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32, execution=Execution(kernel="auto"))
+    q, k, v = torch.randn(3, 1, 2, 40, 16, generator=torch.Generator().manual_seed(4)).unbind(0)
+    outputs = []
+    for installed in (True, False):
+        monkeypatch.setattr(decoding, "numba_installed", lambda: installed)
+        cache = layer.new_cache()
+        with torch.no_grad():
+            outputs.append(torch.cat([layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
+                                      for t in range(40)], dim=2))
+        assert cache.compiled == installed
+    assert outputs[0].abs().max() > 0.1 and (outputs[0] - outputs[1]).abs().max() <= 1e-5
+    monkeypatch.undo()
+    layer.q_scaler.track_statistics = True  # the compiled step updates no statistics: it says so
+    cache = layer.new_cache()
+    with torch.no_grad(), pytest.raises(ConfigError, match="tracks no scaler statistics"):
+        layer(q[:, :, :1], k[:, :, :1], v[:, :, :1], cache=cache)
 
 
 def test_unsaturated_converters_are_a_rectified_sum_over_the_window(cell):

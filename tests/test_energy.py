@@ -20,6 +20,7 @@ from gaincell.fitting.fit import figures
 from gaincell.resources import data_path
 from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.file import Surrogate
+from gaincell.surrogate.options import Execution
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(heads=4, kv_heads=2, head_dim=16, window=128, tile=32)
@@ -53,7 +54,8 @@ def test_decode_counts_match_the_closed_form():
 def test_probe_reads_pulse_widths_from_the_decode():
     """Full-scale queries (q' = 1 after the scaler) drive every cell for T_max; zero queries drive none, so
     nothing reaches stage 2 and no counter ticks."""
-    layer = GainCellAttention.from_surrogate(data_path("paper_reference.h5"), heads=2, head_dim=8, tile=16, window=32)
+    layer = GainCellAttention.from_surrogate(data_path("paper_reference.h5"), heads=2, head_dim=8, tile=16, window=32,
+                                             execution=Execution(kernel="torch"))
     for q_value, expected in ((0.5, 1.0), (-0.5, 0.0)):
         cache = layer.new_cache()
         kv = torch.full((1, 2, 32, 8), 0.2)
@@ -191,3 +193,15 @@ def test_gpu_baseline_script_runs_on_cpu_and_feeds_the_energy_model(tmp_path):
     assert baseline.device_kind == "cpu" and baseline.energy_per_step_j is None and baseline.tokens == 32
     report = estimate("gpt2", figures="paper", tokens=1, window=128, tile=64, gpu_baseline=out)
     assert report.gpus == [baseline] and report.gpu_note.startswith("measured")
+
+
+def test_probe_refuses_a_ring_of_the_compiled_step():
+    """The compiled CPU step's ring holds level indices and runs no torch products: the probe says so."""
+    layer = GainCellAttention.from_surrogate(data_path("paper_reference.h5"), heads=2, head_dim=8, tile=16, window=32,
+                                             execution=Execution(kernel="auto"))
+    cache = layer.new_cache()
+    with torch.no_grad():
+        layer(torch.zeros(1, 2, 32, 8), torch.zeros(1, 2, 32, 8), torch.zeros(1, 2, 32, 8), cache=cache)
+    assert cache.compiled  # numba is installed with the package's lm extra
+    with pytest.raises(ConfigError, match="kernel='torch'"):
+        ArrayProbe(cache, 16, 15)

@@ -224,7 +224,7 @@ def test_resuming_with_another_lora_rank_is_a_clear_error(tmp_path, folder):
 
 def test_a_head_with_a_constant_readout_keeps_a_unit_gain():
     from gaincell.adapt.transfer import set_affine
-    from gaincell.surrogate.attention import AffineScaler
+    from gaincell.surrogate.scalers import AffineScaler
 
     scaler = AffineScaler(3)
     scaler.target_mean.fill_(0.0)

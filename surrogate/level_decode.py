@@ -1,0 +1,228 @@
+"""The decode step compiled for the CPU (numba): one token through a layer's whole decode in one call.
+
+With the DACs' levels on, every stored k or v is one of `kv_levels` voltages, so the ring in its "levels" form
+(`decoding.RingCache`) keeps each cell's level index (uint8), and each level's transfer at each age is one table,
+computed once per ring: sum_r f_r(level) d_r(age) and the same of g (ages, levels; the aged decay's terms folded
+as the torch decode folds them per slot). A step takes the token's unscaled q, k, v: the per-head scalers, the
+DACs' levels written at its slot (with the V array's reference column at the top level when the layer
+normalizes), each filled slot's cells looked up by their level and the slot's age, and the query heads of the kv
+group read them: the query's pulse widths (clamped, quantized, x each head's C2P gain), scores, the C2P reference
+(the cell's offset or the query's peak score less one) and each head's threshold, pulses clamped to [0, 1], each
+tile's readout clamped to [-1, 1] and quantized, summed over the tiles, divided by the reference column's, and
+the output scaler. The arithmetic of `GainCellAttention`'s torch decode on the same values, its converters
+rounding op for op; the dot products sum in another order, so a readout on a quantizer boundary may move by a
+level.
+
+numba is imported with this module (`decoding.compiled_step_applies` says where it runs); the functions compile on
+first use and numba caches them on disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import torch
+
+# The converters round as the torch path does, op for op (no fused multiply-adds); the scores' dot products may
+# reassociate and fuse to vectorize. No assumption about infinities (the peak's -inf).
+exact = numba.njit(cache=True, nogil=True)
+fast = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The converters and C2P of a layer's step: the stored range (volts) and levels of the k, v DACs, the query's
+    levels (0: exact), the readout's steps (0: exact), the cell's C2P offset, whether the reference follows the
+    peak score, the tile (slots per array) and whether the readouts are divided by a reference column's."""
+
+    stored_range: tuple[float, float]
+    kv_levels: int
+    q_levels: int
+    out_steps: int
+    offset: float
+    peak: bool
+    tile: int
+    normalized: bool
+
+    def converters(self) -> tuple:
+        """The settings as the compiled step takes them."""
+        low, high = self.stored_range
+        return (np.float32(low), np.float32(high), np.float32((high - low) / (self.kv_levels - 1)), self.kv_levels,
+                self.q_levels, self.out_steps, np.float32(self.offset), self.peak, self.tile, self.normalized)
+
+
+@exact
+def _level(x, a, b, low, high, step):
+    """The index of the level the DAC writes for the scaled x * a + b: clamped to [low, high], rounded half to
+    even."""
+    return np.uint8(np.rint((min(max(x * a + b, low), high) - low) / step))
+
+
+@exact
+def _write(k, v, scales, rings, now, converters):
+    """The levels of k, v (B, H_kv, D) into the rings' slot of step `now` (and the reference column's top level)."""
+    k_ring, v_ring, written = rings
+    low, high, step, levels = converters[0], converters[1], converters[2], converters[3]
+    k_a, k_b, v_a, v_b = scales[1][0], scales[1][1], scales[2][0], scales[2][1]
+    slot = now % written.shape[0]
+    written[slot] = now
+    for b in range(k.shape[0]):
+        for g in range(k.shape[1]):
+            for d in range(k.shape[2]):
+                k_ring[b, g, slot, d] = _level(k[b, g, d], k_a[g], k_b[g], low, high, step)
+                v_ring[b, g, slot, d] = _level(v[b, g, d], v_a[g], v_b[g], low, high, step)
+            if v_ring.shape[3] > v.shape[2]:
+                v_ring[b, g, slot, v.shape[2]] = levels - 1
+
+
+@exact
+def _filled(written, now, ages, tile):
+    """Which slots of the filled tiles (the ring fills from slot 0) hold a token `ages` reaches, and their ages."""
+    filled = 0
+    for s in range(written.shape[0]):
+        filled += written[s] >= 0
+    filled = -(-filled // tile) * tile
+    valid = np.zeros(filled, np.bool_)
+    age = np.zeros(filled, np.int64)
+    for s in range(filled):
+        age[s] = now - written[s]
+        valid[s] = written[s] >= 0 and age[s] < ages
+    return valid, age
+
+
+@exact
+def _queries(q, first, scales, gain, q_levels):
+    """The pulse widths of query heads first .. first + G - 1 (q: (G, D)): scaled, clamped to [0, 1], quantized,
+    x each head's C2P gain."""
+    out = np.empty(q.shape, np.float32)
+    step = np.float32(1.0 / (q_levels - 1)) if q_levels else np.float32(1.0)
+    for i in range(q.shape[0]):
+        for d in range(q.shape[1]):
+            x = min(max(q[i, d] * scales[0][0, first + i] + scales[0][1, first + i], np.float32(0.0)), np.float32(1.0))
+            if q_levels:
+                x = np.rint(x / step) * step
+            out[i, d] = x * gain[first + i]
+    return out
+@fast
+def _scores(queries, k_ring, valid, age, aged_k):
+    """sum_d q_d (aged f(k))_d of each query (G, D) and slot of one kv head's ring (slots, D); 0 where empty.
+    aged_k (ages, levels): each level's f(k) at each age."""
+    scores = np.zeros((queries.shape[0], valid.shape[0]), np.float32)
+    cells = np.empty(k_ring.shape[1], np.float32)
+    for s in range(valid.shape[0]):
+        if valid[s]:
+            for d in range(k_ring.shape[1]):
+                cells[d] = aged_k[age[s], k_ring[s, d]]
+            for i in range(queries.shape[0]):
+                total = np.float32(0.0)
+                for d in range(k_ring.shape[1]):
+                    total += queries[i, d] * cells[d]
+                scores[i, s] = total
+    return scores
+
+
+@exact
+def _shifts(scores, valid, first, threshold, offset, peak):
+    """Each query's C2P reference (the offset, or its peak score over the slots it reads less one; 0 for none)
+    and its head's threshold (G, 2)."""
+    shifts = np.empty((scores.shape[0], 2), np.float32)
+    for i in range(scores.shape[0]):
+        reference = np.float32(offset)
+        if peak:
+            top = -np.inf
+            for s in range(valid.shape[0]):
+                if valid[s] and scores[i, s] > top:
+                    top = scores[i, s]
+            reference = np.float32(top - 1.0) if top > -np.inf else np.float32(0.0)
+        shifts[i, 0], shifts[i, 1] = reference, threshold[first + i]
+    return shifts
+
+
+@exact
+def _readouts(scores, shifts, v_ring, valid, age, aged_v, tile, out_steps, out):
+    """out (G, D_v) = sum over tiles of each tile's readout sum_s phi_s (aged g(v))_s, clamped and quantized;
+    phi = clamp(score - reference - threshold, 0, 1)."""
+    group, dim_v = scores.shape[0], v_ring.shape[1]
+    cells = np.empty(dim_v, np.float32)
+    pulses = np.empty(group, np.float32)
+    readout = np.empty((group, dim_v), np.float32)
+    out[:] = 0.0
+    for j in range(valid.shape[0] // tile):
+        readout[:] = 0.0
+        for s in range(j * tile, (j + 1) * tile):
+            pulsed = False
+            for i in range(group):
+                pulse = min(max((scores[i, s] - shifts[i, 0]) - shifts[i, 1], np.float32(0.0)), np.float32(1.0))
+                pulses[i] = pulse if valid[s] else np.float32(0.0)
+                pulsed |= pulses[i] > 0.0
+            if not pulsed:  # no query of the group pulses this key: its cells are not read
+                continue
+            for d in range(dim_v):
+                cells[d] = aged_v[age[s], v_ring[s, d]]
+            for i in range(group):
+                if pulses[i] > 0.0:
+                    for d in range(dim_v):
+                        readout[i, d] += pulses[i] * cells[d]
+        for i in range(group):
+            for d in range(dim_v):
+                a = min(max(readout[i, d], np.float32(-1.0)), np.float32(1.0))
+                if out_steps:
+                    a = np.rint(a * out_steps) / np.float32(out_steps)
+                out[i, d] += a
+
+
+@exact
+def _output(readout, normalized, out_steps, a, b, out):
+    """out (D) of one query's readouts (D_v): divided by the reference column's (at least one readout step) when
+    `normalized`, then the output scaler a x + b."""
+    dim = out.shape[0]
+    reference = np.float32(1.0)
+    if normalized:
+        reference = max(readout[dim], np.float32(1.0 / out_steps) if out_steps else np.float32(1e-6))
+    for d in range(dim):
+        y = readout[d] / reference if normalized else readout[d]
+        out[d] = y * a + b
+
+
+@exact
+def _step(tokens, scales, rings, now, tables, converters, out):
+    """One token: q (B, H, D), k, v (B, H_kv, D) written at step `now` and read -> out (B, H, D)."""
+    q, k, v = tokens
+    k_ring, v_ring, written = rings
+    aged_k, aged_v, gain, threshold = tables
+    q_levels, out_steps, offset, peak, tile, normalized = converters[4:]
+    _write(k, v, scales, rings, now, converters)
+    group = q.shape[1] // k_ring.shape[1]
+    valid, age = _filled(written, now, aged_k.shape[0], tile)
+    readouts = np.empty((group, v_ring.shape[3]), np.float32)
+    for b in range(q.shape[0]):
+        for g in range(k_ring.shape[1]):
+            first = g * group
+            queries = _queries(q[b, first:first + group], first, scales, gain, q_levels)
+            scores = _scores(queries, k_ring[b, g], valid, age, aged_k)
+            shifts = _shifts(scores, valid, first, threshold, offset, peak)
+            _readouts(scores, shifts, v_ring[b, g], valid, age, aged_v, tile, out_steps, readouts)
+            for i in range(group):
+                _output(readouts[i], normalized, out_steps, scales[3][0, first + i], scales[3][1, first + i],
+                        out[b, first + i])
+
+
+def decode(q, k, v, cache, tables: tuple, scales: tuple, settings: StepSettings) -> torch.Tensor:
+    """Tokens q (B, H, n, D), k, v (B, H_kv, n, D), unscaled (float32), one at a time through `cache` (a
+    `decoding.RingCache` in its levels form; its rings are made here at its first token). `tables`: f(k) and g(v)
+    of each level at each age, sum_r f_r(level) d_r(age) (ages, levels), each head's C2P gain and threshold (H,);
+    `scales`: the q, k, v and output scalers' a and b (2, heads). Returns (B, H, n, D)."""
+    if cache.k_level is None:
+        columns = k.shape[-1] + settings.normalized
+        cache.write(k.new_zeros(*k.shape[:2], 0, k.shape[-1], dtype=torch.uint8),
+                    k.new_zeros(*k.shape[:2], 0, columns, dtype=torch.uint8))
+    rings = tuple(x.numpy() for x in (cache.k_level, cache.v_level, cache.write_step))
+    tables, scales = tuple(x.numpy() for x in tables), tuple(x.numpy() for x in scales)
+    converters = settings.converters()
+    q, k, v = q.numpy(), k.numpy(), v.numpy()
+    out = np.empty(q.shape, np.float32)
+    for i in range(q.shape[2]):
+        _step((q[:, :, i], k[:, :, i], v[:, :, i]), scales, rings, cache.next_step, tables, converters, out[:, :, i])
+        cache.next_step += 1
+    return torch.from_numpy(out)
