@@ -39,9 +39,8 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
-from .decoding import RingCache, aged_level_tables, compiled_step_applies, decode_step, write_tokens
-from .functional import (check_inputs, expand_kv, hardware_inputs, head_rows, kernel_choice, ring_size,
-                         tiled_attention)
+from .decoding import RingCache, compiled_step_applies, decode_step, write_tokens
+from .functional import check_inputs, expand_kv, hardware_inputs, kernel_choice, ring_size, tiled_attention
 from .naive import naive_pulses
 from .options import C2P, CellVariation, Converters, Execution
 from .scalers import AffineScaler
@@ -222,8 +221,12 @@ class GainCellAttention(nn.Module):
             return self._ideal(q, k, v, cache)
         linear = self.mode == "linear"
         decoding = cache is not None and (cache.next_step > 0 or q.shape[2] == 1)
+        if decoding and cache.slots % self.tile:
+            raise ConfigError("cache", f"has {cache.slots} slots, not a multiple of the tile {self.tile}")
         if decoding and self._chosen_form(cache, q).compiled:
-            return self._decode_compiled(q, k, v, cache, linear)
+            from .level_decode import decode_layer
+
+            return decode_layer(self, q, k, v, cache, linear)
         qs, ks, vs = self.q_scaler(q), self.k_scaler(k), self._with_reference(self.v_scaler(v))
         if not decoding:
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
@@ -378,30 +381,8 @@ class GainCellAttention(nn.Module):
         return cache
 
     @torch.no_grad()
-    def _decode_compiled(self, q, k, v, cache: RingCache, linear: bool):
-        """Token by token through the compiled CPU step (`level_decode.py`): each token's scalers, converters, ring
-        write and read, normalization and output scaler in one call."""
-        from .level_decode import StepSettings, decode
-
-        scalers = (self.q_scaler, self.k_scaler, self.v_scaler, self.out_scaler)
-        if any(s.track_statistics or s.record_batch for s in scalers):
-            raise ConfigError("cache", "decodes through the compiled step, which tracks no scaler statistics: "
-                                       "track them on a parallel pass or decode with Execution(kernel='torch')")
-        quantization, c2p = self._quantization(), self._c2p()
-        aged = aged_level_tables(cache, q, self.cell, quantization, linear, self.execution.kernel,
-                                 self.decay_terms(cache.slots, q))
-        gain = c2p.gain if c2p.gain is not None else q.new_ones(self.heads)
-        tables = (*aged, gain.detach().float().contiguous(), head_rows(c2p.threshold, 1, self.heads, q).detach())
-        scales = tuple(torch.stack((s.a, s.b)).detach().float() for s in scalers)
-        settings = StepSettings(self.cell.stored_range_v, quantization.kv_levels, quantization.q_levels,
-                                quantization.out_steps, self.cell.offset, c2p.peak, self.tile, self.normalized)
-        return decode(q.detach(), k.detach(), v.detach(), cache, tables, scales, settings)
-
-    @torch.no_grad()
     def _decode(self, qs, ks, vs, cache: RingCache, linear: bool):
         """Token by token: write each token's k, v into the ring, then read the ring with its q."""
-        if cache.slots % self.tile:
-            raise ConfigError("cache", f"has {cache.slots} slots, not a multiple of the tile {self.tile}")
         terms = self.decay_terms(cache.slots, qs)
         outputs = []
         for i in range(qs.shape[2]):

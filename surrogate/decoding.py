@@ -37,7 +37,8 @@ class RingCache:
         self.k_level: torch.Tensor | None = None
         self.v_level: torch.Tensor | None = None
         self.level_values: tuple[torch.Tensor, torch.Tensor] | None = None  # f, g of each DAC level ((terms,) levels)
-        self.aged_levels: tuple[torch.Tensor, torch.Tensor] | None = None  # the same at each age (ages, levels)
+        self.aged_levels: torch.Tensor | None = None  # the same at each age (2, ages, levels)
+        self.step_inputs: tuple | None = None  # what the compiled step reads of its layer (`level_decode.py`)
         self.write_step = torch.full((slots,), -1, dtype=torch.long)
         self.next_step = 0
 
@@ -109,13 +110,13 @@ def compiled_step_applies(q: torch.Tensor, kernel: str, kv_levels: int, varied: 
 
 
 def aged_level_tables(cache: RingCache, qs, cell: CellModel, quantization: Quantization, linear: bool,
-                      kernel: str | None, terms: DecayTerms) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(k) and g(v) of each DAC level at each age of the ring, sum_r f_r(level) d_r(age) (ages, levels): what the
-    compiled step looks a cell up in (`level_decode.py`); computed at the ring's first step and kept."""
+                      kernel: str | None, terms: DecayTerms) -> torch.Tensor:
+    """f(k) and g(v) of each DAC level at each age of the ring, sum_r f_r(level) d_r(age) (2, ages, levels): what
+    the compiled step looks a cell up in (`level_decode.py`); computed at the ring's first step and kept."""
     if cache.aged_levels is None:
         tables = terms.tables.reshape(-1, terms.tables.shape[-1])
-        cache.aged_levels = tuple((x.reshape(len(tables), 1, -1) * tables[:, :, None]).sum(0).contiguous() for x in
-                                  ring_level_values(cache, qs, cell, quantization, linear, kernel, terms.aged))
+        cache.aged_levels = torch.stack([(x.reshape(len(tables), 1, -1) * tables[:, :, None]).sum(0) for x in
+                                         ring_level_values(cache, qs, cell, quantization, linear, kernel, terms.aged)])
     return cache.aged_levels
 
 

@@ -24,6 +24,10 @@ import numba
 import numpy as np
 import torch
 
+from gaincell.errors import ConfigError
+
+from .decoding import aged_level_tables
+
 # The converters round as the torch path does, op for op (no fused multiply-adds); the scores' dot products may
 # reassociate and fuse to vectorize. No assumption about infinities (the peak's -inf).
 exact = numba.njit(cache=True, nogil=True)
@@ -45,11 +49,15 @@ class StepSettings:
     tile: int
     normalized: bool
 
-    def converters(self) -> tuple:
-        """The settings as the compiled step takes them."""
+    def array(self) -> np.ndarray:
+        """The settings as the compiled step takes them (float64: each rounds to the float32 the torch path uses)."""
         low, high = self.stored_range
-        return (np.float32(low), np.float32(high), np.float32((high - low) / (self.kv_levels - 1)), self.kv_levels,
-                self.q_levels, self.out_steps, np.float32(self.offset), self.peak, self.tile, self.normalized)
+        return np.array([low, high, (high - low) / (self.kv_levels - 1), self.kv_levels, self.q_levels,
+                         self.out_steps, self.offset, self.peak, self.tile, self.normalized], np.float64)
+
+
+# Rows of the per-head array the step takes (H columns; the k, v scalers' first H_kv)
+Q_A, Q_B, K_A, K_B, V_A, V_B, OUT_A, OUT_B, GAIN, THRESHOLD = range(10)
 
 
 @exact
@@ -60,20 +68,16 @@ def _level(x, a, b, low, high, step):
 
 
 @exact
-def _write(k, v, scales, rings, now, converters):
-    """The levels of k, v (B, H_kv, D) into the rings' slot of step `now` (and the reference column's top level)."""
-    k_ring, v_ring, written = rings
-    low, high, step, levels = converters[0], converters[1], converters[2], converters[3]
-    k_a, k_b, v_a, v_b = scales[1][0], scales[1][1], scales[2][0], scales[2][1]
-    slot = now % written.shape[0]
-    written[slot] = now
+def _write(k, v, k_ring, v_ring, slot, heads, settings):
+    """The levels of k, v (B, H_kv, D) into the rings' `slot` (and the reference column's top level)."""
+    low, high, step = np.float32(settings[0]), np.float32(settings[1]), np.float32(settings[2])
     for b in range(k.shape[0]):
         for g in range(k.shape[1]):
             for d in range(k.shape[2]):
-                k_ring[b, g, slot, d] = _level(k[b, g, d], k_a[g], k_b[g], low, high, step)
-                v_ring[b, g, slot, d] = _level(v[b, g, d], v_a[g], v_b[g], low, high, step)
+                k_ring[b, g, slot, d] = _level(k[b, g, d], heads[K_A, g], heads[K_B, g], low, high, step)
+                v_ring[b, g, slot, d] = _level(v[b, g, d], heads[V_A, g], heads[V_B, g], low, high, step)
             if v_ring.shape[3] > v.shape[2]:
-                v_ring[b, g, slot, v.shape[2]] = levels - 1
+                v_ring[b, g, slot, v.shape[2]] = np.uint8(settings[3] - 1)
 
 
 @exact
@@ -92,18 +96,21 @@ def _filled(written, now, ages, tile):
 
 
 @exact
-def _queries(q, first, scales, gain, q_levels):
+def _queries(q, first, heads, q_levels):
     """The pulse widths of query heads first .. first + G - 1 (q: (G, D)): scaled, clamped to [0, 1], quantized,
     x each head's C2P gain."""
     out = np.empty(q.shape, np.float32)
     step = np.float32(1.0 / (q_levels - 1)) if q_levels else np.float32(1.0)
     for i in range(q.shape[0]):
+        h = first + i
         for d in range(q.shape[1]):
-            x = min(max(q[i, d] * scales[0][0, first + i] + scales[0][1, first + i], np.float32(0.0)), np.float32(1.0))
+            x = min(max(q[i, d] * heads[Q_A, h] + heads[Q_B, h], np.float32(0.0)), np.float32(1.0))
             if q_levels:
                 x = np.rint(x / step) * step
-            out[i, d] = x * gain[first + i]
+            out[i, d] = x * heads[GAIN, h]
     return out
+
+
 @fast
 def _scores(queries, k_ring, valid, age, aged_k):
     """sum_d q_d (aged f(k))_d of each query (G, D) and slot of one kv head's ring (slots, D); 0 where empty.
@@ -123,7 +130,7 @@ def _scores(queries, k_ring, valid, age, aged_k):
 
 
 @exact
-def _shifts(scores, valid, first, threshold, offset, peak):
+def _shifts(scores, valid, threshold, offset, peak):
     """Each query's C2P reference (the offset, or its peak score over the slots it reads less one; 0 for none)
     and its head's threshold (G, 2)."""
     shifts = np.empty((scores.shape[0], 2), np.float32)
@@ -135,7 +142,7 @@ def _shifts(scores, valid, first, threshold, offset, peak):
                 if valid[s] and scores[i, s] > top:
                     top = scores[i, s]
             reference = np.float32(top - 1.0) if top > -np.inf else np.float32(0.0)
-        shifts[i, 0], shifts[i, 1] = reference, threshold[first + i]
+        shifts[i, 0], shifts[i, 1] = reference, threshold[i]
     return shifts
 
 
@@ -186,43 +193,67 @@ def _output(readout, normalized, out_steps, a, b, out):
 
 
 @exact
-def _step(tokens, scales, rings, now, tables, converters, out):
-    """One token: q (B, H, D), k, v (B, H_kv, D) written at step `now` and read -> out (B, H, D)."""
-    q, k, v = tokens
-    k_ring, v_ring, written = rings
-    aged_k, aged_v, gain, threshold = tables
-    q_levels, out_steps, offset, peak, tile, normalized = converters[4:]
-    _write(k, v, scales, rings, now, converters)
+def _step(q, k, v, token, k_ring, v_ring, written, now, aged, heads, settings, out):
+    """Token `token` of q (B, H, n, D), k, v (B, H_kv, n, D), written at step `now` and read -> out[:, :, token]."""
+    q_levels, out_steps, offset = int(settings[4]), int(settings[5]), np.float32(settings[6])
+    peak, tile, normalized = settings[7] != 0, int(settings[8]), settings[9] != 0
+    slot = now % written.shape[0]
+    written[slot] = now
+    _write(k[:, :, token], v[:, :, token], k_ring, v_ring, slot, heads, settings)
     group = q.shape[1] // k_ring.shape[1]
-    valid, age = _filled(written, now, aged_k.shape[0], tile)
+    valid, age = _filled(written, now, aged.shape[1], tile)
     readouts = np.empty((group, v_ring.shape[3]), np.float32)
     for b in range(q.shape[0]):
         for g in range(k_ring.shape[1]):
             first = g * group
-            queries = _queries(q[b, first:first + group], first, scales, gain, q_levels)
-            scores = _scores(queries, k_ring[b, g], valid, age, aged_k)
-            shifts = _shifts(scores, valid, first, threshold, offset, peak)
-            _readouts(scores, shifts, v_ring[b, g], valid, age, aged_v, tile, out_steps, readouts)
+            queries = _queries(q[b, first:first + group, token], first, heads, q_levels)
+            scores = _scores(queries, k_ring[b, g], valid, age, aged[0])
+            shifts = _shifts(scores, valid, heads[THRESHOLD, first:first + group], offset, peak)
+            _readouts(scores, shifts, v_ring[b, g], valid, age, aged[1], tile, out_steps, readouts)
             for i in range(group):
-                _output(readouts[i], normalized, out_steps, scales[3][0, first + i], scales[3][1, first + i],
-                        out[b, first + i])
+                _output(readouts[i], normalized, out_steps, heads[OUT_A, first + i], heads[OUT_B, first + i],
+                        out[b, first + i, token])
 
 
-def decode(q, k, v, cache, tables: tuple, scales: tuple, settings: StepSettings) -> torch.Tensor:
-    """Tokens q (B, H, n, D), k, v (B, H_kv, n, D), unscaled (float32), one at a time through `cache` (a
-    `decoding.RingCache` in its levels form; its rings are made here at its first token). `tables`: f(k) and g(v)
-    of each level at each age, sum_r f_r(level) d_r(age) (ages, levels), each head's C2P gain and threshold (H,);
-    `scales`: the q, k, v and output scalers' a and b (2, heads). Returns (B, H, n, D)."""
+def decode_layer(layer, q, k, v, cache, linear: bool) -> torch.Tensor:
+    """`GainCellAttention` `layer`'s decode of tokens q (B, H, n, D), k, v (B, H_kv, n, D) (unscaled) through
+    `cache` (a `decoding.RingCache` in its levels form), token by token. What the step reads of the layer (its
+    levels' transfers at each age, its scalers and C2P settings) is prepared once per ring and prepared again
+    when the scalers' or C2P's values change."""
+    scalers = (layer.q_scaler, layer.k_scaler, layer.v_scaler, layer.out_scaler)
+    if any(s.track_statistics or s.record_batch for s in scalers):
+        raise ConfigError("cache", "decodes through the compiled step, which tracks no scaler statistics: track "
+                                   "them on a parallel pass or decode with Execution(kernel='torch')")
+    values = torch.cat([x for s in scalers for x in (s.a, s.b)] + [layer.c2p_gain, layer.c2p_threshold]).detach()
+    key = (layer.gains, layer.thresholds, linear)
+    prepared = cache.step_inputs
+    if prepared is None or prepared[0] != key or not torch.equal(prepared[1], values):
+        cache.step_inputs = prepared = (key, values.clone(), *_step_inputs(layer, cache, q, linear))
     if cache.k_level is None:
-        columns = k.shape[-1] + settings.normalized
+        columns = k.shape[-1] + int(prepared[4][9])
         cache.write(k.new_zeros(*k.shape[:2], 0, k.shape[-1], dtype=torch.uint8),
                     k.new_zeros(*k.shape[:2], 0, columns, dtype=torch.uint8))
     rings = tuple(x.numpy() for x in (cache.k_level, cache.v_level, cache.write_step))
-    tables, scales = tuple(x.numpy() for x in tables), tuple(x.numpy() for x in scales)
-    converters = settings.converters()
-    q, k, v = q.numpy(), k.numpy(), v.numpy()
+    q, k, v = q.detach().numpy(), k.detach().numpy(), v.detach().numpy()
     out = np.empty(q.shape, np.float32)
-    for i in range(q.shape[2]):
-        _step((q[:, :, i], k[:, :, i], v[:, :, i]), scales, rings, cache.next_step, tables, converters, out[:, :, i])
+    for token in range(q.shape[2]):
+        _step(q, k, v, token, *rings, cache.next_step, *prepared[2:], out)
         cache.next_step += 1
     return torch.from_numpy(out)
+
+
+def _step_inputs(layer, cache, q, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays the step reads of `layer`: its levels' f(k), g(v) at each age (2, ages, levels), the per-head
+    rows Q_A .. THRESHOLD (10, H), the settings (`StepSettings.array`)."""
+    quantization, c2p = layer._quantization(), layer._c2p()
+    aged = aged_level_tables(cache, q, layer.cell, quantization, linear, layer.execution.kernel,
+                             layer.decay_terms(cache.slots, q))
+    heads = np.zeros((10, layer.heads), np.float32)
+    scalers = (layer.q_scaler, layer.k_scaler, layer.v_scaler, layer.out_scaler)
+    for row, x in enumerate(x for s in scalers for x in (s.a, s.b)):
+        heads[row, :len(x)] = x.detach().numpy()
+    heads[GAIN] = 1.0 if c2p.gain is None else c2p.gain.detach().numpy()
+    heads[THRESHOLD] = 0.0 if c2p.threshold is None else c2p.threshold.detach().numpy()
+    settings = StepSettings(layer.cell.stored_range_v, quantization.kv_levels, quantization.q_levels,
+                            quantization.out_steps, layer.cell.offset, c2p.peak, layer.tile, layer.normalized)
+    return aged.float().numpy(), heads, settings.array()

@@ -182,6 +182,25 @@ def test_the_compiled_decode_needs_numba_and_falls_back_without_it(monkeypatch):
         layer(q[:, :, :1], k[:, :, :1], v[:, :, :1], cache=cache)
 
 
+def test_the_compiled_decode_reads_the_settings_the_layer_has_now():
+    """Thresholds and scalers changed between two tokens (in place, as `.data` edits do) reach the compiled step
+    as they reach the torch decode."""
+    q, k, v = torch.randn(3, 1, 2, 30, 16, generator=torch.Generator().manual_seed(6)).unbind(0)
+    outputs = []
+    for kernel in ("auto", "torch"):
+        layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32, execution=Execution(kernel=kernel))
+        cache, steps = layer.new_cache(), []
+        with torch.no_grad():
+            for t in range(30):
+                if t == 15:
+                    layer.c2p_threshold.data.fill_(0.2)
+                    layer.q_scaler.a.data.mul_(2.0)
+                steps.append(layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache))
+        outputs.append(torch.cat(steps, dim=2))
+        assert cache.compiled == (kernel == "auto")
+    assert (outputs[0] - outputs[1]).abs().max() <= 1e-5  # a step keeping the first settings fails this (tried)
+
+
 def test_unsaturated_converters_are_a_rectified_sum_over_the_window(cell):
     """saturate=False (an ablation): phi = relu(S - offset) and the tile readouts add without clipping, in the
     forward and backward pass, on the parallel pass and when decoding; the default saturates on the same input."""

@@ -29,7 +29,7 @@ def test_decode_benchmark_runs_and_its_ring_decode_equals_the_parallel_pass(tmp_
     from gaincell.resources import data_path
 
     out = run("bench_decode.py", "--model", str(llama_folder), "--surrogate", str(data_path("paper_reference.h5")),
-              "--new-tokens", "6,12", "--check-steps", "12", "--threads", "1", cwd=tmp_path)
+              "--new-tokens", "6,12", "--check-steps", "12", "--threads", "1", "--repeats", "2", cwd=tmp_path)
     assert "| 12 |" in out and "gain-cell ring decode = parallel pass, every layer, over the prompt and 12 tokens" in out
 
 
