@@ -105,7 +105,7 @@ def compiled_step_applies(q: torch.Tensor, kernel: str, kv_levels: int, varied: 
     """Whether a layer decodes through the compiled CPU step (`level_decode.py`): `kernel` (resolved, as in
     `functional.kernel_choice`) "auto", CPU float32 tensors, numba installed, stored k, v quantized (`kv_levels`
     > 0), no per-cell variation, saturating converters. Elsewhere the torch (or Triton) decode runs."""
-    return (kernel == "auto" and not q.is_cuda and q.dtype == torch.float32 and kv_levels > 0 and not varied
+    return (kernel == "auto" and q.device.type == "cpu" and q.dtype == torch.float32 and kv_levels > 0 and not varied
             and full_scale == 1.0 and numba_installed())
 
 

@@ -229,8 +229,8 @@ def decode_layer(layer, q, k, v, cache, linear: bool) -> torch.Tensor:
     prepared = cache.step_inputs
     if prepared is None or prepared[0] != key or not torch.equal(prepared[1], values):
         cache.step_inputs = prepared = (key, values.clone(), *_step_inputs(layer, cache, q, linear))
-    if cache.k_level is None:
-        columns = k.shape[-1] + int(prepared[4][9])
+    if cache.k_level is None:  # the rings, at the ring's first token (V with the reference column, if any)
+        columns = k.shape[-1] + int(layer.normalized)
         cache.write(k.new_zeros(*k.shape[:2], 0, k.shape[-1], dtype=torch.uint8),
                     k.new_zeros(*k.shape[:2], 0, columns, dtype=torch.uint8))
     rings = tuple(x.numpy() for x in (cache.k_level, cache.v_level, cache.write_step))
