@@ -30,6 +30,8 @@ path at C2P gain 1; with both 0 the layer is unchanged. `configure_variation` se
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 
 import torch
@@ -39,7 +41,7 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
-from .decoding import RingCache, compiled_step_applies, decode_step, write_tokens
+from .decoding import RingCache, decode_step, write_tokens
 from .functional import check_inputs, expand_kv, hardware_inputs, kernel_choice, ring_size, tiled_attention
 from .naive import naive_pulses
 from .options import C2P, CellVariation, Converters, Execution
@@ -62,6 +64,18 @@ def is_count(value, high: int) -> bool:
 def hardware_quantization(hardware) -> Quantization:
     """The converters' levels of a `gaincell.hardware.HardwareConfig`: query pulse widths, stored K/V, readout."""
     return Quantization(hardware.input_levels, hardware.stored_levels, hardware.readout_levels)
+
+
+@functools.cache
+def compiled_step_available() -> bool:
+    """Whether the compiled CPU step loads: numba installed, importable and able to compile (and cache)."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        from . import level_decode  # noqa: F401  (compiles nothing yet; numba checks its cache location)
+    except (ImportError, RuntimeError):
+        return False
+    return True
 
 
 class GainCellAttention(nn.Module):
@@ -373,11 +387,14 @@ class GainCellAttention(nn.Module):
                             self.execution.kernel, self.decay_terms(cache.slots, qs).aged)
 
     def _chosen_form(self, cache: RingCache, q) -> RingCache:
-        """At a ring's first write, its form: levels for the compiled CPU step where it applies, else transfers."""
+        """At a ring's first write, its form: levels for the compiled CPU step (`level_decode.py`) where it applies
+        (kernel "auto", float32 CPU tensors, k, v quantized to at most 256 levels: a byte a cell, no per-cell
+        variation, saturating converters, the step available), else transfers (the torch or Triton decode)."""
         if cache.next_step == 0:
             levels = self.quantization.kv_levels if self.quantize else 0
-            cache.compiled = compiled_step_applies(q, kernel_choice(self.execution.kernel), levels, self.varied,
-                                                   self._c2p().full_scale)
+            cache.compiled = (kernel_choice(self.execution.kernel) == "auto" and q.device.type == "cpu"
+                              and q.dtype == torch.float32 and 0 < levels <= 256 and not self.varied
+                              and self.saturate and compiled_step_available())
         return cache
 
     @torch.no_grad()

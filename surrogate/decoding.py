@@ -8,9 +8,6 @@ arrays without copying them.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import torch
 
 from .cellmodel import AgedExpansion, CellModel
@@ -39,6 +36,7 @@ class RingCache:
         self.level_values: tuple[torch.Tensor, torch.Tensor] | None = None  # f, g of each DAC level ((terms,) levels)
         self.aged_levels: torch.Tensor | None = None  # the same at each age (2, ages, levels)
         self.step_inputs: tuple | None = None  # what the compiled step reads of its layer (`level_decode.py`)
+        self.made_for: tuple | None = None  # the layer's mode, converters and decay the levels form serves
         self.write_step = torch.full((slots,), -1, dtype=torch.long)
         self.next_step = 0
 
@@ -94,19 +92,6 @@ def write_tokens(cache: RingCache, qs, k, v, cell: CellModel, quantization: Quan
         values = ring_level_values(cache, qs, cell, quantization, linear, kernel, aged)
         cache.write(k, v, *(table[..., index] for index, table in zip(indices, values)))
     return hardware_query(qs, cell, quantization, kernel)
-
-
-@functools.cache
-def numba_installed() -> bool:
-    return importlib.util.find_spec("numba") is not None
-
-
-def compiled_step_applies(q: torch.Tensor, kernel: str, kv_levels: int, varied: bool, full_scale: float) -> bool:
-    """Whether a layer decodes through the compiled CPU step (`level_decode.py`): `kernel` (resolved, as in
-    `functional.kernel_choice`) "auto", CPU float32 tensors, numba installed, stored k, v quantized (`kv_levels`
-    > 0), no per-cell variation, saturating converters. Elsewhere the torch (or Triton) decode runs."""
-    return (kernel == "auto" and q.device.type == "cpu" and q.dtype == torch.float32 and kv_levels > 0 and not varied
-            and full_scale == 1.0 and numba_installed())
 
 
 def aged_level_tables(cache: RingCache, qs, cell: CellModel, quantization: Quantization, linear: bool,

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, GaincellError
 
 from .decoding import aged_level_tables
 
@@ -61,23 +61,30 @@ Q_A, Q_B, K_A, K_B, V_A, V_B, OUT_A, OUT_B, GAIN, THRESHOLD = range(10)
 
 
 @exact
-def _level(x, a, b, low, high, step):
-    """The index of the level the DAC writes for the scaled x * a + b: clamped to [low, high], rounded half to
+def _level(y, low, high, step):
+    """The index of the level the DAC writes for y: clamped to [low, high] (not a number: low), rounded half to
     even."""
-    return np.uint8(np.rint((min(max(x * a + b, low), high) - low) / step))
+    y = min(y, high) if y >= low else low
+    return np.uint8(np.rint((y - low) / step))
 
 
 @exact
 def _write(k, v, k_ring, v_ring, slot, heads, settings):
-    """The levels of k, v (B, H_kv, D) into the rings' `slot` (and the reference column's top level)."""
+    """The levels of the scaled k, v (B, H_kv, D) into the rings' `slot` (and the reference column's top level);
+    False if a scaled value was not a number."""
     low, high, step = np.float32(settings[0]), np.float32(settings[1]), np.float32(settings[2])
+    numbers = True
     for b in range(k.shape[0]):
         for g in range(k.shape[1]):
             for d in range(k.shape[2]):
-                k_ring[b, g, slot, d] = _level(k[b, g, d], heads[K_A, g], heads[K_B, g], low, high, step)
-                v_ring[b, g, slot, d] = _level(v[b, g, d], heads[V_A, g], heads[V_B, g], low, high, step)
+                y = k[b, g, d] * heads[K_A, g] + heads[K_B, g]
+                w = v[b, g, d] * heads[V_A, g] + heads[V_B, g]
+                numbers &= y == y and w == w
+                k_ring[b, g, slot, d] = _level(y, low, high, step)
+                v_ring[b, g, slot, d] = _level(w, low, high, step)
             if v_ring.shape[3] > v.shape[2]:
                 v_ring[b, g, slot, v.shape[2]] = np.uint8(settings[3] - 1)
+    return numbers
 
 
 @exact
@@ -175,7 +182,7 @@ def _readouts(scores, shifts, v_ring, valid, age, aged_v, tile, out_steps, out):
             for d in range(dim_v):
                 a = min(max(readout[i, d], np.float32(-1.0)), np.float32(1.0))
                 if out_steps:
-                    a = np.rint(a * out_steps) / np.float32(out_steps)
+                    a = np.rint(a * np.float32(out_steps)) / np.float32(out_steps)  # in float32, as torch
                 out[i, d] += a
 
 
@@ -194,12 +201,13 @@ def _output(readout, normalized, out_steps, a, b, out):
 
 @exact
 def _step(q, k, v, token, k_ring, v_ring, written, now, aged, heads, settings, out):
-    """Token `token` of q (B, H, n, D), k, v (B, H_kv, n, D), written at step `now` and read -> out[:, :, token]."""
+    """Token `token` of q (B, H, n, D), k, v (B, H_kv, n, D), written at step `now` and read -> out[:, :, token];
+    False if its scaled k or v was not a number."""
     q_levels, out_steps, offset = int(settings[4]), int(settings[5]), np.float32(settings[6])
     peak, tile, normalized = settings[7] != 0, int(settings[8]), settings[9] != 0
     slot = now % written.shape[0]
     written[slot] = now
-    _write(k[:, :, token], v[:, :, token], k_ring, v_ring, slot, heads, settings)
+    numbers = _write(k[:, :, token], v[:, :, token], k_ring, v_ring, slot, heads, settings)
     group = q.shape[1] // k_ring.shape[1]
     valid, age = _filled(written, now, aged.shape[1], tile)
     readouts = np.empty((group, v_ring.shape[3]), np.float32)
@@ -213,33 +221,52 @@ def _step(q, k, v, token, k_ring, v_ring, written, now, aged, heads, settings, o
             for i in range(group):
                 _output(readouts[i], normalized, out_steps, heads[OUT_A, first + i], heads[OUT_B, first + i],
                         out[b, first + i, token])
+    return numbers
 
 
 def decode_layer(layer, q, k, v, cache, linear: bool) -> torch.Tensor:
-    """`GainCellAttention` `layer`'s decode of tokens q (B, H, n, D), k, v (B, H_kv, n, D) (unscaled) through
-    `cache` (a `decoding.RingCache` in its levels form), token by token. What the step reads of the layer (its
-    levels' transfers at each age, its scalers and C2P settings) is prepared once per ring and prepared again
-    when the scalers' or C2P's values change."""
+    """`GainCellAttention` `layer`'s decode of tokens q (B, H, n, D), k, v (B, H_kv, n, D) (unscaled, float32)
+    through `cache` (a `decoding.RingCache` in its levels form), token by token; forward only (decoding needs no
+    gradient). What the step reads of the layer (its levels' transfers at each age, its scalers and C2P settings)
+    is prepared once per ring and again when the scalers' or C2P's values change; the ring serves the layer's
+    mode, converters and decay and the batch of its first token."""
     scalers = (layer.q_scaler, layer.k_scaler, layer.v_scaler, layer.out_scaler)
     if any(s.track_statistics or s.record_batch for s in scalers):
         raise ConfigError("cache", "decodes through the compiled step, which tracks no scaler statistics: track "
                                    "them on a parallel pass or decode with Execution(kernel='torch')")
+    _check_ring(layer, q, k, v, cache)
     values = torch.cat([x for s in scalers for x in (s.a, s.b)] + [layer.c2p_gain, layer.c2p_threshold]).detach()
-    key = (layer.gains, layer.thresholds, linear)
     prepared = cache.step_inputs
-    if prepared is None or prepared[0] != key or not torch.equal(prepared[1], values):
-        cache.step_inputs = prepared = (key, values.clone(), *_step_inputs(layer, cache, q, linear))
-    if cache.k_level is None:  # the rings, at the ring's first token (V with the reference column, if any)
-        columns = k.shape[-1] + int(layer.normalized)
-        cache.write(k.new_zeros(*k.shape[:2], 0, k.shape[-1], dtype=torch.uint8),
-                    k.new_zeros(*k.shape[:2], 0, columns, dtype=torch.uint8))
+    if prepared is None or prepared[0] != (layer.gains, layer.thresholds) or not torch.equal(prepared[1], values):
+        cache.step_inputs = prepared = ((layer.gains, layer.thresholds), values.clone(),
+                                        *_step_inputs(layer, cache, q, linear))
     rings = tuple(x.numpy() for x in (cache.k_level, cache.v_level, cache.write_step))
     q, k, v = q.detach().numpy(), k.detach().numpy(), v.detach().numpy()
     out = np.empty(q.shape, np.float32)
     for token in range(q.shape[2]):
-        _step(q, k, v, token, *rings, cache.next_step, *prepared[2:], out)
+        if not _step(q, k, v, token, *rings, cache.next_step, *prepared[2:], out):
+            raise GaincellError(f"a k or v that is not a number reached the DACs of {layer.extra_repr()} at step "
+                                f"{cache.next_step}: the model's activations are not finite")
         cache.next_step += 1
     return torch.from_numpy(out)
+
+
+def _check_ring(layer, q, k, v, cache) -> None:
+    """Make the rings at the ring's first token; refuse inputs the ring was not made for (another batch, dtype,
+    mode, converters or decay: a new ring is needed)."""
+    made_for = (layer.mode, layer.quantize, layer.quantization, layer.saturate, layer.decay, layer.cell.token_period_s)
+    if cache.k_level is None:  # V with the reference column, if any
+        columns = k.shape[-1] + int(layer.normalized)
+        cache.write(k.new_zeros(*k.shape[:2], 0, k.shape[-1], dtype=torch.uint8),
+                    k.new_zeros(*k.shape[:2], 0, columns, dtype=torch.uint8))
+    if cache.made_for is None:
+        cache.made_for = made_for
+    if any(x.dtype != torch.float32 for x in (q, k, v)):
+        raise ConfigError("q", f"the compiled decode step takes float32 q, k, v; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if cache.k_level.shape[:2] != k.shape[:2] or cache.made_for != made_for:
+        raise ConfigError("cache", f"was made for a batch of {cache.k_level.shape[0]} and the layer's mode, "
+                                   f"converters and decay of its first token; got a batch of {k.shape[0]} or a "
+                                   f"changed layer: decode through a new cache (layer.new_cache())")
 
 
 def _step_inputs(layer, cache, q, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -162,13 +162,13 @@ def test_decoding_token_by_token_reproduces_the_parallel_pass(mode, quantize, wi
 
 def test_the_compiled_decode_needs_numba_and_falls_back_without_it(monkeypatch):
     """Without numba the layer decodes through the torch decode, to the same outputs."""
-    from gaincell.surrogate import decoding
+    from gaincell.surrogate import attention
 
     layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32, execution=Execution(kernel="auto"))
     q, k, v = torch.randn(3, 1, 2, 40, 16, generator=torch.Generator().manual_seed(4)).unbind(0)
     outputs = []
     for installed in (True, False):
-        monkeypatch.setattr(decoding, "numba_installed", lambda: installed)
+        monkeypatch.setattr(attention, "compiled_step_available", lambda: installed)
         cache = layer.new_cache()
         with torch.no_grad():
             outputs.append(torch.cat([layer(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache=cache)
@@ -199,6 +199,42 @@ def test_the_compiled_decode_reads_the_settings_the_layer_has_now():
         outputs.append(torch.cat(steps, dim=2))
         assert cache.compiled == (kernel == "auto")
     assert (outputs[0] - outputs[1]).abs().max() <= 1e-5  # a step keeping the first settings fails this (tried)
+
+
+def test_the_compiled_decode_refuses_what_its_ring_was_not_made_for():
+    """A ring serves one batch and the layer's converters of its first token; a value that is not a number stops
+    decoding with a message; a DAC of more levels than a byte holds keeps the torch decode."""
+    from gaincell.errors import GaincellError
+
+    layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32, execution=Execution(kernel="auto"))
+    x = torch.randn(3, 2, 2, 4, 16, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        cache = layer.new_cache()
+        layer(x[0, :1, :, :1], x[1, :1, :, :1], x[2, :1, :, :1], cache=cache)
+        with pytest.raises(ConfigError, match="batch of 1"):
+            layer(x[0, :, :, 1:2], x[1, :, :, 1:2], x[2, :, :, 1:2], cache=cache)
+        layer.quantization = Quantization(16, 4, 32)
+        with pytest.raises(ConfigError, match="new cache"):
+            layer(x[0, :1, :, 1:2], x[1, :1, :, 1:2], x[2, :1, :, 1:2], cache=cache)
+        layer.quantization = Quantization()
+        with pytest.raises(GaincellError, match="not a number"):
+            layer(x[0, :1, :, 1:2], x[1, :1, :, 1:2].clone().fill_(float("nan")), x[2, :1, :, 1:2], cache=cache)
+        layer.quantization, cache = Quantization(16, 512, 32), layer.new_cache()
+        layer(x[0, :1, :, :1], x[1, :1, :, :1], x[2, :1, :, :1], cache=cache)
+        assert not cache.compiled
+
+
+def test_the_compiled_readout_rounds_in_float32_as_the_torch_path():
+    """A tile readout of 0.5 / 15 (a tie of the 4-bit counter in float64, not in float32) quantizes as
+    `transfers.readout_sum` does."""
+    from gaincell.surrogate import level_decode
+    from gaincell.surrogate.transfers import readout_sum
+
+    value = np.float32(0.5 / 15)
+    out = np.zeros((1, 1), np.float32)
+    level_decode._readouts(np.ones((1, 16), np.float32), np.zeros((1, 2), np.float32), np.zeros((16, 1), np.uint8),
+                           np.arange(16) == 0, np.zeros(16, np.int64), np.full((1, 1), value), 16, 15, out)
+    assert out[0, 0] == float(readout_sum([torch.tensor([value])], 1.0, 15)[0])
 
 
 def test_unsaturated_converters_are_a_rectified_sum_over_the_window(cell):
