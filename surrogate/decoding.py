@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .cellmodel import AgedExpansion, CellModel
-from .decay import DecayTerms, as_terms
+from .decay import as_terms
 from .functional import Geometry, _stage_forward, hardware_inputs, hardware_query, head_rows, use_triton
 from .options import C2P
 from .transfers import Quantization, level_index, level_voltages
@@ -34,7 +34,6 @@ class RingCache:
         self.k_level: torch.Tensor | None = None
         self.v_level: torch.Tensor | None = None
         self.level_values: tuple[torch.Tensor, torch.Tensor] | None = None  # f, g of each DAC level ((terms,) levels)
-        self.aged_levels: torch.Tensor | None = None  # the same at each age (2, ages, levels)
         self.step_inputs: tuple | None = None  # what the compiled step reads of its layer (`level_decode.py`)
         self.made_for: tuple | None = None  # the layer's mode, converters and decay the levels form serves
         self.write_step = torch.full((slots,), -1, dtype=torch.long)
@@ -92,17 +91,6 @@ def write_tokens(cache: RingCache, qs, k, v, cell: CellModel, quantization: Quan
         values = ring_level_values(cache, qs, cell, quantization, linear, kernel, aged)
         cache.write(k, v, *(table[..., index] for index, table in zip(indices, values)))
     return hardware_query(qs, cell, quantization, kernel)
-
-
-def aged_level_tables(cache: RingCache, qs, cell: CellModel, quantization: Quantization, linear: bool,
-                      kernel: str | None, terms: DecayTerms) -> torch.Tensor:
-    """f(k) and g(v) of each DAC level at each age of the ring, sum_r f_r(level) d_r(age) (2, ages, levels): what
-    the compiled step looks a cell up in (`level_decode.py`); computed at the ring's first step and kept."""
-    if cache.aged_levels is None:
-        tables = terms.tables.reshape(-1, terms.tables.shape[-1])
-        cache.aged_levels = torch.stack([(x.reshape(len(tables), 1, -1) * tables[:, :, None]).sum(0) for x in
-                                         ring_level_values(cache, qs, cell, quantization, linear, kernel, terms.aged)])
-    return cache.aged_levels
 
 
 def decode_step(q, fk_ring, fv_ring, ages, table, cell: CellModel, *, tile: int, out_steps: int,

@@ -18,15 +18,13 @@ first use and numba caches them on disk.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numba
 import numpy as np
 import torch
 
 from gaincell.errors import ConfigError, GaincellError
 
-from .decoding import aged_level_tables
+from .decoding import ring_level_values
 
 # The converters round as the torch path does, op for op (no fused multiply-adds); the scores' dot products may
 # reassociate and fuse to vectorize. No assumption about infinities (the peak's -inf).
@@ -34,28 +32,10 @@ exact = numba.njit(cache=True, nogil=True)
 fast = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
 
 
-@dataclass(frozen=True)
-class StepSettings:
-    """The converters and C2P of a layer's step: the stored range (volts) and levels of the k, v DACs, the query's
-    levels (0: exact), the readout's steps (0: exact), the cell's C2P offset, whether the reference follows the
-    peak score, the tile (slots per array) and whether the readouts are divided by a reference column's."""
-
-    stored_range: tuple[float, float]
-    kv_levels: int
-    q_levels: int
-    out_steps: int
-    offset: float
-    peak: bool
-    tile: int
-    normalized: bool
-
-    def array(self) -> np.ndarray:
-        """The settings as the compiled step takes them (float64: each rounds to the float32 the torch path uses)."""
-        low, high = self.stored_range
-        return np.array([low, high, (high - low) / (self.kv_levels - 1), self.kv_levels, self.q_levels,
-                         self.out_steps, self.offset, self.peak, self.tile, self.normalized], np.float64)
-
-
+# The settings array the step takes (float64: each rounds to the float32 the torch path uses): the stored range
+# low, high (volts) and step of the k, v DACs, their levels, the query's levels and the readout's steps (0: exact),
+# the cell's C2P offset, whether the reference follows the peak score, the tile (slots per array) and whether
+# the readouts are divided by a reference column's.
 # Rows of the per-head array the step takes (H columns; the k, v scalers' first H_kv)
 Q_A, Q_B, K_A, K_B, V_A, V_B, OUT_A, OUT_B, GAIN, THRESHOLD = range(10)
 
@@ -230,7 +210,7 @@ def decode_layer(layer, q, k, v, cache, linear: bool) -> torch.Tensor:
     gradient). What the step reads of the layer (its levels' transfers at each age, its scalers and C2P settings)
     is prepared once per ring and again when the scalers' or C2P's values change; the ring serves the layer's
     mode, converters and decay and the batch of its first token."""
-    scalers = (layer.q_scaler, layer.k_scaler, layer.v_scaler, layer.out_scaler)
+    scalers = layer.scalers().values()
     if any(s.track_statistics or s.record_batch for s in scalers):
         raise ConfigError("cache", "decodes through the compiled step, which tracks no scaler statistics: track "
                                    "them on a parallel pass or decode with Execution(kernel='torch')")
@@ -270,17 +250,20 @@ def _check_ring(layer, q, k, v, cache) -> None:
 
 
 def _step_inputs(layer, cache, q, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The arrays the step reads of `layer`: its levels' f(k), g(v) at each age (2, ages, levels), the per-head
-    rows Q_A .. THRESHOLD (10, H), the settings (`StepSettings.array`)."""
+    """The arrays the step reads of `layer`: each DAC level's f(k), g(v) at each age of the ring, sum_r f_r(level)
+    d_r(age) (2, ages, levels); the per-head rows Q_A .. THRESHOLD (10, H); the settings array."""
     quantization, c2p = layer._quantization(), layer._c2p()
-    aged = aged_level_tables(cache, q, layer.cell, quantization, linear, layer.execution.kernel,
-                             layer.decay_terms(cache.slots, q))
+    terms = layer.decay_terms(cache.slots, q)
+    tables = terms.tables.reshape(-1, terms.tables.shape[-1])
+    levels = ring_level_values(cache, q, layer.cell, quantization, linear, layer.execution.kernel, terms.aged)
+    aged = torch.stack([(x.reshape(len(tables), 1, -1) * tables[:, :, None]).sum(0) for x in levels])
     heads = np.zeros((10, layer.heads), np.float32)
-    scalers = (layer.q_scaler, layer.k_scaler, layer.v_scaler, layer.out_scaler)
-    for row, x in enumerate(x for s in scalers for x in (s.a, s.b)):
+    for row, x in enumerate(x for s in layer.scalers().values() for x in (s.a, s.b)):
         heads[row, :len(x)] = x.detach().numpy()
     heads[GAIN] = 1.0 if c2p.gain is None else c2p.gain.detach().numpy()
     heads[THRESHOLD] = 0.0 if c2p.threshold is None else c2p.threshold.detach().numpy()
-    settings = StepSettings(layer.cell.stored_range_v, quantization.kv_levels, quantization.q_levels,
-                            quantization.out_steps, layer.cell.offset, c2p.peak, layer.tile, layer.normalized)
-    return aged.float().numpy(), heads, settings.array()
+    low, high = layer.cell.stored_range_v
+    settings = np.array([low, high, (high - low) / (quantization.kv_levels - 1), quantization.kv_levels,
+                         quantization.q_levels, quantization.out_steps, layer.cell.offset, c2p.peak, layer.tile,
+                         layer.normalized], np.float64)
+    return aged.float().numpy(), heads, settings

@@ -188,7 +188,8 @@ def test_the_compiled_decode_reads_the_settings_the_layer_has_now():
     q, k, v = torch.randn(3, 1, 2, 30, 16, generator=torch.Generator().manual_seed(6)).unbind(0)
     outputs = []
     for kernel in ("auto", "torch"):
-        layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32, execution=Execution(kernel=kernel))
+        layer = GainCellAttention.from_surrogate(REFERENCE, 2, 16, tile=16, window=32,
+                                                 execution=Execution(kernel=kernel))
         cache, steps = layer.new_cache(), []
         with torch.no_grad():
             for t in range(30):
