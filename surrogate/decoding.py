@@ -12,7 +12,8 @@ import torch
 
 from .cellmodel import AgedExpansion, CellModel
 from .decay import as_terms
-from .functional import Geometry, _stage_forward, hardware_inputs, hardware_query, head_rows, use_triton
+from .functional import _stage_forward, hardware_inputs, hardware_query, head_rows, use_triton
+from .geometry import Geometry
 from .options import C2P
 from .transfers import Quantization, level_index, level_voltages
 from .varied import StageCells

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import dataclass
 
 import torch
 
@@ -38,49 +37,10 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
 from .decay import as_terms, decay_terms, term_tables
+from .geometry import Geometry, chunk_decay
 from .options import C2P, Execution
 from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, readout_sum, transfers
 from .varied import StageCells, varied_backward, varied_forward
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How the keys are laid out in arrays: tile size, window (ring size), padded length, chunking."""
-
-    tile: int
-    window: int  # ring size in tokens (a multiple of tile); >= padded length means no wrap
-    padded: int  # sequence length padded to a multiple of tile
-    chunk: int  # queries per chunk (a multiple of tile)
-    offset: float
-    out_steps: int  # readout magnitude steps (levels of the counter - 1); 0 = no quantization
-    rows: int = 1 << 30  # batch x head rows per chunk
-    full_scale: float = 1.0  # where the C2P saturates and the readout clips; inf: neither (an ablation)
-    peak: bool = False  # the C2P reference follows each query's peak score (`peak_reference`), not the offset
-
-    @property
-    def n_slots_tiles(self) -> int:
-        return self.window // self.tile
-
-    def key_tiles(self, start: int, stop: int) -> tuple[int, int]:
-        """Aligned key tiles any query in [start, stop) can reach."""
-        first = max(0, (start - self.window + 1) // self.tile)
-        return first, -(-stop // self.tile)
-
-    def physical_tiles(self, first: int, stop: int) -> list[int]:
-        """Physical tile (ring slot tile) of each aligned key tile first..stop-1."""
-        return [j % self.n_slots_tiles for j in range(first, stop)]
-
-
-def _chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int, first: int,
-                 last: int) -> torch.Tensor:
-    """Decay x causal/window mask for queries [start, stop) and aligned key tiles [first, last): tables
-    (terms, ages) -> (terms, queries, keys)."""
-    device, length = table.device, table.shape[-1]
-    queries = torch.arange(start, stop, device=device)
-    keys = torch.arange(first * geometry.tile, last * geometry.tile, device=device)
-    age = queries[:, None] - keys[None, :]
-    valid = (age >= 0) & (age < min(geometry.window, length))
-    return torch.where(valid, table[:, age.clamp(0, length - 1)], table.new_zeros(()))
 
 
 def peak_reference(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -177,7 +137,7 @@ class _TiledAttention(torch.autograd.Function):
         out = q.new_empty(*q.shape[:-1], fv.shape[-1])
         tile = geometry.tile
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
-            decay = _chunk_decay(table, geometry, start, stop, first, last)
+            decay = chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
             out[rows, start:stop] = _stage_forward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
                                                    geometry.physical_tiles(first, last), geometry,
@@ -195,7 +155,7 @@ class _TiledAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v, grad_threshold = (torch.zeros_like(x) for x in (q, fk, fv, threshold))
         grad_out = grad_out.contiguous()
         for rows, start, stop, first, last in _chunks(geometry, q.shape[0]):
-            decay = _chunk_decay(table, geometry, start, stop, first, last)
+            decay = chunk_decay(table, geometry, start, stop, first, last)
             keys = slice(first * tile, last * tile)
             dq, dk, dv, dt = _stage_backward(q[rows, start:stop], fk[:, rows, keys], fv[:, rows, keys], decay,
                                              geometry.physical_tiles(first, last), geometry,
@@ -214,7 +174,7 @@ def _chunk_cells(cells: StageCells | None, geometry: Geometry, rows: slice, star
     """The chunk's part of `cells` (None stays None)."""
     if cells is None:
         return None
-    log_decay = _chunk_decay(cells.log_table[None], geometry, start, stop, first, last)[0]
+    log_decay = chunk_decay(cells.log_table[None], geometry, start, stop, first, last)[0]
     return cells.chunk(rows, slice(first * geometry.tile, last * geometry.tile), log_decay, (rows.start, start))
 
 
@@ -255,12 +215,36 @@ def prepare(q, k, v, cell, tile: int, window: int | None, quantize) -> tuple[Cel
 
 
 def _elementwise(q: torch.Tensor, kernel: str | None):
-    """How a polynomial transfer runs: one Triton kernel each way where `use_triton` allows, else torch."""
+    """How a polynomial transfer runs: one Triton kernel each way where `use_triton` allows, one compiled CPU pass
+    where `compiled_pass_applies`, else torch."""
     if use_triton(q, None, kernel):
         from .transfer_kernel import FusedTransfer
 
         return FusedTransfer.apply
+    if compiled_pass_applies(q, kernel):
+        from .compiled_pass import CompiledTransfer
+
+        return CompiledTransfer.apply
     return ElementwiseTransfer.apply
+
+
+@functools.cache
+def compiled_available(module: str) -> bool:
+    """Whether a compiled CPU module of this package (numba) loads: numba installed, importable, able to cache."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        importlib.import_module(f"{__package__}.{module}")  # compiles nothing yet; numba checks its cache location
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+def compiled_pass_applies(q: torch.Tensor, kernel: str | None, cells: StageCells | None = None) -> bool:
+    """Whether the parallel pass and the transfers run compiled on the CPU (`compiled_pass.py`): kernel "auto",
+    float32 CPU tensors, no per-cell variation, numba available."""
+    return (kernel_choice(kernel) == "auto" and q.device.type == "cpu" and q.dtype == torch.float32
+            and cells is None and compiled_available("compiled_pass"))
 
 
 def hardware_query(q, cell: CellModel, quantize: Quantization | None, kernel: str | None = None) -> torch.Tensor:
@@ -400,7 +384,13 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         x = x.reshape(*x.shape[:-4], b * h, t, x.shape[-1])
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
-    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
+    if compiled_pass_applies(q, kernel, cells):
+        from .compiled_pass import CompiledTiledAttention
+
+        out = CompiledTiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry,
+                                           chunk_elements)
+    else:
+        out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
     return out[:, :t].reshape(b, h, t, columns)
 
 
@@ -437,7 +427,7 @@ def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: in
     with torch.no_grad():
         first, last = geometry.key_tiles(0, padded)
         out, pre, _, readouts = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
-                                        _chunk_decay(terms.tables, geometry, 0, padded, first, last),
+                                        chunk_decay(terms.tables, geometry, 0, padded, first, last),
                                         geometry.physical_tiles(first, last), geometry, keep=True,
                                         threshold=head_rows(threshold, b, h, q))
     shift = head_rows(threshold, b, h, q).view(b, h, 1, 1)
