@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .geometry import chunk_decay
-from .transfers import Transfer
+from .transfers import Tabulated, Transfer
 
 # The forward kernels round as torch does, op for op (no fused multiply-adds, no reassociation): the quantizers
 # downstream see the same values. The gradients' sums may reassociate and fuse to vectorize.
@@ -211,6 +211,63 @@ def _run_transfer(x, transfer: Transfer, coefficients, grad: torch.Tensor | None
     _transfer(x.numpy(), f32(transfer.low), f32(transfer.high), step, transfer.levels,
               np.asarray(coefficients, dtype=np.float32), f32(transfer.y0), f32(transfer.scale), incoming, out.numpy())
     return out
+
+
+@parallel
+def _tabulated(x, low, high, step, levels, position_scale, table, grad, out):
+    """`transfers.TabulatedTransfer` op for op: x clamped to [low, high] (rounded to its levels, `step` apart,
+    where levels > 0), its segment of the even grid and its place in it, then out (terms, x's size) = each
+    term's table interpolated there. With a gradient `grad` (terms, x's size; else empty) and `table` the slopes'
+    (scaled to per volt), out (x's size) = sum_r grad_r x the segment's slope where low <= x <= high, else 0."""
+    flat, result = x.ravel(), out.reshape(-1)
+    backward = grad.size > 0
+    incoming = grad.reshape(len(table), -1)
+    top = np.float32(table.shape[1] - 2)
+    for i in numba.prange(flat.size):
+        y = min(max(flat[i], low), high)
+        if levels:
+            y = np.rint((y - low) / step) * step + low
+        position = (y - low) * position_scale
+        index = min(max(np.floor(position), np.float32(0.0)), top)
+        weight, j = position - index, np.int64(index)
+        if backward:
+            total = np.float32(0.0)
+            if flat[i] >= low and flat[i] <= high:
+                for r in range(len(table)):
+                    total = total + incoming[r, i] * (table[r, j + 1] - table[r, j])
+            result[i] = total
+        else:
+            for r in range(len(table)):
+                result[r * flat.size + i] = table[r, j] + (table[r, j + 1] - table[r, j]) * weight
+
+
+class CompiledTabulated(torch.autograd.Function):
+    """`transfers.TabulatedTransfer` on a float32 CPU tensor: x (...) -> (terms, ...), each way one compiled pass."""
+
+    @staticmethod
+    def forward(ctx, x, transfer: Tabulated):
+        ctx.save_for_backward(x)
+        ctx.transfer = transfer
+        x = x.detach().contiguous()
+        out = x.new_empty(len(transfer.values), *x.shape)
+        _run_tabulated(x, transfer, transfer.table(transfer.values, x), np.empty(0, np.float32), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), transfer = ctx.saved_tensors, ctx.transfer
+        x = x.detach().contiguous()
+        slopes = transfer.table(transfer.slopes, x) * ((transfer.slopes.shape[1] - 1) / (transfer.high - transfer.low))
+        out = torch.empty_like(x)
+        _run_tabulated(x, transfer, slopes, grad.detach().to(x.dtype).contiguous().numpy(), out)
+        return out, None
+
+
+def _run_tabulated(x, transfer: Tabulated, table: torch.Tensor, grad: np.ndarray, out: torch.Tensor) -> None:
+    f32, grid = np.float32, transfer.values.shape[1]
+    step = f32((transfer.high - transfer.low) / (transfer.levels - 1) if transfer.levels else 1.0)
+    _tabulated(x.numpy(), f32(transfer.low), f32(transfer.high), step, transfer.levels,
+               f32((grid - 1) / (transfer.high - transfer.low)), table.contiguous().numpy(), grad, out.numpy())
 
 
 def _tile_groups(physical: list[int]) -> tuple[np.ndarray, np.ndarray]:

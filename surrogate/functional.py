@@ -260,7 +260,12 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
     apply = _elementwise(q, kernel)
     query, key, value = transfers(cell, quantize, linear, linear_backward, aged)
     if aged is not None:
-        return apply(q, query), TabulatedTransfer.apply(k, key), TabulatedTransfer.apply(v, value)
+        tabulated = TabulatedTransfer.apply
+        if compiled_pass_applies(q, kernel):
+            from .compiled_pass import CompiledTabulated
+
+            tabulated = CompiledTabulated.apply
+        return apply(q, query), tabulated(k, key), tabulated(v, value)
     return apply(q, query), apply(k, key), apply(v, value)
 
 

@@ -11,6 +11,7 @@ from gaincell.resources import data_path
 from gaincell.surrogate import functional
 from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import CellModel
+from gaincell.surrogate.decay import decay_terms
 from gaincell.surrogate.functional import gaincell_attention, hardware_inputs
 from gaincell.surrogate.options import Converters, Execution
 from gaincell.surrogate.transfers import Quantization
@@ -118,17 +119,24 @@ def test_it_applies_to_float32_cpu_tensors_with_numba_and_kernel_auto(monkeypatc
 
 @pytest.mark.parametrize("levels", [Quantization(), Quantization(q_levels=0, kv_levels=0)])
 def test_the_compiled_transfers_round_as_torch_does(levels):
-    """q, f(k), g(v) bit for bit (the DACs' levels decide every later rounding); their gradients to float32."""
+    """q, f(k), g(v) bit for bit (the DACs' levels decide every later rounding), polynomial and tabulated (the aged
+    decay's terms); their gradients to float32 round-off."""
     g = torch.Generator().manual_seed(2)
     x = [(torch.randn(3, 2, 50, 8, generator=g) * 0.6 + 0.4).requires_grad_() for _ in range(3)]
     cell = CellModel.from_surrogate(REFERENCE)
-    outputs = [hardware_inputs(*x, cell, levels, False, False, kernel) for kernel in ("auto", "torch")]
-    assert [type(y.grad_fn).__name__ for y in outputs[0]] == ["CompiledTransferBackward"] * 3
-    weights = [torch.randn(y.shape, generator=g) for y in outputs[1]]
-    for compiled, reference, weight, inputs in zip(*outputs, weights, x):
-        assert torch.equal(compiled, reference)
-        a, b = (torch.autograd.grad(y, inputs, weight, retain_graph=True)[0] for y in (compiled, reference))
-        assert torch.equal(a, b) and (b == 0).any() and (b != 0).float().mean() > 0.5  # inside and clamped
+    aged = decay_terms("surrogate", 64, CellModel.from_surrogate(REFERENCE, token_period_s=5.85e-6), torch.float32,
+                       "cpu", 64).aged
+    assert aged is not None and len(aged.values) > 1
+    for expansion, names in ((None, ["CompiledTransferBackward"] * 3),
+                             (aged, ["CompiledTransferBackward"] + ["CompiledTabulatedBackward"] * 2)):
+        outputs = [hardware_inputs(*x, cell, levels, False, False, kernel, expansion) for kernel in ("auto", "torch")]
+        assert [type(y.grad_fn).__name__ for y in outputs[0]] == names
+        weights = [torch.randn(y.shape, generator=g) for y in outputs[1]]
+        for compiled, reference, weight, inputs in zip(*outputs, weights, x):
+            assert torch.equal(compiled, reference)
+            a, b = (torch.autograd.grad(y, inputs, weight, retain_graph=True)[0] for y in (compiled, reference))
+            assert (b == 0).any() and (b != 0).float().mean() > 0.5  # inside and clamped
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
 
 
 @pytest.mark.parametrize("quantize", [True, False])
