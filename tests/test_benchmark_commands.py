@@ -18,9 +18,9 @@ def run(script: str, *args: str, cwd: Path) -> str:
 
 def test_bench_attention_runs_both_decay_forms_and_its_sides_agree(tmp_path):
     common = ("--batch", "1", "--heads", "2", "--tokens", "128", "--window", "64", "--repeats", "1",
-              "--methods", "tiled,naive")
+              "--methods", "tiled,torch,naive")
     out = run("bench_attention.py", *common, cwd=tmp_path)
-    assert "decay: the product form" in out and "tiled and naive agree" in out
+    assert "decay: the product form" in out and "tiled and naive agree" in out and "torch and naive agree" in out
     out = run("bench_attention.py", *common, "--aged-token-period-s", "5.85e-6", cwd=tmp_path)
     assert "decay: aged voltages at 5.85e-06 s per token" in out and "tiled and naive agree" in out
 
