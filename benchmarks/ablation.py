@@ -144,8 +144,8 @@ def softmax_concentration(q, k, scale: float) -> dict:
 
 def gaincell_concentration(layer, q, k, v) -> dict:
     """The last query of an adapted layer: its pulses phi over the keys and its per-tile readouts
-    (`functional.attention_internals`, the layer's own arithmetic)."""
-    from gaincell.surrogate.functional import attention_internals
+    (`internals.attention_internals`, the layer's own arithmetic)."""
+    from gaincell.surrogate.internals import attention_internals
 
     with torch.no_grad():
         inside = attention_internals(layer.q_scaler(q), layer.k_scaler(k), layer.v_scaler(v), layer.cell,

@@ -30,8 +30,6 @@ path at C2P gain 1; with both 0 the layer is unchanged. `configure_variation` se
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 
 import torch
@@ -42,7 +40,8 @@ from gaincell.errors import ConfigError
 from .cellmodel import CellModel
 from .decay import DecayTerms, decay_table_for, decay_terms
 from .decoding import RingCache, decode_step, write_tokens
-from .functional import check_inputs, expand_kv, hardware_inputs, kernel_choice, ring_size, tiled_attention
+from .functional import (check_inputs, compiled_available, converted_attention, expand_kv, hardware_inputs,
+                         kernel_choice, ring_size, tiled_attention)
 from .naive import naive_pulses
 from .options import C2P, CellVariation, Converters, Execution
 from .scalers import AffineScaler
@@ -66,16 +65,9 @@ def hardware_quantization(hardware) -> Quantization:
     return Quantization(hardware.input_levels, hardware.stored_levels, hardware.readout_levels)
 
 
-@functools.cache
 def compiled_step_available() -> bool:
-    """Whether the compiled CPU step loads: numba installed, importable and able to compile (and cache)."""
-    if importlib.util.find_spec("numba") is None:
-        return False
-    try:
-        from . import level_decode  # noqa: F401  (compiles nothing yet; numba checks its cache location)
-    except (ImportError, RuntimeError):
-        return False
-    return True
+    """Whether the compiled CPU decode step loads: numba installed, importable and able to compile (and cache)."""
+    return compiled_available("level_decode")
 
 
 class GainCellAttention(nn.Module):
@@ -245,14 +237,17 @@ class GainCellAttention(nn.Module):
         if not decoding:
             padded, ring = ring_size(q.shape[2], self.tile, self.window)
             terms = self.decay_terms(ring, q)
-            qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
-                                         self.execution.kernel, terms.aged)
-            tables, cells = terms.tables, None
             if self.varied:
-                fk, fv, tables, cells = self._vary(fk, fv, tables, ring, padded, q.shape[0],
+                qh, fk, fv = hardware_inputs(qs, ks, vs, self.cell, self._quantization(), linear, self.linear_backward,
+                                             self.execution.kernel, terms.aged)
+                fk, fv, tables, cells = self._vary(fk, fv, terms.tables, ring, padded, q.shape[0],
                                                    self._transfer_stored(ks, vs))
-            y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile, window=self.window,
-                                out_steps=self._out_steps(), execution=self.execution, cells=cells, c2p=self._c2p())
+                y = tiled_attention(qh, fk, fv, self.cell, decay=tables, tile=self.tile, window=self.window,
+                                    out_steps=self._out_steps(), execution=self.execution, cells=cells, c2p=self._c2p())
+            else:
+                y = converted_attention(qs, ks, vs, self.cell, self._quantization(), terms, linear=linear,
+                                        linear_backward=self.linear_backward, tile=self.tile, window=self.window,
+                                        execution=self.execution, c2p=self._c2p())
             if cache is not None:
                 self._write(cache, qs, ks, vs, linear)
         else:

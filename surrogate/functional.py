@@ -36,7 +36,7 @@ import torch
 from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
-from .decay import as_terms, decay_terms, term_tables
+from .decay import DecayTerms, as_terms, decay_terms, term_tables
 from .geometry import Geometry, chunk_decay
 from .options import C2P, Execution
 from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, readout_sum, transfers
@@ -240,11 +240,11 @@ def compiled_available(module: str) -> bool:
     return True
 
 
-def compiled_pass_applies(q: torch.Tensor, kernel: str | None, cells: StageCells | None = None) -> bool:
-    """Whether the parallel pass and the transfers run compiled on the CPU (`compiled_pass.py`): kernel "auto",
-    float32 CPU tensors, no per-cell variation, numba available."""
+def compiled_pass_applies(q: torch.Tensor, kernel: str | None) -> bool:
+    """Whether the transfers and the parallel pass on unvaried cells (`converted_attention`) run compiled on the CPU
+    (`compiled_pass.py`): kernel "auto", float32 CPU tensors, numba available."""
     return (kernel_choice(kernel) == "auto" and q.device.type == "cpu" and q.dtype == torch.float32
-            and cells is None and compiled_available("compiled_pass"))
+            and compiled_available("compiled_pass"))
 
 
 def hardware_query(q, cell: CellModel, quantize: Quantization | None, kernel: str | None = None) -> torch.Tensor:
@@ -269,6 +269,31 @@ def hardware_inputs(q, k, v, cell: CellModel, quantize: Quantization | None, lin
     return apply(q, query), apply(k, key), apply(v, value)
 
 
+def converted_attention(qs, ks, vs, cell: CellModel, quantization: Quantization | None, terms: DecayTerms, *,
+                        linear: bool, linear_backward: bool, tile: int, window: int | None,
+                        execution: Execution = Execution(), c2p: C2P = C2P()) -> torch.Tensor:
+    """`hardware_inputs` then `tiled_attention` on q, k, v before their converters (`quantization`; the readout's
+    steps from it too); where `compiled_pass_applies`, both run in one compiled CPU pass that keeps only these
+    unconverted inputs for the backward pass."""
+    out_steps = quantization.out_steps if quantization else 0
+    if not compiled_pass_applies(qs, execution.kernel):
+        qh, fk, fv = hardware_inputs(qs, ks, vs, cell, quantization, linear, linear_backward, execution.kernel,
+                                     terms.aged)
+        return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window, out_steps=out_steps,
+                               execution=execution, c2p=c2p)
+    from .compiled_pass import CompiledAttention, Converted
+
+    b, h, t, _ = qs.shape
+    padded, ring = ring_size(t, tile, window)
+    table = term_tables(terms.tables, 1 if terms.aged is None else len(terms.aged.values), ring, cell, qs.dtype,
+                        qs.device)
+    geometry = Geometry(tile, ring, padded, tile, cell.offset, out_steps, full_scale=c2p.full_scale, peak=c2p.peak)
+    converted = Converted(*transfers(cell, quantization, linear, linear_backward, terms.aged), h, padded)
+    out = CompiledAttention.apply(qs, ks, vs, c2p.gain, head_rows(c2p.threshold, b, h, qs), table, geometry,
+                                  converted, execution.chunk_elements)
+    return out[:, :t].reshape(b, h, t, out.shape[-1])
+
+
 def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, *, decay=None, tile: int = 64,
                        window: int | None = None, quantize: bool | Quantization = False, linear: bool = False,
                        linear_backward: bool = False, execution: Execution = Execution(),
@@ -287,10 +312,8 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     """
     cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
     terms = decay_terms(decay, ring_size(q.shape[2], tile, window)[1], cell, q.dtype, q.device, window)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, linear_backward, execution.kernel, terms.aged)
-    return tiled_attention(qh, fk, fv, cell, decay=terms.tables, tile=tile, window=window,
-                           out_steps=quantization.out_steps if quantization else 0, execution=execution,
-                           c2p=C2P(threshold))
+    return converted_attention(q, k, v, cell, quantization, terms, linear=linear, linear_backward=linear_backward,
+                               tile=tile, window=window, execution=execution, c2p=C2P(threshold))
 
 
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -389,13 +412,7 @@ def tiled_attention(q, fk, fv, cell: CellModel, *, decay, tile: int, window: int
         x = x.reshape(*x.shape[:-4], b * h, t, x.shape[-1])
         return torch.nn.functional.pad(x, (0, 0, 0, padded - t)) if padded > t else x.contiguous()
 
-    if compiled_pass_applies(q, kernel, cells):
-        from .compiled_pass import CompiledTiledAttention
-
-        out = CompiledTiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry,
-                                           chunk_elements)
-    else:
-        out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
+    out = _TiledAttention.apply(flat(q), flat(fk), flat(fv), table, head_rows(threshold, b, h, q), geometry, cells)
     return out[:, :t].reshape(b, h, t, columns)
 
 
@@ -404,39 +421,3 @@ def head_rows(threshold: torch.Tensor | None, batch: int, heads: int, like: torc
     if threshold is None:
         return like.new_zeros(batch * heads)
     return threshold.to(like.dtype).expand(batch, heads).reshape(batch * heads)
-
-
-def attention_internals(q, k, v, cell, *, decay=None, tile: int = 64, window: int | None = None,
-                        quantize: bool | Quantization = False, linear: bool = False,
-                        c2p: C2P = C2P()) -> dict[str, torch.Tensor]:
-    """For inspection of small cases: the stage-1 score S = sum_r (q . f_r(k)) d_r (in C2P saturation units),
-    the C2P output phi and the output, each (B, H, T, T) or (B, H, T, D), and the per-tile readouts before
-    their clip and quantizer (tiles, B, H, T, D), from the same arithmetic as the fast path; `decay` as in
-    `gaincell_attention`; `c2p`: the heads' C2P thresholds and gains (S is the amplified score) and the reference (with
-    the peak reference, S is counted from it), as in `tiled_attention`."""
-    cell, quantization = prepare(q, k, v, cell, tile, window, quantize)
-    b, h, t, d = q.shape
-    padded, ring = ring_size(t, tile, window)
-    terms = decay_terms(decay, ring, cell, q.dtype, q.device, window)
-    qh, fk, fv = hardware_inputs(q, k, v, cell, quantization, linear, False, "torch", terms.aged)
-    qh = c2p.amplified(qh)
-    threshold, peak = c2p.threshold, c2p.peak
-    geometry = Geometry(tile, ring, padded, padded, cell.offset, quantization.out_steps if quantization else 0,
-                        peak=peak)
-    pad = (0, 0, 0, padded - t)
-
-    def flat(x):  # (..., B, H(_kv), T, D) -> (..., B*H, padded, D)
-        x = expand_kv(x, h)
-        return torch.nn.functional.pad(x.reshape(*x.shape[:-4], b * h, t, d), pad)
-
-    with torch.no_grad():
-        first, last = geometry.key_tiles(0, padded)
-        out, pre, _, readouts = _stage_forward(flat(qh), flat(as_terms(fk)), flat(as_terms(fv)),
-                                        chunk_decay(terms.tables, geometry, 0, padded, first, last),
-                                        geometry.physical_tiles(first, last), geometry, keep=True,
-                                        threshold=head_rows(threshold, b, h, q))
-    shift = head_rows(threshold, b, h, q).view(b, h, 1, 1)
-    pre = pre.view(b, h, padded, padded)[:, :, :t, :t]
-    tiles = torch.stack([a.view(b, h, padded, d)[:, :, :t] for a in readouts.values()])
-    return {"S": pre + (0.0 if peak else cell.offset) + shift, "phi": pre.clamp(0.0, 1.0), "output": out.view(b, h, padded, d)[:, :, :t],
-            "readouts": tiles}

@@ -13,7 +13,7 @@ from gaincell.circuits.tile import MAX_TILE
 from gaincell.compact import decay_factor
 
 from .cellmodel import CellModel
-from .functional import attention_internals
+from .internals import attention_internals
 
 
 def tile_reference(surrogate, query_frac, keys_v, values_v, ages_s=None,

@@ -16,7 +16,8 @@ from gaincell.surrogate.attention import GainCellAttention
 from gaincell.surrogate.cellmodel import AGED_TOLERANCE, CellModel
 from gaincell.errors import SurrogateError
 from gaincell.surrogate.file import Component, Surrogate
-from gaincell.surrogate.functional import attention_internals, gaincell_attention
+from gaincell.surrogate.functional import gaincell_attention
+from gaincell.surrogate.internals import attention_internals
 from gaincell.surrogate.transfers import Quantization
 from gaincell.surrogate.naive import naive_gaincell_attention
 from gaincell.surrogate.options import C2P, Converters, Execution

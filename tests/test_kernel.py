@@ -270,7 +270,7 @@ def test_the_fused_transfers_equal_the_torch_ones(cell, quantize):
 
 def test_the_inputs_reach_both_sides_of_every_clamp(cell):
     """The cases above mean something only if scores and readouts fall inside and outside the clamps."""
-    from gaincell.surrogate.functional import attention_internals
+    from gaincell.surrogate.internals import attention_internals
 
     q, k, v = (x.detach().cpu() for x in inputs(1, 2, 2, 56, 16, 0))
     internals = attention_internals(q, k, v, cell, decay=0.02, tile=16, window=32)
