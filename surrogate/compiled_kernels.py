@@ -108,9 +108,9 @@ def readout_gradients(order, starts, inside, grad_out, grads):
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
 def score_gradients(grad_pulses, d, s, top, peak, full_scale, tile, grad_threshold):
     """The gradient of the scores from that of the pulses (key tiles, R, C, terms x tile, overwritten), in place
-    of s (terms, R, C, K), whose s[0] holds x of `scores_to_pulses`: s_r = g d_r with g = sum_r grad_pulse_r d_r where x is
-    within [0, full_scale], the peak key's less the query's sum (the reference follows it); grad_threshold (R, C):
-    minus each query's sum."""
+    of s (terms, R, C, K), whose s[0] holds x of `scores_to_pulses`: s_r = g d_r with g = sum_r grad_pulse_r d_r
+    where x is within [0, full_scale], the peak key's less the query's sum (the reference follows it);
+    grad_threshold (R, C): minus each query's sum."""
     terms, rows, queries, keys = s.shape
     zero = np.float32(0.0)
     for rc in numba.prange(rows * queries):

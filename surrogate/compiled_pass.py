@@ -126,8 +126,8 @@ class _Chunks:
         for r in range(terms):
             torch.bmm(q[rows, queries], fk[r, rows, first * tile:last * tile].transpose(1, 2), out=s[r])
         pulses = self.pulses[:n * count * tile * terms * tile].view(n, count, tile, terms * tile)
-        scores_to_pulses(s.numpy(), decay.numpy(), threshold[rows].numpy(), np.float32(geometry.offset), geometry.peak,
-                np.float32(geometry.full_scale), tile, pulses.numpy(), self.top[:count])
+        scores_to_pulses(s.numpy(), decay.numpy(), threshold[rows].numpy(), np.float32(geometry.offset),
+                         geometry.peak, np.float32(geometry.full_scale), tile, pulses.numpy(), self.top[:count])
         return s, pulses
 
     def parts_of(self, n: int, count: int) -> torch.Tensor:
