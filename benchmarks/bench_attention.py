@@ -11,8 +11,8 @@ All four run the paper-reference surrogate's hardware model (quantized q/k/v and
 with `--aged-token-period-s` the circuit's aged-voltage decay at that token clock, whose separable terms each
 cost about one product-form pass), each in a fresh process so that its peak memory (the rise
 of the process's peak resident set over its state before the call, after a tiny call has loaded what a first
-call loads) is its own. Outputs and gradients of tiled and of torch against naive are compared: the script exits with status 1 when they disagree beyond the tolerances
-below, or when a method's run fails. Time is the median of `--repeats` forward+backward passes after one
+call loads) is its own. Outputs and gradients of tiled and of torch against naive are compared: the script
+exits with status 1 when they disagree beyond the tolerances below, or when a method's run fails. Time is the median of `--repeats` forward+backward passes after one
 warm-up.
 
     .venv/bin/python benchmarks/bench_attention.py                       # B=8, H=12, T=1024, D=64

@@ -26,7 +26,7 @@ import torch
 
 from .compiled_kernels import (readout_gradients, run_tabulated, run_transfer, score_gradients, scores_to_pulses,
                                sum_readouts)
-from .geometry import chunk_decay
+from .geometry import chunk_decay, expand_kv
 from .transfers import Tabulated, Transfer
 
 CACHED_ELEMENTS = 1 << 20  # the most score elements of one chunk
@@ -104,8 +104,8 @@ class _Chunks:
         self.parts = like.new_empty(self.rows * span * columns)
         self.top = np.empty((self.rows, tile), dtype=np.int64)
         # bit j of each physical tile's readout j within full scale, for every query: (BH, padded, tiles, bytes)
-        self.tiles = min(geometry.n_slots_tiles, geometry.padded // tile)
-        self.inside_shape = (total_rows, geometry.padded, self.tiles, -(-columns // 8))
+        tiles = min(geometry.n_slots_tiles, geometry.padded // tile)
+        self.inside_shape = (total_rows, geometry.padded, tiles, -(-columns // 8))
 
     def __iter__(self):
         """(rows, queries, first and last key tile, the decay (terms, C, K), order, starts) of every chunk."""
@@ -223,7 +223,7 @@ class Converted:
         qh = run_transfer(q, self.query, self.query.coefficients, None)
         amplified = qh if gain is None else qh * gain.to(qh.dtype).view(1, -1, 1, 1)
         stored = [self._stored(x, transfer) for x, transfer in ((k, self.key), (v, self.value))]
-        return (self._flat(amplified[None])[0], *(self._flat(expand_terms(x, self.heads)) for x in stored)), qh
+        return (self._flat(amplified[None])[0], *(self._flat(expand_kv(x, self.heads)) for x in stored)), qh
 
     def query_gradient(self, q, gain, qh, grad_q):
         """The gradients of q and of the heads' gains from the pass's gradient of the amplified q."""
@@ -257,14 +257,6 @@ class Converted:
         terms, b, h, t, d = x.shape
         x = x.reshape(terms, b * h, t, d)
         return torch.nn.functional.pad(x, (0, 0, 0, self.padded - t)) if self.padded > t else x.contiguous()
-
-
-def expand_terms(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(terms, B, H_kv, T, D) -> (terms, B, heads, T, D): each kv head shared by heads / H_kv query heads."""
-    terms, b, h_kv, t, d = x.shape
-    if h_kv == heads:
-        return x
-    return x[:, :, :, None].expand(terms, b, h_kv, heads // h_kv, t, d).reshape(terms, b, heads, t, d)
 
 
 class CompiledAttention(torch.autograd.Function):

@@ -37,7 +37,7 @@ from gaincell.errors import ConfigError
 
 from .cellmodel import AgedExpansion, CellModel
 from .decay import DecayTerms, as_terms, decay_terms, term_tables
-from .geometry import Geometry, chunk_decay
+from .geometry import Geometry, chunk_decay, expand_kv
 from .options import C2P, Execution
 from .transfers import ElementwiseTransfer, Quantization, TabulatedTransfer, readout_sum, transfers
 from .varied import StageCells, varied_backward, varied_forward
@@ -314,17 +314,6 @@ def gaincell_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cell, 
     terms = decay_terms(decay, ring_size(q.shape[2], tile, window)[1], cell, q.dtype, q.device, window)
     return converted_attention(q, k, v, cell, quantization, terms, linear=linear, linear_backward=linear_backward,
                                tile=tile, window=window, execution=execution, c2p=C2P(threshold))
-
-
-def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, H_kv, T, D) -> (B, heads, T, D), each kv head shared by heads / H_kv query heads (a leading terms
-    dimension is kept)."""
-    if x.dim() == 5:
-        return torch.stack([expand_kv(part, heads) for part in x]) if x.shape[2] != heads else x
-    b, h_kv, t, d = x.shape
-    if h_kv == heads:
-        return x
-    return x[:, :, None].expand(b, h_kv, heads // h_kv, t, d).reshape(b, heads, t, d)
 
 
 KERNEL_CHOICES = ("auto", "triton", "torch")

@@ -1,4 +1,5 @@
-"""How the keys of a parallel pass are laid out in arrays (`Geometry`) and each chunk's decay and mask."""
+"""How the keys of a parallel pass are laid out in arrays (`Geometry`), each chunk's decay and mask, and the kv
+heads shared by query heads (`expand_kv`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,3 +44,12 @@ def chunk_decay(table: torch.Tensor, geometry: Geometry, start: int, stop: int, 
     age = queries[:, None] - keys[None, :]
     valid = (age >= 0) & (age < min(geometry.window, length))
     return torch.where(valid, table[:, age.clamp(0, length - 1)], table.new_zeros(()))
+
+
+def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., B, H_kv, T, D) -> (..., B, heads, T, D), each kv head shared by heads / H_kv query heads (leading
+    dimensions, such as the decay's terms, kept)."""
+    *lead, b, h_kv, t, d = x.shape
+    if h_kv == heads:
+        return x
+    return x.unsqueeze(-3).expand(*lead, b, h_kv, heads // h_kv, t, d).reshape(*lead, b, heads, t, d)
