@@ -30,6 +30,7 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
+from .heads import check_heads, hold_heads, retrieval_scores, sharpen_heads
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .retarget import retarget
@@ -38,7 +39,7 @@ from .text import token_stream
 from .train import TrainConfig, distributed, finetune
 from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
 
-STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill")
+STAGES = ("linear", "calibrate", "transfer", "heads", "nonlinear", "distill")
 STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4}  # peak rates (adapters in
 # transfer/distill); the transfer's scalers train at 1e-2
 
@@ -64,6 +65,8 @@ class AdaptOptions:
     device: str = "auto"
     hardware: dict = field(default_factory=dict)  # fields of the surrogate's hardware configuration set for a study
     c2p_gain: float | None = None  # every head's C2P gain before training (None: the model's own; 1 for a base model)
+    retrieval_heads: int = 40  # the heads stage: how many of the teacher's retrieving heads get `retrieval_gain`
+    retrieval_gain: float = 3.0
 
     def __post_init__(self):
         unknown = [s for s in self.stages if s not in STAGES]
@@ -83,6 +86,7 @@ class AdaptOptions:
         if self.c2p_gain is not None and not C2P_GAIN_RANGE[0] <= self.c2p_gain <= C2P_GAIN_RANGE[1]:
             raise ConfigError("--c2p-gain", f"must be within {C2P_GAIN_RANGE[0]:g} .. {C2P_GAIN_RANGE[1]:g} (the "
                                             f"integration capacitors the C2P offers); got {self.c2p_gain!r}")
+        check_heads(self.retrieval_heads, self.retrieval_gain)
         if self.calibration_tokens < 16:
             raise ConfigError("--calibration-tokens", f"must be >= 16; got {self.calibration_tokens}")
 
@@ -128,7 +132,8 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
                     "stages": {}}
         if gaincell_layers(model):  # an adapted model, re-targeted to this surrogate below
-            manifest.update(base_model=read_manifest(source)["base_model"], adapted_from=str(options.model))
+            manifest.update(base_model=read_manifest(source)["base_model"], adapted_from=str(options.model),
+                            held_heads=held_heads(read_manifest(source)))
         else:
             swap_attention(model, options.surrogate, hardware=options.hardware)
         fresh = True
@@ -162,9 +167,11 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         checkpoint = out / "checkpoints" / f"{stage}.safetensors"
         if stage == "calibrate":
             record = _calibrate(model, calibration_batch, options, say)
+        elif stage == "heads":
+            record = _sharpen(model, stream, options, _frozen_teacher(base, device), say)
         elif stage in ("transfer", "distill"):
             model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
-                                             base if retargeted else None)
+                                             base if retargeted else None, held_heads(manifest))
         else:
             record = _finetune(model, stream, options, stage, checkpoint, device)
         record["seconds"] = round(time.perf_counter() - started, 1)
@@ -175,8 +182,8 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         if rank == 0:  # under torchrun only rank 0 writes; the others wait for it
             save_adapted(model, tokenizer, out, options.surrogate, manifest)
             checkpoint.unlink(missing_ok=True)
-            say(f"stage {stage} done: " + ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("config", "losses",
-                                                                                                    "layer_errors")))
+            say(f"stage {stage} done: " + ", ".join(f"{k} {v}" for k, v in record.items()
+                                                    if k not in ("config", "losses", "layer_errors", "weights")))
         if world > 1:
             torch.distributed.barrier()
     return manifest
@@ -212,12 +219,29 @@ def _frozen_teacher(base: str, device):
     return load_pretrained(base)[0].to(device).eval().requires_grad_(False)
 
 
+def held_heads(manifest: dict) -> list[list[int]]:
+    """The heads ([layer, head]) whose C2P gain and threshold distillation keeps: those the heads stage set, in
+    this folder or in the adapted model it was re-targeted from."""
+    return manifest.get("stages", {}).get("heads", {}).get("heads") or manifest.get("held_heads", [])
+
+
+def _sharpen(model, stream, options: AdaptOptions, teacher, say) -> dict:
+    scores, queries = retrieval_scores(teacher, stream)
+    heads = sharpen_heads(model, scores, options.retrieval_heads, options.retrieval_gain)
+    say(f"C2P gain {options.retrieval_gain:g} on the teacher's {len(heads)} most retrieving heads (of "
+        f"{scores.numel()}; weight on the recalled word, {queries} recalling queries): layers "
+        f"{', '.join(str(layer) for layer in sorted({layer for layer, _ in heads}))}")
+    return {"heads": heads, "gain": options.retrieval_gain, "recalling_queries": queries,
+            "weights": [[round(float(x), 4) for x in row] for row in scores]}
+
+
 def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, checkpoint: Path, device, say,
-                     base: str | None = None):
+                     base: str | None = None, held: list | None = None):
     """The transfer or distill stage: scalers and LoRA adapters train, the rest is frozen; returns the model with
     the adapters merged, and the stage's record (including the per-layer error before and after, measured
     against the unmodified model). `base`: the base model of a re-targeted adapted model (the teacher of both
-    stages; else the transfer's teacher is the model's own softmax pass and distill's `options.model`)."""
+    stages; else the transfer's teacher is the model's own softmax pass and distill's `options.model`); `held`:
+    heads whose C2P gain and threshold distillation keeps (`heads.hold_heads`)."""
     config = options.transfer if stage == "transfer" else options.distill
     set_mode(model, "nonlinear", linear_backward=False)
     if stage == "transfer":
@@ -228,6 +252,7 @@ def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, ch
         teacher = _frozen_teacher(base or options.model, device)
         before = layer_errors(model, batch, teacher)
         model = add_adapters(model, options.lora_rank, seed=config.seed)
+        hold_heads(model, held or [])
         result = finetune(model, stream, config, checkpoint, teacher=teacher,
                           groups=layer_groups(model, config.lr, config.scaler_lr), dropout=False, desc="distill")
         model = merge_adapters(model).eval()

@@ -85,14 +85,16 @@ def merge_adapters(model):
 
 
 def layer_groups(model, lr: float, scaler_lr: float | None = None) -> list[dict]:
-    """Optimizer groups: per layer, its trainable scalers (at `scaler_lr`, default `lr`) and its adapters (at
+    """Optimizer groups: per layer, its trainable scalers, C2P thresholds and gains (at `scaler_lr`, default `lr`,
+    without weight decay: these are circuit settings, 0 is not a neutral value for them) and its adapters (at
     `lr`), each clipped on its own so that layers stay independent."""
     groups = []
     for module in attention_modules(model):
         scalers = [p for p in module.gaincell.parameters() if p.requires_grad]
         own = {id(p) for p in scalers}
         adapters = [p for p in module.parameters() if p.requires_grad and id(p) not in own]
-        groups += [{"params": scalers, "lr": scaler_lr or lr}] + ([{"params": adapters, "lr": lr}] if adapters else [])
+        groups += [{"params": scalers, "lr": scaler_lr or lr, "weight_decay": 0.0}] + (
+            [{"params": adapters, "lr": lr}] if adapters else [])
     if not any(g["params"] for g in groups):
         raise ConfigError("model", "has no trainable attention parameters (swap_attention, then add_adapters)")
     return groups

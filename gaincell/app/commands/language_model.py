@@ -26,8 +26,9 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
 @click.option("--train-text", type=click.Path(dir_okay=False), required=True,
               help="Fine-tuning text (.txt, or .jsonl with 'text'); its first tokens are the calibration batch.")
 @click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
-              help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill (run in that order): the "
-                   "paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill.")
+              help="Comma-separated subset of linear,calibrate,transfer,heads,nonlinear,distill (run in that order): "
+                   "the paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,heads,distill (heads: a "
+                   "larger C2P gain for the softmax teacher's retrieving heads, kept by distill).")
 @option_group("steps",
               click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
                            help="Optimizer steps of the linear and nonlinear stages."),
@@ -49,6 +50,10 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
               click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
                            help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before "
                                 "training; trained from there. Default: the model's own (1 for a base model)."),
+              click.option("--retrieval-heads", type=click.IntRange(1, 1 << 20), default=40, show_default=True,
+                           help="Heads stage: how many heads (the teacher's most retrieving) get --retrieval-gain."),
+              click.option("--retrieval-gain", type=Quantity("", 0.25, 8.0), default=3.0, show_default=True,
+                           help="Heads stage: their C2P gain (x the characterized C2P); distill keeps it."),
               click.option("--recall-weight", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
                            help="Extra weight in the loss of the tokens that recall a rare word from 16 or more tokens "
                                 "back in the window (the retrieval LAMBADA scores; linear, nonlinear, distill)."),
@@ -113,7 +118,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
                                        distill_weight=1.0 if distill is None else distill, **recall, **train),
                            lora_rank, calibration.calibration_tokens, calibration.calibration_iterations,
                            max_train_tokens=calibration.max_train_tokens, device=device, hardware=hardware,
-                           c2p_gain=objective.c2p_gain)
+                           c2p_gain=objective.c2p_gain, retrieval_heads=objective.retrieval_heads,
+                           retrieval_gain=objective.retrieval_gain)
     with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
@@ -123,6 +129,7 @@ STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
     "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"), "attention_weight": ("transfer",),
     "recall_weight": ("linear", "nonlinear", "distill"),
+    "retrieval_heads": ("heads",), "retrieval_gain": ("heads",),
     "distill": ("linear", "nonlinear", "distill"),
     "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
     "calibration_iterations": ("calibrate",),

@@ -1,0 +1,88 @@
+"""The `heads` stage: a larger C2P gain for the heads that retrieve.
+
+Copying a word from far back in the passage (what LAMBADA scores) needs a head that puts its weight on one
+distant key. The gain-cell layer's pulses are spread: a key pulses within (1 - threshold) / gain of the
+query's best key (peak-following C2P), and with gain 1 that window holds a third of the keys. The softmax
+teacher shows which heads do the retrieval: on windows of the training text, at every next token that recalls
+a rare word from far back (`train.recall_tokens`), the teacher's attention weight from that query onto the
+earlier occurrences of the word. The `count` heads with the most weight get C2P gain `gain` (the head's
+integration capacitor, a per-head setting of the C2P), the others keep theirs. The distill stage then keeps
+these heads' gains and thresholds (`hold_heads`): trained freely, distillation widens their windows again.
+"""
+from __future__ import annotations
+
+import torch
+
+from gaincell.errors import ConfigError
+from gaincell.surrogate.attention import C2P_GAIN_RANGE
+
+from .models import gaincell_layers
+from .text import random_windows
+from .train import COMMON_TOKENS, RECALL_GAP, frequent_tokens, recall_tokens
+
+SCORING_WINDOWS = 64  # training-text windows the teacher reads to find the heads, each as long as a passage
+SCORING_LENGTH = 128  # whose last word LAMBADA asks for (about 60-130 tokens)
+
+
+def check_heads(count: int, gain: float) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError("--retrieval-heads", f"must be a positive integer; got {count!r}")
+    if not C2P_GAIN_RANGE[0] <= gain <= C2P_GAIN_RANGE[1]:
+        raise ConfigError("--retrieval-gain", f"must be within {C2P_GAIN_RANGE[0]:g} .. {C2P_GAIN_RANGE[1]:g} (the "
+                                              f"integration capacitors the C2P offers); got {gain!r}")
+
+
+@torch.no_grad()
+def retrieval_scores(teacher, stream: torch.Tensor, windows: int = SCORING_WINDOWS, length: int = SCORING_LENGTH,
+                     seed: int = 0) -> tuple[torch.Tensor, int]:
+    """((layers, heads) mean attention weight of the softmax `teacher`'s recalling queries on the earlier
+    occurrences of the word they recall, number of such queries) over `windows` random windows of `stream`."""
+    implementation = teacher.config._attn_implementation
+    teacher.set_attn_implementation("eager")  # the only implementation that returns the weights
+    common = frequent_tokens(stream, COMMON_TOKENS)
+    device = next(teacher.parameters()).device
+    total, queries = None, 0
+    for window in random_windows(stream, windows, min(length, stream.numel() - 2), seed):
+        inputs, labels = window[None, :-1].to(device), window[None, 1:].to(device)
+        recalling = recall_tokens(inputs, labels, common.to(device))[0]  # (T,)
+        if not recalling.any():
+            continue
+        t = torch.arange(inputs.shape[1], device=device)
+        earlier = (labels[0, :, None] == inputs[0, None, :]) & (t[None, :] <= t[:, None] - RECALL_GAP + 1)
+        weights = teacher(inputs, use_cache=False, output_attentions=True).attentions  # per layer (1, H, T, T)
+        mass = torch.stack([(w[0][:, recalling] * earlier[recalling]).sum((-1, -2)) for w in weights])
+        total = mass if total is None else total + mass
+        queries += int(recalling.sum())
+    teacher.set_attn_implementation(implementation)
+    if not queries:
+        raise ConfigError("--train-text", "has no token that recalls a rare word from far back in a window of "
+                                          f"{length} tokens: the heads stage needs prose with repeated names")
+    return total.float().cpu() / queries, queries
+
+
+def sharpen_heads(model, scores: torch.Tensor, count: int, gain: float) -> list[list[int]]:
+    """Set C2P gain `gain` on the `count` heads with the highest `scores` (layers, heads); their [layer, head]."""
+    layers = gaincell_layers(model)
+    if scores.shape != (len(layers), layers[0].heads):
+        raise ConfigError("model", f"has {len(layers)} layers of {layers[0].heads} heads; the teacher's weights are "
+                                   f"{tuple(scores.shape)}")
+    count = min(count, scores.numel())
+    chosen = sorted(divmod(int(i), scores.shape[1]) for i in scores.flatten().argsort(descending=True)[:count])
+    with torch.no_grad():
+        for layer, head in chosen:
+            layers[layer].c2p_gain[head] = gain
+    return [[layer, head] for layer, head in chosen]
+
+
+def hold_heads(model, heads: list[list[int]]) -> None:
+    """Keep the C2P gain and threshold of `heads` ([layer, head]) through training: their gradients are zeroed
+    (the optimizer group of these parameters has no weight decay, `transfer.layer_groups`)."""
+    layers = gaincell_layers(model)
+    for index, layer in enumerate(layers):
+        held = torch.tensor([head for at, head in heads if at == index], dtype=torch.long)
+        if not len(held):
+            continue
+        keep = torch.ones(layer.heads)
+        keep[held] = 0.0
+        for parameter in (layer.c2p_gain, layer.c2p_threshold):
+            parameter.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
