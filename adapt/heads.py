@@ -20,7 +20,7 @@ from .models import gaincell_layers
 from .text import random_windows
 from .train import COMMON_TOKENS, RECALL_GAP, frequent_tokens, recall_tokens
 
-SCORING_WINDOWS = 64  # training-text windows the teacher reads to find the heads, each as long as a passage
+SCORING_WINDOWS = 256  # training-text windows the teacher reads to find the heads, each as long as a passage
 SCORING_LENGTH = 128  # whose last word LAMBADA asks for (about 60-130 tokens)
 
 
@@ -32,11 +32,21 @@ def check_heads(count: int, gain: float) -> None:
                                               f"integration capacitors the C2P offers); got {gain!r}")
 
 
+def word_starts(tokenizer) -> torch.Tensor:
+    """(vocabulary,) True for the tokens that begin a word of three or more letters (a space, then a letter):
+    the first token of a word LAMBADA asks for; the pieces inside a word are predicted from the tokens just
+    before them, not retrieved."""
+    texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
+    return torch.tensor([t.startswith(" ") and len(t.strip()) >= 3 and t.strip()[0].isalpha() for t in texts])
+
+
 @torch.no_grad()
-def retrieval_scores(teacher, stream: torch.Tensor, windows: int = SCORING_WINDOWS, length: int = SCORING_LENGTH,
+def retrieval_scores(teacher, stream: torch.Tensor, starts: torch.Tensor | None = None,
+                     windows: int = SCORING_WINDOWS, length: int = SCORING_LENGTH,
                      seed: int = 0) -> tuple[torch.Tensor, int]:
     """((layers, heads) mean attention weight of the softmax `teacher`'s recalling queries on the earlier
-    occurrences of the word they recall, number of such queries) over `windows` random windows of `stream`."""
+    occurrences of the word they recall, number of such queries) over `windows` random windows of `stream`;
+    with `starts` (`word_starts`), only queries whose next token begins a word count."""
     implementation = teacher.config._attn_implementation
     teacher.set_attn_implementation("eager")  # the only implementation that returns the weights
     common = frequent_tokens(stream, COMMON_TOKENS)
@@ -45,6 +55,8 @@ def retrieval_scores(teacher, stream: torch.Tensor, windows: int = SCORING_WINDO
     for window in random_windows(stream, windows, min(length, stream.numel() - 2), seed):
         inputs, labels = window[None, :-1].to(device), window[None, 1:].to(device)
         recalling = recall_tokens(inputs, labels, common.to(device))[0]  # (T,)
+        if starts is not None:
+            recalling &= starts.to(device)[labels[0]]
         if not recalling.any():
             continue
         t = torch.arange(inputs.shape[1], device=device)

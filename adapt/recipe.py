@@ -30,7 +30,7 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
-from .heads import check_heads, hold_heads, retrieval_scores, sharpen_heads
+from .heads import check_heads, hold_heads, retrieval_scores, sharpen_heads, word_starts
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .retarget import retarget
@@ -133,7 +133,9 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
                     "stages": {}}
         if gaincell_layers(model):  # an adapted model, re-targeted to this surrogate below
             manifest.update(base_model=read_manifest(source)["base_model"], adapted_from=str(options.model),
-                            held_heads=held_heads(read_manifest(source)))
+                            held_heads=held_heads(read_manifest(source)),
+                            same_cell=read_manifest(source).get("surrogate_sha256") == surrogate_sha
+                            and not options.hardware)
         else:
             swap_attention(model, options.surrogate, hardware=options.hardware)
         fresh = True
@@ -152,7 +154,9 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
     stream = token_stream(options.train_text, tokenizer, options.max_train_tokens, "--train-text")
     calibration_batch = stream[: options.calibration_tokens].unsqueeze(0)
     say(f"training text: {stream.numel()} tokens from {options.train_text}; stages to run: {', '.join(todo)}")
-    if retargeted and fresh:
+    if retargeted and fresh and manifest["same_cell"]:
+        say(f"{options.model} was adapted to this surrogate and hardware: its layers are kept as they are")
+    elif retargeted and fresh:
         retarget(model, options.surrogate, calibration_batch, options.hardware)
         say(f"re-targeted {options.model} to {options.surrogate}: scalers carried over, outputs matched per head")
     if fresh and options.c2p_gain is not None:
@@ -168,7 +172,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         if stage == "calibrate":
             record = _calibrate(model, calibration_batch, options, say)
         elif stage == "heads":
-            record = _sharpen(model, stream, options, _frozen_teacher(base, device), say)
+            record = _sharpen(model, stream, word_starts(tokenizer), options, _frozen_teacher(base, device), say)
         elif stage in ("transfer", "distill"):
             model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
                                              base if retargeted else None, held_heads(manifest))
@@ -225,8 +229,8 @@ def held_heads(manifest: dict) -> list[list[int]]:
     return manifest.get("stages", {}).get("heads", {}).get("heads") or manifest.get("held_heads", [])
 
 
-def _sharpen(model, stream, options: AdaptOptions, teacher, say) -> dict:
-    scores, queries = retrieval_scores(teacher, stream)
+def _sharpen(model, stream, starts, options: AdaptOptions, teacher, say) -> dict:
+    scores, queries = retrieval_scores(teacher, stream, starts)
     heads = sharpen_heads(model, scores, options.retrieval_heads, options.retrieval_gain)
     say(f"C2P gain {options.retrieval_gain:g} on the teacher's {len(heads)} most retrieving heads (of "
         f"{scores.numel()}; weight on the recalled word, {queries} recalling queries): layers "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gaincell.adapt.heads as heads_module
-from gaincell.adapt.heads import hold_heads, retrieval_scores, sharpen_heads
+from gaincell.adapt.heads import hold_heads, retrieval_scores, sharpen_heads, word_starts
 from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, read_manifest, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.train import RECALL_GAP, TrainConfig, frequent_tokens, recall_tokens
@@ -26,18 +26,31 @@ def _stream(tokenizer):
     return torch.tensor(tokenizer(TEXT, add_special_tokens=False)["input_ids"])
 
 
-def test_retrieval_scores_are_the_teachers_mean_weight_on_the_recalled_word(llama_folder, few_common):
+def test_word_starts_are_the_tokens_that_begin_a_word(llama_folder):
+    tokenizer = load_pretrained(llama_folder)[1]
+    starts = word_starts(tokenizer)
+    assert starts.shape == (len(tokenizer),) and 0 < int(starts.sum()) < len(tokenizer)
+    for token in range(len(tokenizer)):
+        text = tokenizer.decode([token])
+        assert bool(starts[token]) == (text[:1] == " " and text[1:2].isalpha() and len(text.strip()) >= 3), text
+
+
+@pytest.mark.parametrize("words_only", [False, True])
+def test_retrieval_scores_are_the_teachers_mean_weight_on_the_recalled_word(llama_folder, few_common, words_only):
     teacher, tokenizer, _ = load_pretrained(llama_folder)
     stream = _stream(tokenizer)
-    scores, queries = retrieval_scores(teacher, stream, windows=2, length=64, seed=3)
+    starts = word_starts(tokenizer) if words_only else None
+    scores, queries = retrieval_scores(teacher, stream, starts, windows=4, length=128, seed=3)
     assert teacher.config._attn_implementation != "eager"  # put back
     # the same by loops over the queries, from the weights the eager implementation returns
     teacher.set_attn_implementation("eager")
     common, expected, count = frequent_tokens(stream, 10), torch.zeros_like(scores), 0
-    for window in heads_module.random_windows(stream, 2, 64, 3):
+    for window in heads_module.random_windows(stream, 4, 128, 3):
         inputs, labels = window[None, :-1], window[None, 1:]
         weights = teacher(inputs, use_cache=False, output_attentions=True).attentions
         for t in recall_tokens(inputs, labels, common)[0].nonzero().flatten().tolist():
+            if words_only and not starts[labels[0, t]]:
+                continue
             count += 1
             for s in range(t - RECALL_GAP + 2):
                 if inputs[0, s] == labels[0, t]:

@@ -106,6 +106,27 @@ def test_re_targeting_carries_the_adaptation_to_another_cell(adapted, tmp_path):
                            stages=("calibrate",)), say=lambda *a: None)
 
 
+def test_continuing_on_the_same_cell_keeps_the_layers_as_they_are(adapted, tmp_path):
+    """Adapting an adapted model further on the surrogate and hardware it was made for re-targets nothing: its
+    output scalers stay as trained (re-targeting would refit them); --hardware still re-targets."""
+    text, paper = adapted / "train.txt", data_path("paper_reference.h5")
+    said = []
+    options = dict(model=str(adapted / "adapted"), surrogate=paper, train_text=text, stages=("heads",),
+                   retrieval_heads=1, retrieval_gain=2.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("gaincell.adapt.heads.COMMON_TOKENS", 10)  # the tiny vocabulary: all tokens are common
+        manifest = adapt(AdaptOptions(**options, out=tmp_path / "same"), say=said.append)
+        assert manifest["same_cell"] and any("kept as they are" in line for line in said)
+        before, after = (gaincell_layers(load_adapted(folder)[0]) for folder in (adapted / "adapted", tmp_path / "same"))
+        for old, new in zip(before, after):
+            torch.testing.assert_close(new.out_scaler.a, old.out_scaler.a, rtol=0, atol=0)
+        other = adapt(AdaptOptions(**options, out=tmp_path / "other", hardware={"c2p_reference": "peak"}),
+                      say=lambda *a: None)
+    assert not other["same_cell"]
+    refitted = gaincell_layers(load_adapted(tmp_path / "other")[0])
+    assert any(not torch.equal(new.out_scaler.a, old.out_scaler.a) for old, new in zip(before, refitted))
+
+
 def test_re_targeting_keeps_how_the_layer_computes_and_its_thresholds_and_gains(adapted, tmp_path):
     """A model adapted with the reference-column normalization and the peak C2P reference keeps both (and its
     heads' thresholds and gains) on the new cell; a user's --hardware still overrides them."""
