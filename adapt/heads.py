@@ -6,8 +6,9 @@ query's best key (peak-following C2P), and with gain 1 that window holds a third
 teacher shows which heads do the retrieval: on windows of the training text, at every next token that recalls
 a rare word from far back (`train.recall_tokens`), the teacher's attention weight from that query onto the
 earlier occurrences of the word. The `count` heads with the most weight get C2P gain `gain` (the head's
-integration capacitor, a per-head setting of the C2P), the others keep theirs. The distill stage then keeps
-these heads' gains and thresholds (`hold_heads`): trained freely, distillation widens their windows again.
+integration capacitor, a per-head setting of the C2P), the others keep theirs. The stage runs last; a later
+distillation (a re-targeting, say) keeps these heads' gains and thresholds (`hold_heads`): trained freely,
+distillation widens their windows again.
 """
 from __future__ import annotations
 

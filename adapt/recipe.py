@@ -39,7 +39,7 @@ from .text import token_stream
 from .train import TrainConfig, distributed, finetune
 from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
 
-STAGES = ("linear", "calibrate", "transfer", "heads", "nonlinear", "distill")
+STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill", "heads")
 STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4}  # peak rates (adapters in
 # transfer/distill); the transfer's scalers train at 1e-2
 

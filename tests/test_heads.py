@@ -106,19 +106,19 @@ def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_fo
     text.write_text(TEXT)
     first = tmp_path / "adapted"
     options = dict(model=str(llama_folder), surrogate=PAPER, out=first, train_text=text,
-                   stages=("transfer", "heads", "distill"),
+                   stages=("heads", "transfer", "distill"),  # run in the order of STAGES
                    transfer=TrainConfig(steps=2, batch=2, seq=32, lr=1e-2, scaler_lr=3e-2),
                    distill=TrainConfig(steps=2, batch=2, seq=32, lr=1e-3, scaler_lr=1e-1, distill_weight=1.0),
                    lora_rank=4, calibration_tokens=64, retrieval_heads=2, retrieval_gain=5.0)
     manifest = adapt(AdaptOptions(**options), say=lambda *a: None)
-    assert manifest["stages_done"] == ["transfer", "heads", "distill"]
+    assert manifest["stages_done"] == ["transfer", "distill", "heads"]
     record = manifest["stages"]["heads"]
     assert len(record["heads"]) == 2 and record["gain"] == 5.0 and record["recalling_queries"] > 0
     layers = gaincell_layers(load_adapted(first)[0])
     for layer, head in record["heads"]:
-        assert float(layers[layer].c2p_gain.detach()[head]) == 5.0  # distill kept them
+        assert float(layers[layer].c2p_gain.detach()[head]) == 5.0
     assert sum(float(g) == 5.0 for layer in layers for g in layer.c2p_gain.detach()) == 2
-    # re-targeting the adapted model: distillation keeps the same heads
+    # distilling the adapted model further (re-targeted or not) keeps the same heads
     second = tmp_path / "again"
     again = adapt(AdaptOptions(**{**options, "model": str(first), "out": second, "stages": ("distill",)}),
                   say=lambda *a: None)

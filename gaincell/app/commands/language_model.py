@@ -26,9 +26,9 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
 @click.option("--train-text", type=click.Path(dir_okay=False), required=True,
               help="Fine-tuning text (.txt, or .jsonl with 'text'); its first tokens are the calibration batch.")
 @click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
-              help="Comma-separated subset of linear,calibrate,transfer,heads,nonlinear,distill (run in that order): "
-                   "the paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,heads,distill (heads: a "
-                   "larger C2P gain for the softmax teacher's retrieving heads, kept by distill).")
+              help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill,heads (run in that order): "
+                   "the paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill,heads (heads: a "
+                   "larger C2P gain for the softmax teacher's retrieving heads, kept by later distillations).")
 @option_group("steps",
               click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
                            help="Optimizer steps of the linear and nonlinear stages."),
