@@ -384,6 +384,8 @@ def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
              "error: --lora-rank: is read only by the transfer and distill stages"),
             (["--stages", "transfer", "--recall-weight", "2"],
              "error: --recall-weight: is read only by the linear, nonlinear and distill stages"),
+            (["--stages", "transfer,distill", "--retrieval-gain", "4"],
+             "error: --retrieval-gain: is read only by the heads stage, which --stages (transfer,distill) does not run"),
             (["--stages", "linear", "--calibration-tokens", "64"],  # transfer and distill read it (benchmarks pass it)
              "error: --calibration-tokens: is read only by the calibrate, transfer and distill stages")):
         done = CliRunner().invoke(main, [*base, *extra])  # in this process: no interpreter and torch to start
