@@ -8,9 +8,11 @@ The cheap recipe: `transfer` (every layer's gain-cell attention trained to repro
 teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end KL divergence to the softmax
 model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
 projections, merged into the weights when the stage ends.
+`heads` (last; adapt.heads) gives the softmax teacher's most retrieving heads a larger C2P gain, which later
+distillations keep.
 Starting from an adapted model (an adapted folder, or a shipped one such as `smollm2-gaincell`) re-targets it to
-the surrogate (`adapt.retarget`): its layers move to the new cell with their scalers carried over, and transfer
-and distill learn from its base model.
+the surrogate (`adapt.retarget`) unless it was made for that surrogate and hardware: its layers move to the new
+cell with their scalers carried over, and transfer and distill learn from its base model.
 After each stage the folder `out` is saved (`save_adapted`) and its manifest lists the stages done; a stage
 interrupted mid-way resumes from `out/checkpoints/<stage>.safetensors`, and running the same command again skips the
 stages already done.
@@ -113,32 +115,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
     surrogate_sha = sha256_of(options.surrogate)
     Surrogate.load(options.surrogate)  # refuse a bad surrogate before any model work
     finish_interrupted_save(out)
-    if (out / ADAPTED_MANIFEST).is_file():
-        manifest = read_manifest(out)
-        if (manifest.get("adapted_from", manifest.get("base_model")) != str(options.model)
-                or manifest.get("surrogate_sha256") != surrogate_sha):
-            raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
-                                       "model; choose a new --out")
-        if manifest["layer"].get("hardware", {}) != options.hardware:
-            raise ConfigError("--hardware", f"{out} was adapted with the hardware fields "
-                                            f"{manifest['layer'].get('hardware', {})}; give the same, or a new --out")
-        manifest.setdefault("stages_done", [])
-        if not isinstance(manifest.setdefault("stages", {}), dict):
-            raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")
-        model, tokenizer = load_adapted(out)
-        fresh = False
-    else:
-        model, tokenizer, source = load_pretrained(model_folder(options.model))
-        manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [],
-                    "stages": {}}
-        if gaincell_layers(model):  # an adapted model, re-targeted to this surrogate below
-            manifest.update(base_model=read_manifest(source)["base_model"], adapted_from=str(options.model),
-                            held_heads=held_heads(read_manifest(source)),
-                            same_cell=read_manifest(source).get("surrogate_sha256") == surrogate_sha
-                            and not options.hardware)
-        else:
-            swap_attention(model, options.surrogate, hardware=options.hardware)
-        fresh = True
+    model, tokenizer, manifest, fresh = _open(options, out, surrogate_sha)
     base = manifest["base_model"]
     model.to(device)
     todo = [s for s in options.stages if s not in manifest["stages_done"]]
@@ -193,6 +170,34 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
     return manifest
 
 
+def _open(options: AdaptOptions, out: Path, surrogate_sha: str):
+    """(model, tokenizer, manifest, fresh): the adapted folder `out` to resume, or the model to start from (a base
+    model swapped to the surrogate, or an adapted one, re-targeted by the caller unless made for this cell)."""
+    if (out / ADAPTED_MANIFEST).is_file():
+        manifest = read_manifest(out)
+        if (manifest.get("adapted_from", manifest.get("base_model")) != str(options.model)
+                or manifest.get("surrogate_sha256") != surrogate_sha):
+            raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
+                                       "model; choose a new --out")
+        if manifest["layer"].get("hardware", {}) != options.hardware:
+            raise ConfigError("--hardware", f"{out} was adapted with the hardware fields "
+                                            f"{manifest['layer'].get('hardware', {})}; give the same, or a new --out")
+        manifest.setdefault("stages_done", [])
+        if not isinstance(manifest.setdefault("stages", {}), dict):
+            raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")
+        model, tokenizer = load_adapted(out)
+        return model, tokenizer, manifest, False
+    model, tokenizer, source = load_pretrained(model_folder(options.model))
+    manifest = {"base_model": str(options.model), "surrogate_sha256": surrogate_sha, "stages_done": [], "stages": {}}
+    if gaincell_layers(model):  # an adapted model
+        made = read_manifest(source)
+        manifest.update(base_model=made["base_model"], adapted_from=str(options.model), held_heads=held_heads(made),
+                        same_cell=made.get("surrogate_sha256") == surrogate_sha and not options.hardware)
+    else:
+        swap_attention(model, options.surrogate, hardware=options.hardware)
+    return model, tokenizer, manifest, True
+
+
 def _calibrate(model, batch, options: AdaptOptions, say) -> dict:
     set_mode(model, "nonlinear", linear_backward=False)
     layers = gaincell_layers(model)
@@ -225,7 +230,7 @@ def _frozen_teacher(base: str, device):
 
 def held_heads(manifest: dict) -> list[list[int]]:
     """The heads ([layer, head]) whose C2P gain and threshold distillation keeps: those the heads stage set, in
-    this folder or in the adapted model it was re-targeted from."""
+    this folder or in the adapted model it started from."""
     return manifest.get("stages", {}).get("heads", {}).get("heads") or manifest.get("held_heads", [])
 
 
