@@ -126,6 +126,17 @@ def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_fo
     layers = gaincell_layers(load_adapted(second)[0])
     for layer, head in record["heads"]:
         assert float(layers[layer].c2p_gain.detach()[head]) == 5.0
+    # the command line RESULTS.md quotes, on the tiny model
+    from click.testing import CliRunner
+
+    from gaincell.app.cli import main
+    third = tmp_path / "cli"
+    done = CliRunner().invoke(main, ["adapt", "--model", str(second), "--surrogate", str(PAPER), "--train-text",
+                                     str(text), "--stages", "heads", "--retrieval-heads", "3", "--retrieval-gain", "2",
+                                     "--out", str(third)])
+    assert done.exit_code == 0, done.output
+    assert "kept as they are" in done.output and "C2P gain 2 on the teacher's 3 most retrieving heads" in done.output
+    assert len(read_manifest(third)["stages"]["heads"]["heads"]) == 3
 
 
 def test_heads_options_are_checked(tmp_path):
