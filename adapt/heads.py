@@ -19,7 +19,7 @@ from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .models import gaincell_layers
 from .text import random_windows
-from .train import COMMON_TOKENS, RECALL_GAP, frequent_tokens, recall_tokens
+from .train import COMMON_TOKENS, far_occurrences, frequent_tokens, recall_tokens
 
 SCORING_WINDOWS = 256  # training-text windows the teacher reads to find the heads, each as long as a passage
 SCORING_LENGTH = 128  # whose last word LAMBADA asks for (about 60-130 tokens)
@@ -50,18 +50,18 @@ def retrieval_scores(teacher, stream: torch.Tensor, starts: torch.Tensor | None 
     with `starts` (`word_starts`), only queries whose next token begins a word count."""
     implementation = teacher.config._attn_implementation
     teacher.set_attn_implementation("eager")  # the only implementation that returns the weights
-    common = frequent_tokens(stream, COMMON_TOKENS)
     device = next(teacher.parameters()).device
+    common = frequent_tokens(stream, COMMON_TOKENS).to(device)
+    starts = None if starts is None else starts.to(device)
     total, queries = None, 0
     for window in random_windows(stream, windows, min(length, stream.numel() - 2), seed):
         inputs, labels = window[None, :-1].to(device), window[None, 1:].to(device)
-        recalling = recall_tokens(inputs, labels, common.to(device))[0]  # (T,)
+        recalling = recall_tokens(inputs, labels, common)[0]  # (T,)
         if starts is not None:
-            recalling &= starts.to(device)[labels[0]]
+            recalling &= starts[labels[0]]
         if not recalling.any():
             continue
-        t = torch.arange(inputs.shape[1], device=device)
-        earlier = (labels[0, :, None] == inputs[0, None, :]) & (t[None, :] <= t[:, None] - RECALL_GAP + 1)
+        earlier = far_occurrences(inputs, labels)[0][0]  # (T, T): where each label stood 16+ tokens back
         weights = teacher(inputs, use_cache=False, output_attentions=True).attentions  # per layer (1, H, T, T)
         mass = torch.stack([(w[0][:, recalling] * earlier[recalling]).sum((-1, -2)) for w in weights])
         total = mass if total is None else total + mass

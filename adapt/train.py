@@ -288,16 +288,23 @@ def frequent_tokens(stream: torch.Tensor, count: int = COMMON_TOKENS) -> torch.T
     return torch.bincount(stream).argsort(descending=True)[:count]
 
 
+def far_occurrences(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, label position t, input position s) masks of the inputs equal to label t at least RECALL_GAP positions
+    back, and of those equal to it within the last RECALL_GAP."""
+    same = labels[:, :, None] == inputs[:, None, :]
+    t = torch.arange(labels.shape[1], device=labels.device)
+    far = t[None, :] <= t[:, None] - RECALL_GAP + 1
+    near = ~far & (t[None, :] <= t[:, None])
+    return same & far, same & near
+
+
 def recall_tokens(inputs: torch.Tensor, labels: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
     """(B, T) mask of the next tokens that recall a rare word from far back in their window: the label occurs among
     the inputs at least RECALL_GAP positions back (1 to RECALL_RARE times), not in the last RECALL_GAP, and is not
     one of the `common` tokens. Predicting them needs one distant key: the retrieval LAMBADA scores."""
-    same = labels[:, :, None] == inputs[:, None, :]  # (B, label position t, input position s)
-    t = torch.arange(labels.shape[1], device=labels.device)
-    far = t[None, :] <= t[:, None] - RECALL_GAP + 1
-    near = ~far & (t[None, :] <= t[:, None])
-    count = (same & far).sum(-1)
-    return (count >= 1) & (count <= RECALL_RARE) & ~(same & near).any(-1) & ~torch.isin(labels, common)
+    far, near = far_occurrences(inputs, labels)
+    count = far.sum(-1)
+    return (count >= 1) & (count <= RECALL_RARE) & ~near.any(-1) & ~torch.isin(labels, common)
 
 
 def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher, config: TrainConfig,
