@@ -392,6 +392,19 @@ def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
         assert done.exit_code == 1 and isinstance(done.exception, SystemExit) and message in done.output, done.output
         assert "Traceback" not in done.output
     assert not (tmp_path / "out").exists()
+    # re-targeting an adapted model to another cell reads the calibration batch before any stage: not refused
+    from gaincell.adapt.manifest import ADAPTED_MANIFEST
+    from gaincell.app.commands.language_model import is_adapted_model
+
+    adapted = tmp_path / "adapted"
+    adapted.mkdir()
+    assert not is_adapted_model(str(adapted)) and is_adapted_model("smollm2-gaincell")
+    (adapted / ADAPTED_MANIFEST).write_text("{}")
+    assert is_adapted_model(str(adapted))
+    done = CliRunner().invoke(main, ["adapt", "--model", str(adapted), "--out", str(tmp_path / "out"), "--train-text",
+                                     str(text), "--stages", "heads", "--calibration-tokens", "64", "--surrogate",
+                                     str(tmp_path / "missing.h5")])
+    assert "--calibration-tokens" not in done.output and "--surrogate" in done.output, done.output
 
 
 def test_eval_with_device_variation_and_read_noise(tmp_path, gpt2_folder):

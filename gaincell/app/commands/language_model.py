@@ -88,7 +88,7 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
 
     check_text_file(train_text, "--train-text")  # before any model is loaded
     stage_names = tuple(s.strip() for s in stages.split(",") if s.strip())
-    refuse_options_of_other_stages(click.get_current_context(), stage_names)
+    refuse_options_of_other_stages(click.get_current_context(), stage_names, adapted=is_adapted_model(model_spec))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"{out_dir} exists and is not a folder")
@@ -136,9 +136,20 @@ STAGE_OPTIONS = {  # adapt options that only some stages read
 }
 
 
-def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ...]) -> None:
-    """An option given on the command line for stages that --stages does not run is a mistake: say so."""
+def is_adapted_model(model_spec: str) -> bool:
+    """Whether --model names an adapted model (shipped, or a folder with an adapted manifest), which `adapt`
+    re-targets to another cell before any stage, measuring the calibration batch."""
+    from ...adapt.models import ADAPTED_MANIFEST, SHIPPED
+
+    return str(model_spec) in SHIPPED or (Path(model_spec) / ADAPTED_MANIFEST).is_file()
+
+
+def refuse_options_of_other_stages(context: click.Context, stages: tuple[str, ...], adapted: bool = False) -> None:
+    """An option given on the command line for stages that --stages does not run is a mistake: say so. `adapted`:
+    --model is an adapted model, whose re-targeting reads --calibration-tokens whatever the stages."""
     for name, readers in STAGE_OPTIONS.items():
+        if adapted and name == "calibration_tokens":
+            continue
         if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE and not set(readers) & set(
                 stages):
             option = "--" + name.replace("_", "-")
