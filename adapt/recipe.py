@@ -7,7 +7,9 @@ without gradients; with no linear stage the targets come from the softmax model,
 The cheap recipe: `transfer` (every layer's gain-cell attention trained to reproduce its softmax attention on the
 teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end KL divergence to the softmax
 model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
-projections, merged into the weights when the stage ends.
+projections, merged into the weights when the stage ends. `mlp` distils the same way with LoRA adapters on the MLP
+projections alone: attention and its circuit settings stay as they are (before `heads`: MLPs distilled behind
+sharpened heads learn to discount them, benchmarks/RESULTS.md).
 `heads` (last; adapt.heads) gives the softmax teacher's most retrieving heads a larger C2P gain, which later
 distillations keep.
 Starting from an adapted model (an adapted folder, or a shipped one such as `smollm2-gaincell`) re-targets it to
@@ -39,10 +41,10 @@ from .retarget import retarget
 from .shipped import model_folder
 from .text import token_stream
 from .train import TrainConfig, distributed, finetune
-from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, train_transfer
+from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, mlp_projections, train_transfer
 
-STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill", "heads")
-STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4}  # peak rates (adapters in
+STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill", "mlp", "heads")
+STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4, "mlp": 1e-3}  # peak rates (adapters in
 # transfer/distill); the transfer's scalers train at 1e-2
 
 
@@ -69,6 +71,7 @@ class AdaptOptions:
     c2p_gain: float | None = None  # every head's C2P gain before training (None: the model's own; 1 for a base model)
     retrieval_heads: int = 40  # the heads stage: how many of the teacher's retrieving heads get `retrieval_gain`
     retrieval_gain: float = 3.0
+    mlp: TrainConfig = field(default_factory=lambda: TrainConfig(steps=30, lr=STAGE_LR["mlp"], distill_weight=1.0))
 
     def __post_init__(self):
         unknown = [s for s in self.stages if s not in STAGES]
@@ -83,8 +86,11 @@ class AdaptOptions:
         if "transfer" in self.stages and "linear" in self.stages:
             raise ConfigError("--stages", "transfer learns from the model's own weights as the softmax teacher, and "
                                           "the linear stage changes them: run transfer without linear")
-        if "distill" in self.stages and self.distill.distill_weight == 0:
-            raise ConfigError("--distill", "must be > 0 for the distill stage (the weight of the KL term)")
+        for stage, config in (("distill", self.distill), ("mlp", self.mlp)):
+            if stage in self.stages and config.distill_weight == 0:
+                raise ConfigError("--distill", f"must be > 0 for the {stage} stage (the weight of the KL term)")
+        if "mlp" in self.stages and self.lora_rank == 0:
+            raise ConfigError("--lora-rank", "must be > 0 for the mlp stage (it trains LoRA adapters on the MLPs only)")
         if self.c2p_gain is not None and not C2P_GAIN_RANGE[0] <= self.c2p_gain <= C2P_GAIN_RANGE[1]:
             raise ConfigError("--c2p-gain", f"must be within {C2P_GAIN_RANGE[0]:g} .. {C2P_GAIN_RANGE[1]:g} (the "
                                             f"integration capacitors the C2P offers); got {self.c2p_gain!r}")
@@ -140,7 +146,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         for layer in gaincell_layers(model):
             layer.c2p_gain.data.fill_(options.c2p_gain)
         manifest["c2p_gain_start"] = options.c2p_gain
-        say(f"every head's C2P gain set to {options.c2p_gain:g} (trained from there)")
+        say(f"every head's C2P gain set to {options.c2p_gain:g} before the stages")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stage in todo:
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -150,6 +156,8 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
             record = _calibrate(model, calibration_batch, options, say)
         elif stage == "heads":
             record = _sharpen(model, stream, word_starts(tokenizer), options, _frozen_teacher(base, device), say)
+        elif stage == "mlp":
+            model, record = _train_mlp(model, stream, options, checkpoint, _frozen_teacher(base, device))
         elif stage in ("transfer", "distill"):
             model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
                                              base if retargeted else None, held_heads(manifest))
@@ -270,3 +278,15 @@ def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, ch
     say(f"per-layer relative error (mean over layers): {sum(errors['before']) / len(errors['before']):.3f} before "
         f"{stage}, {sum(errors['after']) / len(errors['after']):.3f} after")
     return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config)}
+
+
+def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher):
+    """The mlp stage: KL distillation to the base model through LoRA adapters on every MLP projection; attention
+    weights, scalers, C2P thresholds and gains stay frozen. Returns the model with the adapters merged."""
+    config = options.mlp
+    set_mode(model, "nonlinear", linear_backward=False)
+    model = add_adapters(model, options.lora_rank, seed=config.seed, targets=mlp_projections(model), circuit=False)
+    adapters = [p for p in model.parameters() if p.requires_grad]
+    result = finetune(model, stream, config, checkpoint, teacher=teacher, groups=[{"params": adapters, "lr": config.lr}],
+                      dropout=False, desc="mlp")
+    return merge_adapters(model).eval(), {**result, "lora_rank": options.lora_rank, "config": asdict(config)}

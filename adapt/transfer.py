@@ -41,24 +41,30 @@ def attention_projections(model) -> list[str]:
     return found
 
 
-def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
-    """Wrap `model` with LoRA adapters of `rank` on its attention projections (peft; initialised from `seed`);
-    freezes everything but the adapters, then makes the gain-cell scalers trainable again. rank 0: no adapters,
-    only the scalers train."""
+def mlp_projections(model) -> list[str]:
+    """Full names of the projections inside every MLP block (Llama's gate/up/down, GPT-2's c_fc/c_proj)."""
+    return [f"{name}.{child_name}" for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"
+            for child_name, child in module.named_children() if hasattr(child, "weight") and child.weight.dim() == 2]
+
+
+def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0, targets: list[str] | None = None,
+                 circuit: bool = True):
+    """Wrap `model` with LoRA adapters of `rank` on `targets` (default: its attention projections; peft, initialised
+    from `seed`); freezes everything but the adapters, then, with `circuit`, makes the gain-cell scalers, C2P
+    thresholds and gains trainable again. rank 0: no adapters, only the scalers train."""
     model.requires_grad_(False)
+    targets = attention_projections(model) if targets is None else targets
     if rank > 0:
-        smallest = min(min(module.weight.shape) for name, module in model.named_modules()
-                       if name in set(attention_projections(model)))
+        smallest = min(min(module.weight.shape) for name, module in model.named_modules() if name in set(targets))
         if rank > smallest:
-            raise ConfigError("--lora-rank", f"must be at most {smallest} (the smallest attention projection "
-                                             f"dimension of this model); got {rank}")
+            raise ConfigError("--lora-rank", f"must be at most {smallest} (the smallest projection dimension it "
+                                             f"adapts in this model); got {rank}")
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
             raise ConfigError("--lora-rank", "needs the peft package (pip install -e '.[lm]')") from exc
         from transformers.pytorch_utils import Conv1D
 
-        targets = attention_projections(model)
         transposed = any(isinstance(module, Conv1D) for name, module in model.named_modules() if name in targets)
         config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=0.0,
                             target_modules=targets, bias="none",
@@ -68,7 +74,7 @@ def add_adapters(model, rank: int, alpha: float | None = None, seed: int = 0):
             warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             torch.manual_seed(seed)
             model = get_peft_model(model, config)
-    for layer in gaincell_layers(model):
+    for layer in gaincell_layers(model) if circuit else []:
         for scaler in layer.scalers().values():
             scaler.requires_grad_(True)
         layer.c2p_threshold.requires_grad_(True)

@@ -381,9 +381,9 @@ def test_options_of_stages_that_do_not_run_are_refused(tmp_path):
             (["--stages", "transfer", "--steps", "5"],
              "error: --steps: is read only by the linear and nonlinear stages, which --stages (transfer) does not run"),
             (["--stages", "linear,nonlinear", "--lora-rank", "4"],
-             "error: --lora-rank: is read only by the transfer and distill stages"),
+             "error: --lora-rank: is read only by the transfer, distill and mlp stages"),
             (["--stages", "transfer", "--recall-weight", "2"],
-             "error: --recall-weight: is read only by the linear, nonlinear and distill stages"),
+             "error: --recall-weight: is read only by the linear, nonlinear, distill and mlp stages"),
             (["--stages", "transfer,distill", "--retrieval-gain", "4"],
              "error: --retrieval-gain: is read only by the heads stage, which --stages (transfer,distill) does not run"),
             (["--stages", "linear", "--calibration-tokens", "64"],  # transfer and distill read it (benchmarks pass it)

@@ -146,3 +146,37 @@ def test_heads_options_are_checked(tmp_path):
         AdaptOptions(**base, retrieval_heads=0)
     with pytest.raises(ConfigError, match=r"--retrieval-gain: must be within 0.25 .. 8"):
         AdaptOptions(**base, retrieval_gain=9.0)
+
+
+def test_mlp_stage_trains_the_mlps_alone_before_the_heads(tmp_path, llama_folder, gpt2_folder, few_common):
+    """`--stages mlp,heads` on an adapted model: the MLP projections move, every attention weight and circuit
+    setting stays (but the gains the heads stage sets after it); the command line RESULTS.md quotes."""
+    from click.testing import CliRunner
+
+    from gaincell.adapt.transfer import mlp_projections
+    from gaincell.app.cli import main
+
+    gpt2 = load_pretrained(gpt2_folder)[0]
+    assert {name.rsplit(".", 1)[-1] for name in mlp_projections(gpt2)} == {"c_fc", "c_proj"}
+    text = tmp_path / "train.txt"
+    text.write_text(TEXT)
+    source = tmp_path / "adapted"
+    adapt(AdaptOptions(model=str(llama_folder), surrogate=PAPER, out=source, train_text=text, stages=("transfer",),
+                       transfer=TrainConfig(steps=1, batch=2, seq=32, lr=1e-2, scaler_lr=3e-2), lora_rank=4,
+                       calibration_tokens=64), say=lambda *a: None)
+    out = tmp_path / "mlp"
+    done = CliRunner().invoke(main, ["adapt", "--model", str(source), "--surrogate", str(PAPER), "--train-text",
+                                     str(text), "--stages", "mlp,heads", "--mlp-steps", "2", "--lora-rank", "4",
+                                     "--batch", "2", "--seq", "32", "--c2p-gain", "1", "--retrieval-heads", "2",
+                                     "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    manifest = read_manifest(out)
+    assert manifest["stages_done"] == ["mlp", "heads"] and manifest["stages"]["mlp"]["steps"] == 2
+    before, after = load_adapted(source)[0].state_dict(), load_adapted(out)[0].state_dict()
+    mlps = set(mlp_projections(load_adapted(out)[0]))
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.rsplit(".", 1)[0] in mlps or name.endswith(".c2p_gain") for name in moved), moved
+    assert any(name.rsplit(".", 1)[0] in mlps for name in moved)
+    with pytest.raises(ConfigError, match="--lora-rank: must be > 0 for the mlp stage"):
+        AdaptOptions(model="smollm2", surrogate=PAPER, out=tmp_path / "o", train_text=text, stages=("mlp",),
+                     lora_rank=0)

@@ -26,27 +26,33 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
 @click.option("--train-text", type=click.Path(dir_okay=False), required=True,
               help="Fine-tuning text (.txt, or .jsonl with 'text'); its first tokens are the calibration batch.")
 @click.option("--stages", default="linear,calibrate,nonlinear", show_default=True,
-              help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill,heads (run in that order): "
-                   "the paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill,heads (heads: a "
-                   "larger C2P gain for the softmax teacher's retrieving heads, kept by later distillations).")
+              help="Comma-separated subset of linear,calibrate,transfer,nonlinear,distill,mlp,heads (run in that "
+                   "order): the paper's recipe is linear,calibrate,nonlinear; the cheap one transfer,distill,mlp,heads "
+                   "(mlp: distillation through LoRA on the MLPs alone; heads: a larger C2P gain for the softmax "
+                   "teacher's retrieving heads, kept by later distillations).")
 @option_group("steps",
               click.option("--steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
                            help="Optimizer steps of the linear and nonlinear stages."),
               click.option("--transfer-steps", type=click.IntRange(1, 10**7), default=200, show_default=True,
                            help="Optimizer steps of the transfer stage."),
               click.option("--distill-steps", type=click.IntRange(1, 10**7), default=50, show_default=True,
-                           help="Optimizer steps of the distill stage."))
+                           help="Optimizer steps of the distill stage."),
+              click.option("--mlp-steps", type=click.IntRange(1, 10**7), default=30, show_default=True,
+                           help="Optimizer steps of the mlp stage."))
 @click.option("--lora-rank", type=click.IntRange(0, 4096), default=16, show_default=True,
-              help="Rank of the LoRA adapters on the attention projections in transfer/distill (0: scalers only).")
+              help="Rank of the LoRA adapters on the attention projections in transfer/distill (0: scalers only) "
+                   "and on the MLP projections in mlp.")
 @option_group("objective",
               click.option("--lr", type=Quantity("", 0.0, 10.0), default=None,
                            help="Peak learning rate (AdamW) of every stage run; default per stage: linear and "
-                                "nonlinear 2e-4, transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill)."),
+                                "nonlinear 2e-4, transfer 2e-3, distill 5e-4 (the adapters' rate in transfer/distill), "
+                                "mlp 1e-3."),
               click.option("--scaler-lr", type=Quantity("", 0.0, 10.0), default=1e-2, show_default=True,
                            help="Peak learning rate of the scalers in transfer/distill (--lr is the adapters')."),
               click.option("--distill", type=Quantity("", 0.0, 1.0), default=None,
                            help="Weight of knowledge distillation from the unmodified model in the loss (0..1): "
-                                "default 0 in the linear/nonlinear stages, 1 (KL only) in the distill stage."),
+                                "default 0 in the linear/nonlinear stages, 1 (KL only) in the distill and mlp "
+                                "stages."),
               click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
                            help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before "
                                 "training; trained from there. Default: the model's own (1 for a base model)."),
@@ -56,7 +62,8 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
                            help="Heads stage: their C2P gain (x the characterized C2P); distill keeps it."),
               click.option("--recall-weight", type=Quantity("", 0.0, 1000.0), default=0.0, show_default=True,
                            help="Extra weight in the loss of the tokens that recall a rare word from 16 or more tokens "
-                                "back in the window (the retrieval LAMBADA scores; linear, nonlinear, distill)."),
+                                "back in the window (the retrieval LAMBADA scores; linear, nonlinear, distill, "
+                                "mlp)."),
               click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
                            help="Transfer stage: weight of the attention-weight divergence (KL of the softmax "
                                 "teacher's weights to the normalised C2P pulses, last 64 queries of each sequence) "
@@ -119,7 +126,9 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
                            lora_rank, calibration.calibration_tokens, calibration.calibration_iterations,
                            max_train_tokens=calibration.max_train_tokens, device=device, hardware=hardware,
                            c2p_gain=objective.c2p_gain, retrieval_heads=objective.retrieval_heads,
-                           retrieval_gain=objective.retrieval_gain)
+                           retrieval_gain=objective.retrieval_gain,
+                           mlp=TrainConfig(steps=steps.mlp_steps, lr=rate("mlp"),
+                                           distill_weight=1.0 if distill is None else distill, **recall, **train))
     with output_lock(lock):
         manifest = run_adapt(options, say=click.echo)
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
@@ -127,10 +136,10 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
 
 STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
-    "lora_rank": ("transfer", "distill"), "scaler_lr": ("transfer", "distill"), "attention_weight": ("transfer",),
-    "recall_weight": ("linear", "nonlinear", "distill"),
+    "mlp_steps": ("mlp",), "lora_rank": ("transfer", "distill", "mlp"), "scaler_lr": ("transfer", "distill"),
+    "attention_weight": ("transfer",), "recall_weight": ("linear", "nonlinear", "distill", "mlp"),
     "retrieval_heads": ("heads",), "retrieval_gain": ("heads",),
-    "distill": ("linear", "nonlinear", "distill"),
+    "distill": ("linear", "nonlinear", "distill", "mlp"),
     "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
     "calibration_iterations": ("calibrate",),
 }
