@@ -44,8 +44,8 @@ from .train import TrainConfig, distributed, finetune
 from .transfer import add_adapters, layer_errors, layer_groups, merge_adapters, mlp_projections, train_transfer
 
 STAGES = ("linear", "calibrate", "transfer", "nonlinear", "distill", "mlp", "heads")
-STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4, "mlp": 1e-3}  # peak rates (adapters in
-# transfer/distill); the transfer's scalers train at 1e-2
+STAGE_LR = {"linear": 2e-4, "nonlinear": 2e-4, "transfer": 2e-3, "distill": 5e-4, "mlp": 1e-3}  # peak rates
+# (adapters in transfer/distill/mlp); the transfer's scalers train at 1e-2
 
 
 @dataclass
@@ -287,6 +287,6 @@ def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher):
     set_mode(model, "nonlinear", linear_backward=False)
     model = add_adapters(model, options.lora_rank, seed=config.seed, targets=mlp_projections(model), circuit=False)
     adapters = [p for p in model.parameters() if p.requires_grad]
-    result = finetune(model, stream, config, checkpoint, teacher=teacher, groups=[{"params": adapters, "lr": config.lr}],
-                      dropout=False, desc="mlp")
+    result = finetune(model, stream, config, checkpoint, teacher=teacher,
+                      groups=[{"params": adapters, "lr": config.lr}], dropout=False, desc="mlp")
     return merge_adapters(model).eval(), {**result, "lora_rank": options.lora_rank, "config": asdict(config)}

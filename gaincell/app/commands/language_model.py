@@ -55,7 +55,8 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
                                 "stages."),
               click.option("--c2p-gain", type=Quantity("", 0.25, 8.0), default=None,
                            help="Every head's C2P gain (pulse width per unit charge, x the characterized C2P) before "
-                                "training; trained from there. Default: the model's own (1 for a base model)."),
+                                "the stages (transfer and distill train it from there). Default: the model's own (1 for a "
+                                "base model)."),
               click.option("--retrieval-heads", type=click.IntRange(1, 1 << 20), default=40, show_default=True,
                            help="Heads stage: how many heads (the teacher's most retrieving) get --retrieval-gain."),
               click.option("--retrieval-gain", type=Quantity("", 0.25, 8.0), default=3.0, show_default=True,
