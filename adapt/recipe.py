@@ -146,6 +146,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         for layer in gaincell_layers(model):
             layer.c2p_gain.data.fill_(options.c2p_gain)
         manifest["c2p_gain_start"] = options.c2p_gain
+        manifest.pop("held_heads", None)  # the source's sharpened heads are gone: nothing for distillation to keep
         say(f"every head's C2P gain set to {options.c2p_gain:g} before the stages")
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stage in todo:

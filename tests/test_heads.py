@@ -126,6 +126,10 @@ def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_fo
     layers = gaincell_layers(load_adapted(second)[0])
     for layer, head in record["heads"]:
         assert float(layers[layer].c2p_gain.detach()[head]) == 5.0
+    # every gain set anew (--c2p-gain) leaves no sharpened head to hold
+    reset = adapt(AdaptOptions(**{**options, "model": str(first), "out": tmp_path / "reset", "stages": ("distill",),
+                                   "c2p_gain": 1.0}), say=lambda *a: None)
+    assert "held_heads" not in reset and "held_heads" not in read_manifest(tmp_path / "reset")
     # the command line RESULTS.md quotes, on the tiny model
     from click.testing import CliRunner
 
