@@ -19,7 +19,7 @@ from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .models import gaincell_layers
 from .text import random_windows
-from .train import COMMON_TOKENS, far_occurrences, frequent_tokens, recall_tokens
+from .train import common_count, far_occurrences, frequent_tokens, recall_tokens
 
 SCORING_WINDOWS = 256  # training-text windows the teacher reads to find the heads, each as long as a passage
 SCORING_LENGTH = 128  # whose last word LAMBADA asks for (about 60-130 tokens)
@@ -51,7 +51,7 @@ def retrieval_scores(teacher, stream: torch.Tensor, starts: torch.Tensor | None 
     implementation = teacher.config._attn_implementation
     teacher.set_attn_implementation("eager")  # the only implementation that returns the weights
     device = next(teacher.parameters()).device
-    common = frequent_tokens(stream, COMMON_TOKENS).to(device)
+    common = frequent_tokens(stream, common_count(teacher.config.vocab_size)).to(device)
     starts = None if starts is None else starts.to(device)
     total, queries = None, 0
     for window in random_windows(stream, windows, min(length, stream.numel() - 2), seed):

@@ -159,7 +159,7 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
     if world > 1 and objective is None:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if objective is None:
-        common = frequent_tokens(stream) if config.recall_weight else None
+        common = frequent_tokens(stream, common_count(model.config.vocab_size)) if config.recall_weight else None
         objective = partial(_language_model_loss, teacher=teacher, config=config, common=common)
 
     def save() -> None:
@@ -281,6 +281,12 @@ def _one_step(trained, objective, stream, config: TrainConfig, step: int, rank: 
 RECALL_GAP = 16  # tokens back beyond which a repeated word counts as recalled
 RECALL_RARE = 3  # at most this many earlier occurrences in the window
 COMMON_TOKENS = 300  # the training text's most frequent tokens never count
+
+
+def common_count(vocab_size: int) -> int:
+    """How many of a text's most frequent tokens never count as recalled words: COMMON_TOKENS, or a 30th of a
+    vocabulary too small for that (a tiny test tokenizer's 300 tokens are all among any text's 300 most frequent)."""
+    return min(COMMON_TOKENS, max(1, vocab_size // 30))
 
 
 def frequent_tokens(stream: torch.Tensor, count: int = COMMON_TOKENS) -> torch.Tensor:

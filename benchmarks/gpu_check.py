@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                         help="comma-separated stages in the order to run them (adapt_real: on request)")
     parser.add_argument("--adapt-model", default="smollm2", help="adapt_real: the model to adapt")
     parser.add_argument("--adapt-train-budget-s", type=float, default=360.0,
-                        help="adapt_real: seconds of training (transfer and distillation together)")
+                        help="adapt_real: seconds of training (transfer, distillation and the MLPs together)")
     parser.add_argument("--adapt-c2p-gain", type=float, default=None,
                         help="adapt_real: every head's C2P gain before training (gaincell adapt --c2p-gain)")
     parser.add_argument("--adapt-recall-weight", type=float, default=0.0,

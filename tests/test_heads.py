@@ -16,12 +16,6 @@ from lm_helpers import TEXT
 PAPER = data_path("paper_reference.h5")
 
 
-@pytest.fixture
-def few_common(monkeypatch):
-    """The tiny tokenizer has 300 tokens, all among any text's 300 most frequent: count only the 10 first as common."""
-    monkeypatch.setattr(heads_module, "COMMON_TOKENS", 10)
-
-
 def _stream(tokenizer):
     return torch.tensor(tokenizer(TEXT, add_special_tokens=False)["input_ids"])
 
@@ -36,7 +30,7 @@ def test_word_starts_are_the_tokens_that_begin_a_word(llama_folder):
 
 
 @pytest.mark.parametrize("words_only", [False, True])
-def test_retrieval_scores_are_the_teachers_mean_weight_on_the_recalled_word(llama_folder, few_common, words_only):
+def test_retrieval_scores_are_the_teachers_mean_weight_on_the_recalled_word(llama_folder, words_only):
     teacher, tokenizer, _ = load_pretrained(llama_folder)
     stream = _stream(tokenizer)
     starts = word_starts(tokenizer) if words_only else None
@@ -60,10 +54,16 @@ def test_retrieval_scores_are_the_teachers_mean_weight_on_the_recalled_word(llam
     assert scores.shape == (2, 4) and bool((scores >= 0).all() and (scores <= 1).all())
 
 
+def test_common_words_are_300_or_a_30th_of_a_small_vocabulary():
+    from gaincell.adapt.train import common_count
+
+    assert common_count(49_152) == common_count(50_257) == 300 and common_count(300) == 10 and common_count(20) == 1
+
+
 def test_text_without_recalled_words_is_refused(llama_folder, monkeypatch):
     teacher = load_pretrained(llama_folder)[0]
     stream = torch.arange(40).repeat(3)  # every token repeated 40 back, but all of them among the common ones
-    monkeypatch.setattr(heads_module, "COMMON_TOKENS", 40)
+    monkeypatch.setattr(heads_module, "common_count", lambda vocab_size: 40)
     with pytest.raises(ConfigError, match="--train-text: has no token that recalls a rare word"):
         retrieval_scores(teacher, stream, windows=1, length=100)
 
@@ -101,7 +101,7 @@ def test_sharpen_sets_the_top_heads_and_hold_keeps_them_through_training(llama_f
     assert moved.abs().max() > 0  # the other heads train
 
 
-def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_folder, few_common):
+def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_folder):
     text = tmp_path / "train.txt"
     text.write_text(TEXT)
     first = tmp_path / "adapted"
@@ -152,7 +152,7 @@ def test_heads_options_are_checked(tmp_path):
         AdaptOptions(**base, retrieval_gain=9.0)
 
 
-def test_mlp_stage_trains_the_mlps_alone_before_the_heads(tmp_path, llama_folder, gpt2_folder, few_common):
+def test_mlp_stage_trains_the_mlps_alone_before_the_heads(tmp_path, llama_folder, gpt2_folder):
     """`--stages mlp,heads` on an adapted model: the MLP projections move, every attention weight and circuit
     setting stays (but the gains the heads stage sets after it); the command line RESULTS.md quotes."""
     from click.testing import CliRunner

@@ -365,7 +365,8 @@ def test_the_kernels_compile_for_a_gpu(tmp_path):
 def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
     """benchmarks/gpu_check.py --smoke: every stage on the CPU at tiny sizes, results written as they come; the
     adapt_real stage (what a lent GPU runs on SmolLM2) on a tiny Llama: it times a probe, adapts with the shipped
-    layer's hardware fields, scores both texts and brings back the adapter package."""
+    layer's hardware fields and the CPU recipe's stages (transfer, distill, mlp, heads), scores both texts and
+    brings back the adapter package."""
     text = (ROOT / "data" / "pride_and_prejudice_ch1-3.txt").read_text()
     texts = tmp_path / "texts"
     texts.mkdir()
@@ -388,8 +389,9 @@ def test_gpu_check_smoke_run_writes_its_summary(tmp_path, llama_folder):
     assert decode["status"] == "ok" and decode["kernel_us"] > 0 and decode["torch_path_us"] > 0
     scored = next(r for r in records if r["name"] == "adapted and scored")
     assert scored["perplexity"] > 1 and 0 <= scored["lambada_accuracy"] <= 1 and scored["tokens_seen"] > 0
+    assert set(scored["stage_seconds"]) == {"transfer", "distill", "mlp", "heads"} and scored["heads"] == 2
     package = json.loads((tmp_path / "adapter" / "smollm2-gaincell-gpu.json").read_text())
     assert package["layer"]["hardware"] == {"normalization": "reference-column", "c2p_reference": "peak"}
     assert [s["kind"] for s in package["scores"]] == ["perplexity", "lambada"]
     assert (tmp_path / "adapter" / "smollm2-gaincell-gpu.safetensors").stat().st_size > 1000
-    assert "C2P gain 2.0, recall weight 10" in package["command"]
+    assert "C2P gain 2.0, recall weight 10" in package["command"] and "+ mlp 2 steps, then 2 heads" in package["command"]
