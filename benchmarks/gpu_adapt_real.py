@@ -18,8 +18,8 @@ GPU machine's Python may lack (gaincell's own dependencies; gpu_check unpacks th
 On the GPU machine the stage joins the parts (checking the sha256), unpacks the wheel onto the path, times a few
 steps of each training stage (transfer, distill, mlp) in a scratch folder, gives each its share of the training
 budget (STAGE_SHARES), runs `adapt.recipe.adapt` (the same code as `gaincell adapt`) with the CPU recipe's stages
-(transfer, distill, mlp, then the heads stage: the teacher's 40 retrieving heads at C2P gain 3) and scores the
-result: WikiText-2 test, first 2048 tokens in 512-token windows; LAMBADA, first 200 items.
+(transfer, distill, mlp, then the heads stage at its defaults: the teacher's 40 retrieving heads at C2P gain 3)
+and scores the result: WikiText-2 test, first 2048 tokens in 512-token windows; LAMBADA, first 200 items.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ CALL_LIMIT = 64 * 2**20
 PURE_WHEELS = ("lmfit", "asteval", "uncertainties", "dill", "peft", "accelerate", "gguf", "safetensors")
 HARDWARE = {"normalization": "reference-column", "c2p_reference": "peak"}  # the shipped model's layer
 STAGE_SHARES = {"transfer": 0.3, "distill": 0.45, "mlp": 0.25}  # of the training budget; the heads stage trains nothing
-RETRIEVAL_HEADS, RETRIEVAL_GAIN = 40, 3.0  # the shipped model's heads stage
 BATCH, SEQ = 8, 512
 
 
@@ -116,7 +115,7 @@ def _options(model: str, out: Path, train_text: Path, steps: dict[str, int], dev
                         mlp=TrainConfig(steps=steps["mlp"], lr=1e-3, distill_weight=1.0, **shared),
                         lora_rank=4 if smoke else 16, calibration_tokens=32 if smoke else 512, device=device,
                         hardware=dict(HARDWARE), c2p_gain=c2p_gain,
-                        retrieval_heads=2 if smoke else RETRIEVAL_HEADS, retrieval_gain=RETRIEVAL_GAIN)
+                        **({"retrieval_heads": 2} if smoke else {}))
 
 
 def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2", train_budget_s: float = 360.0,
@@ -154,14 +153,14 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
     context = 32 if smoke else 512  # what `gaincell eval --max-tokens 2048 --context 512 --stride 512 --limit 200` scores
     scores = [evaluate_path(adapted, tokenizer, path, 2048, context, context, 200, progress=False)
               for path in (texts / "wikitext-test.txt", data_path("lambada-test-first200.jsonl"))]
-    tokens = sum(manifest["stages"][s].get("tokens_seen", 0) for s in STAGE_SHARES)
+    tokens, heads = sum(manifest["stages"][s].get("tokens_seen", 0) for s in STAGE_SHARES), manifest["stages"]["heads"]
     report.add("adapt_real", "adapted and scored", perplexity=scores[0]["perplexity"],
                lambada_accuracy=scores[1]["accuracy"], train_seconds=train_seconds, tokens_seen=tokens,
                stage_seconds={s: manifest["stages"][s]["seconds"] for s in (*STAGE_SHARES, "heads")},
-               heads=len(manifest["stages"]["heads"]["heads"]),
+               heads=len(heads["heads"]),
                hardware=HARDWARE, model=model)
     command = (f"gpu_check.py --stages adapt_real: transfer {steps['transfer']} + distill {steps['distill']} + mlp "
-               f"{steps['mlp']} steps, then {len(manifest['stages']['heads']['heads'])} heads at C2P gain {RETRIEVAL_GAIN:g}, "
+               f"{steps['mlp']} steps, then {len(heads['heads'])} heads at C2P gain {heads['gain']:g}, "
                f"batch {BATCH} x {SEQ}, lr 2e-3 / 1e-3 / 1e-3, scalers 1e-2, LoRA 16, hardware {HARDWARE}, "
                f"initial C2P gain {c2p_gain or 'as trained'}, recall weight {recall_weight:g}")
     export_shipped(work / "adapted", report.folder / "adapter", "smollm2-gaincell-gpu", "paper",
