@@ -10,7 +10,9 @@ limit is the model's context (its position table, or the positions RoPE was trai
 softmax, which has no ring buffer) the whole text is run again at every step instead.
 
 Decoding: greedy (temperature 0), or sampled with a temperature and optional top-k from a seeded generator,
-through transformers' own logits warpers, so that both continuations are decoded alike. Both stop at the
+through transformers' own logits processors, so that both continuations are decoded alike; an optional
+repetition penalty (transformers' `RepetitionPenaltyLogitsProcessor`: the logit of every token already in the
+text divided by it where positive, multiplied where negative) applies to greedy and sampled decoding. Both stop at the
 tokenizer's end-of-sequence token. Sampled draws are equal for equal logits on CPU, where `generate`'s global
 generator and the gain-cell path's own CPU generator start from the same seed (tested); on CUDA `generate` draws
 from the CUDA generator, so the two sampled continuations use different random streams.
@@ -31,16 +33,19 @@ from .shipped import model_folder
 
 
 MIN_TEMPERATURE = 1e-3  # below it sampling is greedy in effect, and logits / temperature can overflow to inf
+MAX_REPETITION_PENALTY = 10.0  # beyond it every token of the prompt is all but banned
 
 
 @dataclass(frozen=True)
 class Decoding:
-    """How tokens are chosen: greedy when temperature is 0, else sampled (temperature, top-k, seed)."""
+    """How tokens are chosen: greedy when temperature is 0, else sampled (temperature, top-k, seed); a
+    repetition penalty above 1 makes tokens already in the text less likely in both."""
 
     max_new_tokens: int = 32
     temperature: float = 0.0
     top_k: int | None = None
     seed: int = 0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -55,21 +60,30 @@ class Decoding:
             raise ConfigError("--top-k", "applies to sampling: give --temperature > 0 as well (temperature 0 is greedy)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError("--seed", f"must be a non-negative integer; got {self.seed!r}")
+        if not (isinstance(self.repetition_penalty, (int, float)) and not isinstance(self.repetition_penalty, bool)
+                and 1.0 <= self.repetition_penalty <= MAX_REPETITION_PENALTY):
+            raise ConfigError("--repetition-penalty", f"must be within 1 (none) .. {MAX_REPETITION_PENALTY:g}; got "
+                                                      f"{self.repetition_penalty!r}")
 
     @property
     def sampled(self) -> bool:
         return self.temperature > 0
 
     def describe(self) -> str:
+        penalty = f", repetition penalty {self.repetition_penalty:g}" if self.repetition_penalty != 1 else ""
         if not self.sampled:
-            return "greedy"
-        return f"sampled (temperature {self.temperature:g}, top-k {self.top_k or 'off'}, seed {self.seed})"
+            return f"greedy{penalty}"
+        return f"sampled (temperature {self.temperature:g}, top-k {self.top_k or 'off'}, seed {self.seed}{penalty})"
 
     def warpers(self):
-        """transformers' logits warpers for this setting (empty when greedy or plain sampling)."""
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
+        """transformers' logits processors for this setting, in `generate`'s order (empty when plain greedy or
+        plain sampling)."""
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopKLogitsWarper)
 
         warpers = LogitsProcessorList()
+        if self.repetition_penalty != 1:
+            warpers.append(RepetitionPenaltyLogitsProcessor(float(self.repetition_penalty)))
         if self.sampled and self.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(float(self.temperature)))
         if self.sampled and self.top_k:
@@ -83,7 +97,7 @@ class Decoding:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=self.sampled, num_beams=1,
                                 temperature=float(self.temperature) if self.sampled else 1.0,
                                 top_k=(self.top_k or 0) if self.sampled else None,  # greedy: no flag to warn about
-                                top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
+                                top_p=1.0, typical_p=1.0, repetition_penalty=float(self.repetition_penalty),
                                 eos_token_id=eos_token_id, pad_token_id=eos_token_id)
 
 
@@ -151,7 +165,7 @@ def _model_device(model) -> torch.device:
 def _choose(decoding: Decoding, warpers, text: torch.Tensor, logits: torch.Tensor, generator) -> int:
     """The next token from (1, vocab) logits: argmax, or a draw from the warped distribution."""
     if not decoding.sampled:
-        return int(logits.argmax(-1))
+        return int(warpers(text, logits).argmax(-1)) if warpers else int(logits.argmax(-1))
     probabilities = warpers(text, logits).softmax(-1).cpu()
     if not bool(torch.isfinite(probabilities).all()):
         raise GaincellError("the gain-cell model's next-token logits are not finite (NaN or inf): nothing to sample "

@@ -56,7 +56,9 @@ def test_sampling_is_reproducible_with_a_seed(gpt2_folder):
 
 
 @pytest.mark.parametrize("decoding", [Decoding(max_new_tokens=10), Decoding(max_new_tokens=10, temperature=0.9,
-                                                                             top_k=40, seed=7)])
+                                                                             top_k=40, seed=7),
+                                      Decoding(max_new_tokens=10, repetition_penalty=1.5),
+                                      Decoding(max_new_tokens=10, temperature=0.9, seed=7, repetition_penalty=2.0)])
 def test_both_paths_decode_alike_on_the_same_logits(decoding, llama_folder):
     """In 'ideal' mode (softmax, window longer than the text) the gain-cell path has the plain model's logits,
     so it must give transformers' generate's tokens: greedy and sampled alike."""
@@ -81,7 +83,8 @@ def test_prompt_checks(gpt2_folder):
     for bad, option in ((dict(max_new_tokens=0), "--max-new-tokens"), (dict(temperature=-1.0), "--temperature"),
                         (dict(temperature=float("nan")), "--temperature"), (dict(top_k=5), "--top-k"),
                         (dict(temperature=1e-40), "--temperature: must be 0 .* or at least 0.001"),
-                        (dict(temperature=1.0, top_k=0), "--top-k")):
+                        (dict(temperature=1.0, top_k=0), "--top-k"), (dict(repetition_penalty=0.5), "--repetition"),
+                        (dict(repetition_penalty=float("nan")), "--repetition-penalty: must be within 1")):
         with pytest.raises(ConfigError, match=option):
             Decoding(**bad)
     with pytest.raises(ConfigError, match="no gain-cell attention"):
@@ -112,6 +115,27 @@ def test_generate_command_on_a_swapped_and_an_adapted_folder(tmp_path, llama_fol
     assert done.returncode == 0, done.stderr
     assert f"[softmax, base model {llama_folder}]" in done.stdout and "[gain-cell, adapted" in done.stdout
     assert "sampled (temperature 0.8, top-k 20, seed 5)" in done.stdout
+    done = _cli("--model", str(adapted), "--prompt", "It is a truth", "--max-new-tokens", "4",
+                "--repetition-penalty", "1.3")
+    assert done.returncode == 0, done.stderr
+    assert "greedy, repetition penalty 1.3" in done.stdout
+
+
+def test_a_repetition_penalty_scales_the_logits_of_every_token_already_in_the_text(llama_folder):
+    """Each greedy choice is the argmax of the step's logits with the logit of every token of the prompt and of the
+    continuation so far divided by the penalty (multiplied where negative), and the penalty changes choices."""
+    model = swap_attention(load_pretrained(llama_folder)[0], PAPER)
+    penalty = 3.0
+    result = gaincell_continuation(model, PROMPT, Decoding(max_new_tokens=12, repetition_penalty=penalty))
+    text, changed = PROMPT[0].tolist(), 0
+    for logits, token in zip(result.logits, result.tokens):
+        seen = torch.tensor(sorted(set(text)))
+        scores = logits.clone()
+        scores[seen] = torch.where(scores[seen] > 0, scores[seen] / penalty, scores[seen] * penalty)
+        assert int(scores.argmax()) == token
+        changed += int(logits.argmax()) != token
+        text.append(token)
+    assert changed > 0
 
 
 @pytest.mark.parametrize("args,message", [

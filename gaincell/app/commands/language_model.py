@@ -291,19 +291,22 @@ def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, vari
               help="0: greedy; above 0: sampled at this temperature.")
 @click.option("--top-k", type=click.IntRange(1, None), default=None, help="Sampling: keep the K likeliest tokens only.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Sampling seed.")
+@click.option("--repetition-penalty", type=click.FloatRange(1.0, 10.0), default=1.0, show_default=True,
+              help="Above 1: tokens already in the text are made less likely (greedy and sampled; both models).")
 @click.option("--surrogate", default=None,
               help="Plain model only: gain-cell attention from this surrogate ('paper' or a file), initial scalers.")
 @click.option("--json", "out_json", type=click.Path(dir_okay=False), default=None,
               help="Also write the prompt and both continuations as JSON.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @force_option
-def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, seed, surrogate, out_json, device, force):
+def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, seed, repetition_penalty, surrogate,
+                     out_json, device, force):
     """Continue a prompt with the softmax model (transformers' generate) and with the gain-cell model decoding
     token by token through every layer's ring cache (the hardware's decode path); both decoded alike."""
     from ...adapt.generate import Decoding, generate_both, load_generation_models
     from ...adapt.recipe import pick_device
 
-    decoding = Decoding(max_new_tokens, temperature, top_k, seed)
+    decoding = Decoding(max_new_tokens, temperature, top_k, seed, repetition_penalty)
     if out_json:
         guard_output(out_json, REPORT, [model_spec, *([surrogate] if surrogate else [])], force, option="--json")
     models = load_generation_models(model_spec, surrogate_file(surrogate) if surrogate else None)
@@ -319,7 +322,7 @@ def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, see
     if out_json:
         record = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "prompt": prompt,
                   "decoding": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
-                               "seed": seed},
+                               "seed": seed, "repetition_penalty": repetition_penalty},
                   **{key: {"label": c.label, "text": c.text, "tokens": c.tokens}
                      for key, c in zip(("softmax", "gaincell"), continuations)}}
         atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
