@@ -163,7 +163,8 @@ def _model_device(model) -> torch.device:
 
 
 def _choose(decoding: Decoding, warpers, text: torch.Tensor, logits: torch.Tensor, generator) -> int:
-    """The next token from (1, vocab) logits: argmax, or a draw from the warped distribution."""
+    """The next token from (1, vocab) logits: the argmax (after the repetition penalty, if any), or a draw from
+    the processed distribution."""
     if not decoding.sampled:
         return int(warpers(text, logits).argmax(-1)) if warpers else int(logits.argmax(-1))
     probabilities = warpers(text, logits).softmax(-1).cpu()
