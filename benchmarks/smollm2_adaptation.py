@@ -46,9 +46,11 @@ def evaluate(name: str, model: str, work: Path, options, *extra: str) -> dict:
             "items": lambada["items"]}
 
 
-def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int) -> None:
-    """The surrogate and the evaluation options (`evaluate` reads them) shared by the SmolLM2 benchmarks."""
-    parser.add_argument("--surrogate", default="paper")
+def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int, surrogate: bool = True) -> None:
+    """The surrogate (unless `surrogate` is False) and the evaluation options (`evaluate` reads them) shared by
+    the SmolLM2 benchmarks."""
+    if surrogate:
+        parser.add_argument("--surrogate", default="paper")
     parser.add_argument("--wikitext", type=Path, default=SHARED / "wikitext-2" / "test.txt")
     parser.add_argument("--lambada", type=Path, default=SHARED / "lambada" / "lambada_test.jsonl")
     parser.add_argument("--eval-tokens", type=int, default=2048)

@@ -1,5 +1,6 @@
 """The benchmarks' commands still run (a user copies them from benchmarks/RESULTS.md): each at a tiny size, its
 two sides compared as the full run compares them."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,33 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
     assert "| 1 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
     assert "| 1-15 | 30 |" in out and "| 16-31 | 32 |" in out  # context use: 2 windows of 32 tokens
 
+
+
+def test_score_jitter_scores_the_saved_model_and_each_perturbed_copy(tmp_path, llama_folder):
+    """The command behind RESULTS.md's jitter table, on a tiny adapted Llama: the saved model and two perturbed
+    copies scored on the same rows, the spread summarised, the rows written; bad arguments refused clearly."""
+    from gaincell.adapt.models import load_pretrained, save_adapted, swap_attention
+    from gaincell.resources import data_path
+
+    model, tokenizer, _ = load_pretrained(llama_folder)
+    paper = data_path("paper_reference.h5")
+    adapted = save_adapted(swap_attention(model, paper), tokenizer, tmp_path / "adapted", paper,
+                           {"base_model": str(llama_folder)})
+    text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
+    lambada = tmp_path / "lambada.jsonl"
+    lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n')
+    common = ("--model", str(adapted), "--wikitext", str(text), "--lambada", str(lambada), "--eval-tokens", "96",
+              "--context", "32", "--lambada-items", "1")
+    out = run("score_jitter.py", *common, "--seeds", "2", "--eps", "1e-3", "--out", str(tmp_path / "jitter.json"),
+              cwd=tmp_path)
+    assert "| saved |" in out and "seed 2 |" in out and "| all 3: mean +- standard deviation |" in out
+    rows = json.loads((tmp_path / "jitter.json").read_text())["rows"]
+    assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["tokens_scored"] == rows[0]["tokens_scored"] for r in rows)
+    assert len({r["perplexity"] for r in rows}) > 1  # the perturbation reaches the scores
+    for bad, message in ((("--eps", "0.5"), "--eps: must be within"), (("--seeds", "0"), "--seeds: must be within")):
+        done = subprocess.run([sys.executable, str(BENCHMARKS / "score_jitter.py"), *common, *bad], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=600)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "score_jitter.py"), *common[:1], str(tmp_path / "nothing"),
+                           *common[2:]], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 1 and "score_jitter:" in done.stderr and "Traceback" not in done.stderr
