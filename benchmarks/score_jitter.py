@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from smollm2_adaptation import evaluation_arguments
 
+from gaincell import __version__
 from gaincell.errors import GaincellError
-from gaincell.outputs import atomic_write_text
+from gaincell.outputs import REPORT, atomic_write_text, guard_output
 
 MAX_EPS = 1e-2  # beyond it the perturbation changes the model, not just its rounding
 
@@ -54,6 +55,8 @@ def main() -> None:
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be a positive integer")
     try:
+        if options.out:
+            guard_output(options.out, REPORT, [options.wikitext, options.lambada])
         rows = measure(options)
     except GaincellError as error:
         sys.exit(f"score_jitter: {error}")
@@ -64,7 +67,7 @@ def main() -> None:
           f"for weights within a relative {options.eps:g} of each other: smaller differences between two models "
           "are not shown by these rows")
     if options.out:
-        atomic_write_text(options.out, json.dumps({"model": options.model, "eps": options.eps, "rows": rows}, indent=2) + "\n")
+        atomic_write_text(options.out, json.dumps({"written_by": f"gaincell {__version__}", "model": options.model, "eps": options.eps, "rows": rows}, indent=2) + "\n")
         print(f"wrote {options.out}")
 
 

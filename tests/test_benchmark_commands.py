@@ -88,6 +88,8 @@ def test_score_jitter_scores_the_saved_model_and_each_perturbed_copy(tmp_path, l
     rows = json.loads((tmp_path / "jitter.json").read_text())["rows"]
     assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["tokens_scored"] == rows[0]["tokens_scored"] for r in rows)
     assert len({r["perplexity"] for r in rows}) > 1  # the perturbation reaches the scores
+    assert "| saved |" in run("score_jitter.py", *common, "--seeds", "1", "--out", str(tmp_path / "jitter.json"),
+                              cwd=tmp_path)  # its own output is replaced; an input never is
     for bad, message in ((("--eps", "0.5"), "--eps: must be within"), (("--seeds", "0"), "--seeds: must be within")):
         done = subprocess.run([sys.executable, str(BENCHMARKS / "score_jitter.py"), *common, *bad], capture_output=True,
                               text=True, cwd=tmp_path, timeout=600)
@@ -95,3 +97,6 @@ def test_score_jitter_scores_the_saved_model_and_each_perturbed_copy(tmp_path, l
     done = subprocess.run([sys.executable, str(BENCHMARKS / "score_jitter.py"), *common[:1], str(tmp_path / "nothing"),
                            *common[2:]], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 1 and "score_jitter:" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "score_jitter.py"), *common, "--out", str(lambada)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 1 and "is also an input" in done.stderr and "garden" in lambada.read_text()
