@@ -67,7 +67,8 @@ def main() -> None:
           f"for weights within a relative {options.eps:g} of each other: smaller differences between two models "
           "are not shown by these rows")
     if options.out:
-        atomic_write_text(options.out, json.dumps({"written_by": f"gaincell {__version__}", "model": options.model, "eps": options.eps, "rows": rows}, indent=2) + "\n")
+        record = {"written_by": f"gaincell {__version__}", "model": options.model, "eps": options.eps, "rows": rows}
+        atomic_write_text(options.out, json.dumps(record, indent=2) + "\n")
         print(f"wrote {options.out}")
 
 
