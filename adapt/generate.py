@@ -166,7 +166,7 @@ def _choose(decoding: Decoding, warpers, text: torch.Tensor, logits: torch.Tenso
     """The next token from (1, vocab) logits: the argmax (after the repetition penalty, if any), or a draw from
     the processed distribution."""
     if not decoding.sampled:
-        return int(warpers(text, logits).argmax(-1)) if warpers else int(logits.argmax(-1))
+        return int(warpers(text, logits).argmax(-1))  # an empty list returns the logits as they are
     probabilities = warpers(text, logits).softmax(-1).cpu()
     if not bool(torch.isfinite(probabilities).all()):
         raise GaincellError("the gain-cell model's next-token logits are not finite (NaN or inf): nothing to sample "

@@ -1,6 +1,6 @@
 """How far an adapted model's scores move when its weights hardly do: the score's own jitter.
 
-Scores the model as saved, then once per seed with every weight matrix of its decoder blocks multiplied by
+Scores the model as saved, then once per seed with the weight of every attention and MLP projection multiplied by
 (1 + eps N(0, 1)) (eps 1e-6: far below what training resolves), on the issue's rows (WikiText-2 test perplexity
 over the first --eval-tokens tokens in --context windows; LAMBADA over the first --lambada-items items). The
 gain-cell layer quantizes (DAC levels, readout, C2P pulse counts), so a score is a rough function of the weights:
@@ -28,12 +28,15 @@ MAX_EPS = 1e-2  # beyond it the perturbation changes the model, not just its rou
 
 
 def perturb(model, eps: float, seed: int) -> int:
-    """Multiply every 2-D weight inside the decoder blocks by (1 + eps N(0, 1)) in place, drawn in parameter
-    order from a generator seeded with `seed`; returns how many matrices."""
+    """Multiply the weight of every attention and MLP projection (`adapt.transfer`'s lists) by (1 + eps N(0, 1))
+    in place, drawn in parameter order from a generator seeded with `seed`; returns how many matrices."""
+    from gaincell.adapt.transfer import attention_projections, mlp_projections
+
+    projections = {f"{name}.weight" for name in (*attention_projections(model), *mlp_projections(model))}
     generator, count = torch.Generator().manual_seed(seed), 0
     with torch.no_grad():
         for name, weight in model.named_parameters():
-            if weight.dim() == 2 and (".layers." in name or ".h." in name):
+            if name in projections:
                 weight.mul_(1 + eps * torch.randn(weight.shape, generator=generator).to(weight.dtype))
                 count += 1
     return count
@@ -84,7 +87,7 @@ def measure(options) -> list[dict]:
         model, tokenizer = load_adapted(folder)
         label = "saved" if seed == 0 else f"weights x (1 + {options.eps:g} N(0, 1)), seed {seed}"
         if seed and not perturb(model, options.eps, seed):
-            raise GaincellError(f"{options.model}: no weight matrix in its decoder blocks to perturb")
+            raise GaincellError(f"{options.model}: no attention or MLP projection to perturb")
         text = evaluate_path(model, tokenizer, options.wikitext, options.eval_tokens, options.context, options.context,
                              None, False)
         items = evaluate_path(model, tokenizer, options.lambada, None, options.context, options.context,

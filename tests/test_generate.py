@@ -142,6 +142,7 @@ def test_a_repetition_penalty_scales_the_logits_of_every_token_already_in_the_te
     (["--prompt", ""], "error: --prompt: is empty"),
     (["--prompt", "a truth", "--max-new-tokens", "600"], "error: --max-new-tokens: 600 after a"),
     (["--prompt", "a truth", "--top-k", "3"], "error: --top-k: applies to sampling"),
+    (["--prompt", "a truth", "--repetition-penalty", "0.5"], "error: --repetition-penalty: must be within 1 (none) .. 10"),
     (["--prompt", "a truth", "--surrogate", "no-such-file.h5"], "error: --surrogate: must be 'paper'"),
 ])
 def test_generate_command_refuses_bad_arguments_clearly(args, message, gpt2_folder):

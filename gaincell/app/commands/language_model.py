@@ -291,7 +291,7 @@ def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, vari
               help="0: greedy; above 0: sampled at this temperature.")
 @click.option("--top-k", type=click.IntRange(1, None), default=None, help="Sampling: keep the K likeliest tokens only.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Sampling seed.")
-@click.option("--repetition-penalty", type=click.FloatRange(1.0, 10.0), default=1.0, show_default=True,
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
               help="Above 1: tokens already in the text are made less likely (greedy and sampled; both models).")
 @click.option("--surrogate", default=None,
               help="Plain model only: gain-cell attention from this surrogate ('paper' or a file), initial scalers.")
