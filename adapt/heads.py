@@ -33,6 +33,12 @@ def check_heads(count: int, gain: float) -> None:
                                               f"integration capacitors the C2P offers); got {gain!r}")
 
 
+def scoring_windows(tokens: int) -> int:
+    """How many windows the stage reads from a training text of `tokens` tokens: SCORING_WINDOWS, or as many as
+    cover a shorter text about once (at least 16): more random windows of a short text only read it again."""
+    return min(SCORING_WINDOWS, max(16, tokens // SCORING_LENGTH))
+
+
 def word_starts(tokenizer) -> torch.Tensor:
     """(vocabulary,) True for the tokens that begin a word of three or more letters (a space, then a letter):
     the first token of a word LAMBADA asks for; the pieces inside a word are predicted from the tokens just

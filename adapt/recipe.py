@@ -34,7 +34,7 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
-from .heads import check_heads, hold_heads, retrieval_scores, sharpen_heads, word_starts
+from .heads import check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads, word_starts
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .retarget import retarget
@@ -244,12 +244,13 @@ def held_heads(manifest: dict) -> list[list[int]]:
 
 
 def _sharpen(model, stream, starts, options: AdaptOptions, teacher, say) -> dict:
-    scores, queries = retrieval_scores(teacher, stream, starts)
+    windows = scoring_windows(stream.numel())
+    scores, queries = retrieval_scores(teacher, stream, starts, windows)
     heads = sharpen_heads(model, scores, options.retrieval_heads, options.retrieval_gain)
     say(f"C2P gain {options.retrieval_gain:g} on the teacher's {len(heads)} most retrieving heads (of "
         f"{scores.numel()}; weight on the recalled word, {queries} recalling queries): layers "
         f"{', '.join(str(layer) for layer in sorted({layer for layer, _ in heads}))}")
-    return {"heads": heads, "gain": options.retrieval_gain, "recalling_queries": queries,
+    return {"heads": heads, "gain": options.retrieval_gain, "recalling_queries": queries, "windows_read": windows,
             "weights": [[round(float(x), 4) for x in row] for row in scores]}
 
 

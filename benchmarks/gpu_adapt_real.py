@@ -150,8 +150,9 @@ def stage_adapt_real(report, budget, device, smoke: bool, model: str = "smollm2"
     train_seconds = time.monotonic() - trained
     adapted, tokenizer = load_adapted(work / "adapted")
     adapted.to(device)
-    context = 32 if smoke else 512  # what `gaincell eval --max-tokens 2048 --context 512 --stride 512 --limit 200` scores
-    scores = [evaluate_path(adapted, tokenizer, path, 2048, context, context, 200, progress=False)
+    # what `gaincell eval --max-tokens 2048 --context 512 --stride 512 --limit 200` scores (a smoke run: fewer items)
+    context, items = (32, 8) if smoke else (512, 200)
+    scores = [evaluate_path(adapted, tokenizer, path, 2048, context, context, items, progress=False)
               for path in (texts / "wikitext-test.txt", data_path("lambada-test-first200.jsonl"))]
     tokens, heads = sum(manifest["stages"][s].get("tokens_seen", 0) for s in STAGE_SHARES), manifest["stages"]["heads"]
     report.add("adapt_real", "adapted and scored", perplexity=scores[0]["perplexity"],

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import gaincell.adapt.heads as heads_module
-from gaincell.adapt.heads import hold_heads, retrieval_scores, sharpen_heads, word_starts
+from gaincell.adapt.heads import (SCORING_LENGTH, SCORING_WINDOWS, hold_heads, retrieval_scores, scoring_windows,
+                                  sharpen_heads, word_starts)
 from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, read_manifest, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.train import RECALL_GAP, TrainConfig, frequent_tokens, recall_tokens
@@ -114,6 +115,7 @@ def test_heads_stage_in_the_recipe_and_kept_when_re_targeting(tmp_path, llama_fo
     assert manifest["stages_done"] == ["transfer", "distill", "heads"]
     record = manifest["stages"]["heads"]
     assert len(record["heads"]) == 2 and record["gain"] == 5.0 and record["recalling_queries"] > 0
+    assert 16 <= record["windows_read"] < SCORING_WINDOWS  # a short text, read about once
     layers = gaincell_layers(load_adapted(first)[0])
     for layer, head in record["heads"]:
         assert float(layers[layer].c2p_gain.detach()[head]) == 5.0
@@ -184,3 +186,9 @@ def test_mlp_stage_trains_the_mlps_alone_before_the_heads(tmp_path, llama_folder
     with pytest.raises(ConfigError, match="--lora-rank: must be > 0 for the mlp stage"):
         AdaptOptions(model="smollm2", surrogate=PAPER, out=tmp_path / "o", train_text=text, stages=("mlp",),
                      lora_rank=0)
+
+
+def test_the_stage_reads_a_short_text_about_once_and_a_long_one_in_its_full_count_of_windows():
+    assert scoring_windows(1_000_000) == SCORING_WINDOWS  # the novels and WikiText-2 valid (1.06 M tokens)
+    assert scoring_windows(40 * SCORING_LENGTH + 5) == 40
+    assert scoring_windows(100) == 16
