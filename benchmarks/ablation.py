@@ -12,6 +12,9 @@ layer does ((sum phi)^2 / sum phi^2), the share of keys with a pulse, of saturat
 readouts clipped at full scale or rounded to zero although charge arrived.
 Part 3, context use: the perplexity of the WikiText-2 tokens by how much context precedes them in their window
 (1-15 tokens, 16-63, ...), softmax vs adapted: how much each model gains from context further back.
+Part 4, where the heads' C2P gains cost (a model with gains other than 1, e.g. from the heads stage): the same
+windows' perplexity with every gain 1 and as adapted, by the kind of next token - a rare word recalled from 16+
+tokens back, another token that occurs earlier in the window, a token that does not.
 
 Every row is kept in --work (a rerun reuses finished rows). A tiny run for the test suite: --eval-tokens 64
 --context 32 --lambada-items 2 --probe-items 1.
@@ -192,19 +195,31 @@ def retrieval_probe(model, teacher, tokenizer, options) -> list[dict]:
 
 
 CONTEXT_EDGES = (1, 16, 64, 128, 256, 512, 1024, 2048)
+COMMON_FROM_TOKENS = 100_000  # part 4: the frequent tokens (never "recalled") counted on the text's first so many
+
+
+def windows(tokens: torch.Tensor, context: int) -> torch.Tensor:
+    """The disjoint `context`-token windows of `tokens` (the cost table's), (windows, context)."""
+    return tokens[:len(tokens) // context * context].view(-1, context)
+
+
+def window_losses(model, tokens: torch.Tensor, context: int) -> torch.Tensor:
+    """(windows, context - 1) negative log-likelihood of every next token in its window; column p: the token after
+    p + 1 tokens of context."""
+    losses = []
+    with torch.no_grad():
+        for window in windows(tokens, context):
+            logits = model(window[None], use_cache=False).logits[0, :-1].float()
+            losses.append(torch.nn.functional.cross_entropy(logits, window[1:], reduction="none"))
+    return torch.stack(losses)
 
 
 def context_use(model, tokens: torch.Tensor, context: int) -> list[dict]:
     """Perplexity of the tokens by the context before them (ranges between CONTEXT_EDGES, up to `context`) over the
     disjoint `context`-token windows of `tokens` (the cost table's windows)."""
     edges = [e for e in CONTEXT_EDGES if e < context] + [context]
-    losses = []
-    with torch.no_grad():
-        for start in range(0, len(tokens) - context + 1, context):
-            window = tokens[start:start + context][None]
-            logits = model(window, use_cache=False).logits[0, :-1].float()
-            losses.append(torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="none"))
-    loss = torch.stack(losses).mean(0)  # index p: the token after p + 1 tokens of context
+    losses = window_losses(model, tokens, context)
+    loss = losses.mean(0)  # index p: the token after p + 1 tokens of context
     return [{"context": f"{low}-{high - 1}", "perplexity": float(loss[low - 1:high - 1].mean().exp()),
              "tokens": len(losses) * (high - low)} for low, high in zip(edges, edges[1:])]
 
@@ -225,6 +240,59 @@ def print_context_use(model, teacher, tokenizer, options) -> None:
         print(f"| {ours['context']} | {ours['tokens']} | {theirs['perplexity']:.4g} | {ours['perplexity']:.4g} | "
               f"{ours['perplexity'] / theirs['perplexity']:.2f} |")
     print("(a ratio that grows down the table: the adapted model gains less than softmax from context further back)")
+
+
+def token_kinds(tokens: torch.Tensor, context: int, common: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(windows, context - 1) masks of the next tokens, by what predicting them can use from their window: a rare
+    word recalled from far back (`train.recall_tokens`, `common`: the text's frequent tokens), any other token that
+    occurs earlier in the window, and a token that does not."""
+    from gaincell.adapt.train import recall_tokens
+
+    cut = windows(tokens, context)
+    inputs, labels = cut[:, :-1], cut[:, 1:]
+    earlier = (labels[:, :, None] == inputs[:, None, :]).tril().any(-1)
+    recalled = recall_tokens(inputs, labels, common)
+    return {"recalls a rare word from 16+ tokens back": recalled, "occurs earlier in its window otherwise":
+            earlier & ~recalled, "does not occur earlier in its window": ~earlier}
+
+
+def print_gain_cost(model, tokenizer, options) -> None:
+    """Part 4: what the heads' C2P gains cost, by the kind of next token (`token_kinds`), on the cost table's
+    windows: the adapted model with its gains against the same with every gain 1."""
+    from gaincell.adapt.models import gaincell_layers
+    from gaincell.adapt.text import token_stream
+    from gaincell.adapt.train import common_count, frequent_tokens
+
+    layers = gaincell_layers(model)
+    sharp = sum(int((layer.c2p_gain.detach() != 1).sum()) for layer in layers)
+    if not sharp:
+        print("\n(every head's C2P gain is 1: no gain cost to split)")
+        return
+    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
+    common = frequent_tokens(token_stream(options.wikitext, tokenizer, COMMON_FROM_TOKENS),
+                             common_count(model.config.vocab_size))
+    sharpened = window_losses(model, tokens, options.context)
+    for layer in layers:
+        layer.gains = False
+    try:
+        flat = window_losses(model, tokens, options.context)
+    finally:
+        for layer in layers:
+            layer.gains = True
+    kinds = token_kinds(tokens, options.context, common)
+    rows = [{"next token": name, "tokens": int(mask.sum()), "perplexity_gain_1": float(flat[mask].mean().exp()),
+             "perplexity": float(sharpened[mask].mean().exp()), "cost_nats": float((sharpened - flat)[mask].sum())}
+            for name, mask in [*kinds.items(), ("all", torch.ones_like(flat, dtype=torch.bool))] if mask.any()]
+    write_json(options.work / "gain-cost.json", rows)
+    print(f"\nWhere the C2P gains cost ({sharp} heads with a gain other than 1): WikiText-2 perplexity of the cost "
+          f"table's windows by the kind of next token, every gain 1 vs as adapted\n")
+    print("| next token | scored tokens | every gain 1: ppl | as adapted: ppl | the gains' cost (nats, summed) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['next token']} | {row['tokens']} | {row['perplexity_gain_1']:.4g} | {row['perplexity']:.4g} | "
+              f"{row['cost_nats']:+.1f} |")
+    print("(a cost on tokens that occur nowhere earlier is paid where there is nothing to retrieve: the sharp heads "
+          "still put a full pulse on their best key, since the peak-following C2P gives every query one)")
 
 
 def probe_figure(probe: list[dict]):
@@ -284,6 +352,7 @@ def main() -> None:
     if variation is None:
         print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
     print_context_use(model, softmax_model, tokenizer, options)
+    print_gain_cost(model, tokenizer, options)
     probe = retrieval_probe(model, softmax_model, tokenizer, options)
     write_json(options.work / "probe.json", probe)
     print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "

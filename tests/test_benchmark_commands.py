@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -83,6 +84,41 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
     assert "| as adapted: every hardware effect |" in out and "| - C2P and readout saturation |" in out
     assert "| 1 |" in out and "| mean |" in out and (tmp_path / "probe.png").stat().st_size > 10_000
     assert "| 1-15 | 30 |" in out and "| 16-31 | 32 |" in out  # context use: 2 windows of 32 tokens
+    assert "Where the C2P gains cost" in out and "| all | 62 |" in out  # part 4: the transfer trained the gains
+
+
+def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llama_folder, capsys):
+    """Part 4 of the ablation on a tiny adapted Llama with one head at C2P gain 3: the kinds of next token
+    partition the scored tokens, their costs add up to the whole, and the whole is the cost table's perplexity."""
+    import argparse
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import ablation
+
+    from gaincell.adapt.evaluate import perplexity
+    from gaincell.adapt.models import gaincell_layers, load_pretrained, swap_attention
+    from gaincell.adapt.text import token_stream
+    from gaincell.resources import data_path
+
+    tokens = torch.tensor([5, 6, 7, 5, 8, 9, 6, 10])  # windows of 4: [5 6 7 5], [8 9 6 10]
+    kinds = ablation.token_kinds(tokens, 4, common=torch.tensor([7]))
+    assert kinds["does not occur earlier in its window"].tolist() == [[True, True, False], [True, True, True]]
+    assert not kinds["recalls a rare word from 16+ tokens back"].any()  # nothing is 16 tokens back in 4
+    model, tokenizer, _ = load_pretrained(llama_folder)
+    model = swap_attention(model, data_path("paper_reference.h5"))
+    with torch.no_grad():
+        gaincell_layers(model)[1].c2p_gain[0] = 3.0
+    text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
+    options = argparse.Namespace(wikitext=text, eval_tokens=96, context=32, work=tmp_path)
+    ablation.print_gain_cost(model, tokenizer, options)
+    out = capsys.readouterr().out
+    assert "Where the C2P gains cost (1 heads with a gain other than 1)" in out and "| all | 93 |" in out
+    rows = json.loads((tmp_path / "gain-cost.json").read_text())
+    assert sum(r["tokens"] for r in rows[:-1]) == rows[-1]["tokens"] == 93  # 3 windows of 31 next tokens
+    assert abs(sum(r["cost_nats"] for r in rows[:-1]) - rows[-1]["cost_nats"]) < 1e-3
+    scored = perplexity(model, token_stream(text, tokenizer, 96), 32, 32, progress=False)
+    assert abs(rows[-1]["perplexity"] - scored["perplexity"]) < 1e-3 * scored["perplexity"]
+    assert rows[-1]["cost_nats"] != 0 and float(gaincell_layers(model)[1].c2p_gain.detach()[0]) == 3.0  # gains back on
 
 
 
