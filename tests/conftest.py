@@ -2,12 +2,13 @@ import os
 import sys
 from pathlib import Path
 
-# One BLAS/OpenMP thread per test process (and the processes the tests start, which inherit the environment),
-# unless the variables are set already: the tests' problems are small, and where the parallelism is
-# processes (ngspice workers, commands run side by side) or the machine also runs other jobs, the threads of
-# several processes spin against each other: a test took 73 s with two threads per process on a busy two-core
-# machine, 7.8 s with one.
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+# One BLAS/OpenMP/numba thread per test process (and the processes the tests start, which inherit the
+# environment), unless the variables are set already: the tests' problems are small, and where the parallelism
+# is processes (pytest's workers, ngspice workers, commands run side by side) or the machine also runs other
+# jobs, the threads of several processes spin against each other: a test took 73 s with two threads per process
+# on a busy two-core machine, 7.8 s with one; the suite took 280 s with numba's compiled pass on two threads in
+# each of two workers, 215 s with one. (test_compiled_pass.py runs that pass on two threads once.)
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import pytest  # noqa: E402

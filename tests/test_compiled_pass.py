@@ -3,6 +3,10 @@ torch path it replaces: the same outputs (a readout on a quantizer boundary may 
 in another order) and the same gradients, for every option the layer trains with; where it applies; and its
 transfers, which round exactly as torch's."""
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +157,15 @@ def test_unsaturated_converters_run_compiled_to_the_same_numbers(quantize):
         results.append((out.detach(), *torch.autograd.grad(out, [q, *attention.parameters()], weights)))
         assert attention_node(out) == ("CompiledAttentionBackward" if kernel == "auto" else "_TiledAttentionBackward")
     assert_same(*results)
+
+
+def test_the_compiled_pass_gives_the_same_numbers_on_two_threads():
+    """The suite runs numba on one thread per test process (tests/conftest.py); here the pass's parallel loops run
+    on two (in a subprocess: numba's thread count is fixed when it loads) and still equal the torch path."""
+    code = ("import numba, sys; sys.path.insert(0, 'tests'); import test_compiled_pass as t; "
+            "assert numba.get_num_threads() == 2, numba.get_num_threads(); "
+            "*a, node = t.run('auto', decay='surrogate'); *b, _ = t.run('torch', decay='surrogate'); "
+            "assert node == 'CompiledAttentionBackward', node; t.assert_same(a, b); print('same on two threads')")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NUMBA_NUM_THREADS": "2"}, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0 and "same on two threads" in done.stdout, done.stderr[-3000:]
