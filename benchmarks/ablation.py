@@ -272,13 +272,14 @@ def print_gain_cost(model, tokenizer, options) -> None:
     common = frequent_tokens(token_stream(options.wikitext, tokenizer, COMMON_FROM_TOKENS),
                              common_count(model.config.vocab_size))
     sharpened = window_losses(model, tokens, options.context)
+    switches = [layer.gains for layer in layers]
     for layer in layers:
         layer.gains = False
     try:
         flat = window_losses(model, tokens, options.context)
     finally:
-        for layer in layers:
-            layer.gains = True
+        for layer, switch in zip(layers, switches):
+            layer.gains = switch
     kinds = token_kinds(tokens, options.context, common)
     rows = [{"next token": name, "tokens": int(mask.sum()), "perplexity_gain_1": float(flat[mask].mean().exp()),
              "perplexity": float(sharpened[mask].mean().exp()), "cost_nats": float((sharpened - flat)[mask].sum())}
@@ -291,8 +292,9 @@ def print_gain_cost(model, tokenizer, options) -> None:
     for row in rows:
         print(f"| {row['next token']} | {row['tokens']} | {row['perplexity_gain_1']:.4g} | {row['perplexity']:.4g} | "
               f"{row['cost_nats']:+.1f} |")
-    print("(a cost on tokens that occur nowhere earlier is paid where there is nothing to retrieve: the sharp heads "
-          "still put a full pulse on their best key, since the peak-following C2P gives every query one)")
+    print("(a cost on tokens that occur nowhere earlier is paid where there is nothing to retrieve"
+          + ("; with the peak-following C2P a head pulses each query's best key, however weakly it matches)"
+             if layers[0].peak_reference else ")"))
 
 
 def probe_figure(probe: list[dict]):

@@ -25,7 +25,7 @@ def run_in_process(script: str, *args: str, cwd: Path, monkeypatch, capsys) -> t
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / script), *args])
-    monkeypatch.setattr(sys, "path", [str(BENCHMARKS), *sys.path])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     capsys.readouterr()
     try:
         runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
@@ -87,12 +87,12 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
     assert "Where the C2P gains cost" in out and "| all | 62 |" in out  # part 4: the transfer trained the gains
 
 
-def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llama_folder, capsys):
+def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llama_folder, capsys, monkeypatch):
     """Part 4 of the ablation on a tiny adapted Llama with one head at C2P gain 3: the kinds of next token
     partition the scored tokens, their costs add up to the whole, and the whole is the cost table's perplexity."""
     import argparse
 
-    sys.path.insert(0, str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import ablation
 
     from gaincell.adapt.evaluate import perplexity
