@@ -214,23 +214,21 @@ def window_losses(model, tokens: torch.Tensor, context: int) -> torch.Tensor:
     return torch.stack(losses)
 
 
-def context_use(model, tokens: torch.Tensor, context: int) -> list[dict]:
-    """Perplexity of the tokens by the context before them (ranges between CONTEXT_EDGES, up to `context`) over the
-    disjoint `context`-token windows of `tokens` (the cost table's windows)."""
+def context_use(losses: torch.Tensor) -> list[dict]:
+    """Perplexity of the tokens by the context before them (ranges between CONTEXT_EDGES, up to the window) from
+    `window_losses` over the cost table's windows."""
+    context = losses.shape[1] + 1
     edges = [e for e in CONTEXT_EDGES if e < context] + [context]
-    losses = window_losses(model, tokens, context)
     loss = losses.mean(0)  # index p: the token after p + 1 tokens of context
     return [{"context": f"{low}-{high - 1}", "perplexity": float(loss[low - 1:high - 1].mean().exp()),
              "tokens": len(losses) * (high - low)} for low, high in zip(edges, edges[1:])]
 
 
-def print_context_use(model, teacher, tokenizer, options) -> None:
-    """Part 3's table: softmax (the unmodified model, `teacher`) and the adapted model on the cost table's windows."""
-    from gaincell.adapt.text import token_stream
-
-    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
-    softmax = context_use(teacher, tokens, options.context)
-    adapted = context_use(model, tokens, options.context)
+def print_context_use(adapted_losses: torch.Tensor, teacher, tokens: torch.Tensor, options) -> None:
+    """Part 3's table: softmax (the unmodified model, `teacher`) and the adapted model (its `window_losses`) on the
+    cost table's windows of `tokens`."""
+    softmax = context_use(window_losses(teacher, tokens, options.context))
+    adapted = context_use(adapted_losses)
     write_json(options.work / "context-use.json", {"softmax": softmax, "adapted": adapted})
     print(f"\nContext use: WikiText-2 perplexity of the tokens by the context before them in their "
           f"{options.context}-token window ({len(tokens) // options.context} windows)\n")
@@ -256,9 +254,10 @@ def token_kinds(tokens: torch.Tensor, context: int, common: torch.Tensor) -> dic
             earlier & ~recalled, "does not occur earlier in its window": ~earlier}
 
 
-def print_gain_cost(model, tokenizer, options) -> None:
+def print_gain_cost(model, sharpened: torch.Tensor, tokenizer, tokens: torch.Tensor, options) -> None:
     """Part 4: what the heads' C2P gains cost, by the kind of next token (`token_kinds`), on the cost table's
-    windows: the adapted model with its gains against the same with every gain 1."""
+    windows of `tokens`: the adapted model with its gains (its `window_losses`, `sharpened`) against the same with
+    every gain 1."""
     from gaincell.adapt.models import gaincell_layers
     from gaincell.adapt.text import token_stream
     from gaincell.adapt.train import common_count, frequent_tokens
@@ -268,10 +267,8 @@ def print_gain_cost(model, tokenizer, options) -> None:
     if not sharp:
         print("\n(every head's C2P gain is 1: no gain cost to split)")
         return
-    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
     common = frequent_tokens(token_stream(options.wikitext, tokenizer, COMMON_FROM_TOKENS),
                              common_count(model.config.vocab_size))
-    sharpened = window_losses(model, tokens, options.context)
     switches = [layer.gains for layer in layers]
     for layer in layers:
         layer.gains = False
@@ -353,8 +350,12 @@ def main() -> None:
               f"{100 * row['lambada']:.1f} % |")
     if variation is None:
         print("\n(variation and read noise: not run; give --variation-surrogate, a fit with a Monte Carlo component)")
-    print_context_use(model, softmax_model, tokenizer, options)
-    print_gain_cost(model, tokenizer, options)
+    from gaincell.adapt.text import token_stream
+
+    tokens = token_stream(options.wikitext, tokenizer, options.eval_tokens)
+    losses = window_losses(model, tokens, options.context)  # parts 3 and 4
+    print_context_use(losses, softmax_model, tokens, options)
+    print_gain_cost(model, losses, tokenizer, tokens, options)
     probe = retrieval_probe(model, softmax_model, tokenizer, options)
     write_json(options.work / "probe.json", probe)
     print(f"\nRetrieval probe: the last context token's query of the first {options.probe_items} {LAMBADA_NOTE}, "

@@ -54,9 +54,6 @@ def main() -> None:
         parser.error(f"--seeds: must be within 1 .. 100; got {options.seeds}")
     if not 0 < options.eps <= MAX_EPS:
         parser.error(f"--eps: must be within 0 (excluded) .. {MAX_EPS:g}; got {options.eps}")
-    for name in ("eval_tokens", "context", "lambada_items"):
-        if getattr(options, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: must be a positive integer")
     try:
         if options.out:
             guard_output(options.out, REPORT, [options.wikitext, options.lambada])

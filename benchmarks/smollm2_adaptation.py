@@ -46,6 +46,17 @@ def evaluate(name: str, model: str, work: Path, options, *extra: str) -> dict:
             "items": lambada["items"]}
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
 def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int, surrogate: bool = True) -> None:
     """The surrogate (unless `surrogate` is False) and the evaluation options (`evaluate` reads them) shared by
     the SmolLM2 benchmarks."""
@@ -53,9 +64,9 @@ def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int, su
         parser.add_argument("--surrogate", default="paper")
     parser.add_argument("--wikitext", type=Path, default=SHARED / "wikitext-2" / "test.txt")
     parser.add_argument("--lambada", type=Path, default=SHARED / "lambada" / "lambada_test.jsonl")
-    parser.add_argument("--eval-tokens", type=int, default=2048)
-    parser.add_argument("--context", type=int, default=512)
-    parser.add_argument("--lambada-items", type=int, default=lambada_items)
+    parser.add_argument("--eval-tokens", type=positive_int, default=2048)
+    parser.add_argument("--context", type=positive_int, default=512)
+    parser.add_argument("--lambada-items", type=positive_int, default=lambada_items)
 
 
 def main() -> None:

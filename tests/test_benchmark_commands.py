@@ -30,10 +30,10 @@ def run_in_process(script: str, *args: str, cwd: Path, monkeypatch, capsys) -> t
     try:
         runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
         code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-        if isinstance(exit.code, str):
-            print(exit.code, file=sys.stderr)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
     return code, capsys.readouterr().err
 
 
@@ -110,7 +110,8 @@ def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llam
         gaincell_layers(model)[1].c2p_gain[0] = 3.0
     text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
     options = argparse.Namespace(wikitext=text, eval_tokens=96, context=32, work=tmp_path)
-    ablation.print_gain_cost(model, tokenizer, options)
+    tokens = token_stream(text, tokenizer, 96)
+    ablation.print_gain_cost(model, ablation.window_losses(model, tokens, 32), tokenizer, tokens, options)
     out = capsys.readouterr().out
     assert "Where the C2P gains cost (1 heads with a gain other than 1)" in out and "| all | 93 |" in out
     rows = json.loads((tmp_path / "gain-cost.json").read_text())
@@ -145,7 +146,8 @@ def test_score_jitter_scores_the_saved_model_and_each_perturbed_copy(tmp_path, l
     assert len({r["perplexity"] for r in rows}) > 1  # the perturbation reaches the scores
     assert "| saved |" in run("score_jitter.py", *common, "--seeds", "1", "--out", str(tmp_path / "jitter.json"),
                               cwd=tmp_path)  # its own output is replaced; an input never is
-    for bad, message in ((("--eps", "0.5"), "--eps: must be within"), (("--seeds", "0"), "--seeds: must be within")):
+    for bad, message in ((("--eps", "0.5"), "--eps: must be within"), (("--seeds", "0"), "--seeds: must be within"),
+                         (("--context", "0"), "argument --context: must be a positive integer; got '0'")):
         code, said = run_in_process("score_jitter.py", *common, *bad, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         assert code == 2 and message in said
     code, said = run_in_process("score_jitter.py", *common[:1], str(tmp_path / "nothing"), *common[2:], cwd=tmp_path,
