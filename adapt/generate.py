@@ -111,6 +111,18 @@ class Continuation:
     logits: torch.Tensor | None = field(default=None, repr=False)  # (steps, vocab), float32, on the CPU
 
 
+REPEAT_NGRAM = 4  # tokens in the phrases `repeated_ngrams` counts by default
+
+
+def repeated_ngrams(tokens: list[int], n: int = REPEAT_NGRAM) -> int:
+    """How many of the runs of `n` consecutive tokens in `tokens` occur earlier in it (overlaps counted): 0 when
+    no phrase of n tokens repeats; a continuation stuck in a loop of L tokens adds about one per token."""
+    if n < 1:
+        raise ConfigError("--ngram", f"must be a positive integer; got {n!r}")
+    runs = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(runs) - len(set(runs))
+
+
 def context_length(config) -> int | None:
     """The model's context in positions (GPT-2's n_positions, Llama's max_position_embeddings)."""
     for name in ("n_positions", "max_position_embeddings"):

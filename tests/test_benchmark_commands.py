@@ -156,3 +156,51 @@ def test_score_jitter_scores_the_saved_model_and_each_perturbed_copy(tmp_path, l
     code, said = run_in_process("score_jitter.py", *common, "--out", str(lambada), cwd=tmp_path, monkeypatch=monkeypatch,
                                 capsys=capsys)
     assert code == 1 and "is also an input" in said and "garden" in lambada.read_text()
+
+
+def test_repeated_ngrams_counts_each_run_that_occurred_earlier():
+    from gaincell.adapt.generate import repeated_ngrams
+    from gaincell.errors import ConfigError
+
+    loop = [1, 2, 3, 1, 2, 3, 1]
+    assert repeated_ngrams(loop, 2) == 3 and repeated_ngrams(loop, 3) == 2 and repeated_ngrams(loop, 4) == 1
+    assert repeated_ngrams([5, 6, 7, 8, 5, 6], 4) == 0 and repeated_ngrams([1, 2, 3], 4) == 0 and repeated_ngrams([], 1) == 0
+    assert repeated_ngrams([9] * 10, 4) == 6  # a one-token loop: every run after the first
+    with pytest.raises(ConfigError, match="--ngram"):
+        repeated_ngrams(loop, 0)
+
+
+def test_repetition_benchmark_counts_both_models_repeats_per_prompt(tmp_path, llama_folder, monkeypatch, capsys):
+    """The command behind RESULTS.md's repetition rows, on a tiny adapted Llama and a prompts file: a row per
+    prompt with both models' repeated phrases, totals that add the rows, the rows written; bad arguments refused."""
+    from gaincell.adapt.models import load_pretrained, save_adapted, swap_attention
+    from gaincell.resources import data_path
+
+    model, tokenizer, _ = load_pretrained(llama_folder)
+    paper = data_path("paper_reference.h5")
+    adapted = save_adapted(swap_attention(model, paper), tokenizer, tmp_path / "adapted", paper,
+                           {"base_model": str(llama_folder)})
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("It is a truth\n\n  She walked to the | garden  \n")
+    common = ("--model", str(adapted), "--prompts", str(prompts), "--new-tokens", "12", "--ngram", "2")
+    out = run("repetition.py", *common, "--out", str(tmp_path / "repeats.json"), cwd=tmp_path)
+    record = json.loads((tmp_path / "repeats.json").read_text())
+    rows = record["rows"]
+    assert [r["prompt"] for r in rows] == ["It is a truth", "She walked to the | garden"]
+    assert record["ngram"] == 2 and record["labels"]["softmax"] == f"softmax, base model {llama_folder}"
+    softmax, gaincell = (sum(r[f"{side}_repeats"] for r in rows) for side in ("softmax", "gaincell"))
+    assert f"| all 2 prompts | {softmax} | {gaincell} | |" in out and "| She walked to the \\| garden |" in out
+    assert all(0 <= r["gaincell_repeats"] <= 10 and r["gaincell"] for r in rows)
+    for bad, message in ((("--ngram", "0"), "argument --ngram: must be a positive integer"),
+                         (("--new-tokens", "5000"), "--new-tokens: must be at most 1024")):
+        code, said = run_in_process("repetition.py", *common, *bad, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 2 and message in said
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "binary.txt").write_bytes(b"It is\0a truth")
+    for given, message in (("blank.txt", "holds no prompt"), ("binary.txt", "is a binary file")):
+        code, said = run_in_process("repetition.py", *common[:2], "--prompts", str(tmp_path / given), cwd=tmp_path,
+                                    monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 1 and said.startswith("repetition: --prompts") and message in said
+    code, said = run_in_process("repetition.py", *common, "--out", str(prompts), cwd=tmp_path, monkeypatch=monkeypatch,
+                                capsys=capsys)
+    assert code == 1 and "is also an input" in said and "garden" in prompts.read_text()

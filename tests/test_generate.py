@@ -105,6 +105,7 @@ def test_generate_command_on_a_swapped_and_an_adapted_folder(tmp_path, llama_fol
     assert "[softmax, " in done.stdout and "[gain-cell, naive swap" in done.stdout
     record = json.loads((tmp_path / "plain.json").read_text())
     assert record["prompt"] == "It is a truth" and 1 <= len(record["gaincell"]["tokens"]) <= 5
+    assert record["gaincell"]["repeated_4_token_phrases"] <= 1 and "repeated 4-token phrases)" in done.stdout
     assert 1 <= len(record["softmax"]["tokens"]) <= 5
 
     model, tokenizer, _ = load_pretrained(llama_folder)

@@ -303,7 +303,7 @@ def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, see
                      out_json, device, force):
     """Continue a prompt with the softmax model (transformers' generate) and with the gain-cell model decoding
     token by token through every layer's ring cache (the hardware's decode path); both decoded alike."""
-    from ...adapt.generate import Decoding, generate_both, load_generation_models
+    from ...adapt.generate import REPEAT_NGRAM, Decoding, generate_both, load_generation_models, repeated_ngrams
     from ...adapt.recipe import pick_device
 
     decoding = Decoding(max_new_tokens, temperature, top_k, seed, repetition_penalty)
@@ -317,13 +317,15 @@ def generate_command(model_spec, prompt, max_new_tokens, temperature, top_k, see
     continuations = generate_both(models, prompt, decoding)
     click.echo(f"prompt: {prompt}")
     for continuation in continuations:
-        click.echo(f"\n[{continuation.label}] ({len(continuation.tokens)} tokens)\n{continuation.text}")
+        click.echo(f"\n[{continuation.label}] ({len(continuation.tokens)} tokens, "
+                   f"{repeated_ngrams(continuation.tokens)} repeated {REPEAT_NGRAM}-token phrases)\n{continuation.text}")
     click.echo(f"\n{decoding.describe()}, {time.perf_counter() - started:.1f} s on {target}")
     if out_json:
         record = {"written_by": f"gaincell {__version__}", "model": str(model_spec), "prompt": prompt,
                   "decoding": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
                                "seed": seed, "repetition_penalty": repetition_penalty},
-                  **{key: {"label": c.label, "text": c.text, "tokens": c.tokens}
+                  **{key: {"label": c.label, "text": c.text, "tokens": c.tokens,
+                           f"repeated_{REPEAT_NGRAM}_token_phrases": repeated_ngrams(c.tokens)}
                      for key, c in zip(("softmax", "gaincell"), continuations)}}
         atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
         click.echo(f"wrote {out_json}")
