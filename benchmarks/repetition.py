@@ -18,7 +18,7 @@ from pathlib import Path
 from smollm2_adaptation import positive_int
 
 from gaincell import __version__
-from gaincell.errors import GaincellError
+from gaincell.errors import ConfigError, GaincellError
 from gaincell.outputs import REPORT, atomic_write_text, guard_output
 
 PROMPTS = ("The history of the city", "In the early years of the war", "She opened the letter and",
@@ -31,7 +31,6 @@ MAX_NEW_TOKENS, MAX_NGRAM = 1024, 64
 def read_prompts(path: Path) -> list[str]:
     """The non-blank lines of a UTF-8 text file, one prompt each (at most MAX_PROMPTS of MAX_PROMPT_CHARS)."""
     from gaincell.adapt.text import read_text
-    from gaincell.errors import ConfigError
 
     prompts = [line.strip() for line in read_text(path, "--prompts").splitlines() if line.strip()]
     if not prompts:
