@@ -11,6 +11,7 @@ smollm2-gaincell --prompt "The history of the city"` continues without repeating
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ PROMPTS = ("The history of the city", "In the early years of the war", "She open
            "The album was released", "Scientists have found that", "The team won the")
 MAX_PROMPTS = 1000
 MAX_PROMPT_CHARS = 2000
-MAX_NEW_TOKENS, MAX_NGRAM = 1024, 64
+MAX_NEW_TOKENS, MAX_NGRAM = 1024, 64  # a long continuation; a phrase
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -46,18 +47,18 @@ def read_prompts(path: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-gaincell",
-                        help="an adapted folder (gaincell adapt --out), smollm2-gaincell, or a plain model with --surrogate")
+                        help="an adapted folder (gaincell adapt --out), smollm2-gaincell, or a plain model "
+                             "with --surrogate")
     parser.add_argument("--surrogate", default=None, help="for a plain model: the cell of its naive swap")
     parser.add_argument("--prompts", type=Path, default=None,
                         help="a UTF-8 text file, one prompt per line (default: six built-in prompts)")
-    parser.add_argument("--new-tokens", type=positive_int, default=48, help="tokens each continuation adds")
-    parser.add_argument("--ngram", type=positive_int, default=4, help="tokens in a repeated phrase")
+    parser.add_argument("--new-tokens", type=functools.partial(positive_int, high=MAX_NEW_TOKENS), default=48,
+                        help="tokens each continuation adds")
+    parser.add_argument("--ngram", type=functools.partial(positive_int, high=MAX_NGRAM), default=4,
+                        help="tokens in a repeated phrase")
     parser.add_argument("--repetition-penalty", type=float, default=1.0, help="as `gaincell generate` (1: none)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     options = parser.parse_args()
-    for name, value, high in (("--new-tokens", options.new_tokens, MAX_NEW_TOKENS), ("--ngram", options.ngram, MAX_NGRAM)):
-        if value > high:
-            parser.error(f"{name}: must be at most {high}; got {value}")
     try:
         inputs = [options.model, *([options.surrogate] if options.surrogate else []),
                   *([options.prompts] if options.prompts else [])]
@@ -71,9 +72,10 @@ def main() -> None:
     print(f"| all {len(rows)} prompts | {softmax} | {gaincell} | |")
     ratio = f"{gaincell / softmax:.1f}x the softmax model's" if softmax else "the softmax model repeats none"
     clean = {side: sum(r[f"{side}_repeats"] == 0 for r in rows) for side in ("softmax", "gaincell")}
-    print(f"\nrepeated {options.ngram}-token phrases in {options.new_tokens} new tokens per prompt: gain-cell {gaincell}, "
-          f"softmax {softmax} ({ratio}); continuations that repeat no phrase: gain-cell {clean['gaincell']} of "
-          f"{len(rows)}, softmax {clean['softmax']} of {len(rows)}. A count near the tokens generated means a loop.")
+    print(f"\nrepeated {options.ngram}-token phrases in {options.new_tokens} new tokens per prompt: "
+          f"gain-cell {gaincell}, softmax {softmax} ({ratio}); continuations that repeat no phrase: gain-cell "
+          f"{clean['gaincell']} of {len(rows)}, softmax {clean['softmax']} of {len(rows)}. A count near the tokens "
+          "generated means a loop.")
     if options.out:
         record = {"written_by": f"gaincell {__version__}", "model": str(options.model), "labels": labels,
                   "new_tokens": options.new_tokens, "ngram": options.ngram,

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from gaincell.adapt.generate import (Decoding, gaincell_continuation, load_generation_models, prompt_ids,
-                                     ring_caches, softmax_continuation)
+                                     repeated_ngrams, ring_caches, softmax_continuation)
 from gaincell.adapt.models import load_pretrained, save_adapted, swap_attention
 from gaincell.app.cli import main
 from gaincell.errors import ConfigError
@@ -105,7 +105,10 @@ def test_generate_command_on_a_swapped_and_an_adapted_folder(tmp_path, llama_fol
     assert "[softmax, " in done.stdout and "[gain-cell, naive swap" in done.stdout
     record = json.loads((tmp_path / "plain.json").read_text())
     assert record["prompt"] == "It is a truth" and 1 <= len(record["gaincell"]["tokens"]) <= 5
-    assert record["gaincell"]["repeated_4_token_phrases"] <= 1 and "repeated 4-token phrases)" in done.stdout
+    for side in ("softmax", "gaincell"):
+        assert record[side]["repeated_4_token_phrases"] == repeated_ngrams(record[side]["tokens"], 4)
+    assert f"({len(record['gaincell']['tokens'])} tokens, {record['gaincell']['repeated_4_token_phrases']} repeated " \
+           "4-token phrases)" in done.stdout
     assert 1 <= len(record["softmax"]["tokens"]) <= 5
 
     model, tokenizer, _ = load_pretrained(llama_folder)
