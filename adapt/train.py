@@ -1,7 +1,8 @@
 """Fine-tuning loop for the adaptation stages: resumable, DDP-ready, optional distillation.
 
 AdamW (betas 0.9/0.95, weight decay 0.1 as in the paper), linear warm-up then cosine decay to 10 % of the
-peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast on CUDA. Batches are random
+peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast (`precision`: on CUDA by default, on
+the CPU when asked; the gain-cell layers compute in float32 there, `models.gaincell_attention_forward`). Batches are random
 windows of the training token stream drawn from a generator seeded by (seed, step, rank), so a resumed run
 sees exactly the batches the uninterrupted run would have. A checkpoint (model, optimizer, schedule, step,
 tokens seen; tensors and plain data in one safetensors file, `adapt.checkpoint`, never a pickle) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted
@@ -33,6 +34,9 @@ from .checkpoint import load_state, save_state
 from .text import random_windows
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")  # of the training passes' matmuls; auto: bfloat16 on CUDA only
+
+
 @dataclass
 class TrainConfig:
     steps: int
@@ -50,6 +54,11 @@ class TrainConfig:
     temperature: float = 1.0
     checkpoint_every: int = 50
     seed: int = 0
+    precision: str = "auto"  # PRECISIONS: the autocast of the forward and backward passes
+
+    def autocast(self, device: torch.device) -> bool:
+        """Whether the passes run under bfloat16 autocast on `device`."""
+        return self.precision == "bfloat16" or (self.precision == "auto" and device.type == "cuda")
 
     def __post_init__(self):
         for name in ("steps", "batch", "seq", "accumulate", "checkpoint_every"):
@@ -66,6 +75,8 @@ class TrainConfig:
             raise ConfigError("--recall-weight", f"must be in [0, 1000]; got {self.recall_weight}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("--precision", f"must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.warmup is None:
             self.warmup = min(100, max(1, self.steps // 10))
 
@@ -272,7 +283,7 @@ def _one_step(trained, objective, stream, config: TrainConfig, step: int, rank: 
         sync = trained.no_sync() if world > 1 and not last and hasattr(trained, "no_sync") else contextlib.nullcontext()
         # the backward on this thread: on autograd's device thread each fused-kernel layer's Python backward
         # cost ~250 us more host time on an H200 (benchmarks/RESULTS.md, "GPU check")
-        with sync, torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"), \
+        with sync, torch.autocast(device.type, torch.bfloat16, enabled=config.autocast(device)), \
                 torch.autograd.set_multithreading_enabled(False):
             total += objective(trained, window, scale=1.0 / config.accumulate)
     return total / config.accumulate

@@ -172,6 +172,32 @@ def test_finetune_resumes_exactly_after_an_interruption(tmp_path, gpt2_folder):
     assert not torch.isnan(gaincell_layers(resumed)[0].k_scaler.target_std).any()  # EMA targets recorded
 
 
+def test_bfloat16_training_on_the_cpu_keeps_the_gain_cell_layers_in_float32(tmp_path, gpt2_folder):
+    """--precision bfloat16: the projections and MLPs run under bf16 autocast, every gain-cell layer computes in
+    float32, and the losses follow the float32 run's on the same batches."""
+    stream = _tokens(load_pretrained(gpt2_folder)[1], 2000)[0]
+    losses, seen = {}, []
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        model = swap_attention(load_pretrained(gpt2_folder)[0], PAPER, mode="nonlinear")
+        hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append((precision, args[0].dtype)))
+                 for layer in gaincell_layers(model)]
+        before = [p.detach().clone() for p in model.parameters()]
+        config = TrainConfig(steps=3, batch=2, seq=32, lr=1e-3, precision=precision)
+        losses[precision] = finetune(model, stream, config, tmp_path / f"{precision}.safetensors", progress=False,
+                                     dropout=False)["losses"]
+        for hook in hooks:
+            hook.remove()
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), precision
+    assert {dtype for _, dtype in seen} == {torch.float32}
+    assert all(math.isfinite(x) for x in losses["bfloat16"])
+    assert losses["bfloat16"] != losses["float32"]  # the autocast ran
+    for a, b in zip(losses["float32"], losses["bfloat16"]):
+        assert abs(a - b) < 0.05 * a
+    with pytest.raises(ConfigError, match="--precision"):
+        TrainConfig(steps=1, precision="float16")
+
+
 def test_random_windows_are_reproducible():
     stream = torch.arange(1000)
     assert torch.equal(random_windows(stream, 3, 10, seed=5), random_windows(stream, 3, 10, seed=5))

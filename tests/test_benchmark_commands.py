@@ -87,6 +87,24 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
     assert "Where the C2P gains cost" in out and "| all | 62 |" in out  # part 4: the transfer trained the gains
 
 
+@pytest.mark.slow
+def test_training_benchmark_runs_both_precisions_and_compares_their_losses(tmp_path, llama_folder):
+    """bench_training.py's command at a tiny size: both sides run `gaincell adapt --stages mlp`, their table and
+    ratio are printed, and a tolerance their first-step losses exceed fails the run loudly."""
+    from gaincell.resources import data_path
+
+    text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
+    common = ("--model", str(llama_folder), "--surrogate", str(data_path("paper_reference.h5")), "--stage", "mlp",
+              "--steps", "2", "--batch", "1", "--seq", "32", "--text", str(text))
+    out = run("bench_training.py", *common, "--out", str(tmp_path / "training.json"), cwd=tmp_path)
+    assert "| float32 |" in out and "| bfloat16 |" in out and "bfloat16 / float32 speed:" in out
+    rows = json.loads((tmp_path / "training.json").read_text())["rows"]
+    assert [len(r["losses"]) for r in rows] == [2, 2] and rows[0]["losses"] != rows[1]["losses"]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_training.py"), *common, "--loss-tolerance", "1e-9"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode != 0 and "the two sides disagree" in done.stderr
+
+
 def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llama_folder, capsys, monkeypatch):
     """Part 4 of the ablation on a tiny adapted Llama with one head at C2P gain 3: the kinds of next token
     partition the scored tokens, their costs add up to the whole, and the whole is the cost table's perplexity."""

@@ -14,6 +14,8 @@ from ...errors import ConfigError, GaincellError
 from ...outputs import REPORT, atomic_write_text, guard_output, output_lock
 from .options import Quantity, force_option, hardware_option, option_group, surrogate_file
 
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")  # adapt.train.PRECISIONS, without importing torch here
+
 @click.command()
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
               help="smollm2 (packaged SmolLM2-135M), a Hugging Face model folder (e.g. a GPT-2), or an adapted "
@@ -77,7 +79,11 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
               click.option("--accumulate", type=click.IntRange(1, 4096), default=1, show_default=True,
                            help="Micro-batches per optimizer step."),
               click.option("--checkpoint-every", type=click.IntRange(1, None), default=50, show_default=True),
-              click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True))
+              click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+              click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default="auto", show_default=True,
+                           help="Training passes under bfloat16 autocast (the gain-cell layers stay float32 on the "
+                                "CPU): auto = on CUDA only; bfloat16 on the CPU trains faster where it has bf16 "
+                                "instructions (benchmarks/RESULTS.md)."))
 @option_group("calibration",
               click.option("--calibration-tokens", type=click.IntRange(1, 1 << 24), default=512, show_default=True),
               click.option("--calibration-iterations", type=click.IntRange(1, 10**6), default=100, show_default=True),
