@@ -5,10 +5,11 @@ layers compute in float32 in both; under autocast the projections, MLPs and logi
 what the stage records: its seconds per step and its loss at every step (the same batches on both sides). The
 first step's losses come from the same weights on the same batch, so they differ by the autocast's rounding
 alone: more than --loss-tolerance (relative) fails the run. Later steps follow two trajectories that part
-(a rounding changes every update), so their losses are shown, not compared. A speed-up near 1 means this CPU has
-no bfloat16 instructions (avx512_bf16 or AMX) and gains nothing.
+(a rounding changes every update), so their losses are shown, not compared. The ratio says whether this CPU
+gains (measured so far on one with avx512_bf16 only: benchmarks/RESULTS.md).
 
-    .venv/bin/python benchmarks/bench_training.py --model runs/evening-folder --stage mlp --steps 10
+    .venv/bin/python benchmarks/bench_training.py --model runs/evening-folder --surrogate paper --stage mlp \
+        --steps 10 --text runs/text/austen-no-pp-wikitext-valid.txt
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from smollm2_adaptation import positive_int
 
+from gaincell import __version__
 from gaincell.errors import GaincellError
 from gaincell.outputs import REPORT, atomic_write_text, guard_output
 
@@ -92,7 +94,7 @@ def main() -> None:
     print("losses by step (float32 / bfloat16): " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in
                                                              zip(base["losses"], fast["losses"])))
     if options.out:
-        atomic_write_text(options.out, json.dumps({"stage": options.stage, "rows": rows, "first_step_difference": first}, indent=2)
+        atomic_write_text(options.out, json.dumps({"written_by": f"gaincell {__version__}", "stage": options.stage, "rows": rows, "first_step_difference": first}, indent=2)
                           + "\n")
         print(f"wrote {options.out}")
     if first > options.loss_tolerance:
