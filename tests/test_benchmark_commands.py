@@ -96,14 +96,15 @@ def test_training_benchmark_runs_both_precisions_and_compares_their_losses(tmp_p
     text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
     common = ("--model", str(llama_folder), "--surrogate", str(data_path("paper_reference.h5")), "--stage", "mlp",
               "--steps", "2", "--batch", "1", "--seq", "32", "--text", str(text))
-    out = run("bench_training.py", *common, "--out", str(tmp_path / "training.json"), cwd=tmp_path)
-    out = run("bench_training.py", *common, "--out", str(tmp_path / "training.json"), cwd=tmp_path)  # its own report
-    assert "| float32 |" in out and "| bfloat16 |" in out and "bfloat16 / float32 speed:" in out
-    rows = json.loads((tmp_path / "training.json").read_text())["rows"]
+    report = tmp_path / "training.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_training.py"), *common, "--out", str(report),
+                           "--loss-tolerance", "1e-9"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode != 0 and "the two sides disagree" in done.stderr  # fails loudly, after its table
+    assert "| float32 |" in done.stdout and "| bfloat16 |" in done.stdout and "bfloat16 / float32 speed:" in done.stdout
+    rows = json.loads(report.read_text())["rows"]
     assert [len(r["losses"]) for r in rows] == [2, 2] and rows[0]["losses"] != rows[1]["losses"]
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_training.py"), *common, "--loss-tolerance", "1e-9"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert done.returncode != 0 and "the two sides disagree" in done.stderr
+    out = run("bench_training.py", *common, "--out", str(report), cwd=tmp_path)  # replaces its own report
+    assert f"wrote {report}" in out and json.loads(report.read_text())["rows"][0]["losses"] == rows[0]["losses"]
 
 
 def test_ablation_splits_the_gains_cost_by_the_kind_of_next_token(tmp_path, llama_folder, capsys, monkeypatch):
