@@ -196,6 +196,10 @@ def test_bfloat16_training_on_the_cpu_keeps_the_gain_cell_layers_in_float32(tmp_
         assert abs(a - b) < 0.05 * a
     with pytest.raises(ConfigError, match="--precision"):
         TrainConfig(steps=1, precision="float16")
+    from gaincell.adapt.train import PRECISIONS
+    from gaincell.app.commands.language_model import TRAINING_PRECISIONS
+
+    assert TRAINING_PRECISIONS == PRECISIONS  # the command offers what training takes
 
 
 def test_random_windows_are_reproducible():

@@ -16,6 +16,7 @@ from .options import Quantity, force_option, hardware_option, option_group, surr
 
 TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")  # adapt.train.PRECISIONS, without importing torch here
 
+
 @click.command()
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
               help="smollm2 (packaged SmolLM2-135M), a Hugging Face model folder (e.g. a GPT-2), or an adapted "
