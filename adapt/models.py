@@ -171,11 +171,6 @@ def gaincell_attention_forward(module, query, key, value, attention_mask, scalin
         raise ConfigError("use_cache", "gain-cell attention runs whole sequences (use_cache=False); token-by-token "
                                        "decoding uses GainCellAttention's own ring cache")
     layer.softmax_scale = scaling
-    if query.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # the CPU passes compute in float32
-        with torch.autocast("cpu", enabled=False):
-            output, _ = gaincell_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
-                                                   scaling, dropout, **kwargs)
-        return output.to(query.dtype), None
     keep = real_tokens(attention_mask, query.shape[0], query.shape[2])
     if keep is None:
         output = layer(query, key, value, cache=layer.decode_cache)

@@ -30,6 +30,7 @@ path at C2P gain 1; with both 0 the layer is unchanged. `configure_variation` se
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -53,6 +54,19 @@ FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configu
 MAX_TILE = 4096  # cells per array side (as `gaincell simulate array --rows/--cols`)
 MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --context`)
 C2P_GAIN_RANGE = (0.25, 8.0)  # integration capacitors from 4x to 1/8 of the characterized one
+
+
+def float32_on_cpu(method):
+    """A pass of the layer on q, k, v that computes in float32 on the CPU, also inside a bfloat16 autocast (training
+    with `--precision bfloat16`): the converters compare with float32 levels and the CPU passes take float32. Its
+    result stays float32; the autocast casts it where the next product needs bfloat16."""
+    @functools.wraps(method)
+    def run(self, q, k, v, *args, **kwargs):
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return method(self, q.float(), k.float(), v.float(), *args, **kwargs)
+        return method(self, q, k, v, *args, **kwargs)
+    return run
 
 
 def is_count(value, high: int) -> bool:
@@ -217,6 +231,7 @@ class GainCellAttention(nn.Module):
     def _quantization(self) -> Quantization | None:
         return self.quantization if self.quantize else None
 
+    @float32_on_cpu
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: RingCache | None = None):
         """q (B, heads, T, D); k, v (B, kv_heads, T, D) -> (B, heads, T, D)."""
         check_inputs(q, k, v, self.tile, self.window)
@@ -279,6 +294,7 @@ class GainCellAttention(nn.Module):
         steps = self._out_steps()
         return y[..., :-1] / y[..., -1:].clamp_min(1.0 / steps if steps else 1e-6)
 
+    @float32_on_cpu
     def pulses(self, q, k, v, queries: int | None = None) -> torch.Tensor:
         """The C2P outputs phi (B, heads, queries, T) of the last `queries` queries of (unscaled) q, k, v against
         every key, differentiable (`naive.naive_pulses`): where each query's weight goes."""

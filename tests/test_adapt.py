@@ -180,7 +180,7 @@ def test_bfloat16_training_on_the_cpu_keeps_the_gain_cell_layers_in_float32(tmp_
     for precision in ("float32", "bfloat16"):
         torch.manual_seed(0)
         model = swap_attention(load_pretrained(gpt2_folder)[0], PAPER, mode="nonlinear")
-        hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append((precision, args[0].dtype)))
+        hooks = [layer.register_forward_hook(lambda m, args, out: seen.append((precision, args[0].dtype, out.dtype)))
                  for layer in gaincell_layers(model)]
         before = [p.detach().clone() for p in model.parameters()]
         config = TrainConfig(steps=3, batch=2, seq=32, lr=1e-3, precision=precision)
@@ -189,7 +189,9 @@ def test_bfloat16_training_on_the_cpu_keeps_the_gain_cell_layers_in_float32(tmp_
         for hook in hooks:
             hook.remove()
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), precision
-    assert {dtype for _, dtype in seen} == {torch.float32}
+    # the projections ran in bfloat16 under the autocast, the gain-cell layers computed in float32 all the same
+    assert {(p, into, out) for p, into, out in seen} == {("float32", torch.float32, torch.float32),
+                                                         ("bfloat16", torch.bfloat16, torch.float32)}
     assert all(math.isfinite(x) for x in losses["bfloat16"])
     assert losses["bfloat16"] != losses["float32"]  # the autocast ran
     for a, b in zip(losses["float32"], losses["bfloat16"]):
@@ -200,6 +202,21 @@ def test_bfloat16_training_on_the_cpu_keeps_the_gain_cell_layers_in_float32(tmp_
     from gaincell.app.commands.language_model import TRAINING_PRECISIONS
 
     assert TRAINING_PRECISIONS == PRECISIONS  # the command offers what training takes
+
+
+def test_a_gain_cell_layer_under_cpu_autocast_computes_as_in_float32(llama_folder):
+    """Forward and pulses (the transfer's attention term) of a layer given bfloat16 q, k, v inside a CPU bfloat16
+    autocast: exactly the float32 pass on the same values."""
+    layer = gaincell_layers(swap_attention(load_pretrained(llama_folder)[0], PAPER, mode="nonlinear"))[0]
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, layer.heads, 40, layer.head_dim, generator=generator).bfloat16()
+    k, v = (torch.randn(1, layer.kv_heads, 40, layer.head_dim, generator=generator).bfloat16() for _ in range(2))
+    with torch.no_grad():
+        expected = layer(q.float(), k.float(), v.float()), layer.pulses(q.float(), k.float(), v.float(), queries=8)
+        with torch.autocast("cpu", torch.bfloat16):
+            got = layer(q, k, v), layer.pulses(q, k, v, queries=8)
+    for a, b in zip(expected, got):
+        assert b.dtype == torch.float32 and torch.equal(a, b)
 
 
 def test_random_windows_are_reproducible():
