@@ -2,7 +2,7 @@
 
 AdamW (betas 0.9/0.95, weight decay 0.1 as in the paper), linear warm-up then cosine decay to 10 % of the
 peak rate, gradient clipping (1.0), gradient accumulation, bf16 autocast (`precision`: on CUDA by default, on
-the CPU when asked; the gain-cell layers compute in float32 there, `attention.float32_on_cpu`). Batches are random
+the CPU when asked; the gain-cell layers compute in float32 there, `surrogate.options.float32_on_cpu`). Batches are random
 windows of the training token stream drawn from a generator seeded by (seed, step, rank), so a resumed run
 sees exactly the batches the uninterrupted run would have. A checkpoint (model, optimizer, schedule, step,
 tokens seen; tensors and plain data in one safetensors file, `adapt.checkpoint`, never a pickle) is written atomically every `checkpoint_every` steps, at the end, and when the run is interrupted

@@ -30,7 +30,6 @@ path at C2P gain 1; with both 0 the layer is unchanged. `configure_variation` se
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -44,7 +43,7 @@ from .decoding import RingCache, decode_step, write_tokens
 from .functional import (check_inputs, compiled_available, converted_attention, expand_kv, hardware_inputs,
                          kernel_choice, ring_size, tiled_attention)
 from .naive import naive_pulses
-from .options import C2P, CellVariation, Converters, Execution
+from .options import C2P, CellVariation, Converters, Execution, float32_on_cpu
 from .scalers import AffineScaler
 from .transfers import Quantization, straight_through, transfers
 from .varied import CellDraws, StageCells, log_table, multiply_deviation, series_terms
@@ -54,19 +53,6 @@ FROM_HARDWARE = "hardware"  # tile / window default: the cell's hardware configu
 MAX_TILE = 4096  # cells per array side (as `gaincell simulate array --rows/--cols`)
 MAX_WINDOW = 1 << 20  # tokens one layer's ring holds (as `gaincell eval --context`)
 C2P_GAIN_RANGE = (0.25, 8.0)  # integration capacitors from 4x to 1/8 of the characterized one
-
-
-def float32_on_cpu(method):
-    """A pass of the layer on q, k, v that computes in float32 on the CPU, also inside a bfloat16 autocast (training
-    with `--precision bfloat16`): the converters compare with float32 levels and the CPU passes take float32. Its
-    result stays float32; the autocast casts it where the next product needs bfloat16."""
-    @functools.wraps(method)
-    def run(self, q, k, v, *args, **kwargs):
-        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
-                return method(self, q.float(), k.float(), v.float(), *args, **kwargs)
-        return method(self, q, k, v, *args, **kwargs)
-    return run
 
 
 def is_count(value, high: int) -> bool:

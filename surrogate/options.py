@@ -1,8 +1,10 @@
-"""The grouped options of gain-cell attention: how the parallel pass runs (`Execution`), the charge-to-pulse
-converters of one pass (`C2P`), and the layer's converters (`Converters`) and per-cell variation (`CellVariation`).
+"""The grouped options of gain-cell attention: how the parallel pass runs (`Execution`; in float32 on the CPU,
+`float32_on_cpu`), the charge-to-pulse converters of one pass (`C2P`), and the layer's converters (`Converters`)
+and per-cell variation (`CellVariation`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -66,3 +68,16 @@ class CellVariation:
     scale: float = 0.0
     read_noise_scale: float = 0.0
     seed: int = 0
+
+
+def float32_on_cpu(method):
+    """A pass of the layer on q, k, v that computes in float32 on the CPU, also inside a bfloat16 autocast (training
+    with `--precision bfloat16`): the converters compare with float32 levels and the CPU passes take float32. Its
+    result stays float32; the autocast casts it where the next product needs bfloat16."""
+    @functools.wraps(method)
+    def run(self, q, k, v, *args, **kwargs):
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return method(self, q.float(), k.float(), v.float(), *args, **kwargs)
+        return method(self, q, k, v, *args, **kwargs)
+    return run
