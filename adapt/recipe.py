@@ -188,9 +188,11 @@ def _open(options: AdaptOptions, out: Path, surrogate_sha: str):
                 or manifest.get("surrogate_sha256") != surrogate_sha):
             raise ConfigError("--out", f"{out} holds an adaptation of {manifest.get('base_model')} to another surrogate or "
                                        "model; choose a new --out")
-        if manifest["layer"].get("hardware", {}) != options.hardware:
-            raise ConfigError("--hardware", f"{out} was adapted with the hardware fields "
-                                            f"{manifest['layer'].get('hardware', {})}; give the same, or a new --out")
+        # a folder continued on its source's own cell kept the source's hardware fields without --hardware
+        given = {} if manifest.get("same_cell") else manifest["layer"].get("hardware", {})
+        if given != options.hardware:
+            raise ConfigError("--hardware", f"{out} was adapted with the hardware fields {given or 'of its source'}; "
+                                            "give the same, or a new --out")
         manifest.setdefault("stages_done", [])
         if not isinstance(manifest.setdefault("stages", {}), dict):
             raise ConfigError("--out", f"{out}/{ADAPTED_MANIFEST}: its stages entry is not a JSON object; choose a new --out")

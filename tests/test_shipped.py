@@ -1,12 +1,13 @@
 """Shipped adapted models (adapt.shipped): exported as low-rank differences, rebuilt into the same model, and
 refused for another base model or altered files; the packaged smollm2-gaincell's files agree; re-targeting an
 adapted model to another cell (adapt.retarget)."""
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, swap_attention
+from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, read_manifest, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.retarget import retarget
 from gaincell.adapt.shipped import FORMAT, export_shipped, shipped_files, shipped_model_folder
@@ -123,6 +124,25 @@ def test_continuing_on_the_same_cell_keeps_the_layers_as_they_are(adapted, tmp_p
     assert not other["same_cell"]
     refitted = gaincell_layers(load_adapted(tmp_path / "other")[0])
     assert any(not torch.equal(new.out_scaler.a, old.out_scaler.a) for old, new in zip(before, refitted))
+
+
+def test_a_continued_adaptation_with_its_source_s_hardware_resumes_under_the_same_command(adapted, tmp_path):
+    """A folder adapted from an adapted model on that model's cell keeps the source's --hardware fields without
+    being given them: the same command again resumes it (says its stages are done), and the command with
+    --hardware added is refused as another layer."""
+    text, paper = adapted / "train.txt", data_path("paper_reference.h5")
+    peak = {"c2p_reference": "peak"}
+    heads = dict(surrogate=paper, train_text=text, stages=("heads",), retrieval_heads=1, retrieval_gain=2.0)
+    adapt(AdaptOptions(model=str(adapted / "base"), out=tmp_path / "source", hardware=peak, **heads),
+          say=lambda *a: None)
+    continued = AdaptOptions(model=str(tmp_path / "source"), out=tmp_path / "continued", **heads)
+    assert adapt(continued, say=lambda *a: None)["same_cell"]
+    assert read_manifest(tmp_path / "continued")["layer"]["hardware"] == peak
+    said = []
+    adapt(continued, say=said.append)
+    assert any("already done" in line for line in said)
+    with pytest.raises(ConfigError, match="of its source"):
+        adapt(dataclasses.replace(continued, hardware=peak), say=lambda *a: None)
 
 
 def test_re_targeting_keeps_how_the_layer_computes_and_its_thresholds_and_gains(adapted, tmp_path):
