@@ -5,13 +5,14 @@ Runs the recipe's `gaincell adapt` commands one after another, each into its own
      lr 1e-3), with the hardware's reference-column normalisation and peak C2P reference;
   2. distillation on narrative text (--narrative-steps): Jane Austen's novels but Pride and Prejudice, then
      WikiText-2 valid (`scripts/get_training_text.py --exclude prideprejudice`, written once into --work);
-  3. every C2P gain back to 1, LoRA on the MLPs (--mlp-steps), then the heads stage: --retrieval-heads heads
-     sharpened to C2P gain --retrieval-gain.
+  3. LoRA on the MLPs (--mlp-steps; every head's C2P gain as the earlier stages trained it), then the heads
+     stage: --retrieval-heads heads sharpened to C2P gain --retrieval-gain.
 After each step `gaincell eval` scores the folder (WikiText-2 test perplexity in --context windows, LAMBADA
 accuracy on the first --lambada-items items), and the table gives every step's training wall seconds (from the
 folder's manifest), the running total and the tokens seen: the curve of perplexity and LAMBADA against tokens.
 Every run stays in --work; a rerun reuses what is finished (adapt skips done stages, finished evals are kept),
-so a resumed stage's seconds count from its resumption only.
+so a resumed stage's seconds count from its resumption only, and a step whose folder a later step has trained
+further before it was scored stays unscored.
 
     .venv/bin/python benchmarks/smollm2_recipe.py --work runs/recipe
     .venv/bin/python scripts/ship_model.py --from runs/recipe/final --name smollm2-gaincell --surrogate paper ...
@@ -65,18 +66,18 @@ def steps(options) -> list[tuple[str, str, list[str]]]:
          [*common, "--model", str(work / "transfer-distill"), "--train-text", narrative, "--calibration-tokens", "512",
           "--lr", "1e-3", "--stages", "distill", "--distill-steps", str(options.narrative_steps),
           "--checkpoint-every", "25", "--out", str(work / "narrative")]),
-        (f"+ gains 1, MLP LoRA {options.mlp_steps} steps, {options.retrieval_heads} heads at gain "
+        (f"+ MLP LoRA {options.mlp_steps} steps, {options.retrieval_heads} heads at gain "
          f"{options.retrieval_gain:g}", "final",
-         [*common, "--model", str(work / "narrative"), "--train-text", narrative, "--lr", "1e-3", "--c2p-gain", "1",
-          "--stages", "mlp,heads", "--mlp-steps", str(options.mlp_steps), "--retrieval-heads",
+         [*common, "--model", str(work / "narrative"), "--train-text", narrative, "--lr", "1e-3", "--stages", "mlp,heads", "--mlp-steps", str(options.mlp_steps), "--retrieval-heads",
           str(options.retrieval_heads), "--retrieval-gain", str(options.retrieval_gain), "--checkpoint-every", "25",
           "--out", str(work / "final")]),
     ]
 
 
-def stage_records(folder: Path, stages: list[str]) -> list[dict]:
+def stage_records(folder: Path, stages: list[str]) -> tuple[list[dict], list[str]]:
+    """The manifest records of `stages` of an adapted folder, and every stage the folder has done."""
     manifest = json.loads((folder / "adapted.json").read_text())
-    return [manifest["stages"][s] for s in stages]
+    return [manifest["stages"][s] for s in stages], manifest["stages_done"]
 
 
 def main() -> None:
@@ -105,9 +106,13 @@ def main() -> None:
         gaincell("adapt", *arguments)
         folder = options.work / name
         stages = arguments[arguments.index("--stages") + 1].split(",")
-        new = [s for s in stages if s not in done.get(name, [])]
+        records, folder_stages = stage_records(folder, [s for s in stages if s not in done.get(name, [])])
         done[name] = stages
-        rows.append((label, stage_records(folder, new), evaluate(f"step{index + 1}", str(folder), options.work, options)))
+        scored = options.work / f"eval-step{index + 1}.json"
+        if folder_stages == stages or scored.is_file():
+            rows.append((label, records, evaluate(f"step{index + 1}", str(folder), options.work, options)))
+        else:  # a rerun after a later step trained this folder further: its state at this step is gone
+            rows.append((label, records, None))
     hardware = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), --precision {options.precision}"
     print(f"\n{hardware}\n\n| step | WikiText-2 ppl ({rows[0][2]['tokens_scored']} tokens) | LAMBADA acc "
           f"({rows[0][2]['items']} items) | step wall s | total wall s | tokens seen |\n|---|---|---|---|---|---|")
@@ -116,8 +121,9 @@ def main() -> None:
         seconds = sum(r["seconds"] for r in records or [])
         total_seconds += seconds
         total_tokens += sum(r.get("tokens_seen", 0) for r in records or [])
-        print(f"| {label} | {result['perplexity']:.4g} | {100 * result['lambada']:.1f} % | {seconds:.0f} | "
-              f"{total_seconds:.0f} | {total_tokens:,} |")
+        scores = (f"{result['perplexity']:.4g} | {100 * result['lambada']:.1f} %" if result else
+                  "not scored: its folder was trained further before this run | -")
+        print(f"| {label} | {scores} | {seconds:.0f} | {total_seconds:.0f} | {total_tokens:,} |")
     print(f"\ntraining wall time in all: {total_seconds / 60:.1f} min (the stages' own seconds; model loading and "
           "evaluation not counted)")
     table = options.work / "table.json"

@@ -88,6 +88,35 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
 
 
 @pytest.mark.slow
+def test_smollm2_recipe_benchmark_runs_the_shipped_models_commands(tmp_path, llama_folder):
+    """The command behind RESULTS.md's end-to-end recipe table at a tiny budget: its four `gaincell adapt` steps
+    (transfer, distill, narrative distill, MLP + heads) run into their folders, each is scored, and the
+    table adds up every stage's seconds and tokens; a rerun reuses everything (no stage trains twice) and does not
+    score a step's folder that a later step has trained further."""
+    text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
+    lambada = tmp_path / "lambada.jsonl"
+    lambada.write_text('{"text": "She walked to the garden and met her sister in the garden"}\n')
+    args = ("smollm2_recipe.py", "--model", str(llama_folder), "--work", str(tmp_path / "work"), "--train-text",
+            str(text), "--narrative-text", str(text), "--wikitext", str(text), "--lambada", str(lambada),
+            "--eval-tokens", "64", "--context", "32", "--lambada-items", "1", "--transfer-steps", "1",
+            "--distill-steps", "1", "--narrative-steps", "1", "--mlp-steps", "1", "--retrieval-heads", "1",
+            "--batch", "1", "--seq", "32", "--lora-rank", "2")
+    out = run(*args, cwd=tmp_path)
+    rows = json.loads((tmp_path / "work" / "table.json").read_text())
+    assert [[r.get("steps") for r in records] if records else None for _, records, _ in rows] == [
+        None, [1], [1], [1], [1, None]]  # softmax; transfer; distill; narrative distill; mlp, heads
+    assert rows[-1][1][-1]["gain"] == 4.0 and len(rows[-1][1][-1]["heads"]) == 1  # the heads stage, last
+    final = json.loads((tmp_path / "work" / "final" / "adapted.json").read_text())
+    assert final["stages_done"] == ["mlp", "heads"] and "c2p_gain_start" not in final  # the trained gains kept
+    assert "| + narrative distill, 1 steps |" in out and "training wall time in all" in out
+    (tmp_path / "work" / "eval-step1.json").unlink()  # as if the transfer step had run before this script
+    again = run(*args, cwd=tmp_path)
+    assert "already done" in again and "stage transfer\n" not in again
+    assert "| transfer, 1 steps | not scored: its folder was trained further" in again  # not the distilled folder
+    assert again.splitlines()[-4:] == out.splitlines()[-4:]  # the other rows and the total as before
+
+
+@pytest.mark.slow
 def test_training_benchmark_runs_both_precisions_and_compares_their_losses(tmp_path, llama_folder):
     """bench_training.py's command at a tiny size: both sides run `gaincell adapt --stages mlp`, their table and
     ratio are printed, and a tolerance their first-step losses exceed fails the run loudly."""
