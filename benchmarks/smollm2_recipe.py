@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gaincell.adapt.train import PRECISIONS
 from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--batch", type=positive_int, default=2)
     parser.add_argument("--seq", type=positive_int, default=512)
     parser.add_argument("--lora-rank", type=positive_int, default=16)
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="bfloat16")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bfloat16")
     options = parser.parse_args()
     options.work.mkdir(parents=True, exist_ok=True)
     rows = [("softmax baseline (unmodified)", None, evaluate("softmax", options.model, options.work, options))]
