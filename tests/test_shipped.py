@@ -3,6 +3,8 @@ refused for another base model or altered files; the packaged smollm2-gaincell's
 adapted model to another cell (adapt.retarget)."""
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from gaincell.errors import ConfigError, ModelLoadError
 from gaincell.resources import data_path
 from gaincell.surrogate.file import Surrogate, sha256_of
 from lm_helpers import TEXT, tiny_llama
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +176,8 @@ def test_the_packaged_model_s_files_agree():
     assert record["base_model"] == "smollm2" and record["surrogate"] == "paper"
     assert record["surrogate_sha256"] == sha256_of(data_path("paper_reference.h5"))
     assert weights.stat().st_size < 12 * 2**20 and record["command"] and record["scores"]
+    scripts = re.findall(r"python (\S+\.py)", record["command"])  # the command that remakes it names scripts here
+    assert scripts and all((ROOT / script).is_file() for script in scripts), scripts
     from safetensors import safe_open
 
     with safe_open(str(weights), "pt") as handle:
