@@ -93,7 +93,8 @@ def export_shipped(folder: Path, out: Path, name: str, surrogate: str, made_by: 
     record = {"format": FORMAT, "name": name, "base_model": base_name, "base_sha256": base_fingerprint(base_name),
               "surrogate": surrogate, "surrogate_sha256": sha256_of(data_path(SURROGATES[surrogate])),
               "layer": manifest["layer"], "stages": {s: _summary(r) for s, r in manifest["stages"].items()},
-              "weights_sha256": sha256_of(weights), "max_relative_error_of_factors": max(errors.values(), default=0.0),
+              "weights_sha256": sha256_of(weights), "rank_tolerance": tolerance, "max_rank": max_rank,
+              "max_relative_error_of_factors": max(errors.values(), default=0.0),
               **made_by}
     atomic_write_text(out / f"{name}.json", json.dumps(record, indent=2) + "\n")
     return record

@@ -4,6 +4,8 @@ adapted model to another cell (adapt.retarget)."""
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,24 @@ def test_a_shipped_model_rebuilds_into_the_adapted_one(adapted, tmp_path, monkey
         a, b = rebuilt(ids).logits, original(ids).logits
     assert (a - b).abs().max() <= 1e-4 * b.abs().max()
     assert shipped_model_folder("tiny-gaincell", source=tmp_path / "ship") == folder  # built once
+
+
+def test_ship_model_script_packages_a_folder_and_refuses_a_bad_tolerance(adapted, tmp_path):
+    scores = tmp_path / "eval.json"
+    scores.write_text(json.dumps([{"data": "test.txt", "kind": "perplexity", "perplexity": 12.5, "nll": 2.5}]))
+    script = [sys.executable, str(ROOT / "scripts" / "ship_model.py"), "--from", str(adapted / "adapted"),
+              "--name", "tiny-gaincell", "--command", "gaincell adapt ...", "--train-text", "TEXT",
+              "--scores", str(scores), "--out", str(tmp_path / "ship")]
+    done = subprocess.run([*script, "--tolerance", "0.5"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "ship" / "tiny-gaincell.json").read_text())
+    assert record["rank_tolerance"] == 0.5 and record["max_rank"] == 64 and record["train_text"] == "TEXT"
+    assert record["scores"] == [{"data": "test.txt", "kind": "perplexity", "perplexity": 12.5}]
+    assert record["max_relative_error_of_factors"] > 1e-3  # half the largest singular value: directions dropped
+    for bad in ("1", "much"):
+        refused = subprocess.run([*script, "--tolerance", bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and "--tolerance: must be a number in [0, 1)" in refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 def test_another_base_model_or_altered_files_are_refused(adapted, tmp_path, monkeypatch):
