@@ -27,7 +27,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gaincell.adapt.models import read_manifest
 from gaincell.adapt.train import PRECISIONS
+from gaincell.outputs import atomic_write_bytes, atomic_write_text
 from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,9 +46,7 @@ def narrative_text(options) -> Path:
         novels = options.work / "austen-no-pp.txt"
         subprocess.run([sys.executable, str(ROOT / "scripts" / "get_training_text.py"), "--exclude", "prideprejudice",
                         "--out", str(novels)], check=True)
-        partial = text.with_suffix(".part")
-        partial.write_bytes(novels.read_bytes() + Path(options.train_text).read_bytes())
-        partial.replace(text)
+        atomic_write_bytes(text, novels.read_bytes() + Path(options.train_text).read_bytes())
     return text
 
 
@@ -69,15 +69,15 @@ def steps(options) -> list[tuple[str, str, list[str]]]:
           "--checkpoint-every", "25", "--out", str(work / "narrative")]),
         (f"+ MLP LoRA {options.mlp_steps} steps, {options.retrieval_heads} heads at gain "
          f"{options.retrieval_gain:g}", "final",
-         [*common, "--model", str(work / "narrative"), "--train-text", narrative, "--lr", "1e-3", "--stages", "mlp,heads", "--mlp-steps", str(options.mlp_steps), "--retrieval-heads",
-          str(options.retrieval_heads), "--retrieval-gain", str(options.retrieval_gain), "--checkpoint-every", "25",
-          "--out", str(work / "final")]),
+         [*common, "--model", str(work / "narrative"), "--train-text", narrative, "--lr", "1e-3", "--stages",
+          "mlp,heads", "--mlp-steps", str(options.mlp_steps), "--retrieval-heads", str(options.retrieval_heads),
+          "--retrieval-gain", str(options.retrieval_gain), "--checkpoint-every", "25", "--out", str(work / "final")]),
     ]
 
 
 def stage_records(folder: Path, stages: list[str]) -> tuple[list[dict], list[str]]:
     """The manifest records of `stages` of an adapted folder, and every stage the folder has done."""
-    manifest = json.loads((folder / "adapted.json").read_text())
+    manifest = read_manifest(folder)
     return [manifest["stages"][s] for s in stages], manifest["stages_done"]
 
 
@@ -127,9 +127,7 @@ def main() -> None:
         print(f"| {label} | {scores} | {seconds:.0f} | {total_seconds:.0f} | {total_tokens:,} |")
     print(f"\ntraining wall time in all: {total_seconds / 60:.1f} min (the stages' own seconds; model loading and "
           "evaluation not counted)")
-    table = options.work / "table.json"
-    table.with_suffix(".part").write_text(json.dumps(rows, indent=2) + "\n")
-    table.with_suffix(".part").replace(table)
+    atomic_write_text(options.work / "table.json", json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
