@@ -19,6 +19,7 @@ and exits with status 1 when the layer misses the fresh tile's targets (phi RMS 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -26,29 +27,41 @@ from pathlib import Path
 import numpy as np
 
 from gaincell.circuits.characterize import characterize
-from gaincell.circuits.tile import aged_voltages, run_tile
+from gaincell.circuits.tile import MAX_TILE, aged_voltages, run_tile
 from gaincell.compact import evaluate, tau_1e
 from gaincell.design import load_design
+from gaincell.errors import GaincellError
 from gaincell.fitting.fit import fit_characterization
 from gaincell.periphery import Grid
+from gaincell.outputs import REPORT, guard_output
 from gaincell.plotting import Figure, Panel, Trace, save_png_and_html
 from gaincell.surrogate.tile_reference import tile_reference
 
 from agreement import require
 from bench_tile import PHI_RMS_TOLERANCE, READOUT_RMS_TOLERANCE
+from smollm2_adaptation import positive_int
+
+MAX_CASES = 1000
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--random", type=int, default=2, help="random cases")
-    parser.add_argument("--tokens", type=int, default=64, help="tokens of the tile (1..64)")
-    parser.add_argument("--dims", type=int, default=64, help="head dimensions of the tile")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--random", type=functools.partial(positive_int, high=MAX_CASES), default=2,
+                        help="random cases")
+    tile = functools.partial(positive_int, high=MAX_TILE)
+    parser.add_argument("--tokens", type=tile, default=64, help=f"tokens of the tile (1..{MAX_TILE})")
+    parser.add_argument("--dims", type=tile, default=64, help=f"head dimensions of the tile (1..{MAX_TILE})")
+    parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--figure", default=str(Path(__file__).with_name("aged-tile")),
                         help="where to write FIGURE.png and FIGURE.html")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="gaincell-aged-tile-") as scratch:
-        measure(Path(scratch), args)
+    try:
+        for suffix in (".png", ".html"):
+            guard_output(Path(args.figure).with_suffix(suffix), REPORT, option="--figure")
+        with tempfile.TemporaryDirectory(prefix="gaincell-aged-tile-") as scratch:
+            measure(Path(scratch), args)
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
 
 
 def measure(work: Path, args):

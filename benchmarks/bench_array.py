@@ -19,6 +19,7 @@ read is printed (a physical effect, not a disagreement).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -32,8 +33,10 @@ from gaincell.circuits.builtins import ir_drop
 from gaincell.circuits.spice.simulator import run
 from gaincell.circuits.wires import Wires
 from gaincell.design import load_design
+from gaincell.errors import GaincellError
 
 from agreement import relative_difference, require_close
+from smollm2_adaptation import positive_int
 
 # distinct vs all cells: the same cells in netlists of the same kind, only packed and counted differently
 # (measured 2.3e-8 .. 4.8e-7 of the largest column charge, 8 x 8 .. 24 x 24); 1e-5 leaves room for other
@@ -43,6 +46,9 @@ DISTINCT_TOLERANCE = 1e-5
 # (measured 5.7e-4 at 8 x 8, 3.1e-4 at 24 x 24; bypass alone moved a 64-cell column by 5.5e-4). 2e-3 is
 # above that and far below what a wrong circuit or a lost column gives.
 NAIVE_TOLERANCE = 2e-3
+# The largest sides taken: one naive netlist of 64 x 64 cells already runs for minutes; read_array refuses an
+# array over its time or memory budget (ConfigError) before simulating it
+MAX_NAIVE_SIZE, MAX_SIZE = 64, 512
 
 
 def naive(design, stored, pulses) -> tuple[float, np.ndarray]:
@@ -64,16 +70,21 @@ def packed(design, stored, pulses, out, name="array", **options):
 
 
 def main():
-    with tempfile.TemporaryDirectory(prefix="gaincell-bench-array-") as scratch:
-        measure(Path(scratch))
-
-
-def measure(work: Path):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--naive-size", type=int, default=24, help="rows = cols of the comparison with one netlist")
-    parser.add_argument("--size", type=int, default=64, help="rows = cols of the all-cells vs distinct comparison")
+    parser.add_argument("--naive-size", type=functools.partial(positive_int, high=MAX_NAIVE_SIZE), default=24,
+                        help="rows = cols of the comparison with one netlist")
+    parser.add_argument("--size", type=functools.partial(positive_int, high=MAX_SIZE), default=64,
+                        help="rows = cols of the all-cells vs distinct comparison")
     parser.add_argument("--wires", action="store_true", help="also the --size array with bit-line RC")
     args = parser.parse_args()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gaincell-bench-array-") as scratch:
+            measure(Path(scratch), args)
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def measure(work: Path, args):
     design = load_design("cmos-generic")
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     for n, with_naive in ((args.naive_size, True), (args.size, False)):

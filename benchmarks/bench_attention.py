@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -33,7 +34,12 @@ from pathlib import Path
 
 import torch
 
+from gaincell.app.commands.options import option_items
+from gaincell.errors import ConfigError
+from gaincell.surrogate.cellmodel import TOKEN_PERIOD_RANGE_S
+
 from agreement import relative_difference, require, require_close
+from smollm2_adaptation import positive_int
 
 # Gradients: float32 sums in another order (measured 4e-7 of the largest value); 1e-5 of it is allowed.
 GRAD_TOLERANCE = 1e-5
@@ -42,6 +48,8 @@ GRAD_TOLERANCE = 1e-5
 # by more than 1e-4 in at most OUTPUT_FLIP_FRACTION of elements, none off by more than one step (+ 1e-4).
 OUTPUT_CLOSE = 1e-4
 OUTPUT_FLIP_FRACTION = 1e-4
+METHODS = ("tiled", "torch", "naive", "sdpa")
+TILE = 64  # the layer's key tile (run_one); --window is a multiple of it
 
 
 def current_rss_bytes() -> int:
@@ -63,7 +71,7 @@ def run_one(method: str, args, save: Path) -> dict:
     grad = torch.randn(shape) * 1e-2
     aged = args.aged_token_period_s is not None
     cell = CellModel.from_surrogate(data_path("paper_reference.h5"), token_period_s=args.aged_token_period_s)
-    options = dict(decay="surrogate" if aged else args.decay_per_step, tile=64, window=args.window, quantize=True)
+    options = dict(decay="surrogate" if aged else args.decay_per_step, tile=TILE, window=args.window, quantize=True)
 
     def step(inputs, grad):
         q, k, v = (x.clone().requires_grad_() for x in inputs)
@@ -135,19 +143,32 @@ def describe_decay(args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--tokens", type=int, default=1024)
-    parser.add_argument("--head-dim", type=int, default=64)
-    parser.add_argument("--window", type=int, default=1024)
+    for name, default in (("batch", 8), ("heads", 12), ("tokens", 1024), ("head-dim", 64)):
+        parser.add_argument(f"--{name}", type=positive_int, default=default)
+    parser.add_argument("--window", type=positive_int, default=1024, help=f"a multiple of the tile, {TILE}")
     parser.add_argument("--decay-per-step", type=float, default=1.6e-4, help="the product form's decay rate")
     parser.add_argument("--aged-token-period-s", type=float, default=None,
                         help="the aged-voltage decay at this token clock instead of the product form")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--methods", default="tiled,torch,naive,sdpa")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.window % TILE:
+        parser.error(f"argument --window: must be a multiple of the tile size {TILE}; got {args.window}")
+    if not (math.isfinite(args.decay_per_step) and args.decay_per_step >= 0):
+        parser.error(f"argument --decay-per-step: must be a finite number >= 0; got {args.decay_per_step}")
+    low, high = TOKEN_PERIOD_RANGE_S
+    if args.aged_token_period_s is not None and not low <= args.aged_token_period_s <= high:
+        parser.error(f"argument --aged-token-period-s: must be a time in seconds in [{low:g}, {high:g}]; got "
+                     f"{args.aged_token_period_s}")
+    try:
+        methods = option_items(args.methods, "--methods", f"comma-separated methods of {', '.join(METHODS)}")
+    except ConfigError as error:
+        parser.error(f"argument {error}")
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        parser.error(f"argument --methods: unknown {', '.join(map(repr, unknown))}; allowed: {', '.join(METHODS)}")
     if args.child:
         print(json.dumps(run_one(args.child, args, Path(args.save))))
         return
@@ -155,7 +176,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; decay: {describe_decay(args)}")
     results, failed, reports = {}, [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method in args.methods.split(","):
+        for method in dict.fromkeys(methods):
             command = [sys.executable, __file__, "--child", method, "--save", f"{tmp}/{method}.pt"] + [
                 f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                 if k not in ("child", "save", "methods") and v is not None]

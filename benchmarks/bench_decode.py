@@ -21,8 +21,12 @@ import time
 
 import torch
 
+from gaincell.app.commands.options import option_items, surrogate_file
+from gaincell.errors import ConfigError, GaincellError
+
 from ablation import capture
 from agreement import require
+from smollm2_adaptation import positive_int
 
 PROMPT = "The history of the city"
 # A layer's ring decode against its parallel pass on the same inputs: float32 sums in another order (1e-6),
@@ -59,6 +63,15 @@ def layer_replay_difference(model, ids: torch.Tensor, tokens: list[int]) -> tupl
     return flipped / elements, worst
 
 
+def token_counts(text: str) -> list[int]:
+    """--new-tokens: comma-separated positive integers."""
+    try:
+        items = option_items(text, "--new-tokens", "comma-separated numbers of new tokens, e.g. 256,1000")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(error.problem) from None
+    return [positive_int(item) for item in items]
+
+
 def timed(function, *args):
     started = time.perf_counter()
     result = function(*args)
@@ -70,20 +83,28 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-gaincell",
                         help="an adapted folder or shipped adapted model; a plain model with --surrogate")
     parser.add_argument("--surrogate", default=None, help="for a plain model: its naive swap to this surrogate")
-    parser.add_argument("--new-tokens", default="256,1000", help="comma-separated numbers of new tokens")
-    parser.add_argument("--check-steps", type=int, default=64, help="steps compared with the parallel pass")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--new-tokens", type=token_counts, default="256,1000",
+                        help="comma-separated numbers of new tokens")
+    parser.add_argument("--check-steps", type=positive_int, default=64, help="steps compared with the parallel pass")
+    parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     parser.add_argument("--prompt", default=PROMPT)
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--repeats", type=positive_int, default=3,
                         help="timed runs of each model per count, alternating; the median ratio is reported")
     args = parser.parse_args()
+    try:
+        measure(args)
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def measure(args) -> None:
     torch.set_num_threads(args.threads)
 
     from gaincell.adapt.generate import (Decoding, gaincell_continuation, load_generation_models, prompt_ids,
                                          softmax_continuation)
 
-    models = load_generation_models(args.model, args.surrogate)
-    counts = [int(n) for n in args.new_tokens.split(",")]
+    models = load_generation_models(args.model, surrogate_file(args.surrogate) if args.surrogate else None)
+    counts = args.new_tokens
     ids = prompt_ids(models.tokenizer, args.prompt, models.gaincell.config, Decoding(max_new_tokens=max(counts)))
     print(f"model: {args.model}; {models.gaincell_label} vs {models.softmax_label}; {args.threads} threads; "
           f"prompt {ids.shape[1]} tokens, greedy")

@@ -12,6 +12,7 @@ printed, and the script exits with status 1 when their charges differ by more th
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -25,13 +26,16 @@ from gaincell.circuits.cells import CellRead, cell_subcircuits, library_lines, r
 from gaincell.circuits.spice.elements import options
 from gaincell.circuits.spice.engines import libngspice_path
 from gaincell.design import load_design
+from gaincell.errors import GaincellError
 
 from agreement import require, require_close
+from smollm2_adaptation import positive_int
 
 # Packing changes only the time grid (the instances of a netlist share its time steps): measured 2.8e-6,
 # 1.35e-5, 1.42e-5 of full scale at 5 x 5, 20 x 20, 40 x 40. 1e-3 stays above that and above TMAX 1 ns vs
 # 20 ps (6e-4), and far below what a wrong circuit gives (the naive cell without its supply: 0.99).
 TOLERANCE = 1e-3
+MAX_POINTS_PER_AXIS = 100  # 10,000 points, each simulated twice (the naive side one PySpice run per point)
 
 
 def naive(design, bench: CellRead, points):
@@ -66,9 +70,17 @@ def naive(design, bench: CellRead, points):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points-per-axis", type=int, default=20, help="stored x pulse grid side (20 -> 400)")
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--points-per-axis", type=functools.partial(positive_int, high=MAX_POINTS_PER_AXIS),
+                        default=20, help="stored x pulse grid side (20 -> 400)")
+    parser.add_argument("--workers", type=positive_int, default=None)
     args = parser.parse_args()
+    try:
+        compare(args)
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def compare(args):
     design = load_design("cmos-generic")
     bench = CellRead(design)
     n = args.points_per_axis

@@ -22,12 +22,28 @@ import platform
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
+
+from gaincell import __version__
+from gaincell.errors import GaincellError
+from gaincell.outputs import REPORT, atomic_write_text, guard_output
 
 FILE_KIND = "gaincell gpu attention baseline"
 CPU_DEFAULTS = {"batch": 4, "heads": 2, "head_dim": 64, "tokens": 128}
 GPU_DEFAULTS = {"batch": 64, "heads": 12, "head_dim": 64, "tokens": 1024}
+
+
+def earlier_baseline(path: Path) -> bool:
+    """Is `path` a baseline this script wrote (a small JSON object of FILE_KIND)? Such a file may be replaced."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("file_kind") == FILE_KIND
 
 
 def decode_pass(batch: int, heads: int, head_dim: int, tokens: int, device: str, dtype) -> None:
@@ -104,8 +120,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes first")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default=None,
                         help="default: float16 on CUDA, float32 on CPU")
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="JSON file to write (an existing file is replaced only when it is such a baseline)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file of another kind")
     args = parser.parse_args(argv)
+    try:
+        guard_output(args.out, REPORT, force=args.force or earlier_baseline(args.out))
+    except GaincellError as error:
+        parser.error(str(error))
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -155,7 +177,7 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
     steps = args.passes * sizes["tokens"]
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
-    result = {"file_kind": FILE_KIND, "device": name, "device_kind": "cuda" if cuda else "cpu",
+    result = {"written_by": f"gaincell {__version__}", "file_kind": FILE_KIND, "device": name, "device_kind": "cuda" if cuda else "cpu",
               **sizes, "passes": args.passes, "warmup_passes": args.warmup, "dtype": str(dtype).replace("torch.", ""),
               "latency_per_step_s": seconds / steps,
               "energy_per_step_j": None if energy_j is None else energy_j / steps,
@@ -163,8 +185,10 @@ def main(argv=None) -> int:
               "threads": torch.get_num_threads(), "command": " ".join([sys.executable, *sys.argv]),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "what": "one attention layer, KV-cache decode (cache write + SDPA), per decode step of the whole batch"}
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
+    try:
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     energy_text = "no energy" if energy_j is None else f"{result['energy_per_step_j'] * 1e3:.4g} mJ"
     print(f"{name} ({result['device_kind']}): {result['latency_per_step_s'] * 1e6:.4g} us and {energy_text} per "
           f"decode step (batch {sizes['batch']}, {sizes['heads']} x {sizes['head_dim']}, {sizes['tokens']} tokens x "

@@ -10,32 +10,66 @@ current at three stored levels and of the retention time, and two-sample Kolmogo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from gaincell.app.commands.options import design_inputs
 from gaincell.circuits.characterize import characterize
-from gaincell.circuits.mismatch import mismatch_for, run_monte_carlo
+from gaincell.circuits.mismatch import MAX_CELLS, mismatch_for, run_monte_carlo
 from gaincell.design import load_setup
+from gaincell.errors import ConfigError, GaincellError
 from gaincell.fitting.fit import fit_characterization
 from gaincell.fitting.variation import compare_with_simulation, format_comparison
+from gaincell.outputs import SWEEP_FILE, discard_other_kind, guard_output
+
+from smollm2_adaptation import positive_int
+
+MAX_SAMPLES = 1_000_000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--design", default="cmos-generic")
-    parser.add_argument("--cells", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--samples", type=int, default=2000, help="cells sampled from the fitted variation")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default=None, help="characterization file (kept; resumed); default: a temporary one")
+    parser.add_argument("--design", default="cmos-generic", help="a preset or a design file")
+    parser.add_argument("--cells", type=functools.partial(positive_int, high=MAX_CELLS), default=200,
+                        help=f"Monte Carlo cells (2 .. {MAX_CELLS})")
+    parser.add_argument("--seed", type=int, default=1, help="an integer >= 0")
+    parser.add_argument("--samples", type=functools.partial(positive_int, high=MAX_SAMPLES), default=2000,
+                        help="cells sampled from the fitted variation")
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="characterization file (kept; resumed); default: a temporary one")
+    parser.add_argument("--force", action="store_true", help="replace an --out file of another kind")
     args = parser.parse_args()
+    if args.cells < 2:
+        parser.error(f"argument --cells: must be at least 2; got {args.cells}")
+    if not 0 <= args.seed < 2**63:
+        parser.error(f"argument --seed: must be an integer >= 0; got {args.seed}")
+    try:
+        setup = load_setup(args.design)
+    except GaincellError as error:
+        problem = error.problem if isinstance(error, ConfigError) and error.parameter == "design" else error
+        parser.error(f"--design: {problem}")
+    if args.out is not None:
+        try:
+            guard_output(args.out, SWEEP_FILE, design_inputs(args.design), force=args.force)
+        except GaincellError as error:
+            parser.error(str(error))
+    try:
+        if args.out is not None and args.force:
+            discard_other_kind(args.out, SWEEP_FILE)
+        with (tempfile.TemporaryDirectory() if args.out is None else contextlib.nullcontext()) as folder:
+            measure(args, setup, args.out or Path(folder) / "char.h5")
+    except GaincellError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+def measure(args, setup, out: Path) -> None:
     started = time.perf_counter()
-    setup = load_setup(args.design)
-    folder = tempfile.TemporaryDirectory() if args.out is None else None
-    out = Path(args.out) if args.out else Path(folder.name) / "char.h5"
     characterize(setup.cell, out, setup.grid, workers=args.workers, progress=False)
     nominal_s = time.perf_counter() - started
     mismatch = mismatch_for(setup.cell, args.seed)
@@ -60,8 +94,6 @@ def main() -> None:
     print(format_comparison(rows))
     print(f"wall time: nominal characterization {nominal_s:.1f} s, Monte Carlo {mc_s:.1f} s, "
           f"total {time.perf_counter() - started:.1f} s (workers={args.workers})")
-    if folder is not None:
-        folder.cleanup()
 
 
 if __name__ == "__main__":

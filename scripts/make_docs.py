@@ -9,6 +9,7 @@ prints it in a terminal of 80 columns or more.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ import click
 from gaincell.app.cli import main as gaincell_main
 from gaincell.design import PRESETS, CellDesign, preset_names
 from gaincell.devices import DEVICE_KINDS, GEOMETRY_UNITS, SHIPPED_MODEL_NAMES
+from gaincell.errors import GaincellError
 from gaincell.fields import field_quantity, is_number
+from gaincell.outputs import atomic_write_text
 from gaincell.periphery import C2PDesign, DacDesign, Grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,20 +170,27 @@ def pages() -> dict[Path, str]:
     return {Path("docs/cli.md"): cli_page(), Path("docs/design-files.md"): design_page()}
 
 
-def main(argv: list[str]) -> int:
-    check = "--check" in argv
-    stale = []
-    for relative, text in pages().items():
-        path = ROOT / relative
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(str(relative))
-        if not check:
-            path.write_text(text)
-    if check and stale:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit with status 1 if a page differs from what it would write")
+    options = parser.parse_args(argv)
+    stale, generated = [], pages()
+    try:
+        for relative, text in generated.items():
+            path = ROOT / relative
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(str(relative))
+            if not options.check:
+                atomic_write_text(path, text)
+    except GaincellError as error:
+        print(f"make_docs: {error}", file=sys.stderr)
+        return 1
+    if options.check and stale:
         print(f"out of date: {', '.join(stale)}; regenerate with `{REGENERATE}`", file=sys.stderr)
         return 1
-    print(("rewrote " if stale else "up to date: ") + ", ".join(stale or map(str, pages())))
+    print(("rewrote " if stale else "up to date: ") + ", ".join(stale or map(str, generated)))
     return 0
 
 
