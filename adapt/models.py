@@ -25,6 +25,7 @@ import torch
 
 from gaincell.errors import ConfigError, GaincellError, ModelLoadError
 from gaincell.hardware import parse_overrides
+from gaincell.interrupts import interrupt_behind
 from gaincell.model_shapes import model_config_from_dict
 from gaincell.outputs import disk_full, is_disk_full
 from gaincell.progress import say
@@ -128,6 +129,9 @@ def causal_lm(folder: Path, dtype=torch.float32):
     except GaincellError:
         raise
     except Exception as exc:  # whatever transformers raises for a folder it cannot read: the folder is at fault
+        interrupt = interrupt_behind(exc)  # unless Ctrl-C or SIGTERM arrived while it imported a module
+        if interrupt is not None:
+            raise interrupt from None
         pickled = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
         hint = (f"; it holds pickled weights ({', '.join(pickled)}), which gaincell never reads: convert them to "
                 "safetensors (model.save_pretrained(..., safe_serialization=True)) where they come from") if pickled else ""
@@ -400,11 +404,20 @@ def load_adapted(folder: str | Path, mode: str | None = None):
     options = dict(manifest["layer"])
     if mode is not None:
         options["mode"] = mode
-    swap_attention(model, Surrogate.load(folder / "surrogate.h5"), **options)
+    try:
+        swap_attention(model, Surrogate.load(folder / "surrogate.h5"), **options)
+    except ConfigError as exc:
+        raise ModelLoadError(f"{folder}/{ADAPTED_MANIFEST}: its layer options do not make a gain-cell layer "
+                             f"({exc})") from None
     if (folder / GAINCELL_WEIGHTS).is_file() or not (folder / LEGACY_WEIGHTS).is_file():
         state = load_tensors(folder / GAINCELL_WEIGHTS)
     else:
         state = torch.load(folder / LEGACY_WEIGHTS, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (the model's {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and (not isinstance(v, torch.Tensor) or v.shape != own[k].shape)]
+    if wrong:
+        raise ModelLoadError(f"{folder}/{GAINCELL_WEIGHTS} does not match the model: wrong shapes {wrong[:3]}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     wanted = {k for k in gaincell_state(model) if not k.endswith(OPTIONAL_STATE)}
     if unexpected or wanted - set(state):

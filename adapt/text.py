@@ -72,12 +72,22 @@ def read_items(path: str | Path, parameter: str = "--data") -> list[str]:
     return items
 
 
-def split_last_word(text: str, path, number: int) -> tuple[str, str]:
+def split_last_word(text: str, path, number: int, parameter: str = "--data") -> tuple[str, str]:
     """(context, word) of a LAMBADA item: the text before its last space and the word after it."""
     context, _, word = text.rstrip().rpartition(" ")
     if not context or not word:
-        raise ConfigError("--data", f"{path} item {number} has no space before its last word")
+        raise ConfigError(parameter, f"{path} item {number} has no space before its last word")
     return context, word
+
+
+def check_lambada_file(path: str | Path, parameter: str = "--lambada") -> Path:
+    """A LAMBADA .jsonl file checked whole before any work (UTF-8 text, every line an item with a last word)."""
+    path = check_text_file(path, parameter)
+    if path.suffix != ".jsonl":
+        raise ConfigError(parameter, f"{path} is not a .jsonl file (one JSON object with a 'text' field per line)")
+    for number, text in enumerate(read_items(path, parameter), 1):
+        split_last_word(text, path, number, parameter)
+    return path
 
 
 def token_stream(path: str | Path, tokenizer, max_tokens: int | None = None, parameter: str = "--data") -> torch.Tensor:

@@ -122,6 +122,9 @@ class ArrayProbe(TorchFunctionMode):
             c.query_heads += rows * queries / batch
 
 
+MAX_COUNTED_WINDOW = 16384  # the prefill's window x window scores: ~2 GB and minutes on 2 cores at this size
+
+
 def count_decode_actions(cell, heads: int, kv_heads: int, head_dim: int, *, window: int = 1024, tile: int = 64,
                          tokens: int = 4, seed: int = 0, token_period_s: float | None = None) -> ActionCounts:
     """Mean actions per decoded token of one layer, counted on a real decode with a full ring (steady state).
@@ -138,6 +141,10 @@ def count_decode_actions(cell, heads: int, kv_heads: int, head_dim: int, *, wind
         raise ConfigError("--tile", f"must be a positive integer (token columns per array); got {tile!r}")
     if not isinstance(window, int) or window < tile or window % tile:
         raise ConfigError("--window", f"must be a positive multiple of --tile ({tile}); got {window!r}")
+    if window > MAX_COUNTED_WINDOW:
+        raise ConfigError("--window", f"is {window} tokens; the counts come from a real decode whose prefill holds "
+                                      f"window x window scores, so at most {MAX_COUNTED_WINDOW} (per-token counts "
+                                      "grow linearly with the window beyond it)")
     if not isinstance(cell, CellModel):
         cell = CellModel.from_surrogate(cell, token_period_s=token_period_s)
     # the torch path whatever GAINCELL_KERNEL says: the probe counts its array products (a fused kernel has none)

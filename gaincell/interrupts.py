@@ -8,6 +8,7 @@ lose the signal and let the run go on; inside the block a signal is recorded, an
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import threading
 
@@ -16,6 +17,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt behind `exc`: itself, or one a library turned into another error (a signal raised
+    inside h5py's Cython code arrives as a SystemError caused by it; one inside transformers' lazy imports as a
+    ModuleNotFoundError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def stop_on_signals() -> None:
@@ -45,3 +59,12 @@ def signals_deferred():
             handler(received[0], None)
         elif handler == signal.SIG_DFL:
             _interrupt(received[0], None)
+
+
+def import_deferred(*names: str) -> None:
+    """Import compiled libraries with SIGINT/SIGTERM held back to the end: a signal inside an extension module's
+    initialisation can leave it half-imported (e.g. numpy without its ufuncs) and be lost, so the run goes on
+    to fail later as a bug."""
+    with signals_deferred():
+        for name in names:
+            importlib.import_module(name)

@@ -113,9 +113,37 @@ def test_adapted_folder_round_trip_and_damage_is_detected(tmp_path, llama_folder
     with torch.no_grad():
         # float32 sums may round apart by ~1e-6; a parameter or buffer lost in the round trip moves far more
         torch.testing.assert_close(loaded(ids).logits, expected, rtol=1e-5, atol=1e-5)
+    _damaged_folders_are_refused_naming_the_file(out, tmp_path)
     (out / GAINCELL_WEIGHTS).write_bytes(b"half-written")
     with pytest.raises(Exception, match="interrupted save"):
         load_adapted(out)
+
+
+def _damaged_folders_are_refused_naming_the_file(out, tmp_path):
+    """A tensor of the wrong shape (its digest updated) and a layer option out of range in adapted.json."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from gaincell.adapt.models import ADAPTED_MANIFEST
+    from gaincell.errors import ModelLoadError
+    from gaincell.surrogate.file import sha256_of
+
+    reshaped = shutil.copytree(out, tmp_path / "reshaped")
+    state = load_file(reshaped / GAINCELL_WEIGHTS)
+    key = next(k for k in state if k.endswith("c2p_gain"))
+    save_file({**state, key: torch.ones(99)}, reshaped / GAINCELL_WEIGHTS)
+    manifest = json.loads((reshaped / ADAPTED_MANIFEST).read_text())
+    manifest["files"][GAINCELL_WEIGHTS] = sha256_of(reshaped / GAINCELL_WEIGHTS)
+    (reshaped / ADAPTED_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=f"{GAINCELL_WEIGHTS} does not match the model: wrong shapes"):
+        load_adapted(reshaped)
+    levels = shutil.copytree(out, tmp_path / "levels")
+    manifest = json.loads((levels / ADAPTED_MANIFEST).read_text())
+    manifest["layer"]["hardware"] = {"readout_levels": 1e308}
+    (levels / ADAPTED_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=f"{ADAPTED_MANIFEST}.*readout_levels"):
+        load_adapted(levels)
 
 
 def test_alpha_schedule_is_the_papers():

@@ -68,6 +68,8 @@ def test_simulate_cell_writes_the_stored_value(tmp_path):
     (["simulate", "cell", "--pulse", "40n", "--out", "x.h5"], "pulse: must be in (0, T_max"),
     (["simulate", "cell", "--design", "nope", "--out", "x.h5"], "design: 'nope' is neither a preset"),
     (["simulate", "cell", "--pulse", "ten", "--out", "x.h5"], "not a number like"),
+    (["characterize", "--scheduler", "bogus", "--out", "x.h5"], "neither 'local-dask' nor a Dask scheduler's address"),
+    (["energy", "--figures", "paper", "--window", "1048576"], "--window: is 1048576 tokens"),
 ])
 def test_bad_input_names_the_parameter(tmp_path, args, message):
     done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", *args], capture_output=True, text=True,
@@ -237,3 +239,16 @@ def test_validate_defaults_to_the_surrogates_design_and_names_what_another_chang
     done = gaincell("validate", str(surrogate), "--points", "1x1x1", "--out", str(tmp_path / "v.h5"))
     assert done.returncode == 0, done.stderr
     assert "1 fresh SPICE points" in done.stdout
+
+
+def test_a_bad_lambada_file_is_refused_before_the_demo_or_an_exploration_starts(tmp_path):
+    (tmp_path / "garbage.jsonl").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    (tmp_path / "no-text.jsonl").write_text('{"text": "fine passage"}\n{"words": 1}\n')
+    (tmp_path / "items.txt").write_text('{"text": "fine passage"}\n')
+    for name, message in (("garbage.jsonl", "is an HDF5 file"), ("no-text.jsonl", "line 2 is not a JSON object"),
+                          ("items.txt", "is not a .jsonl file")):
+        for args in (["demo", "--out", "d"], ["explore", "--vary", "cs_f=2f", "--out", "e"]):
+            done = subprocess.run([sys.executable, "-m", "gaincell.app.cli", *args, "--lambada", name],
+                                  capture_output=True, text=True, cwd=tmp_path, timeout=120)
+            assert done.returncode == 1 and message in done.stderr and "--lambada" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr and not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

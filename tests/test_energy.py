@@ -157,6 +157,7 @@ def test_bad_model_names_the_option_and_what_is_allowed(tmp_path, spec, content,
 
 def test_bad_options_name_the_parameter(tmp_path):
     for options, parameter in ((dict(figures="mine"), "--figures"), (dict(window=100), "--window"),
+                               (dict(window=1 << 20), "--window"),
                                (dict(tokens=0), "--tokens"), (dict(digital_scale=-1.0), "--digital-scale")):
         with pytest.raises(ConfigError) as info:
             estimate("gpt2", figures=options.pop("figures", "paper"), **options)

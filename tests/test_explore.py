@@ -41,6 +41,11 @@ def test_a_plan_is_every_combination_and_a_bad_field_or_value_is_refused_first(t
             plan_points("cmos-generic", parse_varies(varies))
     with pytest.raises(ConfigError, match="neither a preset"):
         plan_points(str(tmp_path / "missing.toml"), parse_varies(["cs_f=2f"]))
+    # a YAML design whose anchors nest ten lists ten deep (10**10 items when copied) is refused as a design first
+    bomb = ["&a0 [1,1,1,1,1,1,1,1,1,1]"] + [f"&a{k} [" + ",".join([f"*a{k - 1}"] * 10) + "]" for k in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("source: [" + ", ".join(bomb) + "]\n")
+    with pytest.raises(ConfigError, match="source: must be one line"):
+        plan_points(str(tmp_path / "bomb.yaml"), parse_varies(["cs_f=2f"]))
 
 
 def test_one_at_a_time_and_the_presets_change_one_field_each_from_the_base(tmp_path):

@@ -342,3 +342,24 @@ def test_a_sweep_file_with_nan_coordinates_or_a_link_loop_is_a_clear_error(tmp_p
         result = invoke(*args)
         assert result.exit_code == 1 and "error:" in result.output and "internal error" not in result.output, \
             result.output
+
+
+def test_a_file_kind_that_is_not_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "kind.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["file_kind"] = np.array([1, 2, 3])
+    refused(invoke("inspect", path))
+
+
+def test_a_name_that_would_break_a_raw_files_header_is_refused(tmp_path):
+    from gaincell.circuits.spice.rawfile import write_raw
+    from gaincell.errors import OutputError
+
+    t = np.array([0.0, 1.0])
+    for vectors, title in (({"time": t, "v(x)\nNo. Points: 99999\nBinary:": t}, "gaincell"),
+                           ({"time": t, "v(a b)": t}, "gaincell"), ({"time": t, "v(x)": t}, "t\nBinary:")):
+        with pytest.raises(OutputError, match="cannot go into a raw file's header"):
+            write_raw(tmp_path / "x.raw", vectors, title=title)
+    write_raw(tmp_path / "ok.raw", {"time": t, "v(x)": t})
+    [plot] = read_raw(tmp_path / "ok.raw")
+    np.testing.assert_array_equal(plot.vectors["v(x)"], t)

@@ -70,6 +70,26 @@ def test_eval_and_generate_stop_cleanly(tmp_path, gpt2_folder):
     assert not (tmp_path / "g.json").exists()
 
 
+@pytest.mark.slow
+def test_a_signal_while_the_command_starts_stops_it_cleanly(tmp_path, gpt2_folder):
+    """SIGTERM or Ctrl-C at any moment of the start-up (modules loading, numpy and torch initialising, the model
+    loading) through the console script's entry point: the one stop line and 130, never a traceback or a
+    half-imported library reported as a bug."""
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT * 20)
+    args = ["eval", "--model", gpt2_folder, "--surrogate", "paper", "--data", text_file, "--context", "256"]
+    for delay, number in ((0.05, signal.SIGINT), (0.15, signal.SIGTERM), (0.3, signal.SIGTERM),
+                          (0.45, signal.SIGINT), (0.7, signal.SIGTERM), (1.0, signal.SIGTERM), (1.5, signal.SIGINT)):
+        process = subprocess.Popen([sys.executable, "-c", "from gaincell.app.console import run; run()",
+                                    *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                   text=True)
+        time.sleep(delay)
+        process.send_signal(number)
+        text, _ = process.communicate(timeout=120)
+        assert_stopped_cleanly(process.returncode, text, tmp_path)
+        assert "internal error" not in text, text
+
+
 def test_fit_stopped_while_writing_leaves_nothing(tmp_path, monkeypatch):
     """SIGTERM arriving while the surrogate file is being written (the process sends it to itself there)."""
     from gaincell.fitting import fit as fitting

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gaincell.errors import GaincellError, NetlistError, SimulationError, WorkerCrashed
+from gaincell.errors import ConfigError, GaincellError, NetlistError, SimulationError, WorkerCrashed
 
 from .workers import Task, WorkerPool, simulate_in_worker
 
@@ -91,7 +91,10 @@ def _execute_dask(sweep, queue: deque, workers, scheduler: str, points):
                                processes=True, dashboard_address=None)
         client = Client(cluster)
     else:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConfigError("--scheduler", f"no Dask scheduler answers at {scheduler!r} ({exc})") from None
     try:
         def submit(indices):
             future = client.submit(simulate_chunk, sweep.testbench, points(indices), "batch", sweep.timeout_s,

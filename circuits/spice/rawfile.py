@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gaincell.errors import SimulationError
+from gaincell.errors import OutputError, SimulationError
 
 
 @dataclass
@@ -136,6 +136,10 @@ def write_raw(path: str | Path, vectors: dict[str, np.ndarray], kinds: dict[str,
         raise SimulationError("write_raw: no vectors to write")
     n_points = len(vectors[names[0]])
     kinds = kinds or {}
+    for what, text in [("title", title), ("plot name", plot_name)] + [("vector name", n) for n in names]:
+        if not text or any(ord(c) < 32 for c in text) or (what == "vector name" and any(c.isspace() for c in text)):
+            raise OutputError(f"the {what} {text!r} cannot go into a raw file's header (it holds a line break, tab, "
+                              "control character or, in a vector name, a space); rename it or export as CSV")
     is_complex = any(np.iscomplexobj(vectors[n]) for n in names)
     header = [f"Title: {title}", "Date: -", f"Plotname: {plot_name}", f"Flags: {'complex' if is_complex else 'real'}",
               f"No. Variables: {len(names)}", f"No. Points: {n_points}", "Variables:"]

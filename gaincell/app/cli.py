@@ -20,7 +20,7 @@ from .. import __version__
 from .commands import circuits, explore, files, language_model, surrogate
 from .commands.options import design_inputs, force_option
 from ..errors import GaincellError
-from ..interrupts import STOP_SIGNALS, stop_on_signals
+from ..interrupts import STOP_SIGNALS, import_deferred, interrupt_behind, stop_on_signals
 from ..outputs import disk_full, is_disk_full, output_lock
 
 
@@ -28,6 +28,9 @@ def torch_out_of_memory() -> tuple[type, ...]:
     """torch's out-of-memory errors, when torch is already loaded (it is never imported just for this)."""
     torch = sys.modules.get("torch")
     return (torch.OutOfMemoryError,) if torch is not None and hasattr(torch, "OutOfMemoryError") else ()
+
+
+TORCH_VERBS = {"attention", "energy", "adapt", "eval", "generate", "explore", "demo"}  # import torch (slow to load)
 
 
 class GaincellGroup(click.Group):
@@ -41,6 +44,8 @@ class GaincellGroup(click.Group):
     def invoke(self, ctx):
         stop_on_signals()
         try:
+            verb = (getattr(ctx, "_protected_args", None) or [None])[0]
+            import_deferred("numpy", "h5py", *(("torch",) if verb in TORCH_VERBS else ()))
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
@@ -49,18 +54,6 @@ class GaincellGroup(click.Group):
             if interrupt is not None:
                 stopped(interrupt)
             report(exc)
-
-
-def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt behind `exc`: itself, or one a library turned into another error (a signal raised
-    inside h5py's Cython code arrives as a SystemError caused by it)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def stopped(interrupt: KeyboardInterrupt) -> None:
@@ -83,9 +76,11 @@ def report(exc: BaseException) -> None:
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         fail(GaincellError(f"{where}{exc.strerror or exc}"))
-    if isinstance(exc, MemoryError):  # e.g. a file declaring a huge dataset, or sizes too large for this machine
-        fail(GaincellError(f"not enough memory for what the inputs ask ({exc}); check the input files and the "
-                           "sizes given on the command line"))
+    # e.g. a file declaring a huge dataset, or sizes too large for this machine (torch's CPU allocator says so
+    # in a RuntimeError)
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
+        fail(GaincellError(f"not enough memory for what the inputs ask ({str(exc).splitlines()[0][:300]}); check "
+                           "the input files and the sizes given on the command line"))
     if isinstance(exc, RecursionError):
         fail(GaincellError("an input is nested too deeply to be read (e.g. a JSON attribute of an HDF5 file); "
                            "check the input files"))
@@ -132,6 +127,10 @@ def demo(out_dir, design, workers, lm, lambada, force):
     attention layer, and write report.html listing every stage."""
     from .demo import check_demo_folder, run_demo
 
+    if lm and lambada:
+        from ..adapt.text import check_lambada_file
+
+        check_lambada_file(lambada)  # read minutes later, by the language-model stage: checked now
     folder = check_demo_folder(Path(out_dir), design_inputs(design), force)
     with output_lock(folder / ".gaincell-demo"):
         report, seconds = run_demo(folder, design, workers, lm, say=click.echo,

@@ -86,7 +86,7 @@ def parse_varies(items) -> list[tuple[str, list]]:
 
 def base_table(design: str) -> tuple[dict, Path]:
     """The design-file table a preset or a file stands for, and the folder its relative paths start from."""
-    from ..design import PRESETS
+    from ..design import PRESETS, setup_from_table
     from ..design_text import read_design_table
     from ..pdk_presets import PDK_TABLES
 
@@ -100,7 +100,10 @@ def base_table(design: str) -> tuple[dict, Path]:
 
         raise ConfigError("--design", f"{shown(design)} is neither a preset ({', '.join(preset_names())}) nor a "
                                       "TOML/YAML file")
-    return json.loads(json.dumps(dict(read_design_table(path)))), path.resolve().parent
+    table = read_design_table(path)
+    # checked as a design first: a YAML file's anchors can make a short text a huge table when copied
+    setup_from_table(table, f"design file {path}", path.parent)
+    return json.loads(json.dumps(dict(table))), path.resolve().parent
 
 
 def combinations(varies: list[tuple[str, list]], sampling: str = "grid") -> list[tuple]:

@@ -62,8 +62,9 @@ def describe(path: str | Path, max_listed: int = 10) -> str:
     """A readable summary of any HDF5 file gaincell writes (characterization, run, validation, surrogate)."""
     path = Path(path)
     with open_hdf5(path, "a gaincell file (characterization or surrogate)") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    if attrs.get("file_kind") == SURROGATE or "schema_version" in attrs:
+        attrs = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    kind = attrs.get("file_kind")
+    if (isinstance(kind, str) and kind == SURROGATE) or "schema_version" in attrs:
         return _describe_surrogate(path)
     sweeps = list_sweeps(path)  # refuses anything but a characterization file, saying what it is
     lines = [f"{path}: {attrs['file_kind']}"

@@ -11,7 +11,8 @@ from ... import __version__
 from ...design import preset_names
 from ...errors import ConfigError, InputFileError
 from ...outputs import REPORT, SWEEP_FILE, discard_other_kind, guard_output, output_lock
-from .options import SECONDS, Quantity, condition_options, option_group, corner_list, design_inputs, force_option, temperature_list
+from .options import (SECONDS, Quantity, condition_options, dask_scheduler, option_group, corner_list, design_inputs,
+                      force_option, temperature_list)
 
 BUILT_CIRCUITS = {"cell": "one write + read transient of a gain cell (--design, --stored, --pulse)",
                   "array": "a --rows x --cols array read (random DAC levels and pulse widths, --seed; wires optional)",
@@ -175,7 +176,7 @@ def _plot_result(result, png: str, title: str) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
               help="Characterization HDF5 file (resumed if it already holds part of the sweeps).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Simulator processes (default: one per core).")
-@click.option("--scheduler", default=None,
+@click.option("--scheduler", default=None, callback=dask_scheduler,
               help="Dask scheduler: 'local-dask' for a LocalCluster or tcp://host:port (default: local processes).")
 @click.option("--restart", is_flag=True, help="Discard what --out holds for these sweeps and start over.")
 @click.option("--c2p", "with_c2p", is_flag=True,

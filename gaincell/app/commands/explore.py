@@ -64,7 +64,11 @@ def explore(design, varies, sampling, preset, out_dir, scheduler, workers, spice
 
     if not lambada_items:
         lambada = None
-    elif lambada is None:
+    elif lambada is not None:
+        from ...adapt.text import check_lambada_file
+
+        check_lambada_file(lambada)  # read by every point's language-model stage: checked once, now
+    else:
         from ...resources import data_path
 
         lambada = data_path(SHIPPED_LAMBADA)

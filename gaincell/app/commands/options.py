@@ -129,6 +129,17 @@ def surrogate_file(value: str) -> Path:
     return Path(value)
 
 
+DASK_ADDRESS = re.compile(r"(tcp|tls|ucx)://[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
+
+
+def dask_scheduler(ctx, param, value: str | None) -> str | None:
+    """Click callback of --scheduler: none, 'local-dask', or a Dask scheduler's address (tcp://host:port)."""
+    if value is None or value == "local-dask" or DASK_ADDRESS.fullmatch(value):
+        return value
+    raise click.BadParameter(f"{value!r} is neither 'local-dask' nor a Dask scheduler's address such as "
+                             "tcp://host:8786")
+
+
 def point_list(text: str | None) -> list[int] | None:
     """--points: comma-separated flat point numbers (None: the verb's default points)."""
     if not text:
