@@ -177,7 +177,8 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
     steps = args.passes * sizes["tokens"]
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
-    result = {"written_by": f"gaincell {__version__}", "file_kind": FILE_KIND, "device": name, "device_kind": "cuda" if cuda else "cpu",
+    result = {"written_by": f"gaincell {__version__}", "file_kind": FILE_KIND, "device": name,
+              "device_kind": "cuda" if cuda else "cpu",
               **sizes, "passes": args.passes, "warmup_passes": args.warmup, "dtype": str(dtype).replace("torch.", ""),
               "latency_per_step_s": seconds / steps,
               "energy_per_step_j": None if energy_j is None else energy_j / steps,

@@ -13,6 +13,7 @@ paper publishes no transistor sizes or models, so the rest are cmos-generic's an
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from gaincell.hardware import PAPER_HARDWARE
 from gaincell.paper import (PAPER_E_AV_HEAD_J, PAPER_E_DAC_HEAD_J, PAPER_E_DIGITAL_HEAD_J, PAPER_E_QK_HEAD_J,
                             PAPER_LATENCY_PER_LAYER_S, PAPER_T_MAX_S)
 from gaincell.design import PRESETS
+from gaincell.errors import InputFileError
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
 
 from .fit import c2p_paper_default, figures, fit_model
@@ -35,10 +37,42 @@ PAPER_FIGURES = {"latency_per_token_s": PAPER_LATENCY_PER_LAYER_S, "e_qk_stage_p
                  "e_digital_per_token_head_j": PAPER_E_DIGITAL_HEAD_J.value, "e_dac_per_token_head_j": PAPER_E_DAC_HEAD_J.value}
 
 
+ARRAYS = ("Vstore", "Vin", "Iout")  # stored voltages (n), input voltages (m), currents (n, m)
+
+
+def read_iv(source: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refuse (InputFileError naming the file) anything but an .npz of finite float arrays Vstore (n), Vin (m) and
+    Iout (n, m), read without unpickling."""
+    what = f"IV_FILE {source}"
+    if not source.is_file():
+        raise InputFileError(f"{what}: no such file" if not source.exists() else f"{what}: is not a file")
+    try:
+        with open(source, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                raise InputFileError(f"{what}: is not an .npz archive (a zip file of arrays); expected the paper's "
+                                     f"gaincell_iv_spice.npz ({', '.join(ARRAYS)})")
+        with np.load(source, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputFileError(f"{what}: is a single .npy array, not an .npz archive of {', '.join(ARRAYS)}")
+            missing = [name for name in ARRAYS if name not in data.files]
+            if missing:
+                raise InputFileError(f"{what}: has no array {', '.join(missing)} (it holds {', '.join(data.files) or 'none'});"
+                                     f" expected the paper's gaincell_iv_spice.npz ({', '.join(ARRAYS)})")
+            stored, vin, current = (np.asarray(data[name]) for name in ARRAYS)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputFileError(f"{what}: cannot be read as an .npz archive of numbers ({exc}); expected the paper's "
+                             f"gaincell_iv_spice.npz ({', '.join(ARRAYS)})") from None
+    if not all(np.issubdtype(a.dtype, np.number) and np.isfinite(a).all() for a in (stored, vin, current)):
+        raise InputFileError(f"{what}: {', '.join(ARRAYS)} must hold finite numbers")
+    if stored.ndim != 1 or vin.ndim != 1 or current.shape != (stored.size, vin.size) or min(stored.size, vin.size) < 4:
+        raise InputFileError(f"{what}: expected Vstore (n), Vin (m) and Iout (n, m) with n, m >= 4; got shapes "
+                             f"{stored.shape}, {vin.shape}, {current.shape}")
+    return stored, vin, current
+
+
 def fit_reference(iv_path: str | Path) -> Surrogate:
     """Fit the paper's IV data into the paper-reference surrogate."""
-    data = np.load(iv_path)
-    stored, vin, current = data["Vstore"], data["Vin"], data["Iout"]
+    stored, vin, current = read_iv(Path(iv_path))
     at_09 = int(np.argmin(np.abs(vin - PAPER_REFERENCE.v_in_v)))
     slice_inputs = {"stored_v": stored, "pulse_s": np.ones_like(stored), "vin_v": np.full_like(stored, vin[at_09])}
     cubic_config = {"order": 3, "vin_order": 0, "y0_v": PAPER_REFERENCE.zero_v, "vin0_v": 0.0}

@@ -44,8 +44,6 @@ class GaincellGroup(click.Group):
     def invoke(self, ctx):
         stop_on_signals()
         try:
-            verb = (getattr(ctx, "_protected_args", None) or [None])[0]
-            import_deferred("numpy", "h5py", *(("torch",) if verb in TORCH_VERBS else ()))
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
@@ -54,6 +52,12 @@ class GaincellGroup(click.Group):
             if interrupt is not None:
                 stopped(interrupt)
             report(exc)
+
+    def resolve_command(self, ctx, args):
+        """The verb to run, once the compiled libraries it needs are loaded with signals held back."""
+        name, command, rest = super().resolve_command(ctx, args)
+        import_deferred("numpy", "h5py", *(("torch",) if name in TORCH_VERBS else ()))
+        return name, command, rest
 
 
 def stopped(interrupt: KeyboardInterrupt) -> None:
