@@ -234,8 +234,20 @@ def test_gpu_baseline_checks_its_out_before_measuring_and_replaces_only_a_baseli
     ("benchmarks/bench_attention.py", ["--window", "100"], "--window"),
     ("benchmarks/bench_attention.py", ["--aged-token-period-s", "-1"], "--aged-token-period-s"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
-def test_benchmarks_refuse_bad_arguments(script, args, names, tmp_path):
-    refused(script, *args, names=names, cwd=tmp_path)
+def test_benchmarks_refuse_bad_arguments(script, args, names, tmp_path, monkeypatch, capsys):
+    """In this process (each refusal comes before any work, so no interpreter start per case): `main()` exits
+    with an error line naming the argument, and nothing else escapes it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    assert done.value.code not in (0, None)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error" in last and names in last, last
     assert not any(tmp_path.iterdir())
 
 
