@@ -55,6 +55,15 @@ def _report_signature_ok(path: Path) -> bool:
     return False
 
 
+def utf8_text(text: str) -> str:
+    """`text` made writable as UTF-8: the undecodable bytes of a file name (which Python keeps as lone
+    surrogates) become U+FFFD, so a path can go into an HDF5 attribute, a figure title or a report."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte (e.g. from JSON)
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on any error removed.
@@ -119,7 +128,7 @@ def _alive(pid: int) -> bool:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(utf8_text(text), encoding="utf-8")
     return Path(path)
 
 

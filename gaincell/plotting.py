@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from .outputs import atomic_path  # noqa: E402
+from .outputs import atomic_path, utf8_text  # noqa: E402
 from .sweep_data import unit_of  # noqa: E402
 
 MAX_POINTS_PER_TRACE = 4000
@@ -83,6 +83,17 @@ def plot_waveforms(path: str | Path, time_s: np.ndarray, signals: dict[str, np.n
     return save_figure(waveform_figure(time_s, signals, title, units), path)
 
 
+def _writable_text(figure: Figure) -> Figure:
+    """The figure with every title, label and name writable as UTF-8 (a title may hold a file name whose
+    bytes are not UTF-8, which neither matplotlib nor the page can draw)."""
+    panels = [replace(panel, title=utf8_text(panel.title), y_label=utf8_text(panel.y_label),
+                      x_label=utf8_text(panel.x_label),
+                      traces=[replace(trace, name=utf8_text(trace.name)) for trace in panel.traces])
+              for panel in figure.panels]
+    categories = None if figure.categories is None else [utf8_text(str(c)) for c in figure.categories]
+    return replace(figure, title=utf8_text(figure.title), panels=panels, categories=categories)
+
+
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Render by suffix: .html -> interactive page, anything else -> PNG."""
     path = Path(path)
@@ -97,6 +108,7 @@ def save_png_and_html(figure: Figure, stem: str | Path) -> tuple[Path, Path]:
 
 def render_png(figure: Figure, path: str | Path) -> Path:
     """Matplotlib rendering of a Figure."""
+    figure = _writable_text(figure)
     n = max(1, len(figure.panels))
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.8 * n), sharex=figure.share_x and not figure.categories,
                              squeeze=False)
@@ -185,6 +197,7 @@ def figure_data(figure: Figure) -> dict:
 
 def render_html(figure: Figure, path: str | Path) -> Path:
     """A self-contained interactive page (works offline from the file; the page forbids any request)."""
+    figure = _writable_text(figure)
     data = json.dumps(figure_data(figure)).replace("</", "<\\/")
     page = _PAGE.replace("%TITLE%", html.escape(figure.title or "gaincell figure")).replace("%DATA%", data)
     page = page.replace("%SCRIPT%", _SCRIPT)

@@ -39,7 +39,7 @@ import numpy as np
 from gaincell.errors import ConfigError, GaincellError, InputFileError
 from gaincell.hdf5_trust import check_self_contained
 from gaincell.interrupts import signals_deferred
-from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_write_bytes, file_kind
+from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_write_bytes, file_kind, utf8_text
 from gaincell.sweep_data import COMPLEX_TYPE, FAILED, OK, PENDING, RESERVED_NAMES, STATUS_MEANING, SweepData
 
 _REQUIRED = ("status", "error", "deck_index", "deck_text")
@@ -58,7 +58,7 @@ def _attach_dims(dataset, dim_names: list[str], group) -> None:
 def _write_attr(obj, key: str, value) -> None:
     if isinstance(value, (dict, list, tuple)):
         value = json.dumps(value, sort_keys=True, default=str)
-    obj.attrs[key] = value
+    obj.attrs[key] = utf8_text(value) if isinstance(value, str) else value
 
 
 def _write_sweep(parent: h5py.Group, data: SweepData) -> None:

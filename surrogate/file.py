@@ -45,6 +45,7 @@ from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hardware import HardwareConfig, recorded_before
 from gaincell.hdf5_trust import check_self_contained
 from gaincell.interrupts import signals_deferred
+from gaincell.outputs import utf8_text
 from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.store import new_hdf5
 
@@ -154,11 +155,11 @@ class Surrogate:
                             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                             "gaincell_version": __version__, DESIGN_RECORD: design_record(self.design, self.c2p_design,
                                                                                          self.dac_design),
-                            "source_path": self.source_path, "source_sha256": self.source_sha256})
+                            "source_path": utf8_text(self.source_path), "source_sha256": self.source_sha256})
             for name, part in self.components.items():
                 group = f.create_group(name)
                 group.attrs.update({"model_id": part.model_id, "config": json.dumps(part.config),
-                                    "source": part.source, "validity": json.dumps(part.validity),
+                                    "source": utf8_text(part.source), "validity": json.dumps(part.validity),
                                     "residuals": json.dumps(part.residuals, default=float)})
                 group.create_dataset("param_names", data=np.array(part.param_names, dtype=object).astype(_STR))
                 group.create_dataset("values", data=part.values)

@@ -2,6 +2,7 @@
 and surrogates; implausible surrogates; complex (.ac) results stored, read, listed, plotted and exported whole."""
 import json
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -363,3 +364,30 @@ def test_a_name_that_would_break_a_raw_files_header_is_refused(tmp_path):
     write_raw(tmp_path / "ok.raw", {"time": t, "v(x)": t})
     [plot] = read_raw(tmp_path / "ok.raw")
     np.testing.assert_array_equal(plot.vectors["v(x)"], t)
+
+
+def test_file_names_that_are_not_utf8_are_simulated_plotted_and_recorded(tmp_path):
+    """A name with undecodable bytes (kept by Python as lone surrogates) is written into the sweep's
+    attributes, a figure title and a surrogate's record as U+FFFD, not reported as a damaged file or a bug."""
+    import os
+
+    from sweep_helpers import RC_AC
+
+    folder = os.fsdecode(bytes(tmp_path))
+    netlist = os.fsdecode(os.fsencode(folder) + b"/rc\xff.cir")
+    Path(netlist).write_text(RC_AC)
+    sweep = os.fsdecode(os.fsencode(folder) + b"/rc\xfe.h5")
+    result = invoke("simulate", netlist, "--out", sweep)
+    assert result.exit_code == 0, result.output
+    with h5py.File(sweep, "r") as f:
+        assert f["ac"].attrs["source_file"].endswith("rc\ufffd.cir")
+    for suffix in ("png", "html"):
+        out = tmp_path / f"rc.{suffix}"
+        result = invoke("plot", sweep, "--sweep", "ac", "--signal", "v(out)", "--out", out)
+        assert result.exit_code == 0 and out.stat().st_size > 0, result.output
+    assert "rc\ufffd.h5: sweep ac" in (tmp_path / "rc.html").read_text(encoding="utf-8")
+
+    surrogate = Surrogate.load(data_path("paper_reference.h5"))
+    surrogate.source_path = os.fsdecode(os.fsencode(folder) + b"/char\xff.h5")
+    saved = surrogate.save(tmp_path / "s.h5")
+    assert Surrogate.load(saved).source_path.endswith("char\ufffd.h5")

@@ -33,6 +33,14 @@ def torch_out_of_memory() -> tuple[type, ...]:
 TORCH_VERBS = {"attention", "energy", "adapt", "eval", "generate", "explore", "demo"}  # import torch (slow to load)
 
 
+def echo_any_file_name() -> None:
+    """Let the console streams print a file name whose bytes are not UTF-8 as those bytes (Python keeps them
+    as lone surrogates, which a UTF-8 terminal's strict stream refuses in the middle of a message)."""
+    for stream in (sys.stdout, sys.stderr):
+        if callable(getattr(stream, "reconfigure", None)):
+            stream.reconfigure(errors="surrogateescape")
+
+
 class GaincellGroup(click.Group):
     """Runs a verb and turns the package's errors into one clear paragraph and exit status 1.
 
@@ -43,6 +51,7 @@ class GaincellGroup(click.Group):
 
     def invoke(self, ctx):
         stop_on_signals()
+        echo_any_file_name()
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
