@@ -90,6 +90,11 @@ def check_lambada_file(path: str | Path, parameter: str = "--lambada") -> Path:
     return path
 
 
+def check_data_file(path: str | Path, parameter: str = "--data") -> Path:
+    """An evaluation file checked before any model loads: a LAMBADA .jsonl whole, any other file as text."""
+    return check_lambada_file(path, parameter) if str(path).endswith(".jsonl") else check_text_file(path, parameter)
+
+
 def token_stream(path: str | Path, tokenizer, max_tokens: int | None = None, parameter: str = "--data") -> torch.Tensor:
     """The whole file as one 1-D tensor of token ids (the first `max_tokens` if given)."""
     text = read_text(path, parameter)

@@ -511,3 +511,20 @@ def test_eval_with_device_variation_and_read_noise(tmp_path, gpt2_folder):
     refused = CliRunner().invoke(main, ["eval", "--model", str(gpt2_folder), "--surrogate", "paper", "--data", str(text),
                                         "--variation-scale", "1"])
     assert refused.exit_code == 1 and "no variation component" in refused.output
+
+
+def test_eval_checks_every_data_file_before_loading_the_model(tmp_path):
+    """A LAMBADA file with an item that has no last word is refused naming it and the item, before the model
+    (here a folder that does not exist) is even looked at."""
+    from click.testing import CliRunner
+
+    from gaincell.app.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"text": "a passage that ends in a word"}\n{"text": "   "}\n')
+    result = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "no-model"), "--data", str(text),
+                                       "--data", str(items)])
+    assert result.exit_code == 1 and "items.jsonl" in result.output and "item 2" in result.output, result.output
+    assert "no-model" not in result.output

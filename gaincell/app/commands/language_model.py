@@ -222,7 +222,7 @@ def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, vari
     from ...adapt.models import (ADAPTED_MANIFEST, apply_variation, load_adapted, load_pretrained,
                                 swap_attention)
     from ...adapt.recipe import pick_device
-    from ...adapt.text import check_text_file
+    from ...adapt.text import check_data_file
     from ...surrogate.file import Surrogate
 
     max_tokens, context, stride, limit = scoring.max_tokens, scoring.context, scoring.stride, scoring.limit
@@ -236,6 +236,8 @@ def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, vari
         raise ConfigError("--variation", "needs --variation-scale or --read-noise-scale above 0")
     if harness:
         require_lm_eval()  # before loading the model
+    for path in data_paths:
+        check_data_file(path, "--data")  # every --data is checked before the model loads
     folder = model_folder(model_spec)
     if (folder / ADAPTED_MANIFEST).is_file():
         if surrogate or hardware:
@@ -262,8 +264,6 @@ def eval_command(model_spec, data_paths, surrogate, mode, scoring, harness, vari
         apply_variation(model, own, source, scale=variation_scale, read_noise_scale=read_noise_scale,
                         seed=variation_seed)
         kind += f", variation {variation_scale:g}x, read noise {read_noise_scale:g}x, seed {variation_seed}"
-    for path in data_paths:
-        check_text_file(path, "--data")  # every --data is text before any evaluation starts
     model.to(pick_device(device))
     results = []
     for path in data_paths:
