@@ -75,6 +75,14 @@ def test_implausible_surrogate_values_are_refused_naming_file_component_value_an
     refused(invoke("inspect", path), str(path), *phrases)
 
 
+def test_adapt_refuses_an_implausible_surrogate_and_leaves_no_output_folder(tmp_path, gpt2_folder, text_file):
+    path = damaged_surrogate(tmp_path, set_config("multiply", y0_v=1000.0))
+    out = tmp_path / "adapted"
+    refused(invoke("adapt", "--model", gpt2_folder, "--surrogate", path, "--train-text", text_file, "--out", out),
+            str(path), "y0_v = 1000")
+    assert not out.exists()
+
+
 def test_eval_refuses_an_implausible_variation_instead_of_printing_nan(tmp_path, gpt2_folder, text_file):
     path = damaged_surrogate(tmp_path, set_dataset("variation/multiply_covariance", np.eye(4) * 1e200))
     refused(invoke("eval", "--model", gpt2_folder, "--surrogate", "paper", "--data", text_file, "--variation", path,

@@ -2,6 +2,7 @@
 LAMBADA) and `generate` (softmax and gain-cell continuations side by side)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -137,8 +138,15 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
                            retrieval_gain=objective.retrieval_gain,
                            mlp=TrainConfig(steps=steps.mlp_steps, lr=rate("mlp"),
                                            distill_weight=1.0 if distill is None else distill, **recall, **train))
-    with output_lock(lock):
-        manifest = run_adapt(options, say=click.echo)
+    created = not out.exists()
+    try:
+        with output_lock(lock):
+            manifest = run_adapt(options, say=click.echo)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only while still empty: a refusal leaves no folder behind, a started run its work
+        raise
     click.echo(f"adapted model in {out_dir}: stages done {', '.join(manifest['stages_done'])}")
 
 
