@@ -4,9 +4,13 @@ HDF5 lets a file point into other files: a dataset's raw data may live in anothe
 name may be a link into another file (external link) or to another name (soft link), and a dataset may be
 assembled from datasets of other files (virtual dataset). gaincell never writes any of these, and following one
 would read (and show, fit or export) a file the user did not give, so every reader refuses a file holding one
-before it reads any data (`check_self_contained`).
+before it reads any data. A dataset may also declare more values than it stores (chunks that are never written
+read as fill values): one larger than this machine's memory is refused by name before it is read
+(`check_trusted` applies both rules).
 """
 from __future__ import annotations
+
+import os
 
 import h5py
 
@@ -39,6 +43,37 @@ def outside_reference(f: h5py.File) -> str | None:
 
     f.visititems_links(visit)
     return found[0] if found else None
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def oversized_dataset(f: h5py.File, limit: int) -> str | None:
+    """The first dataset of `f` whose declared size exceeds `limit` bytes, described, or None (no data read)."""
+    found: list[str] = []
+
+    def visit(name: str, obj) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and obj.size * obj.dtype.itemsize > limit:
+            found.append(f"dataset /{name} declares {obj.shape} values of {obj.dtype} "
+                         f"({obj.size * obj.dtype.itemsize / 2**30:.3g} GiB)")
+            return True
+        return None
+
+    f.visititems(visit)
+    return found[0] if found else None
+
+
+def check_trusted(f: h5py.File, path, error: type[Exception]) -> None:
+    """Raise `error` naming `path` and the offending object when `f` points into other files or names, or
+    declares a dataset larger than this machine's memory (which could never be read)."""
+    check_self_contained(f, path, error)
+    limit = memory_bytes()
+    what = oversized_dataset(f, limit)
+    if what is not None:
+        raise error(f"{path}: refused: {what}, more than this machine's memory ({limit / 2**30:.3g} GiB); a "
+                    "gaincell file never holds such a dataset (a damaged or crafted file?)")
 
 
 def check_self_contained(f: h5py.File, path, error: type[Exception]) -> None:

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from gaincell.errors import ConfigError, GaincellError, InputFileError
-from gaincell.hdf5_trust import check_self_contained
+from gaincell.hdf5_trust import check_trusted
 from gaincell.interrupts import signals_deferred
 from gaincell.outputs import SURROGATE, SWEEP_FILE, atomic_write_bytes, file_kind, utf8_text
 from gaincell.sweep_data import COMPLEX_TYPE, FAILED, OK, PENDING, RESERVED_NAMES, STATUS_MEANING, SweepData
@@ -135,7 +135,7 @@ def open_hdf5(path: str | Path, expected: str):
                    if head != HDF5_SIGNATURE else f"it is a damaged HDF5 file (truncated or corrupted?): {exc}")
             raise InputFileError(f"{path}: not {expected}: {why}") from None
         with f:
-            check_self_contained(f, path, InputFileError)
+            check_trusted(f, path, InputFileError)
             yield f
 
 

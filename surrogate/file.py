@@ -43,7 +43,7 @@ from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
 from gaincell.errors import ConfigError, SurrogateError
 from gaincell.hardware import HardwareConfig, recorded_before
-from gaincell.hdf5_trust import check_self_contained
+from gaincell.hdf5_trust import check_trusted
 from gaincell.interrupts import signals_deferred
 from gaincell.outputs import utf8_text
 from gaincell.periphery import C2PDesign, DacDesign
@@ -186,7 +186,7 @@ class Surrogate:
             raise SurrogateError(f"{path} is not a gaincell surrogate: {what}")
         try:
             with signals_deferred(), h5py.File(path, "r") as f:  # h5py would swallow an interrupt
-                check_self_contained(f, path, SurrogateError)
+                check_trusted(f, path, SurrogateError)
                 version = f.attrs.get("schema_version")
                 if version is None:
                     kind = f.attrs.get("file_kind", "")

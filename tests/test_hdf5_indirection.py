@@ -1,5 +1,6 @@
 """HDF5 files that point into other files (external raw storage, external and soft links, virtual datasets) are
-refused by every reader, by name, before any data is read: nothing of the other file reaches the output."""
+refused by every reader, by name, before any data is read: nothing of the other file reaches the output. So is
+a file declaring a dataset larger than the machine's memory (which would be read as fill values)."""
 import shutil
 
 import h5py
@@ -109,10 +110,33 @@ def test_every_sweep_reader_refuses_a_linked_file(linked_sweep, tmp_path, verb):
 
 def test_every_surrogate_reader_refuses_a_linked_file(linked_surrogate, tmp_path, gpt2_folder):
     path, kind = linked_surrogate
+    text = tmp_path / "text.txt"
+    text.write_text("Some text to score.\n")
     with pytest.raises(SurrogateError, match=KINDS[kind]):
         Surrogate.load(path)
     for args in (["inspect", path], ["attention", path, "--out", tmp_path / "layer"],
                  ["energy", "--surrogate", path, "--out", tmp_path / "energy"],
-                 ["eval", "--model", gpt2_folder, "--surrogate", path, "--data", data_path("paper_reference.h5")]):
+                 ["eval", "--model", gpt2_folder, "--surrogate", path, "--data", text]):
         refused(invoke(*args), str(path), "/multiply/values", KINDS[kind])
     assert not (tmp_path / "layer").exists() and not (tmp_path / "energy").exists()
+
+
+def _oversized(path, name):
+    """Replace dataset `name` with one declaring 2**47 values (1 PiB of float64) in a few bytes of file."""
+    with h5py.File(path, "a") as f:
+        del f[name]
+        f.create_dataset(name, shape=(2**47,), dtype="f8", chunks=(2**20,), compression="gzip")
+
+
+def test_a_dataset_declared_larger_than_memory_is_refused_by_name(ac_file, tmp_path):
+    sweep, surrogate = tmp_path / "sweep.h5", tmp_path / "surrogate.h5"
+    shutil.copy(ac_file, sweep)
+    shutil.copy(data_path("paper_reference.h5"), surrogate)
+    _oversized(sweep, "ac/status")
+    _oversized(surrogate, "multiply/values")
+    assert sweep.stat().st_size < 10**6
+    for args, dataset in ((["inspect", sweep], "/ac/status"), (["fit", sweep, "--out", tmp_path / "s.h5"], "/ac/status"),
+                          (["inspect", surrogate], "/multiply/values"),
+                          (["attention", surrogate, "--out", tmp_path / "layer"], "/multiply/values")):
+        refused(invoke(*args), str(args[1]), dataset, "1.05e+06 GiB", "more than this machine's memory")
+    assert not (tmp_path / "s.h5").exists() and not (tmp_path / "layer").exists()
