@@ -37,6 +37,9 @@ class GpuBaseline:
     source: str
 
 
+MAX_BASELINE_BYTES = 1 << 20
+
+
 def _number(data: dict, key: str, file) -> float:
     value = data.get(key)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
@@ -48,9 +51,15 @@ def load_gpu_baseline(path: str | Path, label: str | None = None) -> GpuBaseline
     """Read a baseline JSON in this project's format or the paper's."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BASELINE_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes; a baseline is a few hundred")
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+    except RecursionError:
+        raise ConfigError("--gpu-baseline", f"cannot read {path} (its JSON is nested too deeply); give a JSON "
+                                            "written by benchmarks/gpu_attention_baseline.py or one of the "
+                                            "paper's") from None
     except (OSError, ValueError) as exc:
         raise ConfigError("--gpu-baseline", f"cannot read {path} ({exc}); give a JSON written by "
                                             "benchmarks/gpu_attention_baseline.py or one of the paper's") from None

@@ -169,6 +169,11 @@ def test_bad_options_name_the_parameter(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"file_kind": "gaincell gpu attention baseline", "batch": 0}))
     with pytest.raises(ConfigError, match="--gpu-baseline: .*'batch' must be a positive number"):
         load_gpu_baseline(tmp_path / "bad.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "huge.json").write_text(" " * (2 << 20))
+    for name, phrase in (("deep.json", "nested too deeply"), ("huge.json", "bytes; a baseline is a few hundred")):
+        with pytest.raises(ConfigError, match=f"--gpu-baseline: cannot read .*{name} .*{phrase}"):
+            load_gpu_baseline(tmp_path / name)
 
 
 def test_paper_gpu_measurements_give_the_papers_ratios():
