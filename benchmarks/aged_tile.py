@@ -39,7 +39,7 @@ from gaincell.surrogate.tile_reference import tile_reference
 
 from agreement import require
 from bench_tile import PHI_RMS_TOLERANCE, READOUT_RMS_TOLERANCE
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 MAX_CASES = 1000
 

@@ -36,7 +36,7 @@ from gaincell.design import load_design
 from gaincell.errors import GaincellError
 
 from agreement import relative_difference, require_close
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 # distinct vs all cells: the same cells in netlists of the same kind, only packed and counted differently
 # (measured 2.3e-8 .. 4.8e-7 of the largest column charge, 8 x 8 .. 24 x 24); 1e-5 leaves room for other

@@ -39,7 +39,7 @@ from gaincell.errors import ConfigError
 from gaincell.surrogate.cellmodel import TOKEN_PERIOD_RANGE_S
 
 from agreement import relative_difference, require, require_close
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 # Gradients: float32 sums in another order (measured 4e-7 of the largest value); 1e-5 of it is allowed.
 GRAD_TOLERANCE = 1e-5

@@ -26,7 +26,7 @@ from gaincell.errors import ConfigError, GaincellError
 
 from ablation import capture
 from agreement import require
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 PROMPT = "The history of the city"
 # A layer's ring decode against its parallel pass on the same inputs: float32 sums in another order (1e-6),

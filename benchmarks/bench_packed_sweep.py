@@ -29,7 +29,7 @@ from gaincell.design import load_design
 from gaincell.errors import GaincellError
 
 from agreement import require, require_close
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 # Packing changes only the time grid (the instances of a netlist share its time steps): measured 2.8e-6,
 # 1.35e-5, 1.42e-5 of full scale at 5 x 5, 20 x 20, 40 x 40. 1e-3 stays above that and above TMAX 1 ns vs

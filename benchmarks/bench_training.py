@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 from gaincell import __version__
 from gaincell.errors import GaincellError

@@ -27,7 +27,7 @@ from gaincell.fitting.fit import fit_characterization
 from gaincell.fitting.variation import compare_with_simulation, format_comparison
 from gaincell.outputs import SWEEP_FILE, discard_other_kind, guard_output
 
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 MAX_SAMPLES = 1_000_000
 

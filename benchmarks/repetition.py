@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from smollm2_adaptation import positive_int
+from gaincell.arguments import positive_int
 
 from gaincell import __version__
 from gaincell.errors import ConfigError, GaincellError

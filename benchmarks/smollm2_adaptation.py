@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from gaincell.arguments import positive_int
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -44,19 +46,6 @@ def evaluate(name: str, model: str, work: Path, options, *extra: str) -> dict:
     ppl, lambada = json.loads(out.read_text())
     return {"perplexity": ppl["perplexity"], "tokens_scored": ppl["tokens_scored"], "lambada": lambada["accuracy"],
             "items": lambada["items"]}
-
-
-def positive_int(text: str, high: int | None = None) -> int:
-    """An argparse type: an integer >= 1 (and <= `high`, where given: `functools.partial(positive_int, high=N)`)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    if high is not None and value > high:
-        raise argparse.ArgumentTypeError(f"must be at most {high}; got {text!r}")
-    return value
 
 
 def evaluation_arguments(parser: argparse.ArgumentParser, lambada_items: int, surrogate: bool = True) -> None:

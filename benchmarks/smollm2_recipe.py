@@ -30,7 +30,8 @@ from pathlib import Path
 from gaincell.adapt.models import read_manifest
 from gaincell.adapt.train import PRECISIONS
 from gaincell.outputs import atomic_write_bytes, atomic_write_text
-from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell, positive_int
+from gaincell.arguments import positive_int
+from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK_HARDWARE = ("--hardware", "normalization=reference-column", "--hardware", "c2p_reference=peak")

@@ -14,19 +14,16 @@ import argparse
 import functools
 import json
 import re
-import sys
 from pathlib import Path
 
 from gaincell.adapt.manifest import read_manifest
 from gaincell.adapt.shipped import RANK_TOLERANCE, SURROGATES, export_shipped
-
+from gaincell.arguments import positive_int
 from gaincell.errors import GaincellError
 from gaincell.outputs import check_writable_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from smollm2_adaptation import positive_int
 
 # A shipped model's name: its two files are NAME.safetensors and NAME.json in --out, and `--model NAME` selects it
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
