@@ -13,8 +13,8 @@ import lmfit
 import numpy as np
 
 from gaincell.conditions import read_condition
-from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, POLY, STRETCHED, FitStart, spec,
-                              tau_1e)
+from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, POLY, STRETCHED, FitStart,
+                              spec, tau_1e)
 from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError, InputFileError
@@ -24,6 +24,7 @@ from gaincell.periphery import C2PDesign
 from gaincell.store import list_sweeps, unfinished_sweeps
 from gaincell.sweep_data import OK, SweepData
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
+from gaincell.surrogate.variation import MAX_VOLTAGE_V
 
 from .models import lmfit_model
 
@@ -103,6 +104,16 @@ def _ok_points(sweep: SweepData, signal: str) -> tuple[dict[str, np.ndarray], np
     return inputs, sweep.scalars[signal][ok]
 
 
+def require_plausible(sweep: SweepData, signal: str, values: np.ndarray, limit: float, unit: str) -> None:
+    """FitError naming the sweep and signal when a value is not finite or beyond +-`limit`: a fit of such data
+    converges to nothing and reports meaningless errors."""
+    bad = ~np.isfinite(values) | (np.abs(values) > limit)
+    if bad.any():
+        raise FitError(f"sweep {sweep.name!r}: {signal} = {values[bad][0]:g} {unit} (and {int(bad.sum()) - 1} more "
+                       f"point(s)) is outside the plausible +-{limit:g} {unit}; gaincell's SPICE runs do not give "
+                       "such values (an edited or damaged file?)")
+
+
 def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order: int = 5,
                  vin_order: int | None = 3) -> FitOutcome:
     """Fit the read surface (charge per read vs stored voltage, pulse width, input amplitude). The polynomial's
@@ -111,6 +122,7 @@ def fit_multiply(read: SweepData, design: CellDesign, model: str = "poly", order
     if model not in MULTIPLY_MODELS:
         raise ConfigError("model", f"must be one of {', '.join(MULTIPLY_MODELS)}, got {model!r}")
     inputs, charge = _ok_points(read, "charge_c")
+    require_plausible(read, "charge_c", charge, MAX_CHARGE_C, "C")
     if charge.size < 10:
         raise FitError(f"only {charge.size} successful read points: too few to fit")
     model_id = MULTIPLY_MODELS[model]
@@ -162,6 +174,7 @@ def fit_decay(retention: SweepData, design: CellDesign, model: str = "leakage") 
         data.append(np.interp(grid, wave["time"], wave["v(sn)"]))
     inputs = {"t_s": np.concatenate(times), "stored_v": np.concatenate(stored)}
     data = np.concatenate(data)
+    require_plausible(retention, "v(sn)", data, MAX_VOLTAGE_V, "V")
     config = {"hold_v": hold, "ref_v": float(levels[ref])}
     model_id = DECAY_MODELS[model]
     outcome = fit_model(model_id, config, inputs, data, spec(model_id).start(config, tau_s=raw_tau),

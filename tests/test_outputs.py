@@ -276,3 +276,21 @@ def test_force_never_replaces_a_file_the_netlist_includes(tmp_path):
     refused(invoke("simulate", deck, "--out", tmp_path / "r.h5", "--png", tmp_path / "models.inc", "--force"),
             "is also an input")
     assert (tmp_path / "models.inc").read_text() == "* models\n"
+
+
+@pytest.mark.parametrize("signals, scale, phrases", [
+    (["charge_c"], 1e20, ["sweep 'read': charge_c =", "outside the plausible +-1e-06 C"]),
+    (["e_read_j", "e_bitline_j", "e_drive_j", "e_vdd_j"], -1e3, ["component 'energy'", "is implausible"]),
+])
+def test_fit_of_implausible_sweeps_is_refused_and_writes_nothing(char_file, tmp_path, signals, scale, phrases):
+    """Charges no cell gives (a fit would converge to nothing) and negative energies (an implausible surrogate)
+    are refused naming the file; neither the surrogate nor any report file is written."""
+    edited = tmp_path / "edited.h5"
+    shutil.copyfile(char_file, edited)
+    with h5py.File(edited, "a") as f:
+        for signal in signals:
+            f["read"][signal][...] = f["read"][signal][()] * scale
+    out = tmp_path / "out"
+    out.mkdir()
+    refused(invoke("fit", edited, "--out", out / "s.h5"), str(edited), *phrases)
+    assert not list(out.iterdir())

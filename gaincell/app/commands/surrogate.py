@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ...errors import ConfigError, GaincellError, InputFileError
+from ...errors import ConfigError, FitError, GaincellError, InputFileError
 from ...outputs import (REPORT, SURROGATE, SWEEP_FILE, atomic_write_text, discard_other_kind, guard_output,
                        output_lock)
 from .options import (Quantity, condition_options, design_inputs, force_option, hardware_option, one_condition,
@@ -34,6 +34,7 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
     from ...fitting.fit import fit_characterization
     from ...fitting.report import fit_figure, text_report
     from ...plotting import save_png_and_html
+    from ...surrogate.file import check
 
     corner, temp_c = one_condition(corners, temps)
     folder = Path(report_dir) if report_dir else Path(out).parent
@@ -46,11 +47,14 @@ def fit(characterization, out, model, order, decay_model, report_dir, corners, t
         try:
             surrogate, outcomes = fit_characterization(characterization, model, order, decay_model,
                                                        corner=corner, temp_c=temp_c)
+        except FitError as exc:  # what the sweeps cannot give, said of the file
+            raise FitError(f"{characterization}: {exc}") from None
         except GaincellError:  # a clear message already (e.g. which condition to choose)
             raise
         except (ValueError, KeyError, TypeError) as exc:  # contents gaincell did not write (edited, damaged)
             raise InputFileError(f"{characterization}: its sweeps cannot be fitted, the file holds values or "
                                  f"attributes gaincell does not write ({type(exc).__name__}: {str(exc)[:200]})") from None
+        check(surrogate, f"{out} (fitted from {characterization})")  # an implausible fit writes no report either
         text = text_report(surrogate)
         save_png_and_html(fit_figure(outcomes), figure)
         atomic_write_text(txt, text)
