@@ -12,6 +12,8 @@ distillation widens their windows again.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from gaincell.errors import ConfigError
@@ -91,6 +93,31 @@ def sharpen_heads(model, scores: torch.Tensor, count: int, gain: float) -> list[
         for layer, head in chosen:
             layers[layer].c2p_gain[head] = gain
     return [[layer, head] for layer, head in chosen]
+
+
+@contextlib.contextmanager
+def unsharpened(model, heads: list[list[int]]):
+    """`heads` ([layer, head]) at the median C2P gain of the other heads for the block, their own gains restored
+    after: an MLP trained behind the sharpened heads learns to discount them (benchmarks/RESULTS.md)."""
+    layers = gaincell_layers(model)
+    if not heads:
+        yield
+        return
+    sharpened = torch.zeros(len(layers), layers[0].heads, dtype=torch.bool)
+    for layer, head in heads:
+        sharpened[layer, head] = True
+    with torch.no_grad():
+        gains = torch.stack([layer.c2p_gain.detach().float().cpu() for layer in layers])
+        median = float(gains[~sharpened].median()) if (~sharpened).any() else 1.0
+        saved = {(layer, head): layers[layer].c2p_gain[head].clone() for layer, head in heads}
+        for layer, head in heads:
+            layers[layer].c2p_gain[head] = median
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for (layer, head), gain in saved.items():
+                layers[layer].c2p_gain[head] = gain
 
 
 def hold_heads(model, heads: list[list[int]]) -> None:

@@ -34,9 +34,11 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
-from .heads import check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads, word_starts
+from .heads import (check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads, unsharpened,
+                    word_starts)
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
+from .repetition import sentence_spans
 from .retarget import retarget
 from .shipped import model_folder
 from .text import token_stream
@@ -158,7 +160,8 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         elif stage == "heads":
             record = _sharpen(model, stream, word_starts(tokenizer), options, _frozen_teacher(base, device), say)
         elif stage == "mlp":
-            model, record = _train_mlp(model, stream, options, checkpoint, _frozen_teacher(base, device))
+            model, record = _train_mlp(model, stream, options, checkpoint, _frozen_teacher(base, device),
+                                       held_heads(manifest), tokenizer)
         elif stage in ("transfer", "distill"):
             model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
                                              base if retargeted else None, held_heads(manifest))
@@ -284,13 +287,20 @@ def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, ch
     return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config)}
 
 
-def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher):
-    """The mlp stage: KL distillation to the base model through LoRA adapters on every MLP projection; attention
-    weights, scalers, C2P thresholds and gains stay frozen. Returns the model with the adapters merged."""
+def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher, held: list[list[int]], tokenizer):
+    """The mlp stage: KL distillation to the base model through LoRA adapters on every MLP projection, plus the
+    sentence-repetition loss when its weight is set (adapt.repetition); attention weights, scalers, C2P
+    thresholds and gains stay frozen, and heads a heads stage sharpened (`held`) train at the others' median gain
+    (`heads.unsharpened`). Returns the model with the adapters merged."""
     config = options.mlp
+    sentences = sentence_spans(stream, tokenizer) if config.repetition_weight else None
     set_mode(model, "nonlinear", linear_backward=False)
     model = add_adapters(model, options.lora_rank, seed=config.seed, targets=mlp_projections(model), circuit=False)
     adapters = [p for p in model.parameters() if p.requires_grad]
-    result = finetune(model, stream, config, checkpoint, teacher=teacher,
-                      groups=[{"params": adapters, "lr": config.lr}], dropout=False, desc="mlp")
-    return merge_adapters(model).eval(), {**result, "lora_rank": options.lora_rank, "config": asdict(config)}
+    with unsharpened(model, held):
+        result = finetune(model, stream, config, checkpoint, teacher=teacher, sentences=sentences,
+                          groups=[{"params": adapters, "lr": config.lr}], dropout=False, desc="mlp")
+    record = {**result, "lora_rank": options.lora_rank, "config": asdict(config)}
+    if held:
+        record["trained_behind"] = f"{len(held)} sharpened heads at the other heads' median C2P gain"
+    return merge_adapters(model).eval(), record

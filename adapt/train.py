@@ -30,7 +30,7 @@ from gaincell.errors import ConfigError, InputFileError
 from gaincell.progress import bar as progress_bar, say
 
 from .checkpoint import load_state, save_state
-
+from .repetition import repeated_rows, repetition_loss
 from .text import random_windows
 
 
@@ -51,6 +51,7 @@ class TrainConfig:
     scaler_lr: float | None = None  # peak rate of the gain-cell scalers when adapters train beside them (None: lr)
     attention_weight: float = 0.0  # transfer: weight of the attention-weight divergence beside the output error
     recall_weight: float = 0.0  # extra weight of the tokens that recall a rare word from far back (`recall_tokens`)
+    repetition_weight: float = 0.0  # weight of the sentence-repetition loss beside the others (adapt.repetition)
     temperature: float = 1.0
     checkpoint_every: int = 50
     seed: int = 0
@@ -73,6 +74,8 @@ class TrainConfig:
             raise ConfigError("--attention-weight", f"must be in [0, 100]; got {self.attention_weight}")
         if not 0 <= self.recall_weight <= 1000:
             raise ConfigError("--recall-weight", f"must be in [0, 1000]; got {self.recall_weight}")
+        if not 0 <= self.repetition_weight <= 100:
+            raise ConfigError("--repetition-weight", f"must be in [0, 100]; got {self.repetition_weight}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError("--distill", f"weight must be in [0, 1]; got {self.distill_weight}")
         if self.precision not in PRECISIONS:
@@ -142,14 +145,17 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
 
 def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str | Path, *, teacher=None,
              track_statistics: bool = False, progress: bool = True, groups=None, objective=None,
-             desc: str = "fine-tune", dropout: bool = True) -> dict:
+             desc: str = "fine-tune", dropout: bool = True, sentences: torch.Tensor | None = None) -> dict:
     """Train `model` on windows of `stream` for `config.steps` optimizer steps, resuming from `checkpoint` if it
     exists. `groups`: lists of parameters clipped separately, or dicts {"params": [...], "lr": peak rate}
     (default: one group, every parameter, at `config.lr`);
     `objective(trained, window, scale=...)`: forward/backward of one micro-batch (token ids (B, seq + 1), the
     loss multiplied by `scale` before backward), returning the loss (default: next-token loss, mixed with distillation from `teacher`); `dropout` False trains in eval
     mode (deterministic forward passes, as the transfer stage needs). Returns {'steps', 'tokens_seen',
-    'loss' (mean of the last 10 %), 'seconds', 'cpu_seconds', 'losses' (per step)}."""
+    'loss' (mean of the last 10 %), 'seconds', 'cpu_seconds', 'losses' (per step)}. `sentences`: (start, stop)
+    of sentences in `stream` (`repetition.sentence_spans`), which `config.repetition_weight` needs."""
+    if config.repetition_weight and sentences is None:
+        raise ConfigError("--repetition-weight", "needs the training text's sentences (the mlp stage finds them)")
     if config.distill_weight > 0 and teacher is None and objective is None:
         raise ConfigError("--distill", "needs the unmodified model as teacher")
     checkpoint = Path(checkpoint)
@@ -171,7 +177,8 @@ def finetune(model, stream: torch.Tensor, config: TrainConfig, checkpoint: str |
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if objective is None:
         common = frequent_tokens(stream, common_count(model.config.vocab_size)) if config.recall_weight else None
-        objective = partial(_language_model_loss, teacher=teacher, config=config, common=common)
+        objective = partial(_language_model_loss, teacher=teacher, config=config, common=common,
+                            repetition=(stream, sentences) if config.repetition_weight else None)
 
     def save() -> None:
         if rank == 0:
@@ -325,9 +332,11 @@ def recall_tokens(inputs: torch.Tensor, labels: torch.Tensor, common: torch.Tens
 
 
 def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher, config: TrainConfig,
-                         common: torch.Tensor | None = None) -> float:
+                         common: torch.Tensor | None = None, repetition: tuple | None = None) -> float:
     """Per-token next-token cross-entropy, mixed with the KL divergence to `teacher`'s logits when distilling,
-    averaged over the tokens with weight 1, or 1 + `recall_weight` for the `recall_tokens` (given `common`)."""
+    averaged over the tokens with weight 1, or 1 + `recall_weight` for the `recall_tokens` (given `common`); plus
+    `repetition_weight` x the sentence-repetition loss on as many rows (`repetition`: the stream and its
+    sentences)."""
     inputs, labels = window[:, :-1], window[:, 1:]
     logits = trained(inputs, use_cache=False).logits.float()
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
@@ -344,5 +353,8 @@ def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher
         loss = (loss * weights).sum() / weights.sum()
     else:
         loss = loss.mean()
+    if repetition is not None:
+        ids, lengths = repeated_rows(*repetition, window.shape[0])
+        loss = loss + config.repetition_weight * repetition_loss(trained, ids.to(window.device), lengths)
     (loss * scale).backward()
     return loss.item()

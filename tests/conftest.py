@@ -89,7 +89,7 @@ SPICE_MODULES = {"test_arrays", "test_backends", "test_benchmarks", "test_c2p", 
                  "test_hardware", "test_hdf5_indirection", "test_hostile_files", "test_inspect", "test_mismatch",
                  "test_netlist_fuzz", "test_outputs", "test_signals", "test_sky130", "test_sweep", "test_tile",
                  "test_trust", "test_variation_fit", "test_workers"}
-LM_MODULES = {"test_adapt", "test_benchmark_commands", "test_generate", "test_harness", "test_shipped",
+LM_MODULES = {"test_adapt", "test_benchmark_commands", "test_generate", "test_harness", "test_repetition_training", "test_shipped",
               "test_transfer", "test_untrusted_folders"}
 
 

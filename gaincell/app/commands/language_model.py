@@ -69,6 +69,10 @@ TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")  # adapt.train.PRECISIONS,
                            help="Extra weight in the loss of the tokens that recall a rare word from 16 or more tokens "
                                 "back in the window (the retrieval LAMBADA scores; linear, nonlinear, distill, "
                                 "mlp)."),
+              click.option("--repetition-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
+                           help="mlp stage: weight of the sentence-repetition loss (DITTO) beside distillation: "
+                                "sentences of the training text repeated, each repetition taught to be half as "
+                                "likely as the one before, against greedy loops."),
               click.option("--attention-weight", type=Quantity("", 0.0, 100.0), default=0.0, show_default=True,
                            help="Transfer stage: weight of the attention-weight divergence (KL of the softmax "
                                 "teacher's weights to the normalised C2P pulses, last 64 queries of each sequence) "
@@ -137,7 +141,8 @@ def adapt(model_spec, surrogate, out_dir, train_text, stages, steps, lora_rank, 
                            c2p_gain=objective.c2p_gain, retrieval_heads=objective.retrieval_heads,
                            retrieval_gain=objective.retrieval_gain,
                            mlp=TrainConfig(steps=steps.mlp_steps, lr=rate("mlp"),
-                                           distill_weight=1.0 if distill is None else distill, **recall, **train))
+                                           distill_weight=1.0 if distill is None else distill, **recall,
+                                           repetition_weight=objective.repetition_weight, **train))
     created = not out.exists()
     try:
         with output_lock(lock):
@@ -154,6 +159,7 @@ STAGE_OPTIONS = {  # adapt options that only some stages read
     "steps": ("linear", "nonlinear"), "transfer_steps": ("transfer",), "distill_steps": ("distill",),
     "mlp_steps": ("mlp",), "lora_rank": ("transfer", "distill", "mlp"), "scaler_lr": ("transfer", "distill"),
     "attention_weight": ("transfer",), "recall_weight": ("linear", "nonlinear", "distill", "mlp"),
+    "repetition_weight": ("mlp",),
     "retrieval_heads": ("heads",), "retrieval_gain": ("heads",),
     "distill": ("linear", "nonlinear", "distill", "mlp"),
     "calibration_tokens": ("calibrate", "transfer", "distill"),  # transfer and distill measure layer errors on it
