@@ -8,8 +8,9 @@ The cheap recipe: `transfer` (every layer's gain-cell attention trained to repro
 teacher's inputs, all layers at once; adapt.transfer) then `distill` (end-to-end KL divergence to the softmax
 model's logits). Both train only the scalers and, with `lora_rank` > 0, LoRA adapters on the attention
 projections, merged into the weights when the stage ends. `mlp` distils the same way with LoRA adapters on the MLP
-projections alone: attention and its circuit settings stay as they are (before `heads`: MLPs distilled behind
-sharpened heads learn to discount them, benchmarks/RESULTS.md).
+projections alone, with the sentence-repetition loss beside when its weight is set (adapt.repetition): attention
+and its circuit settings stay as they are (before `heads`: MLPs distilled behind sharpened heads learn to discount
+them, benchmarks/RESULTS.md; after it, those heads are softened while the MLPs train).
 `heads` (last; adapt.heads) gives the softmax teacher's most retrieving heads a larger C2P gain, which later
 distillations keep.
 Starting from an adapted model (an adapted folder, or a shipped one such as `smollm2-gaincell`) re-targets it to
