@@ -353,8 +353,11 @@ def _language_model_loss(trained, window: torch.Tensor, scale: float, *, teacher
         loss = (loss * weights).sum() / weights.sum()
     else:
         loss = loss.mean()
-    if repetition is not None:
-        ids, lengths = repeated_rows(*repetition, window.shape[0])
-        loss = loss + config.repetition_weight * repetition_loss(trained, ids.to(window.device), lengths)
     (loss * scale).backward()
-    return loss.item()
+    if repetition is None:
+        return loss.item()
+    # its own forward and backward (one graph at a time in memory; under DDP every forward has its backward)
+    ids, lengths = repeated_rows(*repetition, window.shape[0])
+    repeated = config.repetition_weight * repetition_loss(trained, ids.to(window.device), lengths)
+    (repeated * scale).backward()
+    return loss.item() + repeated.item()
