@@ -6,7 +6,9 @@ Runs the recipe's `gaincell adapt` commands one after another, each into its own
   2. distillation on narrative text (--narrative-steps): Jane Austen's novels but Pride and Prejudice, then
      WikiText-2 valid (`scripts/get_training_text.py --exclude prideprejudice`, written once into --work);
   3. LoRA on the MLPs (--mlp-steps; every head's C2P gain as the earlier stages trained it), then the heads
-     stage: --retrieval-heads heads sharpened to C2P gain --retrieval-gain.
+     stage: --retrieval-heads heads sharpened to C2P gain --retrieval-gain;
+  4. new LoRA on the MLPs (--repetition-steps) with the sentence-repetition loss (--repetition-weight, DITTO)
+     beside the distillation, on --train-text, the sharpened heads softened while it trains.
 After each step `gaincell eval` scores the folder (WikiText-2 test perplexity in --context windows, LAMBADA
 accuracy on the first --lambada-items items), and the table gives every step's training wall seconds (from the
 folder's manifest), the running total and the tokens seen: the curve of perplexity and LAMBADA against tokens.
@@ -15,7 +17,7 @@ so a resumed stage's seconds count from its resumption only, and a step whose fo
 further before it was scored stays unscored.
 
     .venv/bin/python benchmarks/smollm2_recipe.py --work runs/recipe
-    .venv/bin/python scripts/ship_model.py --from runs/recipe/final --name smollm2-gaincell --surrogate paper ...
+    .venv/bin/python scripts/ship_model.py --from runs/recipe/unloop --name smollm2-gaincell --surrogate paper ...
 """
 from __future__ import annotations
 
@@ -73,6 +75,11 @@ def steps(options) -> list[tuple[str, str, list[str]]]:
          [*common, "--model", str(work / "narrative"), "--train-text", narrative, "--lr", "1e-3", "--stages",
           "mlp,heads", "--mlp-steps", str(options.mlp_steps), "--retrieval-heads", str(options.retrieval_heads),
           "--retrieval-gain", str(options.retrieval_gain), "--checkpoint-every", "25", "--out", str(work / "final")]),
+        (f"+ MLP LoRA {options.repetition_steps} steps with the sentence-repetition loss (weight "
+         f"{options.repetition_weight:g})", "unloop",
+         [*common, "--model", str(work / "final"), "--train-text", options.train_text, "--lr", "1e-3", "--stages",
+          "mlp", "--mlp-steps", str(options.repetition_steps), "--repetition-weight", str(options.repetition_weight),
+          "--out", str(work / "unloop")]),
     ]
 
 
@@ -96,6 +103,8 @@ def main() -> None:
     parser.add_argument("--mlp-steps", type=positive_int, default=100)
     parser.add_argument("--retrieval-heads", type=positive_int, default=20)
     parser.add_argument("--retrieval-gain", type=float, default=4.0)
+    parser.add_argument("--repetition-steps", type=positive_int, default=30)
+    parser.add_argument("--repetition-weight", type=float, default=0.3)
     parser.add_argument("--batch", type=positive_int, default=2)
     parser.add_argument("--seq", type=positive_int, default=512)
     parser.add_argument("--lora-rank", type=positive_int, default=16)

@@ -89,8 +89,9 @@ def test_smollm2_transfer_benchmark_runs_its_commands(tmp_path, llama_folder):
 
 @pytest.mark.slow
 def test_smollm2_recipe_benchmark_runs_the_shipped_models_commands(tmp_path, llama_folder):
-    """The command behind RESULTS.md's end-to-end recipe table at a tiny budget: its four `gaincell adapt` steps
-    (transfer, distill, narrative distill, MLP + heads) run into their folders, each is scored, and the
+    """The command behind RESULTS.md's end-to-end recipe table at a tiny budget: its five `gaincell adapt` steps
+    (transfer, distill, narrative distill, MLP + heads, MLP with the repetition loss) run into their folders, each
+    is scored, and the
     table adds up every stage's seconds and tokens; a rerun reuses everything (no stage trains twice) and does not
     score a step's folder that a later step has trained further."""
     text = Path(__file__).resolve().parents[1] / "data" / "pride_and_prejudice_ch1-3.txt"
@@ -100,14 +101,17 @@ def test_smollm2_recipe_benchmark_runs_the_shipped_models_commands(tmp_path, lla
             str(text), "--narrative-text", str(text), "--wikitext", str(text), "--lambada", str(lambada),
             "--eval-tokens", "64", "--context", "32", "--lambada-items", "1", "--transfer-steps", "1",
             "--distill-steps", "1", "--narrative-steps", "1", "--mlp-steps", "1", "--retrieval-heads", "1",
-            "--batch", "1", "--seq", "32", "--lora-rank", "2")
+            "--repetition-steps", "1", "--batch", "1", "--seq", "32", "--lora-rank", "2")
     out = run(*args, cwd=tmp_path)
     rows = json.loads((tmp_path / "work" / "table.json").read_text())
     assert [[r.get("steps") for r in records] if records else None for _, records, _ in rows] == [
-        None, [1], [1], [1], [1, None]]  # softmax; transfer; distill; narrative distill; mlp, heads
-    assert rows[-1][1][-1]["gain"] == 4.0 and len(rows[-1][1][-1]["heads"]) == 1  # the heads stage, last
+        None, [1], [1], [1], [1, None], [1]]  # softmax; transfer; distill; narrative distill; mlp, heads; mlp
+    assert rows[-2][1][-1]["gain"] == 4.0 and len(rows[-2][1][-1]["heads"]) == 1  # the heads stage
     final = json.loads((tmp_path / "work" / "final" / "adapted.json").read_text())
     assert final["stages_done"] == ["mlp", "heads"] and "c2p_gain_start" not in final  # the trained gains kept
+    unloop = json.loads((tmp_path / "work" / "unloop" / "adapted.json").read_text())
+    assert unloop["held_heads"] == final["stages"]["heads"]["heads"]  # the sharpened heads kept through it
+    assert unloop["stages"]["mlp"]["config"]["repetition_weight"] == 0.3 and "trained_behind" in unloop["stages"]["mlp"]
     assert "| + narrative distill, 1 steps |" in out and "training wall time in all" in out
     (tmp_path / "work" / "eval-step1.json").unlink()  # as if the transfer step had run before this script
     again = run(*args, cwd=tmp_path)
