@@ -69,7 +69,23 @@ def read_manifest(folder: str | Path) -> dict:
                              "`gaincell adapt`")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
         raise ModelLoadError(f"{path}: its files entry must map file names to sha256 digests")
+    heads = held_heads(manifest)
+    if not isinstance(heads, list) or not all(
+            isinstance(h, list) and len(h) == 2 and all(_is_index(i) for i in h) for h in heads):
+        raise ModelLoadError(f"{path}: its sharpened heads must be a list of [layer, head] index pairs")
     return manifest
+
+
+def held_heads(manifest: dict) -> list[list[int]]:
+    """The heads ([layer, head]) whose C2P gain and threshold later stages keep: those its heads stage set, or
+    those its source model held (an adapted or shipped model adapted further)."""
+    stages = manifest.get("stages")
+    heads = stages.get("heads") if isinstance(stages, dict) else None
+    return (heads.get("heads") if isinstance(heads, dict) else None) or manifest.get("held_heads", [])
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 16
 
 
 def _is_time(value) -> bool:

@@ -37,6 +37,7 @@ from gaincell.surrogate.attention import C2P_GAIN_RANGE
 from .calibrate import calibrate, softmax_targets
 from .heads import (check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads, unsharpened,
                     word_starts)
+from .manifest import held_heads
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
 from .repetition import sentence_spans
@@ -241,12 +242,6 @@ def _finetune(model, stream, options: AdaptOptions, stage: str, checkpoint: Path
 def _frozen_teacher(base: str, device):
     """The unmodified base model, frozen, for distillation and for measuring per-layer errors."""
     return load_pretrained(base)[0].to(device).eval().requires_grad_(False)
-
-
-def held_heads(manifest: dict) -> list[list[int]]:
-    """The heads ([layer, head]) whose C2P gain and threshold distillation keeps: those the heads stage set, in
-    this folder or in the adapted model it started from."""
-    return manifest.get("stages", {}).get("heads", {}).get("heads") or manifest.get("held_heads", [])
 
 
 def _sharpen(model, stream, starts, options: AdaptOptions, teacher, say) -> dict:

@@ -26,6 +26,7 @@ from gaincell.resources import data_path
 from gaincell.surrogate.file import sha256_of
 
 from .checkpoint import load_tensors, save_tensors
+from .manifest import held_heads
 from .models import (PACKAGED, SHIPPED, base_state, gaincell_state, load_adapted, load_pretrained, model_cache_dir,
                      read_manifest, resolve_model, save_adapted, swap_attention)
 SURROGATES = {"paper": "paper_reference.h5"}  # surrogate names a shipped model may be made for -> package data
@@ -93,6 +94,7 @@ def export_shipped(folder: Path, out: Path, name: str, surrogate: str, made_by: 
     record = {"format": FORMAT, "name": name, "base_model": base_name, "base_sha256": base_fingerprint(base_name),
               "surrogate": surrogate, "surrogate_sha256": sha256_of(data_path(SURROGATES[surrogate])),
               "layer": manifest["layer"], "stages": {s: _summary(r) for s, r in manifest["stages"].items()},
+              **({"held_heads": held_heads(manifest)} if held_heads(manifest) else {}),
               "weights_sha256": sha256_of(weights), "rank_tolerance": tolerance, "max_rank": max_rank,
               "max_relative_error_of_factors": max(errors.values(), default=0.0),
               **made_by}
@@ -151,7 +153,9 @@ def shipped_model_folder(name: str, progress=say, source: Path | None = None) ->
     save_adapted(model, tokenizer, partial, surrogate, {"base_model": record["base_model"],
                                                         "surrogate_sha256": record["surrogate_sha256"],
                                                         "stages_done": list(record["stages"]),
-                                                        "stages": record["stages"], "shipped": name})
+                                                        "stages": record["stages"], "shipped": name,
+                                                        **({"held_heads": record["held_heads"]}
+                                                           if "held_heads" in record else {})})
     atomic_write_text(partial / "SHIPPED.json", json.dumps(record, indent=2) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)

@@ -17,7 +17,8 @@ so a resumed stage's seconds count from its resumption only, and a step whose fo
 further before it was scored stays unscored.
 
     .venv/bin/python benchmarks/smollm2_recipe.py --work runs/recipe
-    .venv/bin/python scripts/ship_model.py --from runs/recipe/unloop --name smollm2-gaincell --surrogate paper ...
+    .venv/bin/python scripts/ship_model.py --from runs/recipe/unloop --name smollm2-gaincell --surrogate paper \
+        --tolerance 0.001 ...
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gaincell.adapt.manifest import held_heads
 from gaincell.adapt.models import gaincell_layers, load_adapted, load_pretrained, read_manifest, swap_attention
 from gaincell.adapt.recipe import AdaptOptions, adapt
 from gaincell.adapt.retarget import retarget
@@ -61,6 +62,25 @@ def test_a_shipped_model_rebuilds_into_the_adapted_one(adapted, tmp_path, monkey
         a, b = rebuilt(ids).logits, original(ids).logits
     assert (a - b).abs().max() <= 1e-4 * b.abs().max()
     assert shipped_model_folder("tiny-gaincell", source=tmp_path / "ship") == folder  # built once
+
+
+def test_the_sharpened_heads_survive_packaging_and_a_later_stage(adapted, tmp_path, monkeypatch):
+    """A model adapted further after its heads stage (its manifest holds the heads, not the stage) ships them,
+    and its rebuilt folder holds them for the next re-targeting."""
+    monkeypatch.setenv("GAINCELL_CACHE", str(tmp_path / "cache"))
+    text, paper = adapted / "train.txt", data_path("paper_reference.h5")
+    heads = adapt(AdaptOptions(model=str(adapted / "adapted"), surrogate=paper, train_text=text, stages=("heads",),
+                               retrieval_heads=2, retrieval_gain=3.0, out=tmp_path / "heads"),
+                  say=lambda *a: None)["stages"]["heads"]["heads"]
+    later = adapt(AdaptOptions(model=str(tmp_path / "heads"), surrogate=paper, train_text=text, stages=("mlp",),
+                               lora_rank=2, mlp=TrainConfig(steps=1, batch=1, seq=32, distill_weight=1.0),
+                               out=tmp_path / "later"),
+                  say=lambda *a: None)
+    assert "heads" not in later["stages"] and later["held_heads"] == heads
+    record = export_shipped(tmp_path / "later", tmp_path / "ship", "tiny-gaincell", "paper", {"command": "test"})
+    assert record["held_heads"] == heads
+    folder = shipped_model_folder("tiny-gaincell", progress=lambda *a: None, source=tmp_path / "ship")
+    assert held_heads(read_manifest(folder)) == heads
 
 
 def test_ship_model_script_packages_a_folder_and_refuses_a_bad_tolerance(adapted, tmp_path):
@@ -195,7 +215,8 @@ def test_the_packaged_model_s_files_agree():
     assert record["format"] == FORMAT and sha256_of(weights) == record["weights_sha256"]
     assert record["base_model"] == "smollm2" and record["surrogate"] == "paper"
     assert record["surrogate_sha256"] == sha256_of(data_path("paper_reference.h5"))
-    assert weights.stat().st_size < 12 * 2**20 and record["command"] and record["scores"]
+    assert weights.stat().st_size < 20 * 2**20 and record["command"] and record["scores"]
+    assert len(record["held_heads"]) == 20  # its sharpened heads, which a re-targeting keeps
     scripts = re.findall(r"python (\S+\.py)", record["command"])  # the command that remakes it names scripts here
     assert scripts and all((ROOT / script).is_file() for script in scripts), scripts
     from safetensors import safe_open
