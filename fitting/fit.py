@@ -13,8 +13,8 @@ import lmfit
 import numpy as np
 
 from gaincell.conditions import read_condition
-from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, POLY, STRETCHED, FitStart,
-                              spec, tau_1e)
+from gaincell.compact import (C2P, EKV, EXPONENTIAL, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, MAX_VOLTAGE_V, POLY,
+                              STRETCHED, FitStart, spec, tau_1e)
 from gaincell.design import CellDesign
 from gaincell.design_record import DesignRecord, read_design_record
 from gaincell.errors import ConfigError, FitError, InputFileError
@@ -24,7 +24,6 @@ from gaincell.periphery import C2PDesign
 from gaincell.store import list_sweeps, unfinished_sweeps
 from gaincell.sweep_data import OK, SweepData
 from gaincell.surrogate.file import Component, Surrogate, sha256_of
-from gaincell.surrogate.variation import MAX_VOLTAGE_V
 
 from .models import lmfit_model
 

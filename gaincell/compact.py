@@ -224,6 +224,7 @@ class FitStart:
 # charge is below one electron's, no pulse or time constant below a femtosecond.
 ELECTRON_C = 1.602e-19
 MAX_CHARGE_C = 1e-6
+MAX_VOLTAGE_V = 10.0  # no level of a gain cell (VDD <= 5 V) is beyond +-10 V: a larger one is a unit slip
 MAX_COEFFICIENT = 1e3  # A/V^n: no gain cell's read-current polynomial has a larger coefficient
 _RETENTION = Plausible("the retention time constant", "s", 1e-15, 1e12)
 

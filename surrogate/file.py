@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from gaincell import __version__
-from gaincell.compact import (ELECTRON_C, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, MODELS, Plausible,
+from gaincell.compact import (ELECTRON_C, FIGURES_MODEL, LEAKAGE, MAX_CHARGE_C, MAX_VOLTAGE_V, MODELS, Plausible,
                               evaluate)
 from gaincell.design import CellDesign
 from gaincell.design_record import DESIGN_RECORD, design_record, read_design_record
@@ -49,7 +49,7 @@ from gaincell.outputs import utf8_text
 from gaincell.periphery import C2PDesign, DacDesign
 from gaincell.store import new_hdf5
 
-from .variation import GROUP as VARIATION_GROUP, MAX_VOLTAGE_V, Variation
+from .variation import GROUP as VARIATION_GROUP, Variation
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)  # 1: the design as a JSON attribute `design`; 3: + `variation`; 4: + `hardware`

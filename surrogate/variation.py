@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from gaincell.compact import MAX_CHARGE_C, MAX_COEFFICIENT
+from gaincell.compact import MAX_CHARGE_C, MAX_COEFFICIENT, MAX_VOLTAGE_V
 from gaincell.errors import SurrogateError
 
 GROUP = "variation"
 MAX_LN_SIGMA = 10.0
-MAX_VOLTAGE_V = 10.0  # no level of a gain cell (VDD <= 5 V) is beyond +-10 V: a larger one is a unit slip
 ATTRIBUTES = ("y0_v", "retention_ln_sigma", "offset_sigma_c", "read_noise_c", "cells", "source")
 
 
