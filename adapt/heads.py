@@ -16,7 +16,7 @@ import contextlib
 
 import torch
 
-from gaincell.errors import ConfigError
+from gaincell.errors import ConfigError, ModelLoadError
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .models import gaincell_layers
@@ -93,6 +93,15 @@ def sharpen_heads(model, scores: torch.Tensor, count: int, gain: float) -> list[
         for layer, head in chosen:
             layers[layer].c2p_gain[head] = gain
     return [[layer, head] for layer, head in chosen]
+
+
+def check_head_indices(model, heads: list[list[int]], source) -> None:
+    """Refuse sharpened heads ([layer, head], from `source`'s manifest) that are not heads of `model`."""
+    layers = gaincell_layers(model)
+    bad = [pair for pair in heads if not (pair[0] < len(layers) and pair[1] < layers[pair[0]].heads)]
+    if bad:
+        raise ModelLoadError(f"{source}: its sharpened heads {bad[:3]} are not heads of this model ({len(layers)} "
+                             f"gain-cell layers of {layers[0].heads if layers else 0} heads)")
 
 
 @contextlib.contextmanager

@@ -35,8 +35,8 @@ from gaincell.surrogate.file import Surrogate, sha256_of
 from gaincell.surrogate.attention import C2P_GAIN_RANGE
 
 from .calibrate import calibrate, softmax_targets
-from .heads import (check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads, unsharpened,
-                    word_starts)
+from .heads import (check_head_indices, check_heads, hold_heads, retrieval_scores, scoring_windows, sharpen_heads,
+                    unsharpened, word_starts)
 from .manifest import held_heads
 from .models import (ADAPTED_MANIFEST, finish_interrupted_save, gaincell_layers, load_adapted, load_pretrained,
                      read_manifest, save_adapted, set_mode, swap_attention)
@@ -127,6 +127,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
     finish_interrupted_save(out)
     model, tokenizer, manifest, fresh = _open(options, out, surrogate_sha)
     base = manifest["base_model"]
+    check_head_indices(model, held_heads(manifest), options.model)
     model.to(device)
     todo = [s for s in options.stages if s not in manifest["stages_done"]]
     retargeted = "adapted_from" in manifest
@@ -139,6 +140,8 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
         say(f"{out}: stages {', '.join(manifest['stages_done'])} already done")
         return manifest
     stream = token_stream(options.train_text, tokenizer, options.max_train_tokens, "--train-text")
+    # the repetition loss's sentences found before any stage trains (a text without them is refused first)
+    sentences = sentence_spans(stream, tokenizer) if "mlp" in todo and options.mlp.repetition_weight else None
     calibration_batch = stream[: options.calibration_tokens].unsqueeze(0)
     say(f"training text: {stream.numel()} tokens from {options.train_text}; stages to run: {', '.join(todo)}")
     if retargeted and fresh and manifest["same_cell"]:
@@ -163,7 +166,7 @@ def adapt(options: AdaptOptions, say=progress.say) -> dict:
             record = _sharpen(model, stream, word_starts(tokenizer), options, _frozen_teacher(base, device), say)
         elif stage == "mlp":
             model, record = _train_mlp(model, stream, options, checkpoint, _frozen_teacher(base, device),
-                                       held_heads(manifest), tokenizer)
+                                       held_heads(manifest), sentences)
         elif stage in ("transfer", "distill"):
             model, record = _train_attention(model, stream, calibration_batch, options, stage, checkpoint, device, say,
                                              base if retargeted else None, held_heads(manifest))
@@ -283,13 +286,14 @@ def _train_attention(model, stream, batch, options: AdaptOptions, stage: str, ch
     return model, {**result, "lora_rank": options.lora_rank, "config": asdict(config)}
 
 
-def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher, held: list[list[int]], tokenizer):
+def _train_mlp(model, stream, options: AdaptOptions, checkpoint: Path, teacher, held: list[list[int]],
+               sentences: torch.Tensor | None):
     """The mlp stage: KL distillation to the base model through LoRA adapters on every MLP projection, plus the
     sentence-repetition loss when its weight is set (adapt.repetition); attention weights, scalers, C2P
     thresholds and gains stay frozen, and heads a heads stage sharpened (`held`) train at the others' median gain
-    (`heads.unsharpened`). Returns the model with the adapters merged."""
+    (`heads.unsharpened`); `sentences`: the repetition loss's (`repetition.sentence_spans`). Returns the model
+    with the adapters merged."""
     config = options.mlp
-    sentences = sentence_spans(stream, tokenizer) if config.repetition_weight else None
     set_mode(model, "nonlinear", linear_backward=False)
     model = add_adapters(model, options.lora_rank, seed=config.seed, targets=mlp_projections(model), circuit=False)
     adapters = [p for p in model.parameters() if p.requires_grad]

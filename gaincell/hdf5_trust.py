@@ -55,9 +55,9 @@ def oversized_dataset(f: h5py.File, limit: int) -> str | None:
     found: list[str] = []
 
     def visit(name: str, obj) -> bool | None:
-        if isinstance(obj, h5py.Dataset) and obj.size * obj.dtype.itemsize > limit:
-            found.append(f"dataset /{name} declares {obj.shape} values of {obj.dtype} "
-                         f"({obj.size * obj.dtype.itemsize / 2**30:.3g} GiB)")
+        size = (obj.size or 0) * obj.dtype.itemsize if isinstance(obj, h5py.Dataset) else 0  # None: empty
+        if size > limit:
+            found.append(f"dataset /{name} declares {obj.shape} values of {obj.dtype} ({size / 2**30:.3g} GiB)")
             return True
         return None
 

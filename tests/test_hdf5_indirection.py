@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gaincell.app.cli import main
 from gaincell.errors import InputFileError, SurrogateError
-from gaincell.hdf5_trust import outside_reference
+from gaincell.hdf5_trust import outside_reference, oversized_dataset
 from gaincell.resources import data_path
 from gaincell.store import read_sweep
 from gaincell.surrogate.file import Surrogate
@@ -140,3 +140,10 @@ def test_a_dataset_declared_larger_than_memory_is_refused_by_name(ac_file, tmp_p
                           (["attention", surrogate, "--out", tmp_path / "layer"], "/multiply/values")):
         refused(invoke(*args), str(args[1]), dataset, "1.05e+06 GiB", "more than this machine's memory")
     assert not (tmp_path / "s.h5").exists() and not (tmp_path / "layer").exists()
+
+
+def test_an_empty_dataset_is_not_taken_for_an_oversized_one(tmp_path):
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["empty"] = h5py.Empty("f8")
+        f["small"] = np.zeros(4)
+        assert oversized_dataset(f, limit=1 << 20) is None and "/small" in oversized_dataset(f, limit=8)

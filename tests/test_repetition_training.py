@@ -1,5 +1,6 @@
 """The mlp stage's sentence-repetition loss (adapt.repetition, DITTO) and the sharpened heads it trains behind."""
 import math
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -118,3 +119,28 @@ def test_the_mlp_stage_trains_with_the_repetition_loss_behind_the_heads(tmp_path
     assert refused.exit_code == 1 and "--repetition-weight: is read only by the mlp stage" in refused.output
     with pytest.raises(ConfigError, match=r"--repetition-weight: must be in \[0, 100\]"):
         TrainConfig(steps=1, repetition_weight=-1.0)
+    # sharpened heads its manifest names that the model does not have: refused naming the folder
+    import json
+
+    edited = tmp_path / "edited"
+    shutil.copytree(source, edited)
+    manifest = json.loads((edited / "adapted.json").read_text())
+    manifest["stages"]["heads"]["heads"] = [[99, 0]]
+    (edited / "adapted.json").write_text(json.dumps(manifest))
+    bad = CliRunner().invoke(main, ["adapt", "--model", str(edited), "--surrogate", str(PAPER), "--train-text",
+                                    str(text), "--stages", "mlp", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "its sharpened heads [[99, 0]] are not heads of this model" in bad.output, bad.output
+
+
+def test_a_text_without_sentences_is_refused_before_any_stage_trains(tmp_path, llama_folder):
+    from click.testing import CliRunner
+
+    from gaincell.app.cli import main
+
+    text = tmp_path / "train.txt"
+    text.write_text(TEXT)  # its sentences are longer than 64 of the tiny tokenizer's tokens
+    out = tmp_path / "out"
+    done = CliRunner().invoke(main, ["adapt", "--model", str(llama_folder), "--surrogate", str(PAPER), "--train-text",
+                                     str(text), "--stages", "transfer,mlp", "--repetition-weight", "1", "--out", str(out)])
+    assert done.exit_code == 1 and "needs a training text of sentences" in done.output, done.output
+    assert "stage transfer" not in done.output and not out.exists()

@@ -8,6 +8,7 @@ characterize), `surrogate` (fit, validate, attention, energy), `language_model` 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -38,7 +39,8 @@ def echo_any_file_name() -> None:
     as lone surrogates, which a UTF-8 terminal's strict stream refuses in the middle of a message)."""
     for stream in (sys.stdout, sys.stderr):
         if callable(getattr(stream, "reconfigure", None)):
-            stream.reconfigure(errors="surrogateescape")
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream stays as it is
+                stream.reconfigure(errors="surrogateescape")
 
 
 class GaincellGroup(click.Group):
