@@ -19,17 +19,12 @@ SENTENCE_TOKENS = (8, 64)  # the sentences drawn: at least 8 and at most 64 toke
 MIN_SENTENCES = 16
 
 
-def _token_ids(tokenizer, keep) -> torch.Tensor:
-    """The ids of the vocabulary whose text satisfies `keep`, as a boolean mask."""
-    size = len(tokenizer)
-    return torch.tensor([keep(tokenizer.decode([i])) for i in range(size)], dtype=torch.bool)
-
-
 def sentence_spans(stream: torch.Tensor, tokenizer) -> torch.Tensor:
     """(start, stop) in `stream` of each sentence: the tokens after one sentence end up to and including the
     next (. ! or ?), of SENTENCE_TOKENS length, without a line break or a heading's '='."""
-    ends = _token_ids(tokenizer, lambda text: text.strip() in (".", "!", "?"))
-    breaks = _token_ids(tokenizer, lambda text: "\n" in text or "=" in text)
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    ends = torch.tensor([text.strip() in (".", "!", "?") for text in texts])
+    breaks = torch.tensor(["\n" in text or "=" in text for text in texts])
     stream = stream.cpu()
     at = torch.nonzero(ends[stream.clamp(max=len(ends) - 1)]).flatten()
     starts, stops = at[:-1] + 1, at[1:] + 1

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaincell.arguments import positive_int
 from gaincell.circuits.characterize import characterize
 from gaincell.circuits.tile import MAX_TILE, aged_voltages, run_tile
 from gaincell.compact import evaluate, tau_1e
@@ -39,7 +40,6 @@ from gaincell.surrogate.tile_reference import tile_reference
 
 from agreement import require
 from bench_tile import PHI_RMS_TOLERANCE, READOUT_RMS_TOLERANCE
-from gaincell.arguments import positive_int
 
 MAX_CASES = 1000
 

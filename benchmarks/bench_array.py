@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gaincell.arguments import positive_int
 from gaincell.circuits.array_read import random_array_inputs, read_array
 from gaincell.circuits.arrays import ArrayRead, ColumnsRead
 from gaincell.circuits.builtins import ir_drop
@@ -36,7 +37,6 @@ from gaincell.design import load_design
 from gaincell.errors import GaincellError
 
 from agreement import relative_difference, require_close
-from gaincell.arguments import positive_int
 
 # distinct vs all cells: the same cells in netlists of the same kind, only packed and counted differently
 # (measured 2.3e-8 .. 4.8e-7 of the largest column charge, 8 x 8 .. 24 x 24); 1e-5 leaves room for other

@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 
 from gaincell.app.commands.options import option_items
+from gaincell.arguments import positive_int
 from gaincell.errors import ConfigError
 from gaincell.surrogate.cellmodel import TOKEN_PERIOD_RANGE_S
 
 from agreement import relative_difference, require, require_close
-from gaincell.arguments import positive_int
 
 # Gradients: float32 sums in another order (measured 4e-7 of the largest value); 1e-5 of it is allowed.
 GRAD_TOLERANCE = 1e-5

@@ -22,11 +22,11 @@ import time
 import torch
 
 from gaincell.app.commands.options import option_items, surrogate_file
+from gaincell.arguments import positive_int
 from gaincell.errors import ConfigError, GaincellError
 
 from ablation import capture
 from agreement import require
-from gaincell.arguments import positive_int
 
 PROMPT = "The history of the city"
 # A layer's ring decode against its parallel pass on the same inputs: float32 sums in another order (1e-6),

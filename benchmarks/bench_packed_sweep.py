@@ -21,6 +21,7 @@ import time
 import numpy as np
 from PySpice.Spice.Netlist import Circuit
 
+from gaincell.arguments import positive_int
 from gaincell.circuits import Sweep, run_sweep
 from gaincell.circuits.cells import CellRead, cell_subcircuits, library_lines, read_drive_lines
 from gaincell.circuits.spice.elements import options
@@ -29,7 +30,6 @@ from gaincell.design import load_design
 from gaincell.errors import GaincellError
 
 from agreement import require, require_close
-from gaincell.arguments import positive_int
 
 # Packing changes only the time grid (the instances of a netlist share its time steps): measured 2.8e-6,
 # 1.35e-5, 1.42e-5 of full scale at 5 x 5, 20 x 20, 40 x 40. 1e-3 stays above that and above TMAX 1 ns vs

@@ -23,9 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gaincell.arguments import positive_int
-
 from gaincell import __version__
+from gaincell.arguments import positive_int
 from gaincell.errors import GaincellError
 from gaincell.outputs import REPORT, atomic_write_text, guard_output
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gaincell.app.commands.options import design_inputs
+from gaincell.arguments import positive_int
 from gaincell.circuits.characterize import characterize
 from gaincell.circuits.mismatch import MAX_CELLS, mismatch_for, run_monte_carlo
 from gaincell.design import load_setup
@@ -26,8 +27,6 @@ from gaincell.errors import ConfigError, GaincellError
 from gaincell.fitting.fit import fit_characterization
 from gaincell.fitting.variation import compare_with_simulation, format_comparison
 from gaincell.outputs import SWEEP_FILE, discard_other_kind, guard_output
-
-from gaincell.arguments import positive_int
 
 MAX_SAMPLES = 1_000_000
 

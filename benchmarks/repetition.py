@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from gaincell.arguments import positive_int
 
 from gaincell import __version__
+from gaincell.arguments import positive_int
 from gaincell.errors import ConfigError, GaincellError
 from gaincell.outputs import REPORT, atomic_write_text, guard_output
 

@@ -32,8 +32,9 @@ from pathlib import Path
 
 from gaincell.adapt.models import read_manifest
 from gaincell.adapt.train import PRECISIONS
-from gaincell.outputs import atomic_write_bytes, atomic_write_text
 from gaincell.arguments import positive_int
+from gaincell.outputs import atomic_write_bytes, atomic_write_text
+
 from smollm2_adaptation import SHARED, evaluate, evaluation_arguments, gaincell
 
 ROOT = Path(__file__).resolve().parent.parent
